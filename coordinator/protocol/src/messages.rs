@@ -1,0 +1,216 @@
+//! Every message that crosses a coordinator connection.
+//!
+//! One enum per direction keeps the state machines honest: a coordinator can
+//! only ever receive a [`ToCoordinator`] and a client only a [`FromCoordinator`].
+//! Adding a variant at the end is a minor version bump; changing or removing one
+//! is a major bump (bincode encodes the variant index).
+
+use serde::{Deserialize, Serialize};
+
+/// Who is on the other end of a connection, announced in [`Hello`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Role {
+    /// A supervisor (`dmtcp-run`, `dmtcp-restart`, `dmtcp-attach`): it owns a
+    /// tree of target processes on one host and takes part in every barrier.
+    Supervisor(SupervisorHello),
+    /// A one-shot client (`dmtcp-command`, the application API).
+    Command,
+}
+
+/// What a supervisor says about itself when it connects.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SupervisorHello {
+    /// Host name of the supervisor.
+    pub host: String,
+    /// Host pid of the supervisor process itself.
+    pub pid: u32,
+    /// The computation this supervisor belongs to, when it is restarting one
+    /// (`None` for a fresh launch: the coordinator assigns one).
+    pub computation: Option<String>,
+    /// Checkpoint generation the restarted images were taken at (0 on launch).
+    pub generation: u64,
+}
+
+/// First frame on every connection, in both directions the client speaks first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    pub magic: [u8; 8],
+    pub major: u16,
+    pub minor: u16,
+    /// Per-computation secret; must equal the coordinator's.
+    pub secret: String,
+    pub role: Role,
+}
+
+/// One target process as the coordinator lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcEntry {
+    /// Pid inside the computation's pid namespace (what `getpid()` returns).
+    pub vpid: u32,
+    /// Pid on the host (what `ps` and `gdb -p` use).
+    pub host_pid: u32,
+    /// Program name (comm).
+    pub prog: String,
+    /// Host the process runs on.
+    pub host: String,
+}
+
+/// A checkpoint image written by a supervisor.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageEntry {
+    /// Absolute path of the durable image.
+    pub path: String,
+    pub vpid: u32,
+    pub prog: String,
+    pub host: String,
+    /// Bytes on disk.
+    pub size: u64,
+}
+
+/// The checkpoint barriers, in order. A checkpoint walks them one after the
+/// other; every supervisor must report [`ToCoordinator::Reached`] for a phase
+/// before the coordinator announces the next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Phase {
+    /// Freeze every user thread of every process.
+    Suspend,
+    /// Elect the process that saves each shared fd (pipes, sockets).
+    FdLeaderElection,
+    /// Drain data in flight out of pipes and sockets.
+    Drain,
+    /// Capture a consistent snapshot (state and memory) of every process.
+    Checkpoint,
+    /// Put drained data back.
+    Refill,
+    /// Let every user thread run again.
+    Resume,
+}
+
+impl Phase {
+    pub const ALL: [Phase; 6] = [
+        Phase::Suspend,
+        Phase::FdLeaderElection,
+        Phase::Drain,
+        Phase::Checkpoint,
+        Phase::Refill,
+        Phase::Resume,
+    ];
+
+    /// The phase after this one, `None` after [`Phase::Resume`].
+    pub fn next(self) -> Option<Phase> {
+        let i = Self::ALL.iter().position(|p| *p == self)?;
+        Self::ALL.get(i + 1).copied()
+    }
+}
+
+/// Options of one checkpoint, sent with every barrier.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckpointOptions {
+    /// Checkpoint id, increasing per coordinator.
+    pub id: u64,
+    /// Generation of the computation (counts checkpoints across restarts).
+    pub generation: u64,
+    /// Directory the images go to (absolute).
+    pub dir: String,
+    /// Codec name: "gzip", "zstd", "none". Empty: the supervisor's default.
+    pub codec: String,
+    /// Write only pages written since the previous checkpoint.
+    pub incremental: bool,
+}
+
+/// What `dmtcp-command` (or the application API) asks for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request {
+    /// Start a checkpoint; `blocking`: reply only once every image is durable.
+    Checkpoint { blocking: bool },
+    Status,
+    List,
+    /// Kill every process of the computation.
+    Kill,
+    /// Kill the computation and stop the coordinator.
+    Quit,
+    /// Checkpoint every N seconds (0 = off).
+    SetInterval(u32),
+}
+
+/// Coordinator's view of the computation, for `--status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Status {
+    pub computation: String,
+    pub num_processes: u32,
+    pub num_supervisors: u32,
+    /// "RUNNING", or the barrier in progress ("SUSPEND", "DRAIN", ...).
+    pub state: String,
+    pub generation: u64,
+    pub interval: u32,
+    pub ckpt_dir: String,
+    /// Images of the last completed checkpoint.
+    pub last_images: Vec<ImageEntry>,
+}
+
+/// Reply to a [`Request`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Reply {
+    Ok,
+    Status(Status),
+    List(Vec<ProcEntry>),
+    /// A checkpoint finished; images are durable.
+    CheckpointDone {
+        id: u64,
+        images: Vec<ImageEntry>,
+        /// Milliseconds from the request to durable images.
+        millis: u64,
+    },
+    /// A checkpoint was started (non-blocking request).
+    CheckpointStarted { id: u64 },
+    CheckpointFailed { id: u64, reason: String },
+    Error(String),
+}
+
+/// Frames a client sends.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ToCoordinator {
+    Hello(Hello),
+    /// Command role: one request, one (or for blocking checkpoints, a final) reply.
+    Request(Request),
+    /// Supervisor role: the full current list of its processes (replaces the old one).
+    Processes(Vec<ProcEntry>),
+    /// Supervisor role: a barrier phase is done on this supervisor.
+    Reached { id: u64, phase: Phase },
+    /// Supervisor role: images of checkpoint `id` are durable.
+    ImagesWritten { id: u64, images: Vec<ImageEntry> },
+    /// Supervisor role: checkpoint `id` failed here; the computation keeps running.
+    CheckpointFailed { id: u64, reason: String },
+    /// Name service: publish `value` under `key` (restart-time address exchange).
+    Publish { key: Vec<u8>, value: Vec<u8> },
+    /// Name service: ask for `key`; answered with [`FromCoordinator::Published`].
+    Query { key: Vec<u8> },
+    /// Supervisor role: the computation's tree on this supervisor has exited.
+    Exited { status: i32 },
+}
+
+/// Frames the coordinator sends.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FromCoordinator {
+    /// Handshake accepted.
+    Welcome {
+        /// Computation id (hex) this connection belongs to.
+        computation: String,
+        /// Current generation (number of completed checkpoints).
+        generation: u64,
+        /// The coordinator's checkpoint directory (absolute).
+        ckpt_dir: String,
+    },
+    /// Handshake refused or frame not understood; the connection closes after it.
+    Error(String),
+    Reply(Reply),
+    /// Supervisor role: enter a barrier phase.
+    Barrier { phase: Phase, options: CheckpointOptions },
+    /// Supervisor role: checkpoint `id` was abandoned (another supervisor failed);
+    /// resume the processes if they are frozen and keep old images.
+    Abort { id: u64, reason: String },
+    /// Supervisor role: kill the computation.
+    Kill,
+    /// Name service answer (`None`: not published).
+    Published { key: Vec<u8>, value: Option<Vec<u8>> },
+}

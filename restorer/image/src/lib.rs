@@ -1,0 +1,3 @@
+//! Checkpoint image: data model, on-disk format, writer and reader.
+pub mod model;
+pub use model::*;

@@ -1,0 +1,231 @@
+//! What a checkpoint image says about one process, independent of how it is
+//! laid out on disk (see `format` for that).
+//!
+//! Everything here is plain data (serde), so the same structs serve the writer,
+//! the reader, `dmtcp-restart --inspect` and the golden tests. Addresses are
+//! addresses in the *target's* address space.
+
+use serde::{Deserialize, Serialize};
+
+pub const PAGE_SIZE: u64 = 4096;
+
+/// The whole metadata of one process image (page data is stored apart).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessImage {
+    pub computation: ComputationInfo,
+    pub process: ProcessInfo,
+    pub threads: Vec<ThreadState>,
+    pub fds: Vec<FdEntry>,
+    pub vmas: Vec<Vma>,
+}
+
+/// Which computation and checkpoint this image belongs to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ComputationInfo {
+    /// Random hex id given at launch and kept across restarts.
+    pub id: String,
+    /// Checkpoint generation (1 for the first checkpoint).
+    pub generation: u64,
+    /// Host the image was taken on.
+    pub host: String,
+    /// Wall-clock time of the snapshot, ns since the epoch.
+    pub taken_at_unix_ns: u64,
+    /// Coordinator the computation used (host, port) when checkpointed.
+    pub coord_host: String,
+    pub coord_port: u16,
+}
+
+/// Process-wide state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessInfo {
+    /// Pids inside the computation's pid namespace.
+    pub vpid: u32,
+    pub vppid: u32,
+    pub vpgid: u32,
+    pub vsid: u32,
+    /// Host pid at checkpoint time (informational).
+    pub host_pid: u32,
+    /// comm (thread name of the leader), at most 15 bytes.
+    pub comm: String,
+    /// Path of the executable (`/proc/PID/exe`).
+    pub exe: String,
+    /// argv as in `/proc/PID/cmdline`.
+    pub cmdline: Vec<Vec<u8>>,
+    pub cwd: String,
+    pub umask: u32,
+    /// `(resource, soft, hard)` for every resource `prlimit` knows.
+    pub rlimits: Vec<(u32, u64, u64)>,
+    pub personality: u32,
+    pub caps: Capabilities,
+    pub uid: u32,
+    pub gid: u32,
+    pub no_new_privs: bool,
+    pub dumpable: u32,
+    pub mm: MmFields,
+    /// `/proc/PID/auxv` as 64-bit words.
+    pub auxv: Vec<u64>,
+    /// Dispositions of signals 1..=64 (index 0 is signal 1); SIGKILL and
+    /// SIGSTOP are recorded as default.
+    pub sigactions: Vec<SigAction>,
+    /// Signals pending for the whole process (raw `siginfo_t` bytes, 128 each).
+    pub shared_pending: Vec<Vec<u8>>,
+    /// ITIMER_REAL, ITIMER_VIRTUAL, ITIMER_PROF as (interval, value), in µs.
+    pub itimers: [(u64, u64); 3],
+    /// Whether the process was the child subreaper of its subtree.
+    pub child_subreaper: bool,
+}
+
+/// The `prctl(PR_SET_MM_MAP)` fields and brk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct MmFields {
+    pub start_code: u64,
+    pub end_code: u64,
+    pub start_data: u64,
+    pub end_data: u64,
+    pub start_brk: u64,
+    pub brk: u64,
+    pub start_stack: u64,
+    pub arg_start: u64,
+    pub arg_end: u64,
+    pub env_start: u64,
+    pub env_end: u64,
+}
+
+/// Capability sets as in `/proc/PID/status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Capabilities {
+    pub inheritable: u64,
+    pub permitted: u64,
+    pub effective: u64,
+    pub bounding: u64,
+    pub ambient: u64,
+}
+
+/// A kernel `struct sigaction` (x86_64 `rt_sigaction` layout).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct SigAction {
+    pub handler: u64,
+    pub flags: u64,
+    pub restorer: u64,
+    pub mask: u64,
+}
+
+/// Per-thread state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ThreadState {
+    /// Tid inside the computation's pid namespace.
+    pub vtid: u32,
+    /// Thread name (`/proc/PID/task/TID/comm`).
+    pub name: String,
+    /// `struct user_regs_struct` as `NT_PRSTATUS` returns it (27 u64 words),
+    /// exactly as captured (no syscall-restart fix-up applied).
+    pub regs: Vec<u64>,
+    /// `NT_X86_XSTATE` bytes (XSAVE layout, includes AVX-512 state).
+    pub xstate: Vec<u8>,
+    pub sigmask: u64,
+    /// Signals pending for this thread only (raw `siginfo_t`, 128 bytes each).
+    pub pending: Vec<Vec<u8>>,
+    /// `set_tid_address` value.
+    pub clear_child_tid: u64,
+    /// `set_robust_list` head and length.
+    pub robust_list: (u64, u64),
+    pub rseq: Option<Rseq>,
+    /// `sigaltstack`: (ss_sp, ss_flags, ss_size).
+    pub sigaltstack: (u64, i32, u64),
+}
+
+/// An rseq registration (`PTRACE_GET_RSEQ_CONFIGURATION`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rseq {
+    pub addr: u64,
+    pub len: u32,
+    pub flags: u32,
+    pub signature: u32,
+}
+
+/// One file descriptor.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FdEntry {
+    pub fd: i32,
+    pub cloexec: bool,
+    pub kind: FdKind,
+}
+
+/// What an fd refers to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FdKind {
+    /// A regular file or directory reopened by path.
+    File {
+        path: String,
+        /// `open` flags as in fdinfo (access mode, O_APPEND, O_NONBLOCK, ...).
+        flags: i32,
+        offset: u64,
+        /// The file was deleted while open; `contents` holds its bytes.
+        deleted: bool,
+        contents: Option<Vec<u8>>,
+    },
+    /// A character device reopened by path (`/dev/null`, `/dev/zero`, ...).
+    Device { path: String, flags: i32 },
+    /// One of the restarting tool's own standard fds takes its place:
+    /// a terminal or a pipe that leads outside the computation.
+    Inherit { from: i32, what: String },
+    /// Something this version cannot restore; restored as `/dev/null`
+    /// with a warning (`what` names it, e.g. `socket:[1234]`).
+    Unsupported { what: String },
+}
+
+/// A memory mapping and its saved pages.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Vma {
+    pub start: u64,
+    pub end: u64,
+    /// PROT_* bits.
+    pub prot: u32,
+    pub shared: bool,
+    pub kind: VmaKind,
+    /// `VM_GROWSDOWN` (the main stack).
+    pub growsdown: bool,
+    /// Runs of saved pages, ascending, not overlapping.
+    pub pages: Vec<PageRun>,
+}
+
+impl Vma {
+    pub fn len(&self) -> u64 {
+        self.end - self.start
+    }
+    pub fn is_empty(&self) -> bool {
+        self.end == self.start
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum VmaKind {
+    /// Anonymous memory (including `[heap]` and `[stack]`, see `name`).
+    Anon { name: Option<String> },
+    /// A file mapping: pages not in `pages` come from the file.
+    File { path: String, offset: u64, dev: u64, inode: u64 },
+    Vdso,
+    Vvar,
+    VvarVclock,
+    Vsyscall,
+}
+
+/// A run of pages saved for a VMA.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PageRun {
+    /// Address of the first page.
+    pub addr: u64,
+    /// Number of pages.
+    pub npages: u64,
+    /// Where the bytes are, in the image's page data (format-specific locator).
+    pub data: DataRef,
+}
+
+/// Locator of page bytes inside the image file; meaning owned by `format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DataRef {
+    /// Index of the first block holding this run.
+    pub block: u32,
+    /// Byte offset of the run inside the block's uncompressed data.
+    pub offset: u64,
+}
