@@ -1,1 +1,31 @@
-//! placeholder
+//! The supervisor: launches a computation in its own pid (and user)
+//! namespace, freezes and captures its processes for checkpoints, and keeps
+//! the computation's link to the coordinator.
+//!
+//! Kernel-facing modules (`ptrace`, `remote`, `spawn`, `sys`) hold the
+//! `unsafe` code; the rest is ordinary Rust on top of them.
+
+pub mod capture;
+pub mod fdrestore;
+pub mod freeze;
+pub mod nsinit;
+pub mod pid;
+pub mod procfs;
+pub mod run_cli;
+pub mod ptrace;
+pub mod remote;
+pub mod session;
+pub mod spawn;
+pub mod supervise;
+pub mod sys;
+
+/// Sets up `tracing` from `DMTCP_LOG` (default: warnings), to stderr.
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("DMTCP_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}

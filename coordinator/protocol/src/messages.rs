@@ -122,7 +122,9 @@ pub struct CheckpointOptions {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Request {
     /// Start a checkpoint; `blocking`: reply only once every image is durable.
-    Checkpoint { blocking: bool },
+    Checkpoint {
+        blocking: bool,
+    },
     Status,
     List,
     /// Kill every process of the computation.
@@ -162,8 +164,13 @@ pub enum Reply {
         millis: u64,
     },
     /// A checkpoint was started (non-blocking request).
-    CheckpointStarted { id: u64 },
-    CheckpointFailed { id: u64, reason: String },
+    CheckpointStarted {
+        id: u64,
+    },
+    CheckpointFailed {
+        id: u64,
+        reason: String,
+    },
     Error(String),
 }
 
@@ -176,17 +183,33 @@ pub enum ToCoordinator {
     /// Supervisor role: the full current list of its processes (replaces the old one).
     Processes(Vec<ProcEntry>),
     /// Supervisor role: a barrier phase is done on this supervisor.
-    Reached { id: u64, phase: Phase },
+    Reached {
+        id: u64,
+        phase: Phase,
+    },
     /// Supervisor role: images of checkpoint `id` are durable.
-    ImagesWritten { id: u64, images: Vec<ImageEntry> },
+    ImagesWritten {
+        id: u64,
+        images: Vec<ImageEntry>,
+    },
     /// Supervisor role: checkpoint `id` failed here; the computation keeps running.
-    CheckpointFailed { id: u64, reason: String },
+    CheckpointFailed {
+        id: u64,
+        reason: String,
+    },
     /// Name service: publish `value` under `key` (restart-time address exchange).
-    Publish { key: Vec<u8>, value: Vec<u8> },
+    Publish {
+        key: Vec<u8>,
+        value: Vec<u8>,
+    },
     /// Name service: ask for `key`; answered with [`FromCoordinator::Published`].
-    Query { key: Vec<u8> },
+    Query {
+        key: Vec<u8>,
+    },
     /// Supervisor role: the computation's tree on this supervisor has exited.
-    Exited { status: i32 },
+    Exited {
+        status: i32,
+    },
 }
 
 /// Frames the coordinator sends.
@@ -205,12 +228,21 @@ pub enum FromCoordinator {
     Error(String),
     Reply(Reply),
     /// Supervisor role: enter a barrier phase.
-    Barrier { phase: Phase, options: CheckpointOptions },
+    Barrier {
+        phase: Phase,
+        options: CheckpointOptions,
+    },
     /// Supervisor role: checkpoint `id` was abandoned (another supervisor failed);
     /// resume the processes if they are frozen and keep old images.
-    Abort { id: u64, reason: String },
+    Abort {
+        id: u64,
+        reason: String,
+    },
     /// Supervisor role: kill the computation.
     Kill,
     /// Name service answer (`None`: not published).
-    Published { key: Vec<u8>, value: Option<Vec<u8>> },
+    Published {
+        key: Vec<u8>,
+        value: Option<Vec<u8>>,
+    },
 }

@@ -201,9 +201,16 @@ impl Vma {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum VmaKind {
     /// Anonymous memory (including `[heap]` and `[stack]`, see `name`).
-    Anon { name: Option<String> },
+    Anon {
+        name: Option<String>,
+    },
     /// A file mapping: pages not in `pages` come from the file.
-    File { path: String, offset: u64, dev: u64, inode: u64 },
+    File {
+        path: String,
+        offset: u64,
+        dev: u64,
+        inode: u64,
+    },
     Vdso,
     Vvar,
     VvarVclock,

@@ -1,0 +1,320 @@
+//! Length-prefixed frames: `u32` little-endian payload length, then a bincode 2
+//! (serde, standard config) payload of exactly that length.
+
+use std::io::{self, Read, Write};
+
+use serde::{de::DeserializeOwned, Serialize};
+
+use crate::MAX_FRAME;
+
+/// Why a frame could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum ProtocolError {
+    #[error("i/o error: {0}")]
+    Io(#[from] io::Error),
+    #[error("frame of {len} bytes exceeds the limit of {MAX_FRAME} bytes")]
+    TooLarge { len: u64 },
+    #[error("malformed frame: {0}")]
+    Decode(String),
+    #[error("cannot encode frame: {0}")]
+    Encode(String),
+    #[error("connection closed")]
+    Closed,
+}
+
+fn config() -> impl bincode::config::Config {
+    bincode::config::standard().with_limit::<{ MAX_FRAME as usize }>()
+}
+
+/// Encodes `msg` as one frame and writes it (one `write_all`, then flush).
+pub fn write_frame<W: Write, T: Serialize>(w: &mut W, msg: &T) -> Result<(), ProtocolError> {
+    let payload = bincode::serde::encode_to_vec(msg, config())
+        .map_err(|e| ProtocolError::Encode(e.to_string()))?;
+    let len = payload.len() as u64;
+    if len > u64::from(MAX_FRAME) {
+        return Err(ProtocolError::TooLarge { len });
+    }
+    let mut buf = Vec::with_capacity(4 + payload.len());
+    buf.extend_from_slice(&(len as u32).to_le_bytes());
+    buf.extend_from_slice(&payload);
+    w.write_all(&buf)?;
+    w.flush()?;
+    Ok(())
+}
+
+/// Reads one frame and decodes it.
+///
+/// A clean end of stream before the first byte is [`ProtocolError::Closed`];
+/// an end of stream inside a frame is an `UnexpectedEof` [`ProtocolError::Io`].
+/// A length above [`MAX_FRAME`] is refused before anything is allocated, and a
+/// payload with bytes left over after the message is [`ProtocolError::Decode`].
+pub fn read_frame<R: Read, T: DeserializeOwned>(r: &mut R) -> Result<T, ProtocolError> {
+    let mut len_buf = [0u8; 4];
+    let mut got = 0;
+    while got < len_buf.len() {
+        match r.read(&mut len_buf[got..]) {
+            Ok(0) if got == 0 => return Err(ProtocolError::Closed),
+            Ok(0) => {
+                return Err(ProtocolError::Io(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!("truncated frame header ({got} of 4 bytes)"),
+                )))
+            }
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let len = u32::from_le_bytes(len_buf);
+    if len > MAX_FRAME {
+        return Err(ProtocolError::TooLarge { len: len.into() });
+    }
+    // Grow as bytes arrive, so a lying length costs at most what was sent.
+    let mut payload = Vec::new();
+    r.take(u64::from(len)).read_to_end(&mut payload)?;
+    if payload.len() != len as usize {
+        return Err(ProtocolError::Io(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            format!("truncated frame ({} of {len} bytes)", payload.len()),
+        )));
+    }
+    let (msg, used) = bincode::serde::decode_from_slice(&payload, config())
+        .map_err(|e| ProtocolError::Decode(e.to_string()))?;
+    if used != payload.len() {
+        return Err(ProtocolError::Decode(format!(
+            "{} trailing bytes after the message",
+            payload.len() - used
+        )));
+    }
+    Ok(msg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::*;
+    use std::fmt::Debug;
+    use std::io::Cursor;
+
+    fn round_trip<T: Serialize + DeserializeOwned + PartialEq + Debug>(msg: T) {
+        let mut buf = Vec::new();
+        write_frame(&mut buf, &msg).unwrap();
+        let len = u32::from_le_bytes(buf[..4].try_into().unwrap()) as usize;
+        assert_eq!(len, buf.len() - 4);
+        let mut cur = Cursor::new(buf);
+        let back: T = read_frame(&mut cur).unwrap();
+        assert_eq!(back, msg);
+        assert!(matches!(
+            read_frame::<_, T>(&mut cur),
+            Err(ProtocolError::Closed)
+        ));
+    }
+
+    fn options() -> CheckpointOptions {
+        CheckpointOptions {
+            id: 7,
+            generation: 3,
+            dir: "/tmp/ck".into(),
+            codec: "gzip".into(),
+            incremental: true,
+        }
+    }
+
+    fn image() -> ImageEntry {
+        ImageEntry {
+            path: "/tmp/ck/ckpt_a.dmtcp".into(),
+            vpid: 1,
+            prog: "a.out".into(),
+            host: "node1".into(),
+            size: 4096,
+        }
+    }
+
+    fn proc_entry() -> ProcEntry {
+        ProcEntry {
+            vpid: 1,
+            host_pid: 4242,
+            prog: "a.out".into(),
+            host: "node1".into(),
+        }
+    }
+
+    #[test]
+    fn round_trip_to_coordinator() {
+        let sup = SupervisorHello {
+            host: "node1".into(),
+            pid: 99,
+            computation: Some("0123456789abcdef".into()),
+            generation: 4,
+        };
+        let reqs = [
+            Request::Checkpoint { blocking: true },
+            Request::Checkpoint { blocking: false },
+            Request::Status,
+            Request::List,
+            Request::Kill,
+            Request::Quit,
+            Request::SetInterval(60),
+        ];
+        round_trip(ToCoordinator::Hello(hello("s", Role::Supervisor(sup))));
+        round_trip(ToCoordinator::Hello(hello("s", Role::Command)));
+        for r in reqs {
+            round_trip(ToCoordinator::Request(r));
+        }
+        round_trip(ToCoordinator::Processes(vec![proc_entry(), proc_entry()]));
+        for phase in Phase::ALL {
+            round_trip(ToCoordinator::Reached { id: 1, phase });
+        }
+        round_trip(ToCoordinator::ImagesWritten {
+            id: 1,
+            images: vec![image()],
+        });
+        round_trip(ToCoordinator::CheckpointFailed {
+            id: 1,
+            reason: "disk full".into(),
+        });
+        round_trip(ToCoordinator::Publish {
+            key: b"k".to_vec(),
+            value: vec![0, 1, 255],
+        });
+        round_trip(ToCoordinator::Query { key: b"k".to_vec() });
+        round_trip(ToCoordinator::Exited { status: -9 });
+    }
+
+    #[test]
+    fn round_trip_from_coordinator() {
+        let status = Status {
+            computation: "c".into(),
+            num_processes: 2,
+            num_supervisors: 1,
+            state: "RUNNING".into(),
+            generation: 1,
+            interval: 0,
+            ckpt_dir: "/d".into(),
+            last_images: vec![image()],
+        };
+        round_trip(FromCoordinator::Welcome {
+            computation: "c".into(),
+            generation: 2,
+            ckpt_dir: "/d".into(),
+        });
+        round_trip(FromCoordinator::Error("wrong secret".into()));
+        for r in [
+            Reply::Ok,
+            Reply::Status(status),
+            Reply::List(vec![proc_entry()]),
+            Reply::CheckpointDone {
+                id: 1,
+                images: vec![image()],
+                millis: 12,
+            },
+            Reply::CheckpointStarted { id: 1 },
+            Reply::CheckpointFailed {
+                id: 1,
+                reason: "x".into(),
+            },
+            Reply::Error("e".into()),
+        ] {
+            round_trip(FromCoordinator::Reply(r));
+        }
+        round_trip(FromCoordinator::Barrier {
+            phase: Phase::Drain,
+            options: options(),
+        });
+        round_trip(FromCoordinator::Abort {
+            id: 1,
+            reason: "r".into(),
+        });
+        round_trip(FromCoordinator::Kill);
+        round_trip(FromCoordinator::Published {
+            key: b"k".to_vec(),
+            value: None,
+        });
+        round_trip(FromCoordinator::Published {
+            key: b"k".to_vec(),
+            value: Some(b"v".to_vec()),
+        });
+    }
+
+    #[test]
+    fn phases_walk_in_order() {
+        let mut p = Phase::Suspend;
+        let mut seen = vec![p];
+        while let Some(n) = p.next() {
+            seen.push(n);
+            p = n;
+        }
+        assert_eq!(seen, Phase::ALL);
+    }
+
+    #[test]
+    fn oversized_frame_refused_without_reading_payload() {
+        let mut buf = (MAX_FRAME + 1).to_le_bytes().to_vec();
+        buf.extend_from_slice(&[0; 16]);
+        let mut cur = Cursor::new(buf);
+        let err = read_frame::<_, ToCoordinator>(&mut cur).unwrap_err();
+        assert!(matches!(err, ProtocolError::TooLarge { len } if len == u64::from(MAX_FRAME) + 1));
+        assert_eq!(cur.position(), 4, "payload must not be read");
+        let huge = u32::MAX.to_le_bytes();
+        assert!(matches!(
+            read_frame::<_, ToCoordinator>(&mut Cursor::new(huge)),
+            Err(ProtocolError::TooLarge { .. })
+        ));
+    }
+
+    #[test]
+    fn oversized_message_not_written() {
+        let msg = ToCoordinator::Publish {
+            key: vec![],
+            value: vec![0; MAX_FRAME as usize + 1],
+        };
+        let mut buf = Vec::new();
+        assert!(write_frame(&mut buf, &msg).is_err());
+        assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn truncated_frames() {
+        let mut buf = Vec::new();
+        write_frame(&mut buf, &ToCoordinator::Query { key: vec![1; 32] }).unwrap();
+        for cut in [1, 3, 4, 10, buf.len() - 1] {
+            let err = read_frame::<_, ToCoordinator>(&mut Cursor::new(&buf[..cut])).unwrap_err();
+            match err {
+                ProtocolError::Io(e) => {
+                    assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof, "cut {cut}")
+                }
+                other => panic!("cut {cut}: {other:?}"),
+            }
+        }
+        assert!(matches!(
+            read_frame::<_, ToCoordinator>(&mut Cursor::new(Vec::new())),
+            Err(ProtocolError::Closed)
+        ));
+    }
+
+    #[test]
+    fn garbage_refused() {
+        let garbage = [0xffu8, 0xfe, 0x13, 0x37, 0x99, 0x00, 0x42];
+        let mut buf = (garbage.len() as u32).to_le_bytes().to_vec();
+        buf.extend_from_slice(&garbage);
+        assert!(matches!(
+            read_frame::<_, ToCoordinator>(&mut Cursor::new(buf)),
+            Err(ProtocolError::Decode(_))
+        ));
+        // An HTTP request is not a frame either (its "length" is far too big).
+        assert!(
+            read_frame::<_, ToCoordinator>(&mut Cursor::new(b"GET / HTTP/1.0\r\n\r\n")).is_err()
+        );
+    }
+
+    #[test]
+    fn trailing_bytes_refused() {
+        let mut payload =
+            bincode::serde::encode_to_vec(ToCoordinator::Exited { status: 0 }, config()).unwrap();
+        payload.push(0);
+        let mut buf = (payload.len() as u32).to_le_bytes().to_vec();
+        buf.extend_from_slice(&payload);
+        let err = read_frame::<_, ToCoordinator>(&mut Cursor::new(buf)).unwrap_err();
+        assert!(err.to_string().contains("1 trailing bytes"), "{err}");
+    }
+}

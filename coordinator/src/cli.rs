@@ -1,0 +1,423 @@
+//! `main` of `dmtcp-coordinator` and `dmtcp-command` (and their DMTCP aliases).
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::Parser;
+use dmtcp_protocol::{Reply, Request, Status};
+
+use crate::client::{self, CoordAddr};
+use crate::server::{self, Config};
+
+/// Logging to stderr, filtered by `DMTCP_LOG` (default "warn").
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("DMTCP_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}
+
+/// Checkpoint coordinator: drives checkpoints of every process of a computation.
+#[derive(Parser, Debug)]
+#[command(name = "dmtcp-coordinator", version)]
+struct CoordArgs {
+    /// Port to listen on (0: pick a free port and print it).
+    #[arg(short, long, env = "DMTCP_COORD_PORT", default_value_t = client::DEFAULT_PORT)]
+    port: u16,
+    /// Write the port actually bound to this file.
+    #[arg(long)]
+    port_file: Option<PathBuf>,
+    /// Run in the background.
+    #[arg(long)]
+    daemon: bool,
+    /// Exit when the last supervisor disconnects.
+    #[arg(long)]
+    exit_on_last: bool,
+    /// Directory for checkpoint images and the restart script (default: current directory).
+    #[arg(long, alias = "ckptdir", env = "DMTCP_CHECKPOINT_DIR")]
+    ckpt_dir: Option<PathBuf>,
+    /// Checkpoint every N seconds (0: off).
+    #[arg(short, long, env = "DMTCP_CHECKPOINT_INTERVAL", default_value_t = 0)]
+    interval: u32,
+}
+
+/// `main` of `dmtcp-coordinator`.
+pub fn coordinator_main() -> ExitCode {
+    let args = CoordArgs::parse();
+    match run_coordinator(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("dmtcp-coordinator: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Host names a client may use to reach this coordinator (one secret file each).
+fn local_names() -> Vec<String> {
+    let mut v = vec!["127.0.0.1".to_string(), "localhost".to_string()];
+    if let Ok(h) = std::env::var("DMTCP_COORD_HOST") {
+        v.push(h);
+    }
+    if let Ok(h) = std::fs::read_to_string("/proc/sys/kernel/hostname") {
+        v.push(h.trim().to_string());
+    }
+    v.retain(|h| !h.is_empty());
+    v.sort();
+    v.dedup();
+    v
+}
+
+fn run_coordinator(args: CoordArgs) -> anyhow::Result<()> {
+    let ckpt_dir = match args.ckpt_dir {
+        Some(d) => d,
+        None => std::env::current_dir().context("current directory")?,
+    };
+    std::fs::create_dir_all(&ckpt_dir)
+        .with_context(|| format!("cannot create checkpoint directory {}", ckpt_dir.display()))?;
+    let ckpt_dir = std::fs::canonicalize(&ckpt_dir)
+        .with_context(|| format!("checkpoint directory {}", ckpt_dir.display()))?;
+    let secret = std::env::var("DMTCP_SECRET")
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| format!("{}{}", crate::random_hex16(), crate::random_hex16()));
+    let barrier_timeout = std::env::var("DMTCP_BARRIER_TIMEOUT")
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .unwrap_or(120);
+
+    let listener = match TcpListener::bind(("0.0.0.0", args.port)) {
+        Ok(l) => l,
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+            bail!("port {} is already in use", args.port)
+        }
+        Err(e) => return Err(e).with_context(|| format!("cannot listen on port {}", args.port)),
+    };
+    let port = listener.local_addr().context("local address")?.port();
+
+    let secret_files: Vec<PathBuf> = local_names()
+        .into_iter()
+        .map(|host| client::secret_file(&CoordAddr { host, port }))
+        .collect();
+    for f in &secret_files {
+        crate::write_atomic(f, secret.as_bytes(), 0o600)
+            .with_context(|| format!("cannot write secret file {}", f.display()))?;
+    }
+    if let Some(pf) = &args.port_file {
+        crate::write_atomic(pf, format!("{port}\n").as_bytes(), 0o644)
+            .with_context(|| format!("cannot write port file {}", pf.display()))?;
+    }
+    if args.port == 0 {
+        println!("dmtcp-coordinator: listening on port {port}");
+        let _ = std::io::stdout().flush();
+    }
+    if args.daemon {
+        crate::daemon::daemonize(std::env::var_os("DMTCP_LOG").is_some())?;
+    }
+    init_logging();
+    tracing::info!(
+        "listening on port {port}, checkpoint directory {}",
+        ckpt_dir.display()
+    );
+
+    let cfg = Config {
+        port,
+        script_host: std::env::var("DMTCP_COORD_HOST")
+            .ok()
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| client::DEFAULT_HOST.to_string()),
+        ckpt_dir,
+        interval: args.interval,
+        exit_on_last: args.exit_on_last,
+        secret: secret.clone(),
+        barrier_timeout: Duration::from_secs(barrier_timeout),
+        restart_cmd: crate::script::default_restart_cmd(),
+    };
+    if !args.daemon && std::io::stdin().is_terminal() {
+        let addr = CoordAddr {
+            host: "127.0.0.1".into(),
+            port,
+        };
+        std::thread::Builder::new()
+            .name("keys".into())
+            .spawn(move || interactive(addr, secret))
+            .context("starting the interactive thread")?;
+    }
+    server::serve(listener, cfg);
+    for f in &secret_files {
+        let _ = std::fs::remove_file(f);
+    }
+    Ok(())
+}
+
+const KEYS_HELP: &str = "Commands:
+  h  this help
+  c  checkpoint (waits until the images are written)
+  l  list processes
+  s  status
+  k  kill the computation
+  q  kill the computation and quit
+  i N  checkpoint every N seconds (0: off)";
+
+/// Reads commands from the terminal and runs them through the ordinary protocol.
+fn interactive(addr: CoordAddr, secret: String) {
+    println!("dmtcp-coordinator: type h for help");
+    let stdin = std::io::stdin();
+    for line in stdin.lock().lines() {
+        let Ok(line) = line else { return };
+        let mut words = line.split_whitespace();
+        let req = match (words.next(), words.next()) {
+            (None, _) => continue,
+            (Some("h" | "?"), _) => {
+                println!("{KEYS_HELP}");
+                continue;
+            }
+            (Some("c"), _) => Request::Checkpoint { blocking: true },
+            (Some("l"), _) => Request::List,
+            (Some("s"), _) => Request::Status,
+            (Some("k"), _) => Request::Kill,
+            (Some("q"), _) => Request::Quit,
+            (Some("i"), Some(n)) => match n.parse() {
+                Ok(n) => Request::SetInterval(n),
+                Err(_) => {
+                    println!("i: not a number of seconds: {n}");
+                    continue;
+                }
+            },
+            (Some(other), _) => {
+                println!("unknown command {other:?}; type h for help");
+                continue;
+            }
+        };
+        let quit = req == Request::Quit;
+        match client::request(&addr, &secret, req.clone()) {
+            Ok(r) => {
+                print_reply(&req, &r, &addr);
+            }
+            Err(e) => println!("error: {e:#}"),
+        }
+        let _ = std::io::stdout().flush();
+        if quit {
+            return;
+        }
+    }
+}
+
+/// Prints a reply the way `dmtcp-command` does; returns false for failures.
+fn print_reply(req: &Request, reply: &Reply, addr: &CoordAddr) -> bool {
+    match reply {
+        Reply::Ok => {
+            match req {
+                Request::Kill => println!("kill sent to every process"),
+                Request::Quit => println!("coordinator is quitting"),
+                Request::SetInterval(0) => println!("periodic checkpoints off"),
+                Request::SetInterval(n) => println!("checkpoint interval set to {n} s"),
+                _ => println!("ok"),
+            }
+            true
+        }
+        Reply::Status(st) => {
+            print_status(st, addr);
+            true
+        }
+        Reply::List(list) => {
+            println!("{:>6}  {:>8}  {:<16}  HOST", "VPID", "HOST_PID", "PROGRAM");
+            for p in list {
+                println!(
+                    "{:>6}  {:>8}  {:<16}  {}",
+                    p.vpid, p.host_pid, p.prog, p.host
+                );
+            }
+            true
+        }
+        Reply::CheckpointDone { id, images, millis } => {
+            println!(
+                "checkpoint {id} done in {millis} ms: {} image(s)",
+                images.len()
+            );
+            for i in images {
+                println!("  {}", i.path);
+            }
+            true
+        }
+        Reply::CheckpointStarted { id } => {
+            println!("checkpoint {id} started");
+            true
+        }
+        Reply::CheckpointFailed { id: 0, reason } => {
+            eprintln!("dmtcp-command: checkpoint failed: {reason}");
+            false
+        }
+        Reply::CheckpointFailed { id, reason } => {
+            eprintln!("dmtcp-command: checkpoint {id} failed: {reason}");
+            false
+        }
+        Reply::Error(e) => {
+            eprintln!("dmtcp-command: {e}");
+            false
+        }
+    }
+}
+
+fn print_status(st: &Status, addr: &CoordAddr) {
+    let or_none = |s: &str| {
+        if s.is_empty() {
+            "(none)".to_string()
+        } else {
+            s.to_string()
+        }
+    };
+    println!("Coordinator: {addr}");
+    println!("Computation: {}", or_none(&st.computation));
+    println!("State: {}", st.state);
+    println!("Generation: {}", st.generation);
+    println!("Supervisors: {}", st.num_supervisors);
+    println!("Processes: {}", st.num_processes);
+    if st.interval == 0 {
+        println!("Checkpoint interval: off");
+    } else {
+        println!("Checkpoint interval: {} s", st.interval);
+    }
+    println!("Checkpoint directory: {}", st.ckpt_dir);
+    println!("Last images: {}", st.last_images.len());
+    for i in &st.last_images {
+        println!("  {}", i.path);
+    }
+}
+
+/// Send a command to a running coordinator.
+#[derive(Parser, Debug)]
+#[command(name = "dmtcp-command", version, disable_help_flag = true)]
+#[command(group(clap::ArgGroup::new("action").required(true).multiple(false)))]
+struct CommandArgs {
+    /// Coordinator host [env: DMTCP_COORD_HOST, default 127.0.0.1].
+    #[arg(short = 'h', long)]
+    coord_host: Option<String>,
+    /// Coordinator port [env: DMTCP_COORD_PORT, default 7779].
+    #[arg(short = 'p', long)]
+    coord_port: Option<u16>,
+    /// Start a checkpoint and return at once.
+    #[arg(short = 'c', long, group = "action")]
+    checkpoint: bool,
+    /// Checkpoint and wait until the images are written (also -bc, --bc).
+    #[arg(long, group = "action")]
+    bcheckpoint: bool,
+    /// Show the coordinator's status.
+    #[arg(short = 's', long, group = "action")]
+    status: bool,
+    /// List the processes of the computation.
+    #[arg(short = 'l', long, group = "action")]
+    list: bool,
+    /// Kill every process of the computation.
+    #[arg(short = 'k', long, group = "action")]
+    kill: bool,
+    /// Kill the computation and stop the coordinator.
+    #[arg(short = 'q', long, group = "action")]
+    quit: bool,
+    /// Checkpoint every N seconds (0: off).
+    #[arg(short = 'i', long, value_name = "N", group = "action")]
+    interval: Option<u32>,
+    /// Print help.
+    #[arg(long, action = clap::ArgAction::Help)]
+    help: Option<bool>,
+}
+
+/// DMTCP spells the blocking checkpoint `-bc`, which clap cannot parse as one short flag.
+fn dmtcp_argv(args: impl Iterator<Item = String>) -> Vec<String> {
+    args.map(|a| match a.as_str() {
+        "-bc" | "--bc" | "--bcheckpoint" => "--bcheckpoint".to_string(),
+        _ => a,
+    })
+    .collect()
+}
+
+/// `main` of `dmtcp-command`.
+pub fn command_main() -> ExitCode {
+    let args = CommandArgs::parse_from(dmtcp_argv(std::env::args()));
+    match run_command(args) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("dmtcp-command: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_command(args: CommandArgs) -> anyhow::Result<bool> {
+    init_logging();
+    let addr = CoordAddr::from_args(args.coord_host.clone(), args.coord_port);
+    let req = if args.checkpoint {
+        Request::Checkpoint { blocking: false }
+    } else if args.bcheckpoint {
+        Request::Checkpoint { blocking: true }
+    } else if args.status {
+        Request::Status
+    } else if args.list {
+        Request::List
+    } else if args.kill {
+        Request::Kill
+    } else if args.quit {
+        Request::Quit
+    } else if let Some(n) = args.interval {
+        Request::SetInterval(n)
+    } else {
+        bail!("no command given (try --help)");
+    };
+    let Some(secret) = client::read_secret(&addr) else {
+        // Say "no coordinator" when nothing listens; a missing secret otherwise.
+        let probe = std::net::TcpStream::connect_timeout(
+            &std::net::ToSocketAddrs::to_socket_addrs(&(addr.host.as_str(), addr.port))
+                .with_context(|| format!("cannot resolve {}", addr.host))?
+                .next()
+                .with_context(|| format!("no address for {}", addr.host))?,
+            Duration::from_secs(5),
+        );
+        if let Err(e) = probe {
+            let cause = if e.kind() == std::io::ErrorKind::ConnectionRefused {
+                "connection refused".to_string()
+            } else {
+                e.to_string()
+            };
+            bail!("no coordinator at {addr} ({cause})");
+        }
+        bail!(
+            "no secret for the coordinator at {addr}: set DMTCP_SECRET or create {}",
+            client::secret_file(&addr).display()
+        );
+    };
+    let reply = client::request(&addr, &secret, req.clone())?;
+    Ok(print_reply(&req, &reply, &addr))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bc_is_mapped() {
+        let argv = ["dmtcp_command", "-bc", "-p", "7"].map(String::from);
+        let a = CommandArgs::parse_from(dmtcp_argv(argv.into_iter()));
+        assert!(a.bcheckpoint);
+        assert_eq!(a.coord_port, Some(7));
+        let argv = ["dmtcp_command", "--bc"].map(String::from);
+        assert!(CommandArgs::parse_from(dmtcp_argv(argv.into_iter())).bcheckpoint);
+        let argv = ["dmtcp_command", "-i", "30", "-h", "node2"].map(String::from);
+        let a = CommandArgs::parse_from(dmtcp_argv(argv.into_iter()));
+        assert_eq!(a.interval, Some(30));
+        assert_eq!(a.coord_host.as_deref(), Some("node2"));
+    }
+
+    #[test]
+    fn one_action_only() {
+        let argv = ["dmtcp_command", "-s", "-l"].map(String::from);
+        assert!(CommandArgs::try_parse_from(dmtcp_argv(argv.into_iter())).is_err());
+    }
+}

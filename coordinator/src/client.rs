@@ -1,0 +1,387 @@
+//! Finding, starting and talking to a coordinator (used by `dmtcp-run`,
+//! `dmtcp-restart`, `dmtcp-attach` and `dmtcp-command`).
+
+use std::io::{BufReader, BufWriter, Read};
+use std::net::{Shutdown, TcpStream, ToSocketAddrs};
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context};
+use dmtcp_protocol::{
+    hello, read_frame, write_frame, FromCoordinator, ProtocolError, Reply, Request, Role,
+    ToCoordinator,
+};
+
+/// Default coordinator port (DMTCP's).
+pub const DEFAULT_PORT: u16 = 7779;
+/// Default coordinator host.
+pub const DEFAULT_HOST: &str = "127.0.0.1";
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const START_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Where a coordinator listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CoordAddr {
+    pub host: String,
+    pub port: u16,
+}
+
+impl CoordAddr {
+    /// Explicit values first, then `DMTCP_COORD_HOST` / `DMTCP_COORD_PORT`,
+    /// then `127.0.0.1:7779`. An unparsable port in the environment is ignored.
+    pub fn from_args(host: Option<String>, port: Option<u16>) -> CoordAddr {
+        let host = host
+            .or_else(|| {
+                std::env::var("DMTCP_COORD_HOST")
+                    .ok()
+                    .filter(|h| !h.is_empty())
+            })
+            .unwrap_or_else(|| DEFAULT_HOST.to_string());
+        let port = port
+            .or_else(|| {
+                std::env::var("DMTCP_COORD_PORT")
+                    .ok()
+                    .and_then(|p| p.trim().parse().ok())
+            })
+            .unwrap_or(DEFAULT_PORT);
+        CoordAddr { host, port }
+    }
+}
+
+impl std::fmt::Display for CoordAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.host, self.port)
+    }
+}
+
+/// `$DMTCP_TMPDIR` (or `/tmp`) / `dmtcp-<uid>`, created with mode 0700.
+/// Creation errors are ignored here; they surface when a file in it is used.
+pub fn tmpdir() -> PathBuf {
+    let base = std::env::var_os("DMTCP_TMPDIR")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/tmp"));
+    let dir = base.join(format!("dmtcp-{}", nix::unistd::getuid()));
+    let _ = std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&dir);
+    dir
+}
+
+/// File holding the secret of the coordinator at `addr`.
+pub fn secret_file(addr: &CoordAddr) -> PathBuf {
+    tmpdir().join(format!("coord-{}-{}.secret", addr.host, addr.port))
+}
+
+/// `$DMTCP_SECRET`, else the contents of [`secret_file`] (trimmed).
+pub fn read_secret(addr: &CoordAddr) -> Option<String> {
+    if let Ok(s) = std::env::var("DMTCP_SECRET") {
+        if !s.is_empty() {
+            return Some(s);
+        }
+    }
+    let s = std::fs::read_to_string(secret_file(addr)).ok()?;
+    let s = s.trim().to_string();
+    (!s.is_empty()).then_some(s)
+}
+
+/// How [`ensure_coordinator`] starts a new coordinator.
+#[derive(Debug, Clone, Default)]
+pub struct StartOptions {
+    pub ckpt_dir: Option<PathBuf>,
+    pub interval: Option<u32>,
+    pub exit_on_last: bool,
+}
+
+/// What answered at an address.
+enum Probe {
+    Nothing(std::io::Error),
+    Coordinator(String),
+    /// A DMTCP coordinator that refused us (wrong or unknown secret).
+    Refused(String),
+    NotCoordinator(String),
+}
+
+fn probe(addr: &CoordAddr) -> Probe {
+    let stream = match connect_tcp(addr) {
+        Ok(s) => s,
+        Err(e) => return Probe::Nothing(e),
+    };
+    let secret = read_secret(addr).unwrap_or_default();
+    // Something that accepts but never speaks must not hang us.
+    let _ = stream.set_read_timeout(Some(CONNECT_TIMEOUT));
+    let mut conn = match Connection::from_stream(stream) {
+        Ok(c) => c,
+        Err(e) => return Probe::Nothing(e),
+    };
+    if let Err(e) = conn.send(&ToCoordinator::Hello(hello(&secret, Role::Command))) {
+        return Probe::NotCoordinator(e.to_string());
+    }
+    match conn.recv() {
+        Ok(FromCoordinator::Welcome { .. }) => {}
+        Ok(FromCoordinator::Error(e)) => return Probe::Refused(e),
+        Ok(other) => return Probe::NotCoordinator(format!("unexpected answer {other:?}")),
+        Err(e) => return Probe::NotCoordinator(e.to_string()),
+    }
+    if let Err(e) = conn.send(&ToCoordinator::Request(Request::Status)) {
+        return Probe::NotCoordinator(e.to_string());
+    }
+    match conn.recv() {
+        Ok(FromCoordinator::Reply(Reply::Status(_))) => Probe::Coordinator(secret),
+        Ok(other) => Probe::NotCoordinator(format!("unexpected answer {other:?}")),
+        Err(e) => Probe::NotCoordinator(e.to_string()),
+    }
+}
+
+/// Returns a running coordinator at `addr` (unless `force_new`), or starts one
+/// in the background and returns its address (the picked port when `addr.port`
+/// is 0) and secret.
+pub fn ensure_coordinator(
+    addr: &CoordAddr,
+    force_new: bool,
+    opts: &StartOptions,
+) -> anyhow::Result<(CoordAddr, String)> {
+    if !force_new && addr.port != 0 {
+        match probe(addr) {
+            Probe::Coordinator(secret) => return Ok((addr.clone(), secret)),
+            Probe::Refused(e) => bail!(
+                "a coordinator at {addr} refused us ({e}); set DMTCP_SECRET or check {}",
+                secret_file(addr).display()
+            ),
+            Probe::NotCoordinator(e) => bail!(
+                "coordinator port {} is in use by something that is not a DMTCP coordinator ({e})",
+                addr.port
+            ),
+            Probe::Nothing(e) => tracing::debug!("no coordinator at {addr} ({e}); starting one"),
+        }
+    }
+    start_coordinator(addr, opts)
+}
+
+fn coordinator_binary() -> PathBuf {
+    if let Ok(exe) = std::env::current_exe() {
+        if let Some(dir) = exe.parent() {
+            // Test binaries live in target/debug/deps; the coordinator one level up.
+            for d in [Some(dir), dir.parent()].into_iter().flatten() {
+                let cand = d.join("dmtcp-coordinator");
+                if cand.is_file() {
+                    return cand;
+                }
+            }
+        }
+    }
+    PathBuf::from("dmtcp-coordinator")
+}
+
+fn start_coordinator(addr: &CoordAddr, opts: &StartOptions) -> anyhow::Result<(CoordAddr, String)> {
+    let secret = format!("{}{}", crate::random_hex16(), crate::random_hex16());
+    let dir = tmpdir();
+    let port_file = dir.join(format!(
+        "coord-start-{}-{}.port",
+        std::process::id(),
+        crate::random_hex16()
+    ));
+    let bin = coordinator_binary();
+    let mut cmd = Command::new(&bin);
+    cmd.arg("--daemon")
+        .arg("--port")
+        .arg(addr.port.to_string())
+        .arg("--port-file")
+        .arg(&port_file)
+        .env("DMTCP_SECRET", &secret)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null());
+    if opts.exit_on_last {
+        cmd.arg("--exit-on-last");
+    }
+    if let Some(d) = &opts.ckpt_dir {
+        cmd.arg("--ckpt-dir").arg(d);
+    }
+    if let Some(i) = opts.interval {
+        cmd.arg("--interval").arg(i.to_string());
+    }
+    // With logging on, the daemon keeps stderr: do not give it a pipe nobody reads.
+    let logging = std::env::var_os("DMTCP_LOG").is_some();
+    cmd.stderr(if logging {
+        Stdio::inherit()
+    } else {
+        Stdio::piped()
+    });
+    let mut child = cmd
+        .spawn()
+        .with_context(|| format!("cannot start coordinator {}", bin.display()))?;
+    let deadline = Instant::now() + START_TIMEOUT;
+    let status = loop {
+        if let Some(st) = child
+            .try_wait()
+            .context("waiting for the coordinator to start")?
+        {
+            break st;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            let _ = std::fs::remove_file(&port_file);
+            bail!(
+                "coordinator did not start within {} s",
+                START_TIMEOUT.as_secs()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    if !status.success() {
+        let mut err = String::new();
+        if let Some(mut e) = child.stderr.take() {
+            let _ = e.read_to_string(&mut err);
+        }
+        let _ = std::fs::remove_file(&port_file);
+        let line = err
+            .lines()
+            .rfind(|l| !l.trim().is_empty())
+            .unwrap_or("")
+            .trim();
+        if line.is_empty() {
+            bail!("coordinator failed to start ({status})");
+        }
+        bail!("{line}");
+    }
+    let port = wait_port_file(&port_file, deadline)?;
+    let _ = std::fs::remove_file(&port_file);
+    Ok((
+        CoordAddr {
+            host: addr.host.clone(),
+            port,
+        },
+        secret,
+    ))
+}
+
+fn wait_port_file(path: &Path, deadline: Instant) -> anyhow::Result<u16> {
+    loop {
+        if let Ok(s) = std::fs::read_to_string(path) {
+            if let Ok(p) = s.trim().parse::<u16>() {
+                return Ok(p);
+            }
+        }
+        if Instant::now() > deadline {
+            bail!("coordinator did not write its port file {}", path.display());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn connect_tcp(addr: &CoordAddr) -> std::io::Result<TcpStream> {
+    let mut last = None;
+    for sa in (addr.host.as_str(), addr.port).to_socket_addrs()? {
+        match TcpStream::connect_timeout(&sa, CONNECT_TIMEOUT) {
+            Ok(s) => {
+                let _ = s.set_nodelay(true);
+                return Ok(s);
+            }
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, "no address")))
+}
+
+/// Short cause of a connect failure ("connection refused", "timed out").
+fn io_cause(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::ConnectionRefused => "connection refused".into(),
+        std::io::ErrorKind::TimedOut => "timed out".into(),
+        _ => {
+            let s = e.to_string();
+            // "Connection reset by peer (os error 104)" -> "connection reset by peer"
+            let s = s.split(" (os error").next().unwrap_or(&s).to_string();
+            let mut c = s.chars();
+            c.next()
+                .map(|f| f.to_lowercase().chain(c).collect())
+                .unwrap_or(s)
+        }
+    }
+}
+
+/// One connection to a coordinator.
+#[derive(Debug)]
+pub struct Connection {
+    reader: BufReader<TcpStream>,
+    writer: BufWriter<TcpStream>,
+}
+
+impl Connection {
+    fn from_stream(stream: TcpStream) -> std::io::Result<Connection> {
+        let w = stream.try_clone()?;
+        Ok(Connection {
+            reader: BufReader::new(stream),
+            writer: BufWriter::new(w),
+        })
+    }
+
+    /// Connects, says hello with `role`, and returns the Welcome frame.
+    pub fn connect(
+        addr: &CoordAddr,
+        secret: &str,
+        role: Role,
+    ) -> anyhow::Result<(Connection, FromCoordinator)> {
+        let stream = connect_tcp(addr)
+            .map_err(|e| anyhow!("no coordinator at {addr} ({})", io_cause(&e)))?;
+        let mut conn = Connection::from_stream(stream)
+            .with_context(|| format!("cannot use connection to {addr}"))?;
+        conn.send(&ToCoordinator::Hello(hello(secret, role)))
+            .with_context(|| format!("handshake with coordinator at {addr}"))?;
+        match conn.recv() {
+            Ok(w @ FromCoordinator::Welcome { .. }) => Ok((conn, w)),
+            Ok(FromCoordinator::Error(e)) => {
+                bail!("coordinator at {addr} refused the connection: {e}")
+            }
+            Ok(other) => bail!("coordinator at {addr} answered the handshake with {other:?}"),
+            Err(e) => bail!("handshake with coordinator at {addr} failed: {e}"),
+        }
+    }
+
+    pub fn send(&mut self, msg: &ToCoordinator) -> Result<(), ProtocolError> {
+        write_frame(&mut self.writer, msg)
+    }
+
+    pub fn recv(&mut self) -> Result<FromCoordinator, ProtocolError> {
+        read_frame(&mut self.reader)
+    }
+
+    /// A second handle on the same socket (read in one thread, write in another).
+    /// Only the handle that reads may have buffered input; clone before reading.
+    pub fn try_clone(&self) -> std::io::Result<Connection> {
+        Connection::from_stream(self.reader.get_ref().try_clone()?)
+    }
+
+    /// The underlying socket (for timeouts, shutdown, polling).
+    pub fn stream(&self) -> &TcpStream {
+        self.reader.get_ref()
+    }
+
+    /// Closes both directions; a thread blocked in [`Connection::recv`] wakes up.
+    pub fn shutdown(&self) {
+        let _ = self.reader.get_ref().shutdown(Shutdown::Both);
+    }
+}
+
+/// Connects as a command, sends `req`, and returns the (final) reply.
+/// A blocking checkpoint waits as long as the checkpoint takes.
+pub fn request(addr: &CoordAddr, secret: &str, req: Request) -> anyhow::Result<Reply> {
+    let (mut conn, _) = Connection::connect(addr, secret, Role::Command)?;
+    conn.send(&ToCoordinator::Request(req.clone()))
+        .with_context(|| format!("sending {req:?} to coordinator at {addr}"))?;
+    loop {
+        match conn.recv() {
+            Ok(FromCoordinator::Reply(r)) => return Ok(r),
+            Ok(FromCoordinator::Error(e)) => bail!("coordinator at {addr}: {e}"),
+            Ok(other) => tracing::debug!("ignoring {other:?} while waiting for a reply"),
+            Err(ProtocolError::Closed) => {
+                bail!("coordinator at {addr} closed the connection before replying")
+            }
+            Err(e) => bail!("no reply from coordinator at {addr}: {e}"),
+        }
+    }
+}

@@ -1,0 +1,655 @@
+//! The coordinator's state machine: one thread owns everything and reacts to
+//! [`Event`]s and timers.
+//!
+//! A checkpoint walks [`Phase::ALL`]: the coordinator announces a phase to
+//! every participating supervisor and waits until each has reported
+//! `Reached` for it. It is complete when every participant has reached
+//! `Resume` and sent `ImagesWritten`. A failure report, a participant's
+//! disconnect, or a barrier timeout abandons it (`Abort` to the others).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::io::Write;
+use std::net::{Shutdown, TcpStream};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant};
+
+use dmtcp_protocol::{
+    write_frame, CheckpointOptions, FromCoordinator, ImageEntry, Phase, ProcEntry, Reply, Request,
+    Role, Status, SupervisorHello, ToCoordinator,
+};
+
+use crate::server::{kind, Config, ConnId, Event};
+
+struct Client {
+    stream: TcpStream,
+    role: ClientRole,
+}
+
+enum ClientRole {
+    Supervisor {
+        hello: SupervisorHello,
+        procs: Vec<ProcEntry>,
+    },
+    Command,
+}
+
+/// A checkpoint in progress.
+struct Checkpoint {
+    options: CheckpointOptions,
+    phase: Phase,
+    /// Supervisors connected when it started; only they take part.
+    participants: BTreeSet<ConnId>,
+    reached: BTreeSet<ConnId>,
+    /// Every participant has reached [`Phase::Resume`].
+    resumed: bool,
+    images: BTreeMap<ConnId, Vec<ImageEntry>>,
+    /// Connections waiting for the final reply (blocking requests).
+    waiters: Vec<ConnId>,
+    started: Instant,
+    /// When the current barrier (or the wait for images) times out.
+    deadline: Instant,
+}
+
+/// Upper-case name of a phase, as `--status` shows it.
+pub fn phase_name(p: Phase) -> &'static str {
+    match p {
+        Phase::Suspend => "SUSPEND",
+        Phase::FdLeaderElection => "FD_LEADER_ELECTION",
+        Phase::Drain => "DRAIN",
+        Phase::Checkpoint => "CHECKPOINT",
+        Phase::Refill => "REFILL",
+        Phase::Resume => "RESUME",
+    }
+}
+
+/// All coordinator state; see the module docs.
+pub struct State {
+    cfg: Config,
+    clients: BTreeMap<ConnId, Client>,
+    /// Computation id; `None` until the first supervisor joins, and again
+    /// after the last one has left.
+    computation: Option<String>,
+    generation: u64,
+    last_id: u64,
+    ckpt: Option<Checkpoint>,
+    last_images: Vec<ImageEntry>,
+    names: HashMap<Vec<u8>, Vec<u8>>,
+    interval: u32,
+    next_periodic: Option<Instant>,
+    had_supervisor: bool,
+    /// Connections whose writes failed; dropped after the current event.
+    dead: Vec<ConnId>,
+    quit: bool,
+}
+
+impl State {
+    pub fn new(cfg: Config) -> State {
+        let interval = cfg.interval;
+        State {
+            cfg,
+            clients: BTreeMap::new(),
+            computation: None,
+            generation: 0,
+            last_id: 0,
+            ckpt: None,
+            last_images: Vec::new(),
+            names: HashMap::new(),
+            interval,
+            next_periodic: (interval > 0)
+                .then(|| Instant::now() + Duration::from_secs(interval.into())),
+            had_supervisor: false,
+            dead: Vec::new(),
+            quit: false,
+        }
+    }
+
+    /// Handles events until a Quit, or until the last supervisor has left with `exit_on_last`.
+    pub fn run(mut self, rx: Receiver<Event>) {
+        loop {
+            self.on_timers();
+            self.reap();
+            if self.quit {
+                tracing::info!("quitting");
+                break;
+            }
+            if self.cfg.exit_on_last
+                && self.had_supervisor
+                && self.num_supervisors() == 0
+                && self.ckpt.is_none()
+            {
+                tracing::info!("last supervisor has left; exiting");
+                break;
+            }
+            let wait = self
+                .next_deadline()
+                .map(|d| d.saturating_duration_since(Instant::now()))
+                .unwrap_or(Duration::from_secs(3600));
+            match rx.recv_timeout(wait) {
+                Ok(ev) => self.on_event(ev),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+        }
+        for c in self.clients.values() {
+            let _ = c.stream.shutdown(Shutdown::Both);
+        }
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        let ck = self.ckpt.as_ref().map(|c| c.deadline);
+        let periodic = if self.ckpt.is_none() {
+            self.next_periodic
+        } else {
+            None
+        };
+        match (ck, periodic) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    fn on_timers(&mut self) {
+        let now = Instant::now();
+        if let Some(ck) = &self.ckpt {
+            if now >= ck.deadline {
+                let missing: Vec<String> = if ck.resumed {
+                    ck.participants
+                        .iter()
+                        .filter(|c| !ck.images.contains_key(c))
+                        .map(|c| self.describe(*c))
+                        .collect()
+                } else {
+                    ck.participants
+                        .iter()
+                        .filter(|c| !ck.reached.contains(c))
+                        .map(|c| self.describe(*c))
+                        .collect()
+                };
+                let what = if ck.resumed {
+                    "writing images".to_string()
+                } else {
+                    format!("barrier {}", phase_name(ck.phase))
+                };
+                let reason = format!(
+                    "{what} timed out after {} s waiting for {}",
+                    self.cfg.barrier_timeout.as_secs(),
+                    missing.join(", ")
+                );
+                self.fail_checkpoint(reason);
+            }
+        }
+        if self.ckpt.is_none() {
+            if let Some(t) = self.next_periodic {
+                if now >= t {
+                    self.next_periodic = Some(now + Duration::from_secs(self.interval.into()));
+                    if self.num_supervisors() > 0 {
+                        tracing::info!("periodic checkpoint");
+                        self.start_checkpoint(None);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Drops connections whose writes failed, as if they had disconnected.
+    fn reap(&mut self) {
+        while let Some(conn) = self.dead.pop() {
+            self.on_closed(conn);
+        }
+    }
+
+    fn num_supervisors(&self) -> usize {
+        self.clients
+            .values()
+            .filter(|c| matches!(c.role, ClientRole::Supervisor { .. }))
+            .count()
+    }
+
+    fn supervisors(&self) -> Vec<ConnId> {
+        self.clients
+            .iter()
+            .filter(|(_, c)| matches!(c.role, ClientRole::Supervisor { .. }))
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    /// "supervisor on HOST pid PID" (or "connection N" when it has gone).
+    fn describe(&self, conn: ConnId) -> String {
+        match self.clients.get(&conn).map(|c| &c.role) {
+            Some(ClientRole::Supervisor { hello, .. }) => {
+                format!("supervisor on {} pid {}", hello.host, hello.pid)
+            }
+            _ => format!("connection {conn}"),
+        }
+    }
+
+    fn send(&mut self, conn: ConnId, msg: &FromCoordinator) {
+        let Some(c) = self.clients.get(&conn) else {
+            return;
+        };
+        let mut w = &c.stream;
+        if let Err(e) = write_frame(&mut w, msg).and_then(|_| w.flush().map_err(Into::into)) {
+            tracing::warn!("connection {conn}: write failed: {e}");
+            let _ = c.stream.shutdown(Shutdown::Both);
+            self.dead.push(conn);
+        }
+    }
+
+    fn reply(&mut self, conn: ConnId, r: Reply) {
+        self.send(conn, &FromCoordinator::Reply(r));
+    }
+
+    fn on_event(&mut self, ev: Event) {
+        match ev {
+            Event::Hello {
+                conn,
+                hello,
+                stream,
+            } => self.on_hello(conn, hello.role, stream),
+            Event::Frame { conn, msg } => self.on_frame(conn, msg),
+            Event::Bad { conn, reason } => self.kick(conn, reason),
+            Event::Closed { conn } => self.on_closed(conn),
+        }
+    }
+
+    /// Answers with an error and closes the connection.
+    fn kick(&mut self, conn: ConnId, why: String) {
+        tracing::warn!("{}: {why}; closing it", self.describe(conn));
+        self.send(conn, &FromCoordinator::Error(why));
+        if let Some(c) = self.clients.get(&conn) {
+            let _ = c.stream.shutdown(Shutdown::Both);
+        }
+        self.on_closed(conn);
+    }
+
+    fn on_hello(&mut self, conn: ConnId, role: Role, stream: TcpStream) {
+        let role = match role {
+            Role::Command => ClientRole::Command,
+            Role::Supervisor(h) => {
+                if self.num_supervisors() == 0 {
+                    self.computation =
+                        Some(h.computation.clone().unwrap_or_else(crate::random_hex16));
+                } else if let (Some(ours), Some(theirs)) = (&self.computation, &h.computation) {
+                    if ours != theirs {
+                        let why = format!("this coordinator runs computation {ours}, not {theirs}");
+                        tracing::warn!("connection {conn}: refused: {why}");
+                        let mut w = &stream;
+                        let _ = write_frame(&mut w, &FromCoordinator::Error(why));
+                        let _ = stream.shutdown(Shutdown::Both);
+                        return;
+                    }
+                }
+                self.generation = self.generation.max(h.generation);
+                self.had_supervisor = true;
+                tracing::info!(
+                    "connection {conn}: supervisor on {} pid {} joined (generation {})",
+                    h.host,
+                    h.pid,
+                    h.generation
+                );
+                if let Some(ck) = &self.ckpt {
+                    tracing::warn!(
+                        "supervisor on {} pid {} joined during checkpoint {}; it takes part in the next one",
+                        h.host,
+                        h.pid,
+                        ck.options.id
+                    );
+                }
+                ClientRole::Supervisor {
+                    hello: h,
+                    procs: Vec::new(),
+                }
+            }
+        };
+        self.clients.insert(conn, Client { stream, role });
+        let welcome = FromCoordinator::Welcome {
+            computation: self.computation.clone().unwrap_or_default(),
+            generation: self.generation,
+            ckpt_dir: self.cfg.ckpt_dir.display().to_string(),
+        };
+        self.send(conn, &welcome);
+    }
+
+    fn on_closed(&mut self, conn: ConnId) {
+        let Some(c) = self.clients.remove(&conn) else {
+            return;
+        };
+        let _ = c.stream.shutdown(Shutdown::Both);
+        let ClientRole::Supervisor { hello, .. } = c.role else {
+            tracing::debug!("connection {conn}: command client left");
+            return;
+        };
+        tracing::info!("supervisor on {} pid {} left", hello.host, hello.pid);
+        if let Some(ck) = &self.ckpt {
+            if ck.participants.contains(&conn) {
+                let during = if ck.resumed {
+                    "while writing images".to_string()
+                } else {
+                    format!("during barrier {}", phase_name(ck.phase))
+                };
+                self.fail_checkpoint(format!(
+                    "supervisor on {} pid {} disconnected {during}",
+                    hello.host, hello.pid
+                ));
+            }
+        }
+        if self.num_supervisors() == 0 {
+            // The computation is gone; a restart may bring its id back.
+            self.computation = None;
+        }
+    }
+
+    fn is_supervisor(&self, conn: ConnId) -> bool {
+        matches!(
+            self.clients.get(&conn).map(|c| &c.role),
+            Some(ClientRole::Supervisor { .. })
+        )
+    }
+
+    fn on_frame(&mut self, conn: ConnId, msg: ToCoordinator) {
+        if !self.clients.contains_key(&conn) {
+            return;
+        }
+        let supervisor_only = matches!(
+            msg,
+            ToCoordinator::Processes(_)
+                | ToCoordinator::Reached { .. }
+                | ToCoordinator::ImagesWritten { .. }
+                | ToCoordinator::CheckpointFailed { .. }
+                | ToCoordinator::Exited { .. }
+        );
+        if supervisor_only && !self.is_supervisor(conn) {
+            return self.kick(conn, format!("{} is only for supervisors", kind(&msg)));
+        }
+        match msg {
+            ToCoordinator::Hello(_) => self.kick(conn, "unexpected second hello".into()),
+            ToCoordinator::Request(r) => self.on_request(conn, r),
+            ToCoordinator::Processes(list) => {
+                if let Some(Client {
+                    role: ClientRole::Supervisor { procs, .. },
+                    ..
+                }) = self.clients.get_mut(&conn)
+                {
+                    *procs = list;
+                }
+            }
+            ToCoordinator::Reached { id, phase } => self.on_reached(conn, id, phase),
+            ToCoordinator::ImagesWritten { id, images } => {
+                let Some(ck) = self.ckpt.as_mut().filter(|c| c.options.id == id) else {
+                    return tracing::debug!(
+                        "connection {conn}: stale ImagesWritten for checkpoint {id}"
+                    );
+                };
+                if ck.participants.contains(&conn) {
+                    ck.images.insert(conn, images);
+                    self.maybe_complete();
+                }
+            }
+            ToCoordinator::CheckpointFailed { id, reason } => {
+                if self.ckpt.as_ref().is_some_and(|c| c.options.id == id) {
+                    let who = self.describe(conn);
+                    self.fail_checkpoint(format!("{who}: {reason}"));
+                } else {
+                    tracing::debug!(
+                        "connection {conn}: stale CheckpointFailed for checkpoint {id}: {reason}"
+                    );
+                }
+            }
+            ToCoordinator::Publish { key, value } => {
+                self.names.insert(key, value);
+            }
+            ToCoordinator::Query { key } => {
+                let value = self.names.get(&key).cloned();
+                self.send(conn, &FromCoordinator::Published { key, value });
+            }
+            ToCoordinator::Exited { status } => {
+                tracing::info!(
+                    "{}: computation exited with status {status}",
+                    self.describe(conn)
+                );
+                if let Some(Client {
+                    role: ClientRole::Supervisor { procs, .. },
+                    ..
+                }) = self.clients.get_mut(&conn)
+                {
+                    procs.clear();
+                }
+            }
+        }
+    }
+
+    fn on_request(&mut self, conn: ConnId, req: Request) {
+        tracing::debug!("connection {conn}: request {req:?}");
+        match req {
+            Request::Checkpoint { blocking } => {
+                if let Some(ck) = &self.ckpt {
+                    let id = ck.options.id;
+                    return self.reply(
+                        conn,
+                        Reply::Error(format!("checkpoint {id} is already in progress")),
+                    );
+                }
+                if self.num_supervisors() == 0 {
+                    return self.reply(
+                        conn,
+                        Reply::CheckpointFailed {
+                            id: 0,
+                            reason: "no processes to checkpoint".into(),
+                        },
+                    );
+                }
+                let id = self.start_checkpoint(blocking.then_some(conn));
+                if !blocking {
+                    self.reply(conn, Reply::CheckpointStarted { id });
+                }
+            }
+            Request::Status => {
+                let st = self.status();
+                self.reply(conn, Reply::Status(st));
+            }
+            Request::List => {
+                let list = self.list();
+                self.reply(conn, Reply::List(list));
+            }
+            Request::Kill => {
+                self.kill_all();
+                self.reply(conn, Reply::Ok);
+            }
+            Request::Quit => {
+                self.kill_all();
+                self.reply(conn, Reply::Ok);
+                self.quit = true;
+            }
+            Request::SetInterval(n) => {
+                self.interval = n;
+                self.next_periodic =
+                    (n > 0).then(|| Instant::now() + Duration::from_secs(n.into()));
+                tracing::info!("checkpoint interval set to {n} s");
+                self.reply(conn, Reply::Ok);
+            }
+        }
+    }
+
+    fn status(&self) -> Status {
+        let state = match &self.ckpt {
+            None => "RUNNING".to_string(),
+            Some(ck) if ck.resumed => "WRITING_IMAGES".to_string(),
+            Some(ck) => phase_name(ck.phase).to_string(),
+        };
+        Status {
+            computation: self.computation.clone().unwrap_or_default(),
+            num_processes: self.list().len() as u32,
+            num_supervisors: self.num_supervisors() as u32,
+            state,
+            generation: self.generation,
+            interval: self.interval,
+            ckpt_dir: self.cfg.ckpt_dir.display().to_string(),
+            last_images: self.last_images.clone(),
+        }
+    }
+
+    fn list(&self) -> Vec<ProcEntry> {
+        self.clients
+            .values()
+            .filter_map(|c| match &c.role {
+                ClientRole::Supervisor { procs, .. } => Some(procs.iter().cloned()),
+                ClientRole::Command => None,
+            })
+            .flatten()
+            .collect()
+    }
+
+    fn kill_all(&mut self) {
+        if self.ckpt.is_some() {
+            self.fail_checkpoint("the computation was killed".into());
+        }
+        for s in self.supervisors() {
+            self.send(s, &FromCoordinator::Kill);
+        }
+    }
+
+    /// Starts a checkpoint (there must be none running); returns its id.
+    fn start_checkpoint(&mut self, waiter: Option<ConnId>) -> u64 {
+        self.last_id += 1;
+        let options = CheckpointOptions {
+            id: self.last_id,
+            generation: self.generation + 1,
+            dir: self.cfg.ckpt_dir.display().to_string(),
+            codec: String::new(),
+            incremental: false,
+        };
+        let participants: BTreeSet<ConnId> = self.supervisors().into_iter().collect();
+        tracing::info!(
+            "checkpoint {} (generation {}) of {} supervisor(s)",
+            options.id,
+            options.generation,
+            participants.len()
+        );
+        let now = Instant::now();
+        self.ckpt = Some(Checkpoint {
+            options,
+            phase: Phase::Suspend,
+            participants,
+            reached: BTreeSet::new(),
+            resumed: false,
+            images: BTreeMap::new(),
+            waiters: waiter.into_iter().collect(),
+            started: now,
+            deadline: now + self.cfg.barrier_timeout,
+        });
+        self.announce_phase();
+        self.last_id
+    }
+
+    fn announce_phase(&mut self) {
+        let Some(ck) = &self.ckpt else { return };
+        let msg = FromCoordinator::Barrier {
+            phase: ck.phase,
+            options: ck.options.clone(),
+        };
+        tracing::debug!(
+            "checkpoint {}: barrier {}",
+            ck.options.id,
+            phase_name(ck.phase)
+        );
+        let to: Vec<ConnId> = ck.participants.iter().copied().collect();
+        for c in to {
+            self.send(c, &msg);
+        }
+    }
+
+    fn on_reached(&mut self, conn: ConnId, id: u64, phase: Phase) {
+        let Some(ck) = self.ckpt.as_mut().filter(|c| c.options.id == id) else {
+            return tracing::debug!("connection {conn}: stale Reached for checkpoint {id}");
+        };
+        if !ck.participants.contains(&conn) || ck.resumed || ck.phase != phase {
+            return tracing::warn!(
+                "connection {conn}: unexpected Reached {} for checkpoint {id} (now at {})",
+                phase_name(phase),
+                phase_name(ck.phase)
+            );
+        }
+        ck.reached.insert(conn);
+        if ck.reached != ck.participants {
+            return;
+        }
+        ck.reached.clear();
+        ck.deadline = Instant::now() + self.cfg.barrier_timeout;
+        match ck.phase.next() {
+            Some(next) => {
+                ck.phase = next;
+                self.announce_phase();
+            }
+            None => {
+                ck.resumed = true;
+                tracing::debug!("checkpoint {id}: every supervisor resumed");
+                self.maybe_complete();
+            }
+        }
+    }
+
+    fn maybe_complete(&mut self) {
+        let done = self.ckpt.as_ref().is_some_and(|ck| {
+            ck.resumed && ck.participants.iter().all(|p| ck.images.contains_key(p))
+        });
+        if !done {
+            return;
+        }
+        let Some(ck) = self.ckpt.take() else { return };
+        let id = ck.options.id;
+        self.generation = ck.options.generation;
+        let mut images: Vec<ImageEntry> = ck.images.into_values().flatten().collect();
+        images.sort_by(|a, b| (&a.host, a.vpid).cmp(&(&b.host, b.vpid)));
+        self.last_images = images.clone();
+        let millis = ck.started.elapsed().as_millis() as u64;
+        match crate::script::write_restart_script(
+            &self.cfg,
+            self.generation,
+            &self.computation,
+            &images,
+        ) {
+            Ok(p) => tracing::debug!("wrote {}", p.display()),
+            Err(e) => tracing::error!("checkpoint {id}: cannot write the restart script: {e:#}"),
+        }
+        tracing::info!(
+            "checkpoint {id} done in {millis} ms: {} image(s)",
+            images.len()
+        );
+        for w in ck.waiters {
+            self.reply(
+                w,
+                Reply::CheckpointDone {
+                    id,
+                    images: images.clone(),
+                    millis,
+                },
+            );
+        }
+    }
+
+    fn fail_checkpoint(&mut self, reason: String) {
+        let Some(ck) = self.ckpt.take() else { return };
+        let id = ck.options.id;
+        tracing::warn!("checkpoint {id} failed: {reason}");
+        for p in ck.participants {
+            if self.clients.contains_key(&p) {
+                self.send(
+                    p,
+                    &FromCoordinator::Abort {
+                        id,
+                        reason: reason.clone(),
+                    },
+                );
+            }
+        }
+        for w in ck.waiters {
+            self.reply(
+                w,
+                Reply::CheckpointFailed {
+                    id,
+                    reason: reason.clone(),
+                },
+            );
+        }
+    }
+}

@@ -1,0 +1,483 @@
+//! The real coordinator binary on port 0, driven by fake supervisors and the
+//! real `dmtcp-command` over TCP.
+
+mod common;
+
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::time::{Duration, Instant};
+
+use common::*;
+use dmtcp_coordinator::client::{request, Connection};
+use dmtcp_coordinator::protocol::*;
+
+#[test]
+fn blocking_checkpoint_writes_images_and_restart_script() {
+    let coord = Coord::start(&[], &[]);
+    let a = FakeSupervisor::start(&coord, 11, 2, Behavior::Good);
+    let b = FakeSupervisor::start(&coord, 12, 1, Behavior::Good);
+
+    let out = coord.command(&["-bc"]);
+    let stdout = text(&out.stdout);
+    assert!(
+        out.status.success(),
+        "stdout: {stdout} stderr: {}",
+        text(&out.stderr)
+    );
+    assert!(stdout.contains("checkpoint 1 done in "), "{stdout}");
+    assert!(stdout.contains(": 3 image(s)"), "{stdout}");
+    assert!(stdout.contains("ckpt_prog1_11_2.dmtcp"), "{stdout}");
+
+    // Every phase was announced to both, in order.
+    for s in [&a, &b] {
+        for phase in Phase::ALL {
+            s.expect("barrier", |e| *e == Seen::Barrier(phase));
+        }
+    }
+
+    let script = coord.ckpt_dir.join("dmtcp_restart_script.sh");
+    let meta = std::fs::metadata(&script).expect("restart script");
+    assert_eq!(meta.permissions().mode() & 0o777, 0o755);
+    let body = std::fs::read_to_string(&script).unwrap();
+    assert!(body.starts_with("#!/bin/bash\n"));
+    assert!(
+        body.contains(&format!("DMTCP_COORD_PORT:-{}", coord.port)),
+        "{body}"
+    );
+    assert!(body.contains("# Generation: 1"), "{body}");
+    for img in ["ckpt_prog0_11_1", "ckpt_prog1_11_2", "ckpt_prog0_12_1"] {
+        assert!(body.contains(&format!(
+            "{}/{img}.dmtcp",
+            coord.ckpt_dir.canonicalize().unwrap().display()
+        )));
+    }
+    let syntax = std::process::Command::new("bash")
+        .arg("-n")
+        .arg(&script)
+        .status()
+        .unwrap();
+    assert!(syntax.success(), "restart script is not valid bash");
+
+    let st = text(&coord.command(&["-s"]).stdout);
+    assert!(st.contains("Generation: 1"), "{st}");
+    assert!(st.contains("State: RUNNING"), "{st}");
+    assert!(st.contains("Processes: 3"), "{st}");
+    assert!(st.contains("Last images: 3"), "{st}");
+
+    // A second checkpoint works too, and the non-blocking form answers at once.
+    let out = coord.command(&["--checkpoint"]);
+    assert!(out.status.success());
+    assert!(
+        text(&out.stdout).contains("checkpoint 2 started"),
+        "{}",
+        text(&out.stdout)
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !text(&coord.command(&["-s"]).stdout).contains("Generation: 2") {
+        assert!(Instant::now() < deadline, "checkpoint 2 never completed");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn list_and_status_output() {
+    let coord = Coord::start(&[], &[]);
+    let st = coord.command(&["--status"]);
+    assert!(st.status.success());
+    let s = text(&st.stdout);
+    assert!(
+        s.contains("Supervisors: 0") && s.contains("Computation: (none)"),
+        "{s}"
+    );
+
+    let _a = FakeSupervisor::start(&coord, 21, 2, Behavior::Good);
+    let out = coord.command(&["-l"]);
+    assert!(out.status.success());
+    let l = text(&out.stdout);
+    let lines: Vec<&str> = l.lines().collect();
+    assert_eq!(lines.len(), 3, "{l}");
+    assert!(
+        lines[0].contains("VPID") && lines[0].contains("HOST_PID") && lines[0].contains("PROGRAM")
+    );
+    assert!(
+        lines[1].contains("2100") && lines[1].contains("prog0") && lines[1].contains("fakehost"),
+        "{l}"
+    );
+
+    let s = text(&coord.command(&["-s"]).stdout);
+    assert!(
+        s.contains("Supervisors: 1") && s.contains("Processes: 2"),
+        "{s}"
+    );
+    let comp = s.lines().find(|l| l.starts_with("Computation: ")).unwrap();
+    assert_eq!(comp.len(), "Computation: ".len() + 16, "{comp}");
+
+    let out = run_command(&coord.tmp.0, coord.port, &["-i", "0"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    // The DMTCP-style alias binary answers too.
+    let alias = std::process::Command::new(env!("CARGO_BIN_EXE_dmtcp_command"))
+        .args(["-p", &coord.port.to_string(), "-s"])
+        .env("DMTCP_TMPDIR", &coord.tmp.0)
+        .env_remove("DMTCP_SECRET")
+        .output()
+        .unwrap();
+    assert!(alias.status.success());
+}
+
+#[test]
+fn supervisor_failure_fails_blocking_checkpoint() {
+    let coord = Coord::start(&[], &[]);
+    let good = FakeSupervisor::start(&coord, 31, 1, Behavior::Good);
+    let _bad = FakeSupervisor::start(&coord, 32, 1, Behavior::FailAt(Phase::Drain));
+    let out = coord.command(&["-bc"]);
+    let err = text(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("checkpoint 1 failed"), "{err}");
+    assert!(
+        err.contains("fakehost pid 32") && err.contains("disk full"),
+        "{err}"
+    );
+    let abort = good.expect("abort", |e| matches!(e, Seen::Abort(_)));
+    assert!(matches!(abort, Seen::Abort(r) if r.contains("disk full")));
+    assert!(!coord.ckpt_dir.join("dmtcp_restart_script.sh").exists());
+    let s = text(&coord.command(&["-s"]).stdout);
+    assert!(
+        s.contains("State: RUNNING") && s.contains("Generation: 0"),
+        "{s}"
+    );
+}
+
+#[test]
+fn supervisor_disconnect_mid_barrier_fails_without_hanging() {
+    let coord = Coord::start(&[], &[]);
+    let good = FakeSupervisor::start(&coord, 41, 1, Behavior::Good);
+    let _gone = FakeSupervisor::start(
+        &coord,
+        42,
+        1,
+        Behavior::DisconnectAt(Phase::FdLeaderElection),
+    );
+    let t = Instant::now();
+    let out = coord.command(&["-bc"]);
+    assert!(t.elapsed() < Duration::from_secs(10));
+    let err = text(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("fakehost pid 42 disconnected during barrier FD_LEADER_ELECTION"),
+        "{err}"
+    );
+    good.expect("abort", |e| matches!(e, Seen::Abort(_)));
+    // The remaining supervisor can still be checkpointed.
+    let out = coord.command(&["-bc"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("1 image(s)"));
+}
+
+#[test]
+fn barrier_timeout_fails_checkpoint() {
+    let coord = Coord::start(&[("DMTCP_BARRIER_TIMEOUT", "1")], &[]);
+    let _silent = FakeSupervisor::start(&coord, 51, 1, Behavior::Silent);
+    let out = coord.command(&["-bc"]);
+    let err = text(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains(
+            "barrier SUSPEND timed out after 1 s waiting for supervisor on fakehost pid 51"
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn checkpoint_without_processes_fails() {
+    let coord = Coord::start(&[], &[]);
+    let out = coord.command(&["-bc"]);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("no processes to checkpoint"));
+}
+
+#[test]
+fn second_checkpoint_while_running_is_refused() {
+    let coord = Coord::start(&[], &[]);
+    let s = FakeSupervisor::start(&coord, 55, 1, Behavior::Silent);
+    let r = request(
+        &coord.addr(),
+        &coord.secret(),
+        Request::Checkpoint { blocking: false },
+    )
+    .unwrap();
+    assert_eq!(r, Reply::CheckpointStarted { id: 1 });
+    s.expect("suspend", |e| *e == Seen::Barrier(Phase::Suspend));
+    let r = request(
+        &coord.addr(),
+        &coord.secret(),
+        Request::Checkpoint { blocking: true },
+    )
+    .unwrap();
+    assert_eq!(
+        r,
+        Reply::Error("checkpoint 1 is already in progress".into())
+    );
+    let s2 = text(&coord.command(&["-s"]).stdout);
+    assert!(s2.contains("State: SUSPEND"), "{s2}");
+}
+
+#[test]
+fn malformed_frames_get_an_error_and_others_are_served() {
+    let coord = Coord::start(&[], &[]);
+    let sup = FakeSupervisor::start(&coord, 61, 1, Behavior::Good);
+
+    // Garbage instead of a hello.
+    let mut s = raw(&coord);
+    s.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
+    match read_frame::<_, FromCoordinator>(&mut s) {
+        Ok(FromCoordinator::Error(e)) => assert!(e.contains("bad hello"), "{e}"),
+        other => panic!("{other:?}"),
+    }
+
+    // A good hello, then a frame that does not decode.
+    let mut s = raw(&coord);
+    write_frame(
+        &mut s,
+        &ToCoordinator::Hello(hello(&coord.secret(), Role::Command)),
+    )
+    .unwrap();
+    assert!(matches!(
+        read_frame::<_, FromCoordinator>(&mut s),
+        Ok(FromCoordinator::Welcome { .. })
+    ));
+    s.write_all(&[5, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0xff])
+        .unwrap();
+    match read_frame::<_, FromCoordinator>(&mut s) {
+        Ok(FromCoordinator::Error(e)) => assert!(e.contains("malformed frame"), "{e}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        read_frame::<_, FromCoordinator>(&mut s),
+        Err(ProtocolError::Closed) | Err(ProtocolError::Io(_))
+    ));
+
+    // An oversized length.
+    let mut s = raw(&coord);
+    write_frame(
+        &mut s,
+        &ToCoordinator::Hello(hello(&coord.secret(), Role::Command)),
+    )
+    .unwrap();
+    let _welcome: FromCoordinator = read_frame(&mut s).unwrap();
+    s.write_all(&u32::MAX.to_le_bytes()).unwrap();
+    match read_frame::<_, FromCoordinator>(&mut s) {
+        Ok(FromCoordinator::Error(e)) => assert!(e.contains("exceeds the limit"), "{e}"),
+        other => panic!("{other:?}"),
+    }
+
+    // A command may not pretend to be a supervisor.
+    let mut s = raw(&coord);
+    write_frame(
+        &mut s,
+        &ToCoordinator::Hello(hello(&coord.secret(), Role::Command)),
+    )
+    .unwrap();
+    let _welcome: FromCoordinator = read_frame(&mut s).unwrap();
+    write_frame(
+        &mut s,
+        &ToCoordinator::Reached {
+            id: 1,
+            phase: Phase::Suspend,
+        },
+    )
+    .unwrap();
+    assert!(matches!(
+        read_frame::<_, FromCoordinator>(&mut s),
+        Ok(FromCoordinator::Error(_))
+    ));
+
+    // Wrong secret, wrong version.
+    let err = Connection::connect(&coord.addr(), "nope", Role::Command).unwrap_err();
+    assert!(err.to_string().contains("wrong secret"), "{err}");
+    let mut s = raw(&coord);
+    let mut h = hello(&coord.secret(), Role::Command);
+    h.major = 9;
+    write_frame(&mut s, &ToCoordinator::Hello(h)).unwrap();
+    match read_frame::<_, FromCoordinator>(&mut s) {
+        Ok(FromCoordinator::Error(e)) => assert!(e.contains("protocol version 9.0"), "{e}"),
+        other => panic!("{other:?}"),
+    }
+
+    // Everyone else is still served.
+    let out = coord.command(&["-bc"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    sup.expect("resume", |e| *e == Seen::Barrier(Phase::Resume));
+}
+
+#[test]
+fn port_in_use_is_one_line_error() {
+    let coord = Coord::start(&[], &[]);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_dmtcp-coordinator"))
+        .args(["--port", &coord.port.to_string()])
+        .env("DMTCP_TMPDIR", &coord.tmp.0)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        text(&out.stderr),
+        format!("dmtcp-coordinator: port {} is already in use\n", coord.port)
+    );
+    // The running coordinator is unharmed (its secret file too).
+    assert!(coord.command(&["-s"]).status.success());
+}
+
+#[test]
+fn no_coordinator_is_one_line_error() {
+    let tmp = TempDir::new("nocoord");
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let out = run_command(&tmp.0, port, &["-s"]);
+    assert!(!out.status.success());
+    assert_eq!(
+        text(&out.stderr),
+        format!("dmtcp-command: no coordinator at 127.0.0.1:{port} (connection refused)\n")
+    );
+}
+
+#[test]
+fn name_service_publish_and_query() {
+    let coord = Coord::start(&[], &[]);
+    let role = |pid| {
+        Role::Supervisor(SupervisorHello {
+            host: "h".into(),
+            pid,
+            computation: None,
+            generation: 0,
+        })
+    };
+    let (mut a, _) = Connection::connect(&coord.addr(), &coord.secret(), role(71)).unwrap();
+    let (mut b, _) = Connection::connect(&coord.addr(), &coord.secret(), role(72)).unwrap();
+    a.send(&ToCoordinator::Publish {
+        key: b"tcp:1".to_vec(),
+        value: b"10.0.0.1:5000".to_vec(),
+    })
+    .unwrap();
+    // Queries on `a` are ordered after its publish; ask there first.
+    a.send(&ToCoordinator::Query {
+        key: b"tcp:1".to_vec(),
+    })
+    .unwrap();
+    let _ = a.recv().unwrap();
+    b.send(&ToCoordinator::Query {
+        key: b"tcp:1".to_vec(),
+    })
+    .unwrap();
+    assert_eq!(
+        b.recv().unwrap(),
+        FromCoordinator::Published {
+            key: b"tcp:1".to_vec(),
+            value: Some(b"10.0.0.1:5000".to_vec())
+        }
+    );
+    b.send(&ToCoordinator::Query {
+        key: b"nope".to_vec(),
+    })
+    .unwrap();
+    assert_eq!(
+        b.recv().unwrap(),
+        FromCoordinator::Published {
+            key: b"nope".to_vec(),
+            value: None
+        }
+    );
+}
+
+#[test]
+fn restarting_supervisor_brings_computation_and_generation() {
+    let coord = Coord::start(&[], &[]);
+    let role = Role::Supervisor(SupervisorHello {
+        host: "h".into(),
+        pid: 81,
+        computation: Some("00112233aabbccdd".into()),
+        generation: 7,
+    });
+    let (_c, welcome) = Connection::connect(&coord.addr(), &coord.secret(), role).unwrap();
+    match welcome {
+        FromCoordinator::Welcome {
+            computation,
+            generation,
+            ckpt_dir,
+        } => {
+            assert_eq!(computation, "00112233aabbccdd");
+            assert_eq!(generation, 7);
+            assert_eq!(
+                std::path::PathBuf::from(ckpt_dir),
+                coord.ckpt_dir.canonicalize().unwrap()
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    // Another computation is refused while this one is running.
+    let other = Role::Supervisor(SupervisorHello {
+        host: "h".into(),
+        pid: 82,
+        computation: Some("ffffffffffffffff".into()),
+        generation: 1,
+    });
+    let err = Connection::connect(&coord.addr(), &coord.secret(), other).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("runs computation 00112233aabbccdd"),
+        "{err}"
+    );
+}
+
+#[test]
+fn kill_and_quit() {
+    let mut coord = Coord::start(&[], &[]);
+    let a = FakeSupervisor::start(&coord, 91, 1, Behavior::Good);
+    assert!(coord.command(&["-k"]).status.success());
+    a.expect("kill", |e| *e == Seen::Kill);
+    let out = coord.command(&["--quit"]);
+    assert!(out.status.success());
+    a.expect("kill", |e| *e == Seen::Kill);
+    let st = coord
+        .wait_exit(Duration::from_secs(5))
+        .expect("coordinator did not quit");
+    assert!(st.success());
+    let secrets: Vec<_> = std::fs::read_dir(coord.tmp.0.join(format!("dmtcp-{}", nix_uid())))
+        .unwrap()
+        .collect();
+    assert!(secrets.is_empty(), "secret files left behind: {secrets:?}");
+}
+
+#[test]
+fn exit_on_last_supervisor() {
+    let mut coord = Coord::start(&[], &["--exit-on-last"]);
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        coord.child.try_wait().unwrap().is_none(),
+        "exited before any supervisor"
+    );
+    let a = FakeSupervisor::start(&coord, 95, 1, Behavior::Good);
+    a.conn.shutdown();
+    assert!(
+        coord.wait_exit(Duration::from_secs(5)).is_some(),
+        "coordinator did not exit"
+    );
+}
+
+#[test]
+fn periodic_checkpoints() {
+    let coord = Coord::start(&[], &["--interval", "1"]);
+    let _a = FakeSupervisor::start(&coord, 97, 1, Behavior::Good);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !coord.ckpt_dir.join("dmtcp_restart_script.sh").exists() {
+        assert!(Instant::now() < deadline, "no periodic checkpoint");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(coord.command(&["-i", "0"]).status.success());
+}
+
+fn nix_uid() -> u32 {
+    std::os::unix::fs::MetadataExt::uid(&std::fs::metadata("/proc/self").unwrap())
+}

@@ -1,0 +1,160 @@
+//! Human-readable dump of an image (like CRIU's `crit show`).
+
+use crate::model::{FdKind, VmaKind, PAGE_SIZE};
+use crate::reader::ImageReader;
+use std::fmt::Write;
+
+/// Index of `rip` and `rsp` in `user_regs_struct` order.
+const RIP: usize = 16;
+const RSP: usize = 19;
+
+/// Describes header, process, threads, fds and memory map of an image.
+pub fn describe(r: &ImageReader) -> String {
+    let m = r.meta();
+    let mut s = String::new();
+    let (major, minor) = r.format_version();
+    let c = &m.computation;
+    let _ = writeln!(s, "image {}", r.path().display());
+    let _ = writeln!(s, "  format      {major}.{minor}");
+    let _ = writeln!(s, "  codec       {}", r.codec().name());
+    let _ = writeln!(
+        s,
+        "  size        {} bytes ({} blocks, {} page bytes)",
+        r.file_size(),
+        r.block_count(),
+        r.page_bytes()
+    );
+    let _ = writeln!(s, "  computation {}", c.id);
+    let _ = writeln!(s, "  generation  {}", c.generation);
+    let _ = writeln!(s, "  host        {}", c.host);
+    let _ = writeln!(s, "  taken at    {}", fmt_time(c.taken_at_unix_ns));
+    let _ = writeln!(s, "  coordinator {}:{}", c.coord_host, c.coord_port);
+
+    let p = &m.process;
+    let _ = writeln!(s, "process");
+    let _ = writeln!(
+        s,
+        "  pid {} ppid {} pgid {} sid {} (host pid {})",
+        p.vpid, p.vppid, p.vpgid, p.vsid, p.host_pid
+    );
+    let _ = writeln!(s, "  comm    {}", p.comm);
+    let _ = writeln!(s, "  exe     {}", p.exe);
+    let _ = writeln!(s, "  cwd     {}", p.cwd);
+    let cmd: Vec<String> = p
+        .cmdline
+        .iter()
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
+    let _ = writeln!(s, "  cmdline {}", cmd.join(" "));
+    let _ = writeln!(s, "  uid {} gid {} umask {:04o}", p.uid, p.gid, p.umask);
+
+    let _ = writeln!(s, "threads ({})", m.threads.len());
+    for t in &m.threads {
+        let reg = |i: usize| t.regs.get(i).map_or("?".to_string(), |v| format!("{v:#x}"));
+        let _ = writeln!(
+            s,
+            "  tid {:<7} {:<16} rip {} rsp {}",
+            t.vtid,
+            t.name,
+            reg(RIP),
+            reg(RSP)
+        );
+    }
+
+    let _ = writeln!(s, "fds ({})", m.fds.len());
+    for f in &m.fds {
+        let cloexec = if f.cloexec { " cloexec" } else { "" };
+        let what = match &f.kind {
+            FdKind::File {
+                path,
+                flags,
+                offset,
+                deleted,
+                contents,
+            } => {
+                let del = if *deleted {
+                    format!(
+                        " (deleted, {} bytes saved)",
+                        contents.as_ref().map_or(0, |c| c.len())
+                    )
+                } else {
+                    String::new()
+                };
+                format!("file {path} flags {flags:#o} offset {offset}{del}")
+            }
+            FdKind::Device { path, flags } => format!("device {path} flags {flags:#o}"),
+            FdKind::Inherit { from, what } => format!("inherit from fd {from} ({what})"),
+            FdKind::Unsupported { what } => format!("unsupported {what}"),
+        };
+        let _ = writeln!(s, "  {:>4}{cloexec} {what}", f.fd);
+    }
+
+    let _ = writeln!(s, "memory ({} vmas)", m.vmas.len());
+    let mut total = 0u64;
+    for v in &m.vmas {
+        let pages: u64 = v.pages.iter().map(|r| r.npages).sum();
+        total += pages;
+        let perms = format!(
+            "{}{}{}{}",
+            if v.prot & 1 != 0 { 'r' } else { '-' },
+            if v.prot & 2 != 0 { 'w' } else { '-' },
+            if v.prot & 4 != 0 { 'x' } else { '-' },
+            if v.shared { 's' } else { 'p' }
+        );
+        let (off, name) = match &v.kind {
+            VmaKind::Anon { name } => (0, name.clone().unwrap_or_default()),
+            VmaKind::File { path, offset, .. } => (*offset, path.clone()),
+            VmaKind::Vdso => (0, "[vdso]".into()),
+            VmaKind::Vvar => (0, "[vvar]".into()),
+            VmaKind::VvarVclock => (0, "[vvar_vclock]".into()),
+            VmaKind::Vsyscall => (0, "[vsyscall]".into()),
+        };
+        let gd = if v.growsdown { " growsdown" } else { "" };
+        let _ = writeln!(
+            s,
+            "  {:012x}-{:012x} {perms} {off:08x} {:<40} {pages:>8} of {:>8} pages saved{gd}",
+            v.start,
+            v.end,
+            name,
+            v.len() / PAGE_SIZE
+        );
+    }
+    let _ = writeln!(s, "total pages saved {total} ({} bytes)", total * PAGE_SIZE);
+    s
+}
+
+/// `YYYY-MM-DD HH:MM:SS.mmm UTC` from ns since the epoch (no tz database).
+fn fmt_time(ns: u64) -> String {
+    let secs = ns / 1_000_000_000;
+    let ms = (ns / 1_000_000) % 1000;
+    let days = (secs / 86400) as i64;
+    let rem = secs % 86400;
+    // Civil from days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let mo = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(mo <= 2);
+    format!(
+        "{y:04}-{mo:02}-{d:02} {:02}:{:02}:{:02}.{ms:03} UTC",
+        rem / 3600,
+        (rem / 60) % 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn time_format() {
+        assert_eq!(super::fmt_time(0), "1970-01-01 00:00:00.000 UTC");
+        assert_eq!(
+            super::fmt_time(1_700_000_000_123_000_000),
+            "2023-11-14 22:13:20.123 UTC"
+        );
+    }
+}

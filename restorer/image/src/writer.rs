@@ -1,0 +1,545 @@
+//! Streaming image writer: page data first (compressed in parallel blocks),
+//! metadata, block table and trailer last, then fsync + atomic rename.
+
+use crate::error::ImageError;
+use crate::format::{self, BlockEntry, Header, Trailer, PAGE};
+use crate::model::{DataRef, ProcessImage};
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{self, Receiver, SyncSender};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+/// How page blocks (and the metadata) are compressed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Codec {
+    /// Stored raw, page-aligned: runs can be mmap'd from the file.
+    None,
+    /// gzip (deflate), one gzip member per block.
+    Gzip,
+    /// zstd, one frame per block.
+    Zstd,
+}
+
+impl Codec {
+    /// `none`, `gzip` or `zstd` (case-insensitive; `off`/`raw` mean none, `gz` gzip).
+    pub fn parse(s: &str) -> Result<Codec, ImageError> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "none" | "off" | "raw" => Ok(Codec::None),
+            "gzip" | "gz" => Ok(Codec::Gzip),
+            "zstd" | "zst" => Ok(Codec::Zstd),
+            _ => Err(ImageError::UnknownCodec {
+                name: s.to_string(),
+            }),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Codec::None => "none",
+            Codec::Gzip => "gzip",
+            Codec::Zstd => "zstd",
+        }
+    }
+
+    /// `DMTCP_GZIP=0` -> `None`; else `DMTCP_COMPRESS=<name>`; else `Gzip`.
+    /// An unknown `DMTCP_COMPRESS` value is warned about and ignored.
+    pub fn from_env() -> Codec {
+        if std::env::var("DMTCP_GZIP")
+            .map(|v| v.trim() == "0")
+            .unwrap_or(false)
+        {
+            return Codec::None;
+        }
+        match std::env::var("DMTCP_COMPRESS") {
+            Ok(v) if !v.trim().is_empty() => match Codec::parse(&v) {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!("DMTCP_COMPRESS: {e}; using gzip");
+                    Codec::Gzip
+                }
+            },
+            _ => Codec::Gzip,
+        }
+    }
+}
+
+/// Writer settings.
+#[derive(Clone, Debug)]
+pub struct WriteOptions {
+    pub codec: Codec,
+    /// Codec level; `None` = 1 (gzip 0-9, zstd 1-22 or negative).
+    pub level: Option<i32>,
+    /// Compression threads; 0 = all cores.
+    pub threads: usize,
+    /// Uncompressed bytes per block (a multiple of 4096, at most 1 GiB).
+    pub block_size: usize,
+}
+
+impl Default for WriteOptions {
+    fn default() -> Self {
+        WriteOptions {
+            codec: Codec::Gzip,
+            level: Some(1),
+            threads: 0,
+            block_size: 4 << 20,
+        }
+    }
+}
+
+/// A block handed to a compression worker.
+struct Job {
+    seq: u32,
+    raw: Vec<u8>,
+    out: Vec<u8>,
+}
+
+/// A compressed block coming back.
+struct Done {
+    seq: u32,
+    raw: Vec<u8>,
+    out: Vec<u8>,
+    /// Codec the block is stored with (raw if compression did not help).
+    codec: Codec,
+    result: Result<(), String>,
+}
+
+struct Pool {
+    jobs: Option<SyncSender<Job>>,
+    done: Receiver<Done>,
+    workers: Vec<JoinHandle<()>>,
+    /// Max blocks submitted but not yet written.
+    max_in_flight: usize,
+}
+
+impl Pool {
+    fn new(threads: usize, codec: Codec, level: Option<i32>) -> std::io::Result<Pool> {
+        let (jtx, jrx) = mpsc::sync_channel::<Job>(threads * 2);
+        let jrx = Arc::new(Mutex::new(jrx));
+        let (dtx, drx) = mpsc::channel::<Done>();
+        let workers = (0..threads)
+            .map(|i| {
+                let jrx = Arc::clone(&jrx);
+                let dtx = dtx.clone();
+                std::thread::Builder::new()
+                    .name(format!("img-compress-{i}"))
+                    .spawn(move || loop {
+                        let job = match jrx.lock() {
+                            Ok(rx) => rx.recv(),
+                            Err(_) => return,
+                        };
+                        let Ok(Job { seq, raw, mut out }) = job else {
+                            return;
+                        };
+                        // A panic in a codec becomes an error, so the writer never waits forever.
+                        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                            format::compress(codec, level, &raw, &mut out)
+                        }))
+                        .unwrap_or_else(|_| Err("codec panicked".to_string()));
+                        // Incompressible block: store it raw (no decompression on restart).
+                        let stored_codec = if result.is_ok() && out.len() >= raw.len() {
+                            Codec::None
+                        } else {
+                            codec
+                        };
+                        if dtx
+                            .send(Done {
+                                seq,
+                                raw,
+                                out,
+                                codec: stored_codec,
+                                result,
+                            })
+                            .is_err()
+                        {
+                            return;
+                        }
+                    })
+            })
+            .collect::<std::io::Result<Vec<_>>>()?;
+        Ok(Pool {
+            jobs: Some(jtx),
+            done: drx,
+            workers,
+            max_in_flight: threads * 2,
+        })
+    }
+
+    fn shutdown(&mut self) {
+        self.jobs = None;
+        for w in self.workers.drain(..) {
+            let _ = w.join();
+        }
+    }
+}
+
+/// Streams one process image to `<final>.tmp.<pid>`, renamed on [`finish`].
+///
+/// [`finish`]: ImageWriter::finish
+pub struct ImageWriter {
+    file: File,
+    tmp_path: PathBuf,
+    final_path: PathBuf,
+    opts: WriteOptions,
+    /// Current (not yet sealed) block's raw bytes (compressed codecs).
+    cur: Vec<u8>,
+    /// Length and crc of the current block (codec none, written through).
+    cur_raw_len: u64,
+    cur_crc: crc32fast::Hasher,
+    /// File offset where the next stored bytes go.
+    pos: u64,
+    table: Vec<BlockEntry>,
+    pool: Option<Pool>,
+    in_flight: u32,
+    /// Finished blocks waiting for their predecessors.
+    pending: BTreeMap<u32, Done>,
+    free_raw: Vec<Vec<u8>>,
+    free_out: Vec<Vec<u8>>,
+    finished: bool,
+}
+
+impl ImageWriter {
+    /// Creates `<final_path>.tmp.<pid>` next to final_path (error naming the dir if not writable).
+    pub fn create(final_path: &Path, opts: WriteOptions) -> Result<ImageWriter, ImageError> {
+        if opts.block_size == 0
+            || opts.block_size % PAGE as usize != 0
+            || opts.block_size as u64 > format::MAX_BLOCK
+        {
+            return Err(ImageError::InvalidArgument(format!(
+                "block size {} is not a positive multiple of 4096 of at most 1 GiB",
+                opts.block_size
+            )));
+        }
+        let name = final_path.file_name().ok_or_else(|| {
+            ImageError::InvalidArgument(format!("{}: not a file name", final_path.display()))
+        })?;
+        let dir = match final_path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let mut tmp_name = name.to_os_string();
+        tmp_name.push(format!(".tmp.{}", std::process::id()));
+        let tmp_path = dir.join(tmp_name);
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp_path)
+            .map_err(|error| ImageError::CreateTemp {
+                dir: dir.clone(),
+                error,
+            })?;
+        let data_start = if opts.codec == Codec::None {
+            PAGE
+        } else {
+            format::HEADER_LEN as u64
+        };
+        let header = Header {
+            arch: format::ARCH_X86_64,
+            major: format::FORMAT_MAJOR,
+            minor: format::FORMAT_MINOR,
+            flags: if opts.codec == Codec::None {
+                format::FLAG_MMAPABLE
+            } else {
+                0
+            },
+            codec: opts.codec,
+            block_size: opts.block_size as u32,
+            data_start,
+        };
+        let mut head = vec![0u8; data_start as usize];
+        head[..format::HEADER_LEN].copy_from_slice(&header.encode());
+        if let Err(e) = file.write_all(&head) {
+            let _ = std::fs::remove_file(&tmp_path);
+            return Err(ImageError::io(&tmp_path, "write header", e));
+        }
+        let threads = match opts.threads {
+            0 => std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
+            n => n,
+        };
+        let pool = if opts.codec == Codec::None {
+            None
+        } else {
+            match Pool::new(threads, opts.codec, opts.level) {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    let _ = std::fs::remove_file(&tmp_path);
+                    return Err(ImageError::io(&tmp_path, "spawn compression threads", e));
+                }
+            }
+        };
+        Ok(ImageWriter {
+            file,
+            tmp_path,
+            final_path: final_path.to_path_buf(),
+            cur: Vec::new(),
+            cur_raw_len: 0,
+            cur_crc: crc32fast::Hasher::new(),
+            pos: data_start,
+            table: Vec::new(),
+            pool,
+            in_flight: 0,
+            pending: BTreeMap::new(),
+            free_raw: Vec::new(),
+            free_out: Vec::new(),
+            finished: false,
+            opts,
+        })
+    }
+
+    /// Path of the temporary file being written.
+    pub fn temp_path(&self) -> &Path {
+        &self.tmp_path
+    }
+
+    /// Appends page bytes (len a multiple of 4096) and returns where they start.
+    ///
+    /// Blocks are exactly `block_size` raw bytes (the last may be shorter);
+    /// a call's bytes continue into as many following blocks as needed, so a
+    /// run may span blocks. Memory stays bounded: at most `2 * threads`
+    /// blocks are being compressed at once; beyond that this call waits.
+    pub fn add_pages(&mut self, data: &[u8]) -> Result<DataRef, ImageError> {
+        if data.len() % PAGE as usize != 0 {
+            return Err(ImageError::InvalidArgument(format!(
+                "add_pages: length {} is not a multiple of 4096",
+                data.len()
+            )));
+        }
+        let bs = self.opts.block_size;
+        let at = DataRef {
+            block: self.table.len() as u32 + self.in_flight + self.pending.len() as u32,
+            offset: if self.pool.is_some() {
+                self.cur.len() as u64
+            } else {
+                self.cur_raw_len
+            },
+        };
+        let mut rest = data;
+        if self.pool.is_none() {
+            // Codec none: write through, no copy.
+            while !rest.is_empty() {
+                let take = rest.len().min(bs - self.cur_raw_len as usize);
+                let (now, later) = rest.split_at(take);
+                self.file
+                    .write_all(now)
+                    .map_err(|e| ImageError::io(&self.tmp_path, "write page data", e))?;
+                self.cur_crc.update(now);
+                self.cur_raw_len += take as u64;
+                rest = later;
+                if self.cur_raw_len as usize == bs {
+                    self.seal_raw_block();
+                }
+            }
+            return Ok(at);
+        }
+        while !rest.is_empty() {
+            if self.cur.capacity() == 0 {
+                self.cur = self
+                    .free_raw
+                    .pop()
+                    .unwrap_or_else(|| Vec::with_capacity(bs));
+                self.cur.clear();
+            }
+            let take = rest.len().min(bs - self.cur.len());
+            let (now, later) = rest.split_at(take);
+            self.cur.extend_from_slice(now);
+            rest = later;
+            if self.cur.len() == bs {
+                self.submit()?;
+            }
+        }
+        Ok(at)
+    }
+
+    fn seal_raw_block(&mut self) {
+        let crc = std::mem::take(&mut self.cur_crc).finalize();
+        let len = self.cur_raw_len;
+        self.table.push(BlockEntry {
+            offset: self.pos,
+            stored_len: len,
+            raw_len: len,
+            crc,
+            codec: Codec::None,
+        });
+        self.pos += len;
+        self.cur_raw_len = 0;
+    }
+
+    /// Hands the current block to the pool; writes finished blocks in order.
+    fn submit(&mut self) -> Result<(), ImageError> {
+        let seq = self.table.len() as u32 + self.in_flight + self.pending.len() as u32;
+        let raw = std::mem::take(&mut self.cur);
+        let out = self.free_out.pop().unwrap_or_default();
+        let pool = self.pool.as_mut().expect("pool for compressed codec");
+        let max = pool.max_in_flight;
+        pool.jobs
+            .as_ref()
+            .expect("pool open")
+            .send(Job { seq, raw, out })
+            .map_err(|_| ImageError::WorkerPanicked)?;
+        self.in_flight += 1;
+        // Write whatever is already done, then wait while too much is in flight.
+        self.collect(false)?;
+        while self.in_flight + self.pending.len() as u32 >= max as u32 {
+            self.collect(true)?;
+        }
+        Ok(())
+    }
+
+    /// Receives finished blocks (waiting for one if `block`) and writes every
+    /// block whose predecessors are written.
+    fn collect(&mut self, block: bool) -> Result<(), ImageError> {
+        let pool = self.pool.as_ref().expect("pool");
+        let mut got = Vec::new();
+        if block && self.in_flight > 0 {
+            got.push(pool.done.recv().map_err(|_| ImageError::WorkerPanicked)?);
+        }
+        while let Ok(d) = pool.done.try_recv() {
+            got.push(d);
+        }
+        for d in got {
+            self.in_flight -= 1;
+            self.pending.insert(d.seq, d);
+        }
+        while let Some(d) = self.pending.remove(&(self.table.len() as u32)) {
+            let seq = d.seq;
+            if let Err(detail) = d.result {
+                return Err(ImageError::Compress {
+                    block: seq,
+                    codec: self.opts.codec.name(),
+                    detail,
+                });
+            }
+            let stored: &[u8] = if d.codec == Codec::None {
+                &d.raw
+            } else {
+                &d.out
+            };
+            self.file
+                .write_all(stored)
+                .map_err(|e| ImageError::io(&self.tmp_path, format!("write block {seq}"), e))?;
+            self.table.push(BlockEntry {
+                offset: self.pos,
+                stored_len: stored.len() as u64,
+                raw_len: d.raw.len() as u64,
+                crc: crc32fast::hash(stored),
+                codec: d.codec,
+            });
+            self.pos += stored.len() as u64;
+            self.free_raw.push(d.raw);
+            self.free_out.push(d.out);
+        }
+        Ok(())
+    }
+
+    /// Writes metadata + block table + trailer, fsyncs the file, renames it to final_path, fsyncs the directory. Returns the file size.
+    pub fn finish(mut self, meta: &ProcessImage) -> Result<u64, ImageError> {
+        // Seal the last block and drain the pool.
+        if self.pool.is_some() {
+            if !self.cur.is_empty() {
+                self.submit()?;
+            }
+            while self.in_flight > 0 {
+                self.collect(true)?;
+            }
+            if let Some(mut p) = self.pool.take() {
+                p.shutdown();
+            }
+        } else if self.cur_raw_len > 0 {
+            self.seal_raw_block();
+        }
+        self.free_raw.clear();
+        self.free_out.clear();
+
+        let raw_meta =
+            bincode::serde::encode_to_vec(meta, format::bincode_config()).map_err(|e| {
+                ImageError::Encode {
+                    detail: e.to_string(),
+                }
+            })?;
+        let mut stored_meta = Vec::new();
+        format::compress(
+            self.opts.codec,
+            self.opts.level,
+            &raw_meta,
+            &mut stored_meta,
+        )
+        .map_err(|detail| ImageError::Encode {
+            detail: format!("compress: {detail}"),
+        })?;
+        let meta_offset = self.pos;
+        let mut table = Vec::with_capacity(self.table.len() * format::BLOCK_ENTRY_LEN);
+        for b in &self.table {
+            b.encode(&mut table);
+        }
+        let trailer = Trailer {
+            meta_offset,
+            meta_stored_len: stored_meta.len() as u64,
+            meta_raw_len: raw_meta.len() as u64,
+            table_offset: meta_offset + stored_meta.len() as u64,
+            block_count: self.table.len() as u64,
+            meta_crc: crc32fast::hash(&stored_meta),
+            table_crc: crc32fast::hash(&table),
+            meta_codec: self.opts.codec,
+        };
+        let io = |op: &str, e| ImageError::io(&self.tmp_path, op, e);
+        self.file
+            .write_all(&stored_meta)
+            .map_err(|e| io("write metadata", e))?;
+        self.file
+            .write_all(&table)
+            .map_err(|e| io("write block table", e))?;
+        self.file
+            .write_all(&trailer.encode())
+            .map_err(|e| io("write trailer", e))?;
+        let size = trailer.table_offset + table.len() as u64 + format::TRAILER_LEN as u64;
+        self.file.sync_all().map_err(|e| io("fsync", e))?;
+        std::fs::rename(&self.tmp_path, &self.final_path).map_err(|e| {
+            ImageError::io(
+                &self.final_path,
+                format!("rename from {}", self.tmp_path.display()),
+                e,
+            )
+        })?;
+        self.finished = true;
+        let dir = match self.final_path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        File::open(&dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| ImageError::io(&dir, "fsync directory", e))?;
+        Ok(size)
+    }
+}
+
+impl Drop for ImageWriter {
+    fn drop(&mut self) {
+        if let Some(mut p) = self.pool.take() {
+            p.shutdown();
+        }
+        if !self.finished {
+            let _ = std::fs::remove_file(&self.tmp_path);
+        }
+    }
+}
+
+/// `ckpt_<prog>_<computation>-<vpid>.dmtcp`, with `/` and whitespace in
+/// `prog` replaced by `_`.
+pub fn image_file_name(prog: &str, computation: &str, vpid: u32) -> String {
+    let prog: String = prog
+        .chars()
+        .map(|c| {
+            if c == '/' || c.is_whitespace() || c == '\0' {
+                '_'
+            } else {
+                c
+            }
+        })
+        .collect();
+    format!("ckpt_{prog}_{computation}-{vpid}.dmtcp")
+}

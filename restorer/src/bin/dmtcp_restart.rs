@@ -1,0 +1,3 @@
+fn main() {
+    dmtcp_restorer::cli::main()
+}

@@ -1,0 +1,198 @@
+//! Command line of `dmtcp-restart` (alias `dmtcp_restart`).
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+
+use anyhow::{anyhow, bail};
+use clap::Parser;
+use dmtcp_coordinator::client::{ensure_coordinator, read_secret, CoordAddr, StartOptions};
+use dmtcp_image::{Codec, ImageReader, WriteOptions};
+use dmtcp_supervisor::nsinit::{InitReply, InitRequest, ShellPlan};
+use dmtcp_supervisor::pid::HostPid;
+use dmtcp_supervisor::procfs;
+use dmtcp_supervisor::session::{self, Session, SessionConfig};
+use dmtcp_supervisor::supervise;
+
+use crate::restore;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "dmtcp-restart",
+    version,
+    disable_help_flag = true,
+    about = "Restart a computation from checkpoint images (DMTCP's dmtcp_restart)"
+)]
+struct Args {
+    /// Coordinator host (env DMTCP_COORD_HOST; default 127.0.0.1).
+    #[arg(short = 'h', long = "coord-host", alias = "host")]
+    coord_host: Option<String>,
+    /// Coordinator port (env DMTCP_COORD_PORT; default 7779; 0 = new one on a free port).
+    #[arg(short = 'p', long = "coord-port", alias = "port")]
+    coord_port: Option<u16>,
+    /// Write the coordinator's port to this file.
+    #[arg(long = "port-file")]
+    port_file: Option<PathBuf>,
+    /// Always start a new coordinator.
+    #[arg(long = "new-coordinator")]
+    new_coordinator: bool,
+    /// Only join an existing coordinator.
+    #[arg(short = 'j', long = "join-coordinator", alias = "join")]
+    join: bool,
+    /// Where later checkpoints go (default: the coordinator's directory).
+    #[arg(long = "ckpt-dir", alias = "ckptdir", env = "DMTCP_CHECKPOINT_DIR")]
+    ckpt_dir: Option<PathBuf>,
+    /// Do not compress later checkpoints.
+    #[arg(long = "no-gzip")]
+    no_gzip: bool,
+    /// Print what the images hold and exit.
+    #[arg(long = "inspect")]
+    inspect: bool,
+    /// Print help.
+    #[arg(long = "help", action = clap::ArgAction::Help)]
+    help: Option<bool>,
+    /// Checkpoint images (ckpt_*.dmtcp).
+    #[arg(required = true, value_name = "IMAGE")]
+    images: Vec<PathBuf>,
+}
+
+/// Opens and fully verifies every image before anything is created.
+fn open_images(paths: &[PathBuf]) -> anyhow::Result<Vec<ImageReader>> {
+    let mut out: Vec<ImageReader> = Vec::new();
+    let mut vpids = HashSet::new();
+    for p in paths {
+        let r = ImageReader::open(p).map_err(|e| anyhow!("{e}"))?;
+        r.verify().map_err(|e| anyhow!("{e}"))?;
+        let m = r.meta();
+        if let Some(first) = out.first() {
+            if first.meta().computation.id != m.computation.id {
+                bail!(
+                    "{}: belongs to computation {}, not {} like {}",
+                    p.display(),
+                    m.computation.id,
+                    first.meta().computation.id,
+                    first.path().display()
+                );
+            }
+        }
+        if !vpids.insert(m.process.vpid) {
+            bail!("{}: pid {} given twice", p.display(), m.process.vpid);
+        }
+        out.push(r);
+    }
+    // Parents before children, so shells can be created in order.
+    out.sort_by_key(|r| r.meta().process.vpid);
+    Ok(out)
+}
+
+fn shell_plan(r: &ImageReader) -> ShellPlan {
+    let p = &r.meta().process;
+    ShellPlan {
+        vpid: p.vpid,
+        cwd: p.cwd.clone(),
+        umask: p.umask,
+        rlimits: p.rlimits.clone(),
+        fds: r.meta().fds.clone(),
+    }
+}
+
+fn host_pid_of(nsinit: HostPid, vpid: i32) -> Option<HostPid> {
+    procfs::descendants(nsinit).into_iter().find(|p| {
+        procfs::status(*p)
+            .ok()
+            .and_then(|kv| procfs::innermost_pid(&kv))
+            == Some(vpid)
+    })
+}
+
+fn run() -> anyhow::Result<i32> {
+    let args = Args::parse();
+    if args.inspect {
+        for p in &args.images {
+            let r = ImageReader::open(p).map_err(|e| anyhow!("{e}"))?;
+            print!("{}", dmtcp_image::describe(&r));
+            if let Err(e) = r.verify() {
+                println!("VERIFY FAILED: {e}");
+                return Ok(1);
+            }
+        }
+        return Ok(0);
+    }
+    let images = open_images(&args.images)?;
+    let first = images[0].meta().computation.clone();
+    let addr = CoordAddr::from_args(args.coord_host.clone(), args.coord_port);
+    let (addr, secret) = if args.join {
+        (addr.clone(), read_secret(&addr).unwrap_or_default())
+    } else {
+        let opts = StartOptions {
+            ckpt_dir: args.ckpt_dir.clone(),
+            interval: None,
+            exit_on_last: true,
+        };
+        let (a, s) = ensure_coordinator(&addr, args.new_coordinator, &opts)?;
+        if args.coord_port == Some(0) {
+            eprintln!("dmtcp-restart: coordinator listening on port {}", a.port);
+        }
+        (a, s)
+    };
+    if let Some(f) = &args.port_file {
+        std::fs::write(f, format!("{}\n", addr.port))
+            .map_err(|e| anyhow!("port file {}: {e}", f.display()))?;
+    }
+    let cfg = SessionConfig {
+        addr,
+        secret,
+        computation: Some(first.id.clone()),
+        generation: first.generation,
+        write: WriteOptions {
+            codec: if args.no_gzip { Codec::None } else { images[0].codec() },
+            ..WriteOptions::default()
+        },
+        ckpt_dir: args.ckpt_dir.as_deref().map(supervise::absolute),
+    };
+    let (conn, computation, _) = session::connect(&cfg)?;
+
+    supervise::block_signals()?;
+    let shells = images.iter().map(shell_plan).collect();
+    let (nsinit, reply) = supervise::start_nsinit(&InitRequest::Restore { shells })?;
+    let kill_ns = || {
+        // SAFETY: kill with integer arguments; nsinit is our child.
+        unsafe { libc::kill(nsinit.0, libc::SIGKILL) };
+        supervise::wait_nsinit(nsinit);
+    };
+    match reply {
+        InitReply::ShellsReady { .. } => {}
+        InitReply::Failed(msg) => {
+            kill_ns();
+            bail!("{msg}");
+        }
+        other => {
+            kill_ns();
+            bail!("unexpected answer from dmtcp-nsinit: {other:?}");
+        }
+    }
+    for r in &images {
+        let vpid = r.meta().process.vpid as i32;
+        let res = host_pid_of(nsinit, vpid)
+            .ok_or_else(|| anyhow!("shell for pid {vpid} not found"))
+            .and_then(|pid| restore::restore_process(pid, r).map_err(|e| anyhow!("{e}")));
+        if let Err(e) = res {
+            kill_ns();
+            return Err(e.context(format!("{}", r.path().display())));
+        }
+    }
+    let session = Session::new(cfg, nsinit, conn, computation);
+    Ok(supervise::supervise(session, nsinit))
+}
+
+/// Entry point of `dmtcp-restart` and `dmtcp_restart`.
+pub fn main() -> ! {
+    dmtcp_supervisor::init_logging();
+    match run() {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            // One line: the cause chain joined.
+            eprintln!("dmtcp-restart: {}", format!("{e:#}").replace('\n', " "));
+            std::process::exit(1)
+        }
+    }
+}

@@ -1,0 +1,494 @@
+//! Turning a parked shell process into the process an image describes,
+//! driven from outside with ptrace (PLATFORM.md lists the sequence the kernel
+//! accepts and its pitfalls).
+//!
+//! The shell (made by `dmtcp-nsinit` with the original pid, fds, cwd, umask
+//! and limits already in place) is seized in `pause()`. We then, all through
+//! syscalls injected into it: drop its rseq registration, move execution to a
+//! one-page trampoline, unmap everything else, map vdso/vvar at their saved
+//! place, recreate every mapping and fill it with the saved pages, set the mm
+//! fields, signal dispositions, timers and thread state, drop capabilities to
+//! what the process had, unmap the trampoline, load the saved registers and
+//! detach. Nothing of the restorer is left in the process.
+
+use std::collections::HashMap;
+use std::io;
+
+use dmtcp_image::{ImageReader, PageRun, ProcessImage, ThreadState, Vma, VmaKind, PAGE_SIZE};
+use dmtcp_supervisor::pid::{HostPid, RemoteAddr};
+use dmtcp_supervisor::procfs::{self, Mem};
+use dmtcp_supervisor::ptrace::{self, Stop};
+use dmtcp_supervisor::remote::Injector;
+use tracing::debug;
+
+/// Highest user address + 1 on x86_64 with 4-level paging.
+const TASK_SIZE: u64 = 0x7fff_ffff_f000;
+const ARCH_MAP_VDSO_64: u64 = 0x2003;
+const RSEQ_FLAG_UNREGISTER: u64 = 1;
+/// Where in the trampoline page scratch data goes.
+const SCRATCH_OFF: u64 = 256;
+
+fn err(pid: HostPid, what: &str, e: impl std::fmt::Display) -> io::Error {
+    io::Error::other(format!("restoring pid {pid}: {what}: {e}"))
+}
+
+/// A shell under our control during the restore.
+struct Shell {
+    pid: HostPid,
+    inj: Injector,
+    mem: Mem,
+    tramp: u64,
+}
+
+impl Shell {
+    fn scratch(&self) -> u64 {
+        self.tramp + SCRATCH_OFF
+    }
+
+    fn call(&mut self, nr: i64, args: [u64; 6]) -> io::Result<u64> {
+        self.inj.syscall(nr, args)
+    }
+
+    /// Writes `bytes` to scratch and returns its address.
+    fn put(&self, bytes: &[u8]) -> io::Result<u64> {
+        if bytes.len() as u64 > PAGE_SIZE - SCRATCH_OFF {
+            return Err(io::Error::other("scratch data too large"));
+        }
+        self.mem.write(self.scratch(), bytes)?;
+        Ok(self.scratch())
+    }
+
+    fn put_cstr(&self, s: &str) -> io::Result<u64> {
+        let mut b = s.as_bytes().to_vec();
+        b.push(0);
+        self.put(&b)
+    }
+}
+
+/// Picks a page-aligned address free in both the shell and the image.
+fn trampoline_address(shell: &[procfs::MapEntry], image: &[Vma]) -> io::Result<u64> {
+    let mut taken: Vec<(u64, u64)> = shell
+        .iter()
+        .map(|m| (m.start, m.end))
+        .chain(image.iter().map(|v| (v.start, v.end)))
+        .collect();
+    taken.sort();
+    let mut candidate = 0x10_0000u64; // above mmap_min_addr
+    for (s, e) in taken {
+        if candidate + PAGE_SIZE <= s {
+            break;
+        }
+        candidate = candidate.max(e);
+    }
+    if candidate + PAGE_SIZE >= TASK_SIZE {
+        return Err(io::Error::other("no free page for the trampoline"));
+    }
+    Ok(candidate)
+}
+
+/// Seizes the parked shell and waits until it is stopped.
+fn seize_shell(pid: HostPid) -> io::Result<()> {
+    ptrace::seize(pid, 0)?;
+    ptrace::interrupt(pid)?;
+    loop {
+        match ptrace::wait(pid)? {
+            Stop::Event { event, .. } if event == ptrace::PTRACE_EVENT_STOP => return Ok(()),
+            Stop::Exited(c) => return Err(io::Error::other(format!("shell exited ({c})"))),
+            Stop::Killed(s) => return Err(io::Error::other(format!("shell killed by signal {s}"))),
+            _ => ptrace::cont(pid, 0)?,
+        }
+    }
+}
+
+/// Restores one process into the shell `pid`. On error the caller kills the
+/// namespace: a half-restored process must never run.
+pub fn restore_process(pid: HostPid, image: &ImageReader) -> io::Result<()> {
+    let meta = image.meta();
+    if meta.threads.len() != 1 {
+        return Err(err(
+            pid,
+            "threads",
+            format!(
+                "{} threads: this version restores single-threaded processes only",
+                meta.threads.len()
+            ),
+        ));
+    }
+    seize_shell(pid).map_err(|e| err(pid, "seizing the shell", e))?;
+    let regs = ptrace::get_regs(pid)?;
+    let mem = Mem::open(pid, true)?;
+    let mut insn = [0u8; 2];
+    mem.read(regs.rip - 2, &mut insn)?;
+    if insn != [0x0f, 0x05] {
+        return Err(err(pid, "shell", "not parked in a system call"));
+    }
+    let inj = Injector::new(pid, RemoteAddr(regs.rip - 2))?;
+    let shell_maps = procfs::maps(pid)?;
+    let tramp = trampoline_address(&shell_maps, &meta.vmas)?;
+    let mut sh = Shell {
+        pid,
+        inj,
+        mem,
+        tramp,
+    };
+
+    // 1. The shell's rseq area is about to disappear: unregister it first.
+    let rs = ptrace::get_rseq(pid)?;
+    if rs.rseq_abi_pointer != 0 {
+        sh.call(
+            libc::SYS_rseq,
+            [
+                rs.rseq_abi_pointer,
+                rs.rseq_abi_size as u64,
+                RSEQ_FLAG_UNREGISTER,
+                rs.signature as u64,
+                0,
+                0,
+            ],
+        )
+        .map_err(|e| err(pid, "unregistering the shell's rseq", e))?;
+    }
+
+    // 2. Trampoline: one page holding `syscall` and our scratch data.
+    let got = sh
+        .call(
+            libc::SYS_mmap,
+            [
+                tramp,
+                PAGE_SIZE,
+                (libc::PROT_READ | libc::PROT_EXEC) as u64,
+                (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE) as u64,
+                u64::MAX,
+                0,
+            ],
+        )
+        .map_err(|e| err(pid, "mapping the trampoline", e))?;
+    if got != tramp {
+        return Err(err(pid, "trampoline", format!("mapped at {got:#x}, wanted {tramp:#x}")));
+    }
+    sh.mem.write(tramp, &[0x0f, 0x05, 0xcc, 0xcc])?;
+    sh.inj.insn = RemoteAddr(tramp);
+
+    // 3. Wipe the shell: everything but the trampoline ([vsyscall] stays).
+    sh.call(libc::SYS_munmap, [0, tramp, 0, 0, 0, 0])
+        .map_err(|e| err(pid, "unmapping the shell below the trampoline", e))?;
+    sh.call(
+        libc::SYS_munmap,
+        [tramp + PAGE_SIZE, TASK_SIZE - (tramp + PAGE_SIZE), 0, 0, 0, 0],
+    )
+    .map_err(|e| err(pid, "unmapping the shell above the trampoline", e))?;
+
+    // 4. vdso and vvar at their saved place.
+    map_vdso(&mut sh, meta)?;
+
+    // 5. Every mapping, then its pages.
+    let reprotect = map_all(&mut sh, meta)?;
+    let runs: Vec<PageRun> = meta.vmas.iter().flat_map(|v| v.pages.iter().copied()).collect();
+    let mem_ref = &sh.mem;
+    image
+        .read_runs_parallel(&runs, &|i, bytes| {
+            mem_ref
+                .write(runs[i].addr, bytes)
+                .map_err(|e| dmtcp_image::ImageError::Io {
+                    path: format!("/proc/{pid}/mem").into(),
+                    op: "write restored pages".into(),
+                    error: e,
+                })
+        })
+        .map_err(|e| err(pid, "writing memory", e))?;
+    for (start, len, prot) in reprotect {
+        sh.call(libc::SYS_mprotect, [start, len, prot as u64, 0, 0, 0])
+            .map_err(|e| err(pid, "mprotect", e))?;
+    }
+
+    // 6. Process-wide state.
+    set_mm(&mut sh, meta)?;
+    restore_process_state(&mut sh, meta)?;
+    let t = &meta.threads[0];
+    restore_thread_state(&mut sh, t)?;
+    restore_caps(&mut sh, meta)?;
+
+    // 7. Registers, last: drop the trampoline and load the saved state.
+    sh.call(libc::SYS_munmap, [tramp, PAGE_SIZE, 0, 0, 0, 0])
+        .map_err(|e| err(pid, "unmapping the trampoline", e))?;
+    let mut regs = ptrace::regs_from_words(&t.regs)
+        .ok_or_else(|| err(pid, "registers", "wrong size in image"))?;
+    ptrace::fix_interrupted_syscall(&mut regs, false);
+    ptrace::set_xstate(pid, &t.xstate).map_err(|e| err(pid, "xstate", e))?;
+    ptrace::set_regs(pid, &regs).map_err(|e| err(pid, "registers", e))?;
+    ptrace::set_sigmask(pid, t.sigmask).map_err(|e| err(pid, "signal mask", e))?;
+    ptrace::detach(pid, 0).map_err(|e| err(pid, "detach", e))?;
+    debug!("pid {pid} restored");
+    Ok(())
+}
+
+fn map_vdso(sh: &mut Shell, meta: &ProcessImage) -> io::Result<()> {
+    let pid = sh.pid;
+    let find = |k: &VmaKind| meta.vmas.iter().find(|v| &v.kind == k).map(|v| v.start);
+    let Some(vdso) = find(&VmaKind::Vdso) else {
+        return Ok(());
+    };
+    let base = find(&VmaKind::Vvar).unwrap_or(vdso);
+    sh.call(libc::SYS_arch_prctl, [ARCH_MAP_VDSO_64, base, 0, 0, 0, 0])
+        .map_err(|e| err(pid, "mapping the vdso", e))?;
+    let now = procfs::maps(pid)?;
+    let got = now.iter().find(|m| m.name == "[vdso]").map(|m| m.start);
+    if got != Some(vdso) {
+        return Err(err(
+            pid,
+            "vdso",
+            format!("landed at {got:x?}, the image needs {vdso:#x} (different kernel?)"),
+        ));
+    }
+    Ok(())
+}
+
+/// Maps every saved VMA; returns the mappings that were made writable only
+/// to be filled, with their final protection.
+fn map_all(sh: &mut Shell, meta: &ProcessImage) -> io::Result<Vec<(u64, u64, u32)>> {
+    let pid = sh.pid;
+    let mut fds: HashMap<(String, bool), u64> = HashMap::new();
+    let mut reprotect = Vec::new();
+    for v in &meta.vmas {
+        let mut flags = libc::MAP_FIXED_NOREPLACE;
+        flags |= if v.shared { libc::MAP_SHARED } else { libc::MAP_PRIVATE };
+        if v.growsdown {
+            flags |= libc::MAP_GROWSDOWN;
+        }
+        // /proc/PID/mem writes into private mappings whatever their protection
+        // (copy-on-write); shared ones must be writable while we fill them.
+        let mut prot = v.prot;
+        if v.shared && !v.pages.is_empty() && prot & libc::PROT_WRITE as u32 == 0 {
+            prot |= libc::PROT_WRITE as u32;
+            reprotect.push((v.start, v.len(), v.prot));
+        }
+        let (fd, offset) = match &v.kind {
+            VmaKind::Vdso | VmaKind::Vvar | VmaKind::VvarVclock | VmaKind::Vsyscall => continue,
+            VmaKind::Anon { .. } => {
+                flags |= libc::MAP_ANONYMOUS;
+                (u64::MAX, 0)
+            }
+            VmaKind::File { path, offset, .. } => {
+                let rw = v.shared && v.prot & libc::PROT_WRITE as u32 != 0;
+                let key = (path.clone(), rw);
+                let fd = match fds.get(&key) {
+                    Some(fd) => *fd,
+                    None => {
+                        let p = sh.put_cstr(path)?;
+                        let mode = if rw { libc::O_RDWR } else { libc::O_RDONLY };
+                        let fd = sh
+                            .call(
+                                libc::SYS_openat,
+                                [libc::AT_FDCWD as u64, p, (mode | libc::O_CLOEXEC) as u64, 0, 0, 0],
+                            )
+                            .map_err(|e| err(pid, &format!("opening mapped file {path}"), e))?;
+                        fds.insert(key, fd);
+                        fd
+                    }
+                };
+                (fd, *offset)
+            }
+        };
+        sh.call(
+            libc::SYS_mmap,
+            [v.start, v.len(), prot as u64, flags as u64, fd, offset],
+        )
+        .map_err(|e| err(pid, &format!("mapping {:#x}-{:#x}", v.start, v.end), e))?;
+    }
+    for fd in fds.into_values() {
+        sh.call(libc::SYS_close, [fd, 0, 0, 0, 0, 0])?;
+    }
+    Ok(reprotect)
+}
+
+/// `struct prctl_mm_map`.
+#[repr(C)]
+struct PrctlMmMap {
+    start_code: u64,
+    end_code: u64,
+    start_data: u64,
+    end_data: u64,
+    start_brk: u64,
+    brk: u64,
+    start_stack: u64,
+    arg_start: u64,
+    arg_end: u64,
+    env_start: u64,
+    env_end: u64,
+    auxv: u64,
+    auxv_size: u32,
+    exe_fd: u32,
+}
+const _: () = assert!(std::mem::size_of::<PrctlMmMap>() == 104);
+
+fn as_bytes<T>(v: &T) -> &[u8] {
+    // SAFETY: used only with repr(C) structs of plain integers without padding
+    // (sizes asserted); reading their bytes is always valid.
+    unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), std::mem::size_of::<T>()) }
+}
+
+fn set_mm(sh: &mut Shell, meta: &ProcessImage) -> io::Result<()> {
+    let pid = sh.pid;
+    let p = &meta.process;
+    let exe = sh.put_cstr(&p.exe)?;
+    let exe_fd = sh
+        .call(
+            libc::SYS_openat,
+            [libc::AT_FDCWD as u64, exe, (libc::O_RDONLY | libc::O_CLOEXEC) as u64, 0, 0, 0],
+        )
+        .map_err(|e| err(pid, &format!("opening executable {}", p.exe), e))?;
+    let auxv: Vec<u8> = p.auxv.iter().flat_map(|w| w.to_ne_bytes()).collect();
+    let auxv_addr = sh.scratch() + 128;
+    sh.mem.write(auxv_addr, &auxv)?;
+    let m = &p.mm;
+    let map = PrctlMmMap {
+        start_code: m.start_code,
+        end_code: m.end_code,
+        start_data: m.start_data,
+        end_data: m.end_data,
+        start_brk: m.start_brk,
+        brk: m.brk,
+        start_stack: m.start_stack,
+        arg_start: m.arg_start,
+        arg_end: m.arg_end,
+        env_start: m.env_start,
+        env_end: m.env_end,
+        auxv: auxv_addr,
+        auxv_size: auxv.len() as u32,
+        exe_fd: exe_fd as u32,
+    };
+    let map_addr = sh.scratch();
+    sh.mem.write(map_addr, as_bytes(&map))?;
+    let r = sh.call(
+        libc::SYS_prctl,
+        [
+            libc::PR_SET_MM as u64,
+            libc::PR_SET_MM_MAP as u64,
+            map_addr,
+            std::mem::size_of::<PrctlMmMap>() as u64,
+            0,
+            0,
+        ],
+    );
+    sh.call(libc::SYS_close, [exe_fd, 0, 0, 0, 0, 0])?;
+    r.map_err(|e| err(pid, "prctl(PR_SET_MM_MAP)", e))?;
+    Ok(())
+}
+
+fn restore_process_state(sh: &mut Shell, meta: &ProcessImage) -> io::Result<()> {
+    let pid = sh.pid;
+    let p = &meta.process;
+    let mut comm = p.comm.as_bytes().to_vec();
+    comm.truncate(15);
+    comm.push(0);
+    let a = sh.put(&comm)?;
+    sh.call(libc::SYS_prctl, [libc::PR_SET_NAME as u64, a, 0, 0, 0, 0])
+        .map_err(|e| err(pid, "comm", e))?;
+    for (i, sa) in p.sigactions.iter().enumerate() {
+        let sig = i as u64 + 1;
+        if sig == libc::SIGKILL as u64 || sig == libc::SIGSTOP as u64 {
+            continue;
+        }
+        if sa.handler == 0 && sa.flags == 0 && sa.mask == 0 {
+            continue;
+        }
+        let bytes: Vec<u8> = [sa.handler, sa.flags, sa.restorer, sa.mask]
+            .iter()
+            .flat_map(|w| w.to_ne_bytes())
+            .collect();
+        let a = sh.put(&bytes)?;
+        sh.call(libc::SYS_rt_sigaction, [sig, a, 0, 8, 0, 0])
+            .map_err(|e| err(pid, &format!("sigaction {sig}"), e))?;
+    }
+    for (which, (interval, value)) in p.itimers.iter().enumerate() {
+        if *value == 0 && *interval == 0 {
+            continue;
+        }
+        let w = [interval / 1_000_000, interval % 1_000_000, value / 1_000_000, value % 1_000_000];
+        let bytes: Vec<u8> = w.iter().flat_map(|x| x.to_ne_bytes()).collect();
+        let a = sh.put(&bytes)?;
+        sh.call(libc::SYS_setitimer, [which as u64, a, 0, 0, 0, 0])
+            .map_err(|e| err(pid, "setitimer", e))?;
+    }
+    if p.personality != 0 {
+        sh.call(libc::SYS_personality, [p.personality as u64, 0, 0, 0, 0, 0])
+            .map_err(|e| err(pid, "personality", e))?;
+    }
+    if p.no_new_privs {
+        sh.call(libc::SYS_prctl, [libc::PR_SET_NO_NEW_PRIVS as u64, 1, 0, 0, 0, 0])
+            .map_err(|e| err(pid, "no_new_privs", e))?;
+    }
+    Ok(())
+}
+
+fn restore_thread_state(sh: &mut Shell, t: &ThreadState) -> io::Result<()> {
+    let pid = sh.pid;
+    sh.call(libc::SYS_set_tid_address, [t.clear_child_tid, 0, 0, 0, 0, 0])?;
+    if t.robust_list.0 != 0 {
+        sh.call(libc::SYS_set_robust_list, [t.robust_list.0, t.robust_list.1, 0, 0, 0, 0])
+            .map_err(|e| err(pid, "set_robust_list", e))?;
+    }
+    let (sp, flags, size) = t.sigaltstack;
+    if flags & libc::SS_DISABLE == 0 && sp != 0 {
+        let mut b = Vec::new();
+        b.extend_from_slice(&sp.to_ne_bytes());
+        b.extend_from_slice(&((flags & !libc::SS_ONSTACK) as u64).to_ne_bytes());
+        b.extend_from_slice(&size.to_ne_bytes());
+        let a = sh.put(&b)?;
+        sh.call(libc::SYS_sigaltstack, [a, 0, 0, 0, 0, 0])
+            .map_err(|e| err(pid, "sigaltstack", e))?;
+    }
+    if let Some(r) = t.rseq {
+        sh.call(libc::SYS_rseq, [r.addr, r.len as u64, 0, r.signature as u64, 0, 0])
+            .map_err(|e| err(pid, "rseq", e))?;
+    }
+    Ok(())
+}
+
+fn restore_caps(sh: &mut Shell, meta: &ProcessImage) -> io::Result<()> {
+    let pid = sh.pid;
+    let caps = meta.process.caps;
+    let st = procfs::status(pid)?;
+    let have_bnd = procfs::hex_field(&st, "CapBnd");
+    let last_cap = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .unwrap_or(40);
+    for cap in 0..=last_cap {
+        let bit = 1u64 << cap;
+        if have_bnd & bit != 0 && caps.bounding & bit == 0 {
+            sh.call(libc::SYS_prctl, [libc::PR_CAPBSET_DROP as u64, cap, 0, 0, 0, 0])
+                .map_err(|e| err(pid, "dropping bounding capability", e))?;
+        }
+    }
+    sh.call(
+        libc::SYS_prctl,
+        [libc::PR_CAP_AMBIENT as u64, libc::PR_CAP_AMBIENT_CLEAR_ALL as u64, 0, 0, 0, 0],
+    )?;
+    // capset v3: header {version, pid}, then two {effective, permitted, inheritable}.
+    let lo = |x: u64| (x & 0xffff_ffff) as u32;
+    let hi = |x: u64| (x >> 32) as u32;
+    let words: [u32; 8] = [
+        0x2008_0522,
+        0,
+        lo(caps.effective),
+        lo(caps.permitted),
+        lo(caps.inheritable),
+        hi(caps.effective),
+        hi(caps.permitted),
+        hi(caps.inheritable),
+    ];
+    let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_ne_bytes()).collect();
+    let a = sh.put(&bytes)?;
+    sh.call(libc::SYS_capset, [a, a + 8, 0, 0, 0, 0])
+        .map_err(|e| err(pid, "capset", e))?;
+    for cap in 0..=last_cap {
+        if caps.ambient & (1 << cap) != 0 {
+            sh.call(
+                libc::SYS_prctl,
+                [libc::PR_CAP_AMBIENT as u64, libc::PR_CAP_AMBIENT_RAISE as u64, cap, 0, 0, 0],
+            )?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,470 @@
+//! Capturing a frozen process: its threads, process-wide state, file
+//! descriptors and memory, into a [`ProcessImage`] plus page data.
+//!
+//! Everything is read from outside: registers through ptrace, kernel state
+//! through `/proc` or syscalls injected into a stopped thread (the scratch
+//! page they need is unmapped again before the memory map is read), memory
+//! through `/proc/PID/mem` guided by pagemap so pages never populated are not
+//! read at all and zero pages are not stored.
+
+use std::io;
+use std::os::unix::fs::MetadataExt;
+
+use dmtcp_image::{
+    Capabilities, ComputationInfo, FdEntry, FdKind, ImageWriter, MmFields, PageRun, ProcessImage,
+    ProcessInfo, Rseq, SigAction, ThreadState, Vma, VmaKind, PAGE_SIZE,
+};
+
+use crate::freeze::FrozenProcess;
+use crate::pid::{HostPid, RemoteAddr};
+use crate::procfs::{self, MapEntry, Mem, Pagemap};
+use crate::ptrace;
+use crate::remote::{find_syscall_insn, Injector};
+
+/// Errors of a capture carry the pid and the step.
+fn ctx<T>(r: io::Result<T>, pid: HostPid, what: &str) -> io::Result<T> {
+    r.map_err(|e| io::Error::new(e.kind(), format!("pid {pid}: {what}: {e}")))
+}
+
+/// Largest run of pages read and handed to the writer at once.
+const MAX_RUN_PAGES: usize = 1024;
+
+/// Locates a `syscall` instruction usable for injection: the vdso has some.
+pub fn syscall_insn(pid: HostPid, maps: &[MapEntry], mem: &Mem) -> io::Result<RemoteAddr> {
+    let vdso = maps
+        .iter()
+        .find(|m| m.name == "[vdso]")
+        .ok_or_else(|| io::Error::other(format!("pid {pid} has no [vdso]")))?;
+    find_syscall_insn(mem, vdso.start, vdso.end)
+}
+
+/// State only syscalls inside the target can tell.
+struct InjectedState {
+    brk: u64,
+    sigactions: Vec<SigAction>,
+    itimers: [(u64, u64); 3],
+    /// Per thread (same order as `FrozenProcess::threads`): clear_child_tid, sigaltstack.
+    per_thread: Vec<(u64, (u64, i32, u64))>,
+}
+
+fn read_u64s(mem: &Mem, addr: u64, n: usize) -> io::Result<Vec<u64>> {
+    let mut b = vec![0u8; n * 8];
+    mem.read(addr, &mut b)?;
+    Ok(b.chunks_exact(8)
+        .map(|c| u64::from_ne_bytes(c.try_into().expect("8")))
+        .collect())
+}
+
+fn inject_queries(
+    fp: &mut FrozenProcess,
+    insn: RemoteAddr,
+    mem: &Mem,
+    caught_or_ignored: u64,
+) -> io::Result<InjectedState> {
+    let pid = fp.pid;
+    let leader = fp.threads[0].tid;
+    let mut inj = Injector::new(leader, insn)?;
+    let scratch = inj.syscall(
+        libc::SYS_mmap,
+        [
+            0,
+            PAGE_SIZE,
+            (libc::PROT_READ | libc::PROT_WRITE) as u64,
+            (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64,
+            u64::MAX,
+            0,
+        ],
+    )?;
+    fp.threads[0].touched = true;
+    let result = (|| {
+        let brk = inj.syscall(libc::SYS_brk, [0; 6])?;
+        let mut sigactions = vec![SigAction::default(); 64];
+        for sig in 1..=64u64 {
+            if caught_or_ignored & (1 << (sig - 1)) == 0 {
+                continue;
+            }
+            inj.syscall(libc::SYS_rt_sigaction, [sig, 0, scratch, 8, 0, 0])?;
+            let w = read_u64s(mem, scratch, 4)?;
+            sigactions[(sig - 1) as usize] = SigAction {
+                handler: w[0],
+                flags: w[1],
+                restorer: w[2],
+                mask: w[3],
+            };
+        }
+        let mut itimers = [(0, 0); 3];
+        for (which, slot) in itimers.iter_mut().enumerate() {
+            inj.syscall(libc::SYS_getitimer, [which as u64, scratch, 0, 0, 0, 0])?;
+            let w = read_u64s(mem, scratch, 4)?;
+            *slot = (w[0] * 1_000_000 + w[1], w[2] * 1_000_000 + w[3]);
+        }
+        if let Some(sig) = inj.deferred_signal.take() {
+            fp.threads[0].pending_signal.get_or_insert((sig, [0; 128]));
+        }
+        let mut per_thread = Vec::with_capacity(fp.threads.len());
+        for i in 0..fp.threads.len() {
+            let tid = fp.threads[i].tid;
+            let mut ti = Injector::new(tid, insn)?;
+            fp.threads[i].touched = true;
+            ti.syscall(libc::SYS_prctl, [libc::PR_GET_TID_ADDRESS as u64, scratch, 0, 0, 0, 0])?;
+            let ctid = read_u64s(mem, scratch, 1)?[0];
+            ti.syscall(libc::SYS_sigaltstack, [0, scratch, 0, 0, 0, 0])?;
+            let w = read_u64s(mem, scratch, 3)?;
+            if let Some(sig) = ti.deferred_signal.take() {
+                fp.threads[i].pending_signal.get_or_insert((sig, [0; 128]));
+            }
+            per_thread.push((ctid, (w[0], w[1] as u32 as i32, w[2])));
+        }
+        Ok(InjectedState {
+            brk,
+            sigactions,
+            itimers,
+            per_thread,
+        })
+    })();
+    let unmap = inj.syscall(libc::SYS_munmap, [scratch, PAGE_SIZE, 0, 0, 0, 0]);
+    let state = ctx(result, pid, "querying state inside the process")?;
+    ctx(unmap, pid, "unmapping the scratch page")?;
+    Ok(state)
+}
+
+fn mm_fields(pid: HostPid, brk: u64) -> io::Result<MmFields> {
+    let f = procfs::stat_fields(pid)?;
+    let g = |n| procfs::stat_field(&f, n);
+    Ok(MmFields {
+        start_code: g(26)?,
+        end_code: g(27)?,
+        start_stack: g(28)?,
+        start_data: g(45)?,
+        end_data: g(46)?,
+        start_brk: g(47)?,
+        brk,
+        arg_start: g(48)?,
+        arg_end: g(49)?,
+        env_start: g(50)?,
+        env_end: g(51)?,
+    })
+}
+
+fn vma_kind(m: &MapEntry) -> VmaKind {
+    match m.name.as_str() {
+        "[vdso]" => VmaKind::Vdso,
+        "[vvar]" => VmaKind::Vvar,
+        "[vvar_vclock]" => VmaKind::VvarVclock,
+        "[vsyscall]" => VmaKind::Vsyscall,
+        n if m.inode != 0 && n.starts_with('/') => VmaKind::File {
+            path: n.trim_end_matches(" (deleted)").to_string(),
+            offset: m.offset,
+            dev: m.dev,
+            inode: m.inode,
+        },
+        "" => VmaKind::Anon { name: None },
+        n => VmaKind::Anon {
+            name: Some(n.to_string()),
+        },
+    }
+}
+
+/// Which pages of a mapping must be saved, by pagemap.
+fn wanted(m: &MapEntry, entry: u64) -> bool {
+    let populated = entry & (procfs::PM_PRESENT | procfs::PM_SWAPPED) != 0;
+    if !populated {
+        return false;
+    }
+    let file_backed = m.inode != 0;
+    if file_backed {
+        // Shared file pages live in the file; private ones only when COW'd
+        // (an anonymous copy: present but not a file page).
+        !m.shared && entry & procfs::PM_FILE_OR_SHARED == 0
+    } else {
+        true
+    }
+}
+
+fn is_zero(b: &[u8]) -> bool {
+    let (pre, mid, post) = {
+        // SAFETY: u8 to u64 realignment of an initialized byte slice; every
+        // bit pattern is a valid u64.
+        unsafe { b.align_to::<u64>() }
+    };
+    pre.iter().all(|&x| x == 0) && mid.iter().all(|&x| x == 0) && post.iter().all(|&x| x == 0)
+}
+
+/// Reads the pages worth saving of one mapping and hands them to the writer.
+fn capture_vma(
+    m: &MapEntry,
+    pagemap: &Pagemap,
+    mem: &Mem,
+    writer: &mut ImageWriter,
+    buf: &mut Vec<u8>,
+) -> io::Result<Vec<PageRun>> {
+    let mut runs = Vec::new();
+    let entries = pagemap.entries(m.start, m.end)?;
+    let anon = m.inode == 0;
+    let mut i = 0;
+    while i < entries.len() {
+        if !wanted(m, entries[i]) {
+            i += 1;
+            continue;
+        }
+        let mut j = i;
+        while j < entries.len() && j - i < MAX_RUN_PAGES && wanted(m, entries[j]) {
+            j += 1;
+        }
+        let addr = m.start + i as u64 * PAGE_SIZE;
+        let len = (j - i) * PAGE_SIZE as usize;
+        buf.resize(len, 0);
+        mem.read(addr, &mut buf[..len])?;
+        // Split out all-zero pages of anonymous memory: a fresh mapping is zero.
+        let mut k = 0;
+        let npages = j - i;
+        while k < npages {
+            let page = |p: usize| &buf[p * PAGE_SIZE as usize..(p + 1) * PAGE_SIZE as usize];
+            if anon && is_zero(page(k)) {
+                k += 1;
+                continue;
+            }
+            let mut l = k + 1;
+            while l < npages && !(anon && is_zero(page(l))) {
+                l += 1;
+            }
+            let data = writer
+                .add_pages(&buf[k * PAGE_SIZE as usize..l * PAGE_SIZE as usize])
+                .map_err(|e| io::Error::other(e.to_string()))?;
+            runs.push(PageRun {
+                addr: addr + k as u64 * PAGE_SIZE,
+                npages: (l - k) as u64,
+                data,
+            });
+            k = l;
+        }
+        i = j;
+    }
+    Ok(runs)
+}
+
+fn capture_memory(
+    pid: HostPid,
+    mem: &Mem,
+    writer: &mut ImageWriter,
+) -> io::Result<Vec<Vma>> {
+    let maps = procfs::maps(pid)?;
+    let flags = procfs::vm_flags(pid).unwrap_or_default();
+    let pagemap = Pagemap::open(pid)?;
+    let mut buf = Vec::new();
+    let mut vmas = Vec::with_capacity(maps.len());
+    for m in &maps {
+        let kind = vma_kind(m);
+        let vf = flags
+            .iter()
+            .find(|(s, _)| *s == m.start)
+            .map(|(_, f)| f.as_slice())
+            .unwrap_or(&[]);
+        let growsdown = vf.iter().any(|f| f == "gd");
+        let pages = match kind {
+            VmaKind::Vdso | VmaKind::Vvar | VmaKind::VvarVclock | VmaKind::Vsyscall => Vec::new(),
+            // Device and I/O mappings cannot be read back meaningfully.
+            _ if vf.iter().any(|f| f == "io" || f == "pf") => Vec::new(),
+            _ => capture_vma(m, &pagemap, mem, writer, &mut buf).map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!("memory {:#x}-{:#x} {}: {e}", m.start, m.end, m.name),
+                )
+            })?,
+        };
+        vmas.push(Vma {
+            start: m.start,
+            end: m.end,
+            prot: m.prot(),
+            shared: m.shared,
+            kind,
+            growsdown,
+            pages,
+        });
+    }
+    Ok(vmas)
+}
+
+fn is_tty(path: &str) -> bool {
+    path.starts_with("/dev/pts/") || path.starts_with("/dev/tty") || path == "/dev/console"
+}
+
+fn capture_fds(pid: HostPid) -> io::Result<Vec<FdEntry>> {
+    let mut out = Vec::new();
+    for fd in procfs::fds(pid)? {
+        let target = match procfs::link(pid, &format!("fd/{fd}")) {
+            Ok(t) => t,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue, // closed meanwhile
+            Err(e) => return Err(e),
+        };
+        let (pos, flags) = procfs::fdinfo(pid, fd)?;
+        let cloexec = flags & libc::O_CLOEXEC != 0;
+        let flags = flags & !libc::O_CLOEXEC;
+        let kind = if let Some(path) = target.strip_suffix(" (deleted)") {
+            let contents = std::fs::read(format!("/proc/{}/fd/{fd}", pid.0)).ok();
+            FdKind::File {
+                path: path.to_string(),
+                flags,
+                offset: pos,
+                deleted: true,
+                contents,
+            }
+        } else if target.starts_with('/') {
+            let meta = std::fs::metadata(format!("/proc/{}/fd/{fd}", pid.0));
+            let is_chr = meta
+                .as_ref()
+                .map(|m| m.mode() & libc::S_IFMT == libc::S_IFCHR)
+                .unwrap_or(false);
+            if is_chr && is_tty(&target) && fd <= 2 {
+                FdKind::Inherit {
+                    from: fd,
+                    what: target.clone(),
+                }
+            } else if is_chr {
+                FdKind::Device {
+                    path: target.clone(),
+                    flags,
+                }
+            } else {
+                FdKind::File {
+                    path: target.clone(),
+                    flags,
+                    offset: pos,
+                    deleted: false,
+                    contents: None,
+                }
+            }
+        } else if target.starts_with("pipe:") && fd <= 2 {
+            FdKind::Inherit {
+                from: fd,
+                what: target.clone(),
+            }
+        } else {
+            FdKind::Unsupported {
+                what: target.clone(),
+            }
+        };
+        out.push(FdEntry { fd, cloexec, kind });
+    }
+    Ok(out)
+}
+
+fn rlimits(pid: HostPid) -> Vec<(u32, u64, u64)> {
+    let mut out = Vec::new();
+    for res in 0..16u32 {
+        let mut old = libc::rlimit64 {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: prlimit64 with a null new limit only writes `old`, a live local.
+        let r = unsafe { libc::prlimit64(pid.0, res as _, std::ptr::null(), &mut old) };
+        if r == 0 {
+            out.push((res, old.rlim_cur, old.rlim_max));
+        }
+    }
+    out
+}
+
+/// Captures a frozen process into `writer` and returns its metadata.
+/// The caller finishes (or drops) the writer.
+pub fn capture(
+    fp: &mut FrozenProcess,
+    writer: &mut ImageWriter,
+    computation: ComputationInfo,
+) -> io::Result<ProcessImage> {
+    let pid = fp.pid;
+    let status = ctx(procfs::status(pid), pid, "status")?;
+    let maps = ctx(procfs::maps(pid), pid, "maps")?;
+    let mem = ctx(Mem::open(pid, false), pid, "mem")?;
+    let insn = ctx(syscall_insn(pid, &maps, &mem), pid, "syscall instruction")?;
+    let caught = procfs::hex_field(&status, "SigCgt") | procfs::hex_field(&status, "SigIgn");
+    let injected = inject_queries(fp, insn, &mem, caught)?;
+
+    let mut threads = Vec::with_capacity(fp.threads.len());
+    for (t, (ctid, altstack)) in fp.threads.iter().zip(&injected.per_thread) {
+        let tid = t.tid;
+        let xstate = ctx(ptrace::get_xstate(tid), pid, "xstate")?;
+        let sigmask = ctx(ptrace::get_sigmask(tid), pid, "sigmask")?;
+        let rseq = ctx(ptrace::get_rseq(tid), pid, "rseq")?;
+        let robust = ctx(ptrace::robust_list(tid), pid, "robust list")?;
+        let mut pending = Vec::new();
+        if let Some((_, info)) = t.pending_signal {
+            pending.push(info.to_vec());
+        }
+        threads.push(ThreadState {
+            vtid: t.vtid as u32,
+            name: procfs::comm(pid, Some(tid)).unwrap_or_default(),
+            regs: ptrace::regs_to_words(&t.regs),
+            xstate,
+            sigmask,
+            pending,
+            clear_child_tid: *ctid,
+            robust_list: robust,
+            rseq: (rseq.rseq_abi_pointer != 0).then_some(Rseq {
+                addr: rseq.rseq_abi_pointer,
+                len: rseq.rseq_abi_size,
+                flags: rseq.flags,
+                signature: rseq.signature,
+            }),
+            sigaltstack: *altstack,
+        });
+    }
+
+    let vmas = ctx(capture_memory(pid, &mem, writer), pid, "memory")?;
+    let fds = ctx(capture_fds(pid), pid, "file descriptors")?;
+
+    let stat = ctx(procfs::stat_fields(pid), pid, "stat")?;
+    let ns = |key: &str| -> u32 {
+        procfs::field(&status, key)
+            .and_then(|v| v.split_whitespace().last())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    let first_id = |key: &str| -> u32 {
+        procfs::field(&status, key)
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    let process = ProcessInfo {
+        vpid: fp.vpid as u32,
+        vppid: ns("PPid"),
+        vpgid: ns("NSpgid"),
+        vsid: ns("NSsid"),
+        host_pid: pid.0 as u32,
+        comm: procfs::comm(pid, None).unwrap_or_default(),
+        exe: ctx(procfs::link(pid, "exe"), pid, "exe")?,
+        cmdline: procfs::cmdline(pid).unwrap_or_default(),
+        cwd: ctx(procfs::link(pid, "cwd"), pid, "cwd")?,
+        umask: procfs::field(&status, "Umask")
+            .and_then(|v| u32::from_str_radix(v, 8).ok())
+            .unwrap_or(0o022),
+        rlimits: rlimits(pid),
+        personality: procfs::personality(pid).unwrap_or(0),
+        caps: Capabilities {
+            inheritable: procfs::hex_field(&status, "CapInh"),
+            permitted: procfs::hex_field(&status, "CapPrm"),
+            effective: procfs::hex_field(&status, "CapEff"),
+            bounding: procfs::hex_field(&status, "CapBnd"),
+            ambient: procfs::hex_field(&status, "CapAmb"),
+        },
+        uid: first_id("Uid"),
+        gid: first_id("Gid"),
+        no_new_privs: procfs::field(&status, "NoNewPrivs") == Some("1"),
+        dumpable: 1,
+        mm: ctx(mm_fields(pid, injected.brk), pid, "mm fields")?,
+        auxv: ctx(procfs::auxv(pid), pid, "auxv")?,
+        sigactions: injected.sigactions,
+        shared_pending: Vec::new(),
+        itimers: injected.itimers,
+        child_subreaper: false,
+    };
+    let _ = stat;
+    Ok(ProcessImage {
+        computation,
+        process,
+        threads,
+        fds,
+        vmas,
+    })
+}

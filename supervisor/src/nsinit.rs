@@ -1,0 +1,292 @@
+//! `dmtcp-nsinit`: pid 1 of a computation's pid namespace.
+//!
+//! It is not part of any checkpoint. It starts the target program (launch) or
+//! creates "shell" processes with their original pids that the restorer then
+//! turns into the saved processes (restart), reaps orphans, and exits with the
+//! root process's status when that process ends (taking the namespace down).
+//! It talks to its supervisor over one control socket (`DMTCP_NSINIT_FD`),
+//! with the same frames as the coordinator protocol.
+
+use std::ffi::CString;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
+
+use dmtcp_image::FdEntry;
+use serde::{Deserialize, Serialize};
+
+/// What the supervisor asks of nsinit (one request per namespace).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum InitRequest {
+    /// Run `argv` (PATH search) with `preload` added to `LD_PRELOAD`.
+    Launch {
+        argv: Vec<Vec<u8>>,
+        preload: Option<String>,
+    },
+    /// Create one parked shell per plan, each with its original pid.
+    Restore { shells: Vec<ShellPlan> },
+}
+
+/// The part of a process a shell sets up in ordinary code before the
+/// restorer takes it over through ptrace.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ShellPlan {
+    pub vpid: u32,
+    pub cwd: String,
+    pub umask: u32,
+    pub rlimits: Vec<(u32, u64, u64)>,
+    pub fds: Vec<FdEntry>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum InitReply {
+    Launched { vpid: i32 },
+    ShellsReady { vpids: Vec<i32> },
+    Failed(String),
+}
+
+/// Exit status nsinit uses when the root process was killed by a signal.
+pub fn exit_code_for(status: i32) -> i32 {
+    if libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status)
+    } else if libc::WIFSIGNALED(status) {
+        128 + libc::WTERMSIG(status)
+    } else {
+        1
+    }
+}
+
+/// Entry point of the `dmtcp-nsinit` binary.
+pub fn main() -> ! {
+    let code = match run() {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("dmtcp-nsinit: {e}");
+            125
+        }
+    };
+    std::process::exit(code)
+}
+
+fn run() -> io::Result<i32> {
+    let fd: RawFd = std::env::var(crate::spawn::NSINIT_FD_ENV)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| io::Error::other("DMTCP_NSINIT_FD not set: run through dmtcp-run or dmtcp-restart"))?;
+    std::env::remove_var(crate::spawn::NSINIT_FD_ENV);
+    // SAFETY: the supervisor passed us this fd as our control socket and
+    // nothing else in this process owns it.
+    let mut ctrl = unsafe { UnixStream::from_raw_fd(fd) };
+    crate::sys::set_cloexec(fd)?;
+    let req: InitRequest = dmtcp_protocol::read_frame(&mut ctrl)
+        .map_err(|e| io::Error::other(format!("control socket: {e}")))?;
+    let (reply, root) = match req {
+        InitRequest::Launch { argv, preload } => match launch(&argv, preload.as_deref()) {
+            Ok(pid) => (InitReply::Launched { vpid: pid }, Some(pid)),
+            Err(e) => (InitReply::Failed(e.to_string()), None),
+        },
+        InitRequest::Restore { shells } => match make_shells(&shells) {
+            Ok(pids) => {
+                let root = pids.first().copied();
+                (InitReply::ShellsReady { vpids: pids }, root)
+            }
+            Err(e) => (InitReply::Failed(e.to_string()), None),
+        },
+    };
+    dmtcp_protocol::write_frame(&mut ctrl, &reply)
+        .map_err(|e| io::Error::other(format!("control socket: {e}")))?;
+    let Some(root) = root else { return Ok(127) };
+    drop(ctrl);
+    Ok(reap_until(root))
+}
+
+/// Reaps every child (orphans included) until `root` exits; returns its exit code.
+fn reap_until(root: i32) -> i32 {
+    loop {
+        let mut status = 0;
+        // SAFETY: status is a live c_int.
+        let r = unsafe { libc::waitpid(-1, &mut status, libc::__WALL) };
+        if r == -1 {
+            if io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
+                continue;
+            }
+            return 1;
+        }
+        if r == root {
+            return exit_code_for(status);
+        }
+    }
+}
+
+fn cstring(b: &[u8]) -> io::Result<CString> {
+    CString::new(b).map_err(|_| io::Error::other("NUL byte in argument"))
+}
+
+/// Forks and execs the target; returns its pid (in our namespace).
+fn launch(argv: &[Vec<u8>], preload: Option<&str>) -> io::Result<i32> {
+    if argv.is_empty() {
+        return Err(io::Error::other("no program given"));
+    }
+    let prog = String::from_utf8_lossy(&argv[0]).into_owned();
+    let c_argv: Vec<CString> = argv.iter().map(|a| cstring(a)).collect::<io::Result<_>>()?;
+    if let Some(lib) = preload {
+        let v = match std::env::var("LD_PRELOAD") {
+            Ok(old) if !old.is_empty() => format!("{lib}:{old}"),
+            _ => lib.to_string(),
+        };
+        std::env::set_var("LD_PRELOAD", v);
+    }
+    // A CLOEXEC pipe tells us whether exec worked: EOF means yes.
+    let (mut rd, wr) = crate::sys::pipe_cloexec()?;
+    // SAFETY: nsinit is single-threaded, so the child may run ordinary code.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if pid == 0 {
+        drop(rd);
+        let err = exec_target(&c_argv);
+        let mut wr = std::fs::File::from(wr);
+        let _ = wr.write_all(err.to_string().as_bytes());
+        // SAFETY: _exit in the forked child, no destructors must run.
+        unsafe { libc::_exit(127) }
+    }
+    drop(wr);
+    let mut msg = String::new();
+    let _ = rd.read_to_string(&mut msg);
+    if !msg.is_empty() {
+        let mut st = 0;
+        // SAFETY: reaping our own failed child; status is a live c_int.
+        unsafe { libc::waitpid(pid, &mut st, 0) };
+        return Err(io::Error::other(format!("{prog}: {msg}")));
+    }
+    Ok(pid)
+}
+
+fn exec_target(argv: &[CString]) -> io::Error {
+    // The target must not inherit our namespace capabilities.
+    // SAFETY: prctl with integer arguments only.
+    unsafe { libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) };
+    let mut ptrs: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
+    ptrs.push(std::ptr::null());
+    // SAFETY: ptrs is a NULL-terminated array of valid C strings that outlive the call.
+    unsafe { libc::execvp(ptrs[0], ptrs.as_ptr()) };
+    let e = io::Error::last_os_error();
+    match e.raw_os_error() {
+        Some(libc::ENOENT) => io::Error::other("command not found"),
+        Some(libc::EACCES) => io::Error::other("permission denied"),
+        _ => e,
+    }
+}
+
+/// Creates the shells with their original pids; returns their pids once
+/// each has set itself up and parked in `pause()`.
+fn make_shells(plans: &[ShellPlan]) -> io::Result<Vec<i32>> {
+    let mut pids = Vec::new();
+    for plan in plans {
+        let (mut rd, wr) = crate::sys::pipe_cloexec()?;
+        let pid = crate::sys::clone_with_pid(plan.vpid as i32).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("cannot create process with pid {}: {e}", plan.vpid),
+            )
+        })?;
+        if pid == 0 {
+            drop(rd);
+            shell_main(plan, wr);
+        }
+        drop(wr);
+        let mut msg = String::new();
+        let _ = rd.read_to_string(&mut msg);
+        if msg != "ok" {
+            return Err(io::Error::other(format!(
+                "setting up pid {}: {}",
+                plan.vpid,
+                if msg.is_empty() { "shell died" } else { &msg }
+            )));
+        }
+        pids.push(pid);
+    }
+    Ok(pids)
+}
+
+/// The shell: sets up cwd, umask, limits and fds, reports, then parks.
+fn shell_main(plan: &ShellPlan, ready: OwnedFd) -> ! {
+    let mut ready = std::fs::File::from(ready);
+    match shell_setup(plan) {
+        Ok(placed) => {
+            let _ = ready.write_all(b"ok");
+            let ready_fd = ready.as_raw_fd();
+            drop(ready);
+            if let Err(e) = place_fds(placed, ready_fd) {
+                eprintln!("dmtcp-nsinit: pid {}: {e}", plan.vpid);
+                // SAFETY: _exit in the forked child.
+                unsafe { libc::_exit(126) };
+            }
+        }
+        Err(e) => {
+            let _ = ready.write_all(e.to_string().as_bytes());
+            // SAFETY: _exit in the forked child.
+            unsafe { libc::_exit(126) };
+        }
+    }
+    loop {
+        // SAFETY: pause has no arguments; the restorer interrupts us here.
+        unsafe { libc::pause() };
+    }
+}
+
+/// Opens every fd of the plan at a temporary number; returns (target, temp, cloexec).
+fn shell_setup(plan: &ShellPlan) -> io::Result<Vec<(i32, OwnedFd, bool)>> {
+    std::env::set_current_dir(&plan.cwd)
+        .map_err(|e| io::Error::new(e.kind(), format!("chdir {}: {e}", plan.cwd)))?;
+    // SAFETY: umask only sets the mask.
+    unsafe { libc::umask(plan.umask as libc::mode_t) };
+    for &(res, cur, max) in &plan.rlimits {
+        let lim = libc::rlimit64 {
+            rlim_cur: cur,
+            rlim_max: max,
+        };
+        // SAFETY: lim is a live rlimit64; a null old pointer is allowed.
+        let r = unsafe { libc::prlimit64(0, res as _, &lim, std::ptr::null_mut()) };
+        if r != 0 {
+            // Raising a hard limit needs privilege we may not have: keep going
+            // with what we got rather than refusing the restart.
+            let lim2 = libc::rlimit64 {
+                rlim_cur: cur.min(max),
+                rlim_max: max,
+            };
+            // SAFETY: as above.
+            unsafe { libc::prlimit64(0, res as _, &lim2, std::ptr::null_mut()) };
+        }
+    }
+    let mut placed = Vec::new();
+    for e in &plan.fds {
+        let fd = crate::fdrestore::open_fd(e)?;
+        placed.push((e.fd, fd, e.cloexec));
+    }
+    Ok(placed)
+}
+
+fn place_fds(placed: Vec<(i32, OwnedFd, bool)>, _ready_fd: RawFd) -> io::Result<()> {
+    let targets: Vec<i32> = placed.iter().map(|(t, _, _)| *t).collect();
+    // Move temporaries out of the way of every target number first.
+    let base = placed
+        .iter()
+        .map(|(t, fd, _)| (*t).max(fd.as_raw_fd()))
+        .max()
+        .unwrap_or(0)
+        + 1;
+    let mut high = Vec::new();
+    for (target, fd, cloexec) in placed {
+        let h = crate::sys::dup_above(fd.as_raw_fd(), base)?;
+        drop(fd);
+        high.push((target, h, cloexec));
+    }
+    for (target, h, cloexec) in &high {
+        crate::sys::dup3(h.as_raw_fd(), *target, *cloexec)?;
+    }
+    drop(high);
+    crate::sys::close_all_except(&targets);
+    Ok(())
+}

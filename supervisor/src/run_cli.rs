@@ -1,0 +1,150 @@
+//! `dmtcp-run` (alias `dmtcp_launch`): run a program under checkpoint control.
+
+use std::ffi::OsString;
+use std::os::unix::ffi::OsStringExt;
+use std::path::PathBuf;
+
+use clap::Parser;
+use dmtcp_coordinator::client::{ensure_coordinator, read_secret, request, CoordAddr, StartOptions};
+use dmtcp_image::{Codec, WriteOptions};
+use dmtcp_protocol::Request;
+
+use crate::nsinit::{InitReply, InitRequest};
+use crate::session::{self, Session, SessionConfig};
+use crate::supervise;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "dmtcp-run",
+    version,
+    disable_help_flag = true,
+    about = "Run PROG under checkpoint control (DMTCP's dmtcp_launch)"
+)]
+struct Args {
+    /// Coordinator host (env DMTCP_COORD_HOST; default 127.0.0.1).
+    #[arg(short = 'h', long = "coord-host", alias = "host")]
+    coord_host: Option<String>,
+    /// Coordinator port (env DMTCP_COORD_PORT; default 7779; 0 = start a new
+    /// coordinator on a free port and print it).
+    #[arg(short = 'p', long = "coord-port", alias = "port")]
+    coord_port: Option<u16>,
+    /// Write the coordinator's port to this file.
+    #[arg(long = "port-file")]
+    port_file: Option<PathBuf>,
+    /// Directory for checkpoint images (env DMTCP_CHECKPOINT_DIR).
+    #[arg(long = "ckpt-dir", alias = "ckptdir", env = "DMTCP_CHECKPOINT_DIR")]
+    ckpt_dir: Option<PathBuf>,
+    /// Always start a new coordinator (fails if the port is taken).
+    #[arg(long = "new-coordinator")]
+    new_coordinator: bool,
+    /// Only join an existing coordinator; never start one.
+    #[arg(short = 'j', long = "join-coordinator", alias = "join")]
+    join: bool,
+    /// Do not compress images (same as DMTCP_GZIP=0).
+    #[arg(long = "no-gzip")]
+    no_gzip: bool,
+    /// Compress images with gzip (the default).
+    #[arg(long = "gzip")]
+    gzip: bool,
+    /// Image codec: gzip, zstd or none.
+    #[arg(long = "compress")]
+    compress: Option<String>,
+    /// Checkpoint every N seconds (env DMTCP_CHECKPOINT_INTERVAL).
+    #[arg(short = 'i', long = "interval", env = "DMTCP_CHECKPOINT_INTERVAL")]
+    interval: Option<u32>,
+    /// Print help.
+    #[arg(long = "help", action = clap::ArgAction::Help)]
+    help: Option<bool>,
+    /// The program and its arguments.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true, value_name = "PROG")]
+    command: Vec<OsString>,
+}
+
+fn codec(args: &Args) -> anyhow::Result<Codec> {
+    if args.no_gzip {
+        return Ok(Codec::None);
+    }
+    if let Some(c) = &args.compress {
+        return Ok(Codec::parse(c)?);
+    }
+    if args.gzip {
+        return Ok(Codec::Gzip);
+    }
+    Ok(Codec::from_env())
+}
+
+fn run() -> anyhow::Result<i32> {
+    let args = Args::parse();
+    let addr = CoordAddr::from_args(args.coord_host.clone(), args.coord_port);
+    let ckpt_dir = args.ckpt_dir.as_deref().map(supervise::absolute);
+    if let Some(d) = &ckpt_dir {
+        std::fs::create_dir_all(d)
+            .map_err(|e| anyhow::anyhow!("checkpoint directory {}: {e}", d.display()))?;
+    }
+    let (addr, secret) = if args.join {
+        let secret = read_secret(&addr).unwrap_or_default();
+        (addr, secret)
+    } else {
+        let opts = StartOptions {
+            ckpt_dir: ckpt_dir.clone(),
+            interval: args.interval,
+            exit_on_last: true,
+        };
+        let (a, s) = ensure_coordinator(&addr, args.new_coordinator, &opts)?;
+        if args.coord_port == Some(0) {
+            eprintln!("dmtcp-run: coordinator listening on port {}", a.port);
+        }
+        (a, s)
+    };
+    if let Some(f) = &args.port_file {
+        std::fs::write(f, format!("{}\n", addr.port))
+            .map_err(|e| anyhow::anyhow!("port file {}: {e}", f.display()))?;
+    }
+    let cfg = SessionConfig {
+        addr: addr.clone(),
+        secret: secret.clone(),
+        computation: None,
+        generation: 0,
+        write: WriteOptions {
+            codec: codec(&args)?,
+            ..WriteOptions::default()
+        },
+        ckpt_dir,
+    };
+    let (conn, computation, _) = session::connect(&cfg)?;
+    if let Some(n) = args.interval {
+        request(&addr, &secret, Request::SetInterval(n))?;
+    }
+    let preload = match supervise::inject_library() {
+        Ok(p) => Some(p.to_string_lossy().into_owned()),
+        Err(e) => {
+            tracing::warn!("{e}; running without the application API library");
+            None
+        }
+    };
+    supervise::block_signals()?;
+    let argv: Vec<Vec<u8>> = args.command.iter().cloned().map(OsStringExt::into_vec).collect();
+    let (nsinit, reply) = supervise::start_nsinit(&InitRequest::Launch { argv, preload })?;
+    match reply {
+        InitReply::Launched { vpid } => tracing::debug!("launched as pid {vpid}"),
+        InitReply::Failed(msg) => {
+            supervise::wait_nsinit(nsinit);
+            anyhow::bail!("{msg}");
+        }
+        other => anyhow::bail!("unexpected answer from dmtcp-nsinit: {other:?}"),
+    }
+    let session = Session::new(cfg, nsinit, conn, computation);
+    Ok(supervise::supervise(session, nsinit))
+}
+
+/// Entry point of `dmtcp-run` and `dmtcp_launch`.
+pub fn main() -> ! {
+    crate::init_logging();
+    match run() {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            eprintln!("dmtcp-run: {e:#}");
+            std::process::exit(127)
+        }
+    }
+}

@@ -1,0 +1,340 @@
+//! The supervisor's side of a computation: its connection to the coordinator
+//! and the checkpoint barriers run on its process tree.
+//!
+//! One thread owns every ptrace interaction (the kernel wants all requests
+//! for a tracee from the thread that seized it); a reader thread turns
+//! coordinator frames into channel messages so the owner can also wake up
+//! periodically (process list refresh, end of the computation). If the
+//! coordinator goes away the computation keeps running and the session
+//! reconnects when a coordinator answers again.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use dmtcp_coordinator::client::{read_secret, CoordAddr, Connection};
+use dmtcp_image::{image_file_name, ComputationInfo, ImageWriter, WriteOptions};
+use dmtcp_protocol::{
+    CheckpointOptions, FromCoordinator, ImageEntry, Phase, ProcEntry, Role, SupervisorHello,
+    ToCoordinator,
+};
+use tracing::{debug, info, warn};
+
+use crate::capture;
+use crate::freeze::{self, FrozenProcess};
+use crate::pid::HostPid;
+use crate::procfs;
+
+/// Settings of a supervisor session.
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    pub addr: CoordAddr,
+    pub secret: String,
+    /// The computation id when restarting (None on launch).
+    pub computation: Option<String>,
+    pub generation: u64,
+    /// Image writer settings (codec from `--no-gzip` / `DMTCP_GZIP`).
+    pub write: WriteOptions,
+    /// Overrides the coordinator's checkpoint directory (`--ckpt-dir`).
+    pub ckpt_dir: Option<PathBuf>,
+}
+
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+/// Connects to the coordinator as a supervisor.
+pub fn connect(cfg: &SessionConfig) -> anyhow::Result<(Connection, String, u64)> {
+    let role = Role::Supervisor(SupervisorHello {
+        host: hostname(),
+        pid: std::process::id(),
+        computation: cfg.computation.clone(),
+        generation: cfg.generation,
+    });
+    let (conn, welcome) = Connection::connect(&cfg.addr, &cfg.secret, role)?;
+    match welcome {
+        FromCoordinator::Welcome {
+            computation,
+            generation,
+            ..
+        } => Ok((conn, computation, generation)),
+        other => anyhow::bail!("unexpected handshake answer {other:?}"),
+    }
+}
+
+enum Event {
+    Coord(FromCoordinator),
+    Lost(String),
+}
+
+/// A running session; `run` returns when `done` is set (the computation ended).
+pub struct Session {
+    cfg: SessionConfig,
+    nsinit: HostPid,
+    computation: String,
+    conn: Option<Connection>,
+    rx: Option<Receiver<Event>>,
+    frozen: Vec<FrozenProcess>,
+    last_list: Vec<ProcEntry>,
+    pub done: Arc<AtomicBool>,
+}
+
+fn spawn_reader(mut conn: Connection) -> Receiver<Event> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::Builder::new()
+        .name("coord-reader".into())
+        .spawn(move || loop {
+            match conn.recv() {
+                Ok(m) => {
+                    if tx.send(Event::Coord(m)).is_err() {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    let _ = tx.send(Event::Lost(e.to_string()));
+                    return;
+                }
+            }
+        })
+        .expect("spawning the coordinator reader thread");
+    rx
+}
+
+impl Session {
+    pub fn new(cfg: SessionConfig, nsinit: HostPid, conn: Connection, computation: String) -> Session {
+        let reader = conn.try_clone().expect("cloning the coordinator connection");
+        Session {
+            cfg,
+            nsinit,
+            computation,
+            rx: Some(spawn_reader(reader)),
+            conn: Some(conn),
+            frozen: Vec::new(),
+            last_list: Vec::new(),
+            done: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// The processes of the computation: every descendant of nsinit.
+    pub fn processes(&self) -> Vec<(HostPid, ProcEntry)> {
+        let host = hostname();
+        procfs::descendants(self.nsinit)
+            .into_iter()
+            .filter_map(|p| {
+                let st = procfs::status(p).ok()?;
+                let vpid = procfs::innermost_pid(&st)?;
+                Some((
+                    p,
+                    ProcEntry {
+                        vpid: vpid as u32,
+                        host_pid: p.0 as u32,
+                        prog: procfs::comm(p, None).unwrap_or_default(),
+                        host: host.clone(),
+                    },
+                ))
+            })
+            .collect()
+    }
+
+    fn send(&mut self, msg: ToCoordinator) {
+        if let Some(c) = self.conn.as_mut() {
+            if let Err(e) = c.send(&msg) {
+                warn!("coordinator connection: {e}");
+                c.shutdown();
+            }
+        }
+    }
+
+    fn refresh_list(&mut self) {
+        let list: Vec<ProcEntry> = self.processes().into_iter().map(|(_, e)| e).collect();
+        if list != self.last_list {
+            self.last_list = list.clone();
+            self.send(ToCoordinator::Processes(list));
+        }
+    }
+
+    fn thaw_all(&mut self) {
+        for fp in self.frozen.drain(..) {
+            let pid = fp.pid;
+            if let Err(e) = fp.thaw() {
+                warn!("resuming pid {pid}: {e}");
+            }
+        }
+    }
+
+    fn fail(&mut self, id: u64, reason: String) {
+        warn!("checkpoint {id} failed: {reason}");
+        self.thaw_all();
+        self.send(ToCoordinator::CheckpointFailed { id, reason });
+    }
+
+    fn suspend(&mut self) -> Result<(), String> {
+        let procs = self.processes();
+        if procs.is_empty() {
+            return Err("no live process in the computation".into());
+        }
+        let t = Instant::now();
+        for (pid, e) in procs {
+            match freeze::freeze(pid) {
+                Ok(fp) => self.frozen.push(fp),
+                Err(err) if err.raw_os_error() == Some(libc::ESRCH) => {
+                    debug!("pid {pid} ({}) exited before the freeze", e.prog)
+                }
+                Err(err) => return Err(format!("freezing pid {} ({}): {err}", e.vpid, e.prog)),
+            }
+        }
+        debug!("froze {} process(es) in {:?}", self.frozen.len(), t.elapsed());
+        Ok(())
+    }
+
+    fn checkpoint(&mut self, opts: &CheckpointOptions) -> Result<Vec<ImageEntry>, String> {
+        let dir = self
+            .cfg
+            .ckpt_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(&opts.dir));
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| format!("checkpoint directory {}: {e}", dir.display()))?;
+        let mut write = self.cfg.write.clone();
+        if !opts.codec.is_empty() {
+            write.codec = dmtcp_image::Codec::parse(&opts.codec).map_err(|e| e.to_string())?;
+        }
+        let taken_at = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        let info = ComputationInfo {
+            id: self.computation.clone(),
+            generation: opts.generation,
+            host: hostname(),
+            taken_at_unix_ns: taken_at,
+            coord_host: self.cfg.addr.host.clone(),
+            coord_port: self.cfg.addr.port,
+        };
+        let mut images = Vec::new();
+        for fp in self.frozen.iter_mut() {
+            let t = Instant::now();
+            let comm = procfs::comm(fp.pid, None).unwrap_or_else(|_| "proc".into());
+            let path = dir.join(image_file_name(&comm, &self.computation, fp.vpid as u32));
+            let mut writer = ImageWriter::create(&path, write.clone()).map_err(|e| e.to_string())?;
+            let meta = capture::capture(fp, &mut writer, info.clone()).map_err(|e| e.to_string())?;
+            let size = writer.finish(&meta).map_err(|e| e.to_string())?;
+            info!(
+                "pid {} ({comm}): image {} ({size} bytes) in {:?}",
+                fp.vpid,
+                path.display(),
+                t.elapsed()
+            );
+            images.push(ImageEntry {
+                path: path.to_string_lossy().into_owned(),
+                vpid: fp.vpid as u32,
+                prog: comm,
+                host: hostname(),
+                size,
+            });
+        }
+        Ok(images)
+    }
+
+    fn on_barrier(&mut self, phase: Phase, opts: CheckpointOptions) {
+        let id = opts.id;
+        debug!("checkpoint {id}: barrier {phase:?}");
+        let result = match phase {
+            Phase::Suspend => self.suspend(),
+            Phase::Checkpoint => match self.checkpoint(&opts) {
+                Ok(images) => {
+                    self.send(ToCoordinator::Reached { id, phase });
+                    self.send(ToCoordinator::ImagesWritten { id, images });
+                    return;
+                }
+                Err(e) => Err(e),
+            },
+            Phase::Resume => {
+                self.thaw_all();
+                Ok(())
+            }
+            Phase::FdLeaderElection | Phase::Drain | Phase::Refill => Ok(()),
+        };
+        match result {
+            Ok(()) => self.send(ToCoordinator::Reached { id, phase }),
+            Err(reason) => self.fail(id, reason),
+        }
+    }
+
+    fn on_lost(&mut self, why: String) {
+        if !self.frozen.is_empty() {
+            warn!("coordinator lost during a checkpoint ({why}); resuming");
+            self.thaw_all();
+        }
+        if self.done.load(Ordering::Relaxed) {
+            return;
+        }
+        warn!("coordinator connection lost ({why}); the computation keeps running");
+        self.reconnect();
+    }
+
+    fn reconnect(&mut self) {
+        self.conn = None;
+        self.rx = None;
+        let mut cfg = self.cfg.clone();
+        cfg.computation = Some(self.computation.clone());
+        while !self.done.load(Ordering::Relaxed) {
+            if let Some(s) = read_secret(&cfg.addr) {
+                cfg.secret = s;
+            }
+            if let Ok((conn, _, _)) = connect(&cfg) {
+                info!("reconnected to the coordinator at {}", cfg.addr);
+                let reader = conn.try_clone().expect("cloning the coordinator connection");
+                self.rx = Some(spawn_reader(reader));
+                self.conn = Some(conn);
+                self.cfg.secret = cfg.secret.clone();
+                self.last_list.clear();
+                self.refresh_list();
+                return;
+            }
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    }
+
+    /// Serves the coordinator until the computation ends.
+    pub fn run(mut self) {
+        self.refresh_list();
+        let mut last_refresh = Instant::now();
+        while !self.done.load(Ordering::Relaxed) {
+            let ev = match self.rx.as_ref() {
+                Some(rx) => rx.recv_timeout(Duration::from_millis(200)),
+                None => Err(RecvTimeoutError::Disconnected),
+            };
+            match ev {
+                Ok(Event::Coord(FromCoordinator::Barrier { phase, options })) => {
+                    self.on_barrier(phase, options)
+                }
+                Ok(Event::Coord(FromCoordinator::Abort { id, reason })) => {
+                    warn!("checkpoint {id} abandoned: {reason}");
+                    self.thaw_all();
+                }
+                Ok(Event::Coord(FromCoordinator::Kill)) => {
+                    info!("kill requested by the coordinator");
+                    self.thaw_all();
+                    // SAFETY: kill with integer arguments; nsinit is our child.
+                    unsafe { libc::kill(self.nsinit.0, libc::SIGKILL) };
+                }
+                Ok(Event::Coord(other)) => debug!("ignoring {other:?}"),
+                Ok(Event::Lost(why)) => self.on_lost(why),
+                Err(RecvTimeoutError::Disconnected) => self.on_lost("closed".into()),
+                Err(RecvTimeoutError::Timeout) => {}
+            }
+            if last_refresh.elapsed() > Duration::from_secs(1) && self.frozen.is_empty() {
+                self.refresh_list();
+                last_refresh = Instant::now();
+            }
+        }
+        self.thaw_all();
+    }
+}

@@ -1,0 +1,92 @@
+//! Small safe wrappers over libc calls used by several modules
+//! (fd juggling, clone3 with a chosen pid).
+
+use std::io;
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+
+fn cvt(r: libc::c_int, what: &str) -> io::Result<libc::c_int> {
+    if r < 0 {
+        let e = io::Error::last_os_error();
+        Err(io::Error::new(e.kind(), format!("{what}: {e}")))
+    } else {
+        Ok(r)
+    }
+}
+
+pub fn set_cloexec(fd: RawFd) -> io::Result<()> {
+    // SAFETY: fcntl on an integer fd; no memory is passed.
+    let fl = cvt(unsafe { libc::fcntl(fd, libc::F_GETFD) }, "fcntl(F_GETFD)")?;
+    // SAFETY: as above.
+    cvt(
+        unsafe { libc::fcntl(fd, libc::F_SETFD, fl | libc::FD_CLOEXEC) },
+        "fcntl(F_SETFD)",
+    )
+    .map(drop)
+}
+
+/// A pipe with both ends close-on-exec: (read, write).
+pub fn pipe_cloexec() -> io::Result<(std::fs::File, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: fds is a live [c_int; 2] the kernel fills.
+    cvt(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, "pipe2")?;
+    // SAFETY: pipe2 just returned two fresh fds that nothing else owns.
+    Ok(unsafe { (std::fs::File::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// `dup` to the lowest free number >= `min`, close-on-exec.
+pub fn dup_above(fd: RawFd, min: RawFd) -> io::Result<OwnedFd> {
+    // SAFETY: fcntl on integer fds.
+    let n = cvt(unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, min) }, "fcntl(F_DUPFD)")?;
+    // SAFETY: n is a fresh fd that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(n) })
+}
+
+/// `dup3(old, new)`; the new fd is deliberately not owned (it is a target slot).
+pub fn dup3(old: RawFd, new: RawFd, cloexec: bool) -> io::Result<()> {
+    if old == new {
+        return Ok(());
+    }
+    let flags = if cloexec { libc::O_CLOEXEC } else { 0 };
+    // SAFETY: dup3 on integer fds.
+    cvt(unsafe { libc::dup3(old, new, flags) }, "dup3").map(drop)
+}
+
+/// Closes every fd not in `keep`.
+pub fn close_all_except(keep: &[RawFd]) {
+    let mut keep = keep.to_vec();
+    keep.sort();
+    let mut next = 0u32;
+    for &k in &keep {
+        if k as u32 > next {
+            // SAFETY: close_range on a numeric range; we own this process's fd table.
+            unsafe { libc::syscall(libc::SYS_close_range, next, k as u32 - 1, 0) };
+        }
+        next = k as u32 + 1;
+    }
+    // SAFETY: as above.
+    unsafe { libc::syscall(libc::SYS_close_range, next, u32::MAX, 0) };
+}
+
+/// `clone3` a child with pid `pid` in our pid namespace (fork semantics).
+/// Returns 0 in the child and the child's pid in the parent.
+pub fn clone_with_pid(pid: i32) -> io::Result<i32> {
+    let tid: libc::pid_t = pid;
+    // SAFETY: clone_args is plain old data; all-zero is its default.
+    let mut args: libc::clone_args = unsafe { std::mem::zeroed() };
+    args.exit_signal = libc::SIGCHLD as u64;
+    args.set_tid = &tid as *const libc::pid_t as u64;
+    args.set_tid_size = 1;
+    // SAFETY: fork-like clone3 (no CLONE_VM, no stack): the child continues
+    // with a copy of our memory; set_tid points at a live pid_t.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            &mut args as *mut libc::clone_args,
+            std::mem::size_of::<libc::clone_args>(),
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(r as i32)
+}

@@ -1,0 +1,199 @@
+//! Things shared by every test of one test process: the per-process temp base
+//! dir, the located (and, for uid 65534, copied) binaries, and the compiled
+//! target programs.
+
+use std::ffi::OsStr;
+use std::fs;
+use std::os::unix::fs::{symlink, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use anyhow::{bail, Context, Result};
+
+/// The binaries the workspace builds, checked for before any test runs.
+pub const REQUIRED_BINS: &[&str] = &[
+    "dmtcp-run",
+    "dmtcp-command",
+    "dmtcp-restart",
+    "dmtcp-coordinator",
+];
+
+/// The target programs under `tests/programs/` (each `NAME.c` + `zdtm.c`).
+pub const PROGRAMS: &[&str] = &["counter", "heap256", "mprotect_filemap", "sleeper"];
+
+/// Source directory of the test crate.
+pub fn crate_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Top of the workspace.
+pub fn workspace_dir() -> PathBuf {
+    crate_dir()
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(crate_dir)
+}
+
+/// Mode 0755 directory created fresh.
+pub fn mkdir_0755(path: &Path) -> Result<()> {
+    fs::create_dir_all(path).with_context(|| format!("create {}", path.display()))?;
+    fs::set_permissions(path, fs::Permissions::from_mode(0o755))
+        .with_context(|| format!("chmod 0755 {}", path.display()))
+}
+
+/// Per-test-process base dir `$TMPDIR/dmtcp-tests-<pid>` (mode 0755). Stale
+/// bases of dead test processes lose their `bin`/`progs` copies; the
+/// directories of failed tests are kept for inspection.
+pub fn base_dir() -> &'static Path {
+    static BASE: OnceLock<PathBuf> = OnceLock::new();
+    BASE.get_or_init(|| {
+        let tmp = std::env::var_os("DMTCP_TEST_TMPDIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(std::env::temp_dir);
+        clean_stale_bases(&tmp);
+        let base = tmp.join(format!("dmtcp-tests-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&base);
+        mkdir_0755(&base).expect("create the test base dir");
+        base
+    })
+}
+
+fn clean_stale_bases(tmp: &Path) {
+    let Ok(rd) = fs::read_dir(tmp) else { return };
+    for e in rd.flatten() {
+        let name = e.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("dmtcp-tests-"))
+            .and_then(|p| p.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        if Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        let _ = fs::remove_dir_all(e.path().join("bin"));
+        let _ = fs::remove_dir_all(e.path().join("progs"));
+        let _ = fs::remove_dir(e.path()); // only if empty
+    }
+}
+
+/// Where the built binaries are: `$DMTCP_BIN_DIR`, else the profile dir of the
+/// running test executable (`target/<profile>/deps/..`).
+pub fn bin_dir() -> Result<PathBuf> {
+    let dir = match std::env::var_os("DMTCP_BIN_DIR") {
+        Some(d) => PathBuf::from(d),
+        None => {
+            let exe = std::env::current_exe().context("current_exe")?;
+            let deps = exe.parent().context("test executable has no parent dir")?;
+            deps.parent().unwrap_or(deps).to_path_buf()
+        }
+    };
+    let missing: Vec<&str> = REQUIRED_BINS
+        .iter()
+        .copied()
+        .filter(|b| !dir.join(b).is_file())
+        .collect();
+    if !missing.is_empty() {
+        bail!(
+            "binaries {missing:?} not found in {} (build first: cargo build --release, \
+             or point DMTCP_BIN_DIR at the directory holding them)",
+            dir.display()
+        );
+    }
+    Ok(dir)
+}
+
+/// The binaries for the current user: [`bin_dir`] itself.
+pub fn bins_for_current_user() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| bin_dir().unwrap_or_else(|e| panic!("{e:#}")))
+}
+
+/// A world-readable copy (mode 0755 dir) of the binaries and the inject
+/// library, for runs as uid 65534 (the checkout may not be readable by it).
+pub fn bins_world_readable() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let src = bins_for_current_user();
+        let dst = base_dir().join("bin");
+        copy_bins(src, &dst).unwrap_or_else(|e| panic!("copy binaries for uid 65534: {e:#}"));
+        dst
+    })
+}
+
+fn copy_bins(src: &Path, dst: &Path) -> Result<()> {
+    mkdir_0755(dst)?;
+    for e in fs::read_dir(src).with_context(|| format!("read {}", src.display()))? {
+        let e = e?;
+        let name = e.file_name();
+        let n = name.to_string_lossy();
+        let wanted = (n.starts_with("dmtcp") || n.starts_with("libdmtcp"))
+            && !n.ends_with(".d")
+            && !n.ends_with(".rlib");
+        if !wanted {
+            continue;
+        }
+        let ft = e.file_type()?;
+        let to = dst.join(&name);
+        if ft.is_symlink() {
+            let target = fs::read_link(e.path())?;
+            symlink(&target, &to)?;
+        } else if ft.is_file() {
+            fs::copy(e.path(), &to)
+                .with_context(|| format!("copy {} to {}", e.path().display(), to.display()))?;
+            fs::set_permissions(&to, fs::Permissions::from_mode(0o755))?;
+        }
+    }
+    Ok(())
+}
+
+/// Compiles every target program once per test process with the system C
+/// compiler (`gcc -O1 -g`, override with `CC`) into a 0755 dir; returns it.
+pub fn programs_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| compile_programs().unwrap_or_else(|e| panic!("{e:#}")))
+}
+
+fn compile_programs() -> Result<PathBuf> {
+    let src = crate_dir().join("programs");
+    let dst = base_dir().join("progs");
+    mkdir_0755(&dst)?;
+    let cc = std::env::var("CC").unwrap_or_else(|_| "gcc".into());
+    for prog in PROGRAMS {
+        let out = dst.join(prog);
+        let result = Command::new(&cc)
+            .args(["-O1", "-g", "-Wall", "-Wextra", "-o"])
+            .arg(&out)
+            .arg(src.join(format!("{prog}.c")))
+            .arg(src.join("zdtm.c"))
+            .output()
+            .with_context(|| format!("run {cc} (install gcc)"))?;
+        if !result.status.success() {
+            bail!(
+                "compiling {prog}.c failed:\n{}",
+                String::from_utf8_lossy(&result.stderr)
+            );
+        }
+        fs::set_permissions(&out, fs::Permissions::from_mode(0o755))?;
+    }
+    Ok(dst)
+}
+
+/// Path of a compiled program.
+pub fn program(name: &str) -> PathBuf {
+    assert!(
+        PROGRAMS.contains(&name),
+        "unknown program {name}; add it to setup::PROGRAMS"
+    );
+    programs_dir().join(name)
+}
+
+/// File name component as a str (for messages).
+pub fn file_name(p: &Path) -> String {
+    p.file_name()
+        .unwrap_or(OsStr::new("?"))
+        .to_string_lossy()
+        .into_owned()
+}
