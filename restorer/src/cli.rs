@@ -144,7 +144,11 @@ fn run() -> anyhow::Result<i32> {
         computation: Some(first.id.clone()),
         generation: first.generation,
         write: WriteOptions {
-            codec: if args.no_gzip { Codec::None } else { images[0].codec() },
+            codec: if args.no_gzip {
+                Codec::None
+            } else {
+                images[0].codec()
+            },
             ..WriteOptions::default()
         },
         ckpt_dir: args.ckpt_dir.as_deref().map(supervise::absolute),

@@ -115,15 +115,10 @@ pub fn restore_process(pid: HostPid, image: &ImageReader) -> io::Result<()> {
         ));
     }
     seize_shell(pid).map_err(|e| err(pid, "seizing the shell", e))?;
-    let regs = ptrace::get_regs(pid)?;
     let mem = Mem::open(pid, true)?;
-    let mut insn = [0u8; 2];
-    mem.read(regs.rip - 2, &mut insn)?;
-    if insn != [0x0f, 0x05] {
-        return Err(err(pid, "shell", "not parked in a system call"));
-    }
-    let inj = Injector::new(pid, RemoteAddr(regs.rip - 2))?;
     let shell_maps = procfs::maps(pid)?;
+    let insn = dmtcp_supervisor::capture::syscall_insn(pid, &shell_maps, &mem)?;
+    let inj = Injector::new(pid, insn)?;
     let tramp = trampoline_address(&shell_maps, &meta.vmas)?;
     let mut sh = Shell {
         pid,
@@ -164,7 +159,11 @@ pub fn restore_process(pid: HostPid, image: &ImageReader) -> io::Result<()> {
         )
         .map_err(|e| err(pid, "mapping the trampoline", e))?;
     if got != tramp {
-        return Err(err(pid, "trampoline", format!("mapped at {got:#x}, wanted {tramp:#x}")));
+        return Err(err(
+            pid,
+            "trampoline",
+            format!("mapped at {got:#x}, wanted {tramp:#x}"),
+        ));
     }
     sh.mem.write(tramp, &[0x0f, 0x05, 0xcc, 0xcc])?;
     sh.inj.insn = RemoteAddr(tramp);
@@ -174,7 +173,14 @@ pub fn restore_process(pid: HostPid, image: &ImageReader) -> io::Result<()> {
         .map_err(|e| err(pid, "unmapping the shell below the trampoline", e))?;
     sh.call(
         libc::SYS_munmap,
-        [tramp + PAGE_SIZE, TASK_SIZE - (tramp + PAGE_SIZE), 0, 0, 0, 0],
+        [
+            tramp + PAGE_SIZE,
+            TASK_SIZE - (tramp + PAGE_SIZE),
+            0,
+            0,
+            0,
+            0,
+        ],
     )
     .map_err(|e| err(pid, "unmapping the shell above the trampoline", e))?;
 
@@ -183,7 +189,11 @@ pub fn restore_process(pid: HostPid, image: &ImageReader) -> io::Result<()> {
 
     // 5. Every mapping, then its pages.
     let reprotect = map_all(&mut sh, meta)?;
-    let runs: Vec<PageRun> = meta.vmas.iter().flat_map(|v| v.pages.iter().copied()).collect();
+    let runs: Vec<PageRun> = meta
+        .vmas
+        .iter()
+        .flat_map(|v| v.pages.iter().copied())
+        .collect();
     let mem_ref = &sh.mem;
     image
         .read_runs_parallel(&runs, &|i, bytes| {
@@ -251,14 +261,22 @@ fn map_all(sh: &mut Shell, meta: &ProcessImage) -> io::Result<Vec<(u64, u64, u32
     let mut reprotect = Vec::new();
     for v in &meta.vmas {
         let mut flags = libc::MAP_FIXED_NOREPLACE;
-        flags |= if v.shared { libc::MAP_SHARED } else { libc::MAP_PRIVATE };
+        flags |= if v.shared {
+            libc::MAP_SHARED
+        } else {
+            libc::MAP_PRIVATE
+        };
         if v.growsdown {
             flags |= libc::MAP_GROWSDOWN;
         }
         // /proc/PID/mem writes into private mappings whatever their protection
         // (copy-on-write); shared ones must be writable while we fill them.
         let mut prot = v.prot;
-        if v.shared && !v.pages.is_empty() && prot & libc::PROT_WRITE as u32 == 0 {
+        let write = libc::PROT_WRITE as u32;
+        if !v.shared && v.account && prot & write == 0 {
+            prot |= write;
+            reprotect.push((v.start, v.len(), v.prot));
+        } else if v.shared && !v.pages.is_empty() && prot & write == 0 {
             prot |= libc::PROT_WRITE as u32;
             reprotect.push((v.start, v.len(), v.prot));
         }
@@ -279,7 +297,14 @@ fn map_all(sh: &mut Shell, meta: &ProcessImage) -> io::Result<Vec<(u64, u64, u32
                         let fd = sh
                             .call(
                                 libc::SYS_openat,
-                                [libc::AT_FDCWD as u64, p, (mode | libc::O_CLOEXEC) as u64, 0, 0, 0],
+                                [
+                                    libc::AT_FDCWD as u64,
+                                    p,
+                                    (mode | libc::O_CLOEXEC) as u64,
+                                    0,
+                                    0,
+                                    0,
+                                ],
                             )
                             .map_err(|e| err(pid, &format!("opening mapped file {path}"), e))?;
                         fds.insert(key, fd);
@@ -334,7 +359,14 @@ fn set_mm(sh: &mut Shell, meta: &ProcessImage) -> io::Result<()> {
     let exe_fd = sh
         .call(
             libc::SYS_openat,
-            [libc::AT_FDCWD as u64, exe, (libc::O_RDONLY | libc::O_CLOEXEC) as u64, 0, 0, 0],
+            [
+                libc::AT_FDCWD as u64,
+                exe,
+                (libc::O_RDONLY | libc::O_CLOEXEC) as u64,
+                0,
+                0,
+                0,
+            ],
         )
         .map_err(|e| err(pid, &format!("opening executable {}", p.exe), e))?;
     let auxv: Vec<u8> = p.auxv.iter().flat_map(|w| w.to_ne_bytes()).collect();
@@ -404,7 +436,12 @@ fn restore_process_state(sh: &mut Shell, meta: &ProcessImage) -> io::Result<()> 
         if *value == 0 && *interval == 0 {
             continue;
         }
-        let w = [interval / 1_000_000, interval % 1_000_000, value / 1_000_000, value % 1_000_000];
+        let w = [
+            interval / 1_000_000,
+            interval % 1_000_000,
+            value / 1_000_000,
+            value % 1_000_000,
+        ];
         let bytes: Vec<u8> = w.iter().flat_map(|x| x.to_ne_bytes()).collect();
         let a = sh.put(&bytes)?;
         sh.call(libc::SYS_setitimer, [which as u64, a, 0, 0, 0, 0])
@@ -415,18 +452,27 @@ fn restore_process_state(sh: &mut Shell, meta: &ProcessImage) -> io::Result<()> 
             .map_err(|e| err(pid, "personality", e))?;
     }
     if p.no_new_privs {
-        sh.call(libc::SYS_prctl, [libc::PR_SET_NO_NEW_PRIVS as u64, 1, 0, 0, 0, 0])
-            .map_err(|e| err(pid, "no_new_privs", e))?;
+        sh.call(
+            libc::SYS_prctl,
+            [libc::PR_SET_NO_NEW_PRIVS as u64, 1, 0, 0, 0, 0],
+        )
+        .map_err(|e| err(pid, "no_new_privs", e))?;
     }
     Ok(())
 }
 
 fn restore_thread_state(sh: &mut Shell, t: &ThreadState) -> io::Result<()> {
     let pid = sh.pid;
-    sh.call(libc::SYS_set_tid_address, [t.clear_child_tid, 0, 0, 0, 0, 0])?;
+    sh.call(
+        libc::SYS_set_tid_address,
+        [t.clear_child_tid, 0, 0, 0, 0, 0],
+    )?;
     if t.robust_list.0 != 0 {
-        sh.call(libc::SYS_set_robust_list, [t.robust_list.0, t.robust_list.1, 0, 0, 0, 0])
-            .map_err(|e| err(pid, "set_robust_list", e))?;
+        sh.call(
+            libc::SYS_set_robust_list,
+            [t.robust_list.0, t.robust_list.1, 0, 0, 0, 0],
+        )
+        .map_err(|e| err(pid, "set_robust_list", e))?;
     }
     let (sp, flags, size) = t.sigaltstack;
     if flags & libc::SS_DISABLE == 0 && sp != 0 {
@@ -439,8 +485,11 @@ fn restore_thread_state(sh: &mut Shell, t: &ThreadState) -> io::Result<()> {
             .map_err(|e| err(pid, "sigaltstack", e))?;
     }
     if let Some(r) = t.rseq {
-        sh.call(libc::SYS_rseq, [r.addr, r.len as u64, 0, r.signature as u64, 0, 0])
-            .map_err(|e| err(pid, "rseq", e))?;
+        sh.call(
+            libc::SYS_rseq,
+            [r.addr, r.len as u64, 0, r.signature as u64, 0, 0],
+        )
+        .map_err(|e| err(pid, "rseq", e))?;
     }
     Ok(())
 }
@@ -457,13 +506,23 @@ fn restore_caps(sh: &mut Shell, meta: &ProcessImage) -> io::Result<()> {
     for cap in 0..=last_cap {
         let bit = 1u64 << cap;
         if have_bnd & bit != 0 && caps.bounding & bit == 0 {
-            sh.call(libc::SYS_prctl, [libc::PR_CAPBSET_DROP as u64, cap, 0, 0, 0, 0])
-                .map_err(|e| err(pid, "dropping bounding capability", e))?;
+            sh.call(
+                libc::SYS_prctl,
+                [libc::PR_CAPBSET_DROP as u64, cap, 0, 0, 0, 0],
+            )
+            .map_err(|e| err(pid, "dropping bounding capability", e))?;
         }
     }
     sh.call(
         libc::SYS_prctl,
-        [libc::PR_CAP_AMBIENT as u64, libc::PR_CAP_AMBIENT_CLEAR_ALL as u64, 0, 0, 0, 0],
+        [
+            libc::PR_CAP_AMBIENT as u64,
+            libc::PR_CAP_AMBIENT_CLEAR_ALL as u64,
+            0,
+            0,
+            0,
+            0,
+        ],
     )?;
     // capset v3: header {version, pid}, then two {effective, permitted, inheritable}.
     let lo = |x: u64| (x & 0xffff_ffff) as u32;
@@ -486,7 +545,14 @@ fn restore_caps(sh: &mut Shell, meta: &ProcessImage) -> io::Result<()> {
         if caps.ambient & (1 << cap) != 0 {
             sh.call(
                 libc::SYS_prctl,
-                [libc::PR_CAP_AMBIENT as u64, libc::PR_CAP_AMBIENT_RAISE as u64, cap, 0, 0, 0],
+                [
+                    libc::PR_CAP_AMBIENT as u64,
+                    libc::PR_CAP_AMBIENT_RAISE as u64,
+                    cap,
+                    0,
+                    0,
+                    0,
+                ],
             )?;
         }
     }

@@ -106,7 +106,10 @@ fn inject_queries(
             let tid = fp.threads[i].tid;
             let mut ti = Injector::new(tid, insn)?;
             fp.threads[i].touched = true;
-            ti.syscall(libc::SYS_prctl, [libc::PR_GET_TID_ADDRESS as u64, scratch, 0, 0, 0, 0])?;
+            ti.syscall(
+                libc::SYS_prctl,
+                [libc::PR_GET_TID_ADDRESS as u64, scratch, 0, 0, 0, 0],
+            )?;
             let ctid = read_u64s(mem, scratch, 1)?[0];
             ti.syscall(libc::SYS_sigaltstack, [0, scratch, 0, 0, 0, 0])?;
             let w = read_u64s(mem, scratch, 3)?;
@@ -243,11 +246,7 @@ fn capture_vma(
     Ok(runs)
 }
 
-fn capture_memory(
-    pid: HostPid,
-    mem: &Mem,
-    writer: &mut ImageWriter,
-) -> io::Result<Vec<Vma>> {
+fn capture_memory(pid: HostPid, mem: &Mem, writer: &mut ImageWriter) -> io::Result<Vec<Vma>> {
     let maps = procfs::maps(pid)?;
     let flags = procfs::vm_flags(pid).unwrap_or_default();
     let pagemap = Pagemap::open(pid)?;
@@ -261,6 +260,7 @@ fn capture_memory(
             .map(|(_, f)| f.as_slice())
             .unwrap_or(&[]);
         let growsdown = vf.iter().any(|f| f == "gd");
+        let account = vf.iter().any(|f| f == "ac");
         let pages = match kind {
             VmaKind::Vdso | VmaKind::Vvar | VmaKind::VvarVclock | VmaKind::Vsyscall => Vec::new(),
             // Device and I/O mappings cannot be read back meaningfully.
@@ -279,6 +279,7 @@ fn capture_memory(
             shared: m.shared,
             kind,
             growsdown,
+            account,
             pages,
         });
     }
@@ -334,7 +335,9 @@ fn capture_fds(pid: HostPid) -> io::Result<Vec<FdEntry>> {
                     contents: None,
                 }
             }
-        } else if target.starts_with("pipe:") && fd <= 2 {
+        } else if target.starts_with("pipe:") {
+            // A pipe that leads outside the computation: at restart the
+            // restarting tool's own fd of that number takes its place.
             FdKind::Inherit {
                 from: fd,
                 what: target.clone(),

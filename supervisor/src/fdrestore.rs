@@ -23,7 +23,10 @@ fn seek(fd: &OwnedFd, offset: u64, path: &str) -> io::Result<()> {
     // SAFETY: lseek on an fd we own.
     if unsafe { libc::lseek(fd.as_raw_fd(), offset as libc::off_t, libc::SEEK_SET) } < 0 {
         let e = io::Error::last_os_error();
-        return Err(io::Error::new(e.kind(), format!("seek {path} to {offset}: {e}")));
+        return Err(io::Error::new(
+            e.kind(),
+            format!("seek {path} to {offset}: {e}"),
+        ));
     }
     Ok(())
 }
@@ -74,7 +77,13 @@ pub fn open_fd(e: &FdEntry) -> io::Result<OwnedFd> {
             Ok(again)
         }
         FdKind::Device { path, flags } => open(path, flags & !CREATION, 0),
-        FdKind::Inherit { from, .. } => crate::sys::dup_above(*from, 0),
+        FdKind::Inherit { from, what } => crate::sys::dup_above(*from, 0).or_else(|_| {
+            eprintln!(
+                "dmtcp-restart: fd {} was {what} outside the computation and this restart has no fd {from}; it is /dev/null now",
+                e.fd
+            );
+            open("/dev/null", libc::O_RDWR, 0)
+        }),
         FdKind::Unsupported { what } => {
             eprintln!("dmtcp-restart: fd {} ({what}) cannot be restored yet; it is /dev/null now", e.fd);
             open("/dev/null", libc::O_RDWR, 0)

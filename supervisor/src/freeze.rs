@@ -94,15 +94,13 @@ fn freeze_into(
             match ptrace::seize(tid, 0) {
                 Ok(()) => {}
                 Err(e) if e.raw_os_error() == Some(libc::ESRCH) => continue,
-                Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
-                    return Err(io::Error::new(
-                        e.kind(),
-                        format!(
-                            "cannot stop pid {pid}: it is traced by {} (detach the debugger and retry)",
-                            tracer_of(pid)
-                        ),
-                    ))
-                }
+                Err(e) if e.raw_os_error() == Some(libc::EPERM) => return Err(io::Error::new(
+                    e.kind(),
+                    format!(
+                        "cannot stop pid {pid}: it is traced by {} (detach the debugger and retry)",
+                        tracer_of(pid)
+                    ),
+                )),
                 Err(e) => return Err(e),
             }
             seized.insert(tid, None);

@@ -72,7 +72,9 @@ fn run() -> io::Result<i32> {
     let fd: RawFd = std::env::var(crate::spawn::NSINIT_FD_ENV)
         .ok()
         .and_then(|v| v.parse().ok())
-        .ok_or_else(|| io::Error::other("DMTCP_NSINIT_FD not set: run through dmtcp-run or dmtcp-restart"))?;
+        .ok_or_else(|| {
+            io::Error::other("DMTCP_NSINIT_FD not set: run through dmtcp-run or dmtcp-restart")
+        })?;
     std::env::remove_var(crate::spawn::NSINIT_FD_ENV);
     // SAFETY: the supervisor passed us this fd as our control socket and
     // nothing else in this process owns it.
@@ -166,7 +168,15 @@ fn launch(argv: &[Vec<u8>], preload: Option<&str>) -> io::Result<i32> {
 fn exec_target(argv: &[CString]) -> io::Error {
     // The target must not inherit our namespace capabilities.
     // SAFETY: prctl with integer arguments only.
-    unsafe { libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) };
+    unsafe {
+        libc::prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_CLEAR_ALL,
+            0,
+            0,
+            0,
+        )
+    };
     let mut ptrs: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
     ptrs.push(std::ptr::null());
     // SAFETY: ptrs is a NULL-terminated array of valid C strings that outlive the call.
@@ -211,21 +221,21 @@ fn make_shells(plans: &[ShellPlan]) -> io::Result<Vec<i32>> {
 }
 
 /// The shell: sets up cwd, umask, limits and fds, reports, then parks.
+/// "ok" is written only once the fd table is final; closing the pipe after
+/// it is the last thing the shell does before `pause()`.
 fn shell_main(plan: &ShellPlan, ready: OwnedFd) -> ! {
-    let mut ready = std::fs::File::from(ready);
-    match shell_setup(plan) {
-        Ok(placed) => {
-            let _ = ready.write_all(b"ok");
-            let ready_fd = ready.as_raw_fd();
-            drop(ready);
-            if let Err(e) = place_fds(placed, ready_fd) {
-                eprintln!("dmtcp-nsinit: pid {}: {e}", plan.vpid);
-                // SAFETY: _exit in the forked child.
-                unsafe { libc::_exit(126) };
-            }
+    let result = shell_setup(plan).and_then(|placed| place_fds(placed, ready.as_raw_fd()));
+    match result {
+        Ok(ready_fd) => {
+            // SAFETY: ready_fd is the report pipe's write end, owned here.
+            let mut f = unsafe { std::fs::File::from_raw_fd(ready_fd) };
+            std::mem::forget(ready);
+            let _ = f.write_all(b"ok");
+            drop(f);
         }
         Err(e) => {
-            let _ = ready.write_all(e.to_string().as_bytes());
+            let mut f = std::fs::File::from(ready);
+            let _ = f.write_all(e.to_string().as_bytes());
             // SAFETY: _exit in the forked child.
             unsafe { libc::_exit(126) };
         }
@@ -238,6 +248,14 @@ fn shell_main(plan: &ShellPlan, ready: OwnedFd) -> ! {
 
 /// Opens every fd of the plan at a temporary number; returns (target, temp, cloexec).
 fn shell_setup(plan: &ShellPlan) -> io::Result<Vec<(i32, OwnedFd, bool)>> {
+    // Our own handlers (Rust's SIGSEGV/SIGBUS guard) must not leak into the
+    // restored process: start from default dispositions.
+    for sig in 1..=64 {
+        if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+            // SAFETY: resetting a disposition to SIG_DFL; no handler involved.
+            unsafe { libc::signal(sig, libc::SIG_DFL) };
+        }
+    }
     std::env::set_current_dir(&plan.cwd)
         .map_err(|e| io::Error::new(e.kind(), format!("chdir {}: {e}", plan.cwd)))?;
     // SAFETY: umask only sets the mask.
@@ -268,15 +286,19 @@ fn shell_setup(plan: &ShellPlan) -> io::Result<Vec<(i32, OwnedFd, bool)>> {
     Ok(placed)
 }
 
-fn place_fds(placed: Vec<(i32, OwnedFd, bool)>, _ready_fd: RawFd) -> io::Result<()> {
-    let targets: Vec<i32> = placed.iter().map(|(t, _, _)| *t).collect();
-    // Move temporaries out of the way of every target number first.
+/// Puts every opened fd at its number and closes all others except the
+/// report pipe, which is moved above them; returns the pipe's new number.
+fn place_fds(placed: Vec<(i32, OwnedFd, bool)>, ready_fd: RawFd) -> io::Result<RawFd> {
+    let mut keep: Vec<i32> = placed.iter().map(|(t, _, _)| *t).collect();
     let base = placed
         .iter()
         .map(|(t, fd, _)| (*t).max(fd.as_raw_fd()))
         .max()
         .unwrap_or(0)
+        .max(ready_fd)
         + 1;
+    // Move temporaries out of the way of every target number first.
+    let ready_high = crate::sys::dup_above(ready_fd, base)?;
     let mut high = Vec::new();
     for (target, fd, cloexec) in placed {
         let h = crate::sys::dup_above(fd.as_raw_fd(), base)?;
@@ -287,6 +309,9 @@ fn place_fds(placed: Vec<(i32, OwnedFd, bool)>, _ready_fd: RawFd) -> io::Result<
         crate::sys::dup3(h.as_raw_fd(), *target, *cloexec)?;
     }
     drop(high);
-    crate::sys::close_all_except(&targets);
-    Ok(())
+    let ready_raw = ready_high.as_raw_fd();
+    std::mem::forget(ready_high);
+    keep.push(ready_raw);
+    crate::sys::close_all_except(&keep);
+    Ok(ready_raw)
 }

@@ -92,7 +92,9 @@ pub fn parse_maps(text: &str) -> io::Result<Vec<MapEntry>> {
             shared: pb[3] == b's',
             offset: hex(offset)?,
             dev: libc::makedev(maj as u32, min as u32),
-            inode: inode.parse().map_err(|_| bad(format!("maps inode: {line}")))?,
+            inode: inode
+                .parse()
+                .map_err(|_| bad(format!("maps inode: {line}")))?,
             name,
         });
     }
@@ -186,7 +188,9 @@ pub fn innermost_pid(kv: &[(String, String)]) -> Option<i32> {
 pub fn tasks(pid: HostPid) -> io::Result<Vec<HostPid>> {
     let p = proc_path(pid, "task");
     let mut out = Vec::new();
-    for e in fs::read_dir(&p).map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", p.display())))? {
+    for e in
+        fs::read_dir(&p).map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", p.display())))?
+    {
         let e = e?;
         if let Some(t) = e.file_name().to_str().and_then(|s| s.parse().ok()) {
             out.push(HostPid(t));
@@ -201,7 +205,11 @@ pub fn children(pid: HostPid) -> io::Result<Vec<HostPid>> {
     let mut out = Vec::new();
     for t in tasks(pid)? {
         if let Ok(s) = read_string(pid, &format!("task/{}/children", t.0)) {
-            out.extend(s.split_whitespace().filter_map(|x| x.parse().ok()).map(HostPid));
+            out.extend(
+                s.split_whitespace()
+                    .filter_map(|x| x.parse().ok())
+                    .map(HostPid),
+            );
         }
     }
     out.sort();
@@ -264,7 +272,9 @@ pub fn personality(pid: HostPid) -> io::Result<u32> {
 pub fn fds(pid: HostPid) -> io::Result<Vec<i32>> {
     let p = proc_path(pid, "fd");
     let mut out = Vec::new();
-    for e in fs::read_dir(&p).map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", p.display())))? {
+    for e in
+        fs::read_dir(&p).map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", p.display())))?
+    {
         if let Some(n) = e?.file_name().to_str().and_then(|s| s.parse().ok()) {
             out.push(n);
         }
@@ -338,7 +348,11 @@ impl Mem {
         self.file.read_exact_at(buf, addr).map_err(|e| {
             io::Error::new(
                 e.kind(),
-                format!("reading {} bytes at {addr:#x} of pid {}: {e}", buf.len(), self.pid),
+                format!(
+                    "reading {} bytes at {addr:#x} of pid {}: {e}",
+                    buf.len(),
+                    self.pid
+                ),
             )
         })
     }
@@ -347,7 +361,11 @@ impl Mem {
         self.file.write_all_at(buf, addr).map_err(|e| {
             io::Error::new(
                 e.kind(),
-                format!("writing {} bytes at {addr:#x} of pid {}: {e}", buf.len(), self.pid),
+                format!(
+                    "writing {} bytes at {addr:#x} of pid {}: {e}",
+                    buf.len(),
+                    self.pid
+                ),
             )
         })
     }

@@ -25,7 +25,10 @@ const _: () = assert!(std::mem::size_of::<Regs>() == 27 * 8);
 fn check(ret: libc::c_long, what: &str, tid: HostPid) -> io::Result<libc::c_long> {
     if ret == -1 {
         let e = io::Error::last_os_error();
-        Err(io::Error::new(e.kind(), format!("{what} on tid {tid}: {e}")))
+        Err(io::Error::new(
+            e.kind(),
+            format!("{what} on tid {tid}: {e}"),
+        ))
     } else {
         Ok(ret)
     }
@@ -213,7 +216,10 @@ pub enum Stop {
     Exited(i32),
     Killed(i32),
     /// `PTRACE_EVENT_*` stop; `sig` is the stop signal (SIGTRAP for an interrupt).
-    Event { event: i32, sig: i32 },
+    Event {
+        event: i32,
+        sig: i32,
+    },
     /// Syscall entry or exit (with `PTRACE_O_TRACESYSGOOD`).
     Syscall,
     /// Signal-delivery stop for `sig`.

@@ -5,7 +5,9 @@ use std::os::unix::ffi::OsStringExt;
 use std::path::PathBuf;
 
 use clap::Parser;
-use dmtcp_coordinator::client::{ensure_coordinator, read_secret, request, CoordAddr, StartOptions};
+use dmtcp_coordinator::client::{
+    ensure_coordinator, read_secret, request, CoordAddr, StartOptions,
+};
 use dmtcp_image::{Codec, WriteOptions};
 use dmtcp_protocol::Request;
 
@@ -56,7 +58,12 @@ struct Args {
     #[arg(long = "help", action = clap::ArgAction::Help)]
     help: Option<bool>,
     /// The program and its arguments.
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true, value_name = "PROG")]
+    #[arg(
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        required = true,
+        value_name = "PROG"
+    )]
     command: Vec<OsString>,
 }
 
@@ -123,7 +130,12 @@ fn run() -> anyhow::Result<i32> {
         }
     };
     supervise::block_signals()?;
-    let argv: Vec<Vec<u8>> = args.command.iter().cloned().map(OsStringExt::into_vec).collect();
+    let argv: Vec<Vec<u8>> = args
+        .command
+        .iter()
+        .cloned()
+        .map(OsStringExt::into_vec)
+        .collect();
     let (nsinit, reply) = supervise::start_nsinit(&InitRequest::Launch { argv, preload })?;
     match reply {
         InitReply::Launched { vpid } => tracing::debug!("launched as pid {vpid}"),

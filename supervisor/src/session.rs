@@ -14,7 +14,7 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use dmtcp_coordinator::client::{read_secret, CoordAddr, Connection};
+use dmtcp_coordinator::client::{read_secret, Connection, CoordAddr};
 use dmtcp_image::{image_file_name, ComputationInfo, ImageWriter, WriteOptions};
 use dmtcp_protocol::{
     CheckpointOptions, FromCoordinator, ImageEntry, Phase, ProcEntry, Role, SupervisorHello,
@@ -107,8 +107,15 @@ fn spawn_reader(mut conn: Connection) -> Receiver<Event> {
 }
 
 impl Session {
-    pub fn new(cfg: SessionConfig, nsinit: HostPid, conn: Connection, computation: String) -> Session {
-        let reader = conn.try_clone().expect("cloning the coordinator connection");
+    pub fn new(
+        cfg: SessionConfig,
+        nsinit: HostPid,
+        conn: Connection,
+        computation: String,
+    ) -> Session {
+        let reader = conn
+            .try_clone()
+            .expect("cloning the coordinator connection");
         Session {
             cfg,
             nsinit,
@@ -189,7 +196,11 @@ impl Session {
                 Err(err) => return Err(format!("freezing pid {} ({}): {err}", e.vpid, e.prog)),
             }
         }
-        debug!("froze {} process(es) in {:?}", self.frozen.len(), t.elapsed());
+        debug!(
+            "froze {} process(es) in {:?}",
+            self.frozen.len(),
+            t.elapsed()
+        );
         Ok(())
     }
 
@@ -220,10 +231,23 @@ impl Session {
         let mut images = Vec::new();
         for fp in self.frozen.iter_mut() {
             let t = Instant::now();
-            let comm = procfs::comm(fp.pid, None).unwrap_or_else(|_| "proc".into());
+            // Images are named after the program (DMTCP's habit), not the
+            // 15-character comm.
+            let comm = procfs::link(fp.pid, "exe")
+                .ok()
+                .and_then(|e| {
+                    e.rsplit('/')
+                        .next()
+                        .map(|b| b.trim_end_matches(" (deleted)").to_string())
+                })
+                .filter(|b| !b.is_empty())
+                .or_else(|| procfs::comm(fp.pid, None).ok())
+                .unwrap_or_else(|| "proc".into());
             let path = dir.join(image_file_name(&comm, &self.computation, fp.vpid as u32));
-            let mut writer = ImageWriter::create(&path, write.clone()).map_err(|e| e.to_string())?;
-            let meta = capture::capture(fp, &mut writer, info.clone()).map_err(|e| e.to_string())?;
+            let mut writer =
+                ImageWriter::create(&path, write.clone()).map_err(|e| e.to_string())?;
+            let meta =
+                capture::capture(fp, &mut writer, info.clone()).map_err(|e| e.to_string())?;
             let size = writer.finish(&meta).map_err(|e| e.to_string())?;
             info!(
                 "pid {} ({comm}): image {} ({size} bytes) in {:?}",
@@ -290,7 +314,9 @@ impl Session {
             }
             if let Ok((conn, _, _)) = connect(&cfg) {
                 info!("reconnected to the coordinator at {}", cfg.addr);
-                let reader = conn.try_clone().expect("cloning the coordinator connection");
+                let reader = conn
+                    .try_clone()
+                    .expect("cloning the coordinator connection");
                 self.rx = Some(spawn_reader(reader));
                 self.conn = Some(conn);
                 self.cfg.secret = cfg.secret.clone();

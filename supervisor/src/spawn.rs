@@ -47,13 +47,19 @@ pub fn spawn_nsinit(nsinit: &Path, ctrl: &OwnedFd) -> io::Result<HostPid> {
         kv.extend_from_slice(v.as_bytes());
         envp.push(cstr(&kv)?);
     }
-    envp.push(cstr(format!("{NSINIT_FD_ENV}={}", ctrl.as_raw_fd()).as_bytes())?);
+    envp.push(cstr(
+        format!("{NSINIT_FD_ENV}={}", ctrl.as_raw_fd()).as_bytes(),
+    )?);
     let plan = ChildPlan {
         path: cstr(nsinit.as_os_str().as_bytes())?,
         argv: vec![cstr(b"dmtcp-nsinit")?],
         envp,
-        uid_map: userns.then(|| cstr(format!("{uid} {uid} 1").as_bytes())).transpose()?,
-        gid_map: userns.then(|| cstr(format!("{gid} {gid} 1").as_bytes())).transpose()?,
+        uid_map: userns
+            .then(|| cstr(format!("{uid} {uid} 1").as_bytes()))
+            .transpose()?,
+        gid_map: userns
+            .then(|| cstr(format!("{gid} {gid} 1").as_bytes()))
+            .transpose()?,
         ctrl_fd: ctrl.as_raw_fd(),
     };
     let mut argv_ptrs: Vec<*const libc::c_char> = plan.argv.iter().map(|s| s.as_ptr()).collect();
@@ -130,7 +136,11 @@ struct CapData {
 
 /// # Safety
 /// Only in the clone3 child: it makes async-signal-safe calls only.
-unsafe fn child_main(plan: &ChildPlan, argv: &[*const libc::c_char], envp: &[*const libc::c_char]) -> ! {
+unsafe fn child_main(
+    plan: &ChildPlan,
+    argv: &[*const libc::c_char],
+    envp: &[*const libc::c_char],
+) -> ! {
     // SAFETY: every call below is async-signal-safe and uses buffers prepared
     // before the clone; on any failure we _exit without unwinding.
     unsafe {
@@ -152,7 +162,12 @@ unsafe fn child_main(plan: &ChildPlan, argv: &[*const libc::c_char], envp: &[*co
                 permitted: 0,
                 inheritable: 0,
             }; 2];
-            if libc::syscall(libc::SYS_capget, &mut hdr as *mut CapHeader, data.as_mut_ptr()) != 0 {
+            if libc::syscall(
+                libc::SYS_capget,
+                &mut hdr as *mut CapHeader,
+                data.as_mut_ptr(),
+            ) != 0
+            {
                 libc::_exit(126);
             }
             for d in data.iter_mut() {

@@ -37,7 +37,12 @@ pub fn sibling(name: &str, env: &str) -> io::Result<PathBuf> {
 /// Signals the supervisor handles itself: forwarded ones and SIGCHLD.
 fn handled_signals() -> SigSet {
     let mut s = SigSet::empty();
-    for sig in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP, Signal::SIGCHLD] {
+    for sig in [
+        Signal::SIGINT,
+        Signal::SIGTERM,
+        Signal::SIGHUP,
+        Signal::SIGCHLD,
+    ] {
         s.add(sig);
     }
     s
@@ -124,7 +129,10 @@ fn wait_forwarding(nsinit: HostPid) -> i32 {
                 // Terminal signals reach the whole foreground group already;
                 // forward only what was sent to us personally.
                 if sig != libc::SIGCHLD && info.ssi_code <= 0 {
-                    if let Some(root) = procfs::children(nsinit).ok().and_then(|c| c.first().copied()) {
+                    if let Some(root) = procfs::children(nsinit)
+                        .ok()
+                        .and_then(|c| c.first().copied())
+                    {
                         // SAFETY: kill with integer arguments.
                         unsafe { libc::kill(root.0, sig) };
                     }

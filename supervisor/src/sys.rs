@@ -28,15 +28,26 @@ pub fn set_cloexec(fd: RawFd) -> io::Result<()> {
 pub fn pipe_cloexec() -> io::Result<(std::fs::File, OwnedFd)> {
     let mut fds = [0; 2];
     // SAFETY: fds is a live [c_int; 2] the kernel fills.
-    cvt(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, "pipe2")?;
+    cvt(
+        unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) },
+        "pipe2",
+    )?;
     // SAFETY: pipe2 just returned two fresh fds that nothing else owns.
-    Ok(unsafe { (std::fs::File::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+    Ok(unsafe {
+        (
+            std::fs::File::from_raw_fd(fds[0]),
+            OwnedFd::from_raw_fd(fds[1]),
+        )
+    })
 }
 
 /// `dup` to the lowest free number >= `min`, close-on-exec.
 pub fn dup_above(fd: RawFd, min: RawFd) -> io::Result<OwnedFd> {
     // SAFETY: fcntl on integer fds.
-    let n = cvt(unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, min) }, "fcntl(F_DUPFD)")?;
+    let n = cvt(
+        unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, min) },
+        "fcntl(F_DUPFD)",
+    )?;
     // SAFETY: n is a fresh fd that nothing else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(n) })
 }

@@ -190,6 +190,7 @@ fn main() {
                 shared: false,
                 kind: VmaKind::Anon { name: None },
                 growsdown: false,
+                account: false,
                 pages: runs.clone(),
             }],
         };

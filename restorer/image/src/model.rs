@@ -185,6 +185,10 @@ pub struct Vma {
     pub kind: VmaKind,
     /// `VM_GROWSDOWN` (the main stack).
     pub growsdown: bool,
+    /// `VM_ACCOUNT`: the mapping was writable once (e.g. RELRO after
+    /// `mprotect`). Restored writable and then `mprotect`ed, so the kernel
+    /// keeps it a separate VMA exactly as before.
+    pub account: bool,
     /// Runs of saved pages, ascending, not overlapping.
     pub pages: Vec<PageRun>,
 }

@@ -182,6 +182,7 @@ pub fn write_image(
                 VmaKind::Anon { name: None }
             },
             growsdown: false,
+            account: false,
             pages: vec![PageRun {
                 addr,
                 npages,
