@@ -7,6 +7,7 @@
 //! through `/proc/PID/mem` guided by pagemap so pages never populated are not
 //! read at all and zero pages are not stored.
 
+use std::collections::HashSet;
 use std::io;
 use std::os::unix::fs::MetadataExt;
 
@@ -290,7 +291,35 @@ fn is_tty(path: &str) -> bool {
     path.starts_with("/dev/pts/") || path.starts_with("/dev/tty") || path == "/dev/console"
 }
 
+/// `pipe:[INODE]` -> INODE.
+fn pipe_inode(target: &str) -> Option<u64> {
+    target.strip_prefix("pipe:[")?.strip_suffix(']')?.parse().ok()
+}
+
+/// Pipes with a read end and a write end inside this process: they are part
+/// of the computation and are recreated, buffered bytes included.
+fn internal_pipes(pid: HostPid) -> io::Result<HashSet<u64>> {
+    let mut readers = HashSet::new();
+    let mut writers = HashSet::new();
+    for fd in procfs::fds(pid)? {
+        let Ok(t) = procfs::link(pid, &format!("fd/{fd}")) else {
+            continue;
+        };
+        if let Some(ino) = pipe_inode(&t) {
+            let (_, flags) = procfs::fdinfo(pid, fd)?;
+            if flags & libc::O_ACCMODE == libc::O_WRONLY {
+                writers.insert(ino);
+            } else {
+                readers.insert(ino);
+            }
+        }
+    }
+    Ok(readers.intersection(&writers).copied().collect())
+}
+
 fn capture_fds(pid: HostPid) -> io::Result<Vec<FdEntry>> {
+    let internal = internal_pipes(pid)?;
+    let mut peeked = HashSet::new();
     let mut out = Vec::new();
     for fd in procfs::fds(pid)? {
         let target = match procfs::link(pid, &format!("fd/{fd}")) {
@@ -334,6 +363,21 @@ fn capture_fds(pid: HostPid) -> io::Result<Vec<FdEntry>> {
                     deleted: false,
                     contents: None,
                 }
+            }
+        } else if let Some(ino) = pipe_inode(&target).filter(|i| internal.contains(i)) {
+            let write = flags & libc::O_ACCMODE == libc::O_WRONLY;
+            let buffered = if !write && peeked.insert(ino) {
+                let dup = crate::sys::steal_fd(pid.0, fd)?;
+                crate::sys::peek_pipe(&dup)
+                    .map_err(|e| io::Error::new(e.kind(), format!("reading pipe fd {fd}: {e}")))?
+            } else {
+                Vec::new()
+            };
+            FdKind::Pipe {
+                id: ino,
+                write,
+                flags,
+                buffered,
             }
         } else if target.starts_with("pipe:") {
             // A pipe that leads outside the computation: at restart the
@@ -381,7 +425,9 @@ pub fn capture(
     let mem = ctx(Mem::open(pid, false), pid, "mem")?;
     let insn = ctx(syscall_insn(pid, &maps, &mem), pid, "syscall instruction")?;
     let caught = procfs::hex_field(&status, "SigCgt") | procfs::hex_field(&status, "SigIgn");
+    let t0 = std::time::Instant::now();
     let injected = inject_queries(fp, insn, &mem, caught)?;
+    let t_inject = t0.elapsed();
 
     let mut threads = Vec::with_capacity(fp.threads.len());
     for (t, (ctid, altstack)) in fp.threads.iter().zip(&injected.per_thread) {
@@ -413,8 +459,16 @@ pub fn capture(
         });
     }
 
+    let t_threads = t0.elapsed();
     let vmas = ctx(capture_memory(pid, &mem, writer), pid, "memory")?;
+    let t_memory = t0.elapsed();
     let fds = ctx(capture_fds(pid), pid, "file descriptors")?;
+    tracing::debug!(
+        "pid {pid}: injected queries {t_inject:?}, threads {:?}, memory {:?}, fds {:?}",
+        t_threads - t_inject,
+        t_memory - t_threads,
+        t0.elapsed() - t_memory
+    );
 
     let stat = ctx(procfs::stat_fields(pid), pid, "stat")?;
     let ns = |key: &str| -> u32 {

@@ -1,5 +1,6 @@
 //! Re-opening the file descriptors of an image inside a restart shell.
 
+use std::collections::HashMap;
 use std::ffi::CString;
 use std::io::{self, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -34,9 +35,54 @@ fn seek(fd: &OwnedFd, offset: u64, path: &str) -> io::Result<()> {
 /// Flags that must not be replayed when re-opening.
 const CREATION: i32 = libc::O_CREAT | libc::O_TRUNC | libc::O_EXCL | libc::O_NOCTTY;
 
+/// Pipes of one process, created once per pipe id: (read end, write end).
+#[derive(Default)]
+pub struct Pipes {
+    made: HashMap<u64, (OwnedFd, OwnedFd)>,
+}
+
+impl Pipes {
+    /// Creates every pipe the entries name and puts its buffered bytes back.
+    pub fn create(entries: &[FdEntry]) -> io::Result<Pipes> {
+        let mut p = Pipes::default();
+        for e in entries {
+            let FdKind::Pipe { id, buffered, .. } = &e.kind else {
+                continue;
+            };
+            if !p.made.contains_key(id) {
+                let (rd, wr) = crate::sys::pipe_cloexec()?;
+                let rd = OwnedFd::from(rd);
+                p.made.insert(*id, (rd, wr));
+            }
+            if !buffered.is_empty() {
+                let (_, wr) = &p.made[id];
+                // SAFETY: fcntl on our own pipe fd; failure keeps the default size.
+                unsafe {
+                    libc::fcntl(wr.as_raw_fd(), libc::F_SETPIPE_SZ, buffered.len().max(4096) as libc::c_int)
+                };
+                let mut f = std::fs::File::from(wr.try_clone()?);
+                f.write_all(buffered)
+                    .map_err(|e| io::Error::new(e.kind(), format!("refilling pipe: {e}")))?;
+            }
+        }
+        Ok(p)
+    }
+}
+
 /// Opens the object an fd entry describes, at any free number.
-pub fn open_fd(e: &FdEntry) -> io::Result<OwnedFd> {
+pub fn open_fd(e: &FdEntry, pipes: &Pipes) -> io::Result<OwnedFd> {
     match &e.kind {
+        FdKind::Pipe {
+            id, write, flags, ..
+        } => {
+            let (rd, wr) = &pipes.made[id];
+            let end = if *write { wr } else { rd };
+            let fd = crate::sys::dup_above(end.as_raw_fd(), 0)?;
+            let status = flags & (libc::O_NONBLOCK | libc::O_DIRECT);
+            // SAFETY: fcntl on an fd we own.
+            unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, status) };
+            Ok(fd)
+        }
         FdKind::File {
             path,
             flags,

@@ -26,6 +26,8 @@ pub struct FrozenThread {
     pub pending_signal: Option<(i32, [u8; 128])>,
     /// We ran syscalls in this thread: its registers must be written back.
     pub touched: bool,
+    /// CPU affinity before we pinned the thread next to the tracer.
+    pub affinity: Option<libc::cpu_set_t>,
 }
 
 /// A process with every thread in a ptrace stop.
@@ -94,13 +96,15 @@ fn freeze_into(
             match ptrace::seize(tid, 0) {
                 Ok(()) => {}
                 Err(e) if e.raw_os_error() == Some(libc::ESRCH) => continue,
-                Err(e) if e.raw_os_error() == Some(libc::EPERM) => return Err(io::Error::new(
-                    e.kind(),
-                    format!(
+                Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
+                    return Err(io::Error::new(
+                        e.kind(),
+                        format!(
                         "cannot stop pid {pid}: it is traced by {} (detach the debugger and retry)",
                         tracer_of(pid)
                     ),
-                )),
+                    ))
+                }
                 Err(e) => return Err(e),
             }
             seized.insert(tid, None);
@@ -140,6 +144,7 @@ fn freeze_into(
                 regs,
                 pending_signal: pending,
                 touched: false,
+                affinity: None,
             }),
         );
     }
@@ -154,6 +159,9 @@ impl FrozenProcess {
             let mut regs = t.regs;
             let fixed = ptrace::fix_interrupted_syscall(&mut regs, true);
             let r = (|| {
+                if let Some(mask) = &t.affinity {
+                    ptrace::set_affinity(t.tid, mask)?;
+                }
                 if fixed || t.touched {
                     ptrace::set_regs(t.tid, &regs)?;
                 }
@@ -177,5 +185,15 @@ impl FrozenProcess {
 
     pub fn thread_mut(&mut self, tid: HostPid) -> Option<&mut FrozenThread> {
         self.threads.iter_mut().find(|t| t.tid == tid)
+    }
+
+    /// Pins every thread to `cpu` (the tracer's) so injected syscalls are
+    /// local wake-ups; [`thaw`](Self::thaw) puts the old affinity back.
+    pub fn pin(&mut self, cpu: usize) {
+        for t in &mut self.threads {
+            if t.affinity.is_none() {
+                t.affinity = ptrace::pin_to_cpu(t.tid, cpu).ok();
+            }
+        }
     }
 }

@@ -278,9 +278,10 @@ fn shell_setup(plan: &ShellPlan) -> io::Result<Vec<(i32, OwnedFd, bool)>> {
             unsafe { libc::prlimit64(0, res as _, &lim2, std::ptr::null_mut()) };
         }
     }
+    let pipes = crate::fdrestore::Pipes::create(&plan.fds)?;
     let mut placed = Vec::new();
     for e in &plan.fds {
-        let fd = crate::fdrestore::open_fd(e)?;
+        let fd = crate::fdrestore::open_fd(e, &pipes)?;
         placed.push((e.fd, fd, e.cloexec));
     }
     Ok(placed)

@@ -370,3 +370,40 @@ pub fn robust_list(tid: HostPid) -> io::Result<(u64, u64)> {
     check(r, "get_robust_list", tid)?;
     Ok((head, len as u64))
 }
+
+/// `PTRACE_GETEVENTMSG`: for a clone event, the new thread's host tid.
+pub fn event_msg(tid: HostPid) -> io::Result<u64> {
+    let mut msg: libc::c_ulong = 0;
+    // SAFETY: data points at a live c_ulong the kernel writes.
+    let r = unsafe { raw(libc::PTRACE_GETEVENTMSG, tid, 0, &mut msg as *mut _ as usize) };
+    check(r, "PTRACE_GETEVENTMSG", tid)?;
+    Ok(msg as u64)
+}
+
+/// Pins a thread (0 = the caller) to one CPU; returns its previous mask.
+pub fn pin_to_cpu(tid: HostPid, cpu: usize) -> io::Result<libc::cpu_set_t> {
+    // SAFETY: cpu_set_t is plain old data; all-zero is the empty set.
+    let mut old: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: old is a live cpu_set_t of the size we pass.
+    let r = unsafe { libc::sched_getaffinity(tid.0, std::mem::size_of::<libc::cpu_set_t>(), &mut old) };
+    check(r as libc::c_long, "sched_getaffinity", tid)?;
+    // SAFETY: as above, all-zero is the empty set.
+    let mut one: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: CPU_SET writes one bit of a live cpu_set_t; cpu is bounds-checked by libc.
+    unsafe { libc::CPU_SET(cpu, &mut one) };
+    set_affinity(tid, &one)?;
+    Ok(old)
+}
+
+pub fn set_affinity(tid: HostPid, set: &libc::cpu_set_t) -> io::Result<()> {
+    // SAFETY: set points at a live cpu_set_t of the size we pass.
+    let r = unsafe { libc::sched_setaffinity(tid.0, std::mem::size_of::<libc::cpu_set_t>(), set) };
+    check(r as libc::c_long, "sched_setaffinity", tid).map(drop)
+}
+
+/// The CPU the caller runs on now.
+pub fn current_cpu() -> usize {
+    // SAFETY: sched_getcpu takes no arguments.
+    let c = unsafe { libc::sched_getcpu() };
+    c.max(0) as usize
+}

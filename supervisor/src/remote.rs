@@ -21,6 +21,8 @@ pub struct Injector {
     /// A signal that arrived while we were injecting; it must be delivered
     /// again when the thread is released.
     pub deferred_signal: Option<i32>,
+    /// Host tid of the thread the last injected clone created.
+    pub cloned: Option<HostPid>,
 }
 
 fn syscall_name(nr: i64) -> String {
@@ -62,6 +64,7 @@ impl Injector {
             insn,
             saved,
             deferred_signal: None,
+            cloned: None,
         })
     }
 
@@ -78,7 +81,12 @@ impl Injector {
                     }
                     ptrace::syscall(self.tid, 0)?;
                 }
-                Stop::Event { .. } => ptrace::syscall(self.tid, 0)?,
+                Stop::Event { event, .. } => {
+                    if event == libc::PTRACE_EVENT_CLONE {
+                        self.cloned = Some(HostPid(ptrace::event_msg(self.tid)? as i32));
+                    }
+                    ptrace::syscall(self.tid, 0)?
+                }
                 Stop::Exited(c) => {
                     return Err(io::Error::other(format!(
                         "tid {} exited (status {c}) during an injected syscall",

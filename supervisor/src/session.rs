@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use dmtcp_coordinator::client::{read_secret, Connection, CoordAddr};
-use dmtcp_image::{image_file_name, ComputationInfo, ImageWriter, WriteOptions};
+use dmtcp_image::{image_file_name, ComputationInfo, ImageWriter, PendingImage, WriteOptions};
 use dmtcp_protocol::{
     CheckpointOptions, FromCoordinator, ImageEntry, Phase, ProcEntry, Role, SupervisorHello,
     ToCoordinator,
@@ -81,6 +81,8 @@ pub struct Session {
     conn: Option<Connection>,
     rx: Option<Receiver<Event>>,
     frozen: Vec<FrozenProcess>,
+    /// Images complete under temp names, made durable after Resume.
+    pending: Vec<(PendingImage, ImageEntry)>,
     last_list: Vec<ProcEntry>,
     pub done: Arc<AtomicBool>,
 }
@@ -123,6 +125,7 @@ impl Session {
             rx: Some(spawn_reader(reader)),
             conn: Some(conn),
             frozen: Vec::new(),
+            pending: Vec::new(),
             last_list: Vec::new(),
             done: Arc::new(AtomicBool::new(false)),
         }
@@ -177,6 +180,7 @@ impl Session {
 
     fn fail(&mut self, id: u64, reason: String) {
         warn!("checkpoint {id} failed: {reason}");
+        self.pending.clear();
         self.thaw_all();
         self.send(ToCoordinator::CheckpointFailed { id, reason });
     }
@@ -204,7 +208,7 @@ impl Session {
         Ok(())
     }
 
-    fn checkpoint(&mut self, opts: &CheckpointOptions) -> Result<Vec<ImageEntry>, String> {
+    fn checkpoint(&mut self, opts: &CheckpointOptions) -> Result<(), String> {
         let dir = self
             .cfg
             .ckpt_dir
@@ -229,7 +233,28 @@ impl Session {
             coord_port: self.cfg.addr.port,
         };
         let mut images = Vec::new();
+        self.pending.clear();
+        // Tracer and tracees on one CPU while we inject (PLATFORM.md).
+        let cpu = crate::ptrace::current_cpu();
+        let my_mask = crate::ptrace::pin_to_cpu(HostPid(0), cpu).ok();
+        let result = self.capture_all(&dir, &write, &info, cpu, &mut images);
+        if let Some(m) = my_mask {
+            let _ = crate::ptrace::set_affinity(HostPid(0), &m);
+        }
+        self.pending = images;
+        result
+    }
+
+    fn capture_all(
+        &mut self,
+        dir: &std::path::Path,
+        write: &WriteOptions,
+        info: &ComputationInfo,
+        cpu: usize,
+        images: &mut Vec<(PendingImage, ImageEntry)>,
+    ) -> Result<(), String> {
         for fp in self.frozen.iter_mut() {
+            fp.pin(cpu);
             let t = Instant::now();
             // Images are named after the program (DMTCP's habit), not the
             // 15-character comm.
@@ -248,22 +273,44 @@ impl Session {
                 ImageWriter::create(&path, write.clone()).map_err(|e| e.to_string())?;
             let meta =
                 capture::capture(fp, &mut writer, info.clone()).map_err(|e| e.to_string())?;
-            let size = writer.finish(&meta).map_err(|e| e.to_string())?;
-            info!(
-                "pid {} ({comm}): image {} ({size} bytes) in {:?}",
-                fp.vpid,
-                path.display(),
-                t.elapsed()
-            );
-            images.push(ImageEntry {
+            let pending = writer.finish_unsynced(&meta).map_err(|e| e.to_string())?;
+            debug!("pid {} ({comm}): captured in {:?}", fp.vpid, t.elapsed());
+            let entry = ImageEntry {
                 path: path.to_string_lossy().into_owned(),
                 vpid: fp.vpid as u32,
                 prog: comm,
                 host: hostname(),
-                size,
-            });
+                size: 0,
+            };
+            images.push((pending, entry));
         }
-        Ok(images)
+        Ok(())
+    }
+
+    /// Fsyncs and renames the pending images, then reports them.
+    fn commit_images(&mut self, id: u64) {
+        let t = Instant::now();
+        let mut images = Vec::new();
+        let mut failure = None;
+        for (pending, mut entry) in std::mem::take(&mut self.pending) {
+            if failure.is_some() {
+                continue; // dropping removes the temp file
+            }
+            match pending.commit() {
+                Ok(size) => {
+                    entry.size = size;
+                    images.push(entry);
+                }
+                Err(e) => failure = Some(e.to_string()),
+            }
+        }
+        if let Some(reason) = failure {
+            warn!("checkpoint {id} failed: {reason}");
+            self.send(ToCoordinator::CheckpointFailed { id, reason });
+            return;
+        }
+        info!("checkpoint {id}: {} image(s) durable in {:?}", images.len(), t.elapsed());
+        self.send(ToCoordinator::ImagesWritten { id, images });
     }
 
     fn on_barrier(&mut self, phase: Phase, opts: CheckpointOptions) {
@@ -271,17 +318,13 @@ impl Session {
         debug!("checkpoint {id}: barrier {phase:?}");
         let result = match phase {
             Phase::Suspend => self.suspend(),
-            Phase::Checkpoint => match self.checkpoint(&opts) {
-                Ok(images) => {
-                    self.send(ToCoordinator::Reached { id, phase });
-                    self.send(ToCoordinator::ImagesWritten { id, images });
-                    return;
-                }
-                Err(e) => Err(e),
-            },
+            Phase::Checkpoint => self.checkpoint(&opts),
             Phase::Resume => {
+                // The program runs again first; then the images become durable.
                 self.thaw_all();
-                Ok(())
+                self.send(ToCoordinator::Reached { id, phase });
+                self.commit_images(id);
+                return;
             }
             Phase::FdLeaderElection | Phase::Drain | Phase::Refill => Ok(()),
         };
@@ -343,6 +386,7 @@ impl Session {
                 }
                 Ok(Event::Coord(FromCoordinator::Abort { id, reason })) => {
                     warn!("checkpoint {id} abandoned: {reason}");
+                    self.pending.clear();
                     self.thaw_all();
                 }
                 Ok(Event::Coord(FromCoordinator::Kill)) => {

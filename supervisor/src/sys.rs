@@ -101,3 +101,65 @@ pub fn clone_with_pid(pid: i32) -> io::Result<i32> {
     }
     Ok(r as i32)
 }
+
+/// A duplicate of another process's fd (`pidfd_open` + `pidfd_getfd`); it
+/// shares the open file description with the target's fd.
+pub fn steal_fd(pid: i32, fd: RawFd) -> io::Result<OwnedFd> {
+    // SAFETY: pidfd_open takes integers and returns a fresh fd or -1.
+    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if pidfd < 0 {
+        let e = io::Error::last_os_error();
+        return Err(io::Error::new(e.kind(), format!("pidfd_open({pid}): {e}")));
+    }
+    // SAFETY: pidfd was just returned and nothing else owns it.
+    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd as RawFd) };
+    // SAFETY: pidfd_getfd takes integers and returns a fresh fd or -1.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_getfd,
+            std::os::fd::AsRawFd::as_raw_fd(&pidfd),
+            fd,
+            0,
+        )
+    };
+    if r < 0 {
+        let e = io::Error::last_os_error();
+        return Err(io::Error::new(e.kind(), format!("pidfd_getfd({pid}, {fd}): {e}")));
+    }
+    // SAFETY: r is a fresh fd that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(r as RawFd) })
+}
+
+/// The bytes buffered in a pipe, read without consuming them (`tee` into a
+/// private pipe), so the pipe is left exactly as it was.
+pub fn peek_pipe(read_end: &OwnedFd) -> io::Result<Vec<u8>> {
+    use std::os::fd::AsRawFd;
+    let mut n: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one c_int into n.
+    if unsafe { libc::ioctl(read_end.as_raw_fd(), libc::FIONREAD, &mut n) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if n <= 0 {
+        return Ok(Vec::new());
+    }
+    let (mut rd, wr) = pipe_cloexec()?;
+    let want = (n as usize).max(4096);
+    // SAFETY: fcntl on our own fd; a failure only leaves the default size.
+    unsafe { libc::fcntl(wr.as_raw_fd(), libc::F_SETPIPE_SZ, want as libc::c_int) };
+    // SAFETY: tee between two pipe fds we hold; no memory is passed.
+    let t = unsafe {
+        libc::tee(
+            read_end.as_raw_fd(),
+            wr.as_raw_fd(),
+            n as usize,
+            libc::SPLICE_F_NONBLOCK,
+        )
+    };
+    if t < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    drop(wr);
+    let mut buf = Vec::with_capacity(t as usize);
+    std::io::Read::read_to_end(&mut rd, &mut buf)?;
+    Ok(buf)
+}

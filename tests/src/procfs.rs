@@ -208,8 +208,8 @@ pub fn compare(before: &ProcSnapshot, after: &ProcSnapshot) -> Vec<String> {
         }
         m
     };
-    let b: Vec<MapEntry> = before.maps.iter().map(key).collect();
-    let a: Vec<MapEntry> = after.maps.iter().map(key).collect();
+    let b: Vec<MapEntry> = coalesce(&before.maps).iter().map(key).collect();
+    let a: Vec<MapEntry> = coalesce(&after.maps).iter().map(key).collect();
     for m in &b {
         if !a.contains(m) {
             d.push(format!("mapping only before checkpoint: {m}"));
@@ -221,6 +221,30 @@ pub fn compare(before: &ProcSnapshot, after: &ProcSnapshot) -> Vec<String> {
         }
     }
     d
+}
+
+/// Joins adjacent mappings that only the kernel's bookkeeping keeps apart
+/// (same permissions and path, contiguous file offsets): whether two such
+/// VMAs merge depends on anon_vma history that no program can observe.
+pub fn coalesce(maps: &[MapEntry]) -> Vec<MapEntry> {
+    let mut out: Vec<MapEntry> = Vec::with_capacity(maps.len());
+    for m in maps {
+        if let Some(last) = out.last_mut() {
+            let contiguous_offset =
+                last.path.is_empty() || last.offset + (last.end - last.start) == m.offset;
+            if last.end == m.start
+                && last.perms == m.perms
+                && last.path == m.path
+                && !m.path.starts_with('[')
+                && contiguous_offset
+            {
+                last.end = m.end;
+                continue;
+            }
+        }
+        out.push(m.clone());
+    }
+    out
 }
 
 /// Full text of a snapshot, for failure reports.

@@ -20,7 +20,14 @@ pub const REQUIRED_BINS: &[&str] = &[
 ];
 
 /// The target programs under `tests/programs/` (each `NAME.c` + `zdtm.c`).
-pub const PROGRAMS: &[&str] = &["counter", "heap256", "mprotect_filemap", "sleeper"];
+pub const PROGRAMS: &[&str] = &[
+    "counter",
+    "heap256",
+    "mprotect_filemap",
+    "sleeper",
+    "threads",
+    "idle512",
+];
 
 /// Source directory of the test crate.
 pub fn crate_dir() -> PathBuf {
@@ -164,7 +171,7 @@ fn compile_programs() -> Result<PathBuf> {
     for prog in PROGRAMS {
         let out = dst.join(prog);
         let result = Command::new(&cc)
-            .args(["-O1", "-g", "-Wall", "-Wextra", "-o"])
+            .args(["-O1", "-g", "-Wall", "-Wextra", "-pthread", "-o"])
             .arg(&out)
             .arg(src.join(format!("{prog}.c")))
             .arg(src.join("zdtm.c"))

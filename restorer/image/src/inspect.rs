@@ -85,6 +85,20 @@ pub fn describe(r: &ImageReader) -> String {
             FdKind::Device { path, flags } => format!("device {path} flags {flags:#o}"),
             FdKind::Inherit { from, what } => format!("inherit from fd {from} ({what})"),
             FdKind::Unsupported { what } => format!("unsupported {what}"),
+            FdKind::Pipe {
+                id,
+                write,
+                buffered,
+                ..
+            } => format!(
+                "pipe {id} ({} end{})",
+                if *write { "write" } else { "read" },
+                if buffered.is_empty() {
+                    String::new()
+                } else {
+                    format!(", {} bytes buffered", buffered.len())
+                }
+            ),
         };
         let _ = writeln!(s, "  {:>4}{cloexec} {what}", f.fd);
     }

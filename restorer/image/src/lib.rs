@@ -13,4 +13,4 @@ pub use error::ImageError;
 pub use inspect::describe;
 pub use model::*;
 pub use reader::{ImageReader, RunSink};
-pub use writer::{image_file_name, Codec, ImageWriter, WriteOptions};
+pub use writer::{image_file_name, Codec, ImageWriter, PendingImage, WriteOptions};

@@ -172,6 +172,16 @@ pub enum FdKind {
     /// Something this version cannot restore; restored as `/dev/null`
     /// with a warning (`what` names it, e.g. `socket:[1234]`).
     Unsupported { what: String },
+    /// One end of a pipe whose both ends are inside the computation.
+    /// `id` is the pipe's inode at checkpoint time (ends with the same id are
+    /// the same pipe); `buffered` holds the bytes in flight (recorded on one
+    /// read end only).
+    Pipe {
+        id: u64,
+        write: bool,
+        flags: i32,
+        buffered: Vec<u8>,
+    },
 }
 
 /// A memory mapping and its saved pages.

@@ -437,7 +437,15 @@ impl ImageWriter {
     }
 
     /// Writes metadata + block table + trailer, fsyncs the file, renames it to final_path, fsyncs the directory. Returns the file size.
-    pub fn finish(mut self, meta: &ProcessImage) -> Result<u64, ImageError> {
+    pub fn finish(self, meta: &ProcessImage) -> Result<u64, ImageError> {
+        self.finish_unsynced(meta)?.commit()
+    }
+
+    /// Writes metadata, block table and trailer but neither fsyncs nor
+    /// renames: the image is complete in the temp file. A checkpoint calls
+    /// this while the program is frozen and [`PendingImage::commit`] after it
+    /// runs again, so the program never waits for the disk.
+    pub fn finish_unsynced(mut self, meta: &ProcessImage) -> Result<PendingImage, ImageError> {
         // Seal the last block and drain the pool.
         if self.pool.is_some() {
             if !self.cur.is_empty() {
@@ -497,7 +505,35 @@ impl ImageWriter {
             .write_all(&trailer.encode())
             .map_err(|e| io("write trailer", e))?;
         let size = trailer.table_offset + table.len() as u64 + format::TRAILER_LEN as u64;
-        self.file.sync_all().map_err(|e| io("fsync", e))?;
+        self.finished = true;
+        Ok(PendingImage {
+            file: self.file.try_clone().map_err(|e| io("dup", e))?,
+            tmp_path: self.tmp_path.clone(),
+            final_path: self.final_path.clone(),
+            size,
+            committed: false,
+        })
+    }
+}
+
+/// A complete image still under its temp name, not yet durable.
+/// Dropping it without [`commit`](Self::commit) removes the temp file and
+/// leaves any previous image untouched.
+pub struct PendingImage {
+    file: File,
+    tmp_path: PathBuf,
+    final_path: PathBuf,
+    size: u64,
+    committed: bool,
+}
+
+impl PendingImage {
+    /// Fsyncs the file, renames it over the final name and fsyncs the
+    /// directory. Returns the image size.
+    pub fn commit(mut self) -> Result<u64, ImageError> {
+        self.file
+            .sync_all()
+            .map_err(|e| ImageError::io(&self.tmp_path, "fsync", e))?;
         std::fs::rename(&self.tmp_path, &self.final_path).map_err(|e| {
             ImageError::io(
                 &self.final_path,
@@ -505,7 +541,7 @@ impl ImageWriter {
                 e,
             )
         })?;
-        self.finished = true;
+        self.committed = true;
         let dir = match self.final_path.parent() {
             Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
             _ => PathBuf::from("."),
@@ -513,7 +549,19 @@ impl ImageWriter {
         File::open(&dir)
             .and_then(|d| d.sync_all())
             .map_err(|e| ImageError::io(&dir, "fsync directory", e))?;
-        Ok(size)
+        Ok(self.size)
+    }
+
+    pub fn final_path(&self) -> &Path {
+        &self.final_path
+    }
+}
+
+impl Drop for PendingImage {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = std::fs::remove_file(&self.tmp_path);
+        }
     }
 }
 
