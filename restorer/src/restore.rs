@@ -25,6 +25,10 @@ use tracing::debug;
 const TASK_SIZE: u64 = 0x7fff_ffff_f000;
 const ARCH_MAP_VDSO_64: u64 = 0x2003;
 const RSEQ_FLAG_UNREGISTER: u64 = 1;
+const PR_SET_VMA: u64 = 0x5356_4d41;
+const PR_SET_VMA_ANON_NAME: u64 = 0;
+/// Every signal blocked (SIGKILL/SIGSTOP cannot be, the kernel ignores them).
+const ALL_SIGNALS: u64 = u64::MAX;
 /// Where in the trampoline page scratch data goes.
 const SCRATCH_OFF: u64 = 256;
 
@@ -251,7 +255,15 @@ fn restore_pinned(
     restore_caps(&mut sh.inj, &sh.mem, sh.tramp, meta)?;
     restore_thread_state(&mut sh.inj, &sh.mem, sh.tramp, &meta.threads[leader_idx])?;
 
-    // 8. Registers, last: drop the trampoline and load the saved state.
+    // 8. Pending signals go back into the queues with every signal blocked
+    //    (so none is delivered to our injected code); the saved masks are
+    //    loaded at the end and whatever they allow is delivered on detach.
+    requeue_signals(&mut sh, meta, &threads)?;
+
+    // Application API state page (inject): count the restart.
+    dmtcp_supervisor::agent::on_restored(pid, &sh.mem);
+
+    // 9. Registers, last: drop the trampoline and load the saved state.
     sh.call(libc::SYS_munmap, [tramp, PAGE_SIZE, 0, 0, 0, 0])
         .map_err(|e| err(pid, "unmapping the trampoline", e))?;
     threads.push((&meta.threads[leader_idx], sh.inj));
@@ -352,6 +364,20 @@ fn map_all(sh: &mut Shell, meta: &ProcessImage) -> io::Result<Vec<(u64, u64, u32
             [v.start, v.len(), prot as u64, flags as u64, fd, offset],
         )
         .map_err(|e| err(pid, &format!("mapping {:#x}-{:#x}", v.start, v.end), e))?;
+        if let VmaKind::Anon { name: Some(n) } = &v.kind {
+            let inner = n
+                .strip_prefix("[anon:")
+                .or_else(|| n.strip_prefix("[anon_shmem:"))
+                .and_then(|x| x.strip_suffix(']'));
+            if let Some(inner) = inner {
+                let a = sh.put_cstr(inner)?;
+                sh.call(
+                    libc::SYS_prctl,
+                    [PR_SET_VMA, PR_SET_VMA_ANON_NAME, v.start, v.len(), a, 0],
+                )
+                .map_err(|e| err(pid, &format!("naming mapping {n}"), e))?;
+            }
+        }
     }
     for fd in fds.into_values() {
         sh.call(libc::SYS_close, [fd, 0, 0, 0, 0, 0])?;
@@ -593,6 +619,42 @@ fn restore_thread_state(
     let a = put_scratch(mem, tramp, &name)?;
     inj.syscall(libc::SYS_prctl, [libc::PR_SET_NAME as u64, a, 0, 0, 0, 0])
         .map_err(|e| err(tid, "thread name", e))?;
+    Ok(())
+}
+
+fn requeue_signals(
+    sh: &mut Shell,
+    meta: &ProcessImage,
+    threads: &[(&ThreadState, Injector)],
+) -> io::Result<()> {
+    let vpid = meta.process.vpid as u64;
+    let any = !meta.process.shared_pending.is_empty()
+        || meta.threads.iter().any(|t| !t.pending.is_empty());
+    if !any {
+        return Ok(());
+    }
+    ptrace::set_sigmask(sh.pid, ALL_SIGNALS)?;
+    for (_, inj) in threads.iter() {
+        ptrace::set_sigmask(inj.tid, ALL_SIGNALS)?;
+    }
+    let signo = |info: &[u8]| i32::from_ne_bytes(info[0..4].try_into().expect("4 bytes")) as u64;
+    for info in &meta.process.shared_pending {
+        let a = sh.put(info)?;
+        sh.call(libc::SYS_rt_sigqueueinfo, [vpid, signo(info), a, 0, 0, 0])
+            .map_err(|e| err(sh.pid, "re-queueing a process signal", e))?;
+    }
+    // All from the leader: the kernel lets a process queue a signal with
+    // any si_code only to itself, judged by the caller's tid == tgid.
+    for t in &meta.threads {
+        for info in &t.pending {
+            let a = sh.put(info)?;
+            sh.call(
+                libc::SYS_rt_tgsigqueueinfo,
+                [vpid, t.vtid as u64, signo(info), a, 0, 0],
+            )
+            .map_err(|e| err(sh.pid, "re-queueing a thread signal", e))?;
+        }
+    }
     Ok(())
 }
 

@@ -293,7 +293,11 @@ fn is_tty(path: &str) -> bool {
 
 /// `pipe:[INODE]` -> INODE.
 fn pipe_inode(target: &str) -> Option<u64> {
-    target.strip_prefix("pipe:[")?.strip_suffix(']')?.parse().ok()
+    target
+        .strip_prefix("pipe:[")?
+        .strip_suffix(']')?
+        .parse()
+        .ok()
 }
 
 /// Pipes with a read end and a write end inside this process: they are part
@@ -315,6 +319,62 @@ fn internal_pipes(pid: HostPid) -> io::Result<HashSet<u64>> {
         }
     }
     Ok(readers.intersection(&writers).copied().collect())
+}
+
+/// `key: value` from fdinfo text.
+fn fdinfo_value<'a>(text: &'a str, key: &str) -> Option<&'a str> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':').map(str::trim))
+}
+
+/// `(sec, nsec)` as fdinfo prints timer values -> ns.
+fn parse_timespec(v: &str) -> Option<u64> {
+    let v = v.trim().strip_prefix('(')?.strip_suffix(')')?;
+    let (s, n) = v.split_once(',')?;
+    Some(s.trim().parse::<u64>().ok()? * 1_000_000_000 + n.trim().parse::<u64>().ok()?)
+}
+
+/// epoll, eventfd, signalfd and timerfd from their fdinfo.
+fn anon_inode_kind(kind: &str, info: &str, flags: i32) -> Option<FdKind> {
+    let status = flags & (libc::O_NONBLOCK | libc::O_CLOEXEC);
+    match kind {
+        "[eventpoll]" => {
+            let watches = info
+                .lines()
+                .filter(|l| l.starts_with("tfd:"))
+                .filter_map(|l| {
+                    let w: Vec<&str> = l.split_whitespace().collect();
+                    let at = |k: &str| w.iter().position(|x| *x == k).and_then(|i| w.get(i + 1));
+                    Some((
+                        at("tfd:")?.parse().ok()?,
+                        u32::from_str_radix(at("events:")?, 16).ok()?,
+                        u64::from_str_radix(at("data:")?, 16).ok()?,
+                    ))
+                })
+                .collect();
+            Some(FdKind::Epoll {
+                flags: status,
+                watches,
+            })
+        }
+        "[eventfd]" => Some(FdKind::EventFd {
+            flags: status,
+            // The kernel prints the counter in hex.
+            count: u64::from_str_radix(fdinfo_value(info, "eventfd-count")?, 16).ok()?,
+            semaphore: fdinfo_value(info, "eventfd-semaphore") == Some("1"),
+        }),
+        "[signalfd]" => Some(FdKind::SignalFd {
+            flags: status,
+            mask: u64::from_str_radix(fdinfo_value(info, "sigmask")?, 16).ok()?,
+        }),
+        "[timerfd]" => Some(FdKind::TimerFd {
+            flags: status,
+            clock: fdinfo_value(info, "clockid")?.parse().ok()?,
+            value_ns: parse_timespec(fdinfo_value(info, "it_value")?)?,
+            interval_ns: parse_timespec(fdinfo_value(info, "it_interval")?)?,
+        }),
+        _ => None,
+    }
 }
 
 fn capture_fds(pid: HostPid) -> io::Result<Vec<FdEntry>> {
@@ -379,6 +439,11 @@ fn capture_fds(pid: HostPid) -> io::Result<Vec<FdEntry>> {
                 flags,
                 buffered,
             }
+        } else if let Some(kind) = target
+            .strip_prefix("anon_inode:")
+            .and_then(|k| anon_inode_kind(k, &procfs::fdinfo_text(pid, fd).ok()?, flags))
+        {
+            kind
         } else if target.starts_with("pipe:") {
             // A pipe that leads outside the computation: at restart the
             // restarting tool's own fd of that number takes its place.
@@ -436,7 +501,7 @@ pub fn capture(
         let sigmask = ctx(ptrace::get_sigmask(tid), pid, "sigmask")?;
         let rseq = ctx(ptrace::get_rseq(tid), pid, "rseq")?;
         let robust = ctx(ptrace::robust_list(tid), pid, "robust list")?;
-        let mut pending = Vec::new();
+        let mut pending = ctx(ptrace::pending_signals(tid, false), pid, "pending signals")?;
         if let Some((_, info)) = t.pending_signal {
             pending.push(info.to_vec());
         }
@@ -512,7 +577,11 @@ pub fn capture(
         mm: ctx(mm_fields(pid, injected.brk), pid, "mm fields")?,
         auxv: ctx(procfs::auxv(pid), pid, "auxv")?,
         sigactions: injected.sigactions,
-        shared_pending: Vec::new(),
+        shared_pending: ctx(
+            ptrace::pending_signals(fp.threads[0].tid, true),
+            pid,
+            "pending signals",
+        )?,
         itimers: injected.itimers,
         child_subreaper: false,
     };

@@ -32,6 +32,36 @@ fn seek(fd: &OwnedFd, offset: u64, path: &str) -> io::Result<()> {
     Ok(())
 }
 
+fn owned(fd: libc::c_int, what: &str) -> io::Result<OwnedFd> {
+    if fd < 0 {
+        let e = io::Error::last_os_error();
+        return Err(io::Error::new(e.kind(), format!("{what}: {e}")));
+    }
+    // SAFETY: fd was just returned by the kernel and nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Registers every saved epoll watch; call once all fds sit at their numbers.
+pub fn add_epoll_watches(entries: &[FdEntry]) -> io::Result<()> {
+    for e in entries {
+        let FdKind::Epoll { watches, .. } = &e.kind else {
+            continue;
+        };
+        for &(tfd, events, data) in watches {
+            let mut ev = libc::epoll_event { events, u64: data };
+            // SAFETY: ev is a live epoll_event; both fds are ours.
+            if unsafe { libc::epoll_ctl(e.fd, libc::EPOLL_CTL_ADD, tfd, &mut ev) } < 0 {
+                let err = io::Error::last_os_error();
+                return Err(io::Error::new(
+                    err.kind(),
+                    format!("epoll fd {}: watching fd {tfd}: {err}", e.fd),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Flags that must not be replayed when re-opening.
 const CREATION: i32 = libc::O_CREAT | libc::O_TRUNC | libc::O_EXCL | libc::O_NOCTTY;
 
@@ -58,7 +88,11 @@ impl Pipes {
                 let (_, wr) = &p.made[id];
                 // SAFETY: fcntl on our own pipe fd; failure keeps the default size.
                 unsafe {
-                    libc::fcntl(wr.as_raw_fd(), libc::F_SETPIPE_SZ, buffered.len().max(4096) as libc::c_int)
+                    libc::fcntl(
+                        wr.as_raw_fd(),
+                        libc::F_SETPIPE_SZ,
+                        buffered.len().max(4096) as libc::c_int,
+                    )
                 };
                 let mut f = std::fs::File::from(wr.try_clone()?);
                 f.write_all(buffered)
@@ -130,6 +164,75 @@ pub fn open_fd(e: &FdEntry, pipes: &Pipes) -> io::Result<OwnedFd> {
             );
             open("/dev/null", libc::O_RDWR, 0)
         }),
+        FdKind::Epoll { .. } => {
+            // Watches are added once every fd sits at its number (`add_epoll_watches`).
+            // SAFETY: epoll_create1 returns a fresh fd or -1.
+            owned(unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) }, "epoll_create1")
+        }
+        FdKind::EventFd {
+            flags,
+            count,
+            semaphore,
+        } => {
+            let mut f = libc::EFD_CLOEXEC | (flags & libc::O_NONBLOCK);
+            if *semaphore {
+                f |= libc::EFD_SEMAPHORE;
+            }
+            let fd = owned(
+                // SAFETY: eventfd returns a fresh fd or -1.
+                unsafe { libc::eventfd(0, f) },
+                "eventfd",
+            )?;
+            if *count > 0 {
+                let mut w = std::fs::File::from(fd.try_clone()?);
+                w.write_all(&count.to_ne_bytes())?;
+            }
+            Ok(fd)
+        }
+        FdKind::SignalFd { flags, mask } => {
+            // The kernel's sigset_t for signalfd is the 8-byte mask we saved.
+            let set = *mask;
+            owned(
+                // SAFETY: signalfd reads 8 bytes of mask from a live u64.
+                unsafe {
+                    libc::syscall(
+                        libc::SYS_signalfd4,
+                        -1,
+                        &set as *const u64,
+                        8usize,
+                        libc::SFD_CLOEXEC | (flags & libc::O_NONBLOCK),
+                    ) as libc::c_int
+                },
+                "signalfd",
+            )
+        }
+        FdKind::TimerFd {
+            flags,
+            clock,
+            value_ns,
+            interval_ns,
+        } => {
+            let fd = owned(
+                // SAFETY: timerfd_create returns a fresh fd or -1.
+                unsafe { libc::timerfd_create(*clock, libc::TFD_CLOEXEC | (flags & libc::O_NONBLOCK)) },
+                "timerfd_create",
+            )?;
+            if *value_ns > 0 {
+                let ts = |ns: u64| libc::timespec {
+                    tv_sec: (ns / 1_000_000_000) as libc::time_t,
+                    tv_nsec: (ns % 1_000_000_000) as libc::c_long,
+                };
+                let spec = libc::itimerspec {
+                    it_interval: ts(*interval_ns),
+                    it_value: ts(*value_ns),
+                };
+                // SAFETY: spec is a live itimerspec; old value not requested.
+                if unsafe { libc::timerfd_settime(fd.as_raw_fd(), 0, &spec, std::ptr::null_mut()) } < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+            Ok(fd)
+        }
         FdKind::Unsupported { what } => {
             eprintln!("dmtcp-restart: fd {} ({what}) cannot be restored yet; it is /dev/null now", e.fd);
             open("/dev/null", libc::O_RDWR, 0)

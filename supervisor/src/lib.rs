@@ -5,6 +5,7 @@
 //! Kernel-facing modules (`ptrace`, `remote`, `spawn`, `sys`) hold the
 //! `unsafe` code; the rest is ordinary Rust on top of them.
 
+pub mod agent;
 pub mod capture;
 pub mod fdrestore;
 pub mod freeze;

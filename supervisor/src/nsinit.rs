@@ -224,7 +224,9 @@ fn make_shells(plans: &[ShellPlan]) -> io::Result<Vec<i32>> {
 /// "ok" is written only once the fd table is final; closing the pipe after
 /// it is the last thing the shell does before `pause()`.
 fn shell_main(plan: &ShellPlan, ready: OwnedFd) -> ! {
-    let result = shell_setup(plan).and_then(|placed| place_fds(placed, ready.as_raw_fd()));
+    let result = shell_setup(plan)
+        .and_then(|placed| place_fds(placed, ready.as_raw_fd()))
+        .and_then(|ready_fd| crate::fdrestore::add_epoll_watches(&plan.fds).map(|()| ready_fd));
     match result {
         Ok(ready_fd) => {
             // SAFETY: ready_fd is the report pipe's write end, owned here.

@@ -283,6 +283,11 @@ pub fn fds(pid: HostPid) -> io::Result<Vec<i32>> {
     Ok(out)
 }
 
+/// The whole text of `/proc/PID/fdinfo/FD`.
+pub fn fdinfo_text(pid: HostPid, fd: i32) -> io::Result<String> {
+    read_string(pid, &format!("fdinfo/{fd}"))
+}
+
 /// `pos` and `flags` of `/proc/PID/fdinfo/FD`.
 pub fn fdinfo(pid: HostPid, fd: i32) -> io::Result<(u64, i32)> {
     let s = read_string(pid, &format!("fdinfo/{fd}"))?;

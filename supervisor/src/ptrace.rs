@@ -375,7 +375,14 @@ pub fn robust_list(tid: HostPid) -> io::Result<(u64, u64)> {
 pub fn event_msg(tid: HostPid) -> io::Result<u64> {
     let mut msg: libc::c_ulong = 0;
     // SAFETY: data points at a live c_ulong the kernel writes.
-    let r = unsafe { raw(libc::PTRACE_GETEVENTMSG, tid, 0, &mut msg as *mut _ as usize) };
+    let r = unsafe {
+        raw(
+            libc::PTRACE_GETEVENTMSG,
+            tid,
+            0,
+            &mut msg as *mut _ as usize,
+        )
+    };
     check(r, "PTRACE_GETEVENTMSG", tid)?;
     Ok(msg as u64)
 }
@@ -385,7 +392,8 @@ pub fn pin_to_cpu(tid: HostPid, cpu: usize) -> io::Result<libc::cpu_set_t> {
     // SAFETY: cpu_set_t is plain old data; all-zero is the empty set.
     let mut old: libc::cpu_set_t = unsafe { std::mem::zeroed() };
     // SAFETY: old is a live cpu_set_t of the size we pass.
-    let r = unsafe { libc::sched_getaffinity(tid.0, std::mem::size_of::<libc::cpu_set_t>(), &mut old) };
+    let r =
+        unsafe { libc::sched_getaffinity(tid.0, std::mem::size_of::<libc::cpu_set_t>(), &mut old) };
     check(r as libc::c_long, "sched_getaffinity", tid)?;
     // SAFETY: as above, all-zero is the empty set.
     let mut one: libc::cpu_set_t = unsafe { std::mem::zeroed() };
@@ -406,4 +414,39 @@ pub fn current_cpu() -> usize {
     // SAFETY: sched_getcpu takes no arguments.
     let c = unsafe { libc::sched_getcpu() };
     c.max(0) as usize
+}
+
+/// Pending signals of a thread (or of its whole process with `shared`),
+/// as raw 128-byte `siginfo_t`s, read without dequeuing them.
+pub fn pending_signals(tid: HostPid, shared: bool) -> io::Result<Vec<Vec<u8>>> {
+    #[repr(C)]
+    struct PeekArgs {
+        off: u64,
+        flags: u32,
+        nr: i32,
+    }
+    const PTRACE_PEEKSIGINFO_SHARED: u32 = 1;
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; 128 * 32];
+    loop {
+        let args = PeekArgs {
+            off: out.len() as u64,
+            flags: if shared { PTRACE_PEEKSIGINFO_SHARED } else { 0 },
+            nr: 32,
+        };
+        // SAFETY: addr points at a live PeekArgs, data at a buffer for 32 siginfos.
+        let n = unsafe {
+            raw(
+                libc::PTRACE_PEEKSIGINFO,
+                tid,
+                &args as *const PeekArgs as usize,
+                buf.as_mut_ptr() as usize,
+            )
+        };
+        let n = check(n, "PTRACE_PEEKSIGINFO", tid)? as usize;
+        out.extend(buf[..n * 128].chunks_exact(128).map(|c| c.to_vec()));
+        if n < 32 {
+            return Ok(out);
+        }
+    }
 }

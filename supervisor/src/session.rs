@@ -84,6 +84,8 @@ pub struct Session {
     /// Images complete under temp names, made durable after Resume.
     pending: Vec<(PendingImage, ImageEntry)>,
     last_list: Vec<ProcEntry>,
+    /// Application API: coordinator publication to new processes.
+    agent: crate::agent::Publisher,
     pub done: Arc<AtomicBool>,
 }
 
@@ -127,6 +129,7 @@ impl Session {
             frozen: Vec::new(),
             pending: Vec::new(),
             last_list: Vec::new(),
+            agent: Default::default(),
             done: Arc::new(AtomicBool::new(false)),
         }
     }
@@ -185,7 +188,31 @@ impl Session {
         self.send(ToCoordinator::CheckpointFailed { id, reason });
     }
 
+    /// Freezes everything; while a process is inside `dmtcp_disable_ckpt()`
+    /// thaws, waits 10 ms and tries again (application API, `agent`).
     fn suspend(&mut self) -> Result<(), String> {
+        let deadline = Instant::now() + crate::agent::critical_section_wait();
+        loop {
+            self.freeze_all()?;
+            let Some((pid, n)) = crate::agent::critical_section(&self.frozen) else {
+                break;
+            };
+            self.thaw_all();
+            if Instant::now() > deadline {
+                let pids: Vec<HostPid> = self.processes().into_iter().map(|(p, _)| p).collect();
+                crate::agent::release_waiting(&pids);
+                return Err(format!(
+                    "pid {pid} kept checkpoints disabled ({n} open dmtcp_disable_ckpt sections)"
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let a = &self.cfg.addr;
+        crate::agent::prepare_capture(&self.frozen, &a.host, a.port, &self.cfg.secret);
+        Ok(())
+    }
+
+    fn freeze_all(&mut self) -> Result<(), String> {
         let procs = self.processes();
         if procs.is_empty() {
             return Err("no live process in the computation".into());
@@ -309,7 +336,11 @@ impl Session {
             self.send(ToCoordinator::CheckpointFailed { id, reason });
             return;
         }
-        info!("checkpoint {id}: {} image(s) durable in {:?}", images.len(), t.elapsed());
+        info!(
+            "checkpoint {id}: {} image(s) durable in {:?}",
+            images.len(),
+            t.elapsed()
+        );
         self.send(ToCoordinator::ImagesWritten { id, images });
     }
 
@@ -321,6 +352,7 @@ impl Session {
             Phase::Checkpoint => self.checkpoint(&opts),
             Phase::Resume => {
                 // The program runs again first; then the images become durable.
+                crate::agent::checkpoint_done(&self.frozen);
                 self.thaw_all();
                 self.send(ToCoordinator::Reached { id, phase });
                 self.commit_images(id);
@@ -371,9 +403,17 @@ impl Session {
         }
     }
 
+    /// Application API: tells new processes where the coordinator is.
+    fn publish_coordinator(&mut self) {
+        let pids: Vec<HostPid> = self.processes().into_iter().map(|(p, _)| p).collect();
+        let a = &self.cfg.addr;
+        self.agent.publish(&pids, &a.host, a.port, &self.cfg.secret);
+    }
+
     /// Serves the coordinator until the computation ends.
     pub fn run(mut self) {
         self.refresh_list();
+        self.publish_coordinator();
         let mut last_refresh = Instant::now();
         while !self.done.load(Ordering::Relaxed) {
             let ev = match self.rx.as_ref() {
@@ -400,9 +440,13 @@ impl Session {
                 Err(RecvTimeoutError::Disconnected) => self.on_lost("closed".into()),
                 Err(RecvTimeoutError::Timeout) => {}
             }
-            if last_refresh.elapsed() > Duration::from_secs(1) && self.frozen.is_empty() {
+            let refresh = last_refresh.elapsed() > Duration::from_secs(1);
+            if refresh && self.frozen.is_empty() {
                 self.refresh_list();
                 last_refresh = Instant::now();
+            }
+            if self.frozen.is_empty() && (refresh || self.agent.pending()) {
+                self.publish_coordinator();
             }
         }
         self.thaw_all();

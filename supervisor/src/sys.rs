@@ -124,7 +124,10 @@ pub fn steal_fd(pid: i32, fd: RawFd) -> io::Result<OwnedFd> {
     };
     if r < 0 {
         let e = io::Error::last_os_error();
-        return Err(io::Error::new(e.kind(), format!("pidfd_getfd({pid}, {fd}): {e}")));
+        return Err(io::Error::new(
+            e.kind(),
+            format!("pidfd_getfd({pid}, {fd}): {e}"),
+        ));
     }
     // SAFETY: r is a fresh fd that nothing else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(r as RawFd) })

@@ -27,6 +27,9 @@ pub const PROGRAMS: &[&str] = &[
     "sleeper",
     "threads",
     "idle512",
+    "signals",
+    "avx512",
+    "epoll_pipe",
 ];
 
 /// Source directory of the test crate.

@@ -6,6 +6,9 @@ use dmtcp_tests::{e2e_tests, Scenario, TestEnv};
 e2e_tests! {
     threads => threads_mutex_condvar;
     idle512 => idle_512_threads;
+    signals => signal_state;
+    avx512 => avx512_registers;
+    epoll_pipe => epoll_and_blocked_read;
 }
 
 /// 8 threads taking turns under a mutex and condvar; tids, TLS, join.
@@ -16,4 +19,21 @@ fn threads_mutex_condvar(env: &mut TestEnv) {
 /// 512 threads blocked in a condvar wait, nanosleep or a pipe read.
 fn idle_512_threads(env: &mut TestEnv) {
     Scenario::new("idle512").run(env);
+}
+
+/// Blocked and pending signals, handlers with flags and masks, ignored
+/// signals, and a running ITIMER_REAL.
+fn signal_state(env: &mut TestEnv) {
+    Scenario::new("signals").run(env);
+}
+
+/// Values live in zmm16/zmm17/zmm31 and k2 across the checkpoint.
+fn avx512_registers(env: &mut TestEnv) {
+    Scenario::new("avx512").run(env);
+}
+
+/// epoll_wait/select see no EINTR; a thread blocked in read() gets the bytes
+/// written after the last restart.
+fn epoll_and_blocked_read(env: &mut TestEnv) {
+    Scenario::new("epoll_pipe").run(env);
 }

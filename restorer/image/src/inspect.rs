@@ -85,6 +85,14 @@ pub fn describe(r: &ImageReader) -> String {
             FdKind::Device { path, flags } => format!("device {path} flags {flags:#o}"),
             FdKind::Inherit { from, what } => format!("inherit from fd {from} ({what})"),
             FdKind::Unsupported { what } => format!("unsupported {what}"),
+            FdKind::Epoll { watches, .. } => format!("epoll watching {} fd(s)", watches.len()),
+            FdKind::EventFd { count, .. } => format!("eventfd (count {count})"),
+            FdKind::SignalFd { mask, .. } => format!("signalfd (mask {mask:#x})"),
+            FdKind::TimerFd {
+                value_ns,
+                interval_ns,
+                ..
+            } => format!("timerfd (in {value_ns} ns, every {interval_ns} ns)"),
             FdKind::Pipe {
                 id,
                 write,

@@ -182,6 +182,26 @@ pub enum FdKind {
         flags: i32,
         buffered: Vec<u8>,
     },
+    /// An epoll instance and what it watches: (fd, events, data).
+    Epoll {
+        flags: i32,
+        watches: Vec<(i32, u32, u64)>,
+    },
+    /// An eventfd with its counter.
+    EventFd {
+        flags: i32,
+        count: u64,
+        semaphore: bool,
+    },
+    /// A signalfd and the signals it accepts.
+    SignalFd { flags: i32, mask: u64 },
+    /// A timerfd: clock, and the remaining time and interval in ns.
+    TimerFd {
+        flags: i32,
+        clock: i32,
+        value_ns: u64,
+        interval_ns: u64,
+    },
 }
 
 /// A memory mapping and its saved pages.
