@@ -88,6 +88,9 @@ fn shell_plan(r: &ImageReader) -> ShellPlan {
     let p = &r.meta().process;
     ShellPlan {
         vpid: p.vpid,
+        vppid: p.vppid,
+        vpgid: p.vpgid,
+        vsid: p.vsid,
         cwd: p.cwd.clone(),
         umask: p.umask,
         rlimits: p.rlimits.clone(),

@@ -7,7 +7,6 @@
 //! through `/proc/PID/mem` guided by pagemap so pages never populated are not
 //! read at all and zero pages are not stored.
 
-use std::collections::HashSet;
 use std::io;
 use std::os::unix::fs::MetadataExt;
 
@@ -16,6 +15,7 @@ use dmtcp_image::{
     ProcessInfo, Rseq, SigAction, ThreadState, Vma, VmaKind, PAGE_SIZE,
 };
 
+use crate::fdshare::{pipe_inode, FdContext};
 use crate::freeze::FrozenProcess;
 use crate::pid::{HostPid, RemoteAddr};
 use crate::procfs::{self, MapEntry, Mem, Pagemap};
@@ -291,36 +291,6 @@ fn is_tty(path: &str) -> bool {
     path.starts_with("/dev/pts/") || path.starts_with("/dev/tty") || path == "/dev/console"
 }
 
-/// `pipe:[INODE]` -> INODE.
-fn pipe_inode(target: &str) -> Option<u64> {
-    target
-        .strip_prefix("pipe:[")?
-        .strip_suffix(']')?
-        .parse()
-        .ok()
-}
-
-/// Pipes with a read end and a write end inside this process: they are part
-/// of the computation and are recreated, buffered bytes included.
-fn internal_pipes(pid: HostPid) -> io::Result<HashSet<u64>> {
-    let mut readers = HashSet::new();
-    let mut writers = HashSet::new();
-    for fd in procfs::fds(pid)? {
-        let Ok(t) = procfs::link(pid, &format!("fd/{fd}")) else {
-            continue;
-        };
-        if let Some(ino) = pipe_inode(&t) {
-            let (_, flags) = procfs::fdinfo(pid, fd)?;
-            if flags & libc::O_ACCMODE == libc::O_WRONLY {
-                writers.insert(ino);
-            } else {
-                readers.insert(ino);
-            }
-        }
-    }
-    Ok(readers.intersection(&writers).copied().collect())
-}
-
 /// `key: value` from fdinfo text.
 fn fdinfo_value<'a>(text: &'a str, key: &str) -> Option<&'a str> {
     text.lines()
@@ -377,9 +347,7 @@ fn anon_inode_kind(kind: &str, info: &str, flags: i32) -> Option<FdKind> {
     }
 }
 
-fn capture_fds(pid: HostPid) -> io::Result<Vec<FdEntry>> {
-    let internal = internal_pipes(pid)?;
-    let mut peeked = HashSet::new();
+fn capture_fds(pid: HostPid, fdctx: &mut FdContext) -> io::Result<Vec<FdEntry>> {
     let mut out = Vec::new();
     for fd in procfs::fds(pid)? {
         let target = match procfs::link(pid, &format!("fd/{fd}")) {
@@ -424,9 +392,9 @@ fn capture_fds(pid: HostPid) -> io::Result<Vec<FdEntry>> {
                     contents: None,
                 }
             }
-        } else if let Some(ino) = pipe_inode(&target).filter(|i| internal.contains(i)) {
+        } else if let Some(ino) = pipe_inode(&target).filter(|i| fdctx.is_internal_pipe(*i)) {
             let write = flags & libc::O_ACCMODE == libc::O_WRONLY;
-            let buffered = if !write && peeked.insert(ino) {
+            let buffered = if !write && fdctx.claim_buffer(ino) {
                 let dup = crate::sys::steal_fd(pid.0, fd)?;
                 crate::sys::peek_pipe(&dup)
                     .map_err(|e| io::Error::new(e.kind(), format!("reading pipe fd {fd}: {e}")))?
@@ -456,9 +424,27 @@ fn capture_fds(pid: HostPid) -> io::Result<Vec<FdEntry>> {
                 what: target.clone(),
             }
         };
-        out.push(FdEntry { fd, cloexec, kind });
+        out.push(FdEntry {
+            fd,
+            cloexec,
+            desc: fdctx.desc(pid, fd),
+            kind,
+        });
     }
     Ok(out)
+}
+
+/// The parent's pid as the process sees it (1 for nsinit, 0 outside).
+fn parent_vpid(status: &[(String, String)]) -> u32 {
+    procfs::field(status, "PPid")
+        .and_then(|p| p.parse::<i32>().ok())
+        .and_then(|p| procfs::status(HostPid(p)).ok())
+        .and_then(|kv| {
+            let levels = procfs::field(&kv, "NSpid")?.split_whitespace().count();
+            // Only a parent inside our namespace has a second NSpid level.
+            (levels > 1).then(|| procfs::innermost_pid(&kv)).flatten()
+        })
+        .unwrap_or(0) as u32
 }
 
 fn rlimits(pid: HostPid) -> Vec<(u32, u64, u64)> {
@@ -483,6 +469,7 @@ pub fn capture(
     fp: &mut FrozenProcess,
     writer: &mut ImageWriter,
     computation: ComputationInfo,
+    fdctx: &mut FdContext,
 ) -> io::Result<ProcessImage> {
     let pid = fp.pid;
     let status = ctx(procfs::status(pid), pid, "status")?;
@@ -527,7 +514,7 @@ pub fn capture(
     let t_threads = t0.elapsed();
     let vmas = ctx(capture_memory(pid, &mem, writer), pid, "memory")?;
     let t_memory = t0.elapsed();
-    let fds = ctx(capture_fds(pid), pid, "file descriptors")?;
+    let fds = ctx(capture_fds(pid, fdctx), pid, "file descriptors")?;
     tracing::debug!(
         "pid {pid}: injected queries {t_inject:?}, threads {:?}, memory {:?}, fds {:?}",
         t_threads - t_inject,
@@ -550,7 +537,7 @@ pub fn capture(
     };
     let process = ProcessInfo {
         vpid: fp.vpid as u32,
-        vppid: ns("PPid"),
+        vppid: parent_vpid(&status),
         vpgid: ns("NSpgid"),
         vsid: ns("NSsid"),
         host_pid: pid.0 as u32,

@@ -8,6 +8,7 @@
 pub mod agent;
 pub mod capture;
 pub mod fdrestore;
+pub mod fdshare;
 pub mod freeze;
 pub mod nsinit;
 pub mod pid;

@@ -32,6 +32,11 @@ pub enum InitRequest {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ShellPlan {
     pub vpid: u32,
+    /// Parent, process group and session as the process saw them (0: outside
+    /// the namespace).
+    pub vppid: u32,
+    pub vpgid: u32,
+    pub vsid: u32,
     pub cwd: String,
     pub umask: u32,
     pub rlimits: Vec<(u32, u64, u64)>,
@@ -189,55 +194,174 @@ fn exec_target(argv: &[CString]) -> io::Error {
     }
 }
 
-/// Creates the shells with their original pids; returns their pids once
-/// each has set itself up and parked in `pause()`.
-fn make_shells(plans: &[ShellPlan]) -> io::Result<Vec<i32>> {
-    let mut pids = Vec::new();
-    for plan in plans {
-        let (mut rd, wr) = crate::sys::pipe_cloexec()?;
-        let pid = crate::sys::clone_with_pid(plan.vpid as i32).map_err(|e| {
-            io::Error::new(
-                e.kind(),
-                format!("cannot create process with pid {}: {e}", plan.vpid),
-            )
-        })?;
-        if pid == 0 {
-            drop(rd);
-            shell_main(plan, wr);
+/// Key of the open file description an fd entry uses (entries without an
+/// id get one of their own).
+fn desc_key(e: &FdEntry, unique: usize) -> u64 {
+    if e.desc != 0 {
+        e.desc
+    } else {
+        u64::MAX - unique as u64
+    }
+}
+
+/// Everything shells inherit from nsinit: one fd per open file description
+/// and one report pipe per shell.
+struct Universe<'a> {
+    plans: &'a [ShellPlan],
+    /// (plan index, fd index) -> fd of its description in nsinit.
+    descs: std::collections::HashMap<u64, OwnedFd>,
+    keys: Vec<Vec<u64>>,
+    ready: Vec<OwnedFd>,
+}
+
+/// Lets nsinit hold many fds: soft RLIMIT_NOFILE up to the hard limit.
+fn raise_nofile() {
+    let mut lim = libc::rlimit64 {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: lim is a live rlimit64; prlimit64 on ourselves.
+    unsafe {
+        if libc::prlimit64(0, libc::RLIMIT_NOFILE, std::ptr::null(), &mut lim) == 0 {
+            lim.rlim_cur = lim.rlim_max;
+            libc::prlimit64(0, libc::RLIMIT_NOFILE, &lim, std::ptr::null_mut());
         }
-        drop(wr);
+    }
+}
+
+/// Creates the shells with their original pids, parents, sessions and
+/// groups; returns the pids of the ones nsinit itself is parent of, once
+/// every shell has set itself up and parked in `pause()`.
+fn make_shells(plans: &[ShellPlan]) -> io::Result<Vec<i32>> {
+    raise_nofile();
+    let all: Vec<FdEntry> = plans.iter().flat_map(|p| p.fds.iter().cloned()).collect();
+    let base = all.iter().map(|e| e.fd).max().unwrap_or(2) + 1;
+    let pipes = crate::fdrestore::Pipes::create(&all)?;
+    let mut u = Universe {
+        plans,
+        descs: Default::default(),
+        keys: Vec::new(),
+        ready: Vec::new(),
+    };
+    let mut unique = 0;
+    for p in plans {
+        let mut keys = Vec::new();
+        for e in &p.fds {
+            unique += 1;
+            let key = desc_key(e, unique);
+            if !u.descs.contains_key(&key) {
+                let fd = crate::fdrestore::open_fd(e, &pipes).map_err(|err| {
+                    io::Error::new(err.kind(), format!("pid {} fd {}: {err}", p.vpid, e.fd))
+                })?;
+                u.descs
+                    .insert(key, crate::sys::dup_above(fd.as_raw_fd(), base)?);
+            }
+            keys.push(key);
+        }
+        u.keys.push(keys);
+    }
+    drop(pipes);
+    let mut readers = Vec::new();
+    for _ in plans {
+        let (rd, wr) = crate::sys::pipe_cloexec()?;
+        u.ready.push(crate::sys::dup_above(wr.as_raw_fd(), base)?);
+        readers.push(rd);
+    }
+    let vpids: std::collections::HashSet<u32> = plans.iter().map(|p| p.vpid).collect();
+    let mut roots = Vec::new();
+    let mut order: Vec<usize> = (0..plans.len()).collect();
+    order.sort_by_key(|&i| plans[i].vpid);
+    for i in order {
+        if !vpids.contains(&plans[i].vppid) {
+            roots.push(spawn_shell(&u, i)?);
+        }
+    }
+    drop(u);
+    for (p, mut rd) in plans.iter().zip(readers) {
         let mut msg = String::new();
         let _ = rd.read_to_string(&mut msg);
         if msg != "ok" {
             return Err(io::Error::other(format!(
                 "setting up pid {}: {}",
-                plan.vpid,
+                p.vpid,
                 if msg.is_empty() { "shell died" } else { &msg }
             )));
         }
-        pids.push(pid);
     }
-    Ok(pids)
+    Ok(roots)
 }
 
-/// The shell: sets up cwd, umask, limits and fds, reports, then parks.
-/// "ok" is written only once the fd table is final; closing the pipe after
-/// it is the last thing the shell does before `pause()`.
-fn shell_main(plan: &ShellPlan, ready: OwnedFd) -> ! {
-    let result = shell_setup(plan)
-        .and_then(|placed| place_fds(placed, ready.as_raw_fd()))
-        .and_then(|ready_fd| crate::fdrestore::add_epoll_watches(&plan.fds).map(|()| ready_fd));
+fn spawn_shell(u: &Universe, i: usize) -> io::Result<i32> {
+    let plan = &u.plans[i];
+    let pid = crate::sys::clone_with_pid(plan.vpid as i32).map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!("cannot create process with pid {}: {e}", plan.vpid),
+        )
+    })?;
+    if pid == 0 {
+        shell_main(u, i);
+    }
+    Ok(pid)
+}
+
+/// The shell: session and group, its own children, cwd, umask, fds and
+/// limits; then it reports on its pipe and parks. "ok" is written only once
+/// the fd table is final; closing the pipe is the last thing before pause().
+fn shell_main(u: &Universe, i: usize) -> ! {
+    let plan = &u.plans[i];
+    let ready_fd = u.ready[i].as_raw_fd();
+    let result = (|| -> io::Result<RawFd> {
+        reset_signals();
+        // SAFETY: setsid/setpgid/getpgid take integers only.
+        unsafe {
+            if plan.vsid == plan.vpid && libc::setsid() < 0 {
+                return Err(io::Error::other(format!(
+                    "setsid: {}",
+                    io::Error::last_os_error()
+                )));
+            }
+            if plan.vpgid == plan.vpid && plan.vsid != plan.vpid {
+                libc::setpgid(0, 0);
+            }
+        }
+        let mut kids: Vec<usize> = (0..u.plans.len())
+            .filter(|&k| u.plans[k].vppid == plan.vpid)
+            .collect();
+        kids.sort_by_key(|&k| u.plans[k].vpid);
+        for k in kids {
+            spawn_shell(u, k)?;
+        }
+        // SAFETY: getpgid/setpgid take integers only.
+        unsafe {
+            if plan.vpgid != 0 && plan.vpgid != plan.vpid && libc::getpgid(0) != plan.vpgid as i32 {
+                // The group's leader may be gone; keep going in our parent's group.
+                libc::setpgid(0, plan.vpgid as i32);
+            }
+        }
+        shell_setup(plan)?;
+        let mut placed = Vec::new();
+        for (e, key) in plan.fds.iter().zip(&u.keys[i]) {
+            let fd = crate::sys::dup_above(u.descs[key].as_raw_fd(), 0)?;
+            placed.push((e.fd, fd, e.cloexec));
+        }
+        let ready = place_fds(placed, ready_fd)?;
+        set_rlimits(&plan.rlimits);
+        crate::fdrestore::add_epoll_watches(&plan.fds)?;
+        Ok(ready)
+    })();
     match result {
-        Ok(ready_fd) => {
-            // SAFETY: ready_fd is the report pipe's write end, owned here.
-            let mut f = unsafe { std::fs::File::from_raw_fd(ready_fd) };
-            std::mem::forget(ready);
+        Ok(fd) => {
+            // SAFETY: fd is our report pipe's write end; nothing else uses it.
+            let mut f = unsafe { std::fs::File::from_raw_fd(fd) };
             let _ = f.write_all(b"ok");
             drop(f);
         }
         Err(e) => {
-            let mut f = std::fs::File::from(ready);
-            let _ = f.write_all(e.to_string().as_bytes());
+            // SAFETY: ready_fd is still our report pipe when setup failed.
+            let _ = unsafe {
+                libc::write(ready_fd, e.to_string().as_ptr().cast(), e.to_string().len())
+            };
             // SAFETY: _exit in the forked child.
             unsafe { libc::_exit(126) };
         }
@@ -248,21 +372,28 @@ fn shell_main(plan: &ShellPlan, ready: OwnedFd) -> ! {
     }
 }
 
-/// Opens every fd of the plan at a temporary number; returns (target, temp, cloexec).
-fn shell_setup(plan: &ShellPlan) -> io::Result<Vec<(i32, OwnedFd, bool)>> {
-    // Our own handlers (Rust's SIGSEGV/SIGBUS guard) must not leak into the
-    // restored process: start from default dispositions.
+/// Default dispositions: our own handlers (Rust's SIGSEGV/SIGBUS guard)
+/// must not leak into restored processes.
+fn reset_signals() {
     for sig in 1..=64 {
         if sig != libc::SIGKILL && sig != libc::SIGSTOP {
             // SAFETY: resetting a disposition to SIG_DFL; no handler involved.
             unsafe { libc::signal(sig, libc::SIG_DFL) };
         }
     }
+}
+
+/// cwd and umask (fds and limits come later).
+fn shell_setup(plan: &ShellPlan) -> io::Result<()> {
     std::env::set_current_dir(&plan.cwd)
         .map_err(|e| io::Error::new(e.kind(), format!("chdir {}: {e}", plan.cwd)))?;
     // SAFETY: umask only sets the mask.
     unsafe { libc::umask(plan.umask as libc::mode_t) };
-    for &(res, cur, max) in &plan.rlimits {
+    Ok(())
+}
+
+fn set_rlimits(rlimits: &[(u32, u64, u64)]) {
+    for &(res, cur, max) in rlimits {
         let lim = libc::rlimit64 {
             rlim_cur: cur,
             rlim_max: max,
@@ -270,8 +401,8 @@ fn shell_setup(plan: &ShellPlan) -> io::Result<Vec<(i32, OwnedFd, bool)>> {
         // SAFETY: lim is a live rlimit64; a null old pointer is allowed.
         let r = unsafe { libc::prlimit64(0, res as _, &lim, std::ptr::null_mut()) };
         if r != 0 {
-            // Raising a hard limit needs privilege we may not have: keep going
-            // with what we got rather than refusing the restart.
+            // Raising a hard limit needs privilege we may not have: keep
+            // going with what we got rather than refusing the restart.
             let lim2 = libc::rlimit64 {
                 rlim_cur: cur.min(max),
                 rlim_max: max,
@@ -280,13 +411,6 @@ fn shell_setup(plan: &ShellPlan) -> io::Result<Vec<(i32, OwnedFd, bool)>> {
             unsafe { libc::prlimit64(0, res as _, &lim2, std::ptr::null_mut()) };
         }
     }
-    let pipes = crate::fdrestore::Pipes::create(&plan.fds)?;
-    let mut placed = Vec::new();
-    for e in &plan.fds {
-        let fd = crate::fdrestore::open_fd(e, &pipes)?;
-        placed.push((e.fd, fd, e.cloexec));
-    }
-    Ok(placed)
 }
 
 /// Puts every opened fd at its number and closes all others except the

@@ -218,14 +218,28 @@ impl Session {
             return Err("no live process in the computation".into());
         }
         let t = Instant::now();
-        for (pid, e) in procs {
-            match freeze::freeze(pid) {
-                Ok(fp) => self.frozen.push(fp),
-                Err(err) if err.raw_os_error() == Some(libc::ESRCH) => {
-                    debug!("pid {pid} ({}) exited before the freeze", e.prog)
+        // A process not yet frozen may fork: repeat until a pass finds
+        // nothing new (frozen processes cannot create any).
+        let mut procs = procs;
+        loop {
+            let mut fresh = false;
+            for (pid, e) in procs {
+                if self.frozen.iter().any(|f| f.pid == pid) {
+                    continue;
                 }
-                Err(err) => return Err(format!("freezing pid {} ({}): {err}", e.vpid, e.prog)),
+                fresh = true;
+                match freeze::freeze(pid) {
+                    Ok(fp) => self.frozen.push(fp),
+                    Err(err) if err.raw_os_error() == Some(libc::ESRCH) => {
+                        debug!("pid {pid} ({}) exited before the freeze", e.prog)
+                    }
+                    Err(err) => return Err(format!("freezing pid {} ({}): {err}", e.vpid, e.prog)),
+                }
             }
+            if !fresh {
+                break;
+            }
+            procs = self.processes();
         }
         debug!(
             "froze {} process(es) in {:?}",
@@ -280,6 +294,9 @@ impl Session {
         cpu: usize,
         images: &mut Vec<(PendingImage, ImageEntry)>,
     ) -> Result<(), String> {
+        let pids: Vec<HostPid> = self.frozen.iter().map(|f| f.pid).collect();
+        let mut fdctx = crate::fdshare::FdContext::build(&pids)
+            .map_err(|e| format!("examining file descriptors: {e}"))?;
         for fp in self.frozen.iter_mut() {
             fp.pin(cpu);
             let t = Instant::now();
@@ -298,8 +315,8 @@ impl Session {
             let path = dir.join(image_file_name(&comm, &self.computation, fp.vpid as u32));
             let mut writer =
                 ImageWriter::create(&path, write.clone()).map_err(|e| e.to_string())?;
-            let meta =
-                capture::capture(fp, &mut writer, info.clone()).map_err(|e| e.to_string())?;
+            let meta = capture::capture(fp, &mut writer, info.clone(), &mut fdctx)
+                .map_err(|e| e.to_string())?;
             let pending = writer.finish_unsynced(&meta).map_err(|e| e.to_string())?;
             debug!("pid {} ({comm}): captured in {:?}", fp.vpid, t.elapsed());
             let entry = ImageEntry {

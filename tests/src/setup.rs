@@ -30,6 +30,7 @@ pub const PROGRAMS: &[&str] = &[
     "signals",
     "avx512",
     "epoll_pipe",
+    "tree",
 ];
 
 /// Source directory of the test crate.

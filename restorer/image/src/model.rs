@@ -148,6 +148,10 @@ pub struct Rseq {
 pub struct FdEntry {
     pub fd: i32,
     pub cloexec: bool,
+    /// Open file description id, unique within the computation: fds (in any
+    /// process) with the same id share one description (offset, flags), as
+    /// after `dup` or `fork`.
+    pub desc: u64,
     pub kind: FdKind,
 }
 

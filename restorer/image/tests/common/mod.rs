@@ -126,6 +126,7 @@ pub fn sample_image(vmas: Vec<Vma>) -> ProcessImage {
         fds: vec![
             FdEntry {
                 fd: 0,
+                desc: 1,
                 cloexec: false,
                 kind: FdKind::Inherit {
                     from: 0,
@@ -134,6 +135,7 @@ pub fn sample_image(vmas: Vec<Vma>) -> ProcessImage {
             },
             FdEntry {
                 fd: 3,
+                desc: 2,
                 cloexec: true,
                 kind: FdKind::File {
                     path: "/tmp/log".into(),
@@ -145,6 +147,7 @@ pub fn sample_image(vmas: Vec<Vma>) -> ProcessImage {
             },
             FdEntry {
                 fd: 4,
+                desc: 3,
                 cloexec: false,
                 kind: FdKind::Unsupported {
                     what: "socket:[1234]".into(),

@@ -1,0 +1,16 @@
+//! Process trees: every process of the computation, the channels between
+//! them, and their pids, parents, groups and sessions survive.
+
+use dmtcp_tests::{e2e_tests, Scenario, TestEnv};
+
+e2e_tests! {
+    tree => tree_pipe_shared_fd;
+}
+
+/// Parent -> child pipe stream, a shared-offset log fd, a grandchild in the
+/// child's process group; ids and exit statuses checked by the program.
+fn tree_pipe_shared_fd(env: &mut TestEnv) {
+    Scenario::new("tree")
+        .arg(env.work.join("tree.log"))
+        .run(env);
+}
