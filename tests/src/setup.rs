@@ -27,6 +27,7 @@ pub const PROGRAMS: &[&str] = &[
     "sleeper",
     "threads",
     "idle512",
+    "api",
     "signals",
     "avx512",
     "epoll_pipe",
@@ -175,7 +176,9 @@ fn compile_programs() -> Result<PathBuf> {
     for prog in PROGRAMS {
         let out = dst.join(prog);
         let result = Command::new(&cc)
-            .args(["-O1", "-g", "-Wall", "-Wextra", "-pthread", "-o"])
+            .args(["-O1", "-g", "-Wall", "-Wextra", "-pthread", "-I"])
+            .arg(workspace_dir().join("inject/include"))
+            .arg("-o")
             .arg(&out)
             .arg(src.join(format!("{prog}.c")))
             .arg(src.join("zdtm.c"))

@@ -12,8 +12,13 @@ e2e_tests! {
 
 fn all_programs_bare(env: &mut TestEnv) {
     for prog in setup::PROGRAMS {
+        // api takes its mode as argument; the others a data file.
+        let arg = match *prog {
+            "api" => "bare".into(),
+            _ => env.work.join(format!("{prog}.data")).into_os_string(),
+        };
         let mut sc = Scenario::new(prog)
-            .arg(env.work.join(format!("{prog}.data")))
+            .arg(arg)
             .settle(Duration::from_millis(300));
         sc.mode = Mode::Bare;
         sc.run(env);

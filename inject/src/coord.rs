@@ -1,0 +1,174 @@
+//! The application API's one-shot connection to the coordinator (the same
+//! conversation as `dmtcp-command -bc`: hello as a command, one blocking
+//! checkpoint request, one final reply).
+
+use std::io::{BufReader, BufWriter, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use dmtcp_protocol::{hello, read_frame, write_frame, FromCoordinator, Reply, Request, Role};
+
+use crate::state::{Published, StatePage};
+
+const DEFAULT_HOST: &str = "127.0.0.1";
+const DEFAULT_PORT: u16 = 7779;
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long to wait for the supervisor to publish the coordinator (right
+/// after launch or restart) when the environment does not name one.
+const PUBLISH_WAIT: Duration = Duration::from_secs(3);
+
+/// Where the coordinator is and how to prove we belong to the computation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub host: String,
+    pub port: u16,
+    pub secret: String,
+}
+
+fn env_nonempty(k: &str) -> Option<String> {
+    std::env::var(k).ok().filter(|v| !v.trim().is_empty())
+}
+
+/// `$DMTCP_TMPDIR`-or-`/tmp` `/dmtcp-<uid>/coord-<host>-<port>.secret`
+/// (the coordinator client's `secret_file`).
+fn secret_file(host: &str, port: u16) -> PathBuf {
+    let base = env_nonempty("DMTCP_TMPDIR").unwrap_or_else(|| "/tmp".into());
+    PathBuf::from(base)
+        .join(format!("dmtcp-{}", crate::sys::getuid()))
+        .join(format!("coord-{host}-{port}.secret"))
+}
+
+fn secret_for(host: &str, port: u16) -> String {
+    env_nonempty("DMTCP_SECRET")
+        .or_else(|| {
+            std::fs::read_to_string(secret_file(host, port))
+                .ok()
+                .map(|s| s.trim().to_string())
+        })
+        .unwrap_or_default()
+}
+
+fn from_env() -> Option<Target> {
+    let port = env_nonempty("DMTCP_COORD_PORT")?.trim().parse().ok()?;
+    let host = env_nonempty("DMTCP_COORD_HOST").unwrap_or_else(|| DEFAULT_HOST.into());
+    let secret = secret_for(&host, port);
+    Some(Target { host, port, secret })
+}
+
+fn from_published(p: Published) -> Target {
+    let secret = if p.secret.is_empty() {
+        secret_for(&p.host, p.port)
+    } else {
+        p.secret
+    };
+    Target {
+        host: p.host,
+        port: p.port,
+        secret,
+    }
+}
+
+/// The coordinator to talk to: the one the supervisor published in the
+/// state page; else (first run only: after a restart the environment is the
+/// old one) `DMTCP_COORD_HOST`/`DMTCP_COORD_PORT`; else wait briefly for the
+/// supervisor's publication; else the environment or DMTCP's default.
+pub fn find(st: &StatePage) -> Target {
+    if let Some(p) = st.published() {
+        return from_published(p);
+    }
+    let restarted = st.restarts.load(std::sync::atomic::Ordering::Acquire) > 0;
+    if !restarted {
+        if let Some(t) = from_env() {
+            return t;
+        }
+    }
+    let deadline = Instant::now() + PUBLISH_WAIT;
+    while Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+        if let Some(p) = st.published() {
+            return from_published(p);
+        }
+    }
+    from_env().unwrap_or_else(|| Target {
+        host: DEFAULT_HOST.into(),
+        port: DEFAULT_PORT,
+        secret: secret_for(DEFAULT_HOST, DEFAULT_PORT),
+    })
+}
+
+/// How a blocking checkpoint request ended.
+#[derive(Debug)]
+pub enum Outcome {
+    /// The coordinator says the images are durable.
+    Done,
+    /// The coordinator refused or the checkpoint failed (reason).
+    Failed(String),
+    /// The connection broke while waiting: either the coordinator died, or
+    /// this is a restarted process (its socket was not restored).
+    Lost(String),
+}
+
+fn connect(t: &Target) -> Result<TcpStream, String> {
+    let addrs = (t.host.as_str(), t.port)
+        .to_socket_addrs()
+        .map_err(|e| format!("coordinator address {}:{}: {e}", t.host, t.port))?;
+    let mut last = format!("no address for {}", t.host);
+    for a in addrs {
+        match TcpStream::connect_timeout(&a, CONNECT_TIMEOUT) {
+            Ok(s) => {
+                let _ = s.set_nodelay(true);
+                return Ok(s);
+            }
+            Err(e) => last = e.to_string(),
+        }
+    }
+    Err(format!("no coordinator at {}:{} ({last})", t.host, t.port))
+}
+
+/// Asks for a blocking checkpoint of the whole computation and waits for
+/// the final reply. The socket is closed before returning.
+pub fn checkpoint(t: &Target) -> Outcome {
+    let stream = match connect(t) {
+        Ok(s) => s,
+        Err(e) => return Outcome::Failed(e),
+    };
+    let mut w = match stream.try_clone() {
+        Ok(s) => BufWriter::new(s),
+        Err(e) => return Outcome::Failed(format!("socket: {e}")),
+    };
+    let mut r = BufReader::new(stream);
+    let sent = write_frame(
+        &mut w,
+        &dmtcp_protocol::ToCoordinator::Hello(hello(&t.secret, Role::Command)),
+    )
+    .and_then(|()| w.flush().map_err(Into::into));
+    if let Err(e) = sent {
+        return Outcome::Failed(format!("handshake: {e}"));
+    }
+    match read_frame::<_, FromCoordinator>(&mut r) {
+        Ok(FromCoordinator::Welcome { .. }) => {}
+        Ok(FromCoordinator::Error(e)) => return Outcome::Failed(format!("refused: {e}")),
+        Ok(other) => return Outcome::Failed(format!("unexpected handshake answer {other:?}")),
+        Err(e) => return Outcome::Failed(format!("handshake: {e}")),
+    }
+    let req = dmtcp_protocol::ToCoordinator::Request(Request::Checkpoint { blocking: true });
+    if let Err(e) = write_frame(&mut w, &req).and_then(|()| w.flush().map_err(Into::into)) {
+        return Outcome::Failed(format!("sending the request: {e}"));
+    }
+    // The checkpoint happens here: this thread is frozen in the read below
+    // (the kernel restarts the read after the ptrace stop).
+    loop {
+        match read_frame::<_, FromCoordinator>(&mut r) {
+            Ok(FromCoordinator::Reply(Reply::CheckpointDone { .. })) => return Outcome::Done,
+            Ok(FromCoordinator::Reply(Reply::CheckpointFailed { reason, .. })) => {
+                return Outcome::Failed(reason)
+            }
+            Ok(FromCoordinator::Reply(Reply::Error(e))) | Ok(FromCoordinator::Error(e)) => {
+                return Outcome::Failed(e)
+            }
+            Ok(_) => continue,
+            Err(e) => return Outcome::Lost(e.to_string()),
+        }
+    }
+}

@@ -1,0 +1,54 @@
+//! The application API (`inject/include/dmtcp.h`) end to end: the program
+//! checkpoints itself, is restarted from that very checkpoint (the call then
+//! returns DMTCP_AFTER_RESTART), goes through the usual checkpoint/restart
+//! rounds while a thread keeps opening 300 ms `dmtcp_disable_ckpt()`
+//! sections (no checkpoint may land inside one), and checkpoints itself
+//! once more at the end (the coordinator is found after restarts).
+
+use std::fs;
+use std::path::PathBuf;
+
+use dmtcp_tests::{e2e_tests, Mode, Scenario, TestEnv};
+
+e2e_tests! {
+    api => api_checkpoint_restart;
+}
+
+fn api_checkpoint_restart(env: &mut TestEnv) {
+    match Mode::from_env() {
+        Mode::Bare => Scenario::new("api").arg("bare").run(env),
+        Mode::NoRestart => Scenario::new("api").arg("launch").run(env),
+        Mode::Rounds(n) => {
+            let sc = Scenario::new("api").arg("self-restart");
+            env.start_coordinator();
+            let mut r = sc.launch(env);
+            // READY comes after the program's own checkpoint: its images
+            // hold the thread blocked inside dmtcp_checkpoint().
+            let images: Vec<PathBuf> = fs::read_dir(&env.ckpt)
+                .map(|rd| {
+                    rd.flatten()
+                        .map(|e| e.path())
+                        .filter(|p| {
+                            p.file_name().is_some_and(|n| {
+                                let n = n.to_string_lossy();
+                                n.starts_with("ckpt_api_") && n.ends_with(".dmtcp")
+                            })
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            if images.is_empty() {
+                env.fail(&format!(
+                    "the program's own dmtcp_checkpoint() wrote no ckpt_api_*.dmtcp in {}",
+                    env.ckpt.display()
+                ));
+            }
+            r.kill();
+            r.restart_from_images(&images);
+            for _ in 0..n {
+                r.round();
+            }
+            r.finish();
+        }
+    }
+}
