@@ -161,11 +161,7 @@ fn run() -> anyhow::Result<i32> {
     supervise::block_signals()?;
     let shells = images.iter().map(shell_plan).collect();
     let (nsinit, reply) = supervise::start_nsinit(&InitRequest::Restore { shells })?;
-    let kill_ns = || {
-        // SAFETY: kill with integer arguments; nsinit is our child.
-        unsafe { libc::kill(nsinit.0, libc::SIGKILL) };
-        supervise::wait_nsinit(nsinit);
-    };
+    let kill_ns = || supervise::kill_and_reap(nsinit);
     match reply {
         InitReply::ShellsReady { .. } => {}
         InitReply::Failed(msg) => {

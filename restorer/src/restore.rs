@@ -139,6 +139,10 @@ fn restore_pinned(
     let meta = image.meta();
     ptrace::pin_to_cpu(pid, cpu)?;
     seize_shell(pid).map_err(|e| err(pid, "seizing the shell", e))?;
+    // No signal may reach the process while it is half built (timers start
+    // firing as soon as they exist): they pend until the saved masks are
+    // loaded last. New threads inherit this mask.
+    ptrace::set_sigmask(pid, ALL_SIGNALS)?;
     let mem = Mem::open(pid, true)?;
     let shell_maps = procfs::maps(pid)?;
     let insn = dmtcp_supervisor::capture::syscall_insn(pid, &shell_maps, &mem)?;
@@ -175,7 +179,9 @@ fn restore_pinned(
             [
                 tramp,
                 PAGE_SIZE,
-                (libc::PROT_READ | libc::PROT_EXEC) as u64,
+                // Writable too: some injected calls write results back
+                // into the scratch area (timer_create's id).
+                (libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC) as u64,
                 (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE) as u64,
                 u64::MAX,
                 0,
@@ -245,6 +251,9 @@ fn restore_pinned(
             threads.push((t, inj));
         }
     }
+    // Timers may signal a particular thread: create them once all exist.
+    restore_posix_timers(&mut sh, &meta.process)?;
+
     // 7. Per-thread kernel state and capabilities (both are per thread).
     //    The leader goes last: its name (the process's comm) is what tools
     //    look for, so it appears only once the process is whole.
@@ -258,7 +267,7 @@ fn restore_pinned(
     // 8. Pending signals go back into the queues with every signal blocked
     //    (so none is delivered to our injected code); the saved masks are
     //    loaded at the end and whatever they allow is delivered on detach.
-    requeue_signals(&mut sh, meta, &threads)?;
+    requeue_signals(&mut sh, meta)?;
 
     // Application API state page (inject): count the restart.
     dmtcp_supervisor::agent::on_restored(pid, &sh.mem);
@@ -578,6 +587,60 @@ fn create_thread(sh: &mut Shell, t: &ThreadState) -> io::Result<Injector> {
     Injector::new(host_tid, RemoteAddr(sh.tramp))
 }
 
+/// `prctl(PR_TIMER_CREATE_RESTORE_IDS)` (Linux 6.15+): `timer_create`
+/// then takes the id it is given.
+const PR_TIMER_CREATE_RESTORE_IDS: u64 = 77;
+
+fn restore_posix_timers(sh: &mut Shell, p: &dmtcp_image::ProcessInfo) -> io::Result<()> {
+    if p.posix_timers.is_empty() {
+        return Ok(());
+    }
+    let pid = sh.pid;
+    sh.call(
+        libc::SYS_prctl,
+        [PR_TIMER_CREATE_RESTORE_IDS, 1, 0, 0, 0, 0],
+    )
+    .map_err(|e| {
+        err(
+            pid,
+            "prctl(PR_TIMER_CREATE_RESTORE_IDS) (kernel 6.15+ needed for POSIX timers)",
+            e,
+        )
+    })?;
+    let mut timers = p.posix_timers.clone();
+    timers.sort_by_key(|t| t.id);
+    for t in &timers {
+        // timer id (int) at +0, struct sigevent (64 bytes) at +8:
+        // sigev_value, sigev_signo, sigev_notify, then the thread id.
+        let mut b = vec![0u8; 8 + 64];
+        b[0..4].copy_from_slice(&t.id.to_ne_bytes());
+        b[8..16].copy_from_slice(&t.value.to_ne_bytes());
+        b[16..20].copy_from_slice(&t.signo.to_ne_bytes());
+        b[20..24].copy_from_slice(&t.notify.to_ne_bytes());
+        b[24..28].copy_from_slice(&(t.thread as i32).to_ne_bytes());
+        let a = sh.put(&b)?;
+        sh.call(libc::SYS_timer_create, [t.clock as u64, a + 8, a, 0, 0, 0])
+            .map_err(|e| err(pid, &format!("timer_create (id {})", t.id), e))?;
+        if t.value_ns > 0 {
+            let w = [
+                t.interval_ns / 1_000_000_000,
+                t.interval_ns % 1_000_000_000,
+                t.value_ns / 1_000_000_000,
+                t.value_ns % 1_000_000_000,
+            ];
+            let bytes: Vec<u8> = w.iter().flat_map(|x| x.to_ne_bytes()).collect();
+            let a = sh.put(&bytes)?;
+            sh.call(libc::SYS_timer_settime, [t.id as u64, 0, a, 0, 0, 0])
+                .map_err(|e| err(pid, &format!("timer_settime (id {})", t.id), e))?;
+        }
+    }
+    sh.call(
+        libc::SYS_prctl,
+        [PR_TIMER_CREATE_RESTORE_IDS, 0, 0, 0, 0, 0],
+    )?;
+    Ok(())
+}
+
 fn restore_thread_state(
     inj: &mut Injector,
     mem: &Mem,
@@ -622,20 +685,12 @@ fn restore_thread_state(
     Ok(())
 }
 
-fn requeue_signals(
-    sh: &mut Shell,
-    meta: &ProcessImage,
-    threads: &[(&ThreadState, Injector)],
-) -> io::Result<()> {
+fn requeue_signals(sh: &mut Shell, meta: &ProcessImage) -> io::Result<()> {
     let vpid = meta.process.vpid as u64;
     let any = !meta.process.shared_pending.is_empty()
         || meta.threads.iter().any(|t| !t.pending.is_empty());
     if !any {
         return Ok(());
-    }
-    ptrace::set_sigmask(sh.pid, ALL_SIGNALS)?;
-    for (_, inj) in threads.iter() {
-        ptrace::set_sigmask(inj.tid, ALL_SIGNALS)?;
     }
     let signo = |info: &[u8]| i32::from_ne_bytes(info[0..4].try_into().expect("4 bytes")) as u64;
     for info in &meta.process.shared_pending {

@@ -11,8 +11,8 @@ use std::io;
 use std::os::unix::fs::MetadataExt;
 
 use dmtcp_image::{
-    Capabilities, ComputationInfo, FdEntry, FdKind, ImageWriter, MmFields, PageRun, ProcessImage,
-    ProcessInfo, Rseq, SigAction, ThreadState, Vma, VmaKind, PAGE_SIZE,
+    Capabilities, ComputationInfo, FdEntry, FdKind, ImageWriter, MmFields, PageRun, PosixTimer,
+    ProcessImage, ProcessInfo, Rseq, SigAction, ThreadState, Vma, VmaKind, PAGE_SIZE,
 };
 
 use crate::fdshare::{pipe_inode, FdContext};
@@ -46,6 +46,7 @@ struct InjectedState {
     itimers: [(u64, u64); 3],
     /// Per thread (same order as `FrozenProcess::threads`): clear_child_tid, sigaltstack.
     per_thread: Vec<(u64, (u64, i32, u64))>,
+    posix_timers: Vec<PosixTimer>,
 }
 
 fn read_u64s(mem: &Mem, addr: u64, n: usize) -> io::Result<Vec<u64>> {
@@ -62,8 +63,33 @@ fn inject_queries(
     mem: &Mem,
     caught_or_ignored: u64,
 ) -> io::Result<InjectedState> {
-    let pid = fp.pid;
     let leader = fp.threads[0].tid;
+    // Signals arriving while we run syscalls in a thread must pend, not be
+    // delivered to (or swallowed by) our injected code: block them all in
+    // every thread for the duration and put the masks back afterwards.
+    let masks: Vec<u64> = fp
+        .threads
+        .iter()
+        .map(|t| ptrace::get_sigmask(t.tid))
+        .collect::<io::Result<_>>()?;
+    for t in &fp.threads {
+        ptrace::set_sigmask(t.tid, u64::MAX)?;
+    }
+    let result = inject_queries_blocked(fp, insn, mem, caught_or_ignored, leader);
+    for (t, m) in fp.threads.iter().zip(&masks) {
+        ptrace::set_sigmask(t.tid, *m)?;
+    }
+    result
+}
+
+fn inject_queries_blocked(
+    fp: &mut FrozenProcess,
+    insn: RemoteAddr,
+    mem: &Mem,
+    caught_or_ignored: u64,
+    leader: HostPid,
+) -> io::Result<InjectedState> {
+    let pid = fp.pid;
     let mut inj = Injector::new(leader, insn)?;
     let scratch = inj.syscall(
         libc::SYS_mmap,
@@ -99,8 +125,12 @@ fn inject_queries(
             let w = read_u64s(mem, scratch, 4)?;
             *slot = (w[0] * 1_000_000 + w[1], w[2] * 1_000_000 + w[3]);
         }
-        if let Some(sig) = inj.deferred_signal.take() {
-            fp.threads[0].pending_signal.get_or_insert((sig, [0; 128]));
+        let mut posix_timers = parse_timers(fp)?;
+        for t in posix_timers.iter_mut() {
+            inj.syscall(libc::SYS_timer_gettime, [t.id as u64, scratch, 0, 0, 0, 0])?;
+            let w = read_u64s(mem, scratch, 4)?;
+            t.interval_ns = w[0] * 1_000_000_000 + w[1];
+            t.value_ns = w[2] * 1_000_000_000 + w[3];
         }
         let mut per_thread = Vec::with_capacity(fp.threads.len());
         for i in 0..fp.threads.len() {
@@ -114,9 +144,6 @@ fn inject_queries(
             let ctid = read_u64s(mem, scratch, 1)?[0];
             ti.syscall(libc::SYS_sigaltstack, [0, scratch, 0, 0, 0, 0])?;
             let w = read_u64s(mem, scratch, 3)?;
-            if let Some(sig) = ti.deferred_signal.take() {
-                fp.threads[i].pending_signal.get_or_insert((sig, [0; 128]));
-            }
             per_thread.push((ctid, (w[0], w[1] as u32 as i32, w[2])));
         }
         Ok(InjectedState {
@@ -124,12 +151,80 @@ fn inject_queries(
             sigactions,
             itimers,
             per_thread,
+            posix_timers,
         })
     })();
     let unmap = inj.syscall(libc::SYS_munmap, [scratch, PAGE_SIZE, 0, 0, 0, 0]);
     let state = ctx(result, pid, "querying state inside the process")?;
     ctx(unmap, pid, "unmapping the scratch page")?;
     Ok(state)
+}
+
+/// `/proc/PID/timers`: id, clock, notification and signal of each timer
+/// (times come from an injected `timer_gettime`).
+fn parse_timers(fp: &FrozenProcess) -> io::Result<Vec<PosixTimer>> {
+    let text = match std::fs::read_to_string(format!("/proc/{}/timers", fp.pid.0)) {
+        Ok(t) => t,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut out: Vec<PosixTimer> = Vec::new();
+    for line in text.lines() {
+        let (k, v) = match line.split_once(':') {
+            Some((k, v)) => (k.trim(), v.trim()),
+            None => continue,
+        };
+        match k {
+            "ID" => out.push(PosixTimer {
+                id: v
+                    .parse()
+                    .map_err(|_| io::Error::other(format!("timers: {line}")))?,
+                clock: 0,
+                notify: libc::SIGEV_SIGNAL,
+                signo: 0,
+                value: 0,
+                thread: 0,
+                value_ns: 0,
+                interval_ns: 0,
+            }),
+            "signal" => {
+                if let (Some(t), Some((sig, val))) = (out.last_mut(), v.split_once('/')) {
+                    t.signo = sig.parse().unwrap_or(0);
+                    t.value = u64::from_str_radix(val, 16).unwrap_or(0);
+                }
+            }
+            "notify" => {
+                if let Some(t) = out.last_mut() {
+                    let (kind, target) = v.split_once('/').unwrap_or((v, ""));
+                    t.notify = match kind {
+                        "none" => libc::SIGEV_NONE,
+                        "thread" => libc::SIGEV_THREAD_ID,
+                        _ => libc::SIGEV_SIGNAL,
+                    };
+                    if t.notify == libc::SIGEV_THREAD_ID {
+                        let host: i32 = target
+                            .rsplit('.')
+                            .next()
+                            .and_then(|x| x.parse().ok())
+                            .unwrap_or(0);
+                        t.thread = fp
+                            .threads
+                            .iter()
+                            .find(|th| th.tid.0 == host)
+                            .map(|th| th.vtid as u32)
+                            .unwrap_or(0);
+                    }
+                }
+            }
+            "ClockID" => {
+                if let Some(t) = out.last_mut() {
+                    t.clock = v.parse().unwrap_or(0);
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(out)
 }
 
 fn mm_fields(pid: HostPid, brk: u64) -> io::Result<MmFields> {
@@ -478,7 +573,17 @@ pub fn capture(
     let insn = ctx(syscall_insn(pid, &maps, &mem), pid, "syscall instruction")?;
     let caught = procfs::hex_field(&status, "SigCgt") | procfs::hex_field(&status, "SigIgn");
     let t0 = std::time::Instant::now();
-    let injected = inject_queries(fp, insn, &mem, caught)?;
+    // Tracer and tracees on one CPU while we inject (PLATFORM.md: local
+    // wake-ups are 4-7x cheaper). Only here: threads we start later (the
+    // compression pool) must not inherit the pinning.
+    let cpu = ptrace::current_cpu();
+    let my_mask = ptrace::pin_to_cpu(HostPid(0), cpu).ok();
+    fp.pin(cpu);
+    let injected = inject_queries(fp, insn, &mem, caught);
+    if let Some(m) = my_mask {
+        let _ = ptrace::set_affinity(HostPid(0), &m);
+    }
+    let injected = injected?;
     let t_inject = t0.elapsed();
 
     let mut threads = Vec::with_capacity(fp.threads.len());
@@ -571,6 +676,7 @@ pub fn capture(
         )?,
         itimers: injected.itimers,
         child_subreaper: false,
+        posix_timers: injected.posix_timers,
     };
     let _ = stat;
     Ok(ProcessImage {

@@ -263,6 +263,35 @@ pub fn wait(tid: HostPid) -> io::Result<Stop> {
     }
 }
 
+/// Like [`wait`], but gives up with an error when the thread's process is
+/// dying: a dead thread-group leader is not reported while other threads
+/// are unreaped, so a plain wait on it can block forever.
+pub fn wait_alive(tid: HostPid) -> io::Result<Stop> {
+    let mut spins = 0u32;
+    loop {
+        if let Some(s) = try_wait(tid)? {
+            return Ok(s);
+        }
+        spins += 1;
+        if spins % 256 == 0 {
+            let state = std::fs::read_to_string(format!("/proc/{}/stat", tid.0))
+                .ok()
+                .and_then(|s| s.rsplit(')').next().map(|r| r.trim_start().chars().next()))
+                .flatten();
+            if matches!(state, None | Some('Z') | Some('X')) {
+                return Err(io::Error::other(format!(
+                    "tid {tid} died while traced (a fatal signal?)"
+                )));
+            }
+        }
+        if spins < 4096 {
+            std::thread::yield_now();
+        } else {
+            std::thread::sleep(std::time::Duration::from_micros(200));
+        }
+    }
+}
+
 /// Like [`wait`] but returns `None` if nothing is reported yet.
 pub fn try_wait(tid: HostPid) -> io::Result<Option<Stop>> {
     let mut status = 0;

@@ -72,7 +72,7 @@ impl Injector {
     fn run_to_syscall_stop(&mut self) -> io::Result<()> {
         ptrace::syscall(self.tid, 0)?;
         loop {
-            match ptrace::wait(self.tid)? {
+            match ptrace::wait_alive(self.tid)? {
                 Stop::Syscall => return Ok(()),
                 Stop::Signal(sig) => {
                     // Hold the signal back; it is re-delivered on release.

@@ -10,7 +10,7 @@
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -68,9 +68,27 @@ pub fn connect(cfg: &SessionConfig) -> anyhow::Result<(Connection, String, u64)>
     }
 }
 
+/// Events of the session loop; coordinator events carry the number of the
+/// connection they came from, so a stale reader cannot act on a new one.
 enum Event {
-    Coord(FromCoordinator),
-    Lost(String),
+    Coord(u64, FromCoordinator),
+    Lost(u64, String),
+    /// The computation ended (see [`Waker`]).
+    Ended,
+}
+
+/// Tells a running session that the computation has ended, at once.
+#[derive(Clone)]
+pub struct Waker {
+    done: Arc<AtomicBool>,
+    tx: Sender<Event>,
+}
+
+impl Waker {
+    pub fn wake(&self) {
+        self.done.store(true, Ordering::Relaxed);
+        let _ = self.tx.send(Event::Ended);
+    }
 }
 
 /// A running session; `run` returns when `done` is set (the computation ended).
@@ -79,7 +97,12 @@ pub struct Session {
     nsinit: HostPid,
     computation: String,
     conn: Option<Connection>,
-    rx: Option<Receiver<Event>>,
+    /// Coordinator frames (from the reader thread) and wake-ups.
+    tx: Sender<Event>,
+    rx: Receiver<Event>,
+    /// Number of the current connection (0: none).
+    conn_gen: u64,
+    last_attempt: Instant,
     frozen: Vec<FrozenProcess>,
     /// Images complete under temp names, made durable after Resume.
     pending: Vec<(PendingImage, ImageEntry)>,
@@ -89,25 +112,23 @@ pub struct Session {
     pub done: Arc<AtomicBool>,
 }
 
-fn spawn_reader(mut conn: Connection) -> Receiver<Event> {
-    let (tx, rx) = mpsc::channel();
+fn spawn_reader(mut conn: Connection, tx: Sender<Event>, gen: u64) {
     std::thread::Builder::new()
         .name("coord-reader".into())
         .spawn(move || loop {
             match conn.recv() {
                 Ok(m) => {
-                    if tx.send(Event::Coord(m)).is_err() {
+                    if tx.send(Event::Coord(gen, m)).is_err() {
                         return;
                     }
                 }
                 Err(e) => {
-                    let _ = tx.send(Event::Lost(e.to_string()));
+                    let _ = tx.send(Event::Lost(gen, e.to_string()));
                     return;
                 }
             }
         })
         .expect("spawning the coordinator reader thread");
-    rx
 }
 
 impl Session {
@@ -120,17 +141,30 @@ impl Session {
         let reader = conn
             .try_clone()
             .expect("cloning the coordinator connection");
+        let (tx, rx) = mpsc::channel();
+        spawn_reader(reader, tx.clone(), 1);
         Session {
             cfg,
             nsinit,
             computation,
-            rx: Some(spawn_reader(reader)),
+            tx,
+            rx,
+            conn_gen: 1,
+            last_attempt: Instant::now(),
             conn: Some(conn),
             frozen: Vec::new(),
             pending: Vec::new(),
             last_list: Vec::new(),
             agent: Default::default(),
             done: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// A handle that ends [`run`](Self::run) without delay.
+    pub fn waker(&self) -> Waker {
+        Waker {
+            done: self.done.clone(),
+            tx: self.tx.clone(),
         }
     }
 
@@ -275,13 +309,7 @@ impl Session {
         };
         let mut images = Vec::new();
         self.pending.clear();
-        // Tracer and tracees on one CPU while we inject (PLATFORM.md).
-        let cpu = crate::ptrace::current_cpu();
-        let my_mask = crate::ptrace::pin_to_cpu(HostPid(0), cpu).ok();
-        let result = self.capture_all(&dir, &write, &info, cpu, &mut images);
-        if let Some(m) = my_mask {
-            let _ = crate::ptrace::set_affinity(HostPid(0), &m);
-        }
+        let result = self.capture_all(&dir, &write, &info, &mut images);
         self.pending = images;
         result
     }
@@ -291,14 +319,12 @@ impl Session {
         dir: &std::path::Path,
         write: &WriteOptions,
         info: &ComputationInfo,
-        cpu: usize,
         images: &mut Vec<(PendingImage, ImageEntry)>,
     ) -> Result<(), String> {
         let pids: Vec<HostPid> = self.frozen.iter().map(|f| f.pid).collect();
         let mut fdctx = crate::fdshare::FdContext::build(&pids)
             .map_err(|e| format!("examining file descriptors: {e}"))?;
         for fp in self.frozen.iter_mut() {
-            fp.pin(cpu);
             let t = Instant::now();
             // Images are named after the program (DMTCP's habit), not the
             // 15-character comm.
@@ -386,37 +412,39 @@ impl Session {
     fn on_lost(&mut self, why: String) {
         if !self.frozen.is_empty() {
             warn!("coordinator lost during a checkpoint ({why}); resuming");
+            self.pending.clear();
             self.thaw_all();
         }
-        if self.done.load(Ordering::Relaxed) {
-            return;
+        if let Some(c) = self.conn.take() {
+            c.shutdown();
         }
-        warn!("coordinator connection lost ({why}); the computation keeps running");
-        self.reconnect();
+        self.conn_gen += 1;
+        self.last_attempt = Instant::now();
+        if !self.done.load(Ordering::Relaxed) {
+            warn!("coordinator connection lost ({why}); the computation keeps running");
+        }
     }
 
-    fn reconnect(&mut self) {
-        self.conn = None;
-        self.rx = None;
+    /// One attempt to reach a coordinator again (a restarted one included:
+    /// the secret is read anew).
+    fn try_reconnect(&mut self) {
+        self.last_attempt = Instant::now();
         let mut cfg = self.cfg.clone();
         cfg.computation = Some(self.computation.clone());
-        while !self.done.load(Ordering::Relaxed) {
-            if let Some(s) = read_secret(&cfg.addr) {
-                cfg.secret = s;
-            }
-            if let Ok((conn, _, _)) = connect(&cfg) {
-                info!("reconnected to the coordinator at {}", cfg.addr);
-                let reader = conn
-                    .try_clone()
-                    .expect("cloning the coordinator connection");
-                self.rx = Some(spawn_reader(reader));
-                self.conn = Some(conn);
-                self.cfg.secret = cfg.secret.clone();
-                self.last_list.clear();
-                self.refresh_list();
-                return;
-            }
-            std::thread::sleep(Duration::from_secs(1));
+        if let Some(s) = read_secret(&cfg.addr) {
+            cfg.secret = s;
+        }
+        if let Ok((conn, _, _)) = connect(&cfg) {
+            info!("reconnected to the coordinator at {}", cfg.addr);
+            let reader = conn
+                .try_clone()
+                .expect("cloning the coordinator connection");
+            self.conn_gen += 1;
+            spawn_reader(reader, self.tx.clone(), self.conn_gen);
+            self.conn = Some(conn);
+            self.cfg.secret = cfg.secret;
+            self.last_list.clear();
+            self.refresh_list();
         }
     }
 
@@ -433,29 +461,32 @@ impl Session {
         self.publish_coordinator();
         let mut last_refresh = Instant::now();
         while !self.done.load(Ordering::Relaxed) {
-            let ev = match self.rx.as_ref() {
-                Some(rx) => rx.recv_timeout(Duration::from_millis(200)),
-                None => Err(RecvTimeoutError::Disconnected),
-            };
+            let ev = self.rx.recv_timeout(Duration::from_millis(500));
             match ev {
-                Ok(Event::Coord(FromCoordinator::Barrier { phase, options })) => {
+                Ok(Event::Coord(g, _)) | Ok(Event::Lost(g, _)) if g != self.conn_gen => {}
+                Ok(Event::Coord(_, FromCoordinator::Barrier { phase, options })) => {
                     self.on_barrier(phase, options)
                 }
-                Ok(Event::Coord(FromCoordinator::Abort { id, reason })) => {
+                Ok(Event::Coord(_, FromCoordinator::Abort { id, reason })) => {
                     warn!("checkpoint {id} abandoned: {reason}");
                     self.pending.clear();
                     self.thaw_all();
                 }
-                Ok(Event::Coord(FromCoordinator::Kill)) => {
+                Ok(Event::Coord(_, FromCoordinator::Kill)) => {
                     info!("kill requested by the coordinator");
                     self.thaw_all();
                     // SAFETY: kill with integer arguments; nsinit is our child.
                     unsafe { libc::kill(self.nsinit.0, libc::SIGKILL) };
                 }
-                Ok(Event::Coord(other)) => debug!("ignoring {other:?}"),
-                Ok(Event::Lost(why)) => self.on_lost(why),
-                Err(RecvTimeoutError::Disconnected) => self.on_lost("closed".into()),
-                Err(RecvTimeoutError::Timeout) => {}
+                Ok(Event::Coord(_, other)) => debug!("ignoring {other:?}"),
+                Ok(Event::Lost(_, why)) => self.on_lost(why),
+                Ok(Event::Ended) | Err(_) => {}
+            }
+            if self.conn.is_none()
+                && !self.done.load(Ordering::Relaxed)
+                && self.last_attempt.elapsed() > Duration::from_secs(1)
+            {
+                self.try_reconnect();
             }
             let refresh = last_refresh.elapsed() > Duration::from_secs(1);
             if refresh && self.frozen.is_empty() {

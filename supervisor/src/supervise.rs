@@ -7,7 +7,6 @@ use std::io;
 use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
 
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
@@ -93,17 +92,37 @@ pub fn wait_nsinit(pid: HostPid) -> i32 {
     }
 }
 
+/// Kills a computation we may still be tracing and reaps it. A dying pid 1
+/// waits until every process of its namespace is reaped, and a traced
+/// process is reaped by its tracer (us), so we reap everything we are owed
+/// until nsinit itself is gone.
+pub fn kill_and_reap(nsinit: HostPid) {
+    // SAFETY: kill with integer arguments; nsinit is our child.
+    unsafe { libc::kill(nsinit.0, libc::SIGKILL) };
+    loop {
+        let mut st = 0;
+        // SAFETY: st is a live c_int.
+        let r = unsafe { libc::waitpid(-1, &mut st, libc::__WALL) };
+        if r == nsinit.0 {
+            return;
+        }
+        if r == -1 && io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+            return;
+        }
+    }
+}
+
 /// Runs the session on its own thread and waits for the computation to end,
 /// forwarding SIGINT/SIGTERM/SIGHUP sent to us to the root process.
 /// Returns the exit code of the root process.
 pub fn supervise(session: Session, nsinit: HostPid) -> i32 {
-    let done = session.done.clone();
+    let waker = session.waker();
     let worker = std::thread::Builder::new()
         .name("session".into())
         .spawn(move || session.run())
         .expect("spawning the session thread");
     let code = wait_forwarding(nsinit);
-    done.store(true, Ordering::Relaxed);
+    waker.wake();
     let _ = worker.join();
     code
 }

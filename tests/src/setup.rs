@@ -32,6 +32,7 @@ pub const PROGRAMS: &[&str] = &[
     "avx512",
     "epoll_pipe",
     "tree",
+    "posix_timers",
 ];
 
 /// Source directory of the test crate.

@@ -9,6 +9,7 @@ e2e_tests! {
     signals => signal_state;
     avx512 => avx512_registers;
     epoll_pipe => epoll_and_blocked_read;
+    posix_timers => posix_timers_keep_ids_and_fire;
 }
 
 /// 8 threads taking turns under a mutex and condvar; tids, TLS, join.
@@ -36,4 +37,10 @@ fn avx512_registers(env: &mut TestEnv) {
 /// written after the last restart.
 fn epoll_and_blocked_read(env: &mut TestEnv) {
     Scenario::new("epoll_pipe").run(env);
+}
+
+/// POSIX timers (process- and thread-directed, SIGEV_NONE) keep their ids,
+/// signal values and remaining times, and keep firing.
+fn posix_timers_keep_ids_and_fire(env: &mut TestEnv) {
+    Scenario::new("posix_timers").run(env);
 }

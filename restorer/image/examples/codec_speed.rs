@@ -247,5 +247,6 @@ fn bench_process() -> ProcessInfo {
         shared_pending: vec![],
         itimers: [(0, 0); 3],
         child_subreaper: false,
+        posix_timers: Vec::new(),
     }
 }

@@ -73,6 +73,25 @@ pub struct ProcessInfo {
     pub itimers: [(u64, u64); 3],
     /// Whether the process was the child subreaper of its subtree.
     pub child_subreaper: bool,
+    /// POSIX timers (`timer_create`), restored with the same ids.
+    pub posix_timers: Vec<PosixTimer>,
+}
+
+/// One POSIX timer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PosixTimer {
+    pub id: i32,
+    pub clock: i32,
+    /// `sigev_notify`: SIGEV_SIGNAL (0), SIGEV_NONE (1), SIGEV_THREAD_ID (4).
+    pub notify: i32,
+    pub signo: i32,
+    /// `sigev_value` as delivered in `si_value`.
+    pub value: u64,
+    /// Target thread (tid in the namespace) for SIGEV_THREAD_ID.
+    pub thread: u32,
+    /// Time to the next expiry and the period, in ns (0: disarmed / one-shot).
+    pub value_ns: u64,
+    pub interval_ns: u64,
 }
 
 /// The `prctl(PR_SET_MM_MAP)` fields and brk.

@@ -91,6 +91,7 @@ pub fn sample_image(vmas: Vec<Vma>) -> ProcessImage {
             shared_pending: vec![],
             itimers: [(0, 0); 3],
             child_subreaper: false,
+            posix_timers: Vec::new(),
         },
         threads: vec![
             ThreadState {
