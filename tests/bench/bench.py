@@ -1,0 +1,868 @@
+#!/usr/bin/env python3
+"""Checkpoint/restart benchmark for dmtcp-rs (python3 standard library only).
+
+Driven by tests/bench/run.sh; see docs/performance.md. In one run it measures
+the machine's limits (dd), checkpoint and restart of memory workloads per
+codec, runtime overhead native vs under dmtcp-run, and CRIU >= 4 if present.
+Writes tests/bench/results/latest.md (+ latest.json) and ckpt_restart.png.
+"""
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import zlib
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(os.path.dirname(HERE))
+MiB = 1 << 20
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+UNITS = {"ns": 1e-9, "µs": 1e-6, "us": 1e-6, "ms": 1e-3, "s": 1.0}
+CODECS = ["gzip", "zstd", "none"]
+
+
+def log(msg):
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def parse_dur(text):
+    """Rust Debug Duration ('199.1µs', '3.2ms', '1.5s') -> seconds."""
+    m = re.fullmatch(r"([0-9.]+)(ns|µs|us|ms|s)", text.strip())
+    if not m:
+        raise ValueError(f"cannot parse duration {text!r}")
+    return float(m.group(1)) * UNITS[m.group(2)]
+
+
+def med(xs):
+    xs = [x for x in xs if x is not None]
+    return statistics.median(xs) if xs else None
+
+
+class Lines:
+    """Reads a pipe in a thread; keeps (monotonic time, line) pairs."""
+
+    def __init__(self, pipe):
+        self.lines = []
+        self.cv = threading.Condition()
+        self.closed = False
+        self.t = threading.Thread(target=self._run, args=(pipe,), daemon=True)
+        self.t.start()
+
+    def _run(self, pipe):
+        for raw in iter(pipe.readline, b""):
+            line = ANSI.sub("", raw.decode("utf-8", "replace")).rstrip("\n")
+            with self.cv:
+                self.lines.append((time.monotonic(), line))
+                self.cv.notify_all()
+        with self.cv:
+            self.closed = True
+            self.cv.notify_all()
+
+    def wait_for(self, pattern, timeout, start=0):
+        """First (time, match) with index >= start whose line matches pattern."""
+        rx = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        i = start
+        with self.cv:
+            while True:
+                while i < len(self.lines):
+                    m = rx.search(self.lines[i][1])
+                    if m:
+                        return self.lines[i][0], m
+                    i += 1
+                left = deadline - time.monotonic()
+                if self.closed or left <= 0:
+                    return None, None
+                self.cv.wait(left)
+
+    def text(self, last=15):
+        with self.cv:
+            return "\n".join(l for _, l in self.lines[-last:])
+
+
+class Bench:
+    def __init__(self, args):
+        self.a = args
+        self.bin = args.bin
+        self.root = tempfile.mkdtemp(prefix="dmtcp-bench.", dir=args.dir)
+        os.chmod(self.root, 0o755)
+        self.failures = []
+        self.procs = []  # every Popen we started, for the final cleanup
+        self.ports = []
+        self.res = {"args": vars(args), "ckpt": [], "overhead": {}, "machine": {}, "criu": None}
+
+    # ---------- helpers ----------
+    def env(self, tmpdir, debug=True):
+        e = dict(os.environ)
+        for k in ("DMTCP_COORD_HOST", "DMTCP_COORD_PORT", "DMTCP_CHECKPOINT_DIR", "DMTCP_GZIP"):
+            e.pop(k, None)
+        e["DMTCP_TMPDIR"] = tmpdir
+        if debug:
+            e["DMTCP_LOG"] = "debug"
+        else:
+            e.pop("DMTCP_LOG", None)
+        return e
+
+    def fail(self, what, cmd, detail):
+        msg = f"{what}: command `{' '.join(map(str, cmd))}`: {detail.strip()}"
+        log("FAILURE " + msg)
+        self.failures.append(msg)
+
+    def popen(self, cmd, **kw):
+        p = subprocess.Popen(cmd, **kw)
+        self.procs.append(p)
+        return p
+
+    def reap(self, p, timeout=30):
+        try:
+            return p.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            return p.wait()
+        finally:
+            if p in self.procs:
+                self.procs.remove(p)
+
+    def cmd(self, port, flag, env, timeout=300):
+        return subprocess.run([f"{self.bin}/dmtcp-command", "-p", str(port), flag], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout)
+
+    def start_coord(self, work, env):
+        pf = os.path.join(work, "port")
+        ckpt = os.path.join(work, "ckpt")
+        os.makedirs(ckpt, exist_ok=True)
+        with open(os.path.join(work, "coord.log"), "ab") as lf:
+            r = subprocess.run([f"{self.bin}/dmtcp-coordinator", "--daemon", "--port", "0",
+                                "--port-file", pf, "--ckpt-dir", ckpt], env=env,
+                               stdout=lf, stderr=lf, timeout=30)
+        if r.returncode != 0:
+            raise RuntimeError(f"dmtcp-coordinator exited {r.returncode}")
+        for _ in range(200):
+            if os.path.exists(pf) and open(pf).read().strip():
+                port = int(open(pf).read().strip())
+                self.ports.append((port, env))
+                return port, ckpt
+            time.sleep(0.02)
+        raise RuntimeError("coordinator wrote no port file")
+
+    def stop_coord(self, port, env):
+        try:
+            self.cmd(port, "-q", env, timeout=10)
+        except Exception:
+            pass
+        self.ports = [(p, e) for p, e in self.ports if p != port]
+
+    def cleanup(self):
+        for p in list(self.procs):
+            if p.poll() is None:
+                try:
+                    p.kill()
+                except Exception:
+                    pass
+            try:
+                p.wait(timeout=10)
+            except Exception:
+                pass
+        for port, env in list(self.ports):
+            self.stop_coord(port, env)
+        if not self.a.keep:
+            shutil.rmtree(self.root, ignore_errors=True)
+
+    # ---------- build ----------
+    def build(self):
+        self.wl = os.path.join(self.root, "workload")
+        self.oh = os.path.join(self.root, "overhead")
+        subprocess.run(["gcc", "-O2", "-Wall", "-o", self.wl, f"{HERE}/workload.c", "-lpthread"], check=True)
+        subprocess.run(["gcc", "-O2", "-Wall", "-o", self.oh, f"{HERE}/overhead.c"], check=True)
+
+    # ---------- 1. machine ----------
+    def machine(self):
+        m = self.res["machine"]
+        m["nproc"] = os.cpu_count()
+        with open("/proc/meminfo") as f:
+            m["mem_gib"] = round(int(f.readline().split()[1]) / (1 << 20), 1)
+        m["kernel"] = os.uname().release
+        try:
+            src = subprocess.run(["df", "--output=source,fstype,size", self.root], text=True,
+                                 stdout=subprocess.PIPE).stdout.splitlines()[-1].split()
+            dev = os.path.basename(src[0])
+            rot = open(f"/sys/block/{dev}/queue/rotational").read().strip() if os.path.exists(
+                f"/sys/block/{dev}/queue/rotational") else "?"
+            m["disk"] = f"{src[0]} ({src[1]}, {src[2]}, rotational={rot})"
+        except Exception as e:
+            m["disk"] = f"unknown ({e})"
+        m["bench_dir"] = self.root
+        f = os.path.join(self.root, "ddfile")
+        mib = self.a.dd_mib
+
+        def dd(args):
+            t = time.monotonic()
+            r = subprocess.run(["dd"] + args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            dt = time.monotonic() - t
+            if r.returncode:
+                self.fail("dd", ["dd"] + args, r.stderr)
+                return None
+            return mib * MiB / dt / 1e9  # GB/s
+
+        if getattr(self, "_dd_done", False):  # second call, at the end of the run
+            m["write_fsync_end_gbs"] = dd(["if=/dev/zero", f"of={f}", "bs=1M", f"count={mib}", "conv=fsync"])
+            os.unlink(f)
+            log(f"machine: dd write+fsync at the end: {m['write_fsync_end_gbs']}")
+            return
+        self._dd_done = True
+        log(f"machine: dd write {mib} MiB with fsync")
+        m["write_fsync_gbs"] = dd(["if=/dev/zero", f"of={f}", "bs=1M", f"count={mib}", "conv=fsync"])
+        if os.geteuid() == 0 and os.access("/proc/sys/vm/drop_caches", os.W_OK):
+            os.sync()
+            try:
+                with open("/proc/sys/vm/drop_caches", "w") as fh:
+                    fh.write("3\n")
+                m["cold_read_gbs"] = dd([f"if={f}", "of=/dev/null", "bs=1M"])
+            except OSError as e:
+                m["cold_read_gbs"] = None
+                m["cold_read_note"] = f"skipped: drop_caches: {e}"
+        else:
+            m["cold_read_gbs"] = None
+            m["cold_read_note"] = "skipped: not root (cannot drop caches)"
+        dd([f"if={f}", "of=/dev/null", "bs=1M"])
+        m["hot_read_gbs"] = dd([f"if={f}", "of=/dev/null", "bs=1M"])
+        os.unlink(f)
+        log(f"machine: {m}")
+
+    # ---------- 2. checkpoint / restart ----------
+    def ckpt_one(self, kind, size, codec):
+        """One launch, checkpoint, kill, restart, kill. Returns a dict."""
+        work = tempfile.mkdtemp(prefix=f"{kind}-{size}-{codec}.", dir=self.root)
+        tmp = os.path.join(work, "tmp")
+        os.makedirs(tmp)
+        env = self.env(tmp)
+        r = {"kind": kind, "size": size, "codec": codec, "ok": False}
+        port = None
+        try:
+            port, ckpt = self.start_coord(work, env)
+            runcmd = [f"{self.bin}/dmtcp-run", "--coord-port", str(port), "--compress", codec,
+                      "--", self.wl, kind, str(size)]
+            run = self.popen(runcmd, env=env, stdin=subprocess.DEVNULL,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            out, err = Lines(run.stdout), Lines(run.stderr)
+            t, _ = out.wait_for(r"^READY", 300)
+            if t is None:
+                self.fail(f"{kind} {size} MiB {codec}: launch", runcmd,
+                          f"no READY (exit {run.poll()}); stderr:\n{err.text()}")
+                return r
+            nerr = len(err.lines)
+            bc = [f"{self.bin}/dmtcp-command", "-p", str(port), "-bc"]
+            t0 = time.monotonic()
+            c = subprocess.run(bc, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, timeout=600)
+            r["ckpt_wall"] = time.monotonic() - t0
+            if c.returncode != 0:
+                self.fail(f"{kind} {size} MiB {codec}: checkpoint", bc,
+                          f"exit {c.returncode}: {c.stdout}{c.stderr}\nsupervisor:\n{err.text()}")
+                return r
+            m = re.search(r"done in (\d+) ms", c.stdout)
+            r["ckpt_reported"] = int(m.group(1)) / 1e3 if m else None
+            paths = [l.strip() for l in c.stdout.splitlines() if l.strip().startswith("/")]
+            if not paths:
+                self.fail(f"{kind} {size} MiB {codec}: checkpoint", bc, f"no image path in: {c.stdout}")
+                return r
+            r["image_bytes"] = sum(os.path.getsize(p) for p in paths)
+            _, md = err.wait_for(r"image\(s\) durable in (\S+)", 30, nerr)
+            _, mf = err.wait_for(r"froze \d+ process\(es\) in (\S+)", 1, nerr)
+            _, mc = err.wait_for(r"\): captured in (\S+)", 1, nerr)
+            _, mi = err.wait_for(r"injected queries (\S+), threads (\S+), memory (\S+), fds (\S+)", 1, nerr)
+            r["durable"] = parse_dur(md.group(1)) if md else None
+            r["froze"] = parse_dur(mf.group(1)) if mf else None
+            r["captured"] = parse_dur(mc.group(1)) if mc else None
+            r["capture_memory"] = parse_dur(mi.group(3)) if mi else None
+            r["frozen"] = r["froze"] + r["captured"] if (mf and mc) else None
+            k = self.cmd(port, "-k", env)
+            if self.reap(run, 30) is None:
+                pass
+            # restart
+            rscmd = [f"{self.bin}/dmtcp-restart", "-p", str(port)] + paths
+            t0 = time.monotonic()
+            rs = self.popen(rscmd, env=env, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            rout, rerr = Lines(rs.stdout), Lines(rs.stderr)
+            t, mr = rerr.wait_for(r"pid (\d+) restored \((\d+) threads\) in (\S+)", 300)
+            if t is None:
+                rc = None
+                try:
+                    rc = rs.wait(timeout=2)
+                except subprocess.TimeoutExpired:
+                    pass
+                self.fail(f"{kind} {size} MiB {codec}: restart", rscmd,
+                          f"no 'restored' line (exit {rc}); stderr:\n{rerr.text()}")
+                self.cmd(port, "-k", env)
+                self.reap(rs, 10)
+                return r
+            r["restart_wall"] = t - t0
+            r["restored_in"] = parse_dur(mr.group(3))
+            r["threads"] = int(mr.group(2))
+            hp = int(mr.group(1))
+            time.sleep(0.05)
+            try:
+                st = open(f"/proc/{hp}/stat").read().rsplit(")", 1)[1].split()[0]
+            except OSError:
+                st = "gone"
+            r["state_after"] = st
+            if st not in ("S", "R"):
+                self.fail(f"{kind} {size} MiB {codec}: restart", rscmd,
+                          f"restored pid {hp} is in state {st} 50 ms after 'restored'; stderr:\n{rerr.text()}")
+            k = self.cmd(port, "-k", env)
+            rc = self.reap(rs, 30)
+            r["ok"] = st in ("S", "R")
+            return r
+        except Exception as e:
+            self.fail(f"{kind} {size} MiB {codec}", [kind, size, codec], f"{type(e).__name__}: {e}")
+            return r
+        finally:
+            if port:
+                self.stop_coord(port, env)
+            for p in list(self.procs):
+                if p.poll() is None:
+                    p.kill()
+                self.reap(p, 10)
+            shutil.rmtree(work, ignore_errors=True)
+
+    def ckpt_all(self):
+        sizes = self.a.sizes
+        plan = []
+        for kind in ("random", "text", "untouched"):
+            for size in sizes:
+                for codec in CODECS:
+                    plan.append((kind, size, codec))
+        for codec in CODECS:
+            plan.append(("threads", self.a.threads, codec))
+        for rep in range(self.a.reps):
+            for kind, size, codec in plan:
+                t = time.monotonic()
+                r = self.ckpt_one(kind, size, codec)
+                r["rep"] = rep
+                self.res["ckpt"].append(r)
+                log(f"rep {rep + 1}/{self.a.reps} {kind:9} {size:5} {codec:4}: "
+                    + ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
+                                for k, v in r.items() if k not in ("kind", "size", "codec", "rep"))
+                    + f" [{time.monotonic() - t:.1f}s]")
+
+    # ---------- 3. overhead ----------
+    def overhead(self):
+        work = tempfile.mkdtemp(prefix="overhead.", dir=self.root)
+        tmp = os.path.join(work, "tmp")
+        os.makedirs(tmp)
+        env = self.env(tmp, debug=False)
+        o = self.res["overhead"]
+        port = None
+        try:
+            port, _ = self.start_coord(work, env)
+            run = [f"{self.bin}/dmtcp-run", "--coord-port", str(port), "--"]
+            for name, mode, n in (("getpid", "getpid", self.a.getpid_n), ("fork", "fork", self.a.fork_n)):
+                vals = {"native": [], "dmtcp": []}
+                # native and dmtcp alternate, so drift of a shared machine hits both alike
+                for _ in range(self.a.oh_reps):
+                    for how, pre in (("native", []), ("dmtcp", run)):
+                        c = pre + [self.oh, mode, str(n)]
+                        p = subprocess.run(c, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                           text=True, timeout=300)
+                        m = re.search(r"^NS (\d+) (\d+)", p.stdout, re.M)
+                        if p.returncode or not m:
+                            self.fail(f"overhead {name} {how}", c, f"exit {p.returncode}: {p.stdout}{p.stderr}")
+                            continue
+                        vals[how].append(int(m.group(1)) / n)  # ns per iteration
+                for how in vals:
+                    o[f"{name}_{how}_ns"] = med(vals[how])
+                    o[f"{name}_{how}_all_ns"] = vals[how]
+                    log(f"overhead {name} {how}: {vals[how]} ns/iter")
+            for how, pre in (("native", []), ("dmtcp", run)):
+                vals = []
+                c = pre + ["/bin/true"]
+                for _ in range(self.a.launch_n):
+                    t = time.monotonic()
+                    p = subprocess.run(c, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                       timeout=60)
+                    dt = time.monotonic() - t
+                    if p.returncode:
+                        self.fail(f"overhead /bin/true {how}", c, f"exit {p.returncode}: {p.stderr.decode()}")
+                        break
+                    vals.append(dt)
+                o[f"true_{how}_s"] = med(vals)
+                log(f"overhead /bin/true {how}: {o[f'true_{how}_s']} s/launch")
+        except Exception as e:
+            self.fail("overhead", [], f"{type(e).__name__}: {e}")
+        finally:
+            if port:
+                self.stop_coord(port, env)
+            shutil.rmtree(work, ignore_errors=True)
+
+    # ---------- 4. criu ----------
+    def criu(self):
+        exe = shutil.which("criu")
+        if not exe:
+            self.res["criu"] = {"skipped": "criu >= 4 not found: skipped"}
+            print("criu >= 4 not found: skipped")
+            return
+        v = subprocess.run([exe, "--version"], stdout=subprocess.PIPE, text=True).stdout
+        m = re.search(r"Version:\s*(\d+)\.(\d+)", v)
+        if not m or int(m.group(1)) < 4:
+            self.res["criu"] = {"skipped": f"criu >= 4 not found: skipped (found {v.strip()!r})"}
+            print("criu >= 4 not found: skipped")
+            return
+        rows = []
+        for kind in ("random", "text", "untouched"):
+            for size in self.a.sizes:
+                work = tempfile.mkdtemp(prefix=f"criu-{kind}-{size}.", dir=self.root)
+                try:
+                    p = self.popen(["setsid", self.wl, kind, str(size)], stdin=subprocess.DEVNULL,
+                                   stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+                    p.stdout.readline()
+                    d = os.path.join(work, "img")
+                    os.makedirs(d)
+                    t = time.monotonic()
+                    c = subprocess.run([exe, "dump", "-t", str(p.pid), "-D", d, "--shell-job"],
+                                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                    dump = time.monotonic() - t
+                    self.reap(p, 10)
+                    if c.returncode:
+                        self.fail(f"criu dump {kind} {size}", c.args, c.stdout[-2000:])
+                        continue
+                    img = sum(os.path.getsize(os.path.join(d, f)) for f in os.listdir(d))
+                    pidf = os.path.join(work, "pid")
+                    t = time.monotonic()
+                    c = subprocess.run([exe, "restore", "-D", d, "--shell-job", "-d", "--pidfile", pidf],
+                                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                    rest = time.monotonic() - t
+                    if c.returncode:
+                        self.fail(f"criu restore {kind} {size}", c.args, c.stdout[-2000:])
+                        continue
+                    try:
+                        os.kill(int(open(pidf).read()), signal.SIGKILL)
+                    except Exception:
+                        pass
+                    rows.append({"kind": kind, "size": size, "dump": dump, "restore": rest, "image_bytes": img})
+                finally:
+                    shutil.rmtree(work, ignore_errors=True)
+        self.res["criu"] = {"version": v.strip(), "rows": rows}
+
+    # ---------- 5. report ----------
+    def summary(self):
+        """Medians per (kind, size, codec)."""
+        groups = {}
+        for r in self.res["ckpt"]:
+            groups.setdefault((r["kind"], r["size"], r["codec"]), []).append(r)
+        out = {}
+        for key, rs in groups.items():
+            s = {"n_ok": sum(1 for r in rs if r.get("ok")), "n": len(rs)}
+            for f in ("ckpt_wall", "ckpt_reported", "image_bytes", "durable", "froze", "captured",
+                      "capture_memory", "frozen", "restart_wall", "restored_in", "threads"):
+                s[f] = med([r.get(f) for r in rs])
+            out[key] = s
+        return out
+
+    def report(self):
+        S = self.summary()
+        self.S = S
+        m = self.res["machine"]
+        o = self.res["overhead"]
+        wr = max([v for v in (m.get("write_fsync_gbs"), m.get("write_fsync_end_gbs")) if v], default=None)
+        hot = m.get("hot_read_gbs")
+        L = []
+        L.append(f"# dmtcp-rs benchmark results\n")
+        L.append(f"Run {time.strftime('%Y-%m-%d %H:%M:%S %Z')}, `{' '.join(sys.argv[1:]) or '(defaults)'}`; "
+                 f"medians of {self.a.reps} repetition(s); git {self.res.get('git', '?')}.\n")
+        L.append("## Machine\n")
+        L.append("| nproc | memory | kernel | bench dir disk | write+fsync start / end | cold read | hot read |")
+        L.append("|---|---|---|---|---|---|---|")
+        cold = f"{m['cold_read_gbs']:.2f} GB/s" if m.get("cold_read_gbs") else m.get("cold_read_note", "-")
+        L.append(f"| {m.get('nproc', '-')} | {m.get('mem_gib', '-')} GiB | {m.get('kernel', '-')} | {m.get('disk', '-')} | "
+                 f"{fmt(m.get('write_fsync_gbs'), '{:.2f}')} / {fmt(m.get('write_fsync_end_gbs'), '{:.2f}')} GB/s | "
+                 f"{cold} | {fmt(hot, '{:.1f} GB/s')} |")
+        L.append(f"\n(dd of {self.a.dd_mib} MiB, bs=1M, in the bench directory; write+fsync at the start / "
+                 f"at the end of the run, the faster one is the limit used below.)\n")
+        L.append("## Checkpoint and restart\n")
+        L.append("ckpt = wall clock of `dmtcp-command -bc` (returns when images are durable); frozen = "
+                 "'froze' + 'captured' from the supervisor's debug log; fsync = 'durable in' (after the "
+                 "program resumed); restart = wall clock from exec of `dmtcp-restart` to its "
+                 "'restored' log line (image in page cache); restored-in = that line's own duration. "
+                 "ckpt % = (process memory / ckpt time) / write+fsync speed; restart % = "
+                 "(memory / restart time) / hot read speed.\n")
+        L.append("| workload | MiB | codec | image | ckpt ms | frozen ms | capture-memory ms | fsync ms | "
+                 "ckpt MB/s | ckpt % of fsync-write | restart ms | restored-in ms | restart % of hot read | ok |")
+        L.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+        for (kind, size, codec), s in sorted(S.items(), key=lambda kv: (
+                ["random", "text", "untouched", "threads"].index(kv[0][0]), kv[0][1], CODECS.index(kv[0][2]))):
+            mem = size * MiB if kind != "threads" else None
+            tp = mem / s["ckpt_wall"] / 1e6 if (mem and s["ckpt_wall"]) else None
+            rtp = mem / s["restart_wall"] / 1e9 if (mem and s["restart_wall"]) else None
+            label = kind if kind != "threads" else f"{size} threads idle"
+            L.append(f"| {label} | {size if kind != 'threads' else '-'} | {codec} | {human(s['image_bytes'])} | "
+                     f"{ms(s['ckpt_wall'])} | {ms(s['frozen'])} | {ms(s['capture_memory'])} | {ms(s['durable'])} | "
+                     f"{fmt(tp, '{:.0f}')} | {pct(tp / 1e3 if tp else None, wr)} | {ms(s['restart_wall'])} | "
+                     f"{ms(s['restored_in'])} | {pct(rtp, hot)} | {s['n_ok']}/{s['n']} |")
+        L.append("\n16 processes (fork tree): **not supported yet** (only single processes can be "
+                 "checkpointed); not measured.\n")
+        L.append("## Runtime overhead (native vs under dmtcp-run)\n")
+        L.append("| test | native | dmtcp-run | ratio | difference |")
+        L.append("|---|---|---|---|---|")
+        for name, label, unit in (("getpid", f"{self.a.getpid_n} x syscall(SYS_getpid), per call", "ns"),
+                                  ("fork", f"{self.a.fork_n} x fork+waitpid, per pair", "us")):
+            a, b = o.get(f"{name}_native_ns"), o.get(f"{name}_dmtcp_ns")
+            div = 1 if unit == "ns" else 1e3
+            L.append(f"| {label} | {fmt(a and a / div, '{:.2f} ' + unit)} | {fmt(b and b / div, '{:.2f} ' + unit)} | "
+                     f"{fmt(b / a if a and b else None, '{:.3f}x')} | {fmt((b - a) / div if a and b else None, '{:+.2f} ' + unit)} |")
+        a, b = o.get("true_native_s"), o.get("true_dmtcp_s")
+        L.append(f"| launch /bin/true ({self.a.launch_n} each way, median) | {ms(a)} ms | {ms(b)} ms | "
+                 f"{fmt(b / a if a and b else None, '{:.1f}x')} | {fmt((b - a) * 1e3 if a and b else None, '{:+.1f} ms')} |")
+        L.append("\nfork+waitpid under dmtcp-run: the children are not tracked by the supervisor yet.\n")
+        L.append("## CRIU\n")
+        c = self.res["criu"] or {}
+        if not c:
+            L.append("not run (--only)\n")
+        elif "skipped" in c:
+            L.append(c["skipped"] + "\n")
+        else:
+            L.append(f"{c.get('version')}\n")
+            L.append("| workload | MiB | image | dump ms | restore ms |")
+            L.append("|---|---|---|---|---|")
+            for r in c.get("rows", []):
+                L.append(f"| {r['kind']} | {r['size']} | {human(r['image_bytes'])} | {ms(r['dump'])} | {ms(r['restore'])} |")
+        L.append("\n## Goals\n")
+        L.append("| goal | target | measured | verdict |")
+        L.append("|---|---|---|---|")
+        for g in self.goals(S, o):
+            L.append("| " + " | ".join(g) + " |")
+        L.append("\n## Failures\n")
+        if self.failures:
+            for f in self.failures:
+                L.append("```\n" + f + "\n```")
+        else:
+            L.append("none")
+        return "\n".join(L) + "\n"
+
+    def goals(self, S, o):
+        G = []
+        big = 1024
+
+        def get(kind, codec, f, size=big):
+            return (S.get((kind, size, codec)) or {}).get(f)
+
+        def verdict(v, ok):
+            return "n/a" if v is None else ("**met**" if ok(v) else "**missed**")
+
+        fr = {f"{k}/{c}": get(k, c, "frozen") for k in ("random", "text") for c in CODECS}
+        best = min((v for v in fr.values() if v is not None), default=None)
+        G.append(["frozen time, 1 GiB touched", "<= 50 ms",
+                  ", ".join(f"{k} {ms(v)} ms" for k, v in fr.items()), verdict(best, lambda v: v <= 0.05)
+                  + (f" (best {ms(best)} ms)" if best is not None else "")])
+        sz, ck = get("untouched", "gzip", "image_bytes"), get("untouched", "gzip", "ckpt_wall")
+        both = None if sz is None or ck is None else (sz < MiB and ck < 0.030)
+        G.append(["1 GiB untouched: image, checkpoint (gzip)", "< 1 MiB, < 30 ms",
+                  f"{human(sz)}, {ms(ck)} ms (none: {human(get('untouched', 'none', 'image_bytes'))}, "
+                  f"{ms(get('untouched', 'none', 'ckpt_wall'))} ms)",
+                  "n/a" if both is None else ("**met**" if both else "**missed**")])
+        tg, tz = get("text", "gzip", "ckpt_wall"), get("text", "zstd", "ckpt_wall")
+        bestc = min((v for v in (tg, tz) if v is not None), default=None)
+        G.append(["compressed checkpoint of 1 GiB text, durable", "<= 1.2 s",
+                  f"gzip {ms(tg)} ms ({human(get('text', 'gzip', 'image_bytes'))}), zstd {ms(tz)} ms "
+                  f"({human(get('text', 'zstd', 'image_bytes'))})", verdict(bestc, lambda v: v <= 1.2)])
+        rr, rt = get("random", "none", "restart_wall"), get("text", "none", "restart_wall")
+        bestr = max((v for v in (rr, rt) if v is not None), default=None)
+        G.append(["uncompressed 1 GiB restart", "<= 50 ms",
+                  f"random {ms(rr)} ms, text {ms(rt)} ms (restored-in {ms(get('random', 'none', 'restored_in'))} / "
+                  f"{ms(get('text', 'none', 'restored_in'))} ms)", verdict(bestr, lambda v: v <= 0.05)])
+        a, b = o.get("getpid_native_ns"), o.get("getpid_dmtcp_ns")
+        r = b / a if a and b else None
+        G.append(["getpid loop", "<= 1.02x native", fmt(r, "{:.3f}x"), verdict(r, lambda v: v <= 1.02)])
+        a, b = o.get("fork_native_ns"), o.get("fork_dmtcp_ns")
+        r = b / a if a and b else None
+        G.append(["fork+waitpid", "<= 1.5x native", fmt(r, "{:.2f}x"), verdict(r, lambda v: v <= 1.5)])
+        a, b = o.get("true_native_s"), o.get("true_dmtcp_s")
+        d = (b - a) if a and b else None
+        G.append(["launch /bin/true", "<= 10 ms over native", fmt(d and d * 1e3, "{:+.1f} ms"),
+                  verdict(d, lambda v: v <= 0.010)])
+        return G
+
+    def plot(self, path):
+        S = self.S
+        kinds = ["random", "text", "untouched"]
+        series = []  # (panel row, panel col, codec, [(x, y_ms)])
+        for row, f in enumerate(("ckpt_wall", "restart_wall")):
+            for col, kind in enumerate(kinds):
+                for codec in CODECS:
+                    pts = [(size, S[(kind, size, codec)][f] * 1e3) for size in self.a.sizes
+                           if (kind, size, codec) in S and S[(kind, size, codec)].get(f) is not None]
+                    series.append((row, col, codec, pts))
+        titles = [[f"checkpoint {k} (ms)" for k in kinds], [f"restart {k} (ms)" for k in kinds]]
+        try:
+            import matplotlib
+            matplotlib.use("Agg")
+            import matplotlib.pyplot as plt
+            fig, axes = plt.subplots(2, 3, figsize=(14, 8))
+            for row, col, codec, pts in series:
+                ax = axes[row][col]
+                if pts:
+                    ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=codec)
+                ax.set_xscale("log", base=2)
+                ax.set_xlabel("memory (MiB)")
+                ax.set_title(titles[row][col])
+                ax.legend()
+            fig.tight_layout()
+            fig.savefig(path, dpi=80)
+            return "matplotlib"
+        except ImportError:
+            tiny_plot(path, series, titles, self.a.sizes)
+            return "built-in plotter (matplotlib not importable)"
+
+
+def fmt(v, f):
+    return "-" if v is None else f.format(v)
+
+
+def ms(v):
+    if v is None:
+        return "-"
+    return f"{v * 1e3:.1f}" if v < 10 else f"{v * 1e3:.0f}"
+
+
+def pct(v, lim):
+    return "-" if v is None or not lim else f"{100 * v / lim:.0f}%"
+
+
+def human(b):
+    if b is None:
+        return "-"
+    if b < 10 * 1024:
+        return f"{b:.0f} B"
+    if b < 10 * MiB:
+        return f"{b / 1024:.0f} KiB"
+    return f"{b / MiB:.0f} MiB"
+
+
+# ---------------- tiny PNG plotter (zlib + struct) ----------------
+FONT = {  # 5x7, column-major, bit 0 = top row
+    "0": (0x3E, 0x51, 0x49, 0x45, 0x3E), "1": (0x00, 0x42, 0x7F, 0x40, 0x00),
+    "2": (0x42, 0x61, 0x51, 0x49, 0x46), "3": (0x21, 0x41, 0x45, 0x4B, 0x31),
+    "4": (0x18, 0x14, 0x12, 0x7F, 0x10), "5": (0x27, 0x45, 0x45, 0x45, 0x39),
+    "6": (0x3C, 0x4A, 0x49, 0x49, 0x30), "7": (0x01, 0x71, 0x09, 0x05, 0x03),
+    "8": (0x36, 0x49, 0x49, 0x49, 0x36), "9": (0x06, 0x49, 0x49, 0x29, 0x1E),
+    "A": (0x7E, 0x11, 0x11, 0x11, 0x7E), "B": (0x7F, 0x49, 0x49, 0x49, 0x36),
+    "C": (0x3E, 0x41, 0x41, 0x41, 0x22), "D": (0x7F, 0x41, 0x41, 0x22, 0x1C),
+    "E": (0x7F, 0x49, 0x49, 0x49, 0x41), "F": (0x7F, 0x09, 0x09, 0x09, 0x01),
+    "G": (0x3E, 0x41, 0x49, 0x49, 0x7A), "H": (0x7F, 0x08, 0x08, 0x08, 0x7F),
+    "I": (0x00, 0x41, 0x7F, 0x41, 0x00), "J": (0x20, 0x40, 0x41, 0x3F, 0x01),
+    "K": (0x7F, 0x08, 0x14, 0x22, 0x41), "L": (0x7F, 0x40, 0x40, 0x40, 0x40),
+    "M": (0x7F, 0x02, 0x0C, 0x02, 0x7F), "N": (0x7F, 0x04, 0x08, 0x10, 0x7F),
+    "O": (0x3E, 0x41, 0x41, 0x41, 0x3E), "P": (0x7F, 0x09, 0x09, 0x09, 0x06),
+    "Q": (0x3E, 0x41, 0x51, 0x21, 0x5E), "R": (0x7F, 0x09, 0x19, 0x29, 0x46),
+    "S": (0x46, 0x49, 0x49, 0x49, 0x31), "T": (0x01, 0x01, 0x7F, 0x01, 0x01),
+    "U": (0x3F, 0x40, 0x40, 0x40, 0x3F), "V": (0x1F, 0x20, 0x40, 0x20, 0x1F),
+    "W": (0x3F, 0x40, 0x38, 0x40, 0x3F), "X": (0x63, 0x14, 0x08, 0x14, 0x63),
+    "Y": (0x07, 0x08, 0x70, 0x08, 0x07), "Z": (0x61, 0x51, 0x49, 0x45, 0x43),
+    "(": (0x00, 0x1C, 0x22, 0x41, 0x00), ")": (0x00, 0x41, 0x22, 0x1C, 0x00),
+    "-": (0x08, 0x08, 0x08, 0x08, 0x08), ".": (0x00, 0x60, 0x60, 0x00, 0x00),
+    "/": (0x20, 0x10, 0x08, 0x04, 0x02), ":": (0x00, 0x36, 0x36, 0x00, 0x00),
+    ",": (0x00, 0x50, 0x30, 0x00, 0x00), "%": (0x23, 0x13, 0x08, 0x64, 0x62),
+    " ": (0, 0, 0, 0, 0), "=": (0x14, 0x14, 0x14, 0x14, 0x14),
+}
+COLORS = {"gzip": (31, 119, 180), "zstd": (255, 127, 14), "none": (44, 160, 44)}
+
+
+class Canvas:
+    def __init__(self, w, h):
+        self.w, self.h = w, h
+        self.px = bytearray(b"\xff" * (w * h * 3))
+
+    def set(self, x, y, c):
+        if 0 <= x < self.w and 0 <= y < self.h:
+            i = (y * self.w + x) * 3
+            self.px[i:i + 3] = bytes(c)
+
+    def line(self, x0, y0, x1, y1, c, width=1):
+        x0, y0, x1, y1 = int(round(x0)), int(round(y0)), int(round(x1)), int(round(y1))
+        n = max(abs(x1 - x0), abs(y1 - y0), 1)
+        for i in range(n + 1):
+            x = x0 + (x1 - x0) * i / n
+            y = y0 + (y1 - y0) * i / n
+            for dx in range(-(width // 2), width - width // 2):
+                for dy in range(-(width // 2), width - width // 2):
+                    self.set(int(round(x)) + dx, int(round(y)) + dy, c)
+
+    def rect(self, x, y, w, h, c):
+        for yy in range(y, y + h):
+            for xx in range(x, x + w):
+                self.set(xx, yy, c)
+
+    def text(self, x, y, s, c=(0, 0, 0), scale=2):
+        for ch in s.upper():
+            cols = FONT.get(ch, FONT[" "])
+            for cx, bits in enumerate(cols):
+                for cy in range(7):
+                    if bits >> cy & 1:
+                        self.rect(x + cx * scale, y + cy * scale, scale, scale, c)
+            x += 6 * scale
+
+    def save(self, path):
+        raw = b"".join(b"\x00" + bytes(self.px[y * self.w * 3:(y + 1) * self.w * 3]) for y in range(self.h))
+
+        def chunk(t, d):
+            return struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d) & 0xFFFFFFFF)
+
+        with open(path, "wb") as f:
+            f.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", self.w, self.h, 8, 2, 0, 0, 0))
+                    + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b""))
+
+
+def nice_max(v):
+    if v <= 0:
+        return 1.0
+    e = 10 ** len(str(int(v))) / 10 if v >= 1 else 1
+    for m in (1, 2, 2.5, 5, 10):
+        if v <= m * e:
+            return m * e
+    return 10 * e
+
+
+def tiny_plot(path, series, titles, sizes):
+    import math
+    pw, ph, mx, my = 420, 300, 90, 60
+    cv = Canvas(mx + 3 * (pw + mx), my + 2 * (ph + my + 30) + 20)
+    xs = sorted(sizes)
+    lx0, lx1 = math.log2(xs[0]), math.log2(xs[-1])
+    if lx1 == lx0:
+        lx1 = lx0 + 1
+    for row in range(2):
+        for col in range(3):
+            ox, oy = mx + col * (pw + mx), my + row * (ph + my + 30)
+            pts_all = [p for r, c, _, pts in series if r == row and c == col for p in pts]
+            ymax = nice_max(max((p[1] for p in pts_all), default=1.0) * 1.05)
+            cv.text(ox, oy - 30, titles[row][col])
+            cv.line(ox, oy + ph, ox + pw, oy + ph, (0, 0, 0), 2)
+            cv.line(ox, oy, ox, oy + ph, (0, 0, 0), 2)
+            for i in range(5):
+                yv = ymax * i / 4
+                yy = oy + ph - ph * i / 4
+                cv.line(ox - 5, yy, ox, yy, (0, 0, 0))
+                if i:
+                    cv.line(ox + 1, yy, ox + pw, yy, (225, 225, 225))
+                lab = f"{yv:.0f}" if ymax >= 10 else f"{yv:.1f}"
+                cv.text(ox - 8 - 12 * len(lab), int(yy) - 7, lab)
+
+            def X(s):
+                return ox + 10 + (pw - 20) * (math.log2(s) - lx0) / (lx1 - lx0)
+
+            for s in xs:
+                cv.line(X(s), oy + ph, X(s), oy + ph + 5, (0, 0, 0))
+                cv.text(int(X(s)) - 6 * len(str(s)), oy + ph + 10, str(s))
+            cv.text(ox + pw // 2 - 60, oy + ph + 30, "memory MIB")
+            for r, c, codec, pts in series:
+                if r != row or c != col or not pts:
+                    continue
+                col_ = COLORS[codec]
+                P = [(X(s), oy + ph - ph * min(y, ymax) / ymax) for s, y in pts]
+                for a, b in zip(P, P[1:]):
+                    cv.line(a[0], a[1], b[0], b[1], col_, 3)
+                for x, y in P:
+                    cv.rect(int(x) - 4, int(y) - 4, 9, 9, col_)
+    # legend
+    lx = mx
+    ly = cv.h - 22
+    for codec in CODECS:
+        cv.rect(lx, ly + 2, 30, 10, COLORS[codec])
+        cv.text(lx + 38, ly, codec)
+        lx += 160
+    cv.save(path)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="sizes 64,256, 1 rep, smaller overhead loops (< 3 min)")
+    ap.add_argument("--large", action="store_true", help="add 4096 MiB")
+    ap.add_argument("--reps", type=int, default=None, help="repetitions per measurement (default 3, quick 1)")
+    ap.add_argument("--sizes", default=None, help="comma-separated MiB (default 64,256,1024)")
+    ap.add_argument("--bin", default=None, help="directory with the dmtcp-* binaries")
+    ap.add_argument("--dir", default=None, help="parent of the scratch directory (default $TMPDIR or /tmp)")
+    ap.add_argument("--out", default=os.path.join(HERE, "results"), help="output directory")
+    ap.add_argument("--keep", action="store_true", help="keep the scratch directory")
+    ap.add_argument("--only", default="machine,ckpt,overhead,criu", help="sections to run")
+    a = ap.parse_args()
+    if a.sizes:
+        a.sizes = [int(s) for s in a.sizes.split(",")]
+    else:
+        a.sizes = [64, 256] if a.quick else [64, 256, 1024]
+    if a.large:
+        a.sizes.append(4096)
+    a.reps = a.reps or (1 if a.quick else 3)
+    a.threads = 64
+    a.dd_mib = 256 if a.quick else 1024
+    a.getpid_n = 10_000_000
+    a.fork_n = 2000
+    a.launch_n = 30 if a.quick else 100
+    a.oh_reps = 1 if a.quick else 3
+    if not a.bin:
+        ct = os.environ.get("CARGO_TARGET_DIR") or os.path.join(REPO, "target")
+        a.bin = os.path.join(ct, "release")
+    for b in ("dmtcp-coordinator", "dmtcp-run", "dmtcp-command", "dmtcp-restart"):
+        if not os.access(os.path.join(a.bin, b), os.X_OK):
+            sys.exit(f"bench: {a.bin}/{b} not found (build first: cargo build --release, or --bin DIR)")
+    os.makedirs(a.out, exist_ok=True)
+    try:  # reap orphaned daemons' zombies ourselves (PLATFORM.md trap)
+        import ctypes
+        ctypes.CDLL(None).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+    except Exception:
+        pass
+    b = Bench(a)
+    t0 = time.monotonic()
+    try:
+        b.res["git"] = subprocess.run(["git", "-C", REPO, "rev-parse", "--short", "HEAD"], text=True,
+                                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL).stdout.strip()
+        b.build()
+        only = a.only.split(",")
+        if "machine" in only:
+            b.machine()
+        if "ckpt" in only:
+            b.ckpt_all()
+        if "overhead" in only:
+            b.overhead()
+        if "criu" in only:
+            b.criu()
+        if "machine" in only:
+            b.machine()  # dd write again: the disk speed drifts a lot
+    except KeyboardInterrupt:
+        log("interrupted: writing what we have")
+    finally:
+        b.cleanup()
+        reap_orphans()
+    md = b.report()
+    md += f"\nTotal benchmark time: {time.monotonic() - t0:.0f} s.\n"
+    with open(os.path.join(a.out, "latest.md"), "w") as f:
+        f.write(md)
+    with open(os.path.join(a.out, "latest.json"), "w") as f:
+        json.dump({"results": b.res, "failures": b.failures,
+                   "summary": [dict(kind=k[0], size=k[1], codec=k[2], **v) for k, v in b.S.items()]},
+                  f, indent=1, default=str)
+    how = b.plot(os.path.join(a.out, "ckpt_restart.png"))
+    print(md)
+    print(f"wrote {a.out}/latest.md, latest.json, ckpt_restart.png ({how})")
+    return 1 if b.failures else 0
+
+
+def reap_orphans():
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
+if __name__ == "__main__":
+    sys.exit(main())
