@@ -577,12 +577,10 @@ fn create_thread(sh: &mut Shell, t: &ThreadState) -> io::Result<Injector> {
         .take()
         .ok_or_else(|| err(pid, "thread", format!("no clone event for tid {}", t.vtid)))?;
     // The auto-attached thread reports its first stop.
-    loop {
-        match ptrace::wait(host_tid)? {
-            Stop::Event { .. } | Stop::Signal(_) | Stop::Syscall => break,
-            Stop::Exited(c) => return Err(err(pid, "new thread", format!("exited ({c})"))),
-            Stop::Killed(s) => return Err(err(pid, "new thread", format!("killed ({s})"))),
-        }
+    match ptrace::wait_alive(host_tid)? {
+        Stop::Exited(c) => return Err(err(pid, "new thread", format!("exited ({c})"))),
+        Stop::Killed(s) => return Err(err(pid, "new thread", format!("killed ({s})"))),
+        Stop::Event { .. } | Stop::Signal(_) | Stop::Syscall => {}
     }
     Injector::new(host_tid, RemoteAddr(sh.tramp))
 }

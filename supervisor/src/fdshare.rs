@@ -18,6 +18,9 @@ use crate::procfs;
 
 const KCMP_FILE: i32 = 0;
 
+/// An fd of a process.
+type FdRef = (HostPid, i32);
+
 fn same_description(a: (HostPid, i32), b: (HostPid, i32)) -> bool {
     // SAFETY: kcmp takes plain integers and touches no memory.
     let r = unsafe { libc::syscall(libc::SYS_kcmp, a.0 .0, b.0 .0, KCMP_FILE, a.1, b.1) };
@@ -48,7 +51,7 @@ impl FdContext {
         let mut readers = HashSet::new();
         let mut writers = HashSet::new();
         // Representatives of each description, bucketed by link target.
-        let mut buckets: HashMap<String, Vec<((HostPid, i32), u64)>> = HashMap::new();
+        let mut buckets: HashMap<String, Vec<(FdRef, u64)>> = HashMap::new();
         let mut next_id = 1u64;
         for &pid in procs {
             for fd in procfs::fds(pid)? {

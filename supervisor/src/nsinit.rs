@@ -249,12 +249,11 @@ fn make_shells(plans: &[ShellPlan]) -> io::Result<Vec<i32>> {
         for e in &p.fds {
             unique += 1;
             let key = desc_key(e, unique);
-            if !u.descs.contains_key(&key) {
+            if let std::collections::hash_map::Entry::Vacant(slot) = u.descs.entry(key) {
                 let fd = crate::fdrestore::open_fd(e, &pipes).map_err(|err| {
                     io::Error::new(err.kind(), format!("pid {} fd {}: {err}", p.vpid, e.fd))
                 })?;
-                u.descs
-                    .insert(key, crate::sys::dup_above(fd.as_raw_fd(), base)?);
+                slot.insert(crate::sys::dup_above(fd.as_raw_fd(), base)?);
             }
             keys.push(key);
         }

@@ -36,7 +36,7 @@ impl fmt::Display for RemoteAddr {
 }
 
 impl RemoteAddr {
-    pub fn add(self, off: u64) -> RemoteAddr {
+    pub fn offset(self, off: u64) -> RemoteAddr {
         RemoteAddr(self.0 + off)
     }
 }

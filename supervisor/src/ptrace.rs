@@ -273,7 +273,7 @@ pub fn wait_alive(tid: HostPid) -> io::Result<Stop> {
             return Ok(s);
         }
         spins += 1;
-        if spins % 256 == 0 {
+        if spins.is_multiple_of(256) {
             let state = std::fs::read_to_string(format!("/proc/{}/stat", tid.0))
                 .ok()
                 .and_then(|s| s.rsplit(')').next().map(|r| r.trim_start().chars().next()))

@@ -28,10 +28,8 @@ pub fn set_cloexec(fd: RawFd) -> io::Result<()> {
 pub fn pipe_cloexec() -> io::Result<(std::fs::File, OwnedFd)> {
     let mut fds = [0; 2];
     // SAFETY: fds is a live [c_int; 2] the kernel fills.
-    cvt(
-        unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) },
-        "pipe2",
-    )?;
+    let r = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) };
+    cvt(r, "pipe2")?;
     // SAFETY: pipe2 just returned two fresh fds that nothing else owns.
     Ok(unsafe {
         (
