@@ -47,6 +47,8 @@ struct InjectedState {
     /// Per thread (same order as `FrozenProcess::threads`): clear_child_tid, sigaltstack.
     per_thread: Vec<(u64, (u64, i32, u64))>,
     posix_timers: Vec<PosixTimer>,
+    /// The copy-on-write snapshot child, when one was asked for and made.
+    snapshot: Option<(HostPid, i32)>,
 }
 
 fn read_u64s(mem: &Mem, addr: u64, n: usize) -> io::Result<Vec<u64>> {
@@ -62,6 +64,7 @@ fn inject_queries(
     insn: RemoteAddr,
     mem: &Mem,
     caught_or_ignored: u64,
+    want_snapshot: bool,
 ) -> io::Result<InjectedState> {
     let leader = fp.threads[0].tid;
     // Signals arriving while we run syscalls in a thread must pend, not be
@@ -75,7 +78,7 @@ fn inject_queries(
     for t in &fp.threads {
         ptrace::set_sigmask(t.tid, u64::MAX)?;
     }
-    let result = inject_queries_blocked(fp, insn, mem, caught_or_ignored, leader);
+    let result = inject_queries_blocked(fp, insn, mem, caught_or_ignored, leader, want_snapshot);
     for (t, m) in fp.threads.iter().zip(&masks) {
         ptrace::set_sigmask(t.tid, *m)?;
     }
@@ -88,6 +91,7 @@ fn inject_queries_blocked(
     mem: &Mem,
     caught_or_ignored: u64,
     leader: HostPid,
+    want_snapshot: bool,
 ) -> io::Result<InjectedState> {
     let pid = fp.pid;
     let mut inj = Injector::new(leader, insn)?;
@@ -152,12 +156,48 @@ fn inject_queries_blocked(
             itimers,
             per_thread,
             posix_timers,
+            snapshot: None,
         })
     })();
     let unmap = inj.syscall(libc::SYS_munmap, [scratch, PAGE_SIZE, 0, 0, 0, 0]);
-    let state = ctx(result, pid, "querying state inside the process")?;
+    let mut state = ctx(result, pid, "querying state inside the process")?;
     ctx(unmap, pid, "unmapping the scratch page")?;
+    if want_snapshot {
+        // Last, after our own scratch page is gone: the child's memory is
+        // the process's memory at this instant.
+        match make_snapshot(&mut inj) {
+            Ok(s) => state.snapshot = Some(s),
+            Err(e) => tracing::warn!(
+                "pid {pid}: no copy-on-write snapshot ({e}); memory is read while frozen"
+            ),
+        }
+    }
     Ok(state)
+}
+
+/// Forks the process from inside (an injected `clone` in a stopped thread)
+/// into a copy-on-write snapshot child that never runs: it is auto-attached
+/// and stays in its first ptrace stop until we kill it. It shares the fd
+/// table and fs info, so it holds no extra reference to any file, and has
+/// no exit signal, so the program gets no SIGCHLD for it.
+/// Returns (host pid, pid inside the namespace).
+fn make_snapshot(inj: &mut Injector) -> io::Result<(HostPid, i32)> {
+    let opts = libc::PTRACE_O_TRACESYSGOOD | libc::PTRACE_O_TRACECLONE;
+    ptrace::set_options(inj.tid, opts)?;
+    let flags = (libc::CLONE_FILES | libc::CLONE_FS) as u64;
+    let r = inj.syscall(libc::SYS_clone, [flags, 0, 0, 0, 0, 0]);
+    ptrace::set_options(inj.tid, libc::PTRACE_O_TRACESYSGOOD)?;
+    let vpid = r? as i32;
+    let child = inj
+        .cloned
+        .take()
+        .ok_or_else(|| io::Error::other("clone reported no new process"))?;
+    match ptrace::wait_alive(child)? {
+        ptrace::Stop::Exited(_) | ptrace::Stop::Killed(_) => {
+            Err(io::Error::other("snapshot child died at birth"))
+        }
+        _ => Ok((child, vpid)),
+    }
 }
 
 /// `/proc/PID/timers`: id, clock, notification and signal of each timer
@@ -342,12 +382,45 @@ fn capture_vma(
     Ok(runs)
 }
 
-fn capture_memory(pid: HostPid, mem: &Mem, writer: &mut ImageWriter) -> io::Result<Vec<Vma>> {
+/// Memory whose pages are read after the program runs again, from the
+/// copy-on-write snapshot child.
+pub struct Deferred {
+    /// The snapshot child (host pid; stopped and traced by us) and its pid
+    /// inside the namespace.
+    pub child: HostPid,
+    child_vpid: i32,
+    /// The process it was cloned from, which must reap it.
+    pub parent: HostPid,
+    /// (index into the image's VMAs, the mapping) for each deferred VMA.
+    vmas: Vec<(usize, MapEntry)>,
+    released: bool,
+}
+
+/// Pages of mappings that a snapshot child cannot stand in for are read at
+/// once: shared memory (the program keeps writing it), and mappings a fork
+/// does not copy (`MADV_DONTFORK`, `MADV_WIPEONFORK`).
+fn needs_reading_now(m: &MapEntry, vf: &[String]) -> bool {
+    m.shared || vf.iter().any(|f| f == "dc" || f == "wf")
+}
+
+fn capture_memory(
+    pid: HostPid,
+    mem: &Mem,
+    writer: &mut ImageWriter,
+    snapshot: Option<(HostPid, i32)>,
+) -> io::Result<(Vec<Vma>, Option<Deferred>)> {
     let maps = procfs::maps(pid)?;
     let flags = procfs::vm_flags(pid).unwrap_or_default();
     let pagemap = Pagemap::open(pid)?;
     let mut buf = Vec::new();
     let mut vmas = Vec::with_capacity(maps.len());
+    let mut deferred = snapshot.map(|(child, child_vpid)| Deferred {
+        child,
+        child_vpid,
+        parent: pid,
+        vmas: Vec::new(),
+        released: false,
+    });
     for m in &maps {
         let kind = vma_kind(m);
         let vf = flags
@@ -357,10 +430,16 @@ fn capture_memory(pid: HostPid, mem: &Mem, writer: &mut ImageWriter) -> io::Resu
             .unwrap_or(&[]);
         let growsdown = vf.iter().any(|f| f == "gd");
         let account = vf.iter().any(|f| f == "ac");
-        let pages = match kind {
-            VmaKind::Vdso | VmaKind::Vvar | VmaKind::VvarVclock | VmaKind::Vsyscall => Vec::new(),
-            // Device and I/O mappings cannot be read back meaningfully.
-            _ if vf.iter().any(|f| f == "io" || f == "pf") => Vec::new(),
+        let special = matches!(
+            kind,
+            VmaKind::Vdso | VmaKind::Vvar | VmaKind::VvarVclock | VmaKind::Vsyscall
+        ) || vf.iter().any(|f| f == "io" || f == "pf");
+        let pages = match deferred.as_mut() {
+            _ if special => Vec::new(),
+            Some(d) if !needs_reading_now(m, vf) => {
+                d.vmas.push((vmas.len(), m.clone()));
+                Vec::new()
+            }
             _ => capture_vma(m, &pagemap, mem, writer, &mut buf).map_err(|e| {
                 io::Error::new(
                     e.kind(),
@@ -379,7 +458,78 @@ fn capture_memory(pid: HostPid, mem: &Mem, writer: &mut ImageWriter) -> io::Resu
             pages,
         });
     }
-    Ok(vmas)
+    Ok((vmas, deferred))
+}
+
+impl Deferred {
+    /// Reads the deferred pages from the snapshot into the writer and the
+    /// image's VMAs. The program runs meanwhile.
+    pub fn capture(&self, meta: &mut ProcessImage, writer: &mut ImageWriter) -> io::Result<()> {
+        let mem = Mem::open(self.child, false)?;
+        let pagemap = Pagemap::open(self.child)?;
+        let mut buf = Vec::new();
+        for (i, m) in &self.vmas {
+            meta.vmas[*i].pages = capture_vma(m, &pagemap, &mem, writer, &mut buf).map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!("snapshot memory {:#x}-{:#x} {}: {e}", m.start, m.end, m.name),
+                )
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Kills the snapshot and has its parent reap it (one thread of the
+    /// parent is stopped for an injected `wait4`, ~0.1 ms).
+    pub fn release(mut self) -> io::Result<()> {
+        self.released = true;
+        self.kill_and_reap()
+    }
+
+    fn kill_and_reap(&self) -> io::Result<()> {
+        // SAFETY: kill with integer arguments; the child is ours to end.
+        unsafe { libc::kill(self.child.0, libc::SIGKILL) };
+        // As its tracer we see it die first; then it is its parent's zombie.
+        loop {
+            match ptrace::wait_alive(self.child) {
+                Ok(ptrace::Stop::Exited(_)) | Ok(ptrace::Stop::Killed(_)) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+        reap_in(self.parent, self.child_vpid)
+    }
+}
+
+/// A snapshot is never left behind, whatever path drops it.
+impl Drop for Deferred {
+    fn drop(&mut self) {
+        if !self.released {
+            if let Err(e) = self.kill_and_reap() {
+                tracing::warn!("{e}");
+            }
+        }
+    }
+}
+
+/// Runs `wait4(vpid, NULL, __WALL, NULL)` inside `parent`, in its leader
+/// thread stopped just for that.
+fn reap_in(parent: HostPid, vpid: i32) -> io::Result<()> {
+    let mut fp = crate::freeze::freeze_threads(parent, &[parent])?;
+    let result = (|| {
+        let maps = procfs::maps(parent)?;
+        let mem = Mem::open(parent, false)?;
+        let insn = syscall_insn(parent, &maps, &mem)?;
+        let t = &mut fp.threads[0];
+        let mask = ptrace::get_sigmask(t.tid)?;
+        ptrace::set_sigmask(t.tid, u64::MAX)?;
+        t.touched = true;
+        let mut inj = Injector::new(t.tid, insn)?;
+        let r = inj.syscall(libc::SYS_wait4, [vpid as u64, 0, libc::__WALL as u64, 0, 0, 0]);
+        ptrace::set_sigmask(t.tid, mask)?;
+        r.map(drop)
+    })();
+    fp.thaw()?;
+    result.map_err(|e| io::Error::new(e.kind(), format!("reaping the snapshot of pid {parent}: {e}")))
 }
 
 fn is_tty(path: &str) -> bool {
@@ -560,12 +710,15 @@ fn rlimits(pid: HostPid) -> Vec<(u32, u64, u64)> {
 
 /// Captures a frozen process into `writer` and returns its metadata.
 /// The caller finishes (or drops) the writer.
+/// With `snapshot`, private memory is not read now: a copy-on-write child
+/// stands in for it and [`Deferred::capture`] reads it after the thaw.
 pub fn capture(
     fp: &mut FrozenProcess,
     writer: &mut ImageWriter,
     computation: ComputationInfo,
     fdctx: &mut FdContext,
-) -> io::Result<ProcessImage> {
+    snapshot: bool,
+) -> io::Result<(ProcessImage, Option<Deferred>)> {
     let pid = fp.pid;
     let status = ctx(procfs::status(pid), pid, "status")?;
     let maps = ctx(procfs::maps(pid), pid, "maps")?;
@@ -579,7 +732,7 @@ pub fn capture(
     let cpu = ptrace::current_cpu();
     let my_mask = ptrace::pin_to_cpu(HostPid(0), cpu).ok();
     fp.pin(cpu);
-    let injected = inject_queries(fp, insn, &mem, caught);
+    let injected = inject_queries(fp, insn, &mem, caught, snapshot);
     if let Some(m) = my_mask {
         let _ = ptrace::set_affinity(HostPid(0), &m);
     }
@@ -617,7 +770,11 @@ pub fn capture(
     }
 
     let t_threads = t0.elapsed();
-    let vmas = ctx(capture_memory(pid, &mem, writer), pid, "memory")?;
+    let (vmas, deferred) = ctx(
+        capture_memory(pid, &mem, writer, injected.snapshot),
+        pid,
+        "memory",
+    )?;
     let t_memory = t0.elapsed();
     let fds = ctx(capture_fds(pid, fdctx), pid, "file descriptors")?;
     tracing::debug!(
@@ -679,11 +836,14 @@ pub fn capture(
         posix_timers: injected.posix_timers,
     };
     let _ = stat;
-    Ok(ProcessImage {
-        computation,
-        process,
-        threads,
-        fds,
-        vmas,
-    })
+    Ok((
+        ProcessImage {
+            computation,
+            process,
+            threads,
+            fds,
+            vmas,
+        },
+        deferred,
+    ))
 }

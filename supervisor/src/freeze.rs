@@ -54,8 +54,13 @@ fn tracer_of(pid: HostPid) -> String {
 
 /// Stops every thread of `pid`. On error nothing stays stopped.
 pub fn freeze(pid: HostPid) -> io::Result<FrozenProcess> {
+    freeze_threads(pid, &[])
+}
+
+/// Stops the given threads of `pid` only (all of them if `only` is empty).
+pub fn freeze_threads(pid: HostPid, only: &[HostPid]) -> io::Result<FrozenProcess> {
     let mut seized: BTreeMap<HostPid, Option<FrozenThread>> = BTreeMap::new();
-    let result = freeze_into(pid, &mut seized);
+    let result = freeze_into(pid, &mut seized, only);
     match result {
         Ok(()) => {
             let vpid = procfs::status(pid)
@@ -80,11 +85,16 @@ pub fn freeze(pid: HostPid) -> io::Result<FrozenProcess> {
 fn freeze_into(
     pid: HostPid,
     seized: &mut BTreeMap<HostPid, Option<FrozenThread>>,
+    only: &[HostPid],
 ) -> io::Result<()> {
     // Threads may be created while we seize: repeat until the set is stable.
     // Seized threads are stopped (or stopping) and cannot create more.
     loop {
-        let tids = procfs::tasks(pid)?;
+        let tids = if only.is_empty() {
+            procfs::tasks(pid)?
+        } else {
+            only.to_vec()
+        };
         let fresh: Vec<HostPid> = tids
             .into_iter()
             .filter(|t| !seized.contains_key(t))

@@ -479,3 +479,10 @@ pub fn pending_signals(tid: HostPid, shared: bool) -> io::Result<Vec<Vec<u8>>> {
         }
     }
 }
+
+/// `PTRACE_SETOPTIONS`.
+pub fn set_options(tid: HostPid, opts: i32) -> io::Result<()> {
+    // SAFETY: SETOPTIONS takes an option bit mask as data, no pointers.
+    let r = unsafe { raw(libc::PTRACE_SETOPTIONS, tid, 0, opts as usize) };
+    check(r, "PTRACE_SETOPTIONS", tid).map(drop)
+}

@@ -91,6 +91,34 @@ impl Waker {
     }
 }
 
+/// A process captured while frozen whose image is finished after the thaw:
+/// private memory still comes from its copy-on-write snapshot.
+struct OpenCapture {
+    writer: ImageWriter,
+    meta: dmtcp_image::ProcessImage,
+    deferred: Option<capture::Deferred>,
+    entry: ImageEntry,
+}
+
+impl OpenCapture {
+    /// Reads the snapshot, releases it, and writes the image (not yet durable).
+    fn finish(mut self) -> Result<(PendingImage, ImageEntry), String> {
+        if let Some(d) = self.deferred.take() {
+            let read = d.capture(&mut self.meta, &mut self.writer);
+            let released = d.release();
+            read.map_err(|e| e.to_string())?;
+            if let Err(e) = released {
+                warn!("{e}");
+            }
+        }
+        let pending = self
+            .writer
+            .finish_unsynced(&self.meta)
+            .map_err(|e| e.to_string())?;
+        Ok((pending, self.entry))
+    }
+}
+
 /// A running session; `run` returns when `done` is set (the computation ended).
 pub struct Session {
     cfg: SessionConfig,
@@ -105,7 +133,7 @@ pub struct Session {
     last_attempt: Instant,
     frozen: Vec<FrozenProcess>,
     /// Images complete under temp names, made durable after Resume.
-    pending: Vec<(PendingImage, ImageEntry)>,
+    pending: Vec<OpenCapture>,
     last_list: Vec<ProcEntry>,
     /// Application API: coordinator publication to new processes.
     agent: crate::agent::Publisher,
@@ -319,7 +347,7 @@ impl Session {
         dir: &std::path::Path,
         write: &WriteOptions,
         info: &ComputationInfo,
-        images: &mut Vec<(PendingImage, ImageEntry)>,
+        images: &mut Vec<OpenCapture>,
     ) -> Result<(), String> {
         let pids: Vec<HostPid> = self.frozen.iter().map(|f| f.pid).collect();
         let mut fdctx = crate::fdshare::FdContext::build(&pids)
@@ -341,9 +369,8 @@ impl Session {
             let path = dir.join(image_file_name(&comm, &self.computation, fp.vpid as u32));
             let mut writer =
                 ImageWriter::create(&path, write.clone()).map_err(|e| e.to_string())?;
-            let meta = capture::capture(fp, &mut writer, info.clone(), &mut fdctx)
+            let (meta, deferred) = capture::capture(fp, &mut writer, info.clone(), &mut fdctx, true)
                 .map_err(|e| e.to_string())?;
-            let pending = writer.finish_unsynced(&meta).map_err(|e| e.to_string())?;
             debug!("pid {} ({comm}): captured in {:?}", fp.vpid, t.elapsed());
             let entry = ImageEntry {
                 path: path.to_string_lossy().into_owned(),
@@ -352,26 +379,32 @@ impl Session {
                 host: hostname(),
                 size: 0,
             };
-            images.push((pending, entry));
+            images.push(OpenCapture {
+                writer,
+                meta,
+                deferred,
+                entry,
+            });
         }
         Ok(())
     }
 
-    /// Fsyncs and renames the pending images, then reports them.
+    /// Reads the snapshots, writes the images, fsyncs and renames them, then
+    /// reports them. The program is running all along.
     fn commit_images(&mut self, id: u64) {
         let t = Instant::now();
         let mut images = Vec::new();
         let mut failure = None;
-        for (pending, mut entry) in std::mem::take(&mut self.pending) {
+        for open in std::mem::take(&mut self.pending) {
             if failure.is_some() {
-                continue; // dropping removes the temp file
+                continue; // dropping releases the snapshot and the temp file
             }
-            match pending.commit() {
-                Ok(size) => {
-                    entry.size = size;
-                    images.push(entry);
-                }
-                Err(e) => failure = Some(e.to_string()),
+            match open.finish().and_then(|(pending, mut entry)| {
+                entry.size = pending.commit().map_err(|e| e.to_string())?;
+                Ok(entry)
+            }) {
+                Ok(entry) => images.push(entry),
+                Err(e) => failure = Some(e),
             }
         }
         if let Some(reason) = failure {

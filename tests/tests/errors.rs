@@ -147,10 +147,11 @@ fn run_nonexistent(env: &mut TestEnv) {
 
 /// `dmtcp-command` against a port where nothing listens fails (and does not hang).
 fn command_without_coordinator(env: &mut TestEnv) {
-    let port = {
-        let l = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-        l.local_addr().expect("local addr").port()
-    };
+    // A free port below the ephemeral range: the coordinators other tests
+    // start on port 0 get ephemeral ports, so none can take this one.
+    let port = (20000 + (std::process::id() % 5000) as u16..30000)
+        .find(|p| TcpListener::bind(("127.0.0.1", *p)).is_ok())
+        .expect("a free port below the ephemeral range");
     for args in [&["-s"][..], &["-bc"][..]] {
         let mut cmd = env.command("dmtcp-command");
         cmd.arg("-p").arg(port.to_string()).args(args);
