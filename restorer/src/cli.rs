@@ -64,6 +64,15 @@ fn open_images(paths: &[PathBuf]) -> anyhow::Result<Vec<ImageReader>> {
         r.verify().map_err(|e| anyhow!("{e}"))?;
         let m = r.meta();
         if let Some(first) = out.first() {
+            if first.meta().computation.generation != m.computation.generation {
+                bail!(
+                    "{}: taken at checkpoint {}, but {} at checkpoint {}: restart images of one checkpoint",
+                    p.display(),
+                    m.computation.generation,
+                    first.path().display(),
+                    first.meta().computation.generation
+                );
+            }
             if first.meta().computation.id != m.computation.id {
                 bail!(
                     "{}: belongs to computation {}, not {} like {}",
@@ -91,6 +100,7 @@ fn shell_plan(r: &ImageReader) -> ShellPlan {
         vppid: p.vppid,
         vpgid: p.vpgid,
         vsid: p.vsid,
+        zombie: p.zombie,
         cwd: p.cwd.clone(),
         umask: p.umask,
         rlimits: p.rlimits.clone(),
@@ -173,7 +183,7 @@ fn run() -> anyhow::Result<i32> {
             bail!("unexpected answer from dmtcp-nsinit: {other:?}");
         }
     }
-    for r in &images {
+    for r in images.iter().filter(|r| r.meta().process.zombie.is_none()) {
         let vpid = r.meta().process.vpid as i32;
         let res = host_pid_of(nsinit, vpid)
             .ok_or_else(|| anyhow!("shell for pid {vpid} not found"))

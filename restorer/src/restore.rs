@@ -513,6 +513,20 @@ fn restore_process_state(sh: &mut Shell, meta: &ProcessImage) -> io::Result<()> 
         sh.call(libc::SYS_personality, [p.personality as u64, 0, 0, 0, 0, 0])
             .map_err(|e| err(pid, "personality", e))?;
     }
+    if p.child_subreaper {
+        sh.call(
+            libc::SYS_prctl,
+            [libc::PR_SET_CHILD_SUBREAPER as u64, 1, 0, 0, 0, 0],
+        )
+        .map_err(|e| err(pid, "child subreaper", e))?;
+    }
+    if p.dumpable != 1 {
+        sh.call(
+            libc::SYS_prctl,
+            [libc::PR_SET_DUMPABLE as u64, p.dumpable as u64, 0, 0, 0, 0],
+        )
+        .map_err(|e| err(pid, "dumpable", e))?;
+    }
     if p.no_new_privs {
         sh.call(
             libc::SYS_prctl,

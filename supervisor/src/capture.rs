@@ -42,6 +42,8 @@ pub fn syscall_insn(pid: HostPid, maps: &[MapEntry], mem: &Mem) -> io::Result<Re
 /// State only syscalls inside the target can tell.
 struct InjectedState {
     brk: u64,
+    dumpable: u32,
+    child_subreaper: bool,
     sigactions: Vec<SigAction>,
     itimers: [(u64, u64); 3],
     /// Per thread (same order as `FrozenProcess::threads`): clear_child_tid, sigaltstack.
@@ -109,6 +111,15 @@ fn inject_queries_blocked(
     fp.threads[0].touched = true;
     let result = (|| {
         let brk = inj.syscall(libc::SYS_brk, [0; 6])?;
+        let dumpable = inj.syscall(
+            libc::SYS_prctl,
+            [libc::PR_GET_DUMPABLE as u64, 0, 0, 0, 0, 0],
+        )? as u32;
+        inj.syscall(
+            libc::SYS_prctl,
+            [libc::PR_GET_CHILD_SUBREAPER as u64, scratch, 0, 0, 0, 0],
+        )?;
+        let child_subreaper = read_u64s(mem, scratch, 1)?[0] as u32 != 0;
         let mut sigactions = vec![SigAction::default(); 64];
         for sig in 1..=64u64 {
             if caught_or_ignored & (1 << (sig - 1)) == 0 {
@@ -152,6 +163,8 @@ fn inject_queries_blocked(
         }
         Ok(InjectedState {
             brk,
+            dumpable,
+            child_subreaper,
             sigactions,
             itimers,
             per_thread,
@@ -469,12 +482,16 @@ impl Deferred {
         let pagemap = Pagemap::open(self.child)?;
         let mut buf = Vec::new();
         for (i, m) in &self.vmas {
-            meta.vmas[*i].pages = capture_vma(m, &pagemap, &mem, writer, &mut buf).map_err(|e| {
-                io::Error::new(
-                    e.kind(),
-                    format!("snapshot memory {:#x}-{:#x} {}: {e}", m.start, m.end, m.name),
-                )
-            })?;
+            meta.vmas[*i].pages =
+                capture_vma(m, &pagemap, &mem, writer, &mut buf).map_err(|e| {
+                    io::Error::new(
+                        e.kind(),
+                        format!(
+                            "snapshot memory {:#x}-{:#x} {}: {e}",
+                            m.start, m.end, m.name
+                        ),
+                    )
+                })?;
         }
         Ok(())
     }
@@ -524,12 +541,20 @@ fn reap_in(parent: HostPid, vpid: i32) -> io::Result<()> {
         ptrace::set_sigmask(t.tid, u64::MAX)?;
         t.touched = true;
         let mut inj = Injector::new(t.tid, insn)?;
-        let r = inj.syscall(libc::SYS_wait4, [vpid as u64, 0, libc::__WALL as u64, 0, 0, 0]);
+        let r = inj.syscall(
+            libc::SYS_wait4,
+            [vpid as u64, 0, libc::__WALL as u64, 0, 0, 0],
+        );
         ptrace::set_sigmask(t.tid, mask)?;
         r.map(drop)
     })();
     fp.thaw()?;
-    result.map_err(|e| io::Error::new(e.kind(), format!("reaping the snapshot of pid {parent}: {e}")))
+    result.map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!("reaping the snapshot of pid {parent}: {e}"),
+        )
+    })
 }
 
 fn is_tty(path: &str) -> bool {
@@ -652,6 +677,24 @@ fn capture_fds(pid: HostPid, fdctx: &mut FdContext) -> io::Result<Vec<FdEntry>> 
                 flags,
                 buffered,
             }
+        } else if let Some((ino, (id, end, sotype))) =
+            crate::sockets::socket_inode(&target).and_then(|i| Some((i, fdctx.unix_pair(i)?)))
+        {
+            let queued = if fdctx.claim_socket_queue(ino) {
+                let dup = crate::sys::steal_fd(pid.0, fd)?;
+                crate::sockets::peek_queue(&dup, sotype).map_err(|e| {
+                    io::Error::new(e.kind(), format!("reading unix socket fd {fd}: {e}"))
+                })?
+            } else {
+                Vec::new()
+            };
+            FdKind::UnixPair {
+                id,
+                end,
+                sotype,
+                flags,
+                queued,
+            }
         } else if let Some(kind) = target
             .strip_prefix("anon_inode:")
             .and_then(|k| anon_inode_kind(k, &procfs::fdinfo_text(pid, fd).ok()?, flags))
@@ -680,7 +723,7 @@ fn capture_fds(pid: HostPid, fdctx: &mut FdContext) -> io::Result<Vec<FdEntry>> 
 }
 
 /// The parent's pid as the process sees it (1 for nsinit, 0 outside).
-fn parent_vpid(status: &[(String, String)]) -> u32 {
+pub fn parent_vpid(status: &[(String, String)]) -> u32 {
     procfs::field(status, "PPid")
         .and_then(|p| p.parse::<i32>().ok())
         .and_then(|p| procfs::status(HostPid(p)).ok())
@@ -822,7 +865,7 @@ pub fn capture(
         uid: first_id("Uid"),
         gid: first_id("Gid"),
         no_new_privs: procfs::field(&status, "NoNewPrivs") == Some("1"),
-        dumpable: 1,
+        dumpable: injected.dumpable,
         mm: ctx(mm_fields(pid, injected.brk), pid, "mm fields")?,
         auxv: ctx(procfs::auxv(pid), pid, "auxv")?,
         sigactions: injected.sigactions,
@@ -832,8 +875,9 @@ pub fn capture(
             "pending signals",
         )?,
         itimers: injected.itimers,
-        child_subreaper: false,
+        child_subreaper: injected.child_subreaper,
         posix_timers: injected.posix_timers,
+        zombie: None,
     };
     let _ = stat;
     Ok((

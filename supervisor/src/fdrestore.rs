@@ -65,17 +65,32 @@ pub fn add_epoll_watches(entries: &[FdEntry]) -> io::Result<()> {
 /// Flags that must not be replayed when re-opening.
 const CREATION: i32 = libc::O_CREAT | libc::O_TRUNC | libc::O_EXCL | libc::O_NOCTTY;
 
-/// Pipes of one process, created once per pipe id: (read end, write end).
+/// Pipes and unix socket pairs of the computation, created once per id:
+/// pipes as (read end, write end), socket pairs as [end 0, end 1].
 #[derive(Default)]
 pub struct Pipes {
     made: HashMap<u64, (OwnedFd, OwnedFd)>,
+    pairs: HashMap<u64, [OwnedFd; 2]>,
 }
 
 impl Pipes {
-    /// Creates every pipe the entries name and puts its buffered bytes back.
+    /// Creates every pipe and unix socket pair the entries name and puts
+    /// their buffered bytes and queued messages back.
     pub fn create(entries: &[FdEntry]) -> io::Result<Pipes> {
         let mut p = Pipes::default();
         for e in entries {
+            if let FdKind::UnixPair {
+                id,
+                end,
+                sotype,
+                queued,
+                ..
+            } = &e.kind
+            {
+                p.create_pair(*id, *end, *sotype, queued)
+                    .map_err(|err| io::Error::new(err.kind(), format!("fd {}: {err}", e.fd)))?;
+                continue;
+            }
             let FdKind::Pipe { id, buffered, .. } = &e.kind else {
                 continue;
             };
@@ -101,6 +116,25 @@ impl Pipes {
         }
         Ok(p)
     }
+
+    /// Makes pair `id` if it is new and queues `queued` for reading on end
+    /// `end` (sent from the other end, so order and boundaries are kept).
+    fn create_pair(&mut self, id: u64, end: u8, sotype: i32, queued: &[Vec<u8>]) -> io::Result<()> {
+        if end > 1 {
+            return Err(io::Error::other(format!("unix pair {id}: bad end {end}")));
+        }
+        let pair = match self.pairs.entry(id) {
+            std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(crate::sockets::socketpair(sotype)?)
+            }
+        };
+        if !queued.is_empty() {
+            crate::sockets::refill(&pair[usize::from(1 - end)], queued)
+                .map_err(|e| io::Error::new(e.kind(), format!("unix pair {id} end {end}: {e}")))?;
+        }
+        Ok(())
+    }
 }
 
 /// Opens the object an fd entry describes, at any free number.
@@ -115,6 +149,21 @@ pub fn open_fd(e: &FdEntry, pipes: &Pipes) -> io::Result<OwnedFd> {
             let status = flags & (libc::O_NONBLOCK | libc::O_DIRECT);
             // SAFETY: fcntl on an fd we own.
             unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, status) };
+            Ok(fd)
+        }
+        FdKind::UnixPair { id, end, flags, .. } => {
+            let sock = pipes
+                .pairs
+                .get(id)
+                .and_then(|p| p.get(usize::from(*end)))
+                .ok_or_else(|| io::Error::other(format!("unix pair {id} end {end} was not created")))?;
+            let fd = crate::sys::dup_above(sock.as_raw_fd(), 0)?;
+            // SAFETY: fcntl on an fd we own; a socket end is one description
+            // per end, so its status flags are this end's.
+            if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags & libc::O_NONBLOCK) } < 0 {
+                let err = io::Error::last_os_error();
+                return Err(io::Error::new(err.kind(), format!("fcntl(F_SETFL) on unix pair {id}: {err}")));
+            }
             Ok(fd)
         }
         FdKind::File {

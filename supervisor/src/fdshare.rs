@@ -8,13 +8,17 @@
 //!   (`kcmp(KCMP_FILE)`, bucketed by link target so few comparisons run);
 //! - a pipe is internal when some process of the computation holds a read
 //!   end and some (possibly other) process holds a write end; its buffered
-//!   bytes are saved once, with the first read end seen.
+//!   bytes are saved once, with the first read end seen;
+//! - a unix socket is one end of an internal pair when it is connected,
+//!   unnamed, and its peer (matched by inode through `sock_diag`) is held by
+//!   some process of the computation and has it as peer in turn.
 
 use std::collections::{HashMap, HashSet};
 use std::io;
 
 use crate::pid::HostPid;
 use crate::procfs;
+use crate::sockets::{self, UnixInfo};
 
 const KCMP_FILE: i32 = 0;
 
@@ -42,6 +46,9 @@ pub struct FdContext {
     desc: HashMap<(HostPid, i32), u64>,
     internal_pipes: HashSet<u64>,
     peeked: HashSet<u64>,
+    /// Socket inode -> (pair id, end, type) for internal unix pairs.
+    unix_pairs: HashMap<u64, (u64, u8, i32)>,
+    peeked_sockets: HashSet<u64>,
 }
 
 impl FdContext {
@@ -53,6 +60,14 @@ impl FdContext {
         // Representatives of each description, bucketed by link target.
         let mut buckets: HashMap<String, Vec<(FdRef, u64)>> = HashMap::new();
         let mut next_id = 1u64;
+        let mut diag = match sockets::Diag::open() {
+            Ok(d) => Some(d),
+            Err(e) => {
+                tracing::warn!("unix sockets will not be saved: {e}");
+                None
+            }
+        };
+        let mut unix: HashMap<u64, UnixInfo> = HashMap::new();
         for &pid in procs {
             for fd in procfs::fds(pid)? {
                 let Ok(target) = procfs::link(pid, &format!("fd/{fd}")) else {
@@ -64,6 +79,17 @@ impl FdContext {
                         writers.insert(ino);
                     } else {
                         readers.insert(ino);
+                    }
+                }
+                if let (Some(ino), Some(d)) = (sockets::socket_inode(&target), diag.as_mut()) {
+                    if let std::collections::hash_map::Entry::Vacant(slot) = unix.entry(ino) {
+                        match d.unix(ino) {
+                            Ok(Some(info)) => {
+                                slot.insert(info);
+                            }
+                            Ok(None) => {}
+                            Err(e) => tracing::warn!("pid {} fd {fd}: {e}", pid.0),
+                        }
                     }
                 }
                 let reps = buckets.entry(target).or_default();
@@ -80,6 +106,7 @@ impl FdContext {
             }
         }
         ctx.internal_pipes = readers.intersection(&writers).copied().collect();
+        ctx.unix_pairs = internal_unix_pairs(&unix);
         Ok(ctx)
     }
 
@@ -97,4 +124,39 @@ impl FdContext {
     pub fn claim_buffer(&mut self, ino: u64) -> bool {
         self.peeked.insert(ino)
     }
+
+    /// (pair id, end, socket type) when socket `ino` is one end of a unix
+    /// pair whose both ends are inside the computation.
+    pub fn unix_pair(&self, ino: u64) -> Option<(u64, u8, i32)> {
+        self.unix_pairs.get(&ino).copied()
+    }
+
+    /// True the first time it is asked for a socket: that fd saves the
+    /// socket's receive queue.
+    pub fn claim_socket_queue(&mut self, ino: u64) -> bool {
+        self.peeked_sockets.insert(ino)
+    }
+}
+
+/// Sockets that are mutual, connected, unnamed peers of the same type, both
+/// seen in the computation: inode -> (pair id, end, type).
+fn internal_unix_pairs(unix: &HashMap<u64, UnixInfo>) -> HashMap<u64, (u64, u8, i32)> {
+    let usable = |s: &UnixInfo| {
+        s.state == sockets::STATE_ESTABLISHED
+            && !s.named
+            && matches!(
+                s.sotype,
+                libc::SOCK_STREAM | libc::SOCK_DGRAM | libc::SOCK_SEQPACKET
+            )
+    };
+    unix.values()
+        .filter(|s| usable(s))
+        .filter_map(|s| {
+            let p = unix.get(&s.peer)?;
+            (usable(p) && p.peer == s.ino && p.sotype == s.sotype && p.ino != s.ino).then(|| {
+                let id = s.ino.min(p.ino);
+                (s.ino, (id, u8::from(s.ino != id), s.sotype))
+            })
+        })
+        .collect()
 }

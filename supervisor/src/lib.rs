@@ -17,9 +17,11 @@ pub mod ptrace;
 pub mod remote;
 pub mod run_cli;
 pub mod session;
+pub mod sockets;
 pub mod spawn;
 pub mod supervise;
 pub mod sys;
+pub mod zombie;
 
 /// Sets up `tracing` from `DMTCP_LOG` (default: warnings), to stderr.
 pub fn init_logging() {

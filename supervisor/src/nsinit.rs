@@ -37,6 +37,8 @@ pub struct ShellPlan {
     pub vppid: u32,
     pub vpgid: u32,
     pub vsid: u32,
+    /// A zombie: the shell dies at once with this wait status.
+    pub zombie: Option<i32>,
     pub cwd: String,
     pub umask: u32,
     pub rlimits: Vec<(u32, u64, u64)>,
@@ -324,6 +326,15 @@ fn shell_main(u: &Universe, i: usize) -> ! {
                 libc::setpgid(0, 0);
             }
         }
+        if let Some(status) = plan.zombie {
+            // In place in the tree, with its group and session: now die
+            // the way it died, and stay a zombie until the parent waits.
+            let _ = place_fds(Vec::new(), ready_fd).map(|fd| {
+                // SAFETY: fd is our report pipe's write end.
+                unsafe { libc::write(fd, b"ok".as_ptr().cast(), 2) };
+            });
+            die_with(status);
+        }
         let mut kids: Vec<usize> = (0..u.plans.len())
             .filter(|&k| u.plans[k].vppid == plan.vpid)
             .collect();
@@ -369,6 +380,25 @@ fn shell_main(u: &Universe, i: usize) -> ! {
         // SAFETY: pause has no arguments; the restorer interrupts us here.
         unsafe { libc::pause() };
     }
+}
+
+/// Ends the calling process with wait status `status`.
+fn die_with(status: i32) -> ! {
+    if libc::WIFSIGNALED(status) {
+        let sig = libc::WTERMSIG(status);
+        // SAFETY: plain syscalls on ourselves; raw kill/getpid because glibc's
+        // cached tid in a clone3 child is nsinit's.
+        unsafe {
+            libc::signal(sig, libc::SIG_DFL);
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigaddset(&mut set, sig);
+            libc::sigprocmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+            libc::syscall(libc::SYS_kill, libc::syscall(libc::SYS_getpid), sig);
+        }
+    }
+    // SAFETY: _exit in a forked child.
+    unsafe { libc::_exit(libc::WEXITSTATUS(status)) }
 }
 
 /// Default dispositions: our own handlers (Rust's SIGSEGV/SIGBUS guard)

@@ -45,7 +45,7 @@ struct Args {
     /// Do not compress images (same as DMTCP_GZIP=0).
     #[arg(long = "no-gzip")]
     no_gzip: bool,
-    /// Compress images with gzip (the default).
+    /// Compress images with gzip (DMTCP's format; the default is zstd).
     #[arg(long = "gzip")]
     gzip: bool,
     /// Image codec: gzip, zstd or none.

@@ -132,6 +132,9 @@ pub struct Session {
     conn_gen: u64,
     last_attempt: Instant,
     frozen: Vec<FrozenProcess>,
+    /// Zombies of the computation during a checkpoint (not frozen: they
+    /// cannot run).
+    zombies: Vec<HostPid>,
     /// Images complete under temp names, made durable after Resume.
     pending: Vec<OpenCapture>,
     last_list: Vec<ProcEntry>,
@@ -181,6 +184,7 @@ impl Session {
             last_attempt: Instant::now(),
             conn: Some(conn),
             frozen: Vec::new(),
+            zombies: Vec::new(),
             pending: Vec::new(),
             last_list: Vec::new(),
             agent: Default::default(),
@@ -235,6 +239,7 @@ impl Session {
     }
 
     fn thaw_all(&mut self) {
+        self.zombies.clear();
         for fp in self.frozen.drain(..) {
             let pid = fp.pid;
             if let Err(e) = fp.thaw() {
@@ -286,10 +291,14 @@ impl Session {
         loop {
             let mut fresh = false;
             for (pid, e) in procs {
-                if self.frozen.iter().any(|f| f.pid == pid) {
+                if self.frozen.iter().any(|f| f.pid == pid) || self.zombies.contains(&pid) {
                     continue;
                 }
                 fresh = true;
+                if crate::zombie::is_zombie(pid) {
+                    self.zombies.push(pid);
+                    continue;
+                }
                 match freeze::freeze(pid) {
                     Ok(fp) => self.frozen.push(fp),
                     Err(err) if err.raw_os_error() == Some(libc::ESRCH) => {
@@ -369,8 +378,9 @@ impl Session {
             let path = dir.join(image_file_name(&comm, &self.computation, fp.vpid as u32));
             let mut writer =
                 ImageWriter::create(&path, write.clone()).map_err(|e| e.to_string())?;
-            let (meta, deferred) = capture::capture(fp, &mut writer, info.clone(), &mut fdctx, true)
-                .map_err(|e| e.to_string())?;
+            let (meta, deferred) =
+                capture::capture(fp, &mut writer, info.clone(), &mut fdctx, true)
+                    .map_err(|e| e.to_string())?;
             debug!("pid {} ({comm}): captured in {:?}", fp.vpid, t.elapsed());
             let entry = ImageEntry {
                 path: path.to_string_lossy().into_owned(),
@@ -386,6 +396,26 @@ impl Session {
                 entry,
             });
         }
+        for &pid in &self.zombies {
+            let meta = crate::zombie::image(pid, info.clone())
+                .map_err(|e| format!("zombie pid {pid}: {e}"))?;
+            let vpid = meta.process.vpid;
+            let comm = meta.process.comm.clone();
+            let path = dir.join(image_file_name(&comm, &self.computation, vpid));
+            let writer = ImageWriter::create(&path, write.clone()).map_err(|e| e.to_string())?;
+            images.push(OpenCapture {
+                writer,
+                meta,
+                deferred: None,
+                entry: ImageEntry {
+                    path: path.to_string_lossy().into_owned(),
+                    vpid,
+                    prog: comm,
+                    host: hostname(),
+                    size: 0,
+                },
+            });
+        }
         Ok(())
     }
 
@@ -394,17 +424,34 @@ impl Session {
     fn commit_images(&mut self, id: u64) {
         let t = Instant::now();
         let mut images = Vec::new();
+        // All or nothing: every image is written and fsynced under its temp
+        // name before any replaces the previous generation.
         let mut failure = None;
+        let mut ready = Vec::new();
         for open in std::mem::take(&mut self.pending) {
             if failure.is_some() {
                 continue; // dropping releases the snapshot and the temp file
             }
-            match open.finish().and_then(|(pending, mut entry)| {
-                entry.size = pending.commit().map_err(|e| e.to_string())?;
-                Ok(entry)
+            match open.finish().and_then(|(mut pending, entry)| {
+                pending.sync().map_err(|e| e.to_string())?;
+                Ok((pending, entry))
             }) {
-                Ok(entry) => images.push(entry),
+                Ok(x) => ready.push(x),
                 Err(e) => failure = Some(e),
+            }
+        }
+        if failure.is_none() {
+            for (pending, mut entry) in ready {
+                match pending.commit() {
+                    Ok(size) => {
+                        entry.size = size;
+                        images.push(entry);
+                    }
+                    Err(e) => {
+                        failure = Some(e.to_string());
+                        break;
+                    }
+                }
             }
         }
         if let Some(reason) = failure {

@@ -75,6 +75,8 @@ pub struct Scenario {
     pub ckpt_timeout: Duration,
     pub mode: Mode,
     pub proc_check: ProcCheck,
+    /// Program name in image file names, when not `prog` (scripts).
+    pub image_name: Option<String>,
 }
 
 impl Scenario {
@@ -88,6 +90,7 @@ impl Scenario {
             ckpt_timeout: Duration::from_secs(120),
             mode: Mode::from_env(),
             proc_check: ProcCheck::from_env(),
+            image_name: None,
         }
     }
 
@@ -108,6 +111,12 @@ impl Scenario {
 
     pub fn settle(mut self, d: Duration) -> Self {
         self.settle = d;
+        self
+    }
+
+    /// The program name images carry, when it is not `prog`.
+    pub fn image_name(mut self, name: &str) -> Self {
+        self.image_name = Some(name.into());
         self
     }
 
@@ -346,7 +355,12 @@ impl<'a> Running<'a> {
                 new.keys().collect::<Vec<_>>()
             ));
         }
-        let prefix = format!("ckpt_{}_", self.sc.prog);
+        // Images are named after the executable: a script's is its
+        // interpreter's.
+        let prefix = format!(
+            "ckpt_{}_",
+            self.sc.image_name.as_deref().unwrap_or(&self.sc.prog)
+        );
         if !images.iter().any(|p| {
             p.file_name()
                 .is_some_and(|n| n.to_string_lossy().starts_with(&prefix))

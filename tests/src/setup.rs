@@ -33,7 +33,12 @@ pub const PROGRAMS: &[&str] = &[
     "epoll_pipe",
     "tree",
     "posix_timers",
+    "zombie",
+    "sockets",
 ];
+
+/// Target programs that are scripts (copied, not compiled).
+pub const SCRIPTS: &[&str] = &["py_threads"];
 
 /// Source directory of the test crate.
 pub fn crate_dir() -> PathBuf {
@@ -193,13 +198,18 @@ fn compile_programs() -> Result<PathBuf> {
         }
         fs::set_permissions(&out, fs::Permissions::from_mode(0o755))?;
     }
+    for script in SCRIPTS {
+        let out = dst.join(script);
+        fs::copy(src.join(script), &out).with_context(|| format!("copy {script}"))?;
+        fs::set_permissions(&out, fs::Permissions::from_mode(0o755))?;
+    }
     Ok(dst)
 }
 
 /// Path of a compiled program.
 pub fn program(name: &str) -> PathBuf {
     assert!(
-        PROGRAMS.contains(&name),
+        PROGRAMS.contains(&name) || SCRIPTS.contains(&name),
         "unknown program {name}; add it to setup::PROGRAMS"
     );
     programs_dir().join(name)

@@ -10,6 +10,7 @@ e2e_tests! {
     avx512 => avx512_registers;
     epoll_pipe => epoll_and_blocked_read;
     posix_timers => posix_timers_keep_ids_and_fire;
+    py_threads => cpython_threads;
 }
 
 /// 8 threads taking turns under a mutex and condvar; tids, TLS, join.
@@ -43,4 +44,17 @@ fn epoll_and_blocked_read(env: &mut TestEnv) {
 /// signal values and remaining times, and keep firing.
 fn posix_timers_keep_ids_and_fire(env: &mut TestEnv) {
     Scenario::new("posix_timers").run(env);
+}
+
+/// A real multi-threaded program: CPython with worker threads under a lock,
+/// a queue.Queue producer/consumer and a sleeping thread.
+fn cpython_threads(env: &mut TestEnv) {
+    // The executable is the interpreter, so images are named after it.
+    let python = std::fs::canonicalize("/usr/bin/python3").expect("/usr/bin/python3");
+    let exe = python
+        .file_name()
+        .expect("name")
+        .to_string_lossy()
+        .into_owned();
+    Scenario::new("py_threads").image_name(&exe).run(env);
 }

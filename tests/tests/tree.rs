@@ -5,6 +5,7 @@ use dmtcp_tests::{e2e_tests, Scenario, TestEnv};
 
 e2e_tests! {
     tree => tree_pipe_shared_fd;
+    zombie => zombies_stay_zombies;
 }
 
 /// Parent -> child pipe stream, a shared-offset log fd, a grandchild in the
@@ -13,4 +14,10 @@ fn tree_pipe_shared_fd(env: &mut TestEnv) {
     Scenario::new("tree")
         .arg(env.work.join("tree.log"))
         .run(env);
+}
+
+/// Zombies keep their place and status; a live child's exit after restart
+/// raises SIGCHLD and is reaped with its status.
+fn zombies_stay_zombies(env: &mut TestEnv) {
+    Scenario::new("zombie").run(env);
 }

@@ -248,5 +248,6 @@ fn bench_process() -> ProcessInfo {
         itimers: [(0, 0); 3],
         child_subreaper: false,
         posix_timers: Vec::new(),
+        zombie: None,
     }
 }

@@ -107,6 +107,30 @@ pub fn describe(r: &ImageReader) -> String {
                     format!(", {} bytes buffered", buffered.len())
                 }
             ),
+            FdKind::UnixPair {
+                id,
+                end,
+                sotype,
+                queued,
+                ..
+            } => format!(
+                "unix {} pair {id} end {end}{}",
+                match *sotype {
+                    libc::SOCK_STREAM => "stream",
+                    libc::SOCK_DGRAM => "dgram",
+                    libc::SOCK_SEQPACKET => "seqpacket",
+                    _ => "socket",
+                },
+                if queued.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        ", {} message(s) / {} bytes queued",
+                        queued.len(),
+                        queued.iter().map(Vec::len).sum::<usize>()
+                    )
+                }
+            ),
         };
         let _ = writeln!(s, "  {:>4}{cloexec} {what}", f.fd);
     }

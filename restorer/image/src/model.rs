@@ -75,6 +75,10 @@ pub struct ProcessInfo {
     pub child_subreaper: bool,
     /// POSIX timers (`timer_create`), restored with the same ids.
     pub posix_timers: Vec<PosixTimer>,
+    /// A zombie: the wait status its parent has yet to collect. A zombie's
+    /// image holds no threads, memory or fds; at restart it is recreated in
+    /// its place in the tree and dies again with this status.
+    pub zombie: Option<i32>,
 }
 
 /// One POSIX timer.
@@ -224,6 +228,21 @@ pub enum FdKind {
         clock: i32,
         value_ns: u64,
         interval_ns: u64,
+    },
+    /// One end of a connected unix socket pair (stream, datagram or
+    /// seqpacket) whose both ends are inside the computation. `id` is the
+    /// same on both ends (the smaller inode at checkpoint time), `end` is 0
+    /// or 1; `queued` holds the messages waiting to be read on THIS end, in
+    /// order (a stream socket's bytes are one chunk), recorded on one fd of
+    /// the end only. Fds in flight (`SCM_RIGHTS`) are not saved.
+    UnixPair {
+        id: u64,
+        end: u8,
+        /// `SOCK_STREAM`, `SOCK_DGRAM` or `SOCK_SEQPACKET`.
+        sotype: i32,
+        /// File status flags (`O_NONBLOCK`).
+        flags: i32,
+        queued: Vec<Vec<u8>>,
     },
 }
 

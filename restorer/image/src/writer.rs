@@ -44,7 +44,6 @@ impl Codec {
         }
     }
 
-    /// `DMTCP_GZIP=0` -> `None`; else `DMTCP_COMPRESS=<name>`; else `Gzip`.
     /// An unknown `DMTCP_COMPRESS` value is warned about and ignored.
     /// The codec the environment asks for: `DMTCP_GZIP=0` none,
     /// `DMTCP_GZIP=1` gzip (DMTCP's habit), `DMTCP_COMPRESS=<name>`, else
@@ -518,6 +517,7 @@ impl ImageWriter {
             tmp_path: self.tmp_path.clone(),
             final_path: self.final_path.clone(),
             size,
+            synced: false,
             committed: false,
         })
     }
@@ -531,16 +531,27 @@ pub struct PendingImage {
     tmp_path: PathBuf,
     final_path: PathBuf,
     size: u64,
+    synced: bool,
     committed: bool,
 }
 
 impl PendingImage {
     /// Fsyncs the file, renames it over the final name and fsyncs the
     /// directory. Returns the image size.
+    /// Fsyncs the temp file (idempotent). Commit a set of images by syncing
+    /// them all first: if one fails, none replaces its previous image.
+    pub fn sync(&mut self) -> Result<(), ImageError> {
+        if !self.synced {
+            self.file
+                .sync_all()
+                .map_err(|e| ImageError::io(&self.tmp_path, "fsync", e))?;
+            self.synced = true;
+        }
+        Ok(())
+    }
+
     pub fn commit(mut self) -> Result<u64, ImageError> {
-        self.file
-            .sync_all()
-            .map_err(|e| ImageError::io(&self.tmp_path, "fsync", e))?;
+        self.sync()?;
         std::fs::rename(&self.tmp_path, &self.final_path).map_err(|e| {
             ImageError::io(
                 &self.final_path,

@@ -92,6 +92,7 @@ pub fn sample_image(vmas: Vec<Vma>) -> ProcessImage {
             itimers: [(0, 0); 3],
             child_subreaper: false,
             posix_timers: Vec::new(),
+            zombie: None,
         },
         threads: vec![
             ThreadState {

@@ -1,0 +1,481 @@
+//! Unix sockets whose both ends are inside the computation.
+//!
+//! Capture: `sock_diag` netlink (`NETLINK_SOCK_DIAG`, `AF_UNIX`, looked up
+//! by inode) tells a socket's type, state, name and peer inode, so the two
+//! ends of a socketpair are matched exactly. The bytes waiting to be read on
+//! each end are peeked on a `pidfd_getfd` duplicate without consuming them
+//! (`MSG_PEEK` with `SO_PEEK_OFF`, which is put back as found), one message
+//! at a time for datagram and seqpacket sockets so boundaries survive.
+//!
+//! Restore: each pair is made once with `socketpair`, and each end's queued
+//! messages are sent from the other end, so they land in its receive queue
+//! in order.
+//!
+//! Not handled (such sockets stay `Unsupported`): a peer outside the
+//! computation, listening, unconnected, path-bound or abstract sockets, and
+//! non-unix families. File descriptors in flight (`SCM_RIGHTS`) and
+//! credentials are dropped with a warning; zero-length datagrams in a queue
+//! cannot be seen by a peek with an offset and are lost.
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+const SOCK_DIAG_BY_FAMILY: u16 = 20;
+const UDIAG_SHOW_NAME: u32 = 0x01;
+const UDIAG_SHOW_PEER: u32 = 0x04;
+const UDIAG_SHOW_RQLEN: u32 = 0x10;
+const UNIX_DIAG_NAME: u16 = 0;
+const UNIX_DIAG_PEER: u16 = 2;
+const UNIX_DIAG_RQLEN: u16 = 4;
+/// `INET_DIAG_NOCOOKIE`: look the socket up by inode alone.
+const NOCOOKIE: u32 = !0;
+/// `TCP_ESTABLISHED`, the state of a connected unix socket.
+pub const STATE_ESTABLISHED: u8 = 1;
+
+/// `struct unix_diag_req`.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct UnixDiagReq {
+    family: u8,
+    protocol: u8,
+    pad: u16,
+    states: u32,
+    ino: u32,
+    show: u32,
+    cookie: [u32; 2],
+}
+
+/// `struct unix_diag_msg`.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct UnixDiagMsg {
+    family: u8,
+    sotype: u8,
+    state: u8,
+    pad: u8,
+    ino: u32,
+    cookie: [u32; 2],
+}
+
+#[repr(C)]
+struct Request {
+    nlh: libc::nlmsghdr,
+    req: UnixDiagReq,
+}
+
+const _: () = assert!(std::mem::size_of::<UnixDiagReq>() == 24);
+const _: () = assert!(std::mem::size_of::<UnixDiagMsg>() == 16);
+const _: () = assert!(std::mem::size_of::<libc::nlmsghdr>() == 16);
+
+/// What `sock_diag` reports about one unix socket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnixInfo {
+    pub ino: u64,
+    /// `SOCK_STREAM`, `SOCK_DGRAM` or `SOCK_SEQPACKET`.
+    pub sotype: i32,
+    /// `TCP_*` state (`STATE_ESTABLISHED` when connected).
+    pub state: u8,
+    /// Peer inode, 0 without a peer.
+    pub peer: u64,
+    /// Bound to a path or an abstract name.
+    pub named: bool,
+    /// Bytes (stream, seqpacket) or first message length (datagram) queued.
+    pub rqlen: u32,
+}
+
+fn os_err(what: String) -> io::Error {
+    let e = io::Error::last_os_error();
+    io::Error::new(e.kind(), format!("{what}: {e}"))
+}
+
+/// A `NETLINK_SOCK_DIAG` socket in the supervisor's network namespace
+/// (which the computation shares).
+pub struct Diag {
+    sock: OwnedFd,
+    seq: u32,
+}
+
+impl Diag {
+    pub fn open() -> io::Result<Diag> {
+        // SAFETY: socket takes integers and returns a fresh fd or -1.
+        let fd = unsafe {
+            libc::socket(
+                libc::AF_NETLINK,
+                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+                libc::NETLINK_SOCK_DIAG,
+            )
+        };
+        if fd < 0 {
+            return Err(os_err("socket(NETLINK_SOCK_DIAG)".into()));
+        }
+        // SAFETY: fd was just returned by socket and nothing else owns it.
+        let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+        Ok(Diag { sock, seq: 0 })
+    }
+
+    /// The unix socket with inode `ino`, or `None` if it is not a unix
+    /// socket of this network namespace.
+    pub fn unix(&mut self, ino: u64) -> io::Result<Option<UnixInfo>> {
+        let Ok(ino32) = u32::try_from(ino) else {
+            return Ok(None);
+        };
+        self.seq = self.seq.wrapping_add(1);
+        let msg = Request {
+            nlh: libc::nlmsghdr {
+                nlmsg_len: std::mem::size_of::<Request>() as u32,
+                nlmsg_type: SOCK_DIAG_BY_FAMILY,
+                nlmsg_flags: libc::NLM_F_REQUEST as u16,
+                nlmsg_seq: self.seq,
+                nlmsg_pid: 0,
+            },
+            req: UnixDiagReq {
+                family: libc::AF_UNIX as u8,
+                protocol: 0,
+                pad: 0,
+                states: !0,
+                ino: ino32,
+                show: UDIAG_SHOW_NAME | UDIAG_SHOW_PEER | UDIAG_SHOW_RQLEN,
+                cookie: [NOCOOKIE, NOCOOKIE],
+            },
+        };
+        // SAFETY: msg is a live, fully initialised repr(C) struct of the size given.
+        let r = unsafe {
+            libc::send(
+                self.sock.as_raw_fd(),
+                &msg as *const Request as *const libc::c_void,
+                std::mem::size_of::<Request>(),
+                0,
+            )
+        };
+        if r < 0 {
+            return Err(os_err(format!("sock_diag request for inode {ino}")));
+        }
+        // u64 elements keep the buffer aligned for nlmsghdr.
+        let mut buf = vec![0u64; 1024];
+        loop {
+            // SAFETY: buf is a live buffer of exactly the byte length given.
+            let n = unsafe {
+                libc::recv(
+                    self.sock.as_raw_fd(),
+                    buf.as_mut_ptr() as *mut libc::c_void,
+                    buf.len() * 8,
+                    0,
+                )
+            };
+            if n < 0 {
+                return Err(os_err(format!("sock_diag reply for inode {ino}")));
+            }
+            // SAFETY: we view the u64 buffer as bytes; n <= its byte length.
+            let bytes =
+                unsafe { std::slice::from_raw_parts(buf.as_ptr() as *const u8, n as usize) };
+            match parse_reply(bytes, self.seq, ino)? {
+                Reply::Other => continue,
+                Reply::Done(info) => return Ok(info),
+            }
+        }
+    }
+}
+
+enum Reply {
+    /// A stale message of an earlier request.
+    Other,
+    Done(Option<UnixInfo>),
+}
+
+fn u32_at(b: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_ne_bytes(b.get(at..at + 4)?.try_into().ok()?))
+}
+
+fn u16_at(b: &[u8], at: usize) -> Option<u16> {
+    Some(u16::from_ne_bytes(b.get(at..at + 2)?.try_into().ok()?))
+}
+
+fn parse_reply(b: &[u8], seq: u32, ino: u64) -> io::Result<Reply> {
+    let bad = || io::Error::other(format!("sock_diag: malformed reply for inode {ino}"));
+    let len = u32_at(b, 0).ok_or_else(bad)? as usize;
+    let kind = u16_at(b, 4).ok_or_else(bad)?;
+    let mseq = u32_at(b, 8).ok_or_else(bad)?;
+    if len < 16 || len > b.len() {
+        return Err(bad());
+    }
+    if mseq != seq {
+        return Ok(Reply::Other);
+    }
+    let body = &b[16..len];
+    if kind == libc::NLMSG_ERROR as u16 {
+        let errno = -(u32_at(body, 0).ok_or_else(bad)? as i32);
+        return match errno {
+            0 => Ok(Reply::Done(None)),
+            // Not a unix socket of this namespace (or gone).
+            libc::ENOENT => Ok(Reply::Done(None)),
+            e => Err(io::Error::new(
+                io::Error::from_raw_os_error(e).kind(),
+                format!(
+                    "sock_diag for inode {ino}: {}",
+                    io::Error::from_raw_os_error(e)
+                ),
+            )),
+        };
+    }
+    if kind != SOCK_DIAG_BY_FAMILY || body.len() < 16 {
+        return Err(bad());
+    }
+    let mut info = UnixInfo {
+        ino: u64::from(u32_at(body, 4).ok_or_else(bad)?),
+        sotype: i32::from(body[1]),
+        state: body[2],
+        peer: 0,
+        named: false,
+        rqlen: 0,
+    };
+    let mut at = 16;
+    while at + 4 <= body.len() {
+        let alen = usize::from(u16_at(body, at).ok_or_else(bad)?);
+        let atype = u16_at(body, at + 2).ok_or_else(bad)?;
+        if alen < 4 || at + alen > body.len() {
+            return Err(bad());
+        }
+        let data = &body[at + 4..at + alen];
+        match atype {
+            UNIX_DIAG_NAME => info.named = !data.is_empty(),
+            UNIX_DIAG_PEER => info.peer = u64::from(u32_at(data, 0).ok_or_else(bad)?),
+            UNIX_DIAG_RQLEN => info.rqlen = u32_at(data, 0).ok_or_else(bad)?,
+            _ => {}
+        }
+        at += (alen + 3) & !3;
+    }
+    Ok(Reply::Done(Some(info)))
+}
+
+/// `socket:[INODE]` -> INODE.
+pub fn socket_inode(target: &str) -> Option<u64> {
+    target
+        .strip_prefix("socket:[")?
+        .strip_suffix(']')?
+        .parse()
+        .ok()
+}
+
+fn peek_off(fd: RawFd) -> io::Result<libc::c_int> {
+    let mut v: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: v and len are live and sized for one c_int.
+    let r = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_PEEK_OFF,
+            &mut v as *mut libc::c_int as *mut libc::c_void,
+            &mut len,
+        )
+    };
+    if r < 0 {
+        return Err(os_err("getsockopt(SO_PEEK_OFF)".into()));
+    }
+    Ok(v)
+}
+
+fn set_peek_off(fd: RawFd, v: libc::c_int) -> io::Result<()> {
+    // SAFETY: v is a live c_int of the size given.
+    let r = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_PEEK_OFF,
+            &v as *const libc::c_int as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r < 0 {
+        return Err(os_err(format!("setsockopt(SO_PEEK_OFF, {v})")));
+    }
+    Ok(())
+}
+
+/// One `recvmsg(MSG_PEEK | MSG_DONTWAIT [| MSG_TRUNC])` into `buf`, no
+/// control buffer (so fds in flight are not installed here). With `trunc`
+/// (datagrams) the length returned is the whole message's.
+/// Returns (length, control data was dropped) or `None` when empty.
+fn peek_one(fd: RawFd, buf: &mut [u8], trunc: bool) -> io::Result<Option<(usize, bool)>> {
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr() as *mut libc::c_void,
+        iov_len: buf.len(),
+    };
+    // SAFETY: msghdr is plain old data; all-zero means no name, no control.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    // SAFETY: msg points at one live iovec over buf; no name or control buffer.
+    let n = unsafe {
+        libc::recvmsg(
+            fd,
+            &mut msg,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT | if trunc { libc::MSG_TRUNC } else { 0 },
+        )
+    };
+    if n < 0 {
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::EAGAIN) {
+            return Ok(None);
+        }
+        return Err(io::Error::new(e.kind(), format!("recvmsg(MSG_PEEK): {e}")));
+    }
+    Ok(Some((n as usize, msg.msg_flags & libc::MSG_CTRUNC != 0)))
+}
+
+/// Everything waiting to be read on `sock` (a duplicate of a frozen
+/// process's socket), not consumed: one chunk for a stream socket, one
+/// entry per message otherwise. `SO_PEEK_OFF` is left as found.
+pub fn peek_queue(sock: &OwnedFd, sotype: i32) -> io::Result<Vec<Vec<u8>>> {
+    let fd = sock.as_raw_fd();
+    let saved = peek_off(fd)?;
+    set_peek_off(fd, 0)?;
+    let result = peek_all(fd, sotype);
+    let restored = set_peek_off(fd, saved);
+    let out = result?;
+    restored?;
+    Ok(out)
+}
+
+fn peek_all(fd: RawFd, sotype: i32) -> io::Result<Vec<Vec<u8>>> {
+    let mut out = Vec::new();
+    let mut dropped_control = false;
+    if sotype == libc::SOCK_STREAM {
+        let mut chunk = Vec::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        // The peek offset advances with every peek, so this walks the queue.
+        while let Some((n, ctrunc)) = peek_one(fd, &mut buf, false)? {
+            if n == 0 {
+                break; // the peer shut down and nothing is left
+            }
+            dropped_control |= ctrunc;
+            chunk.extend_from_slice(&buf[..n.min(buf.len())]);
+        }
+        if !chunk.is_empty() {
+            out.push(chunk);
+        }
+    } else {
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut off: usize = 0;
+        while let Some((n, ctrunc)) = peek_one(fd, &mut buf, true)? {
+            if n > buf.len() {
+                // Truncated: peek this message again with room for all of it.
+                set_peek_off(fd, off as libc::c_int)?;
+                buf.resize(n, 0);
+                continue;
+            }
+            if n == 0 {
+                // A zero-length message does not move the peek offset.
+                break;
+            }
+            dropped_control |= ctrunc;
+            out.push(buf[..n].to_vec());
+            off += n;
+        }
+    }
+    if dropped_control {
+        tracing::warn!(
+            "a unix socket has file descriptors or credentials in flight; they are not saved"
+        );
+    }
+    Ok(out)
+}
+
+/// A connected `socketpair(AF_UNIX, sotype)`, both ends close-on-exec.
+pub fn socketpair(sotype: i32) -> io::Result<[OwnedFd; 2]> {
+    let mut fds = [0; 2];
+    // SAFETY: fds is a live [c_int; 2] the kernel fills.
+    let r = unsafe {
+        libc::socketpair(
+            libc::AF_UNIX,
+            sotype | libc::SOCK_CLOEXEC,
+            0,
+            fds.as_mut_ptr(),
+        )
+    };
+    if r < 0 {
+        return Err(os_err(format!("socketpair(AF_UNIX, type {sotype})")));
+    }
+    // SAFETY: socketpair just returned two fresh fds that nothing else owns.
+    Ok(unsafe { [OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])] })
+}
+
+/// Sends `messages` through `from` so they wait, in order and with their
+/// boundaries, in the receive queue of its peer. Never blocks.
+pub fn refill(from: &OwnedFd, messages: &[Vec<u8>]) -> io::Result<()> {
+    for m in messages {
+        let mut done = 0;
+        loop {
+            let rest = &m[done..];
+            // SAFETY: rest is a live byte slice of the length given.
+            let n = unsafe {
+                libc::send(
+                    from.as_raw_fd(),
+                    rest.as_ptr() as *const libc::c_void,
+                    rest.len(),
+                    libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+                )
+            };
+            if n < 0 {
+                return Err(os_err(format!(
+                    "refilling a unix socket ({} of {} bytes of a message sent)",
+                    done,
+                    m.len()
+                )));
+            }
+            done += n as usize;
+            if done >= m.len() {
+                break;
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn diag_matches_socketpair_peers() {
+        let [a, b] = socketpair(libc::SOCK_STREAM).unwrap();
+        let ino = |fd: &OwnedFd| {
+            let t = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())).unwrap();
+            socket_inode(t.to_str().unwrap()).unwrap()
+        };
+        let mut d = Diag::open().unwrap();
+        let ia = d.unix(ino(&a)).unwrap().unwrap();
+        assert_eq!(ia.peer, ino(&b));
+        assert_eq!(ia.sotype, libc::SOCK_STREAM);
+        assert_eq!(ia.state, STATE_ESTABLISHED);
+        assert!(!ia.named);
+        refill(&b, &[b"hello".to_vec()]).unwrap();
+        assert_eq!(d.unix(ino(&a)).unwrap().unwrap().rqlen, 5);
+        for t in [libc::SOCK_DGRAM, libc::SOCK_SEQPACKET] {
+            let [a, b] = socketpair(t).unwrap();
+            let ia = d.unix(ino(&a)).unwrap().unwrap();
+            assert_eq!(
+                (ia.peer, ia.sotype, ia.state),
+                (ino(&b), t, STATE_ESTABLISHED)
+            );
+        }
+    }
+
+    #[test]
+    fn peek_keeps_queue_and_boundaries() {
+        for t in [libc::SOCK_STREAM, libc::SOCK_DGRAM, libc::SOCK_SEQPACKET] {
+            let [a, b] = socketpair(t).unwrap();
+            let msgs = vec![b"one".to_vec(), vec![7u8; 100_000], b"three".to_vec()];
+            refill(&b, &msgs).unwrap();
+            let q1 = peek_queue(&a, t).unwrap();
+            let q2 = peek_queue(&a, t).unwrap();
+            assert_eq!(q1, q2, "type {t}: peeking twice");
+            if t == libc::SOCK_STREAM {
+                assert_eq!(q1, vec![msgs.concat()]);
+            } else {
+                assert_eq!(q1, msgs);
+            }
+            assert_eq!(peek_off(a.as_raw_fd()).unwrap(), -1);
+        }
+    }
+}
