@@ -170,7 +170,11 @@ fn run() -> anyhow::Result<i32> {
 
     supervise::block_signals()?;
     let shells = images.iter().map(shell_plan).collect();
-    let (nsinit, reply) = supervise::start_nsinit(&InitRequest::Restore { shells })?;
+    let shared_memory = restore::park_shared_memory(&images);
+    let (nsinit, reply) = supervise::start_nsinit(&InitRequest::Restore {
+        shells,
+        shared_memory: shared_memory.clone(),
+    })?;
     let kill_ns = || supervise::kill_and_reap(nsinit);
     match reply {
         InitReply::ShellsReady { .. } => {}
@@ -187,7 +191,9 @@ fn run() -> anyhow::Result<i32> {
         let vpid = r.meta().process.vpid as i32;
         let res = host_pid_of(nsinit, vpid)
             .ok_or_else(|| anyhow!("shell for pid {vpid} not found"))
-            .and_then(|pid| restore::restore_process(pid, r).map_err(|e| anyhow!("{e}")));
+            .and_then(|pid| {
+                restore::restore_process(pid, r, &shared_memory).map_err(|e| anyhow!("{e}"))
+            });
         if let Err(e) = res {
             kill_ns();
             return Err(e.context(format!("{}", r.path().display())));

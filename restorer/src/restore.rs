@@ -15,6 +15,7 @@ use std::collections::HashMap;
 use std::io;
 
 use dmtcp_image::{ImageReader, PageRun, ProcessImage, ThreadState, Vma, VmaKind, PAGE_SIZE};
+use dmtcp_supervisor::nsinit::ParkedMemory;
 use dmtcp_supervisor::pid::{HostPid, RemoteAddr};
 use dmtcp_supervisor::procfs::{self, Mem};
 use dmtcp_supervisor::ptrace::{self, Stop};
@@ -25,6 +26,8 @@ use tracing::debug;
 const TASK_SIZE: u64 = 0x7fff_ffff_f000;
 const ARCH_MAP_VDSO_64: u64 = 0x2003;
 const RSEQ_FLAG_UNREGISTER: u64 = 1;
+/// Leave the source mapping in place (Linux 5.13+ for shared mappings).
+const MREMAP_DONTUNMAP: i32 = 4;
 const PR_SET_VMA: u64 = 0x5356_4d41;
 const PR_SET_VMA_ANON_NAME: u64 = 0;
 /// Every signal blocked (SIGKILL/SIGSTOP cannot be, the kernel ignores them).
@@ -69,6 +72,44 @@ impl Shell {
     }
 }
 
+/// Plans where nsinit maps each shared anonymous object before forking the
+/// shells: big enough for every piece any process maps, at addresses free
+/// in every image (so moving pieces into place never clobbers another).
+pub fn park_shared_memory(images: &[ImageReader]) -> Vec<ParkedMemory> {
+    let mut sizes: std::collections::BTreeMap<u64, u64> = Default::default();
+    let mut taken: Vec<(u64, u64)> = Vec::new();
+    for r in images {
+        for v in &r.meta().vmas {
+            taken.push((v.start, v.end));
+            if let VmaKind::SharedAnon { id, offset } = v.kind {
+                let s = sizes.entry(id).or_default();
+                *s = (*s).max(offset + v.len());
+            }
+        }
+    }
+    taken.sort();
+    let mut out = Vec::new();
+    // Above 8 GiB: clear of PIE executables' low addresses and of nsinit.
+    let mut next = 0x2_0000_0000u64;
+    for (id, size) in sizes {
+        loop {
+            let end = next + size + PAGE_SIZE;
+            match taken.iter().find(|(s, e)| *s < end && *e > next) {
+                Some(&(_, e)) => next = (e + PAGE_SIZE) & !(PAGE_SIZE - 1),
+                None => break,
+            }
+        }
+        out.push(ParkedMemory {
+            id,
+            addr: next,
+            size,
+        });
+        taken.push((next, next + size));
+        next += size + PAGE_SIZE;
+    }
+    out
+}
+
 /// Picks a page-aligned address free in both the shell and the image.
 fn trampoline_address(shell: &[procfs::MapEntry], image: &[Vma]) -> io::Result<u64> {
     let mut taken: Vec<(u64, u64)> = shell
@@ -106,7 +147,11 @@ fn seize_shell(pid: HostPid) -> io::Result<()> {
 
 /// Restores one process into the shell `pid`. On error the caller kills the
 /// namespace: a half-restored process must never run.
-pub fn restore_process(pid: HostPid, image: &ImageReader) -> io::Result<()> {
+pub fn restore_process(
+    pid: HostPid,
+    image: &ImageReader,
+    parked: &[ParkedMemory],
+) -> io::Result<()> {
     let started = std::time::Instant::now();
     let meta = image.meta();
     let leader_idx = meta
@@ -118,7 +163,7 @@ pub fn restore_process(pid: HostPid, image: &ImageReader) -> io::Result<()> {
     // local wake-up instead of a cross-CPU one (PLATFORM.md: 4-7x faster).
     let cpu = ptrace::current_cpu();
     let my_mask = ptrace::pin_to_cpu(HostPid(0), cpu)?;
-    let result = restore_pinned(pid, image, leader_idx, cpu, &my_mask);
+    let result = restore_pinned(pid, image, leader_idx, cpu, &my_mask, parked);
     ptrace::set_affinity(HostPid(0), &my_mask)?;
     result?;
     debug!(
@@ -135,6 +180,7 @@ fn restore_pinned(
     leader_idx: usize,
     cpu: usize,
     mask: &libc::cpu_set_t,
+    parked: &[ParkedMemory],
 ) -> io::Result<()> {
     let meta = image.meta();
     ptrace::pin_to_cpu(pid, cpu)?;
@@ -198,27 +244,32 @@ fn restore_pinned(
     sh.mem.write(tramp, &[0x0f, 0x05, 0xcc, 0xcc])?;
     sh.inj.insn = RemoteAddr(tramp);
 
-    // 3. Wipe the shell: everything but the trampoline ([vsyscall] stays).
-    sh.call(libc::SYS_munmap, [0, tramp, 0, 0, 0, 0])
-        .map_err(|e| err(pid, "unmapping the shell below the trampoline", e))?;
-    sh.call(
-        libc::SYS_munmap,
-        [
-            tramp + PAGE_SIZE,
-            TASK_SIZE - (tramp + PAGE_SIZE),
-            0,
-            0,
-            0,
-            0,
-        ],
-    )
-    .map_err(|e| err(pid, "unmapping the shell above the trampoline", e))?;
+    // 3. Wipe the shell: everything but the trampoline and the parked
+    //    shared memory objects ([vsyscall] cannot go and stays).
+    let mut keep: Vec<(u64, u64)> = parked
+        .iter()
+        .map(|o| (o.addr, o.addr + o.size))
+        .chain(std::iter::once((tramp, tramp + PAGE_SIZE)))
+        .collect();
+    keep.sort();
+    let mut from = 0u64;
+    for (start, end) in keep
+        .iter()
+        .copied()
+        .chain(std::iter::once((TASK_SIZE, TASK_SIZE)))
+    {
+        if start > from {
+            sh.call(libc::SYS_munmap, [from, start - from, 0, 0, 0, 0])
+                .map_err(|e| err(pid, &format!("unmapping the shell at {from:#x}"), e))?;
+        }
+        from = from.max(end);
+    }
 
     // 4. vdso and vvar at their saved place.
     map_vdso(&mut sh, meta)?;
 
     // 5. Every mapping, then its pages.
-    let reprotect = map_all(&mut sh, meta)?;
+    let reprotect = map_all(&mut sh, meta, parked)?;
     let runs: Vec<PageRun> = meta
         .vmas
         .iter()
@@ -272,6 +323,12 @@ fn restore_pinned(
     // Application API state page (inject): count the restart.
     dmtcp_supervisor::agent::on_restored(pid, &sh.mem);
 
+    // The parked objects live on in the mappings moved into place.
+    for o in parked {
+        sh.call(libc::SYS_munmap, [o.addr, o.size, 0, 0, 0, 0])
+            .map_err(|e| err(pid, "unmapping parked shared memory", e))?;
+    }
+
     // 9. Registers, last: drop the trampoline and load the saved state.
     sh.call(libc::SYS_munmap, [tramp, PAGE_SIZE, 0, 0, 0, 0])
         .map_err(|e| err(pid, "unmapping the trampoline", e))?;
@@ -309,7 +366,11 @@ fn map_vdso(sh: &mut Shell, meta: &ProcessImage) -> io::Result<()> {
 
 /// Maps every saved VMA; returns the mappings that were made writable only
 /// to be filled, with their final protection.
-fn map_all(sh: &mut Shell, meta: &ProcessImage) -> io::Result<Vec<(u64, u64, u32)>> {
+fn map_all(
+    sh: &mut Shell,
+    meta: &ProcessImage,
+    parked: &[ParkedMemory],
+) -> io::Result<Vec<(u64, u64, u32)>> {
     let pid = sh.pid;
     let mut fds: HashMap<(String, bool), u64> = HashMap::new();
     let mut reprotect = Vec::new();
@@ -336,6 +397,29 @@ fn map_all(sh: &mut Shell, meta: &ProcessImage) -> io::Result<Vec<(u64, u64, u32
         }
         let (fd, offset) = match &v.kind {
             VmaKind::Vdso | VmaKind::Vvar | VmaKind::VvarVclock | VmaKind::Vsyscall => continue,
+            VmaKind::SharedAnon { id, offset } => {
+                // The object was mapped by nsinit before the fork: take this
+                // piece of it (the parked copy stays for other pieces).
+                let o = parked
+                    .iter()
+                    .find(|o| o.id == *id)
+                    .ok_or_else(|| err(pid, "shared memory", format!("object {id} not parked")))?;
+                sh.call(
+                    libc::SYS_mremap,
+                    [
+                        o.addr + offset,
+                        v.len(),
+                        v.len(),
+                        (libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED | MREMAP_DONTUNMAP) as u64,
+                        v.start,
+                        0,
+                    ],
+                )
+                .map_err(|e| err(pid, &format!("moving shared memory to {:#x}", v.start), e))?;
+                sh.call(libc::SYS_mprotect, [v.start, v.len(), prot as u64, 0, 0, 0])
+                    .map_err(|e| err(pid, "mprotect shared memory", e))?;
+                continue;
+            }
             VmaKind::Anon { .. } => {
                 flags |= libc::MAP_ANONYMOUS;
                 (u64::MAX, 0)

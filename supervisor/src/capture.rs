@@ -304,6 +304,10 @@ fn vma_kind(m: &MapEntry) -> VmaKind {
         "[vvar]" => VmaKind::Vvar,
         "[vvar_vclock]" => VmaKind::VvarVclock,
         "[vsyscall]" => VmaKind::Vsyscall,
+        "/dev/zero (deleted)" if m.shared => VmaKind::SharedAnon {
+            id: m.inode,
+            offset: m.offset,
+        },
         n if m.inode != 0 && n.starts_with('/') => VmaKind::File {
             path: n.trim_end_matches(" (deleted)").to_string(),
             offset: m.offset,
@@ -323,7 +327,7 @@ fn wanted(m: &MapEntry, entry: u64) -> bool {
     if !populated {
         return false;
     }
-    let file_backed = m.inode != 0;
+    let file_backed = m.inode != 0 && !(m.shared && m.name == "/dev/zero (deleted)");
     if file_backed {
         // Shared file pages live in the file; private ones only when COW'd
         // (an anonymous copy: present but not a file page).
@@ -352,7 +356,9 @@ fn capture_vma(
 ) -> io::Result<Vec<PageRun>> {
     let mut runs = Vec::new();
     let entries = pagemap.entries(m.start, m.end)?;
-    let anon = m.inode == 0;
+    // A fresh anonymous (or shared anonymous) mapping is zero: zero pages
+    // need not be stored.
+    let anon = m.inode == 0 || (m.shared && m.name == "/dev/zero (deleted)");
     let mut i = 0;
     while i < entries.len() {
         if !wanted(m, entries[i]) {

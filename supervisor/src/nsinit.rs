@@ -24,7 +24,21 @@ pub enum InitRequest {
         preload: Option<String>,
     },
     /// Create one parked shell per plan, each with its original pid.
-    Restore { shells: Vec<ShellPlan> },
+    /// Shared anonymous memory objects are mapped first (at the given
+    /// parking addresses) so every shell inherits the same objects.
+    Restore {
+        shells: Vec<ShellPlan>,
+        shared_memory: Vec<ParkedMemory>,
+    },
+}
+
+/// A shared anonymous memory object, mapped by nsinit at `addr` before the
+/// shells are forked; the restorer moves pieces of it into place.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct ParkedMemory {
+    pub id: u64,
+    pub addr: u64,
+    pub size: u64,
 }
 
 /// The part of a process a shell sets up in ordinary code before the
@@ -94,7 +108,10 @@ fn run() -> io::Result<i32> {
             Ok(pid) => (InitReply::Launched { vpid: pid }, Some(pid)),
             Err(e) => (InitReply::Failed(e.to_string()), None),
         },
-        InitRequest::Restore { shells } => match make_shells(&shells) {
+        InitRequest::Restore {
+            shells,
+            shared_memory,
+        } => match park_memory(&shared_memory).and_then(|()| make_shells(&shells)) {
             Ok(pids) => {
                 let root = pids.first().copied();
                 (InitReply::ShellsReady { vpids: pids }, root)
@@ -194,6 +211,33 @@ fn exec_target(argv: &[CString]) -> io::Error {
         Some(libc::EACCES) => io::Error::other("permission denied"),
         _ => e,
     }
+}
+
+/// Maps every shared anonymous object at its parking address.
+fn park_memory(objects: &[ParkedMemory]) -> io::Result<()> {
+    for o in objects {
+        // SAFETY: a fresh shared anonymous mapping at an address the
+        // restorer chose free (MAP_FIXED_NOREPLACE refuses to clobber).
+        let p = unsafe {
+            libc::mmap(
+                o.addr as *mut libc::c_void,
+                o.size as usize,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE,
+                -1,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED || p as u64 != o.addr {
+            return Err(io::Error::other(format!(
+                "parking shared memory {} at {:#x}: {}",
+                o.id,
+                o.addr,
+                io::Error::last_os_error()
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Key of the open file description an fd entry uses (entries without an

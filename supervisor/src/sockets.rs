@@ -403,6 +403,36 @@ pub fn socketpair(sotype: i32) -> io::Result<[OwnedFd; 2]> {
 /// Sends `messages` through `from` so they wait, in order and with their
 /// boundaries, in the receive queue of its peer. Never blocks.
 pub fn refill(from: &OwnedFd, messages: &[Vec<u8>]) -> io::Result<()> {
+    // The queue fitted in the original pair, but its sender may have had a
+    // larger SO_SNDBUF than this new one: make room (best effort; the kernel
+    // caps it at wmem_max).
+    let want = messages.iter().map(|m| m.len() + 1024).sum::<usize>();
+    let want = libc::c_int::try_from(want).unwrap_or(libc::c_int::MAX);
+    let mut cur: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: cur and len are live and sized for one c_int.
+    let got = unsafe {
+        libc::getsockopt(
+            from.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_SNDBUF,
+            &mut cur as *mut libc::c_int as *mut libc::c_void,
+            &mut len,
+        )
+    };
+    if got == 0 && cur < want {
+        // SAFETY: want is a live c_int of the size given; failure keeps the
+        // default size and the sends below report any shortfall.
+        unsafe {
+            libc::setsockopt(
+                from.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_SNDBUF,
+                &want as *const libc::c_int as *const libc::c_void,
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+    }
     for m in messages {
         let mut done = 0;
         loop {

@@ -35,6 +35,7 @@ pub const PROGRAMS: &[&str] = &[
     "posix_timers",
     "zombie",
     "sockets",
+    "shmem",
 ];
 
 /// Target programs that are scripts (copied, not compiled).

@@ -6,6 +6,7 @@ use dmtcp_tests::{e2e_tests, Scenario, TestEnv};
 e2e_tests! {
     tree => tree_pipe_shared_fd;
     zombie => zombies_stay_zombies;
+    shmem => shared_anonymous_memory;
 }
 
 /// Parent -> child pipe stream, a shared-offset log fd, a grandchild in the
@@ -20,4 +21,10 @@ fn tree_pipe_shared_fd(env: &mut TestEnv) {
 /// raises SIGCHLD and is reaped with its status.
 fn zombies_stay_zombies(env: &mut TestEnv) {
     Scenario::new("zombie").run(env);
+}
+
+/// MAP_SHARED|MAP_ANONYMOUS memory keeps its contents and stays shared
+/// between parent and child.
+fn shared_anonymous_memory(env: &mut TestEnv) {
+    Scenario::new("shmem").run(env);
 }

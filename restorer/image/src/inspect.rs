@@ -154,6 +154,9 @@ pub fn describe(r: &ImageReader) -> String {
             VmaKind::Vvar => (0, "[vvar]".into()),
             VmaKind::VvarVclock => (0, "[vvar_vclock]".into()),
             VmaKind::Vsyscall => (0, "[vsyscall]".into()),
+            VmaKind::SharedAnon { id, offset } => {
+                (*offset, format!("/dev/zero (deleted) shm {id}"))
+            }
         };
         let gd = if v.growsdown { " growsdown" } else { "" };
         let _ = writeln!(

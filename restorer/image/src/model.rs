@@ -291,6 +291,14 @@ pub enum VmaKind {
     Vvar,
     VvarVclock,
     Vsyscall,
+    /// Shared anonymous memory (`MAP_SHARED|MAP_ANONYMOUS`, "/dev/zero
+    /// (deleted)"): `id` names the memory object (its inode; mappings with
+    /// the same id, in any process, share it) and `offset` is where this
+    /// mapping starts in it. Its pages are saved.
+    SharedAnon {
+        id: u64,
+        offset: u64,
+    },
 }
 
 /// A run of pages saved for a VMA.
