@@ -578,10 +578,13 @@ fn restore_process_state(sh: &mut Shell, meta: &ProcessImage) -> io::Result<()> 
         sh.call(libc::SYS_rt_sigaction, [sig, a, 0, 8, 0, 0])
             .map_err(|e| err(pid, &format!("sigaction {sig}"), e))?;
     }
-    for (which, (interval, value)) in p.itimers.iter().enumerate() {
-        if *value == 0 && *interval == 0 {
+    for (which, &(interval, value)) in p.itimers.iter().enumerate() {
+        if value == 0 && interval == 0 {
             continue;
         }
+        // While its signal is pending, an expired periodic timer is not
+        // re-armed yet and reads as 0 remaining: arm it for one period.
+        let value = if value == 0 { interval } else { value };
         let w = [
             interval / 1_000_000,
             interval % 1_000_000,
@@ -717,12 +720,19 @@ fn restore_posix_timers(sh: &mut Shell, p: &dmtcp_image::ProcessInfo) -> io::Res
         let a = sh.put(&b)?;
         sh.call(libc::SYS_timer_create, [t.clock as u64, a + 8, a, 0, 0, 0])
             .map_err(|e| err(pid, &format!("timer_create (id {})", t.id), e))?;
-        if t.value_ns > 0 {
+        // An expired periodic timer whose signal is still pending reads as
+        // 0 remaining: it is armed all the same.
+        let value_ns = if t.value_ns == 0 && t.interval_ns > 0 {
+            t.interval_ns
+        } else {
+            t.value_ns
+        };
+        if value_ns > 0 {
             let w = [
                 t.interval_ns / 1_000_000_000,
                 t.interval_ns % 1_000_000_000,
-                t.value_ns / 1_000_000_000,
-                t.value_ns % 1_000_000_000,
+                value_ns / 1_000_000_000,
+                value_ns % 1_000_000_000,
             ];
             let bytes: Vec<u8> = w.iter().flat_map(|x| x.to_ne_bytes()).collect();
             let a = sh.put(&bytes)?;

@@ -613,12 +613,25 @@ fn anon_inode_kind(kind: &str, info: &str, flags: i32) -> Option<FdKind> {
             flags: status,
             mask: u64::from_str_radix(fdinfo_value(info, "sigmask")?, 16).ok()?,
         }),
-        "[timerfd]" => Some(FdKind::TimerFd {
-            flags: status,
-            clock: fdinfo_value(info, "clockid")?.parse().ok()?,
-            value_ns: parse_timespec(fdinfo_value(info, "it_value")?)?,
-            interval_ns: parse_timespec(fdinfo_value(info, "it_interval")?)?,
-        }),
+        "[timerfd]" => {
+            let interval_ns = parse_timespec(fdinfo_value(info, "it_interval")?)?;
+            let mut value_ns = parse_timespec(fdinfo_value(info, "it_value")?)?;
+            let ticks: u64 = fdinfo_value(info, "ticks")
+                .and_then(|t| t.parse().ok())
+                .unwrap_or(0);
+            // An expired timer nobody has read yet shows no remaining time
+            // (periodic ones are re-armed lazily, on read): it must fire
+            // again at once after restart, not be taken for disarmed.
+            if value_ns == 0 && (interval_ns > 0 || ticks > 0) {
+                value_ns = 1;
+            }
+            Some(FdKind::TimerFd {
+                flags: status,
+                clock: fdinfo_value(info, "clockid")?.parse().ok()?,
+                value_ns,
+                interval_ns,
+            })
+        }
         _ => None,
     }
 }

@@ -105,8 +105,8 @@ fn freeze_into(
         for tid in fresh {
             match ptrace::seize(tid, 0) {
                 Ok(()) => {}
-                Err(e) if e.raw_os_error() == Some(libc::ESRCH) => continue,
-                Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
+                Err(e) if ptrace::errno(&e) == Some(libc::ESRCH) => continue,
+                Err(e) if ptrace::errno(&e) == Some(libc::EPERM) => {
                     return Err(io::Error::new(
                         e.kind(),
                         format!(
@@ -119,7 +119,7 @@ fn freeze_into(
             }
             seized.insert(tid, None);
             if let Err(e) = ptrace::interrupt(tid) {
-                if e.raw_os_error() != Some(libc::ESRCH) {
+                if ptrace::errno(&e) != Some(libc::ESRCH) {
                     return Err(e);
                 }
             }
@@ -185,7 +185,7 @@ impl FrozenProcess {
                 }
             })();
             if let Err(e) = r {
-                if e.raw_os_error() != Some(libc::ESRCH) && first_err.is_none() {
+                if ptrace::errno(&e) != Some(libc::ESRCH) && first_err.is_none() {
                     first_err = Some(e);
                 }
             }

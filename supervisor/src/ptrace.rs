@@ -22,12 +22,42 @@ pub type Regs = libc::user_regs_struct;
 pub const REGS_WORDS: usize = std::mem::size_of::<Regs>() / 8;
 const _: () = assert!(std::mem::size_of::<Regs>() == 27 * 8);
 
+/// A failed system call with its context; keeps the errno so callers can
+/// still tell ESRCH (the thread is gone) from real failures ([`errno`]).
+#[derive(Debug)]
+pub struct SysError {
+    pub errno: i32,
+    pub what: String,
+}
+
+impl std::fmt::Display for SysError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}: {}",
+            self.what,
+            io::Error::from_raw_os_error(self.errno)
+        )
+    }
+}
+
+impl std::error::Error for SysError {}
+
+/// The errno behind an error, whether raw or wrapped with context.
+pub fn errno(e: &io::Error) -> Option<i32> {
+    e.raw_os_error()
+        .or_else(|| e.get_ref()?.downcast_ref::<SysError>().map(|s| s.errno))
+}
+
 fn check(ret: libc::c_long, what: &str, tid: HostPid) -> io::Result<libc::c_long> {
     if ret == -1 {
         let e = io::Error::last_os_error();
         Err(io::Error::new(
             e.kind(),
-            format!("{what} on tid {tid}: {e}"),
+            SysError {
+                errno: e.raw_os_error().unwrap_or(0),
+                what: format!("{what} on tid {tid}"),
+            },
         ))
     } else {
         Ok(ret)

@@ -301,7 +301,7 @@ impl Session {
                 }
                 match freeze::freeze(pid) {
                     Ok(fp) => self.frozen.push(fp),
-                    Err(err) if err.raw_os_error() == Some(libc::ESRCH) => {
+                    Err(err) if crate::ptrace::errno(&err) == Some(libc::ESRCH) => {
                         debug!("pid {pid} ({}) exited before the freeze", e.prog)
                     }
                     Err(err) => return Err(format!("freezing pid {} ({}): {err}", e.vpid, e.prog)),

@@ -36,6 +36,8 @@ pub const PROGRAMS: &[&str] = &[
     "zombie",
     "sockets",
     "shmem",
+    "fdkinds",
+    "churn",
 ];
 
 /// Target programs that are scripts (copied, not compiled).

@@ -1,7 +1,7 @@
 //! Multi-threaded targets: every thread survives checkpoint and restart with
 //! its tid, TLS, registers and blocked system call, transparently.
 
-use dmtcp_tests::{e2e_tests, Scenario, TestEnv};
+use dmtcp_tests::{e2e_tests, ProcCheck, Scenario, TestEnv};
 
 e2e_tests! {
     threads => threads_mutex_condvar;
@@ -11,6 +11,8 @@ e2e_tests! {
     epoll_pipe => epoll_and_blocked_read;
     posix_timers => posix_timers_keep_ids_and_fire;
     py_threads => cpython_threads;
+    fdkinds => eventfd_timerfd_signalfd;
+    churn => threads_created_and_exiting;
 }
 
 /// 8 threads taking turns under a mutex and condvar; tids, TLS, join.
@@ -57,4 +59,20 @@ fn cpython_threads(env: &mut TestEnv) {
         .to_string_lossy()
         .into_owned();
     Scenario::new("py_threads").image_name(&exe).run(env);
+}
+
+/// eventfd counters (plain and semaphore), a periodic timerfd watched by
+/// epoll, and a signalfd with a pending signal.
+fn eventfd_timerfd_signalfd(env: &mut TestEnv) {
+    Scenario::new("fdkinds").run(env);
+}
+
+/// Threads are created and exit continuously while checkpoints happen.
+fn threads_created_and_exiting(env: &mut TestEnv) {
+    let mut sc = Scenario::new("churn");
+    // Its thread set (and glibc's signal mask inside pthread_create) changes
+    // all the time, so a /proc snapshot before and one after cannot match:
+    // report the differences, let the program's own checks decide.
+    sc.proc_check = ProcCheck::Warn;
+    sc.run(env);
 }
