@@ -270,6 +270,16 @@ impl<'a> Running<'a> {
                 return c[0];
             }
             if c.len() > 1 {
+                // A shell's subshells share its name: take the topmost one
+                // if exactly one has no same-named parent.
+                let top: Vec<i32> = c
+                    .iter()
+                    .copied()
+                    .filter(|&p| procs::stat(p).is_none_or(|s| !c.contains(&s.ppid)))
+                    .collect();
+                if top.len() == 1 {
+                    return top[0];
+                }
                 self.env.fail(&format!(
                     "several processes named {comm} in this test: {c:?}"
                 ));

@@ -41,7 +41,7 @@ pub const PROGRAMS: &[&str] = &[
 ];
 
 /// Target programs that are scripts (copied, not compiled).
-pub const SCRIPTS: &[&str] = &["py_threads"];
+pub const SCRIPTS: &[&str] = &["py_threads", "pipeline", "py_subprocess"];
 
 /// Source directory of the test crate.
 pub fn crate_dir() -> PathBuf {

@@ -7,6 +7,8 @@ e2e_tests! {
     tree => tree_pipe_shared_fd;
     zombie => zombies_stay_zombies;
     shmem => shared_anonymous_memory;
+    pipeline => bash_pipeline;
+    py_subprocess => python_subprocess_pipes;
 }
 
 /// Parent -> child pipe stream, a shared-offset log fd, a grandchild in the
@@ -27,4 +29,26 @@ fn zombies_stay_zombies(env: &mut TestEnv) {
 /// between parent and child.
 fn shared_anonymous_memory(env: &mut TestEnv) {
     Scenario::new("shmem").run(env);
+}
+
+fn interpreter(path: &str) -> String {
+    let real = std::fs::canonicalize(path).unwrap_or_else(|_| path.into());
+    real.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// `seq | while read` in bash continues with no number lost or repeated.
+fn bash_pipeline(env: &mut TestEnv) {
+    Scenario::new("pipeline")
+        .image_name(&interpreter("/bin/bash"))
+        .run(env);
+}
+
+/// Python's subprocess: a `cat` child over two pipes, and an exec chain
+/// (`sh -c 'exec sleep ...'`).
+fn python_subprocess_pipes(env: &mut TestEnv) {
+    Scenario::new("py_subprocess")
+        .image_name(&interpreter("/usr/bin/python3"))
+        .run(env);
 }
