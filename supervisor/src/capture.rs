@@ -47,7 +47,7 @@ struct InjectedState {
     sigactions: Vec<SigAction>,
     itimers: [(u64, u64); 3],
     /// Per thread (same order as `FrozenProcess::threads`): clear_child_tid, sigaltstack.
-    per_thread: Vec<(u64, (u64, i32, u64))>,
+    per_thread: Vec<ThreadQuery>,
     posix_timers: Vec<PosixTimer>,
     /// The copy-on-write snapshot child, when one was asked for and made.
     snapshot: Option<(HostPid, i32)>,
@@ -177,6 +177,9 @@ fn inject_queries_blocked(
     Ok(state)
 }
 
+/// Per thread: clear_child_tid and sigaltstack (sp, flags, size).
+type ThreadQuery = (u64, (u64, i32, u64));
+
 /// Where per-thread results start in the scratch area, and their size.
 const SCRATCH_SLOTS: u64 = 256;
 const SLOT: u64 = 32;
@@ -203,7 +206,7 @@ fn per_thread_queries(
     fp: &mut FrozenProcess,
     mem: &Mem,
     scratch: u64,
-) -> io::Result<Vec<(u64, (u64, i32, u64))>> {
+) -> io::Result<Vec<ThreadQuery>> {
     // The code goes in through /proc/PID/mem: the scratch mapping is ours.
     let wmem = Mem::open(fp.pid, true)?;
     wmem.write(scratch, &THREAD_QUERY_CODE)?;
