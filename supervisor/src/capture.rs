@@ -781,6 +781,19 @@ fn capture_fds(pid: HostPid, fdctx: &mut FdContext) -> io::Result<Vec<FdEntry>> 
             .and_then(|k| anon_inode_kind(k, &procfs::fdinfo_text(pid, fd).ok()?, flags))
         {
             kind
+        } else if let Some((family, sotype, addr)) = target
+            .starts_with("socket:")
+            .then(|| crate::sys::steal_fd(pid.0, fd).ok())
+            .flatten()
+            .and_then(|s| crate::sockets::listener(&s).ok().flatten())
+        {
+            FdKind::Listener {
+                family,
+                sotype,
+                addr,
+                flags,
+                backlog: 128,
+            }
         } else if target.starts_with("pipe:") {
             // A pipe that leads outside the computation: at restart the
             // restarting tool's own fd of that number takes its place.

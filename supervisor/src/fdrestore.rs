@@ -213,6 +213,18 @@ pub fn open_fd(e: &FdEntry, pipes: &Pipes) -> io::Result<OwnedFd> {
             );
             open("/dev/null", libc::O_RDWR, 0)
         }),
+        FdKind::Listener {
+            family,
+            sotype,
+            addr,
+            flags,
+            backlog,
+        } => {
+            let fd = crate::sockets::listen_again(*family, *sotype, addr, *backlog)?;
+            // SAFETY: fcntl on an fd we own.
+            unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags & libc::O_NONBLOCK) };
+            Ok(fd)
+        }
         FdKind::Epoll { .. } => {
             // Watches are added once every fd sits at its number (`add_epoll_watches`).
             // SAFETY: epoll_create1 returns a fresh fd or -1.

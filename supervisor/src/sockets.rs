@@ -19,6 +19,8 @@
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::FileTypeExt;
 
 const SOCK_DIAG_BY_FAMILY: u16 = 20;
 const UDIAG_SHOW_NAME: u32 = 0x01;
@@ -460,6 +462,115 @@ pub fn refill(from: &OwnedFd, messages: &[Vec<u8>]) -> io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// A listening socket's family, type and bound address, read from a
+/// duplicate of the target's fd; `None` if it is not listening.
+pub fn listener(sock: &OwnedFd) -> io::Result<Option<(i32, i32, Vec<u8>)>> {
+    let int_opt = |opt: libc::c_int| -> io::Result<i32> {
+        let mut v: libc::c_int = 0;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: v and len are live locals of the sizes getsockopt expects.
+        let r = unsafe {
+            libc::getsockopt(
+                sock.as_raw_fd(),
+                libc::SOL_SOCKET,
+                opt,
+                (&mut v as *mut libc::c_int).cast(),
+                &mut len,
+            )
+        };
+        if r < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(v)
+        }
+    };
+    if int_opt(libc::SO_ACCEPTCONN)? == 0 {
+        return Ok(None);
+    }
+    let family = int_opt(libc::SO_DOMAIN)?;
+    let sotype = int_opt(libc::SO_TYPE)?;
+    // SAFETY: sockaddr_storage is plain old data; all-zero is valid.
+    let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    // SAFETY: ss/len describe a live buffer large enough for any address.
+    let r = unsafe {
+        libc::getsockname(
+            sock.as_raw_fd(),
+            (&mut ss as *mut libc::sockaddr_storage).cast(),
+            &mut len,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel wrote len (<= sizeof ss) bytes into ss.
+    let bytes = unsafe {
+        std::slice::from_raw_parts(
+            (&ss as *const libc::sockaddr_storage).cast::<u8>(),
+            len as usize,
+        )
+    };
+    Ok(Some((family, sotype, bytes.to_vec())))
+}
+
+/// Recreates a listening socket at `addr` (a unix socket file left by the
+/// dead original is replaced).
+pub fn listen_again(family: i32, sotype: i32, addr: &[u8], backlog: i32) -> io::Result<OwnedFd> {
+    // SAFETY: socket takes integers and returns a fresh fd or -1.
+    let fd = unsafe { libc::socket(family, sotype | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd was just returned and nothing else owns it.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    if family == libc::AF_INET || family == libc::AF_INET6 {
+        let one: libc::c_int = 1;
+        // SAFETY: one is a live c_int of the size we pass.
+        unsafe {
+            libc::setsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_REUSEADDR,
+                (&one as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+    }
+    if family == libc::AF_UNIX && addr.len() > 3 && addr[2] != 0 {
+        // A path name: the old socket file is in the way.
+        let path: Vec<u8> = addr[2..].iter().copied().take_while(|&c| c != 0).collect();
+        let p = std::path::Path::new(std::ffi::OsStr::from_bytes(&path));
+        if std::fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_socket()) {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+    // SAFETY: addr holds a sockaddr of addr.len() bytes as getsockname gave it.
+    let r = unsafe {
+        libc::bind(
+            fd.as_raw_fd(),
+            addr.as_ptr().cast(),
+            addr.len() as libc::socklen_t,
+        )
+    };
+    if r < 0 {
+        let e = io::Error::last_os_error();
+        let hint = if e.raw_os_error() == Some(libc::EADDRINUSE) {
+            " (connections of the old process may linger in TIME_WAIT: a listener that set SO_REUSEADDR can be bound again at once)"
+        } else {
+            ""
+        };
+        return Err(io::Error::new(
+            e.kind(),
+            format!("binding the listening socket again: {e}{hint}"),
+        ));
+    }
+    // SAFETY: listen on our own socket.
+    if unsafe { libc::listen(fd.as_raw_fd(), backlog) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(fd)
 }
 
 #[cfg(test)]

@@ -38,6 +38,7 @@ pub const PROGRAMS: &[&str] = &[
     "shmem",
     "fdkinds",
     "churn",
+    "listener",
 ];
 
 /// Target programs that are scripts (copied, not compiled).

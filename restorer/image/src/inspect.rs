@@ -85,6 +85,12 @@ pub fn describe(r: &ImageReader) -> String {
             FdKind::Device { path, flags } => format!("device {path} flags {flags:#o}"),
             FdKind::Inherit { from, what } => format!("inherit from fd {from} ({what})"),
             FdKind::Unsupported { what } => format!("unsupported {what}"),
+            FdKind::Listener { family, addr, .. } => {
+                format!(
+                    "listening socket (family {family}, {} address bytes)",
+                    addr.len()
+                )
+            }
             FdKind::Epoll { watches, .. } => format!("epoll watching {} fd(s)", watches.len()),
             FdKind::EventFd { count, .. } => format!("eventfd (count {count})"),
             FdKind::SignalFd { mask, .. } => format!("signalfd (mask {mask:#x})"),

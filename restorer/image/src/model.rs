@@ -244,6 +244,17 @@ pub enum FdKind {
         flags: i32,
         queued: Vec<Vec<u8>>,
     },
+    /// A listening socket (TCP over IPv4/IPv6, or unix), recreated bound to
+    /// the same address. Connections waiting in its accept queue at
+    /// checkpoint time are not kept.
+    Listener {
+        family: i32,
+        sotype: i32,
+        /// Raw `sockaddr` as `getsockname` returned it.
+        addr: Vec<u8>,
+        flags: i32,
+        backlog: i32,
+    },
 }
 
 /// A memory mapping and its saved pages.
