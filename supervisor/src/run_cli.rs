@@ -54,6 +54,16 @@ struct Args {
     /// Checkpoint every N seconds (env DMTCP_CHECKPOINT_INTERVAL).
     #[arg(short = 'i', long = "interval", env = "DMTCP_CHECKPOINT_INTERVAL")]
     interval: Option<u32>,
+    /// Accepted for DMTCP job scripts (also env DMTCP_SIGCKPT). No signal is
+    /// used to checkpoint: threads are stopped with ptrace, so the program
+    /// keeps every signal for itself, whatever number is given here.
+    #[arg(
+        long = "ckpt-signal",
+        alias = "mtcp-checkpoint-signal",
+        env = "DMTCP_SIGCKPT",
+        value_name = "SIGNUM"
+    )]
+    ckpt_signal: Option<i32>,
     /// Print help.
     #[arg(long = "help", action = clap::ArgAction::Help)]
     help: Option<bool>,
@@ -82,6 +92,9 @@ fn codec(args: &Args) -> anyhow::Result<Codec> {
 
 fn run() -> anyhow::Result<i32> {
     let args = Args::parse();
+    if let Some(sig) = args.ckpt_signal {
+        tracing::debug!("--ckpt-signal {sig}: no checkpoint signal is used (ptrace stops threads)");
+    }
     let addr = CoordAddr::from_args(args.coord_host.clone(), args.coord_port);
     let ckpt_dir = args.ckpt_dir.as_deref().map(supervise::absolute);
     if let Some(d) = &ckpt_dir {
