@@ -5,8 +5,9 @@ use std::path::PathBuf;
 
 use anyhow::{anyhow, bail};
 use clap::Parser;
-use dmtcp_coordinator::client::{ensure_coordinator, read_secret, CoordAddr, StartOptions};
+use dmtcp_coordinator::client::StartOptions;
 use dmtcp_image::{Codec, ImageReader, WriteOptions};
+use dmtcp_supervisor::coord_args::CoordArgs;
 use dmtcp_supervisor::nsinit::{InitReply, InitRequest, ShellPlan};
 use dmtcp_supervisor::pid::HostPid;
 use dmtcp_supervisor::procfs;
@@ -23,21 +24,8 @@ use crate::restore;
     about = "Restart a computation from checkpoint images (DMTCP's dmtcp_restart)"
 )]
 struct Args {
-    /// Coordinator host (env DMTCP_COORD_HOST; default 127.0.0.1).
-    #[arg(short = 'h', long = "coord-host", alias = "host")]
-    coord_host: Option<String>,
-    /// Coordinator port (env DMTCP_COORD_PORT; default 7779; 0 = new one on a free port).
-    #[arg(short = 'p', long = "coord-port", alias = "port")]
-    coord_port: Option<u16>,
-    /// Write the coordinator's port to this file.
-    #[arg(long = "port-file")]
-    port_file: Option<PathBuf>,
-    /// Always start a new coordinator.
-    #[arg(long = "new-coordinator")]
-    new_coordinator: bool,
-    /// Only join an existing coordinator.
-    #[arg(short = 'j', long = "join-coordinator", alias = "join")]
-    join: bool,
+    #[command(flatten)]
+    coord: CoordArgs,
     /// Where later checkpoints go (default: the coordinator's directory).
     #[arg(long = "ckpt-dir", alias = "ckptdir", env = "DMTCP_CHECKPOINT_DIR")]
     ckpt_dir: Option<PathBuf>,
@@ -132,25 +120,14 @@ fn run() -> anyhow::Result<i32> {
     }
     let images = open_images(&args.images)?;
     let first = images[0].meta().computation.clone();
-    let addr = CoordAddr::from_args(args.coord_host.clone(), args.coord_port);
-    let (addr, secret) = if args.join {
-        (addr.clone(), read_secret(&addr).unwrap_or_default())
-    } else {
-        let opts = StartOptions {
+    let (addr, secret) = args.coord.coordinator(
+        "dmtcp-restart",
+        StartOptions {
             ckpt_dir: args.ckpt_dir.clone(),
             interval: None,
             exit_on_last: true,
-        };
-        let (a, s) = ensure_coordinator(&addr, args.new_coordinator, &opts)?;
-        if args.coord_port == Some(0) {
-            eprintln!("dmtcp-restart: coordinator listening on port {}", a.port);
-        }
-        (a, s)
-    };
-    if let Some(f) = &args.port_file {
-        std::fs::write(f, format!("{}\n", addr.port))
-            .map_err(|e| anyhow!("port file {}: {e}", f.display()))?;
-    }
+        },
+    )?;
     let cfg = SessionConfig {
         addr,
         secret,

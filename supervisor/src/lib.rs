@@ -7,6 +7,7 @@
 
 pub mod agent;
 pub mod capture;
+pub mod coord_args;
 pub mod fdrestore;
 pub mod fdshare;
 pub mod freeze;
@@ -25,11 +26,5 @@ pub mod zombie;
 
 /// Sets up `tracing` from `DMTCP_LOG` (default: warnings), to stderr.
 pub fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("DMTCP_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .try_init();
+    dmtcp_coordinator::cli::init_logging()
 }

@@ -5,9 +5,9 @@ use std::os::unix::ffi::OsStringExt;
 use std::path::PathBuf;
 
 use clap::Parser;
-use dmtcp_coordinator::client::{
-    ensure_coordinator, read_secret, request, CoordAddr, StartOptions,
-};
+use dmtcp_coordinator::client::{request, StartOptions};
+
+use crate::coord_args::CoordArgs;
 use dmtcp_image::{Codec, WriteOptions};
 use dmtcp_protocol::Request;
 
@@ -23,25 +23,11 @@ use crate::supervise;
     about = "Run PROG under checkpoint control (DMTCP's dmtcp_launch)"
 )]
 struct Args {
-    /// Coordinator host (env DMTCP_COORD_HOST; default 127.0.0.1).
-    #[arg(short = 'h', long = "coord-host", alias = "host")]
-    coord_host: Option<String>,
-    /// Coordinator port (env DMTCP_COORD_PORT; default 7779; 0 = start a new
-    /// coordinator on a free port and print it).
-    #[arg(short = 'p', long = "coord-port", alias = "port")]
-    coord_port: Option<u16>,
-    /// Write the coordinator's port to this file.
-    #[arg(long = "port-file")]
-    port_file: Option<PathBuf>,
+    #[command(flatten)]
+    coord: CoordArgs,
     /// Directory for checkpoint images (env DMTCP_CHECKPOINT_DIR).
     #[arg(long = "ckpt-dir", alias = "ckptdir", env = "DMTCP_CHECKPOINT_DIR")]
     ckpt_dir: Option<PathBuf>,
-    /// Always start a new coordinator (fails if the port is taken).
-    #[arg(long = "new-coordinator")]
-    new_coordinator: bool,
-    /// Only join an existing coordinator; never start one.
-    #[arg(short = 'j', long = "join-coordinator", alias = "join")]
-    join: bool,
     /// Do not compress images (same as DMTCP_GZIP=0).
     #[arg(long = "no-gzip")]
     no_gzip: bool,
@@ -95,31 +81,19 @@ fn run() -> anyhow::Result<i32> {
     if let Some(sig) = args.ckpt_signal {
         tracing::debug!("--ckpt-signal {sig}: no checkpoint signal is used (ptrace stops threads)");
     }
-    let addr = CoordAddr::from_args(args.coord_host.clone(), args.coord_port);
     let ckpt_dir = args.ckpt_dir.as_deref().map(supervise::absolute);
     if let Some(d) = &ckpt_dir {
         std::fs::create_dir_all(d)
             .map_err(|e| anyhow::anyhow!("checkpoint directory {}: {e}", d.display()))?;
     }
-    let (addr, secret) = if args.join {
-        let secret = read_secret(&addr).unwrap_or_default();
-        (addr, secret)
-    } else {
-        let opts = StartOptions {
+    let (addr, secret) = args.coord.coordinator(
+        "dmtcp-run",
+        StartOptions {
             ckpt_dir: ckpt_dir.clone(),
             interval: args.interval,
             exit_on_last: true,
-        };
-        let (a, s) = ensure_coordinator(&addr, args.new_coordinator, &opts)?;
-        if args.coord_port == Some(0) {
-            eprintln!("dmtcp-run: coordinator listening on port {}", a.port);
-        }
-        (a, s)
-    };
-    if let Some(f) = &args.port_file {
-        std::fs::write(f, format!("{}\n", addr.port))
-            .map_err(|e| anyhow::anyhow!("port file {}: {e}", f.display()))?;
-    }
+        },
+    )?;
     let cfg = SessionConfig {
         addr: addr.clone(),
         secret: secret.clone(),
