@@ -574,9 +574,10 @@ impl Deferred {
     fn kill_and_reap(&self) -> io::Result<()> {
         // SAFETY: kill with integer arguments; the child is ours to end.
         unsafe { libc::kill(self.child.0, libc::SIGKILL) };
-        // As its tracer we see it die first; then it is its parent's zombie.
+        // As its tracer we collect its death first (a blocking wait is safe:
+        // it has a single thread); only then can its parent reap it.
         loop {
-            match ptrace::wait_alive(self.child) {
+            match ptrace::wait(self.child) {
                 Ok(ptrace::Stop::Exited(_)) | Ok(ptrace::Stop::Killed(_)) | Err(_) => break,
                 Ok(_) => {}
             }
@@ -609,10 +610,9 @@ fn reap_in(parent: HostPid, vpid: i32) -> io::Result<()> {
         ptrace::set_sigmask(t.tid, u64::MAX)?;
         t.touched = true;
         let mut inj = Injector::new(t.tid, insn)?;
-        let r = inj.syscall(
-            libc::SYS_wait4,
-            [vpid as u64, 0, libc::__WALL as u64, 0, 0, 0],
-        );
+        // WNOHANG: the program must never block here, whatever happened.
+        let flags = (libc::__WALL | libc::WNOHANG) as u64;
+        let r = inj.syscall(libc::SYS_wait4, [vpid as u64, 0, flags, 0, 0, 0]);
         ptrace::set_sigmask(t.tid, mask)?;
         r.map(drop)
     })();

@@ -309,6 +309,10 @@ pub fn wait_alive(tid: HostPid) -> io::Result<Stop> {
                 .and_then(|s| s.rsplit(')').next().map(|r| r.trim_start().chars().next()))
                 .flatten();
             if matches!(state, None | Some('Z') | Some('X')) {
+                // Its death may have been reported in the meantime.
+                if let Some(s) = try_wait(tid)? {
+                    return Ok(s);
+                }
                 return Err(io::Error::other(format!(
                     "tid {tid} died while traced (a fatal signal?)"
                 )));
