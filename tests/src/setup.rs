@@ -39,6 +39,7 @@ pub const PROGRAMS: &[&str] = &[
     "fdkinds",
     "churn",
     "listener",
+    "counter_static",
 ];
 
 /// Target programs that are scripts (copied, not compiled).
@@ -185,12 +186,18 @@ fn compile_programs() -> Result<PathBuf> {
     let cc = std::env::var("CC").unwrap_or_else(|_| "gcc".into());
     for prog in PROGRAMS {
         let out = dst.join(prog);
+        // NAME_static: NAME.c linked statically (no LD_PRELOAD possible).
+        let (source, extra): (&str, &[&str]) = match prog.strip_suffix("_static") {
+            Some(base) => (base, &["-static"]),
+            None => (prog, &[]),
+        };
         let result = Command::new(&cc)
+            .args(extra)
             .args(["-O1", "-g", "-Wall", "-Wextra", "-pthread", "-I"])
             .arg(workspace_dir().join("inject/include"))
             .arg("-o")
             .arg(&out)
-            .arg(src.join(format!("{prog}.c")))
+            .arg(src.join(format!("{source}.c")))
             .arg(src.join("zdtm.c"))
             .output()
             .with_context(|| format!("run {cc} (install gcc)"))?;

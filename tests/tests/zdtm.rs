@@ -9,6 +9,7 @@ use dmtcp_tests::{e2e_tests, Scenario, TestEnv};
 
 e2e_tests! {
     counter => counter_offset_continues;
+    counter_static => static_counter_offset_continues;
     heap256 => heap256_survives;
     mprotect_filemap => mprotect_and_private_file_map;
     sleeper => sleeper_sees_no_eintr;
@@ -17,6 +18,14 @@ e2e_tests! {
 /// File offset continues, no gap or duplicate line, pid unchanged.
 fn counter_offset_continues(env: &mut TestEnv) {
     Scenario::new("counter")
+        .arg(env.work.join("counter.txt"))
+        .run(env);
+}
+
+/// The same, statically linked: the inject library cannot be preloaded, and
+/// the process is checkpointed all the same (capture is from outside).
+fn static_counter_offset_continues(env: &mut TestEnv) {
+    Scenario::new("counter_static")
         .arg(env.work.join("counter.txt"))
         .run(env);
 }
