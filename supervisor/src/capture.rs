@@ -921,7 +921,6 @@ pub fn capture(
         t0.elapsed() - t_memory
     );
 
-    let stat = ctx(procfs::stat_fields(pid), pid, "stat")?;
     let ns = |key: &str| -> u32 {
         procfs::field(&status, key)
             .and_then(|v| v.split_whitespace().last())
@@ -973,7 +972,6 @@ pub fn capture(
         posix_timers: injected.posix_timers,
         zombie: None,
     };
-    let _ = stat;
     Ok((
         ProcessImage {
             computation,

@@ -193,10 +193,6 @@ impl FrozenProcess {
         first_err.map_or(Ok(()), Err)
     }
 
-    pub fn thread_mut(&mut self, tid: HostPid) -> Option<&mut FrozenThread> {
-        self.threads.iter_mut().find(|t| t.tid == tid)
-    }
-
     /// Pins every thread to `cpu` (the tracer's) so injected syscalls are
     /// local wake-ups; [`thaw`](Self::thaw) puts the old affinity back.
     pub fn pin(&mut self, cpu: usize) {

@@ -34,9 +34,3 @@ impl fmt::Display for RemoteAddr {
         write!(f, "{:#x}", self.0)
     }
 }
-
-impl RemoteAddr {
-    pub fn offset(self, off: u64) -> RemoteAddr {
-        RemoteAddr(self.0 + off)
-    }
-}

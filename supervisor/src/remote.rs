@@ -18,9 +18,6 @@ pub struct Injector {
     pub insn: RemoteAddr,
     /// Registers to put back after each call.
     pub saved: Regs,
-    /// A signal that arrived while we were injecting; it must be delivered
-    /// again when the thread is released.
-    pub deferred_signal: Option<i32>,
     /// Host tid of the thread the last injected clone created.
     pub cloned: Option<HostPid>,
 }
@@ -63,7 +60,6 @@ impl Injector {
             tid,
             insn,
             saved,
-            deferred_signal: None,
             cloned: None,
         })
     }
@@ -75,10 +71,13 @@ impl Injector {
             match ptrace::wait_alive(self.tid)? {
                 Stop::Syscall => return Ok(()),
                 Stop::Signal(sig) => {
-                    // Hold the signal back; it is re-delivered on release.
-                    if self.deferred_signal.is_none() {
-                        self.deferred_signal = Some(sig);
-                    }
+                    // Callers block every signal while injecting, so none
+                    // should be delivered here; if one is, it cannot go to
+                    // our injected code: say so rather than lose it quietly.
+                    tracing::warn!(
+                        "tid {}: signal {sig} during an injected syscall was dropped",
+                        self.tid
+                    );
                     ptrace::syscall(self.tid, 0)?;
                 }
                 Stop::Event { event, .. } => {
@@ -137,12 +136,6 @@ impl Injector {
             ));
         }
         Ok(r as u64)
-    }
-
-    /// Replaces the registers restored after each call (used by the restorer
-    /// once the final registers are known).
-    pub fn set_saved(&mut self, regs: Regs) {
-        self.saved = regs;
     }
 }
 
