@@ -179,7 +179,10 @@ fn interactive(addr: CoordAddr, secret: String) {
                 println!("{KEYS_HELP}");
                 continue;
             }
-            (Some("c"), _) => Request::Checkpoint { blocking: true },
+            (Some("c"), _) => Request::Checkpoint {
+                blocking: true,
+                incremental: false,
+            },
             (Some("l"), _) => Request::List,
             (Some("s"), _) => Request::Status,
             (Some("k"), _) => Request::Kill,
@@ -309,6 +312,10 @@ struct CommandArgs {
     /// Checkpoint and wait until the images are written (also -bc, --bc).
     #[arg(long, group = "action")]
     bcheckpoint: bool,
+    /// With a checkpoint: write only the pages written since the previous
+    /// one (the first such checkpoint is full and starts tracking).
+    #[arg(long)]
+    incremental: bool,
     /// Show the coordinator's status.
     #[arg(short = 's', long, group = "action")]
     status: bool,
@@ -354,10 +361,17 @@ pub fn command_main() -> ExitCode {
 fn run_command(args: CommandArgs) -> anyhow::Result<bool> {
     init_logging();
     let addr = CoordAddr::from_args(args.coord_host.clone(), args.coord_port);
+    let incremental = args.incremental;
     let req = if args.checkpoint {
-        Request::Checkpoint { blocking: false }
+        Request::Checkpoint {
+            blocking: false,
+            incremental,
+        }
     } else if args.bcheckpoint {
-        Request::Checkpoint { blocking: true }
+        Request::Checkpoint {
+            blocking: true,
+            incremental,
+        }
     } else if args.status {
         Request::Status
     } else if args.list {

@@ -184,7 +184,7 @@ impl State {
                     self.next_periodic = Some(now + Duration::from_secs(self.interval.into()));
                     if self.num_supervisors() > 0 {
                         tracing::info!("periodic checkpoint");
-                        self.start_checkpoint(None);
+                        self.start_checkpoint(None, false);
                     }
                 }
             }
@@ -421,7 +421,10 @@ impl State {
     fn on_request(&mut self, conn: ConnId, req: Request) {
         tracing::debug!("connection {conn}: request {req:?}");
         match req {
-            Request::Checkpoint { blocking } => {
+            Request::Checkpoint {
+                blocking,
+                incremental,
+            } => {
                 if let Some(ck) = &self.ckpt {
                     let id = ck.options.id;
                     return self.reply(
@@ -438,7 +441,7 @@ impl State {
                         },
                     );
                 }
-                let id = self.start_checkpoint(blocking.then_some(conn));
+                let id = self.start_checkpoint(blocking.then_some(conn), incremental);
                 if !blocking {
                     self.reply(conn, Reply::CheckpointStarted { id });
                 }
@@ -509,14 +512,14 @@ impl State {
     }
 
     /// Starts a checkpoint (there must be none running); returns its id.
-    fn start_checkpoint(&mut self, waiter: Option<ConnId>) -> u64 {
+    fn start_checkpoint(&mut self, waiter: Option<ConnId>, incremental: bool) -> u64 {
         self.last_id += 1;
         let options = CheckpointOptions {
             id: self.last_id,
             generation: self.generation + 1,
             dir: self.cfg.ckpt_dir.display().to_string(),
             codec: String::new(),
-            incremental: false,
+            incremental,
         };
         let participants: BTreeSet<ConnId> = self.supervisors().into_iter().collect();
         tracing::info!(

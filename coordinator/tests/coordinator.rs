@@ -203,7 +203,10 @@ fn second_checkpoint_while_running_is_refused() {
     let r = request(
         &coord.addr(),
         &coord.secret(),
-        Request::Checkpoint { blocking: false },
+        Request::Checkpoint {
+            blocking: false,
+            incremental: false,
+        },
     )
     .unwrap();
     assert_eq!(r, Reply::CheckpointStarted { id: 1 });
@@ -211,7 +214,10 @@ fn second_checkpoint_while_running_is_refused() {
     let r = request(
         &coord.addr(),
         &coord.secret(),
-        Request::Checkpoint { blocking: true },
+        Request::Checkpoint {
+            blocking: true,
+            incremental: false,
+        },
     )
     .unwrap();
     assert_eq!(

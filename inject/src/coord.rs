@@ -152,7 +152,10 @@ pub fn checkpoint(t: &Target) -> Outcome {
         Ok(other) => return Outcome::Failed(format!("unexpected handshake answer {other:?}")),
         Err(e) => return Outcome::Failed(format!("handshake: {e}")),
     }
-    let req = dmtcp_protocol::ToCoordinator::Request(Request::Checkpoint { blocking: true });
+    let req = dmtcp_protocol::ToCoordinator::Request(Request::Checkpoint {
+        blocking: true,
+        incremental: false,
+    });
     if let Err(e) = write_frame(&mut w, &req).and_then(|()| w.flush().map_err(Into::into)) {
         return Outcome::Failed(format!("sending the request: {e}"));
     }

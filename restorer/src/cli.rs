@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::{anyhow, bail};
 use clap::Parser;
 use dmtcp_coordinator::client::StartOptions;
-use dmtcp_image::{Codec, ImageReader, WriteOptions};
+use dmtcp_image::{Codec, ImageChain, ImageReader, WriteOptions};
 use dmtcp_supervisor::coord_args::CoordArgs;
 use dmtcp_supervisor::nsinit::{InitReply, InitRequest, ShellPlan};
 use dmtcp_supervisor::pid::HostPid;
@@ -35,6 +35,14 @@ struct Args {
     /// Print what the images hold and exit.
     #[arg(long = "inspect")]
     inspect: bool,
+    /// Write the (incremental) IMAGE as one standalone image to OUT, with
+    /// every page it restores from the images it builds on, and exit.
+    #[arg(long = "merge", value_name = "OUT")]
+    merge: Option<PathBuf>,
+    /// Later checkpoints write only the pages written since the previous
+    /// one (as `dmtcp-run --incremental`).
+    #[arg(long = "incremental", env = "DMTCP_INCREMENTAL", value_parser = clap::builder::BoolishValueParser::new(), num_args = 0, default_missing_value = "true")]
+    incremental: bool,
     /// Print help.
     #[arg(long = "help", action = clap::ArgAction::Help)]
     help: Option<bool>,
@@ -44,14 +52,14 @@ struct Args {
 }
 
 /// Opens and fully verifies every image before anything is created.
-fn open_images(paths: &[PathBuf]) -> anyhow::Result<Vec<ImageReader>> {
-    let mut out: Vec<ImageReader> = Vec::new();
+fn open_images(paths: &[PathBuf]) -> anyhow::Result<Vec<ImageChain>> {
+    let mut out: Vec<ImageChain> = Vec::new();
     let mut vpids = HashSet::new();
     for p in paths {
-        let r = ImageReader::open(p).map_err(|e| anyhow!("{e}"))?;
-        r.verify().map_err(|e| anyhow!("{e}"))?;
+        let chain = ImageChain::open(p).map_err(|e| anyhow!("{e}"))?;
+        let r = chain.top();
         let m = r.meta();
-        if let Some(first) = out.first() {
+        if let Some(first) = out.first().map(|c| c.top()) {
             if first.meta().computation.generation != m.computation.generation {
                 bail!(
                     "{}: taken at checkpoint {}, but {} at checkpoint {}: restart images of one checkpoint",
@@ -74,14 +82,15 @@ fn open_images(paths: &[PathBuf]) -> anyhow::Result<Vec<ImageReader>> {
         if !vpids.insert(m.process.vpid) {
             bail!("{}: pid {} given twice", p.display(), m.process.vpid);
         }
-        out.push(r);
+        out.push(chain);
     }
     // Parents before children, so shells can be created in order.
-    out.sort_by_key(|r| r.meta().process.vpid);
+    out.sort_by_key(|c| c.top().meta().process.vpid);
     Ok(out)
 }
 
-fn shell_plan(r: &ImageReader) -> ShellPlan {
+fn shell_plan(c: &ImageChain) -> ShellPlan {
+    let r = c.top();
     let p = &r.meta().process;
     ShellPlan {
         vpid: p.vpid,
@@ -118,8 +127,31 @@ fn run() -> anyhow::Result<i32> {
         }
         return Ok(0);
     }
+    if let Some(out) = &args.merge {
+        let [image] = args.images.as_slice() else {
+            bail!("--merge takes exactly one image");
+        };
+        let chain = ImageChain::open(image).map_err(|e| anyhow!("{e}"))?;
+        let codec = if args.no_gzip {
+            Codec::None
+        } else {
+            chain.top().codec()
+        };
+        let opts = WriteOptions {
+            codec,
+            ..WriteOptions::default()
+        };
+        let size = chain.merge(out, opts).map_err(|e| anyhow!("{e}"))?;
+        println!(
+            "{}: standalone image of {} ({} image(s) merged, {size} bytes)",
+            out.display(),
+            image.display(),
+            chain.readers().len()
+        );
+        return Ok(0);
+    }
     let images = open_images(&args.images)?;
-    let first = images[0].meta().computation.clone();
+    let first = images[0].top().meta().computation.clone();
     let (addr, secret) = args.coord.coordinator(
         "dmtcp-restart",
         StartOptions {
@@ -137,17 +169,19 @@ fn run() -> anyhow::Result<i32> {
             codec: if args.no_gzip {
                 Codec::None
             } else {
-                images[0].codec()
+                images[0].top().codec()
             },
             ..WriteOptions::default()
         },
         ckpt_dir: args.ckpt_dir.as_deref().map(supervise::absolute),
+        incremental: args.incremental,
     };
     let (conn, computation, _) = session::connect(&cfg)?;
 
     supervise::block_signals()?;
     let shells = images.iter().map(shell_plan).collect();
-    let shared_memory = restore::park_shared_memory(&images);
+    let tops: Vec<&ImageReader> = images.iter().map(|c| c.top()).collect();
+    let shared_memory = restore::park_shared_memory(&tops);
     let (nsinit, reply) = supervise::start_nsinit(&InitRequest::Restore {
         shells,
         shared_memory: shared_memory.clone(),
@@ -164,8 +198,11 @@ fn run() -> anyhow::Result<i32> {
             bail!("unexpected answer from dmtcp-nsinit: {other:?}");
         }
     }
-    for r in images.iter().filter(|r| r.meta().process.zombie.is_none()) {
-        let vpid = r.meta().process.vpid as i32;
+    for r in images
+        .iter()
+        .filter(|c| c.top().meta().process.zombie.is_none())
+    {
+        let vpid = r.top().meta().process.vpid as i32;
         let res = host_pid_of(nsinit, vpid)
             .ok_or_else(|| anyhow!("shell for pid {vpid} not found"))
             .and_then(|pid| {
@@ -173,7 +210,7 @@ fn run() -> anyhow::Result<i32> {
             });
         if let Err(e) = res {
             kill_ns();
-            return Err(e.context(format!("{}", r.path().display())));
+            return Err(e.context(format!("{}", r.top().path().display())));
         }
     }
     let session = Session::new(cfg, nsinit, conn, computation);

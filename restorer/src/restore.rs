@@ -14,7 +14,7 @@
 use std::collections::HashMap;
 use std::io;
 
-use dmtcp_image::{ImageReader, PageRun, ProcessImage, ThreadState, Vma, VmaKind, PAGE_SIZE};
+use dmtcp_image::{ImageChain, ImageReader, ProcessImage, ThreadState, Vma, VmaKind, PAGE_SIZE};
 use dmtcp_supervisor::nsinit::ParkedMemory;
 use dmtcp_supervisor::pid::{HostPid, RemoteAddr};
 use dmtcp_supervisor::procfs::{self, Mem};
@@ -75,7 +75,7 @@ impl Shell {
 /// Plans where nsinit maps each shared anonymous object before forking the
 /// shells: big enough for every piece any process maps, at addresses free
 /// in every image (so moving pieces into place never clobbers another).
-pub fn park_shared_memory(images: &[ImageReader]) -> Vec<ParkedMemory> {
+pub fn park_shared_memory(images: &[&ImageReader]) -> Vec<ParkedMemory> {
     let mut sizes: std::collections::BTreeMap<u64, u64> = Default::default();
     let mut taken: Vec<(u64, u64)> = Vec::new();
     for r in images {
@@ -149,11 +149,11 @@ fn seize_shell(pid: HostPid) -> io::Result<()> {
 /// namespace: a half-restored process must never run.
 pub fn restore_process(
     pid: HostPid,
-    image: &ImageReader,
+    image: &ImageChain,
     parked: &[ParkedMemory],
 ) -> io::Result<()> {
     let started = std::time::Instant::now();
-    let meta = image.meta();
+    let meta = image.top().meta();
     let leader_idx = meta
         .threads
         .iter()
@@ -176,13 +176,13 @@ pub fn restore_process(
 
 fn restore_pinned(
     pid: HostPid,
-    image: &ImageReader,
+    image: &ImageChain,
     leader_idx: usize,
     cpu: usize,
     mask: &libc::cpu_set_t,
     parked: &[ParkedMemory],
 ) -> io::Result<()> {
-    let meta = image.meta();
+    let meta = image.top().meta();
     ptrace::pin_to_cpu(pid, cpu)?;
     seize_shell(pid).map_err(|e| err(pid, "seizing the shell", e))?;
     // No signal may reach the process while it is half built (timers start
@@ -268,18 +268,14 @@ fn restore_pinned(
     // 4. vdso and vvar at their saved place.
     map_vdso(&mut sh, meta)?;
 
-    // 5. Every mapping, then its pages.
+    // 5. Every mapping, then its pages (from the images it builds on too,
+    // for an incremental image).
     let reprotect = map_all(&mut sh, meta, parked)?;
-    let runs: Vec<PageRun> = meta
-        .vmas
-        .iter()
-        .flat_map(|v| v.pages.iter().copied())
-        .collect();
     let mem_ref = &sh.mem;
     image
-        .read_runs_parallel(&runs, &|i, bytes| {
+        .read_pages(&|addr, bytes| {
             mem_ref
-                .write(runs[i].addr, bytes)
+                .write(addr, bytes)
                 .map_err(|e| dmtcp_image::ImageError::Io {
                     path: format!("/proc/{pid}/mem").into(),
                     op: "write restored pages".into(),

@@ -10,11 +10,15 @@
 use std::io;
 use std::os::unix::fs::MetadataExt;
 
+use std::os::fd::OwnedFd;
+
 use dmtcp_image::{
-    Capabilities, ComputationInfo, FdEntry, FdKind, ImageWriter, MmFields, PageRun, PosixTimer,
-    ProcessImage, ProcessInfo, Rseq, SigAction, ThreadState, Vma, VmaKind, PAGE_SIZE,
+    Capabilities, ComputationInfo, FdEntry, FdKind, ImageWriter, MmFields, PageRun, PageSpan,
+    ParentRef, PosixTimer, ProcessImage, ProcessInfo, Rseq, SigAction, ThreadState, Vma, VmaKind,
+    PAGE_SIZE,
 };
 
+use crate::dirty::{DirtyTracker, Written};
 use crate::fdshare::{pipe_inode, FdContext};
 use crate::freeze::FrozenProcess;
 use crate::pid::{HostPid, RemoteAddr};
@@ -51,6 +55,16 @@ struct InjectedState {
     posix_timers: Vec<PosixTimer>,
     /// The copy-on-write snapshot child, when one was asked for and made.
     snapshot: Option<(HostPid, i32)>,
+    /// A userfaultfd made inside the process for dirty-page tracking.
+    uffd: Option<OwnedFd>,
+}
+
+/// Dirty-page tracking for one capture (incremental checkpoints).
+pub struct DirtyScan<'a> {
+    pub tracker: &'a mut DirtyTracker,
+    /// The image to build on; `None` makes a full image (tracking still
+    /// restarts from this checkpoint).
+    pub base: Option<ParentRef>,
 }
 
 fn read_u64s(mem: &Mem, addr: u64, n: usize) -> io::Result<Vec<u64>> {
@@ -67,6 +81,7 @@ fn inject_queries(
     mem: &Mem,
     caught_or_ignored: u64,
     want_snapshot: bool,
+    want_uffd: bool,
 ) -> io::Result<InjectedState> {
     let leader = fp.threads[0].tid;
     // Signals arriving while we run syscalls in a thread must pend, not be
@@ -80,7 +95,15 @@ fn inject_queries(
     for t in &fp.threads {
         ptrace::set_sigmask(t.tid, u64::MAX)?;
     }
-    let result = inject_queries_blocked(fp, insn, mem, caught_or_ignored, leader, want_snapshot);
+    let result = inject_queries_blocked(
+        fp,
+        insn,
+        mem,
+        caught_or_ignored,
+        leader,
+        want_snapshot,
+        want_uffd,
+    );
     for (t, m) in fp.threads.iter().zip(&masks) {
         ptrace::set_sigmask(t.tid, *m)?;
     }
@@ -94,6 +117,7 @@ fn inject_queries_blocked(
     caught_or_ignored: u64,
     leader: HostPid,
     want_snapshot: bool,
+    want_uffd: bool,
 ) -> io::Result<InjectedState> {
     let pid = fp.pid;
     let mut inj = Injector::new(leader, insn)?;
@@ -159,11 +183,20 @@ fn inject_queries_blocked(
             per_thread,
             posix_timers,
             snapshot: None,
+            uffd: None,
         })
     })();
     let unmap = inj.syscall(libc::SYS_munmap, [scratch, scratch_len, 0, 0, 0, 0]);
     let mut state = ctx(result, pid, "querying state inside the process")?;
     ctx(unmap, pid, "unmapping the scratch page")?;
+    if want_uffd {
+        match make_uffd(&mut inj, pid) {
+            Ok(fd) => state.uffd = Some(fd),
+            Err(e) => {
+                tracing::warn!("pid {pid}: no dirty-page tracking ({e}); its checkpoints stay full")
+            }
+        }
+    }
     if want_snapshot {
         // Last, after our own scratch page is gone: the child's memory is
         // the process's memory at this instant.
@@ -273,6 +306,16 @@ fn make_snapshot(inj: &mut Injector) -> io::Result<(HostPid, i32)> {
         }
         _ => Ok((child, vpid)),
     }
+}
+
+/// A userfaultfd bound to the process's memory, made by an injected
+/// `userfaultfd()`, copied to us and closed in the process again.
+fn make_uffd(inj: &mut Injector, pid: HostPid) -> io::Result<OwnedFd> {
+    let flags = crate::dirty::UFFD_USER_MODE_ONLY | (libc::O_CLOEXEC | libc::O_NONBLOCK) as u64;
+    let fd = inj.syscall(libc::SYS_userfaultfd, [flags, 0, 0, 0, 0, 0])?;
+    let ours = crate::sys::steal_fd(pid.0, fd as i32);
+    inj.syscall(libc::SYS_close, [fd, 0, 0, 0, 0, 0])?;
+    ours
 }
 
 /// `/proc/PID/timers`: id, clock, notification and signal of each timer
@@ -408,16 +451,32 @@ fn is_zero(b: &[u8]) -> bool {
     pre.iter().all(|&x| x == 0) && mid.iter().all(|&x| x == 0) && post.iter().all(|&x| x == 0)
 }
 
-/// Reads the pages worth saving of one mapping and hands them to the writer.
+/// Reads the pages worth saving of one mapping and hands them to the
+/// writer. With `unchanged` (per page, incremental images), pages unchanged
+/// since the parent image are not read but listed as taken from it.
 fn capture_vma(
     m: &MapEntry,
     pagemap: &Pagemap,
     mem: &Mem,
     writer: &mut ImageWriter,
     buf: &mut Vec<u8>,
-) -> io::Result<Vec<PageRun>> {
+    unchanged: Option<&[bool]>,
+) -> io::Result<(Vec<PageRun>, Vec<PageSpan>)> {
     let mut runs = Vec::new();
-    let entries = pagemap.entries(m.start, m.end)?;
+    let mut entries = pagemap.entries(m.start, m.end)?;
+    let mut from_parent: Vec<PageSpan> = Vec::new();
+    if let Some(unchanged) = unchanged {
+        for (i, e) in entries.iter_mut().enumerate() {
+            if unchanged[i] && wanted(m, *e) {
+                let addr = m.start + i as u64 * PAGE_SIZE;
+                match from_parent.last_mut() {
+                    Some(s) if s.end() == addr => s.npages += 1,
+                    _ => from_parent.push(PageSpan { addr, npages: 1 }),
+                }
+                *e = 0; // not read here
+            }
+        }
+    }
     // A fresh anonymous (or shared anonymous) mapping is zero: zero pages
     // need not be stored.
     let anon = m.inode == 0 || (m.shared && m.name == "/dev/zero (deleted)");
@@ -460,7 +519,7 @@ fn capture_vma(
         }
         i = j;
     }
-    Ok(runs)
+    Ok((runs, from_parent))
 }
 
 /// Memory whose pages are read after the program runs again, from the
@@ -472,8 +531,9 @@ pub struct Deferred {
     child_vpid: i32,
     /// The process it was cloned from, which must reap it.
     pub parent: HostPid,
-    /// (index into the image's VMAs, the mapping) for each deferred VMA.
-    vmas: Vec<(usize, MapEntry)>,
+    /// (index into the image's VMAs, the mapping, its unchanged pages for
+    /// an incremental image) for each deferred VMA.
+    vmas: Vec<(usize, MapEntry, Option<Vec<bool>>)>,
     released: bool,
 }
 
@@ -484,14 +544,48 @@ fn needs_reading_now(m: &MapEntry, vf: &[String]) -> bool {
     m.shared || vf.iter().any(|f| f == "dc" || f == "wf")
 }
 
+/// Dirty-page scan at the freeze: which pages are unchanged since the
+/// image `dirty.base` (None: a full image). Tracking problems never fail the
+/// checkpoint; they make it a full one.
+fn scan_written(
+    pid: HostPid,
+    maps: &[MapEntry],
+    flags: &[(u64, Vec<String>)],
+    dirty: Option<DirtyScan<'_>>,
+    uffd: Option<OwnedFd>,
+) -> Option<(Written, ParentRef)> {
+    let dirty = dirty?;
+    let pairs: Vec<(&MapEntry, &[String])> =
+        maps.iter().map(|m| (m, vm_flags_of(flags, m))).collect();
+    match dirty.tracker.scan(pid, uffd, &pairs) {
+        Ok(w) => dirty.base.map(|b| (w, b)),
+        Err(e) => {
+            tracing::warn!("pid {pid}: dirty-page tracking lost ({e}); this image is a full one");
+            dirty.tracker.forget(pid);
+            None
+        }
+    }
+}
+
+fn vm_flags_of<'a>(flags: &'a [(u64, Vec<String>)], m: &MapEntry) -> &'a [String] {
+    flags
+        .iter()
+        .find(|(s, _)| *s == m.start)
+        .map(|(_, f)| f.as_slice())
+        .unwrap_or(&[])
+}
+
 fn capture_memory(
     pid: HostPid,
     mem: &Mem,
     writer: &mut ImageWriter,
     snapshot: Option<(HostPid, i32)>,
-) -> io::Result<(Vec<Vma>, Option<Deferred>)> {
+    dirty: Option<DirtyScan<'_>>,
+    uffd: Option<OwnedFd>,
+) -> io::Result<(Vec<Vma>, Option<Deferred>, Option<ParentRef>)> {
     let maps = procfs::maps(pid)?;
     let flags = procfs::vm_flags(pid).unwrap_or_default();
+    let written = scan_written(pid, &maps, &flags, dirty, uffd);
     let pagemap = Pagemap::open(pid)?;
     let mut buf = Vec::new();
     let mut vmas = Vec::with_capacity(maps.len());
@@ -504,29 +598,32 @@ fn capture_memory(
     });
     for m in &maps {
         let kind = vma_kind(m);
-        let vf = flags
-            .iter()
-            .find(|(s, _)| *s == m.start)
-            .map(|(_, f)| f.as_slice())
-            .unwrap_or(&[]);
+        let vf = vm_flags_of(&flags, m);
         let growsdown = vf.iter().any(|f| f == "gd");
         let account = vf.iter().any(|f| f == "ac");
         let special = matches!(
             kind,
             VmaKind::Vdso | VmaKind::Vvar | VmaKind::VvarVclock | VmaKind::Vsyscall
         ) || vf.iter().any(|f| f == "io" || f == "pf");
-        let pages = match deferred.as_mut() {
-            _ if special => Vec::new(),
+        // Shared memory and mappings read now are always saved whole.
+        let unchanged = written
+            .as_ref()
+            .filter(|_| !needs_reading_now(m, vf))
+            .map(|(w, _)| w.unchanged(m.start, m.end));
+        let (pages, from_parent) = match deferred.as_mut() {
+            _ if special => (Vec::new(), Vec::new()),
             Some(d) if !needs_reading_now(m, vf) => {
-                d.vmas.push((vmas.len(), m.clone()));
-                Vec::new()
+                d.vmas.push((vmas.len(), m.clone(), unchanged));
+                (Vec::new(), Vec::new())
             }
-            _ => capture_vma(m, &pagemap, mem, writer, &mut buf).map_err(|e| {
-                io::Error::new(
-                    e.kind(),
-                    format!("memory {:#x}-{:#x} {}: {e}", m.start, m.end, m.name),
-                )
-            })?,
+            _ => capture_vma(m, &pagemap, mem, writer, &mut buf, unchanged.as_deref()).map_err(
+                |e| {
+                    io::Error::new(
+                        e.kind(),
+                        format!("memory {:#x}-{:#x} {}: {e}", m.start, m.end, m.name),
+                    )
+                },
+            )?,
         };
         vmas.push(Vma {
             start: m.start,
@@ -537,9 +634,10 @@ fn capture_memory(
             growsdown,
             account,
             pages,
+            from_parent,
         });
     }
-    Ok((vmas, deferred))
+    Ok((vmas, deferred, written.map(|(_, base)| base)))
 }
 
 impl Deferred {
@@ -549,17 +647,19 @@ impl Deferred {
         let mem = Mem::open(self.child, false)?;
         let pagemap = Pagemap::open(self.child)?;
         let mut buf = Vec::new();
-        for (i, m) in &self.vmas {
-            meta.vmas[*i].pages =
-                capture_vma(m, &pagemap, &mem, writer, &mut buf).map_err(|e| {
-                    io::Error::new(
-                        e.kind(),
-                        format!(
-                            "snapshot memory {:#x}-{:#x} {}: {e}",
-                            m.start, m.end, m.name
-                        ),
-                    )
-                })?;
+        for (i, m, unchanged) in &self.vmas {
+            (meta.vmas[*i].pages, meta.vmas[*i].from_parent) =
+                capture_vma(m, &pagemap, &mem, writer, &mut buf, unchanged.as_deref()).map_err(
+                    |e| {
+                        io::Error::new(
+                            e.kind(),
+                            format!(
+                                "snapshot memory {:#x}-{:#x} {}: {e}",
+                                m.start, m.end, m.name
+                            ),
+                        )
+                    },
+                )?;
         }
         Ok(())
     }
@@ -855,6 +955,7 @@ pub fn capture(
     computation: ComputationInfo,
     fdctx: &mut FdContext,
     snapshot: bool,
+    dirty: Option<DirtyScan<'_>>,
 ) -> io::Result<(ProcessImage, Option<Deferred>)> {
     let pid = fp.pid;
     let status = ctx(procfs::status(pid), pid, "status")?;
@@ -869,11 +970,12 @@ pub fn capture(
     let cpu = ptrace::current_cpu();
     let my_mask = ptrace::pin_to_cpu(HostPid(0), cpu).ok();
     fp.pin(cpu);
-    let injected = inject_queries(fp, insn, &mem, caught, snapshot);
+    let want_uffd = dirty.as_ref().is_some_and(|d| d.tracker.needs_uffd(pid));
+    let injected = inject_queries(fp, insn, &mem, caught, snapshot, want_uffd);
     if let Some(m) = my_mask {
         let _ = ptrace::set_affinity(HostPid(0), &m);
     }
-    let injected = injected?;
+    let mut injected = injected?;
     let t_inject = t0.elapsed();
 
     let mut threads = Vec::with_capacity(fp.threads.len());
@@ -907,8 +1009,15 @@ pub fn capture(
     }
 
     let t_threads = t0.elapsed();
-    let (vmas, deferred) = ctx(
-        capture_memory(pid, &mem, writer, injected.snapshot),
+    let (vmas, deferred, parent) = ctx(
+        capture_memory(
+            pid,
+            &mem,
+            writer,
+            injected.snapshot,
+            dirty,
+            injected.uffd.take(),
+        ),
         pid,
         "memory",
     )?;
@@ -979,6 +1088,7 @@ pub fn capture(
             threads,
             fds,
             vmas,
+            parent,
         },
         deferred,
     ))

@@ -2,15 +2,17 @@
 //! namespace, freezes and captures its processes for checkpoints, and keeps
 //! the computation's link to the coordinator.
 //!
-//! Kernel-facing modules (`ptrace`, `remote`, `spawn`, `sys`) hold the
+//! Kernel-facing modules (`dirty`, `ptrace`, `remote`, `spawn`, `sys`) hold the
 //! `unsafe` code; the rest is ordinary Rust on top of them.
 
 pub mod agent;
 pub mod capture;
 pub mod coord_args;
+pub mod dirty;
 pub mod fdrestore;
 pub mod fdshare;
 pub mod freeze;
+pub mod incremental;
 pub mod nsinit;
 pub mod pid;
 pub mod procfs;

@@ -321,6 +321,10 @@ impl Pagemap {
         Ok(Pagemap { file })
     }
 
+    pub fn file(&self) -> &fs::File {
+        &self.file
+    }
+
     pub fn entries(&self, start: u64, end: u64) -> io::Result<Vec<u64>> {
         let n = ((end - start) / 4096) as usize;
         let mut buf = vec![0u8; n * 8];

@@ -50,6 +50,10 @@ struct Args {
         value_name = "SIGNUM"
     )]
     ckpt_signal: Option<i32>,
+    /// After the first checkpoint, write only the pages written since the
+    /// previous one (dirty pages tracked with userfaultfd write-protect).
+    #[arg(long = "incremental", env = "DMTCP_INCREMENTAL", value_parser = clap::builder::BoolishValueParser::new(), num_args = 0, default_missing_value = "true")]
+    incremental: bool,
     /// Print help.
     #[arg(long = "help", action = clap::ArgAction::Help)]
     help: Option<bool>,
@@ -104,6 +108,7 @@ fn run() -> anyhow::Result<i32> {
             ..WriteOptions::default()
         },
         ckpt_dir,
+        incremental: args.incremental,
     };
     let (conn, computation, _) = session::connect(&cfg)?;
     if let Some(n) = args.interval {

@@ -24,6 +24,7 @@ use tracing::{debug, info, warn};
 
 use crate::capture;
 use crate::freeze::{self, FrozenProcess};
+use crate::incremental::{ChainFiles, Chains};
 use crate::pid::HostPid;
 use crate::procfs;
 
@@ -39,6 +40,8 @@ pub struct SessionConfig {
     pub write: WriteOptions,
     /// Overrides the coordinator's checkpoint directory (`--ckpt-dir`).
     pub ckpt_dir: Option<PathBuf>,
+    /// Every checkpoint after the first is incremental (`--incremental`).
+    pub incremental: bool,
 }
 
 pub fn hostname() -> String {
@@ -98,11 +101,15 @@ struct OpenCapture {
     meta: dmtcp_image::ProcessImage,
     deferred: Option<capture::Deferred>,
     entry: ImageEntry,
+    /// The live process (None for a zombie) and the image files a restart
+    /// from this image needs.
+    pid: Option<HostPid>,
+    chain: ChainFiles,
 }
 
 impl OpenCapture {
     /// Reads the snapshot, releases it, and writes the image (not yet durable).
-    fn finish(mut self) -> Result<(PendingImage, ImageEntry), String> {
+    fn finish(mut self) -> Result<(PendingImage, Committed), String> {
         if let Some(d) = self.deferred.take() {
             let read = d.capture(&mut self.meta, &mut self.writer);
             let released = d.release();
@@ -115,8 +122,24 @@ impl OpenCapture {
             .writer
             .finish_unsynced(&self.meta)
             .map_err(|e| e.to_string())?;
-        Ok((pending, self.entry))
+        Ok((
+            pending,
+            Committed {
+                entry: self.entry,
+                pid: self.pid,
+                generation: self.meta.computation.generation,
+                chain: self.chain,
+            },
+        ))
     }
+}
+
+/// What is left of an [`OpenCapture`] once its image is written.
+struct Committed {
+    entry: ImageEntry,
+    pid: Option<HostPid>,
+    generation: u64,
+    chain: ChainFiles,
 }
 
 /// A running session; `run` returns when `done` is set (the computation ended).
@@ -140,6 +163,8 @@ pub struct Session {
     last_list: Vec<ProcEntry>,
     /// Application API: coordinator publication to new processes.
     agent: crate::agent::Publisher,
+    /// Incremental checkpoints: dirty-page tracking and image chains.
+    chains: Chains,
     pub done: Arc<AtomicBool>,
 }
 
@@ -188,6 +213,7 @@ impl Session {
             pending: Vec::new(),
             last_list: Vec::new(),
             agent: Default::default(),
+            chains: Default::default(),
             done: Arc::new(AtomicBool::new(false)),
         }
     }
@@ -248,10 +274,17 @@ impl Session {
         }
     }
 
+    /// Drops a checkpoint in progress: its images, and (as tracking was
+    /// reset at its freeze) the bases of incremental images.
+    fn abandon(&mut self) {
+        self.pending.clear();
+        self.chains.abandon();
+        self.thaw_all();
+    }
+
     fn fail(&mut self, id: u64, reason: String) {
         warn!("checkpoint {id} failed: {reason}");
-        self.pending.clear();
-        self.thaw_all();
+        self.abandon();
         self.send(ToCoordinator::CheckpointFailed { id, reason });
     }
 
@@ -344,9 +377,13 @@ impl Session {
             coord_host: self.cfg.addr.host.clone(),
             coord_port: self.cfg.addr.port,
         };
+        let incremental = opts.incremental || self.cfg.incremental;
+        if incremental {
+            self.chains.activate();
+        }
         let mut images = Vec::new();
         self.pending.clear();
-        let result = self.capture_all(&dir, &write, &info, &mut images);
+        let result = self.capture_all(&dir, &write, &info, incremental, &mut images);
         self.pending = images;
         result
     }
@@ -356,9 +393,23 @@ impl Session {
         dir: &std::path::Path,
         write: &WriteOptions,
         info: &ComputationInfo,
+        incremental: bool,
         images: &mut Vec<OpenCapture>,
     ) -> Result<(), String> {
         let pids: Vec<HostPid> = self.frozen.iter().map(|f| f.pid).collect();
+        self.chains.retain(&pids);
+        // With chains, a new image must not replace the one it builds on.
+        let chained = self.chains.active();
+        let computation = self.computation.clone();
+        let file_name = |prog: &str, vpid: u32| {
+            let name = image_file_name(prog, &computation, vpid);
+            if chained {
+                let stem = name.trim_end_matches(".dmtcp");
+                format!("{stem}_g{}.dmtcp", info.generation)
+            } else {
+                name
+            }
+        };
         let mut fdctx = crate::fdshare::FdContext::build(&pids)
             .map_err(|e| format!("examining file descriptors: {e}"))?;
         for fp in self.frozen.iter_mut() {
@@ -375,12 +426,16 @@ impl Session {
                 .filter(|b| !b.is_empty())
                 .or_else(|| procfs::comm(fp.pid, None).ok())
                 .unwrap_or_else(|| "proc".into());
-            let path = dir.join(image_file_name(&comm, &self.computation, fp.vpid as u32));
+            let path = dir.join(file_name(&comm, fp.vpid as u32));
             let mut writer =
                 ImageWriter::create(&path, write.clone()).map_err(|e| e.to_string())?;
+            let dirty = self.chains.scan_for(fp.pid, incremental);
             let (meta, deferred) =
-                capture::capture(fp, &mut writer, info.clone(), &mut fdctx, true)
+                capture::capture(fp, &mut writer, info.clone(), &mut fdctx, true, dirty)
                     .map_err(|e| e.to_string())?;
+            let chain = self
+                .chains
+                .chain_of(Some(fp.pid), &path, meta.parent.as_ref());
             debug!("pid {} ({comm}): captured in {:?}", fp.vpid, t.elapsed());
             let entry = ImageEntry {
                 path: path.to_string_lossy().into_owned(),
@@ -394,6 +449,8 @@ impl Session {
                 meta,
                 deferred,
                 entry,
+                pid: Some(fp.pid),
+                chain,
             });
         }
         for &pid in &self.zombies {
@@ -401,12 +458,15 @@ impl Session {
                 .map_err(|e| format!("zombie pid {pid}: {e}"))?;
             let vpid = meta.process.vpid;
             let comm = meta.process.comm.clone();
-            let path = dir.join(image_file_name(&comm, &self.computation, vpid));
+            let path = dir.join(file_name(&comm, vpid));
             let writer = ImageWriter::create(&path, write.clone()).map_err(|e| e.to_string())?;
+            let chain = self.chains.chain_of(None, &path, None);
             images.push(OpenCapture {
                 writer,
                 meta,
                 deferred: None,
+                pid: None,
+                chain,
                 entry: ImageEntry {
                     path: path.to_string_lossy().into_owned(),
                     vpid,
@@ -440,12 +500,14 @@ impl Session {
                 Err(e) => failure = Some(e),
             }
         }
+        let mut committed = Vec::new();
         if failure.is_none() {
-            for (pending, mut entry) in ready {
+            for (pending, mut done) in ready {
                 match pending.commit() {
                     Ok(size) => {
-                        entry.size = size;
-                        images.push(entry);
+                        done.entry.size = size;
+                        images.push(done.entry.clone());
+                        committed.push(done);
                     }
                     Err(e) => {
                         failure = Some(e.to_string());
@@ -456,9 +518,15 @@ impl Session {
         }
         if let Some(reason) = failure {
             warn!("checkpoint {id} failed: {reason}");
+            self.chains.abandon();
             self.send(ToCoordinator::CheckpointFailed { id, reason });
             return;
         }
+        let chains: Vec<_> = committed
+            .iter()
+            .map(|c| (c.pid, c.generation, &c.chain))
+            .collect();
+        self.chains.committed(&chains);
         info!(
             "checkpoint {id}: {} image(s) durable in {:?}",
             images.len(),
@@ -492,8 +560,7 @@ impl Session {
     fn on_lost(&mut self, why: String) {
         if !self.frozen.is_empty() {
             warn!("coordinator lost during a checkpoint ({why}); resuming");
-            self.pending.clear();
-            self.thaw_all();
+            self.abandon();
         }
         if let Some(c) = self.conn.take() {
             c.shutdown();
@@ -549,8 +616,7 @@ impl Session {
                 }
                 Ok(Event::Coord(_, FromCoordinator::Abort { id, reason })) => {
                     warn!("checkpoint {id} abandoned: {reason}");
-                    self.pending.clear();
-                    self.thaw_all();
+                    self.abandon();
                 }
                 Ok(Event::Coord(_, FromCoordinator::Kill)) => {
                     info!("kill requested by the coordinator");

@@ -40,6 +40,7 @@ pub const PROGRAMS: &[&str] = &[
     "churn",
     "listener",
     "counter_static",
+    "incremental",
 ];
 
 /// Target programs that are scripts (copied, not compiled).

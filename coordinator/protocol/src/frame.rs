@@ -148,8 +148,14 @@ mod tests {
             generation: 4,
         };
         let reqs = [
-            Request::Checkpoint { blocking: true },
-            Request::Checkpoint { blocking: false },
+            Request::Checkpoint {
+                blocking: true,
+                incremental: false,
+            },
+            Request::Checkpoint {
+                blocking: false,
+                incremental: false,
+            },
             Request::Status,
             Request::List,
             Request::Kill,

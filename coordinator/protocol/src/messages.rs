@@ -124,6 +124,8 @@ pub enum Request {
     /// Start a checkpoint; `blocking`: reply only once every image is durable.
     Checkpoint {
         blocking: bool,
+        /// Write only the pages written since the previous checkpoint.
+        incremental: bool,
     },
     Status,
     List,

@@ -192,7 +192,9 @@ fn main() {
                 growsdown: false,
                 account: false,
                 pages: runs.clone(),
+                from_parent: vec![],
             }],
+            parent: None,
         };
         let size = w.finish(&meta).expect("finish");
         let wt = t.elapsed().as_secs_f64();

@@ -29,6 +29,13 @@ pub fn describe(r: &ImageReader) -> String {
     let _ = writeln!(s, "  host        {}", c.host);
     let _ = writeln!(s, "  taken at    {}", fmt_time(c.taken_at_unix_ns));
     let _ = writeln!(s, "  coordinator {}:{}", c.coord_host, c.coord_port);
+    if let Some(parent) = &m.parent {
+        let _ = writeln!(
+            s,
+            "  parent      {} (generation {}): incremental image",
+            parent.file, parent.generation
+        );
+    }
 
     let p = &m.process;
     let _ = writeln!(s, "process");
@@ -143,9 +150,17 @@ pub fn describe(r: &ImageReader) -> String {
 
     let _ = writeln!(s, "memory ({} vmas)", m.vmas.len());
     let mut total = 0u64;
+    let mut inherited = 0u64;
     for v in &m.vmas {
         let pages: u64 = v.pages.iter().map(|r| r.npages).sum();
         total += pages;
+        let from_parent: u64 = v.from_parent.iter().map(|r| r.npages).sum();
+        inherited += from_parent;
+        let from_parent = if from_parent > 0 {
+            format!(" (+{from_parent} from parent)")
+        } else {
+            String::new()
+        };
         let perms = format!(
             "{}{}{}{}",
             if v.prot & 1 != 0 { 'r' } else { '-' },
@@ -167,7 +182,7 @@ pub fn describe(r: &ImageReader) -> String {
         let gd = if v.growsdown { " growsdown" } else { "" };
         let _ = writeln!(
             s,
-            "  {:012x}-{:012x} {perms} {off:08x} {:<40} {pages:>8} of {:>8} pages saved{gd}",
+            "  {:012x}-{:012x} {perms} {off:08x} {:<40} {pages:>8} of {:>8} pages saved{from_parent}{gd}",
             v.start,
             v.end,
             name,
@@ -175,6 +190,9 @@ pub fn describe(r: &ImageReader) -> String {
         );
     }
     let _ = writeln!(s, "total pages saved {total} ({} bytes)", total * PAGE_SIZE);
+    if m.parent.is_some() {
+        let _ = writeln!(s, "total pages from parent {inherited}");
+    }
     s
 }
 

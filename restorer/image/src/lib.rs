@@ -2,6 +2,7 @@
 //!
 //! Format 1.0 is described byte by byte in `docs/image-format.md`; the
 //! layout constants live in [`format`].
+pub mod chain;
 pub mod error;
 pub mod format;
 pub mod inspect;
@@ -9,6 +10,7 @@ pub mod model;
 pub mod reader;
 pub mod writer;
 
+pub use chain::ImageChain;
 pub use error::ImageError;
 pub use inspect::describe;
 pub use model::*;

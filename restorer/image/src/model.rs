@@ -17,6 +17,18 @@ pub struct ProcessImage {
     pub threads: Vec<ThreadState>,
     pub fds: Vec<FdEntry>,
     pub vmas: Vec<Vma>,
+    /// An incremental image: pages listed in a VMA's `from_parent` are
+    /// the parent image's pages at the same addresses.
+    pub parent: Option<ParentRef>,
+}
+
+/// The image an incremental image builds on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ParentRef {
+    /// File name of the parent image, in the same directory.
+    pub file: String,
+    /// Its checkpoint generation (checked when it is opened).
+    pub generation: u64,
 }
 
 /// Which computation and checkpoint this image belongs to.
@@ -274,6 +286,24 @@ pub struct Vma {
     pub account: bool,
     /// Runs of saved pages, ascending, not overlapping.
     pub pages: Vec<PageRun>,
+    /// Incremental images only: pages unchanged since the parent image,
+    /// ascending, disjoint from `pages`. Their content is whatever the
+    /// parent restores at the same address (saved there, or zero / the
+    /// file's page if the parent saved nothing).
+    pub from_parent: Vec<PageSpan>,
+}
+
+/// A range of pages, `npages` from `addr`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PageSpan {
+    pub addr: u64,
+    pub npages: u64,
+}
+
+impl PageSpan {
+    pub fn end(&self) -> u64 {
+        self.addr + self.npages * PAGE_SIZE
+    }
 }
 
 impl Vma {

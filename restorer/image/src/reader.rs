@@ -2,7 +2,7 @@
 
 use crate::error::ImageError;
 use crate::format::{self, BlockEntry, Header, Trailer, PAGE};
-use crate::model::{PageRun, ProcessImage};
+use crate::model::{DataRef, PageRun, ProcessImage};
 use crate::writer::Codec;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -360,6 +360,21 @@ impl ImageReader {
         }
         let all: Vec<usize> = (0..self.blocks.len()).collect();
         parallel_for(&all, |_, &i| self.read_stored(i).map(|_| ()))
+    }
+
+    /// The part of `run` (a verified run of this image) holding the
+    /// `npages` pages from `addr`, which lie inside it.
+    pub fn sub_run(&self, run: &PageRun, addr: u64, npages: u64) -> PageRun {
+        let pos = self.starts[run.data.block as usize] + run.data.offset + (addr - run.addr);
+        let b = self.block_of(pos);
+        PageRun {
+            addr,
+            npages,
+            data: DataRef {
+                block: b as u32,
+                offset: pos - self.starts[b],
+            },
+        }
     }
 
     /// Fills `buf` (len == run.npages*4096) with the run's bytes.

@@ -157,6 +157,7 @@ pub fn sample_image(vmas: Vec<Vma>) -> ProcessImage {
             },
         ],
         vmas,
+        parent: None,
     }
 }
 
@@ -193,6 +194,7 @@ pub fn write_image(
                 npages,
                 data: at,
             }],
+            from_parent: vec![],
         });
         addr += (npages + 16) * 4096;
     }
