@@ -555,10 +555,14 @@ fn scan_written(
     uffd: Option<OwnedFd>,
 ) -> Option<(Written, ParentRef)> {
     let dirty = dirty?;
+    let t = std::time::Instant::now();
     let pairs: Vec<(&MapEntry, &[String])> =
         maps.iter().map(|m| (m, vm_flags_of(flags, m))).collect();
     match dirty.tracker.scan(pid, uffd, &pairs) {
-        Ok(w) => dirty.base.map(|b| (w, b)),
+        Ok(w) => {
+            tracing::debug!("pid {pid}: dirty-page scan in {:?}", t.elapsed());
+            dirty.base.map(|b| (w, b))
+        }
         Err(e) => {
             tracing::warn!("pid {pid}: dirty-page tracking lost ({e}); this image is a full one");
             dirty.tracker.forget(pid);

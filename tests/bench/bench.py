@@ -83,6 +83,20 @@ class Lines:
                     return None, None
                 self.cv.wait(left)
 
+    def wait_count(self, pattern, n, timeout, start=0):
+        """(time of the n-th line >= start matching pattern, all n matches), or (None, matches)."""
+        rx = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        with self.cv:
+            while True:
+                found = [(t, m) for t, l in self.lines[start:] for m in [rx.search(l)] if m]
+                if len(found) >= n:
+                    return found[n - 1][0], [m for _, m in found[:n]]
+                left = deadline - time.monotonic()
+                if self.closed or left <= 0:
+                    return None, [m for _, m in found]
+                self.cv.wait(left)
+
     def text(self, last=15):
         with self.cv:
             return "\n".join(l for _, l in self.lines[-last:])
@@ -275,15 +289,18 @@ class Bench:
                 self.fail(f"{kind} {size} MiB {codec}: checkpoint", bc, f"no image path in: {c.stdout}")
                 return r
             r["image_bytes"] = sum(os.path.getsize(p) for p in paths)
+            nproc = 16 if kind == "procs" else 1
             _, md = err.wait_for(r"image\(s\) durable in (\S+)", 30, nerr)
             _, mf = err.wait_for(r"froze \d+ process\(es\) in (\S+)", 1, nerr)
-            _, mc = err.wait_for(r"\): captured in (\S+)", 1, nerr)
-            _, mi = err.wait_for(r"injected queries (\S+), threads (\S+), memory (\S+), fds (\S+)", 1, nerr)
+            # Processes are captured one after the other, all frozen.
+            _, mc = err.wait_count(r"\): captured in (\S+)", nproc, 5, nerr)
+            _, mi = err.wait_count(r"injected queries (\S+), threads (\S+), memory (\S+), fds (\S+)",
+                                   nproc, 1, nerr)
             r["durable"] = parse_dur(md.group(1)) if md else None
             r["froze"] = parse_dur(mf.group(1)) if mf else None
-            r["captured"] = parse_dur(mc.group(1)) if mc else None
-            r["capture_memory"] = parse_dur(mi.group(3)) if mi else None
-            r["frozen"] = r["froze"] + r["captured"] if (mf and mc) else None
+            r["captured"] = sum(parse_dur(m.group(1)) for m in mc) if len(mc) == nproc else None
+            r["capture_memory"] = sum(parse_dur(m.group(3)) for m in mi) if len(mi) == nproc else None
+            r["frozen"] = r["froze"] + r["captured"] if (mf and r["captured"] is not None) else None
             k = self.cmd(port, "-k", env)
             if self.reap(run, 30) is None:
                 pass
@@ -293,7 +310,8 @@ class Bench:
             rs = self.popen(rscmd, env=env, stdin=subprocess.DEVNULL,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
             rout, rerr = Lines(rs.stdout), Lines(rs.stderr)
-            t, mr = rerr.wait_for(r"pid (\d+) restored \((\d+) threads\) in (\S+)", 300)
+            t, ms_ = rerr.wait_count(r"pid (\d+) restored \((\d+) threads\) in (\S+)", nproc, 300)
+            mr = ms_[-1] if t is not None else None
             if t is None:
                 rc = None
                 try:
@@ -343,6 +361,8 @@ class Bench:
                     plan.append((kind, size, codec))
         for codec in CODECS:
             plan.append(("threads", self.a.threads, codec))
+        for codec in CODECS:
+            plan.append(("procs", 256, codec))
         for rep in range(self.a.reps):
             for kind, size, codec in plan:
                 t = time.monotonic()
@@ -353,6 +373,119 @@ class Bench:
                     + ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
                                 for k, v in r.items() if k not in ("kind", "size", "codec", "rep"))
                     + f" [{time.monotonic() - t:.1f}s]")
+
+    # ---------- 2b. incremental checkpoints ----------
+    def incr_one(self, size, codec):
+        """Full checkpoint, 1% of the pages rewritten, incremental checkpoint,
+        restart from the chain. Returns a dict."""
+        work = tempfile.mkdtemp(prefix=f"incr-{size}-{codec}.", dir=self.root)
+        tmp = os.path.join(work, "tmp")
+        os.makedirs(tmp)
+        env = self.env(tmp)
+        r = {"size": size, "codec": codec, "ok": False}
+        port = None
+        what = f"incremental {size} MiB {codec}"
+        try:
+            port, ckpt = self.start_coord(work, env)
+            runcmd = [f"{self.bin}/dmtcp-run", "--coord-port", str(port), "--compress", codec,
+                      "--incremental", "--", self.wl, "dirty", str(size)]
+            run = self.popen(runcmd, env=env, stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            out, err = Lines(run.stdout), Lines(run.stderr)
+            if out.wait_for(r"^READY", 300)[0] is None:
+                self.fail(f"{what}: launch", runcmd, f"no READY; stderr:\n{err.text()}")
+                return r
+            bc = [f"{self.bin}/dmtcp-command", "-p", str(port), "-bc"]
+            for step in ("full", "incr"):
+                if step == "incr":
+                    nout = len(out.lines)
+                    run.stdin.write(b"dirty\n")
+                    run.stdin.flush()
+                    if out.wait_for(r"^DIRTIED", 60, nout)[0] is None:
+                        self.fail(f"{what}: dirty", runcmd, "no DIRTIED")
+                        return r
+                nerr = len(err.lines)
+                t0 = time.monotonic()
+                c = subprocess.run(bc, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                   text=True, timeout=600)
+                r[f"{step}_ckpt"] = time.monotonic() - t0
+                if c.returncode != 0:
+                    self.fail(f"{what}: {step} checkpoint", bc, f"{c.stdout}{c.stderr}\n{err.text()}")
+                    return r
+                paths = [l.strip() for l in c.stdout.splitlines() if l.strip().startswith("/")]
+                r[f"{step}_bytes"] = sum(os.path.getsize(p) for p in paths)
+                r[f"{step}_paths"] = paths
+                _, mf = err.wait_for(r"froze \d+ process\(es\) in (\S+)", 5, nerr)
+                _, mc = err.wait_for(r"\): captured in (\S+)", 5, nerr)
+                r[f"{step}_frozen"] = parse_dur(mf.group(1)) + parse_dur(mc.group(1)) if mf and mc else None
+            self.cmd(port, "-k", env)
+            self.reap(run, 30)
+            rscmd = [f"{self.bin}/dmtcp-restart", "-p", str(port)] + r["incr_paths"]
+            t0 = time.monotonic()
+            rs = self.popen(rscmd, env=env, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            rerr = Lines(rs.stderr)
+            t, _ = rerr.wait_for(r"pid (\d+) restored", 300)
+            if t is None:
+                self.fail(f"{what}: restart from the chain", rscmd, rerr.text())
+            else:
+                r["restart_chain"] = t - t0
+                r["ok"] = True
+            self.cmd(port, "-k", env)
+            self.reap(rs, 30)
+            return r
+        except Exception as e:
+            self.fail(what, [size, codec], f"{type(e).__name__}: {e}")
+            return r
+        finally:
+            if port:
+                self.stop_coord(port, env)
+            for p in list(self.procs):
+                if p.poll() is None:
+                    p.kill()
+                self.reap(p, 10)
+            shutil.rmtree(work, ignore_errors=True)
+
+    def incr_all(self):
+        size = max(self.a.sizes) if max(self.a.sizes) <= 1024 else 1024
+        for rep in range(self.a.reps):
+            for codec in ("zstd", "none"):
+                r = self.incr_one(size, codec)
+                r["rep"] = rep
+                self.res.setdefault("incr", []).append(r)
+                log(f"rep {rep + 1}/{self.a.reps} incremental {size} {codec}: "
+                    + ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
+                                for k, v in r.items() if not k.endswith("_paths")))
+
+    def incr_report(self):
+        rows = self.res.get("incr") or []
+        if not rows:
+            return []
+        L = ["## Incremental checkpoints\n",
+             "`dmtcp-run --incremental`, `workload dirty N`: a full checkpoint, then 1% of the pages "
+             "rewritten (random pages), then an incremental checkpoint; restart = from the chain "
+             "(the incremental image and its parent), until 'restored'. Medians.\n",
+             "| MiB | codec | full image | incr. image | size ratio | full ckpt ms | incr. ckpt ms | "
+             "time ratio | full frozen ms | incr. frozen ms | restart from chain ms | ok |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        self.incr_summary = {}
+        for codec in ("zstd", "none"):
+            rs = [r for r in rows if r["codec"] == codec]
+            if not rs:
+                continue
+            s = {f: med([r.get(f) for r in rs]) for f in (
+                "full_bytes", "incr_bytes", "full_ckpt", "incr_ckpt", "full_frozen", "incr_frozen",
+                "restart_chain")}
+            s["size_ratio"] = s["incr_bytes"] / s["full_bytes"] if s["incr_bytes"] and s["full_bytes"] else None
+            s["time_ratio"] = s["incr_ckpt"] / s["full_ckpt"] if s["incr_ckpt"] and s["full_ckpt"] else None
+            self.incr_summary[codec] = s
+            L.append(f"| {rs[0]['size']} | {codec} | {human(s['full_bytes'])} | {human(s['incr_bytes'])} | "
+                     f"{fmt(s['size_ratio'] and s['size_ratio'] * 100, '{:.2f}%')} | {ms(s['full_ckpt'])} | "
+                     f"{ms(s['incr_ckpt'])} | {fmt(s['time_ratio'] and s['time_ratio'] * 100, '{:.1f}%')} | "
+                     f"{ms(s['full_frozen'])} | {ms(s['incr_frozen'])} | {ms(s['restart_chain'])} | "
+                     f"{sum(1 for r in rs if r.get('ok'))}/{len(rs)} |")
+        L.append("")
+        return L
 
     # ---------- 3. overhead ----------
     def overhead(self):
@@ -498,17 +631,20 @@ class Bench:
                  "ckpt MB/s | ckpt % of fsync-write | restart ms | restored-in ms | restart % of hot read | ok |")
         L.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
         for (kind, size, codec), s in sorted(S.items(), key=lambda kv: (
-                ["random", "text", "untouched", "threads"].index(kv[0][0]), kv[0][1], CODECS.index(kv[0][2]))):
+                ["random", "text", "untouched", "threads", "procs"].index(kv[0][0]), kv[0][1],
+                CODECS.index(kv[0][2]))):
             mem = size * MiB if kind != "threads" else None
             tp = mem / s["ckpt_wall"] / 1e6 if (mem and s["ckpt_wall"]) else None
             rtp = mem / s["restart_wall"] / 1e9 if (mem and s["restart_wall"]) else None
-            label = kind if kind != "threads" else f"{size} threads idle"
+            label = {"threads": f"{size} threads idle", "procs": "16 processes, random"}.get(kind, kind)
             L.append(f"| {label} | {size if kind != 'threads' else '-'} | {codec} | {human(s['image_bytes'])} | "
                      f"{ms(s['ckpt_wall'])} | {ms(s['frozen'])} | {ms(s['capture_memory'])} | {ms(s['durable'])} | "
                      f"{fmt(tp, '{:.0f}')} | {pct(tp / 1e3 if tp else None, wr)} | {ms(s['restart_wall'])} | "
                      f"{ms(s['restored_in'])} | {pct(rtp, hot)} | {s['n_ok']}/{s['n']} |")
-        L.append("\n16 processes (fork tree): not measured by this benchmark yet (process trees are "
-                 "supported; see tests/tests/tree.rs).\n")
+        L.append("\n16 processes: a parent and 15 children, 16 MiB of random data each; frozen = "
+                 "freeze of all + the sum of the per-process captures (done one after the other); "
+                 "restart = until the 16th process is restored.\n")
+        L.extend(self.incr_report())
         L.append("## Runtime overhead (native vs under dmtcp-run)\n")
         L.append("| test | native | dmtcp-run | ratio | difference |")
         L.append("|---|---|---|---|---|")
@@ -521,7 +657,8 @@ class Bench:
         a, b = o.get("true_native_s"), o.get("true_dmtcp_s")
         L.append(f"| launch /bin/true ({self.a.launch_n} each way, median) | {ms(a)} ms | {ms(b)} ms | "
                  f"{fmt(b / a if a and b else None, '{:.1f}x')} | {fmt((b - a) * 1e3 if a and b else None, '{:+.1f} ms')} |")
-        L.append("\nfork+waitpid under dmtcp-run: the children are not tracked by the supervisor yet.\n")
+        L.append("\nNothing is trapped under dmtcp-run: processes are found in /proc when a checkpoint "
+                 "freezes the computation.\n")
         L.append("## CRIU\n")
         c = self.res["criu"] or {}
         if not c:
@@ -568,6 +705,15 @@ class Bench:
                   f"{human(sz)}, {ms(ck)} ms (none: {human(get('untouched', 'none', 'image_bytes'))}, "
                   f"{ms(get('untouched', 'none', 'ckpt_wall'))} ms)",
                   "n/a" if both is None else ("**met**" if both else "**missed**")])
+        inc = getattr(self, "incr_summary", {})
+        sr = [v["size_ratio"] for v in inc.values() if v.get("size_ratio") is not None]
+        tr = [v["time_ratio"] for v in inc.values() if v.get("time_ratio") is not None]
+        G.append(["incremental after 1% dirtied: image, time vs full", "< 3%, < 10%",
+                  ", ".join(f"{c}: {fmt(v.get('size_ratio') and v['size_ratio'] * 100, '{:.2f}%')}, "
+                            f"{fmt(v.get('time_ratio') and v['time_ratio'] * 100, '{:.1f}%')}"
+                            for c, v in inc.items()) or "-",
+                  "n/a" if not sr or not tr else
+                  ("**met**" if max(sr) < 0.03 and max(tr) < 0.10 else "**missed**")])
         tg, tz = get("text", "gzip", "ckpt_wall"), get("text", "zstd", "ckpt_wall")
         bestc = min((v for v in (tg, tz) if v is not None), default=None)
         G.append(["compressed checkpoint of 1 GiB text, durable", "<= 1.2 s",
@@ -791,7 +937,7 @@ def main():
     ap.add_argument("--dir", default=None, help="parent of the scratch directory (default $TMPDIR or /tmp)")
     ap.add_argument("--out", default=os.path.join(HERE, "results"), help="output directory")
     ap.add_argument("--keep", action="store_true", help="keep the scratch directory")
-    ap.add_argument("--only", default="machine,ckpt,overhead,criu", help="sections to run")
+    ap.add_argument("--only", default="machine,ckpt,incr,overhead,criu", help="sections to run")
     a = ap.parse_args()
     if a.sizes:
         a.sizes = [int(s) for s in a.sizes.split(",")]
@@ -829,6 +975,8 @@ def main():
             b.machine()
         if "ckpt" in only:
             b.ckpt_all()
+        if "incr" in only:
+            b.incr_all()
         if "overhead" in only:
             b.overhead()
         if "criu" in only:

@@ -4,6 +4,11 @@
  *   workload text N       N MiB of text-like data (random words, spaces, newlines)
  *   workload untouched N  N MiB mmap'ed but never touched
  *   workload threads N    N threads blocked in pause() (no extra memory)
+ *   workload procs N      16 processes (this one and 15 children) holding
+ *                         N/16 MiB of pseudo-random bytes each
+ *   workload dirty N      N MiB of pseudo-random bytes; each line read from
+ *                         stdin rewrites 1% of the pages (random ones), then
+ *                         "DIRTIED" is printed (incremental checkpoints)
  */
 #define _GNU_SOURCE
 #include <pthread.h>
@@ -70,6 +75,23 @@ static void fill_text(char *buf, size_t size)
 	memset(buf + pos, ' ', size - pos);
 }
 
+static void fill_random(char *buf, size_t size)
+{
+	uint64_t *w = (uint64_t *)buf;
+	for (size_t i = 0; i < size / 8; i++)
+		w[i] = next();
+}
+
+static char *map(size_t size)
+{
+	char *buf = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (buf == MAP_FAILED) {
+		perror("mmap");
+		exit(1);
+	}
+	return buf;
+}
+
 int main(int argc, char **argv)
 {
 	if (argc != 3) {
@@ -79,7 +101,57 @@ int main(int argc, char **argv)
 	const char *mode = argv[1];
 	long n = atol(argv[2]);
 	size_t size = (size_t)n << 20;
-	if (!strcmp(mode, "threads")) {
+	if (!strcmp(mode, "procs")) {
+		/* Children report "filled" on a pipe; the parent alone says READY. */
+		size_t each = size / 16;
+		int ready[2];
+		if (pipe(ready)) {
+			perror("pipe");
+			return 1;
+		}
+		for (int i = 0; i < 15; i++) {
+			pid_t p = fork();
+			if (p < 0) {
+				perror("fork");
+				return 1;
+			}
+			if (p == 0) {
+				rng += (uint64_t)(i + 1) * 0x51ED27;
+				fill_random(map(each), each);
+				if (write(ready[1], "x", 1) != 1)
+					return 1;
+				for (;;)
+					pause();
+			}
+		}
+		fill_random(map(each), each);
+		for (int i = 0; i < 15; i++) {
+			char c;
+			if (read(ready[0], &c, 1) != 1) {
+				perror("read");
+				return 1;
+			}
+		}
+	} else if (!strcmp(mode, "dirty")) {
+		char *buf = map(size);
+		fill_random(buf, size);
+		printf("READY\n");
+		fflush(stdout);
+		char line[64];
+		size_t pages = size / 4096;
+		while (fgets(line, sizeof line, stdin)) {
+			for (size_t k = 0; k < pages / 100; k++) {
+				size_t p = next() % pages;
+				uint64_t *w = (uint64_t *)(buf + p * 4096);
+				for (int i = 0; i < 512; i++)
+					w[i] = next();
+			}
+			printf("DIRTIED\n");
+			fflush(stdout);
+		}
+		for (;;)
+			pause();
+	} else if (!strcmp(mode, "threads")) {
 		for (long i = 0; i < n; i++) {
 			pthread_t t;
 			if (pthread_create(&t, NULL, idle, NULL)) {
@@ -88,15 +160,9 @@ int main(int argc, char **argv)
 			}
 		}
 	} else {
-		char *buf = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-		if (buf == MAP_FAILED) {
-			perror("mmap");
-			return 1;
-		}
+		char *buf = map(size);
 		if (!strcmp(mode, "random")) {
-			uint64_t *w = (uint64_t *)buf;
-			for (size_t i = 0; i < size / 8; i++)
-				w[i] = next();
+			fill_random(buf, size);
 		} else if (!strcmp(mode, "text")) {
 			fill_text(buf, size);
 		} else if (strcmp(mode, "untouched")) {
