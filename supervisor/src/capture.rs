@@ -57,6 +57,8 @@ struct InjectedState {
     snapshot: Option<(HostPid, i32)>,
     /// A userfaultfd made inside the process for dirty-page tracking.
     uffd: Option<OwnedFd>,
+    /// Each thread's signal mask (as found, before we blocked everything).
+    sigmasks: Vec<u64>,
 }
 
 /// Dirty-page tracking for one capture (incremental checkpoints).
@@ -107,7 +109,9 @@ fn inject_queries(
     for (t, m) in fp.threads.iter().zip(&masks) {
         ptrace::set_sigmask(t.tid, *m)?;
     }
-    result
+    let mut state = result?;
+    state.sigmasks = masks;
+    Ok(state)
 }
 
 fn inject_queries_blocked(
@@ -166,6 +170,8 @@ fn inject_queries_blocked(
             let w = read_u64s(mem, scratch, 4)?;
             *slot = (w[0] * 1_000_000 + w[1], w[2] * 1_000_000 + w[3]);
         }
+        // First: it also learns each thread's tid in the namespace.
+        let per_thread = per_thread_queries(fp, mem, scratch)?;
         let mut posix_timers = parse_timers(fp)?;
         for t in posix_timers.iter_mut() {
             inj.syscall(libc::SYS_timer_gettime, [t.id as u64, scratch, 0, 0, 0, 0])?;
@@ -173,7 +179,6 @@ fn inject_queries_blocked(
             t.interval_ns = w[0] * 1_000_000_000 + w[1];
             t.value_ns = w[2] * 1_000_000_000 + w[3];
         }
-        let per_thread = per_thread_queries(fp, mem, scratch)?;
         Ok(InjectedState {
             brk,
             dumpable,
@@ -184,6 +189,7 @@ fn inject_queries_blocked(
             posix_timers,
             snapshot: None,
             uffd: None,
+            sigmasks: Vec::new(),
         })
     })();
     let unmap = inj.syscall(libc::SYS_munmap, [scratch, scratch_len, 0, 0, 0, 0]);
@@ -210,31 +216,53 @@ fn inject_queries_blocked(
     Ok(state)
 }
 
-/// Per thread: clear_child_tid and sigaltstack (sp, flags, size).
-type ThreadQuery = (u64, (u64, i32, u64));
+/// What each thread reports about itself (the query code below).
+struct ThreadQuery {
+    clear_child_tid: u64,
+    /// sigaltstack: (ss_sp, ss_flags, ss_size).
+    altstack: (u64, i32, u64),
+    /// PR_GET_NAME.
+    name: String,
+    /// get_robust_list: (head, len).
+    robust: (u64, u64),
+}
 
 /// Where per-thread results start in the scratch area, and their size.
 const SCRATCH_SLOTS: u64 = 256;
-const SLOT: u64 = 32;
+const SLOT: u64 = 80;
 
-/// x86-64 code run by every thread at once: `prctl(PR_GET_TID_ADDRESS,
-/// r12)`, `sigaltstack(NULL, r13)`, then `int3` to stop. One ptrace stop per
-/// thread instead of four per injected syscall.
-const THREAD_QUERY_CODE: [u8; 29] = [
+/// x86-64 code run by every thread at once, writing to its slot at r12:
+/// `prctl(PR_GET_TID_ADDRESS, r12)`, `sigaltstack(NULL, r12+8)`,
+/// `gettid()` to r12+32, `prctl(PR_GET_NAME, r12+40)`,
+/// `get_robust_list(0, r12+56, r12+64)`, then `int3` to stop. One ptrace
+/// stop per thread instead of four per injected syscall, and the threads
+/// run it in parallel.
+const THREAD_QUERY_CODE: [u8; 78] = [
     0xb8, 0x9d, 0x00, 0x00, 0x00, // mov eax, SYS_prctl (157)
     0xbf, 0x28, 0x00, 0x00, 0x00, // mov edi, PR_GET_TID_ADDRESS (40)
     0x4c, 0x89, 0xe6, // mov rsi, r12
     0x0f, 0x05, // syscall
     0xb8, 0x83, 0x00, 0x00, 0x00, // mov eax, SYS_sigaltstack (131)
     0x31, 0xff, // xor edi, edi
-    0x4c, 0x89, 0xee, // mov rsi, r13
+    0x49, 0x8d, 0x74, 0x24, 0x08, // lea rsi, [r12+8]
+    0x0f, 0x05, // syscall
+    0xb8, 0xba, 0x00, 0x00, 0x00, // mov eax, SYS_gettid (186)
+    0x0f, 0x05, // syscall
+    0x49, 0x89, 0x44, 0x24, 0x20, // mov [r12+32], rax
+    0xb8, 0x9d, 0x00, 0x00, 0x00, // mov eax, SYS_prctl (157)
+    0xbf, 0x10, 0x00, 0x00, 0x00, // mov edi, PR_GET_NAME (16)
+    0x49, 0x8d, 0x74, 0x24, 0x28, // lea rsi, [r12+40]
+    0x0f, 0x05, // syscall
+    0xb8, 0x12, 0x01, 0x00, 0x00, // mov eax, SYS_get_robust_list (274)
+    0x31, 0xff, // xor edi, edi
+    0x49, 0x8d, 0x74, 0x24, 0x38, // lea rsi, [r12+56]
+    0x49, 0x8d, 0x54, 0x24, 0x40, // lea rdx, [r12+64]
     0x0f, 0x05, // syscall
     0xcc, // int3
-    0xcc,
 ];
 
-/// clear_child_tid and sigaltstack of every thread: all threads run
-/// [`THREAD_QUERY_CODE`] concurrently, each writing its own slot.
+/// Runs [`THREAD_QUERY_CODE`] in every thread concurrently, each writing
+/// its own slot, and fills in each thread's `vtid`.
 fn per_thread_queries(
     fp: &mut FrozenProcess,
     mem: &Mem,
@@ -245,10 +273,9 @@ fn per_thread_queries(
     wmem.write(scratch, &THREAD_QUERY_CODE)?;
     let slot = |i: usize| scratch + SCRATCH_SLOTS + i as u64 * SLOT;
     for (i, t) in fp.threads.iter_mut().enumerate() {
-        let mut r = ptrace::get_regs(t.tid)?;
+        let mut r = t.regs;
         r.rip = scratch;
         r.r12 = slot(i);
-        r.r13 = slot(i) + 8;
         r.orig_rax = u64::MAX; // no syscall restart on the way out
         r.eflags &= !(0x100 | 0x400);
         ptrace::set_regs(t.tid, &r)?;
@@ -275,10 +302,21 @@ fn per_thread_queries(
         // when it runs again).
         ptrace::set_regs(t.tid, &t.regs)?;
     }
-    let mut out = Vec::with_capacity(fp.threads.len());
-    for i in 0..fp.threads.len() {
-        let w = read_u64s(mem, slot(i), 4)?;
-        out.push((w[0], (w[1], w[2] as u32 as i32, w[3])));
+    let n = fp.threads.len();
+    let mut all = vec![0u8; n * SLOT as usize];
+    mem.read(slot(0), &mut all)?;
+    let mut out = Vec::with_capacity(n);
+    for (t, b) in fp.threads.iter_mut().zip(all.chunks_exact(SLOT as usize)) {
+        let w = |k: usize| u64::from_ne_bytes(b[k * 8..k * 8 + 8].try_into().expect("8 bytes"));
+        let name = &b[40..56];
+        let name = &name[..name.iter().position(|&c| c == 0).unwrap_or(16)];
+        t.vtid = w(4) as i32;
+        out.push(ThreadQuery {
+            clear_child_tid: w(0),
+            altstack: (w(1), w(2) as u32 as i32, w(3)),
+            name: String::from_utf8_lossy(name).into_owned(),
+            robust: (w(7), w(8)),
+        });
     }
     Ok(out)
 }
@@ -973,7 +1011,7 @@ pub fn capture(
     // compression pool) must not inherit the pinning.
     let cpu = ptrace::current_cpu();
     let my_mask = ptrace::pin_to_cpu(HostPid(0), cpu).ok();
-    fp.pin(cpu);
+    fp.pin_leader(cpu);
     let want_uffd = dirty.as_ref().is_some_and(|d| d.tracker.needs_uffd(pid));
     let injected = inject_queries(fp, insn, &mem, caught, snapshot, want_uffd);
     if let Some(m) = my_mask {
@@ -983,32 +1021,35 @@ pub fn capture(
     let t_inject = t0.elapsed();
 
     let mut threads = Vec::with_capacity(fp.threads.len());
-    for (t, (ctid, altstack)) in fp.threads.iter().zip(&injected.per_thread) {
+    for ((t, q), sigmask) in fp
+        .threads
+        .iter()
+        .zip(&injected.per_thread)
+        .zip(&injected.sigmasks)
+    {
         let tid = t.tid;
         let xstate = ctx(ptrace::get_xstate(tid), pid, "xstate")?;
-        let sigmask = ctx(ptrace::get_sigmask(tid), pid, "sigmask")?;
         let rseq = ctx(ptrace::get_rseq(tid), pid, "rseq")?;
-        let robust = ctx(ptrace::robust_list(tid), pid, "robust list")?;
         let mut pending = ctx(ptrace::pending_signals(tid, false), pid, "pending signals")?;
         if let Some((_, info)) = t.pending_signal {
             pending.push(info.to_vec());
         }
         threads.push(ThreadState {
             vtid: t.vtid as u32,
-            name: procfs::comm(pid, Some(tid)).unwrap_or_default(),
+            name: q.name.clone(),
             regs: ptrace::regs_to_words(&t.regs),
             xstate,
-            sigmask,
+            sigmask: *sigmask,
             pending,
-            clear_child_tid: *ctid,
-            robust_list: robust,
+            clear_child_tid: q.clear_child_tid,
+            robust_list: q.robust,
             rseq: (rseq.rseq_abi_pointer != 0).then_some(Rseq {
                 addr: rseq.rseq_abi_pointer,
                 len: rseq.rseq_abi_size,
                 flags: rseq.flags,
                 signature: rseq.signature,
             }),
-            sigaltstack: *altstack,
+            sigaltstack: q.altstack,
         });
     }
 

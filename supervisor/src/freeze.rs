@@ -17,7 +17,9 @@ use crate::ptrace::{self, Regs, Stop};
 /// One stopped thread.
 pub struct FrozenThread {
     pub tid: HostPid,
-    /// Tid inside the computation's pid namespace.
+    /// Tid inside the computation's pid namespace; 0 until a capture asks
+    /// the thread itself (reading every thread's /proc status here would
+    /// cost more than the whole freeze).
     pub vtid: i32,
     /// Registers exactly as the stop found them.
     pub regs: Regs,
@@ -142,15 +144,11 @@ fn freeze_into(
             continue;
         }
         let regs = ptrace::get_regs(tid)?;
-        let vtid = procfs::status_of(pid, Some(tid))
-            .ok()
-            .and_then(|kv| procfs::innermost_pid(&kv))
-            .unwrap_or(tid.0);
         seized.insert(
             tid,
             Some(FrozenThread {
                 tid,
-                vtid,
+                vtid: 0,
                 regs,
                 pending_signal: pending,
                 touched: false,
@@ -193,10 +191,12 @@ impl FrozenProcess {
         first_err.map_or(Ok(()), Err)
     }
 
-    /// Pins every thread to `cpu` (the tracer's) so injected syscalls are
-    /// local wake-ups; [`thaw`](Self::thaw) puts the old affinity back.
-    pub fn pin(&mut self, cpu: usize) {
-        for t in &mut self.threads {
+    /// Pins the leader thread (where syscalls are injected) to `cpu` (the
+    /// tracer's) so injected syscalls are local wake-ups; [`thaw`](Self::thaw)
+    /// puts the old affinity back. The other threads only run the short
+    /// per-thread query code, better spread over all CPUs.
+    pub fn pin_leader(&mut self, cpu: usize) {
+        if let Some(t) = self.threads.first_mut() {
             if t.affinity.is_none() {
                 t.affinity = ptrace::pin_to_cpu(t.tid, cpu).ok();
             }
