@@ -41,6 +41,7 @@ pub const PROGRAMS: &[&str] = &[
     "listener",
     "counter_static",
     "incremental",
+    "popen",
 ];
 
 /// Target programs that are scripts (copied, not compiled).

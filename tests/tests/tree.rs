@@ -9,6 +9,13 @@ e2e_tests! {
     shmem => shared_anonymous_memory;
     pipeline => bash_pipeline;
     py_subprocess => python_subprocess_pipes;
+    popen => popen_and_system;
+}
+
+/// popen() of `seq` with the pipe full at checkpoint time: every number
+/// arrives once, in order; system() keeps returning its command's status.
+fn popen_and_system(env: &mut TestEnv) {
+    Scenario::new("popen").run(env);
 }
 
 /// Parent -> child pipe stream, a shared-offset log fd, a grandchild in the
