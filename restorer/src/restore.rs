@@ -275,7 +275,7 @@ fn restore_pinned(
     image
         .read_pages(&|addr, bytes| {
             mem_ref
-                .write(addr, bytes)
+                .write_fast(addr, bytes)
                 .map_err(|e| dmtcp_image::ImageError::Io {
                     path: format!("/proc/{pid}/mem").into(),
                     op: "write restored pages".into(),

@@ -531,7 +531,7 @@ fn capture_vma(
         let addr = m.start + i as u64 * PAGE_SIZE;
         let len = (j - i) * PAGE_SIZE as usize;
         buf.resize(len, 0);
-        mem.read(addr, &mut buf[..len])?;
+        mem.read_fast(addr, &mut buf[..len])?;
         // Split out all-zero pages of anonymous memory: a fresh mapping is zero.
         let mut k = 0;
         let npages = j - i;

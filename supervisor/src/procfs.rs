@@ -379,6 +379,26 @@ impl Mem {
         })
     }
 
+    /// Reads a big run: `process_vm_readv` (faster), then `/proc/PID/mem`
+    /// for whatever it could not read (protected pages).
+    pub fn read_fast(&self, addr: u64, buf: &mut [u8]) -> io::Result<()> {
+        let done = crate::sys::vm_read(self.pid.0, addr, buf);
+        if done < buf.len() {
+            self.read(addr + done as u64, &mut buf[done..])?;
+        }
+        Ok(())
+    }
+
+    /// Writes a big run: `process_vm_writev` (faster), then `/proc/PID/mem`
+    /// for whatever it could not write (read-only pages).
+    pub fn write_fast(&self, addr: u64, buf: &[u8]) -> io::Result<()> {
+        let done = crate::sys::vm_write(self.pid.0, addr, buf);
+        if done < buf.len() {
+            self.write(addr + done as u64, &buf[done..])?;
+        }
+        Ok(())
+    }
+
     /// Reads a NUL-terminated string of at most `max` bytes.
     pub fn read_cstr(&mut self, addr: u64, max: usize) -> io::Result<Vec<u8>> {
         let mut buf = vec![0u8; max];
