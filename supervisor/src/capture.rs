@@ -742,7 +742,13 @@ impl Drop for Deferred {
 /// Runs `wait4(vpid, NULL, __WALL, NULL)` inside `parent`, in its leader
 /// thread stopped just for that.
 fn reap_in(parent: HostPid, vpid: i32) -> io::Result<()> {
-    let mut fp = crate::freeze::freeze_threads(parent, &[parent])?;
+    let mut fp = match crate::freeze::freeze_threads(parent, &[parent]) {
+        Ok(fp) => fp,
+        // The parent exited: the snapshot went to the namespace's init,
+        // which reaps it.
+        Err(e) if ptrace::errno(&e) == Some(libc::ESRCH) => return Ok(()),
+        Err(e) => return Err(e),
+    };
     let result = (|| {
         let maps = procfs::maps(parent)?;
         let mem = Mem::open(parent, false)?;

@@ -12,7 +12,7 @@ use std::io;
 
 use crate::pid::HostPid;
 use crate::procfs;
-use crate::ptrace::{self, Regs, Stop};
+use crate::ptrace::{self, Regs, Stop, SysError};
 
 /// One stopped thread.
 pub struct FrozenThread {
@@ -64,6 +64,13 @@ pub fn freeze_threads(pid: HostPid, only: &[HostPid]) -> io::Result<FrozenProces
     let mut seized: BTreeMap<HostPid, Option<FrozenThread>> = BTreeMap::new();
     let result = freeze_into(pid, &mut seized, only);
     match result {
+        Ok(()) if seized.values().all(Option::is_none) => Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            SysError {
+                errno: libc::ESRCH,
+                what: format!("pid {pid} exited before it could be stopped"),
+            },
+        )),
         Ok(()) => {
             let vpid = procfs::status(pid)
                 .ok()
@@ -91,15 +98,27 @@ fn freeze_into(
 ) -> io::Result<()> {
     // Threads may be created while we seize: repeat until the set is stable.
     // Seized threads are stopped (or stopping) and cannot create more.
+    // Threads that exited before we could seize them are not looked at again.
+    let mut gone: Vec<HostPid> = Vec::new();
     loop {
         let tids = if only.is_empty() {
-            procfs::tasks(pid)?
+            procfs::tasks(pid).map_err(|e| match e.kind() {
+                // The whole process is gone: report it as such.
+                io::ErrorKind::NotFound => io::Error::new(
+                    io::ErrorKind::NotFound,
+                    SysError {
+                        errno: libc::ESRCH,
+                        what: format!("pid {pid} exited before it could be stopped"),
+                    },
+                ),
+                _ => e,
+            })?
         } else {
             only.to_vec()
         };
         let fresh: Vec<HostPid> = tids
             .into_iter()
-            .filter(|t| !seized.contains_key(t))
+            .filter(|t| !seized.contains_key(t) && !gone.contains(t))
             .collect();
         if fresh.is_empty() {
             break;
@@ -107,7 +126,10 @@ fn freeze_into(
         for tid in fresh {
             match ptrace::seize(tid, 0) {
                 Ok(()) => {}
-                Err(e) if ptrace::errno(&e) == Some(libc::ESRCH) => continue,
+                Err(e) if ptrace::errno(&e) == Some(libc::ESRCH) => {
+                    gone.push(tid);
+                    continue;
+                }
                 Err(e) if ptrace::errno(&e) == Some(libc::EPERM) => {
                     return Err(io::Error::new(
                         e.kind(),

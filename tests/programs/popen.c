@@ -1,10 +1,14 @@
 /* popen: reads `seq` through popen() (a shell and seq, children of this
  * process, with the pipe full most of the time) and checks every number
  * follows the previous one; meanwhile system() must keep returning the
- * exit status of its command, before and after restarts. */
+ * exit status of its command, before and after restarts. SIGCHLD stays
+ * blocked and SIGINT/SIGQUIT ignored all along: system() blocks and ignores
+ * them while it runs, and the harness compares the signal state it reads
+ * just before a checkpoint with the restored one. */
 #define _GNU_SOURCE
 #include "zdtm.h"
 
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/wait.h>
@@ -12,6 +16,12 @@
 int main(int argc, char **argv)
 {
 	zdtm_init(argc, argv);
+	sigset_t chld;
+	sigemptyset(&chld);
+	sigaddset(&chld, SIGCHLD);
+	sigprocmask(SIG_BLOCK, &chld, NULL);
+	signal(SIGINT, SIG_IGN);
+	signal(SIGQUIT, SIG_IGN);
 	FILE *in = popen("exec seq 1 100000000", "r");
 	if (!in)
 		zdtm_fail("popen: %m");

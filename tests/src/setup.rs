@@ -193,16 +193,23 @@ fn compile_programs() -> Result<PathBuf> {
             Some(base) => (base, &["-static"]),
             None => (prog, &[]),
         };
-        let result = Command::new(&cc)
-            .args(extra)
+        let mut cmd = Command::new(&cc);
+        cmd.args(extra)
             .args(["-O1", "-g", "-Wall", "-Wextra", "-pthread", "-I"])
             .arg(workspace_dir().join("inject/include"))
             .arg("-o")
             .arg(&out)
             .arg(src.join(format!("{source}.c")))
             .arg(src.join("zdtm.c"))
-            .output()
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        // Tracked: the harness's zombie reaper must not collect gcc's status.
+        let child = crate::procs::spawn_tracked(&mut cmd)
             .with_context(|| format!("run {cc} (install gcc)"))?;
+        let pid = child.id();
+        let result = child.wait_with_output();
+        crate::procs::untrack(pid);
+        let result = result.with_context(|| format!("run {cc} (install gcc)"))?;
         if !result.status.success() {
             bail!(
                 "compiling {prog}.c failed:\n{}",

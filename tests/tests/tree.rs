@@ -1,7 +1,7 @@
 //! Process trees: every process of the computation, the channels between
 //! them, and their pids, parents, groups and sessions survive.
 
-use dmtcp_tests::{e2e_tests, Scenario, TestEnv};
+use dmtcp_tests::{e2e_tests, ProcCheck, Scenario, TestEnv};
 
 e2e_tests! {
     tree => tree_pipe_shared_fd;
@@ -14,8 +14,14 @@ e2e_tests! {
 
 /// popen() of `seq` with the pipe full at checkpoint time: every number
 /// arrives once, in order; system() keeps returning its command's status.
+/// The program spawns children all the time, and posix_spawn blocks every
+/// signal around its clone: the harness's /proc snapshot, read just before
+/// the checkpoint, can catch a mask the checkpoint itself does not, so /proc
+/// differences are reported, not fatal; the program checks its own state.
 fn popen_and_system(env: &mut TestEnv) {
-    Scenario::new("popen").run(env);
+    let mut sc = Scenario::new("popen");
+    sc.proc_check = ProcCheck::Warn;
+    sc.run(env);
 }
 
 /// Parent -> child pipe stream, a shared-offset log fd, a grandchild in the
