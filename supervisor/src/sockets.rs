@@ -85,7 +85,7 @@ pub struct UnixInfo {
     pub rqlen: u32,
 }
 
-fn os_err(what: String) -> io::Error {
+pub(crate) fn os_err(what: String) -> io::Error {
     let e = io::Error::last_os_error();
     io::Error::new(e.kind(), format!("{what}: {e}"))
 }
@@ -258,7 +258,7 @@ pub fn socket_inode(target: &str) -> Option<u64> {
         .ok()
 }
 
-fn peek_off(fd: RawFd) -> io::Result<libc::c_int> {
+pub(crate) fn peek_off(fd: RawFd) -> io::Result<libc::c_int> {
     let mut v: libc::c_int = 0;
     let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
     // SAFETY: v and len are live and sized for one c_int.
@@ -277,7 +277,7 @@ fn peek_off(fd: RawFd) -> io::Result<libc::c_int> {
     Ok(v)
 }
 
-fn set_peek_off(fd: RawFd, v: libc::c_int) -> io::Result<()> {
+pub(crate) fn set_peek_off(fd: RawFd, v: libc::c_int) -> io::Result<()> {
     // SAFETY: v is a live c_int of the size given.
     let r = unsafe {
         libc::setsockopt(

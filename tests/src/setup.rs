@@ -40,6 +40,9 @@ pub const PROGRAMS: &[&str] = &[
     "churn",
     "listener",
     "counter_static",
+    "tcp_stream",
+    "udp",
+    "unix_named",
 ];
 
 /// Target programs that are scripts (copied, not compiled).
