@@ -35,6 +35,9 @@ use crate::pid::HostPid;
 /// How long a frozen computation may wait for TCP bytes in flight to be
 /// acknowledged.
 const DRAIN_WAIT: Duration = Duration::from_secs(2);
+/// Polls (2 ms apart) with unsent bytes unchanged and none in flight after
+/// which a sender is taken to be blocked by a closed window.
+const STUCK_POLLS: u32 = 10;
 
 /// Computation-wide facts about TCP and UDP sockets.
 #[derive(Debug, Default)]
@@ -119,18 +122,34 @@ pub fn examine(socks: &[(HostPid, i32, u64)]) -> io::Result<NetShare> {
             ),
         }
     }
-    // Wait (frozen, bounded) for bytes in flight to be acknowledged.
+    // Wait (frozen, bounded) for bytes in flight to be acknowledged. Bytes
+    // not even sent, that stay so while nothing is in flight, are held
+    // back by a closed receive window: no point waiting for those.
     let deadline = Instant::now() + DRAIN_WAIT;
     let mut waiting: Vec<(usize, usize, usize)> = Vec::new();
+    let mut last_unsent: Vec<usize> = Vec::new();
+    let mut steady = 0;
     loop {
         waiting.clear();
+        let mut in_flight = false;
+        let mut unsent = Vec::new();
         for &(i, j) in &paired {
-            let n = netsys::unacked(tcp[i].dup.as_raw_fd())?;
+            let raw = tcp[i].dup.as_raw_fd();
+            let n = netsys::unacked(raw)?;
             if n > 0 {
+                let u = netsys::unsent(raw)?;
+                in_flight |= n > u;
+                unsent.push(u);
                 waiting.push((i, j, n));
             }
         }
-        if waiting.is_empty() || Instant::now() >= deadline {
+        steady = if !in_flight && unsent == last_unsent {
+            steady + 1
+        } else {
+            0
+        };
+        last_unsent = unsent;
+        if waiting.is_empty() || steady >= STUCK_POLLS || Instant::now() >= deadline {
             break;
         }
         std::thread::sleep(Duration::from_millis(2));

@@ -14,6 +14,8 @@ use crate::sockets::{os_err, peek_off, set_peek_off};
 
 /// `SIOCOUTQ`: bytes in the send queue not yet acknowledged by the peer.
 const SIOCOUTQ: libc::c_ulong = 0x5411;
+/// `SIOCOUTQNSD`: bytes in the send queue not yet sent.
+const SIOCOUTQNSD: libc::c_ulong = 0x894B;
 const TCP_REPAIR: libc::c_int = 19;
 const TCP_REPAIR_QUEUE: libc::c_int = 20;
 const TCP_SEND_QUEUE: libc::c_int = 2;
@@ -116,6 +118,17 @@ pub fn unacked(fd: RawFd) -> io::Result<usize> {
     // SAFETY: SIOCOUTQ writes one c_int into the live local v.
     if unsafe { libc::ioctl(fd, SIOCOUTQ, &mut v as *mut libc::c_int) } < 0 {
         return Err(os_err("ioctl(SIOCOUTQ)".into()));
+    }
+    Ok(v.max(0) as usize)
+}
+
+/// Bytes of a TCP socket's send queue not sent yet (a subset of
+/// [`unacked`]).
+pub fn unsent(fd: RawFd) -> io::Result<usize> {
+    let mut v: libc::c_int = 0;
+    // SAFETY: SIOCOUTQNSD writes one c_int into the live local v.
+    if unsafe { libc::ioctl(fd, SIOCOUTQNSD, &mut v as *mut libc::c_int) } < 0 {
+        return Err(os_err("ioctl(SIOCOUTQNSD)".into()));
     }
     Ok(v.max(0) as usize)
 }
@@ -492,5 +505,80 @@ mod tests {
         assert_eq!(q, vec![vec![5u8; 100_000]]);
         assert_eq!(unacked(c.as_raw_fd()).unwrap(), 0);
         assert_eq!(tcp_state(s.as_raw_fd()).unwrap(), TCP_ESTABLISHED);
+    }
+
+    /// A sender whose receiver's buffer is full keeps bytes in its own
+    /// queue; repair mode reads them (with CAP_NET_ADMIN) and the
+    /// connection carries on afterwards with every byte once, in order.
+    #[test]
+    fn send_queue_of_a_blocked_sender() {
+        let l = socket(libc::AF_INET, libc::SOCK_STREAM).unwrap();
+        bind(&l, &v4([127, 0, 0, 1], 0)).unwrap();
+        listen(&l, 1).unwrap();
+        let la = sockaddr(l.as_raw_fd(), false).unwrap().unwrap();
+        let c = socket(libc::AF_INET, libc::SOCK_STREAM).unwrap();
+        connect(&c, &la).unwrap();
+        let s = accept(&l, Duration::from_secs(5)).unwrap();
+        set_int_opt(c.as_raw_fd(), libc::SOL_SOCKET, libc::SO_REUSEADDR, 1).unwrap();
+        let data: Vec<u8> = (0..8_000_000u32).map(|i| (i % 251) as u8).collect();
+        // Send until the receiver's window is closed and our queue is full.
+        let mut sent = 0;
+        let mut stalls = 0;
+        while stalls < 20 {
+            let rest = &data[sent..];
+            // SAFETY: rest is a live byte slice of the length given.
+            let n = unsafe {
+                libc::send(
+                    c.as_raw_fd(),
+                    rest.as_ptr().cast(),
+                    rest.len(),
+                    libc::MSG_DONTWAIT,
+                )
+            };
+            if n > 0 {
+                sent += n as usize;
+                stalls = 0;
+            } else {
+                stalls += 1;
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        assert!(
+            sent < data.len(),
+            "8 MB fitted: the receiver's window never closed"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+        let held = unacked(c.as_raw_fd()).unwrap();
+        assert!(held > 0, "nothing held back by the sender");
+        let in_receiver = crate::sockets::peek_queue(&s, libc::SOCK_STREAM)
+            .unwrap()
+            .concat();
+        assert_eq!(in_receiver.len() + held, sent);
+        // SAFETY: geteuid has no arguments and cannot fail.
+        let root = unsafe { libc::geteuid() } == 0;
+        match peek_send_queue(&c) {
+            Ok(q) => {
+                assert!(root);
+                assert_eq!(q, data[in_receiver.len()..sent]);
+                assert_eq!(
+                    int_opt(c.as_raw_fd(), libc::SOL_SOCKET, libc::SO_REUSEADDR).unwrap(),
+                    1
+                );
+            }
+            Err(e) => {
+                assert!(!root, "as root: {e}");
+                assert_eq!(e.kind(), io::ErrorKind::PermissionDenied);
+            }
+        }
+        // The connection still delivers every byte once, in order.
+        let mut got = Vec::with_capacity(sent);
+        let mut buf = vec![0u8; 1 << 16];
+        while got.len() < sent {
+            // SAFETY: buf is a live buffer of the length given.
+            let n = unsafe { libc::recv(s.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+            assert!(n > 0);
+            got.extend_from_slice(&buf[..n as usize]);
+        }
+        assert_eq!(got, data[..sent]);
     }
 }

@@ -10,7 +10,7 @@
 //!   their `getsockname`/`getpeername`. When an address cannot be bound
 //!   (the port is taken by someone else), a fresh port of the same address
 //!   is used and a warning printed. Each end's saved bytes are sent from the
-//!   other end, then ends that had shut down writing do so again, and
+//!   other end (buffers are enlarged first for large queues), then ends that had shut down writing do so again, and
 //!   `TCP_NODELAY`, `SO_KEEPALIVE` and `SO_REUSEADDR` are set as saved.
 //!   All of this happens before any listener of the computation is bound
 //!   again (a temporary listener cannot share a port with a real one).
@@ -257,14 +257,18 @@ fn udp_socket(
 /// Connects end `a` (end 0) to end `b` (end 1) through a temporary
 /// listener at `b`'s address; returns [end 0, end 1].
 fn tcp_pair(family: i32, a: &End, b: &End) -> io::Result<[OwnedFd; 2]> {
+    let need = a.queued.len().max(b.queued.len());
     let l = netsys::socket(family, libc::SOCK_STREAM)?;
     reuse(&l, true)?;
+    // The accepted end inherits the listener's buffer sizes.
+    grow_buffers(&l, need);
     bind_or_fresh(&l, b.local, "tcp connection")?;
     netsys::listen(&l, 8)?;
     let to = netsys::sockaddr(l.as_raw_fd(), false)?.unwrap_or_default();
     let connect_from = |addr: &[u8]| -> io::Result<OwnedFd> {
         let c = netsys::socket(family, libc::SOCK_STREAM)?;
         reuse(&c, true)?;
+        grow_buffers(&c, need);
         netsys::bind(&c, addr)?;
         netsys::connect(&c, &to)?;
         Ok(c)
@@ -310,6 +314,28 @@ fn tcp_pair(family: i32, a: &End, b: &End) -> io::Result<[OwnedFd; 2]> {
         reuse(sock, end.reuseaddr)?;
     }
     Ok([c, s])
+}
+
+/// Queues larger than a fresh connection holds (receive window plus send
+/// buffer) need larger buffers, set before connecting so the window scale
+/// allows them: `SO_RCVBUFFORCE`/`SO_SNDBUFFORCE` (with CAP_NET_ADMIN),
+/// else `SO_RCVBUF`/`SO_SNDBUF` (capped by `rmem_max`/`wmem_max`). Best
+/// effort: a refill that still does not fit fails with its own error. Such
+/// an end's buffer sizes are then fixed (no longer autotuned).
+fn grow_buffers(s: &OwnedFd, need: usize) {
+    if need <= 64 * 1024 {
+        return;
+    }
+    let want = i32::try_from(need + 64 * 1024).unwrap_or(i32::MAX);
+    for (force, plain) in [
+        (libc::SO_RCVBUFFORCE, libc::SO_RCVBUF),
+        (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF),
+    ] {
+        let raw = s.as_raw_fd();
+        if netsys::set_int_opt(raw, libc::SOL_SOCKET, force, want).is_err() {
+            let _ = netsys::set_int_opt(raw, libc::SOL_SOCKET, plain, want);
+        }
+    }
 }
 
 /// A name of a unix socket: `sun_path` bytes (empty when unnamed).

@@ -41,6 +41,7 @@ pub const PROGRAMS: &[&str] = &[
     "listener",
     "counter_static",
     "tcp_stream",
+    "tcp_full",
     "udp",
     "unix_named",
 ];

@@ -3,12 +3,16 @@
 //! sockets and connected named unix sockets come back connected, with the
 //! data in flight, message boundaries and addresses.
 
-use dmtcp_tests::{e2e_tests, Scenario, TestEnv};
+use std::thread;
+use std::time::Duration;
+
+use dmtcp_tests::{e2e_tests, Scenario, TestEnv, User};
 
 e2e_tests! {
     sockets => socketpairs_keep_data_in_flight;
     listener => listeners_accept_after_restart;
     tcp_stream => tcp_connections_keep_stream_and_addresses;
+    tcp_full => tcp_bytes_held_by_a_blocked_sender;
     udp => udp_sockets_keep_addresses_and_queues;
     unix_named => named_unix_connections_keep_names;
 }
@@ -18,6 +22,33 @@ e2e_tests! {
 /// connection; addresses and socket options must be unchanged.
 fn tcp_connections_keep_stream_and_addresses(env: &mut TestEnv) {
     Scenario::new("tcp_stream").run(env);
+}
+
+/// A producer blocked in write() on a connection whose receiver's buffer is
+/// full holds bytes in its own send queue. With CAP_NET_ADMIN (root) they
+/// are read in TCP repair mode and the stream survives; without it (uid
+/// 65534, whose user namespace does not own the network namespace) the
+/// checkpoint must fail, saying why, and the program keep running intact.
+fn tcp_bytes_held_by_a_blocked_sender(env: &mut TestEnv) {
+    let sc = Scenario::new("tcp_full");
+    // SAFETY: geteuid has no arguments and cannot fail.
+    let root = env.user == User::Current && unsafe { libc::geteuid() } == 0;
+    if root {
+        sc.run(env);
+        return;
+    }
+    env.start_coordinator();
+    let mut r = sc.launch(env);
+    thread::sleep(Duration::from_millis(500));
+    let out = env.dmtcp_command(&["-bc"], Duration::from_secs(120));
+    if out.status.success() || !out.describe().contains("CAP_NET_ADMIN") {
+        env.fail(&format!(
+            "checkpointing a sender blocked on a full receiver without CAP_NET_ADMIN: \
+             expected a failure naming CAP_NET_ADMIN, got {}",
+            out.describe()
+        ));
+    }
+    r.finish();
 }
 
 /// Datagrams in flight between a bound socket and a connected one (in two
