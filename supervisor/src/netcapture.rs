@@ -4,7 +4,8 @@
 //! non-unix socket of the computation through a `pidfd_getfd` duplicate:
 //! family, type, TCP state, local and peer address. Two TCP sockets are the
 //! two ends of one connection when each one's (local, peer) is the other's
-//! (peer, local); a connection with only one end inside the computation
+//! (peer, local) (IPv4 and v4-mapped IPv6 addresses compare equal, so a
+//! dual-stack listener's connections pair too); a connection with only one end inside the computation
 //! stays unsupported. Before any receive queue is read, [`examine`] waits
 //! (bounded) until no end has bytes its peer has not acknowledged: on
 //! loopback, acknowledged bytes sit in the peer's receive queue, where a
@@ -102,14 +103,15 @@ pub fn examine(socks: &[(HostPid, i32, u64)]) -> io::Result<NetShare> {
             });
         }
     }
-    let by_addr: HashMap<(&[u8], &[u8]), usize> = tcp
+    let key = |a: &[u8]| netsys::endpoint_key(a);
+    let by_addr: HashMap<_, usize> = tcp
         .iter()
         .enumerate()
-        .map(|(i, e)| ((e.local.as_slice(), e.peer.as_slice()), i))
+        .map(|(i, e)| ((key(&e.local), key(&e.peer)), i))
         .collect();
     let mut paired = Vec::new();
     for (i, e) in tcp.iter().enumerate() {
-        match by_addr.get(&(e.peer.as_slice(), e.local.as_slice())) {
+        match by_addr.get(&(key(&e.peer), key(&e.local))) {
             Some(&j) if j != i => {
                 let id = e.ino.min(tcp[j].ino);
                 share.tcp_pairs.insert(e.ino, (id, u8::from(e.ino != id)));

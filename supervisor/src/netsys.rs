@@ -424,6 +424,53 @@ pub fn loopback_if_any(addr: &[u8]) -> Vec<u8> {
     a
 }
 
+/// An IPv4/IPv6 address as (IPv6 bytes, port), IPv4 as v4-mapped, so the
+/// two views of a dual-stack connection (`127.0.0.1` on one end,
+/// `::ffff:127.0.0.1` on the other) compare equal. Flow info and scope id
+/// are left out.
+pub fn endpoint_key(addr: &[u8]) -> Option<([u8; 16], u16)> {
+    match family(addr) {
+        libc::AF_INET if addr.len() >= 8 => {
+            let mut ip = [0u8; 16];
+            ip[10] = 0xff;
+            ip[11] = 0xff;
+            ip[12..].copy_from_slice(&addr[4..8]);
+            Some((ip, port(addr)))
+        }
+        libc::AF_INET6 if addr.len() >= 24 => {
+            let mut ip = [0u8; 16];
+            ip.copy_from_slice(&addr[8..24]);
+            Some((ip, port(addr)))
+        }
+        _ => None,
+    }
+}
+
+/// `addr` as an address of `family`: IPv4 and v4-mapped IPv6 converted
+/// into each other; `None` if it has no such form.
+pub fn in_family(addr: &[u8], fam: i32) -> Option<Vec<u8>> {
+    if family(addr) == fam {
+        return Some(addr.to_vec());
+    }
+    let (ip, port) = endpoint_key(addr)?;
+    let mut a = match fam {
+        libc::AF_INET if ip[..12] == [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff] => {
+            let mut a = vec![0u8; 16];
+            a[4..8].copy_from_slice(&ip[12..]);
+            a
+        }
+        libc::AF_INET6 => {
+            let mut a = vec![0u8; 28];
+            a[8..24].copy_from_slice(&ip);
+            a
+        }
+        _ => return None,
+    };
+    a[..2].copy_from_slice(&(fam as u16).to_ne_bytes());
+    a[2..4].copy_from_slice(&port.to_be_bytes());
+    Some(a)
+}
+
 /// A readable form of a raw address for messages.
 pub fn describe(addr: &[u8]) -> String {
     match family(addr) {
@@ -469,6 +516,10 @@ mod tests {
         assert_eq!(describe(&a), "127.0.0.1:4242");
         assert_eq!(port(&with_port0(&a)), 0);
         assert_eq!(describe(&loopback_if_any(&v4([0; 4], 7))), "127.0.0.1:7");
+        let mapped = in_family(&a, libc::AF_INET6).unwrap();
+        assert_eq!(describe(&mapped), "[::ffff:127.0.0.1]:4242");
+        assert_eq!(endpoint_key(&mapped), endpoint_key(&a));
+        assert_eq!(in_family(&mapped, libc::AF_INET).unwrap(), a);
     }
 
     #[test]

@@ -11,9 +11,10 @@
 //! messages are sent from the other end, so they land in its receive queue
 //! in order.
 //!
-//! Not handled (such sockets stay `Unsupported`): a peer outside the
-//! computation, listening, unconnected, path-bound or abstract sockets, and
-//! non-unix families. File descriptors in flight (`SCM_RIGHTS`) and
+//! Not handled here: listeners (`listener`, `listen_again` below),
+//! connected pairs with a name (`netcapture`, `sockrestore`), and non-unix
+//! families. A peer outside the computation or an unconnected socket stays
+//! `Unsupported`. File descriptors in flight (`SCM_RIGHTS`) and
 //! credentials are dropped with a warning; zero-length datagrams in a queue
 //! cannot be seen by a peek with an offset and are lost.
 

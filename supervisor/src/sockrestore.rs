@@ -54,6 +54,7 @@ pub struct NetSockets {
 /// of it carries the queue).
 #[derive(Clone, Default)]
 struct End<'a> {
+    family: i32,
     local: &'a [u8],
     queued: &'a [u8],
     shut_wr: bool,
@@ -66,7 +67,7 @@ struct End<'a> {
 impl NetSockets {
     pub fn create(entries: &[FdEntry]) -> io::Result<NetSockets> {
         let mut net = NetSockets::default();
-        let mut tcp: HashMap<u64, (i32, [Option<End>; 2])> = HashMap::new();
+        let mut tcp: HashMap<u64, [Option<End>; 2]> = HashMap::new();
         let mut unix: HashMap<u64, (i32, [Option<End>; 2])> = HashMap::new();
         let mut udp: Vec<&FdEntry> = Vec::new();
         for e in entries {
@@ -83,10 +84,11 @@ impl NetSockets {
                     reuseaddr,
                     ..
                 } => {
-                    let slot = &mut tcp.entry(*id).or_insert((*family, [None, None])).1
-                        [usize::from(*end).min(1)];
+                    let slot =
+                        &mut tcp.entry(*id).or_insert([None, None])[usize::from(*end).min(1)];
                     if slot.as_ref().is_none_or(|s| s.queued.is_empty()) {
                         *slot = Some(End {
+                            family: *family,
                             local,
                             queued,
                             shut_wr: *shut_wr,
@@ -119,13 +121,13 @@ impl NetSockets {
                 _ => {}
             }
         }
-        for (id, (family, ends)) in tcp {
+        for (id, ends) in tcp {
             let [Some(a), Some(b)] = ends else {
                 return Err(io::Error::other(format!(
                     "tcp connection {id}: only one end is in the images"
                 )));
             };
-            let pair = tcp_pair(family, &a, &b)
+            let pair = tcp_pair(&a, &b)
                 .map_err(|e| io::Error::new(e.kind(), format!("tcp connection {id}: {e}")))?;
             let [s0, s1] = pair;
             net.tcp.insert((id, 0), s0);
@@ -256,17 +258,26 @@ fn udp_socket(
 
 /// Connects end `a` (end 0) to end `b` (end 1) through a temporary
 /// listener at `b`'s address; returns [end 0, end 1].
-fn tcp_pair(family: i32, a: &End, b: &End) -> io::Result<[OwnedFd; 2]> {
+fn tcp_pair(a: &End, b: &End) -> io::Result<[OwnedFd; 2]> {
     let need = a.queued.len().max(b.queued.len());
-    let l = netsys::socket(family, libc::SOCK_STREAM)?;
+    let l = netsys::socket(b.family, libc::SOCK_STREAM)?;
     reuse(&l, true)?;
     // The accepted end inherits the listener's buffer sizes.
     grow_buffers(&l, need);
     bind_or_fresh(&l, b.local, "tcp connection")?;
     netsys::listen(&l, 8)?;
-    let to = netsys::sockaddr(l.as_raw_fd(), false)?.unwrap_or_default();
+    // End 0 may see the address in the other family (IPv4 client of a
+    // dual-stack IPv6 listener).
+    let at = netsys::sockaddr(l.as_raw_fd(), false)?.unwrap_or_default();
+    let to = netsys::in_family(&at, a.family).ok_or_else(|| {
+        io::Error::other(format!(
+            "{} cannot be reached from family {}",
+            netsys::describe(&at),
+            a.family
+        ))
+    })?;
     let connect_from = |addr: &[u8]| -> io::Result<OwnedFd> {
-        let c = netsys::socket(family, libc::SOCK_STREAM)?;
+        let c = netsys::socket(a.family, libc::SOCK_STREAM)?;
         reuse(&c, true)?;
         grow_buffers(&c, need);
         netsys::bind(&c, addr)?;
@@ -283,11 +294,12 @@ fn tcp_pair(family: i32, a: &End, b: &End) -> io::Result<[OwnedFd; 2]> {
             connect_from(&netsys::with_port0(a.local))?
         }
     };
-    let mine = netsys::sockaddr(c.as_raw_fd(), false)?;
+    let key = |a: Option<Vec<u8>>| a.as_deref().and_then(netsys::endpoint_key);
+    let mine = key(netsys::sockaddr(c.as_raw_fd(), false)?);
     // Only our connection is wanted (anyone may connect to the port).
     let s = loop {
         let s = netsys::accept(&l, WAIT)?;
-        if netsys::sockaddr(s.as_raw_fd(), true)? == mine {
+        if key(netsys::sockaddr(s.as_raw_fd(), true)?) == mine {
             break s;
         }
     };

@@ -1,6 +1,7 @@
 /* tcp_stream.c: TCP connections inside the computation survive.
  *   tcp_stream (client) --127.0.0.1--> tcp_stream-srv (forked server)
  *                       --[::1]------>  (when IPv6 loopback works)
+ *                       --127.0.0.1-->  [::] dual-stack listener (IPv6 too)
  *                       --half------->  (server shut down writing)
  * - on each stream connection the client keeps WINDOW numbers (32 KiB of
  *   payload) in flight to the server, which answers each n with n+1; both
@@ -32,7 +33,7 @@
 #define WINDOW 4096
 #define HALF 5000
 #define END UINT64_MAX
-#define MAXC 2
+#define MAXC 3
 
 struct conn {
     int fd;
@@ -103,7 +104,7 @@ static int int_opt(int fd, int level, int opt) {
 
 static int server(int *ls, int nc, int lh) {
     prctl(PR_SET_NAME, "tcp_stream-srv");
-    static const char *names[MAXC] = {"ipv4", "ipv6"};
+    static const char *names[MAXC] = {"ipv4", "ipv6", "dual-stack"};
     struct conn c[MAXC], half = {.name = "half"};
     uint64_t expect[MAXC] = {0}, got = 0;
     for (int i = 0; i < nc; i++) {
@@ -168,12 +169,15 @@ static int server(int *ls, int nc, int lh) {
     exit(got > 0 ? 0 : 3);
 }
 
-static int listen_on(int family, uint16_t *port) {
+/* A listener on loopback, or with `any` on [::] accepting IPv4 too. */
+static int listen_on(int family, int any, uint16_t *port) {
     int l = socket(family, SOCK_STREAM, 0);
     if (l < 0)
         return -1;
-    int one = 1;
+    int one = 1, zero = 0;
     setsockopt(l, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (any)
+        setsockopt(l, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof zero);
     struct sockaddr_storage a;
     memset(&a, 0, sizeof a);
     socklen_t len;
@@ -185,7 +189,7 @@ static int listen_on(int family, uint16_t *port) {
     } else {
         struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)&a;
         v6->sin6_family = AF_INET6;
-        v6->sin6_addr = in6addr_loopback;
+        v6->sin6_addr = any ? in6addr_any : in6addr_loopback;
         len = sizeof *v6;
     }
     if (bind(l, (struct sockaddr *)&a, len) || listen(l, 4) ||
@@ -224,24 +228,28 @@ int main(int argc, char **argv) {
     zdtm_init(argc, argv);
     uint16_t port[MAXC], hport;
     int ls[MAXC], nc = 0;
-    int families[MAXC] = {AF_INET, AF_INET6};
+    /* Listener family, on [::], client family. */
+    int lfam[MAXC] = {AF_INET, AF_INET6, AF_INET6}, any[MAXC] = {0, 0, 1};
+    int families[MAXC] = {AF_INET, AF_INET6, AF_INET};
     for (int i = 0; i < MAXC; i++) {
-        ls[nc] = listen_on(families[i], &port[nc]);
+        ls[nc] = listen_on(lfam[i], any[i], &port[nc]);
         if (ls[nc] >= 0)
             nc++;
         else if (i == 0)
             zdtm_fail("IPv4 loopback listener: %s", strerror(errno));
-        else
-            printf("no IPv6 loopback: IPv4 only\n");
+        else {
+            printf("no IPv6: IPv4 only\n");
+            break;
+        }
     }
-    int lh = listen_on(AF_INET, &hport);
+    int lh = listen_on(AF_INET, 0, &hport);
     if (lh < 0)
         zdtm_fail("listener: %s", strerror(errno));
     fflush(stdout);
     pid_t child = fork();
     if (child == 0)
         server(ls, nc, lh);
-    static const char *names[MAXC] = {"ipv4", "ipv6"};
+    static const char *names[MAXC] = {"ipv4", "ipv6", "dual-stack"};
     struct conn c[MAXC], half = {.name = "half"};
     for (int i = 0; i < nc; i++) {
         c[i].name = names[i];
