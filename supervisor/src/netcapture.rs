@@ -229,6 +229,8 @@ pub fn capture(
             nodelay: netsys::int_opt(raw, libc::IPPROTO_TCP, libc::TCP_NODELAY)? != 0,
             keepalive: netsys::int_opt(raw, libc::SOL_SOCKET, libc::SO_KEEPALIVE)? != 0,
             reuseaddr: fdctx.net.tcp_reuse.get(&ino).copied().unwrap_or(false),
+            rcvbuf: netsys::int_opt(raw, libc::SOL_SOCKET, libc::SO_RCVBUF)?,
+            sndbuf: netsys::int_opt(raw, libc::SOL_SOCKET, libc::SO_SNDBUF)?,
         }));
     }
     if fdctx.net.udp.contains(&ino) {

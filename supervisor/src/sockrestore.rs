@@ -61,6 +61,7 @@ struct End<'a> {
     nodelay: bool,
     keepalive: bool,
     reuseaddr: bool,
+    bufs: (i32, i32),
     messages: &'a [Vec<u8>],
 }
 
@@ -82,6 +83,8 @@ impl NetSockets {
                     nodelay,
                     keepalive,
                     reuseaddr,
+                    rcvbuf,
+                    sndbuf,
                     ..
                 } => {
                     let slot =
@@ -95,6 +98,7 @@ impl NetSockets {
                             nodelay: *nodelay,
                             keepalive: *keepalive,
                             reuseaddr: *reuseaddr,
+                            bufs: (*rcvbuf, *sndbuf),
                             messages: &[],
                         });
                     }
@@ -324,6 +328,12 @@ fn tcp_pair(a: &End, b: &End) -> io::Result<[OwnedFd; 2]> {
             i32::from(end.keepalive),
         )?;
         reuse(sock, end.reuseaddr)?;
+        if need > GROW_ABOVE {
+            // Back to the sizes of checkpoint time (the queue stays, the
+            // window opens as the program reads): enlarged buffers kept
+            // would let the queue grow at every checkpoint and restart.
+            set_buffers(sock, end.bufs.0 / 2, end.bufs.1 / 2);
+        }
     }
     Ok([c, s])
 }
@@ -332,20 +342,29 @@ fn tcp_pair(a: &End, b: &End) -> io::Result<[OwnedFd; 2]> {
 /// buffer) need larger buffers, set before connecting so the window scale
 /// allows them: `SO_RCVBUFFORCE`/`SO_SNDBUFFORCE` (with CAP_NET_ADMIN),
 /// else `SO_RCVBUF`/`SO_SNDBUF` (capped by `rmem_max`/`wmem_max`). Best
-/// effort: a refill that still does not fit fails with its own error. Such
-/// an end's buffer sizes are then fixed (no longer autotuned).
+/// effort: a refill that still does not fit fails with its own error. After
+/// the refill such an end gets its checkpoint-time sizes back, fixed (no
+/// longer autotuned).
 fn grow_buffers(s: &OwnedFd, need: usize) {
-    if need <= 64 * 1024 {
+    if need <= GROW_ABOVE {
         return;
     }
-    let want = i32::try_from(need + 64 * 1024).unwrap_or(i32::MAX);
-    for (force, plain) in [
-        (libc::SO_RCVBUFFORCE, libc::SO_RCVBUF),
-        (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF),
+    let want = i32::try_from(need + GROW_ABOVE).unwrap_or(i32::MAX);
+    set_buffers(s, want, want);
+}
+
+/// Queues up to this size fit a fresh connection.
+const GROW_ABOVE: usize = 64 * 1024;
+
+/// `SO_RCVBUF`/`SO_SNDBUF` (forced when allowed), best effort.
+fn set_buffers(s: &OwnedFd, rcv: i32, snd: i32) {
+    for (force, plain, v) in [
+        (libc::SO_RCVBUFFORCE, libc::SO_RCVBUF, rcv),
+        (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF, snd),
     ] {
         let raw = s.as_raw_fd();
-        if netsys::set_int_opt(raw, libc::SOL_SOCKET, force, want).is_err() {
-            let _ = netsys::set_int_opt(raw, libc::SOL_SOCKET, plain, want);
+        if v > 0 && netsys::set_int_opt(raw, libc::SOL_SOCKET, force, v).is_err() {
+            let _ = netsys::set_int_opt(raw, libc::SOL_SOCKET, plain, v);
         }
     }
 }

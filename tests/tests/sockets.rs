@@ -22,6 +22,39 @@ e2e_tests! {
 /// connection; addresses and socket options must be unchanged.
 fn tcp_connections_keep_stream_and_addresses(env: &mut TestEnv) {
     Scenario::new("tcp_stream").run(env);
+    addresses_kept_or_explained(env);
+}
+
+/// The programs print "ADDRESSES CHANGED" when a socket's address differs
+/// after restart. That is allowed only when a restart warned that the old
+/// port had been taken meanwhile (other tests running in parallel open
+/// connections all the time, and a freed ephemeral port may go to one).
+fn addresses_kept_or_explained(env: &mut TestEnv) {
+    let out = env.launcher_stdout();
+    let Some(line) = out.lines().find(|l| l.starts_with("ADDRESSES CHANGED")) else {
+        return;
+    };
+    let logs = env.work.join("logs");
+    let warned = std::fs::read_dir(&logs)
+        .map(|rd| {
+            rd.flatten().any(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                name.contains("restart")
+                    && name.ends_with(".err")
+                    && std::fs::read_to_string(e.path())
+                        .is_ok_and(|t| t.contains("a fresh port is used instead"))
+            })
+        })
+        .unwrap_or(false);
+    if !warned {
+        env.fail(&format!(
+            "{line}, but no restart warned that the old port was taken"
+        ));
+    }
+    eprintln!(
+        "[{}] note: {line} (restart used a fresh port, as it warned)",
+        env.name
+    );
 }
 
 /// A producer blocked in write() on a connection whose receiver's buffer is
@@ -55,6 +88,7 @@ fn tcp_bytes_held_by_a_blocked_sender(env: &mut TestEnv) {
 /// processes) are put back: none lost, none duplicated.
 fn udp_sockets_keep_addresses_and_queues(env: &mut TestEnv) {
     Scenario::new("udp").run(env);
+    addresses_kept_or_explained(env);
 }
 
 /// A stream connection to a path listener and a seqpacket connection to an

@@ -278,6 +278,11 @@ pub enum FdKind {
         nodelay: bool,
         keepalive: bool,
         reuseaddr: bool,
+        /// `SO_RCVBUF` and `SO_SNDBUF` as `getsockopt` returned them (the
+        /// kernel's doubled values). Put back only when a large queue made
+        /// restart enlarge the buffers.
+        rcvbuf: i32,
+        sndbuf: i32,
     },
     /// A UDP socket (IPv4 or IPv6), recreated bound to `local` (when it was
     /// bound) and connected to `peer` (when it was connected).
