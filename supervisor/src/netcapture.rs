@@ -50,6 +50,8 @@ pub struct NetShare {
     /// The `SO_REUSEADDR` value the program had set.
     tcp_reuse: HashMap<u64, bool>,
     udp: HashSet<u64>,
+    /// TCP connections with one end outside: inode -> description.
+    outside: HashMap<u64, String>,
 }
 
 struct TcpEnd {
@@ -117,11 +119,15 @@ pub fn examine(socks: &[(HostPid, i32, u64)]) -> io::Result<NetShare> {
                 share.tcp_pairs.insert(e.ino, (id, u8::from(e.ino != id)));
                 paired.push((i, j));
             }
-            _ => tracing::warn!(
-                "TCP connection {} -> {} leads outside the computation: it is not saved and will be /dev/null after restart",
-                netsys::describe(&e.local),
-                netsys::describe(&e.peer)
-            ),
+            _ => {
+                let what = format!(
+                    "TCP connection {} -> {}, peer outside the computation",
+                    netsys::describe(&e.local),
+                    netsys::describe(&e.peer)
+                );
+                tracing::warn!("{what}: not saved, it will be /dev/null after restart");
+                share.outside.insert(e.ino, what);
+            }
         }
     }
     // Wait (frozen, bounded) for bytes in flight to be acknowledged. Bytes
@@ -232,6 +238,9 @@ pub fn capture(
             rcvbuf: netsys::int_opt(raw, libc::SOL_SOCKET, libc::SO_RCVBUF)?,
             sndbuf: netsys::int_opt(raw, libc::SOL_SOCKET, libc::SO_SNDBUF)?,
         }));
+    }
+    if let Some(what) = fdctx.net.outside.get(&ino) {
+        return Ok(Some(FdKind::Unsupported { what: what.clone() }));
     }
     if fdctx.net.udp.contains(&ino) {
         let dup = crate::sys::steal_fd(pid.0, fd)?;
