@@ -906,6 +906,11 @@ fn capture_fds(pid: HostPid, fdctx: &mut FdContext) -> io::Result<Vec<FdEntry>> 
                 flags,
                 buffered,
             }
+        } else if let Some(kind) = match crate::sockets::socket_inode(&target) {
+            Some(ino) => crate::netcapture::capture(pid, fd, ino, flags, fdctx)?,
+            None => None,
+        } {
+            kind
         } else if let Some((ino, (id, end, sotype))) =
             crate::sockets::socket_inode(&target).and_then(|i| Some((i, fdctx.unix_pair(i)?)))
         {

@@ -66,18 +66,23 @@ pub fn add_epoll_watches(entries: &[FdEntry]) -> io::Result<()> {
 const CREATION: i32 = libc::O_CREAT | libc::O_TRUNC | libc::O_EXCL | libc::O_NOCTTY;
 
 /// Pipes and unix socket pairs of the computation, created once per id:
-/// pipes as (read end, write end), socket pairs as [end 0, end 1].
+/// pipes as (read end, write end), socket pairs as [end 0, end 1]; and its
+/// TCP connections, UDP sockets and named unix pairs.
 #[derive(Default)]
 pub struct Pipes {
     made: HashMap<u64, (OwnedFd, OwnedFd)>,
     pairs: HashMap<u64, [OwnedFd; 2]>,
+    net: crate::sockrestore::NetSockets,
 }
 
 impl Pipes {
     /// Creates every pipe and unix socket pair the entries name and puts
     /// their buffered bytes and queued messages back.
     pub fn create(entries: &[FdEntry]) -> io::Result<Pipes> {
-        let mut p = Pipes::default();
+        let mut p = Pipes {
+            net: crate::sockrestore::NetSockets::create(entries)?,
+            ..Pipes::default()
+        };
         for e in entries {
             if let FdKind::UnixPair {
                 id,
@@ -137,6 +142,22 @@ impl Pipes {
     }
 }
 
+/// A new fd for a socket made by `Pipes::create`, with the saved
+/// `O_NONBLOCK`.
+fn dup_socket(sock: Option<&OwnedFd>, flags: i32, what: &str) -> io::Result<OwnedFd> {
+    let sock = sock.ok_or_else(|| io::Error::other(format!("{what} was not created")))?;
+    let fd = crate::sys::dup_above(sock.as_raw_fd(), 0)?;
+    // SAFETY: fcntl on an fd we own.
+    if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags & libc::O_NONBLOCK) } < 0 {
+        let err = io::Error::last_os_error();
+        return Err(io::Error::new(
+            err.kind(),
+            format!("fcntl(F_SETFL) on {what}: {err}"),
+        ));
+    }
+    Ok(fd)
+}
+
 /// Opens the object an fd entry describes, at any free number.
 pub fn open_fd(e: &FdEntry, pipes: &Pipes) -> io::Result<OwnedFd> {
     match &e.kind {
@@ -166,6 +187,17 @@ pub fn open_fd(e: &FdEntry, pipes: &Pipes) -> io::Result<OwnedFd> {
             }
             Ok(fd)
         }
+        FdKind::TcpConn { id, end, flags, .. } => {
+            dup_socket(pipes.net.tcp(*id, *end), *flags, &format!("tcp connection {id} end {end}"))
+        }
+        FdKind::Udp { id, flags, .. } => {
+            dup_socket(pipes.net.udp(*id), *flags, &format!("udp socket {id}"))
+        }
+        FdKind::UnixNamedPair { id, end, flags, .. } => dup_socket(
+            pipes.net.unix(*id, *end),
+            *flags,
+            &format!("unix connection {id} end {end}"),
+        ),
         FdKind::File {
             path,
             flags,

@@ -9,9 +9,13 @@
 //! - a pipe is internal when some process of the computation holds a read
 //!   end and some (possibly other) process holds a write end; its buffered
 //!   bytes are saved once, with the first read end seen;
-//! - a unix socket is one end of an internal pair when it is connected,
-//!   unnamed, and its peer (matched by inode through `sock_diag`) is held by
-//!   some process of the computation and has it as peer in turn.
+//! - a unix socket is one end of an internal pair when it is connected
+//!   and its peer (matched by inode through `sock_diag`) is held by
+//!   some process of the computation and has it as peer in turn (stream
+//!   and seqpacket sockets may have a name: a client and the socket a
+//!   listener accepted for it);
+//! - TCP connections with both ends inside, and UDP sockets
+//!   (`netcapture::examine`).
 
 use std::collections::{HashMap, HashSet};
 use std::io;
@@ -49,6 +53,10 @@ pub struct FdContext {
     /// Socket inode -> (pair id, end, type) for internal unix pairs.
     unix_pairs: HashMap<u64, (u64, u8, i32)>,
     peeked_sockets: HashSet<u64>,
+    /// Unix pair ends where at least one end of the pair has a name.
+    named_pairs: HashSet<u64>,
+    /// TCP and UDP sockets.
+    pub net: crate::netcapture::NetShare,
 }
 
 impl FdContext {
@@ -68,6 +76,9 @@ impl FdContext {
             }
         };
         let mut unix: HashMap<u64, UnixInfo> = HashMap::new();
+        // Sockets that are not unix sockets: (pid, fd, inode), once each.
+        let mut others: Vec<(HostPid, i32, u64)> = Vec::new();
+        let mut seen_other = HashSet::new();
         for &pid in procs {
             for fd in procfs::fds(pid)? {
                 let Ok(target) = procfs::link(pid, &format!("fd/{fd}")) else {
@@ -87,7 +98,11 @@ impl FdContext {
                             Ok(Some(info)) => {
                                 slot.insert(info);
                             }
-                            Ok(None) => {}
+                            Ok(None) => {
+                                if seen_other.insert(ino) {
+                                    others.push((pid, fd, ino));
+                                }
+                            }
                             Err(e) => tracing::warn!("pid {} fd {fd}: {e}", pid.0),
                         }
                     }
@@ -107,6 +122,16 @@ impl FdContext {
         }
         ctx.internal_pipes = readers.intersection(&writers).copied().collect();
         ctx.unix_pairs = internal_unix_pairs(&unix);
+        ctx.named_pairs = ctx
+            .unix_pairs
+            .keys()
+            .filter(|ino| {
+                let s = &unix[*ino];
+                s.named || unix.get(&s.peer).is_some_and(|p| p.named)
+            })
+            .copied()
+            .collect();
+        ctx.net = crate::netcapture::examine(&others)?;
         Ok(ctx)
     }
 
@@ -131,6 +156,11 @@ impl FdContext {
         self.unix_pairs.get(&ino).copied()
     }
 
+    /// True when unix pair end `ino` or its peer has a name.
+    pub fn is_named_pair(&self, ino: u64) -> bool {
+        self.named_pairs.contains(&ino)
+    }
+
     /// True the first time it is asked for a socket: that fd saves the
     /// socket's receive queue.
     pub fn claim_socket_queue(&mut self, ino: u64) -> bool {
@@ -138,16 +168,17 @@ impl FdContext {
     }
 }
 
-/// Sockets that are mutual, connected, unnamed peers of the same type, both
-/// seen in the computation: inode -> (pair id, end, type).
+/// Sockets that are mutual, connected peers of the same type, both seen in
+/// the computation (unnamed, or stream/seqpacket with names):
+/// inode -> (pair id, end, type).
 fn internal_unix_pairs(unix: &HashMap<u64, UnixInfo>) -> HashMap<u64, (u64, u8, i32)> {
     let usable = |s: &UnixInfo| {
         s.state == sockets::STATE_ESTABLISHED
-            && !s.named
-            && matches!(
-                s.sotype,
-                libc::SOCK_STREAM | libc::SOCK_DGRAM | libc::SOCK_SEQPACKET
-            )
+            && match s.sotype {
+                libc::SOCK_STREAM | libc::SOCK_SEQPACKET => true,
+                libc::SOCK_DGRAM => !s.named,
+                _ => false,
+            }
     };
     unix.values()
         .filter(|s| usable(s))

@@ -101,7 +101,7 @@ fn run() -> io::Result<i32> {
     // nothing else in this process owns it.
     let mut ctrl = unsafe { UnixStream::from_raw_fd(fd) };
     crate::sys::set_cloexec(fd)?;
-    let req: InitRequest = dmtcp_protocol::read_frame(&mut ctrl)
+    let req: InitRequest = dmtcp_protocol::read_local_frame(&mut ctrl)
         .map_err(|e| io::Error::other(format!("control socket: {e}")))?;
     let (reply, root) = match req {
         InitRequest::Launch { argv, preload } => match launch(&argv, preload.as_deref()) {
@@ -119,7 +119,7 @@ fn run() -> io::Result<i32> {
             Err(e) => (InitReply::Failed(e.to_string()), None),
         },
     };
-    dmtcp_protocol::write_frame(&mut ctrl, &reply)
+    dmtcp_protocol::write_local_frame(&mut ctrl, &reply)
         .map_err(|e| io::Error::other(format!("control socket: {e}")))?;
     let Some(root) = root else { return Ok(127) };
     drop(ctrl);

@@ -11,9 +11,10 @@
 //! messages are sent from the other end, so they land in its receive queue
 //! in order.
 //!
-//! Not handled (such sockets stay `Unsupported`): a peer outside the
-//! computation, listening, unconnected, path-bound or abstract sockets, and
-//! non-unix families. File descriptors in flight (`SCM_RIGHTS`) and
+//! Not handled here: listeners (`listener`, `listen_again` below),
+//! connected pairs with a name (`netcapture`, `sockrestore`), and non-unix
+//! families. A peer outside the computation or an unconnected socket stays
+//! `Unsupported`. File descriptors in flight (`SCM_RIGHTS`) and
 //! credentials are dropped with a warning; zero-length datagrams in a queue
 //! cannot be seen by a peek with an offset and are lost.
 
@@ -85,7 +86,7 @@ pub struct UnixInfo {
     pub rqlen: u32,
 }
 
-fn os_err(what: String) -> io::Error {
+pub(crate) fn os_err(what: String) -> io::Error {
     let e = io::Error::last_os_error();
     io::Error::new(e.kind(), format!("{what}: {e}"))
 }
@@ -258,7 +259,7 @@ pub fn socket_inode(target: &str) -> Option<u64> {
         .ok()
 }
 
-fn peek_off(fd: RawFd) -> io::Result<libc::c_int> {
+pub(crate) fn peek_off(fd: RawFd) -> io::Result<libc::c_int> {
     let mut v: libc::c_int = 0;
     let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
     // SAFETY: v and len are live and sized for one c_int.
@@ -277,7 +278,7 @@ fn peek_off(fd: RawFd) -> io::Result<libc::c_int> {
     Ok(v)
 }
 
-fn set_peek_off(fd: RawFd, v: libc::c_int) -> io::Result<()> {
+pub(crate) fn set_peek_off(fd: RawFd, v: libc::c_int) -> io::Result<()> {
     // SAFETY: v is a live c_int of the size given.
     let r = unsafe {
         libc::setsockopt(

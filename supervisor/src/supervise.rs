@@ -63,9 +63,9 @@ pub fn start_nsinit(req: &InitRequest) -> io::Result<(HostPid, InitReply)> {
     let pid = crate::spawn::spawn_nsinit(&nsinit, &theirs)?;
     drop(theirs);
     let mut ours = ours;
-    dmtcp_protocol::write_frame(&mut ours, req)
+    dmtcp_protocol::write_local_frame(&mut ours, req)
         .map_err(|e| io::Error::other(format!("talking to dmtcp-nsinit: {e}")))?;
-    let reply: InitReply = match dmtcp_protocol::read_frame(&mut ours) {
+    let reply: InitReply = match dmtcp_protocol::read_local_frame(&mut ours) {
         Ok(r) => r,
         Err(e) => {
             let code = wait_nsinit(pid);

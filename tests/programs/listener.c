@@ -2,9 +2,9 @@
  * on a TCP listener (127.0.0.1, port picked at start) and another on a unix
  * listener (a path in the work dir) most of the time; EINTR from accept is
  * fatal. The main thread connects, sends n and expects n+1. After the last
- * restart the same addresses must accept new connections. (Connections
- * open at checkpoint time are not restored yet, so an exchange that breaks
- * is retried.) */
+ * restart the same addresses must accept new connections. (A connection
+ * still in a listener's accept queue at checkpoint time is not restored,
+ * so an exchange that breaks is retried.) */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>

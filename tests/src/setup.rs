@@ -42,6 +42,10 @@ pub const PROGRAMS: &[&str] = &[
     "counter_static",
     "incremental",
     "popen",
+    "tcp_stream",
+    "tcp_full",
+    "udp",
+    "unix_named",
 ];
 
 /// Target programs that are scripts (copied, not compiled).

@@ -12,8 +12,8 @@ use crate::MAX_FRAME;
 pub enum ProtocolError {
     #[error("i/o error: {0}")]
     Io(#[from] io::Error),
-    #[error("frame of {len} bytes exceeds the limit of {MAX_FRAME} bytes")]
-    TooLarge { len: u64 },
+    #[error("frame of {len} bytes exceeds the limit of {limit} bytes")]
+    TooLarge { len: u64, limit: u64 },
     #[error("malformed frame: {0}")]
     Decode(String),
     #[error("cannot encode frame: {0}")]
@@ -22,17 +22,43 @@ pub enum ProtocolError {
     Closed,
 }
 
-fn config() -> impl bincode::config::Config {
-    bincode::config::standard().with_limit::<{ MAX_FRAME as usize }>()
+/// Limit of [`write_local_frame`]/[`read_local_frame`]: the private socket
+/// between a supervisor and its nsinit carries whole restart plans, with
+/// the saved queues of pipes and sockets (a TCP connection alone may hold
+/// several MiB).
+pub const LOCAL_FRAME_LIMIT: u32 = 1 << 30;
+
+fn config<const L: usize>() -> impl bincode::config::Config {
+    bincode::config::standard().with_limit::<L>()
 }
 
 /// Encodes `msg` as one frame and writes it (one `write_all`, then flush).
 pub fn write_frame<W: Write, T: Serialize>(w: &mut W, msg: &T) -> Result<(), ProtocolError> {
-    let payload = bincode::serde::encode_to_vec(msg, config())
+    write_limited::<{ MAX_FRAME as usize }, W, T>(w, msg)
+}
+
+/// [`write_frame`] with [`LOCAL_FRAME_LIMIT`], for a trusted local peer.
+pub fn write_local_frame<W: Write, T: Serialize>(w: &mut W, msg: &T) -> Result<(), ProtocolError> {
+    write_limited::<{ LOCAL_FRAME_LIMIT as usize }, W, T>(w, msg)
+}
+
+/// [`read_frame`] with [`LOCAL_FRAME_LIMIT`], for a trusted local peer.
+pub fn read_local_frame<R: Read, T: DeserializeOwned>(r: &mut R) -> Result<T, ProtocolError> {
+    read_limited::<{ LOCAL_FRAME_LIMIT as usize }, R, T>(r)
+}
+
+fn write_limited<const L: usize, W: Write, T: Serialize>(
+    w: &mut W,
+    msg: &T,
+) -> Result<(), ProtocolError> {
+    let payload = bincode::serde::encode_to_vec(msg, config::<L>())
         .map_err(|e| ProtocolError::Encode(e.to_string()))?;
     let len = payload.len() as u64;
-    if len > u64::from(MAX_FRAME) {
-        return Err(ProtocolError::TooLarge { len });
+    if len > L as u64 {
+        return Err(ProtocolError::TooLarge {
+            len,
+            limit: L as u64,
+        });
     }
     let mut buf = Vec::with_capacity(4 + payload.len());
     buf.extend_from_slice(&(len as u32).to_le_bytes());
@@ -49,6 +75,12 @@ pub fn write_frame<W: Write, T: Serialize>(w: &mut W, msg: &T) -> Result<(), Pro
 /// A length above [`MAX_FRAME`] is refused before anything is allocated, and a
 /// payload with bytes left over after the message is [`ProtocolError::Decode`].
 pub fn read_frame<R: Read, T: DeserializeOwned>(r: &mut R) -> Result<T, ProtocolError> {
+    read_limited::<{ MAX_FRAME as usize }, R, T>(r)
+}
+
+fn read_limited<const L: usize, R: Read, T: DeserializeOwned>(
+    r: &mut R,
+) -> Result<T, ProtocolError> {
     let mut len_buf = [0u8; 4];
     let mut got = 0;
     while got < len_buf.len() {
@@ -66,8 +98,11 @@ pub fn read_frame<R: Read, T: DeserializeOwned>(r: &mut R) -> Result<T, Protocol
         }
     }
     let len = u32::from_le_bytes(len_buf);
-    if len > MAX_FRAME {
-        return Err(ProtocolError::TooLarge { len: len.into() });
+    if len as usize > L {
+        return Err(ProtocolError::TooLarge {
+            len: len.into(),
+            limit: L as u64,
+        });
     }
     // Grow as bytes arrive, so a lying length costs at most what was sent.
     let mut payload = Vec::new();
@@ -78,7 +113,7 @@ pub fn read_frame<R: Read, T: DeserializeOwned>(r: &mut R) -> Result<T, Protocol
             format!("truncated frame ({} of {len} bytes)", payload.len()),
         )));
     }
-    let (msg, used) = bincode::serde::decode_from_slice(&payload, config())
+    let (msg, used) = bincode::serde::decode_from_slice(&payload, config::<L>())
         .map_err(|e| ProtocolError::Decode(e.to_string()))?;
     if used != payload.len() {
         return Err(ProtocolError::Decode(format!(
@@ -259,7 +294,9 @@ mod tests {
         buf.extend_from_slice(&[0; 16]);
         let mut cur = Cursor::new(buf);
         let err = read_frame::<_, ToCoordinator>(&mut cur).unwrap_err();
-        assert!(matches!(err, ProtocolError::TooLarge { len } if len == u64::from(MAX_FRAME) + 1));
+        assert!(
+            matches!(err, ProtocolError::TooLarge { len, .. } if len == u64::from(MAX_FRAME) + 1)
+        );
         assert_eq!(cur.position(), 4, "payload must not be read");
         let huge = u32::MAX.to_le_bytes();
         assert!(matches!(
@@ -315,8 +352,11 @@ mod tests {
 
     #[test]
     fn trailing_bytes_refused() {
-        let mut payload =
-            bincode::serde::encode_to_vec(ToCoordinator::Exited { status: 0 }, config()).unwrap();
+        let mut payload = bincode::serde::encode_to_vec(
+            ToCoordinator::Exited { status: 0 },
+            config::<{ MAX_FRAME as usize }>(),
+        )
+        .unwrap();
         payload.push(0);
         let mut buf = (payload.len() as u32).to_le_bytes().to_vec();
         buf.extend_from_slice(&payload);

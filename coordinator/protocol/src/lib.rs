@@ -6,7 +6,7 @@
 pub mod frame;
 pub mod messages;
 
-pub use frame::{read_frame, write_frame, ProtocolError};
+pub use frame::{read_frame, read_local_frame, write_frame, write_local_frame, ProtocolError};
 pub use messages::*;
 
 /// Magic at the start of every [`Hello`].

@@ -144,6 +144,37 @@ pub fn describe(r: &ImageReader) -> String {
                     )
                 }
             ),
+            FdKind::TcpConn {
+                id,
+                end,
+                queued,
+                shut_wr,
+                ..
+            } => format!(
+                "tcp connection {id} end {end}, {} bytes queued{}",
+                queued.len(),
+                if *shut_wr {
+                    ", shut down for writing"
+                } else {
+                    ""
+                }
+            ),
+            FdKind::Udp { peer, queued, .. } => format!(
+                "udp socket{}, {} datagram(s) queued",
+                if peer.is_some() { " (connected)" } else { "" },
+                queued.len()
+            ),
+            FdKind::UnixNamedPair {
+                id,
+                end,
+                queued,
+                name,
+                ..
+            } => format!(
+                "named unix connection {id} end {end} ({} name bytes), {} message(s) queued",
+                name.len().saturating_sub(2),
+                queued.len()
+            ),
         };
         let _ = writeln!(s, "  {:>4}{cloexec} {what}", f.fd);
     }

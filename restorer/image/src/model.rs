@@ -267,6 +267,63 @@ pub enum FdKind {
         flags: i32,
         backlog: i32,
     },
+    /// One end of a TCP connection (IPv4 or IPv6) whose both ends are inside
+    /// the computation. `id` is the same on both ends (the smaller socket
+    /// inode at checkpoint time), `end` is 0 or 1. At restart the pair is
+    /// reconnected, each end bound to its original `local` address when
+    /// possible.
+    TcpConn {
+        id: u64,
+        end: u8,
+        family: i32,
+        /// Raw `sockaddr` of this end (`getsockname`) and of its peer.
+        local: Vec<u8>,
+        peer: Vec<u8>,
+        /// File status flags (`O_NONBLOCK`).
+        flags: i32,
+        /// Bytes waiting to be read on THIS end (its receive queue, plus
+        /// bytes the peer had queued but not yet delivered), recorded on
+        /// one fd of the end only.
+        queued: Vec<u8>,
+        /// This end had shut down writing (`FIN_WAIT1`/`FIN_WAIT2`).
+        shut_wr: bool,
+        nodelay: bool,
+        keepalive: bool,
+        reuseaddr: bool,
+        /// `SO_RCVBUF` and `SO_SNDBUF` as `getsockopt` returned them (the
+        /// kernel's doubled values). Put back only when a large queue made
+        /// restart enlarge the buffers.
+        rcvbuf: i32,
+        sndbuf: i32,
+    },
+    /// A UDP socket (IPv4 or IPv6), recreated bound to `local` (when it was
+    /// bound) and connected to `peer` (when it was connected).
+    Udp {
+        /// The socket's inode at checkpoint time (fds with the same id are
+        /// the same socket).
+        id: u64,
+        family: i32,
+        local: Vec<u8>,
+        peer: Option<Vec<u8>>,
+        flags: i32,
+        /// Datagrams waiting to be read, in order, as (raw source
+        /// `sockaddr`, payload); recorded on one fd of the socket only.
+        queued: Vec<(Vec<u8>, Vec<u8>)>,
+        reuseaddr: bool,
+    },
+    /// One end of a connected unix stream or seqpacket socket whose peer is
+    /// inside the computation and where at least one end has a name (path
+    /// or abstract), e.g. a client and the socket a listener accepted for
+    /// it. Fields as in `UnixPair`, plus each end's own raw `sockaddr_un`
+    /// (`getsockname`; just the family for an unnamed end).
+    UnixNamedPair {
+        id: u64,
+        end: u8,
+        sotype: i32,
+        flags: i32,
+        queued: Vec<Vec<u8>>,
+        name: Vec<u8>,
+    },
 }
 
 /// A memory mapping and its saved pages.
