@@ -93,7 +93,48 @@ fn shell_plan(r: &ImageReader) -> ShellPlan {
         umask: p.umask,
         rlimits: p.rlimits.clone(),
         fds: r.meta().fds.clone(),
+        ctty_pty: p.ctty.as_ref().and_then(|c| c.pty),
     }
+}
+
+/// The settings the computation's terminal had (saved from the first
+/// process on a terminal outside the computation), applied to the terminal
+/// dmtcp-restart runs on when it runs there in the foreground.
+fn restore_terminal_settings(images: &[ImageReader]) {
+    let Some(t) = images.iter().find_map(|r| {
+        let c = r.meta().process.ctty.as_ref()?;
+        c.pty.is_none().then_some(c.termios.as_ref()).flatten()
+    }) else {
+        return;
+    };
+    match dmtcp_supervisor::pty::apply_to_own_terminal(t) {
+        Ok(true) => tracing::debug!("terminal settings restored"),
+        Ok(false) => tracing::info!(
+            "terminal settings not restored: no controlling terminal, or not in its foreground"
+        ),
+        Err(e) => tracing::warn!("terminal settings not restored: {e}"),
+    }
+}
+
+/// Which process sets the foreground group of which terminal: for a pty of
+/// the computation its session leader; for the terminal outside, the first
+/// process that saw a group of the computation in the foreground.
+fn foreground_groups(images: &[ImageReader]) -> std::collections::HashMap<u32, u32> {
+    let mut out = std::collections::HashMap::new();
+    let mut outside_done = false;
+    for r in images {
+        let p = &r.meta().process;
+        let Some(c) = p.ctty.as_ref().filter(|c| c.fg_vpgid != 0) else {
+            continue;
+        };
+        if c.pty.is_some() && p.vsid == p.vpid {
+            out.insert(p.vpid, c.fg_vpgid);
+        } else if c.pty.is_none() && !outside_done && p.zombie.is_none() {
+            out.insert(p.vpid, c.fg_vpgid);
+            outside_done = true;
+        }
+    }
+    out
 }
 
 fn host_pid_of(nsinit: HostPid, vpid: i32) -> Option<HostPid> {
@@ -164,12 +205,15 @@ fn run() -> anyhow::Result<i32> {
             bail!("unexpected answer from dmtcp-nsinit: {other:?}");
         }
     }
+    restore_terminal_settings(&images);
+    let foreground = foreground_groups(&images);
     for r in images.iter().filter(|r| r.meta().process.zombie.is_none()) {
         let vpid = r.meta().process.vpid as i32;
+        let fg = foreground.get(&r.meta().process.vpid).copied();
         let res = host_pid_of(nsinit, vpid)
             .ok_or_else(|| anyhow!("shell for pid {vpid} not found"))
             .and_then(|pid| {
-                restore::restore_process(pid, r, &shared_memory).map_err(|e| anyhow!("{e}"))
+                restore::restore_process(pid, r, &shared_memory, fg).map_err(|e| anyhow!("{e}"))
             });
         if let Err(e) = res {
             kill_ns();

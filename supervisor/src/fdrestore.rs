@@ -65,19 +65,25 @@ pub fn add_epoll_watches(entries: &[FdEntry]) -> io::Result<()> {
 /// Flags that must not be replayed when re-opening.
 const CREATION: i32 = libc::O_CREAT | libc::O_TRUNC | libc::O_EXCL | libc::O_NOCTTY;
 
-/// Pipes and unix socket pairs of the computation, created once per id:
-/// pipes as (read end, write end), socket pairs as [end 0, end 1].
+/// Pipes, unix socket pairs and ptys of the computation, created once per
+/// id: pipes as (read end, write end), socket pairs as [end 0, end 1], ptys
+/// by pts number.
 #[derive(Default)]
 pub struct Pipes {
     made: HashMap<u64, (OwnedFd, OwnedFd)>,
     pairs: HashMap<u64, [OwnedFd; 2]>,
+    /// Ptys made inside the computation, by pts number at checkpoint.
+    ptys: crate::pty::Ptys,
 }
 
 impl Pipes {
     /// Creates every pipe and unix socket pair the entries name and puts
     /// their buffered bytes and queued messages back.
     pub fn create(entries: &[FdEntry]) -> io::Result<Pipes> {
-        let mut p = Pipes::default();
+        let mut p = Pipes {
+            ptys: crate::pty::Ptys::create(entries)?,
+            ..Pipes::default()
+        };
         for e in entries {
             if let FdKind::UnixPair {
                 id,
@@ -294,6 +300,8 @@ pub fn open_fd(e: &FdEntry, pipes: &Pipes) -> io::Result<OwnedFd> {
             }
             Ok(fd)
         }
+        FdKind::PtyMaster { index, flags, .. } => pipes.ptys.open(*index, false, *flags),
+        FdKind::PtySlave { index, flags } => pipes.ptys.open(*index, true, *flags),
         FdKind::Unsupported { what } => {
             eprintln!("dmtcp-restart: fd {} ({what}) cannot be restored yet; it is /dev/null now", e.fd);
             open("/dev/null", libc::O_RDWR, 0)

@@ -11,7 +11,13 @@
 //!   bytes are saved once, with the first read end seen;
 //! - a unix socket is one end of an internal pair when it is connected,
 //!   unnamed, and its peer (matched by inode through `sock_diag`) is held by
-//!   some process of the computation and has it as peer in turn.
+//!   some process of the computation and has it as peer in turn;
+//! - a pty is inside the computation when some process holds its master
+//!   (`/dev/ptmx`, whose fdinfo names the pts number); its state is saved
+//!   once, with the first master fd seen.
+//!
+//! It also maps process group ids as the supervisor sees them to the ids
+//! inside the namespace (for a terminal's foreground group).
 
 use std::collections::{HashMap, HashSet};
 use std::io;
@@ -49,6 +55,16 @@ pub struct FdContext {
     /// Socket inode -> (pair id, end, type) for internal unix pairs.
     unix_pairs: HashMap<u64, (u64, u8, i32)>,
     peeked_sockets: HashSet<u64>,
+    /// pts numbers of ptys whose master some process holds.
+    internal_ptys: HashSet<u32>,
+    captured_ptys: HashSet<u32>,
+    /// Host process group id -> the id inside the namespace.
+    vpgids: HashMap<i32, u32>,
+}
+
+/// Whether a link target is a pty master (`/dev/ptmx`, `/dev/pts/ptmx`).
+pub fn is_ptmx(target: &str) -> bool {
+    target == "/dev/ptmx" || target.ends_with("/pts/ptmx")
 }
 
 impl FdContext {
@@ -69,6 +85,21 @@ impl FdContext {
         };
         let mut unix: HashMap<u64, UnixInfo> = HashMap::new();
         for &pid in procs {
+            if let Some(pgid) = procfs::status(pid)
+                .ok()
+                .and_then(|kv| procfs::field(&kv, "NSpgid").map(str::to_owned))
+            {
+                let ids: Vec<i64> = pgid
+                    .split_whitespace()
+                    .filter_map(|v| v.parse().ok())
+                    .collect();
+                if let (Some(&host), Some(&inner), true) = (ids.first(), ids.last(), ids.len() > 1)
+                {
+                    if inner > 0 {
+                        ctx.vpgids.insert(host as i32, inner as u32);
+                    }
+                }
+            }
             for fd in procfs::fds(pid)? {
                 let Ok(target) = procfs::link(pid, &format!("fd/{fd}")) else {
                     continue;
@@ -90,6 +121,14 @@ impl FdContext {
                             Ok(None) => {}
                             Err(e) => tracing::warn!("pid {} fd {fd}: {e}", pid.0),
                         }
+                    }
+                }
+                if is_ptmx(&target) {
+                    if let Some(idx) = procfs::fdinfo_text(pid, fd)
+                        .ok()
+                        .and_then(|t| crate::pty::fdinfo_index(&t))
+                    {
+                        ctx.internal_ptys.insert(idx);
                     }
                 }
                 let reps = buckets.entry(target).or_default();
@@ -135,6 +174,24 @@ impl FdContext {
     /// socket's receive queue.
     pub fn claim_socket_queue(&mut self, ino: u64) -> bool {
         self.peeked_sockets.insert(ino)
+    }
+
+    /// True when some process of the computation holds the master of pty
+    /// `index`.
+    pub fn is_internal_pty(&self, index: u32) -> bool {
+        self.internal_ptys.contains(&index)
+    }
+
+    /// True the first time it is asked for a pty: that master fd saves the
+    /// pty's state.
+    pub fn claim_pty(&mut self, index: u32) -> bool {
+        self.captured_ptys.insert(index)
+    }
+
+    /// The id inside the namespace of host process group `pgid` (None when
+    /// no process of the computation is in it).
+    pub fn vpgid(&self, pgid: i32) -> Option<u32> {
+        self.vpgids.get(&pgid).copied()
     }
 }
 

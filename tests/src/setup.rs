@@ -40,6 +40,7 @@ pub const PROGRAMS: &[&str] = &[
     "churn",
     "listener",
     "counter_static",
+    "pty_pair",
 ];
 
 /// Target programs that are scripts (copied, not compiled).
