@@ -1,11 +1,14 @@
 /* pty_pair.c: a pty made inside the computation across checkpoint/restart,
  * used like `script` does:
- *   pty_pair (parent, holds the master) <--pty--> pty_pair-child
- * The child is the leader of its own session, with the slave as stdin,
- * stdout, stderr and controlling terminal; it answers every line
- * "REQ n" with "REP n" and checks, before each answer, that the slave is
- * still its controlling terminal (tcgetsid, tcgetpgrp, /dev/tty, ttyname,
- * /proc/self/stat tty_nr).
+ *   pty_pair (parent, holds the master) <--pty--> pty_pair-lead
+ *                                                   `- pty_pair-child
+ * The lead is the leader of its own session, with the slave as stdin,
+ * stdout, stderr and controlling terminal. Like a job-control shell it
+ * starts pty_pair-child in a process group of its own, makes that group the
+ * terminal's foreground group and waits for it. The child answers every
+ * line "REQ n" with "REP n" and checks, before each answer, that the slave
+ * is still its controlling terminal with its group in the foreground
+ * (tcgetsid, tcgetpgrp, /dev/tty, ttyname, /proc/self/stat tty_nr).
  * The parent keeps WINDOW requests in flight and always half of the next
  * one written (a partial line in the slave's canonical-mode buffer), so
  * bytes in flight both ways at checkpoint time must survive; replies must
@@ -40,15 +43,17 @@ static const char *ctty_problem(void) {
     struct stat s0, st;
     if (fstat(0, &s0))
         return "fstat(0)";
-    if (tcgetsid(0) != getpid())
-        return "tcgetsid(0) is not our session";
+    if (tcgetsid(0) != getsid(0) || getsid(0) != getppid())
+        return "tcgetsid(0) is not our session (led by our parent)";
+    if (getpgrp() != getpid())
+        return "we lead no process group";
     if (tcgetpgrp(0) != getpgrp())
         return "tcgetpgrp(0) is not our group";
     int t = open("/dev/tty", O_RDWR | O_NOCTTY);
     if (t < 0)
         return "no /dev/tty (no controlling terminal)";
     /* /dev/tty is its own device node: ask the terminal behind it. */
-    int same = tcgetsid(t) == getpid();
+    int same = tcgetsid(t) == getsid(0);
     close(t);
     if (!same)
         return "/dev/tty is not our session's terminal";
@@ -88,7 +93,22 @@ static void child(const char *slave_name, int master) {
     dup2(s, 2);
     if (s > 2)
         close(s);
+    prctl(PR_SET_NAME, "pty_pair-lead");
+    pid_t g = fork();
+    if (g < 0)
+        _exit(14);
+    setpgid(g, g); /* in both, whichever runs first */
+    if (g > 0) {
+        if (tcsetpgrp(0, g))
+            _exit(15);
+        int st;
+        if (waitpid(g, &st, 0) != g)
+            _exit(16);
+        _exit(WIFEXITED(st) ? WEXITSTATUS(st) : 17);
+    }
     prctl(PR_SET_NAME, "pty_pair-child");
+    while (tcgetpgrp(0) != getpgrp())
+        usleep(1000);
     char line[256];
     while (fgets(line, sizeof line, stdin)) {
         unsigned long n;
