@@ -44,7 +44,13 @@ pub const PROGRAMS: &[&str] = &[
 ];
 
 /// Target programs that are scripts (copied, not compiled).
-pub const SCRIPTS: &[&str] = &["py_threads", "pipeline", "py_subprocess"];
+pub const SCRIPTS: &[&str] = &[
+    "py_threads",
+    "pipeline",
+    "py_subprocess",
+    "tty_raw",
+    "on_pty",
+];
 
 /// Source directory of the test crate.
 pub fn crate_dir() -> PathBuf {

@@ -1,11 +1,13 @@
 //! Terminals: a pty pair made inside the computation comes back connected,
 //! with its settings, window size, bytes in flight both ways and the
-//! child's controlling terminal.
+//! child's controlling terminal; the settings of the user's terminal follow
+//! the computation to the terminal it is restarted on.
 
 use dmtcp_tests::{e2e_tests, Scenario, TestEnv};
 
 e2e_tests! {
     pty_pair => pty_pair_keeps_data_settings_and_ctty;
+    tty_raw => terminal_settings_follow_the_restart;
 }
 
 /// A `script`-like relay: the parent holds the master, a child in its own
@@ -13,4 +15,26 @@ e2e_tests! {
 /// numbered requests; nothing is lost or repeated across the restarts.
 fn pty_pair_keeps_data_settings_and_ctty(env: &mut TestEnv) {
     Scenario::new("pty_pair").run(env);
+}
+
+/// A program that put the user's terminal in raw mode (no echo, custom
+/// VMIN/VTIME and interrupt character) finds the same settings on the
+/// terminal dmtcp-restart runs on, and stays in its foreground group. Every
+/// launcher runs on a fresh pty of its own (`on_pty`), like in a terminal
+/// emulator.
+fn terminal_settings_follow_the_restart(env: &mut TestEnv) {
+    Scenario::new("tty_raw")
+        .image_name(&python_exe())
+        .wrapper("on_pty")
+        .run(env);
+}
+
+/// The interpreter's file name: a script's images are named after it.
+fn python_exe() -> String {
+    let python = std::fs::canonicalize("/usr/bin/python3").expect("/usr/bin/python3");
+    python
+        .file_name()
+        .expect("name")
+        .to_string_lossy()
+        .into_owned()
 }
