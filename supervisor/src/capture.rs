@@ -794,7 +794,8 @@ fn capture_fds(pid: HostPid, fdctx: &mut FdContext) -> io::Result<Vec<FdEntry>> 
                 if master {
                     let state = if fdctx.claim_pty(index) {
                         let dup = crate::sys::steal_fd(pid.0, fd)?;
-                        Some(crate::pty::capture(&dup).map_err(|e| {
+                        let slave_held = fdctx.holds_pty_slave(index);
+                        Some(crate::pty::capture(&dup, slave_held).map_err(|e| {
                             io::Error::new(
                                 e.kind(),
                                 format!("pty master fd {fd} (pts {index}): {e}"),

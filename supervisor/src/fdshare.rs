@@ -57,6 +57,8 @@ pub struct FdContext {
     peeked_sockets: HashSet<u64>,
     /// pts numbers of ptys whose master some process holds.
     internal_ptys: HashSet<u32>,
+    /// pts numbers of slaves some process holds.
+    held_slaves: HashSet<u32>,
     captured_ptys: HashSet<u32>,
     /// Host process group id -> the id inside the namespace.
     vpgids: HashMap<i32, u32>,
@@ -131,6 +133,12 @@ impl FdContext {
                         ctx.internal_ptys.insert(idx);
                     }
                 }
+                if let Some(idx) = target
+                    .strip_prefix("/dev/pts/")
+                    .and_then(|n| n.parse().ok())
+                {
+                    ctx.held_slaves.insert(idx);
+                }
                 let reps = buckets.entry(target).or_default();
                 let id = match reps.iter().find(|(r, _)| same_description(*r, (pid, fd))) {
                     Some((_, id)) => *id,
@@ -180,6 +188,12 @@ impl FdContext {
     /// `index`.
     pub fn is_internal_pty(&self, index: u32) -> bool {
         self.internal_ptys.contains(&index)
+    }
+
+    /// True when some process of the computation holds the slave of pty
+    /// `index`.
+    pub fn holds_pty_slave(&self, index: u32) -> bool {
+        self.held_slaves.contains(&index)
     }
 
     /// True the first time it is asked for a pty: that master fd saves the

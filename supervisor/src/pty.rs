@@ -153,9 +153,9 @@ pub fn open_slave(master: RawFd, flags: i32) -> io::Result<OwnedFd> {
     Ok(fd)
 }
 
-/// True when `fd` can be read without blocking (poll with no timeout; a
-/// tty's poll also pushes bytes the kernel has not handed to it yet).
-fn readable(fd: RawFd) -> io::Result<bool> {
+/// The poll events of `fd` now (no timeout; a tty's poll also pushes
+/// bytes the kernel has not handed to it yet).
+fn poll_now(fd: RawFd) -> io::Result<libc::c_short> {
     let mut p = libc::pollfd {
         fd,
         events: libc::POLLIN,
@@ -166,7 +166,12 @@ fn readable(fd: RawFd) -> io::Result<bool> {
     if r < 0 {
         return Err(os_err("poll"));
     }
-    Ok(r > 0 && p.revents & libc::POLLIN != 0)
+    Ok(if r > 0 { p.revents } else { 0 })
+}
+
+/// True when `fd` can be read without blocking.
+fn readable(fd: RawFd) -> io::Result<bool> {
+    Ok(poll_now(fd)? & libc::POLLIN != 0)
 }
 
 /// Reads whatever `fd` holds now. With `packet`, every read starts with a
@@ -239,15 +244,19 @@ fn put_in_flight(
 /// flight both ways. The bytes are put back at once, so the pty is left as
 /// it was found. A partial line in canonical mode is read by switching
 /// canonical mode off for the moment.
-pub fn capture(master: &OwnedFd) -> io::Result<PtyState> {
+///
+/// Putting bytes back needs a slave fd of our own. Opening one is harmless
+/// only while the computation holds the slave (`slave_held`): closing the
+/// last slave fd hangs the master up, which a pty whose slave was never
+/// opened must not see. Otherwise the bytes in flight are not saved.
+pub fn capture(master: &OwnedFd, slave_held: bool) -> io::Result<PtyState> {
     let m = master.as_raw_fd();
     let settings = termios(m)?;
     let packet = ioctl_get_int(m, libc::TIOCGPKT, "ioctl(TIOCGPKT)")? != 0;
     let locked = ioctl_get_int(m, libc::TIOCGPTLCK, "ioctl(TIOCGPTLCK)")? != 0;
     let winsize = winsize(m)?;
-    if locked {
-        // Nobody can have opened the slave: nothing can be in flight
-        // (unless it was locked again after use; those bytes stay behind).
+    let hangup = !slave_held && poll_now(m)? & libc::POLLHUP != 0;
+    if locked || !slave_held {
         return Ok(PtyState {
             termios: settings,
             winsize,
@@ -255,6 +264,7 @@ pub fn capture(master: &OwnedFd) -> io::Result<PtyState> {
             locked,
             output: Vec::new(),
             input: Vec::new(),
+            hangup,
         });
     }
     let output = drain(m, packet)?;
@@ -276,6 +286,7 @@ pub fn capture(master: &OwnedFd) -> io::Result<PtyState> {
         locked,
         output,
         input,
+        hangup,
     })
 }
 
@@ -297,10 +308,10 @@ fn open_ptmx() -> io::Result<OwnedFd> {
 }
 
 /// The ptys of a computation, made again at restart: pts number at
-/// checkpoint -> (master, slave).
+/// checkpoint -> master.
 #[derive(Default)]
 pub struct Ptys {
-    made: HashMap<u32, (OwnedFd, OwnedFd)>,
+    made: HashMap<u32, OwnedFd>,
 }
 
 impl Ptys {
@@ -333,8 +344,7 @@ impl Ptys {
                 fillers.push(m);
             };
             ioctl_set_int(master.as_raw_fd(), libc::TIOCSPTLCK, 0, "unlockpt")?;
-            let slave = open_slave(master.as_raw_fd(), libc::O_RDWR)?;
-            ptys.made.insert(want, (master, slave));
+            ptys.made.insert(want, master);
         }
         drop(fillers);
         for e in entries {
@@ -352,9 +362,14 @@ impl Ptys {
     }
 
     fn restore_state(&self, index: u32, st: &PtyState) -> io::Result<()> {
-        let (master, slave) = &self.made[&index];
-        let (m, s) = (master.as_raw_fd(), slave.as_raw_fd());
-        put_in_flight(m, s, &st.termios, &st.output, &st.input)?;
+        let m = self.made[&index].as_raw_fd();
+        // A slave fd of our own only when needed: closing it hangs the
+        // master up (wanted when it was hung up, and harmless when the
+        // processes hold slave fds of their own).
+        if !st.output.is_empty() || !st.input.is_empty() || st.hangup {
+            let slave = open_slave(m, libc::O_RDWR)?;
+            put_in_flight(m, slave.as_raw_fd(), &st.termios, &st.output, &st.input)?;
+        }
         set_termios(m, &st.termios)?;
         set_winsize(m, st.winsize)?;
         ioctl_set_int(m, libc::TIOCPKT, st.packet as libc::c_int, "ioctl(TIOCPKT)")?;
@@ -367,7 +382,7 @@ impl Ptys {
     /// An fd for a saved master or slave entry: the master itself (a pty
     /// has one master description) or a new description of the slave.
     pub fn open(&self, index: u32, slave: bool, flags: i32) -> io::Result<OwnedFd> {
-        let (m, _) = self
+        let m = self
             .made
             .get(&index)
             .ok_or_else(|| io::Error::other(format!("pty {index} was not created")))?;
@@ -470,7 +485,7 @@ mod tests {
         write_all(m.as_raw_fd(), b"one\ntwo\npart", "master").unwrap();
         write_all(s.as_raw_fd(), b"out\n", "slave").unwrap();
 
-        let st = capture(&m).unwrap();
+        let st = capture(&m, true).unwrap();
         assert_eq!(st.input, b"one\ntwo\npart");
         assert_eq!(st.output, b"out\r\n");
         assert_eq!(st.termios, t);
@@ -500,6 +515,7 @@ mod tests {
             locked: false,
             output: b"out\r\n".to_vec(),
             input: b"in\npar".to_vec(),
+            hangup: false,
         };
         let entries = [FdEntry {
             fd: 3,
@@ -522,5 +538,35 @@ mod tests {
         assert_eq!(read_now(m.as_raw_fd()), b"out\r\n");
         assert_eq!(read_now(s.as_raw_fd()), b"in\n");
         assert_eq!(read_now(s.as_raw_fd()), b"");
+    }
+
+    #[test]
+    fn a_slave_never_opened_stays_unopened_and_a_hangup_is_kept() {
+        let m = open_ptmx().unwrap();
+        ioctl_set_int(m.as_raw_fd(), libc::TIOCSPTLCK, 0, "unlockpt").unwrap();
+        let st = capture(&m, false).unwrap();
+        assert!(!st.hangup);
+        assert_eq!(poll_now(m.as_raw_fd()).unwrap() & libc::POLLHUP, 0);
+        drop(open_slave(m.as_raw_fd(), libc::O_RDWR).unwrap());
+        let hung = capture(&m, false).unwrap();
+        assert!(hung.hangup);
+
+        let entry = |index, state| FdEntry {
+            fd: 3,
+            cloexec: false,
+            desc: 1,
+            kind: FdKind::PtyMaster {
+                index,
+                flags: libc::O_RDWR,
+                state: Some(state),
+            },
+        };
+        let a = index(m.as_raw_fd()).unwrap();
+        let b = a + 1;
+        drop(m);
+        let ptys = Ptys::create(&[entry(a, st), entry(b, hung)]).unwrap();
+        let (ma, mb) = (&ptys.made[&a], &ptys.made[&b]);
+        assert_eq!(poll_now(ma.as_raw_fd()).unwrap() & libc::POLLHUP, 0);
+        assert_ne!(poll_now(mb.as_raw_fd()).unwrap() & libc::POLLHUP, 0);
     }
 }

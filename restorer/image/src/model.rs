@@ -128,6 +128,9 @@ pub struct PtyState {
     /// Bytes written to the master and not yet read from the slave
     /// (complete lines and a partial line in canonical mode).
     pub input: Vec<u8>,
+    /// The slave was opened and every fd of it closed again: reading the
+    /// master fails with EIO until it is opened again.
+    pub hangup: bool,
 }
 
 /// One POSIX timer.
