@@ -627,7 +627,9 @@ fn reap_in(parent: HostPid, vpid: i32) -> io::Result<()> {
 }
 
 /// (pts number, is master) when the fd is either side of a pty whose
-/// master is held inside the computation.
+/// master is held inside the computation. `/dev/tty` opened on such a pty
+/// counts as its slave (it is restored as a slave fd: the process has no
+/// controlling terminal yet when nsinit opens the fds).
 fn internal_pty(
     pid: HostPid,
     fd: i32,
@@ -638,6 +640,12 @@ fn internal_pty(
     let (index, master) = if crate::fdshare::is_ptmx(target) {
         let info = procfs::fdinfo_text(pid, fd).ok()?;
         (crate::pty::fdinfo_index(&info)?, true)
+    } else if rdev == libc::makedev(5, 0) {
+        let dup = crate::sys::steal_fd(pid.0, fd).ok()?;
+        (
+            crate::pty::pts_index(crate::pty::device_of(dup.as_raw_fd()).ok()?)?,
+            false,
+        )
     } else {
         (crate::pty::pts_index(rdev)?, false)
     };
@@ -810,7 +818,11 @@ fn capture_fds(pid: HostPid, fdctx: &mut FdContext) -> io::Result<Vec<FdEntry>> 
                         state,
                     }
                 } else {
-                    FdKind::PtySlave { index, flags }
+                    FdKind::PtySlave {
+                        index,
+                        flags,
+                        dev_tty: target == "/dev/tty",
+                    }
                 }
             } else if is_chr && is_tty(&target) && fd <= 2 {
                 FdKind::Inherit {

@@ -301,7 +301,7 @@ pub fn open_fd(e: &FdEntry, pipes: &Pipes) -> io::Result<OwnedFd> {
             Ok(fd)
         }
         FdKind::PtyMaster { index, flags, .. } => pipes.ptys.open(*index, false, *flags),
-        FdKind::PtySlave { index, flags } => pipes.ptys.open(*index, true, *flags),
+        FdKind::PtySlave { index, flags, .. } => pipes.ptys.open(*index, true, *flags),
         FdKind::Unsupported { what } => {
             eprintln!("dmtcp-restart: fd {} ({what}) cannot be restored yet; it is /dev/null now", e.fd);
             open("/dev/null", libc::O_RDWR, 0)

@@ -408,6 +408,7 @@ fn shell_main(u: &Universe, i: usize) -> ! {
             placed.push((e.fd, fd, e.cloexec));
         }
         let ready = place_fds(placed, ready_fd)?;
+        reopen_dev_tty(&plan.fds)?;
         set_rlimits(&plan.rlimits);
         crate::fdrestore::add_epoll_watches(&plan.fds)?;
         Ok(ready)
@@ -456,6 +457,34 @@ fn take_controlling_pty(u: &Universe, index: u32) -> io::Result<()> {
         .ok_or_else(|| io::Error::other(format!("controlling terminal: no fd of pty {index}")))?;
     let slave = crate::pty::open_slave(master, libc::O_RDWR)?;
     crate::pty::set_controlling(slave.as_raw_fd())
+}
+
+/// Fds that were `/dev/tty` on a pty of the computation were placed as
+/// descriptions of its slave; now that the process has its controlling
+/// terminal they become `/dev/tty` again (each its own description). If
+/// the process has no controlling terminal, the slave fd stays.
+fn reopen_dev_tty(fds: &[FdEntry]) -> io::Result<()> {
+    for e in fds {
+        let dmtcp_image::FdKind::PtySlave {
+            flags,
+            dev_tty: true,
+            ..
+        } = e.kind
+        else {
+            continue;
+        };
+        let path = CString::new("/dev/tty").expect("no NUL");
+        let keep = flags & !(libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC | libc::O_NOCTTY);
+        // SAFETY: path is a valid C string; open returns a fresh fd or -1.
+        let fd = unsafe { libc::open(path.as_ptr(), keep | libc::O_NOCTTY | libc::O_CLOEXEC) };
+        if fd < 0 {
+            continue;
+        }
+        // SAFETY: fd was just returned by open and nothing else owns it.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        crate::sys::dup3(fd.as_raw_fd(), e.fd, e.cloexec)?;
+    }
+    Ok(())
 }
 
 /// Ends the calling process with wait status `status`.

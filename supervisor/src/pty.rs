@@ -438,6 +438,17 @@ pub fn apply_to_own_terminal(s: &Termios) -> io::Result<bool> {
     Ok(true)
 }
 
+/// The device number of the terminal behind `fd` (`TIOCGDEV`; for
+/// `/dev/tty`, the controlling terminal it was opened on).
+pub fn device_of(fd: RawFd) -> io::Result<u64> {
+    let mut dev: libc::c_uint = 0;
+    // SAFETY: TIOCGDEV writes one unsigned int into dev, a live local.
+    if unsafe { libc::ioctl(fd, libc::TIOCGDEV, &mut dev) } < 0 {
+        return Err(os_err("ioctl(TIOCGDEV)"));
+    }
+    Ok(dev as u64)
+}
+
 /// `major:minor` of a pts device -> its number (Unix98 ptys use majors
 /// 136-143, 256 minors each).
 pub fn pts_index(rdev: u64) -> Option<u32> {

@@ -8,7 +8,8 @@
  * terminal's foreground group and waits for it. The child answers every
  * line "REQ n" with "REP n" and checks, before each answer, that the slave
  * is still its controlling terminal with its group in the foreground
- * (tcgetsid, tcgetpgrp, /dev/tty, ttyname, /proc/self/stat tty_nr).
+ * (tcgetsid, tcgetpgrp, /dev/tty opened anew and an fd on /dev/tty kept
+ * open since the start, ttyname, /proc/self/stat tty_nr).
  * The parent keeps WINDOW requests in flight and always half of the next
  * one written (a partial line in the slave's canonical-mode buffer), so
  * bytes in flight both ways at checkpoint time must survive; replies must
@@ -25,6 +26,7 @@
 #include <sys/ioctl.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/wait.h>
 #include <termios.h>
 #include <unistd.h>
@@ -36,6 +38,8 @@
 #define COLS 101
 
 /* ---- child: the program running on the slave ---- */
+
+static int dev_tty = -1; /* /dev/tty, opened once at the start */
 
 /* Empty when the controlling terminal is right, else what is wrong. */
 static const char *ctty_problem(void) {
@@ -57,6 +61,10 @@ static const char *ctty_problem(void) {
     close(t);
     if (!same)
         return "/dev/tty is not our session's terminal";
+    if (tcgetsid(dev_tty) != getsid(0) || tcgetpgrp(dev_tty) != getpgrp())
+        return "the fd on /dev/tty kept open is not our terminal";
+    if (fstat(dev_tty, &st) || st.st_rdev != makedev(5, 0))
+        return "the fd on /dev/tty kept open is no longer /dev/tty";
     char name[64];
     if (ttyname_r(0, name, sizeof name))
         return "ttyname(0) failed";
@@ -109,6 +117,9 @@ static void child(const char *slave_name, int master) {
     prctl(PR_SET_NAME, "pty_pair-child");
     while (tcgetpgrp(0) != getpgrp())
         usleep(1000);
+    dev_tty = open("/dev/tty", O_RDWR);
+    if (dev_tty < 0)
+        _exit(18);
     char line[256];
     while (fgets(line, sizeof line, stdin)) {
         unsigned long n;

@@ -163,9 +163,14 @@ pub fn describe(r: &ImageReader) -> String {
                 ),
                 None => format!("pty master (pts {index})"),
             },
-            FdKind::PtySlave { index, flags } => {
-                format!("pty slave /dev/pts/{index} flags {flags:#o}")
-            }
+            FdKind::PtySlave {
+                index,
+                flags,
+                dev_tty,
+            } => format!(
+                "pty slave /dev/pts/{index}{} flags {flags:#o}",
+                if *dev_tty { " (as /dev/tty)" } else { "" }
+            ),
         };
         let _ = writeln!(s, "  {:>4}{cloexec} {what}", f.fd);
     }

@@ -316,7 +316,13 @@ pub enum FdKind {
         state: Option<PtyState>,
     },
     /// The slave (`/dev/pts/N`) of a pty whose master is in the computation.
-    PtySlave { index: u32, flags: i32 },
+    /// `dev_tty`: the fd was opened as `/dev/tty` (the controlling terminal)
+    /// and is opened so again at restart once the process has its terminal.
+    PtySlave {
+        index: u32,
+        flags: i32,
+        dev_tty: bool,
+    },
 }
 
 /// A memory mapping and its saved pages.
