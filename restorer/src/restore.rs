@@ -798,15 +798,21 @@ fn restore_thread_state(
         .map_err(|e| err(tid, "set_robust_list", e))?;
     }
     let (sp, flags, size) = t.sigaltstack;
-    if flags & libc::SS_DISABLE == 0 && sp != 0 {
-        let mut b = Vec::new();
-        b.extend_from_slice(&sp.to_ne_bytes());
-        b.extend_from_slice(&((flags & !libc::SS_ONSTACK) as u64).to_ne_bytes());
-        b.extend_from_slice(&size.to_ne_bytes());
-        let a = put_scratch(mem, tramp, &b)?;
-        inj.syscall(libc::SYS_sigaltstack, [a, 0, 0, 0, 0, 0])
-            .map_err(|e| err(tid, "sigaltstack", e))?;
-    }
+    // Without a saved alternate stack it is disabled explicitly: the
+    // shell's leader inherited nsinit's (the Rust runtime's guard stack,
+    // unmapped by now), and a handler with SA_ONSTACK would run on it.
+    let (sp, flags, size) = if flags & libc::SS_DISABLE == 0 && sp != 0 {
+        (sp, flags & !libc::SS_ONSTACK, size)
+    } else {
+        (0, libc::SS_DISABLE, 0)
+    };
+    let mut b = Vec::new();
+    b.extend_from_slice(&sp.to_ne_bytes());
+    b.extend_from_slice(&(flags as u64).to_ne_bytes());
+    b.extend_from_slice(&size.to_ne_bytes());
+    let a = put_scratch(mem, tramp, &b)?;
+    inj.syscall(libc::SYS_sigaltstack, [a, 0, 0, 0, 0, 0])
+        .map_err(|e| err(tid, "sigaltstack", e))?;
     if let Some(r) = t.rseq {
         inj.syscall(
             libc::SYS_rseq,
