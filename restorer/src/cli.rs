@@ -99,20 +99,30 @@ fn shell_plan(r: &ImageReader) -> ShellPlan {
 
 /// The settings the computation's terminal had (saved from the first
 /// process on a terminal outside the computation), applied to the terminal
-/// dmtcp-restart runs on when it runs there in the foreground.
-fn restore_terminal_settings(images: &[ImageReader]) {
+/// dmtcp-restart runs on when it runs there in the foreground. Returns
+/// whether they were.
+fn restore_terminal_settings(images: &[ImageReader]) -> bool {
     let Some(t) = images.iter().find_map(|r| {
         let c = r.meta().process.ctty.as_ref()?;
         c.pty.is_none().then_some(c.termios.as_ref()).flatten()
     }) else {
-        return;
+        return false;
     };
     match dmtcp_supervisor::pty::apply_to_own_terminal(t) {
-        Ok(true) => tracing::debug!("terminal settings restored"),
-        Ok(false) => tracing::info!(
-            "terminal settings not restored: no controlling terminal, or not in its foreground"
-        ),
-        Err(e) => tracing::warn!("terminal settings not restored: {e}"),
+        Ok(true) => {
+            tracing::debug!("terminal settings restored");
+            true
+        }
+        Ok(false) => {
+            tracing::info!(
+                "terminal settings not restored: no controlling terminal, or not in its foreground"
+            );
+            false
+        }
+        Err(e) => {
+            tracing::warn!("terminal settings not restored: {e}");
+            false
+        }
     }
 }
 
@@ -205,7 +215,7 @@ fn run() -> anyhow::Result<i32> {
             bail!("unexpected answer from dmtcp-nsinit: {other:?}");
         }
     }
-    restore_terminal_settings(&images);
+    let on_terminal = restore_terminal_settings(&images);
     let foreground = foreground_groups(&images);
     for r in images.iter().filter(|r| r.meta().process.zombie.is_none()) {
         let vpid = r.meta().process.vpid as i32;
@@ -218,6 +228,13 @@ fn run() -> anyhow::Result<i32> {
         if let Err(e) = res {
             kill_ns();
             return Err(e.context(format!("{}", r.path().display())));
+        }
+    }
+    if on_terminal {
+        // Another terminal, maybe of another size: full-screen programs
+        // redraw on SIGWINCH.
+        if let Err(e) = dmtcp_supervisor::pty::signal_foreground(libc::SIGWINCH) {
+            tracing::warn!("SIGWINCH to the foreground group: {e}");
         }
     }
     let session = Session::new(cfg, nsinit, conn, computation);

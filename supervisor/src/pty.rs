@@ -412,10 +412,8 @@ pub fn set_controlling(fd: RawFd) -> io::Result<()> {
     Ok(())
 }
 
-/// Applies saved settings to the controlling terminal of the calling
-/// process (`/dev/tty`) if it has one and is in its foreground group.
-/// Returns whether they were applied.
-pub fn apply_to_own_terminal(s: &Termios) -> io::Result<bool> {
+/// The calling process's controlling terminal (`/dev/tty`), if it has one.
+fn own_terminal() -> Option<OwnedFd> {
     let path = CString::new("/dev/tty").expect("no NUL");
     // SAFETY: path is a valid C string; open returns a fresh fd or -1.
     let fd = unsafe {
@@ -424,11 +422,35 @@ pub fn apply_to_own_terminal(s: &Termios) -> io::Result<bool> {
             libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC,
         )
     };
-    if fd < 0 {
-        return Ok(false); // no controlling terminal
-    }
     // SAFETY: fd was just returned by open and nothing else owns it.
-    let tty = unsafe { OwnedFd::from_raw_fd(fd) };
+    (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Sends `sig` to the foreground process group of the calling process's
+/// controlling terminal (nothing without one).
+pub fn signal_foreground(sig: i32) -> io::Result<()> {
+    let Some(tty) = own_terminal() else {
+        return Ok(());
+    };
+    // SAFETY: tcgetpgrp takes no pointers.
+    let pgrp = unsafe { libc::tcgetpgrp(tty.as_raw_fd()) };
+    if pgrp <= 0 {
+        return Err(os_err("tcgetpgrp"));
+    }
+    // SAFETY: kill with integer arguments.
+    if unsafe { libc::kill(-pgrp, sig) } < 0 {
+        return Err(os_err(format!("kill(-{pgrp}, {sig})")));
+    }
+    Ok(())
+}
+
+/// Applies saved settings to the controlling terminal of the calling
+/// process (`/dev/tty`) if it has one and is in its foreground group.
+/// Returns whether they were applied.
+pub fn apply_to_own_terminal(s: &Termios) -> io::Result<bool> {
+    let Some(tty) = own_terminal() else {
+        return Ok(false);
+    };
     // SAFETY: tcgetpgrp/getpgrp take no pointers.
     let foreground = unsafe { libc::tcgetpgrp(tty.as_raw_fd()) == libc::getpgrp() };
     if !foreground {

@@ -3,7 +3,7 @@
 //! child's controlling terminal; the settings of the user's terminal follow
 //! the computation to the terminal it is restarted on.
 
-use dmtcp_tests::{e2e_tests, Scenario, TestEnv};
+use dmtcp_tests::{e2e_tests, Mode, Scenario, TestEnv};
 
 e2e_tests! {
     pty_pair => pty_pair_keeps_data_settings_and_ctty;
@@ -21,11 +21,16 @@ fn pty_pair_keeps_data_settings_and_ctty(env: &mut TestEnv) {
 /// VMIN/VTIME and interrupt character) finds the same settings on the
 /// terminal dmtcp-restart runs on, and stays in its foreground group. Every
 /// launcher runs on a fresh pty of its own (`on_pty`), like in a terminal
-/// emulator.
+/// emulator. Every restart also sends the program a SIGWINCH.
 fn terminal_settings_follow_the_restart(env: &mut TestEnv) {
-    Scenario::new("tty_raw")
-        .image_name(&python_exe())
+    let sc = Scenario::new("tty_raw");
+    let restarts = match sc.mode {
+        Mode::Rounds(n) => n,
+        Mode::Bare | Mode::NoRestart => 0,
+    };
+    sc.image_name(&python_exe())
         .wrapper("on_pty")
+        .env("TTY_RAW_MIN_WINCH", &restarts.to_string())
         .run(env);
 }
 
