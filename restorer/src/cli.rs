@@ -128,10 +128,12 @@ fn restore_terminal_settings(images: &[ImageReader]) -> bool {
 
 /// Which process sets the foreground group of which terminal: for a pty of
 /// the computation its session leader; for the terminal outside, the first
-/// process that saw a group of the computation in the foreground.
+/// process that saw a group of the computation in the foreground, and only
+/// when dmtcp-restart itself runs in its terminal's foreground (a restart
+/// in the background must not take the terminal from the shell).
 fn foreground_groups(images: &[ImageReader]) -> std::collections::HashMap<u32, u32> {
     let mut out = std::collections::HashMap::new();
-    let mut outside_done = false;
+    let mut outside_done = !dmtcp_supervisor::pty::in_foreground();
     for r in images {
         let p = &r.meta().process;
         let Some(c) = p.ctty.as_ref().filter(|c| c.fg_vpgid != 0) else {

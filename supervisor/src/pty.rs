@@ -444,6 +444,17 @@ pub fn signal_foreground(sig: i32) -> io::Result<()> {
     Ok(())
 }
 
+/// Whether the calling process has a controlling terminal and is in its
+/// foreground process group.
+pub fn in_foreground() -> bool {
+    own_terminal().is_some_and(|tty| is_foreground(&tty))
+}
+
+fn is_foreground(tty: &OwnedFd) -> bool {
+    // SAFETY: tcgetpgrp/getpgrp take no pointers.
+    unsafe { libc::tcgetpgrp(tty.as_raw_fd()) == libc::getpgrp() }
+}
+
 /// Applies saved settings to the controlling terminal of the calling
 /// process (`/dev/tty`) if it has one and is in its foreground group.
 /// Returns whether they were applied.
@@ -451,9 +462,7 @@ pub fn apply_to_own_terminal(s: &Termios) -> io::Result<bool> {
     let Some(tty) = own_terminal() else {
         return Ok(false);
     };
-    // SAFETY: tcgetpgrp/getpgrp take no pointers.
-    let foreground = unsafe { libc::tcgetpgrp(tty.as_raw_fd()) == libc::getpgrp() };
-    if !foreground {
+    if !is_foreground(&tty) {
         return Ok(false);
     }
     set_termios(tty.as_raw_fd(), s)?;

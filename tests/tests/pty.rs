@@ -8,6 +8,7 @@ use dmtcp_tests::{e2e_tests, Mode, Scenario, TestEnv};
 e2e_tests! {
     pty_pair => pty_pair_keeps_data_settings_and_ctty;
     tty_raw => terminal_settings_follow_the_restart;
+    tty_own_group => terminal_foreground_group_follows_the_restart;
 }
 
 /// A `script`-like relay: the parent holds the master, a child in its own
@@ -23,6 +24,17 @@ fn pty_pair_keeps_data_settings_and_ctty(env: &mut TestEnv) {
 /// launcher runs on a fresh pty of its own (`on_pty`), like in a terminal
 /// emulator. Every restart also sends the program a SIGWINCH.
 fn terminal_settings_follow_the_restart(env: &mut TestEnv) {
+    tty_raw_scenario().run(env);
+}
+
+/// The same program in a process group of its own that it made the
+/// terminal's foreground group (as a job-control shell under dmtcp-run
+/// does for a job): that group is the foreground group after restart.
+fn terminal_foreground_group_follows_the_restart(env: &mut TestEnv) {
+    tty_raw_scenario().env("TTY_RAW_OWN_GROUP", "1").run(env);
+}
+
+fn tty_raw_scenario() -> Scenario {
     let sc = Scenario::new("tty_raw");
     let restarts = match sc.mode {
         Mode::Rounds(n) => n,
@@ -31,7 +43,6 @@ fn terminal_settings_follow_the_restart(env: &mut TestEnv) {
     sc.image_name(&python_exe())
         .wrapper("on_pty")
         .env("TTY_RAW_MIN_WINCH", &restarts.to_string())
-        .run(env);
 }
 
 /// The interpreter's file name: a script's images are named after it.
