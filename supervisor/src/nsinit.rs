@@ -473,16 +473,9 @@ fn reopen_dev_tty(fds: &[FdEntry]) -> io::Result<()> {
         else {
             continue;
         };
-        let path = CString::new("/dev/tty").expect("no NUL");
-        let keep = flags & !(libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC | libc::O_NOCTTY);
-        // SAFETY: path is a valid C string; open returns a fresh fd or -1.
-        let fd = unsafe { libc::open(path.as_ptr(), keep | libc::O_NOCTTY | libc::O_CLOEXEC) };
-        if fd < 0 {
-            continue;
+        if let Some(fd) = crate::pty::open_controlling(flags) {
+            crate::sys::dup3(fd.as_raw_fd(), e.fd, e.cloexec)?;
         }
-        // SAFETY: fd was just returned by open and nothing else owns it.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        crate::sys::dup3(fd.as_raw_fd(), e.fd, e.cloexec)?;
     }
     Ok(())
 }

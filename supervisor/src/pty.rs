@@ -412,18 +412,20 @@ pub fn set_controlling(fd: RawFd) -> io::Result<()> {
     Ok(())
 }
 
-/// The calling process's controlling terminal (`/dev/tty`), if it has one.
-fn own_terminal() -> Option<OwnedFd> {
+/// Opens the calling process's controlling terminal (`/dev/tty`) with
+/// `flags` (creation flags dropped; close-on-exec), if it has one.
+pub fn open_controlling(flags: i32) -> Option<OwnedFd> {
     let path = CString::new("/dev/tty").expect("no NUL");
+    let flags = (flags & !(libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC)) | libc::O_NOCTTY;
     // SAFETY: path is a valid C string; open returns a fresh fd or -1.
-    let fd = unsafe {
-        libc::open(
-            path.as_ptr(),
-            libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC,
-        )
-    };
+    let fd = unsafe { libc::open(path.as_ptr(), flags | libc::O_CLOEXEC) };
     // SAFETY: fd was just returned by open and nothing else owns it.
     (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// The calling process's controlling terminal, if it has one.
+fn own_terminal() -> Option<OwnedFd> {
+    open_controlling(libc::O_RDWR)
 }
 
 /// Sends `sig` to the foreground process group of the calling process's
