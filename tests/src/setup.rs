@@ -198,16 +198,15 @@ fn compile_programs() -> Result<PathBuf> {
             Some(base) => (base, &["-static"]),
             None => (prog, &[]),
         };
-        let result = Command::new(&cc)
-            .args(extra)
+        let mut cmd = Command::new(&cc);
+        cmd.args(extra)
             .args(["-O1", "-g", "-Wall", "-Wextra", "-pthread", "-I"])
             .arg(workspace_dir().join("inject/include"))
             .arg("-o")
             .arg(&out)
             .arg(src.join(format!("{source}.c")))
-            .arg(src.join("zdtm.c"))
-            .output()
-            .with_context(|| format!("run {cc} (install gcc)"))?;
+            .arg(src.join("zdtm.c"));
+        let result = output_tracked(&mut cmd).with_context(|| format!("run {cc} (install gcc)"))?;
         if !result.status.success() {
             bail!(
                 "compiling {prog}.c failed:\n{}",
@@ -222,6 +221,20 @@ fn compile_programs() -> Result<PathBuf> {
         fs::set_permissions(&out, fs::Permissions::from_mode(0o755))?;
     }
     Ok(dst)
+}
+
+/// `cmd.output()`, with the child registered so the zombie reaper of a
+/// test running at the same time does not collect its status first
+/// (`output()` would then fail with ECHILD).
+fn output_tracked(cmd: &mut Command) -> std::io::Result<std::process::Output> {
+    cmd.stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let child = crate::procs::spawn_tracked(cmd)?;
+    let pid = child.id();
+    let out = child.wait_with_output();
+    crate::procs::untrack(pid);
+    out
 }
 
 /// Path of a compiled program.
