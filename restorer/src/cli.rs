@@ -102,7 +102,60 @@ fn shell_plan(c: &ImageChain) -> ShellPlan {
         umask: p.umask,
         rlimits: p.rlimits.clone(),
         fds: r.meta().fds.clone(),
+        ctty_pty: p.ctty.as_ref().and_then(|c| c.pty),
     }
+}
+
+/// The settings the computation's terminal had (saved from the first
+/// process on a terminal outside the computation), applied to the terminal
+/// dmtcp-restart runs on when it runs there in the foreground. Returns
+/// whether they were.
+fn restore_terminal_settings(images: &[&ImageReader]) -> bool {
+    let Some(t) = images.iter().find_map(|r| {
+        let c = r.meta().process.ctty.as_ref()?;
+        c.pty.is_none().then_some(c.termios.as_ref()).flatten()
+    }) else {
+        return false;
+    };
+    match dmtcp_supervisor::pty::apply_to_own_terminal(t) {
+        Ok(true) => {
+            tracing::debug!("terminal settings restored");
+            true
+        }
+        Ok(false) => {
+            tracing::info!(
+                "terminal settings not restored: no controlling terminal, or not in its foreground"
+            );
+            false
+        }
+        Err(e) => {
+            tracing::warn!("terminal settings not restored: {e}");
+            false
+        }
+    }
+}
+
+/// Which process sets the foreground group of which terminal: for a pty of
+/// the computation its session leader; for the terminal outside, the first
+/// process that saw a group of the computation in the foreground, and only
+/// when dmtcp-restart itself runs in its terminal's foreground (a restart
+/// in the background must not take the terminal from the shell).
+fn foreground_groups(images: &[&ImageReader]) -> std::collections::HashMap<u32, u32> {
+    let mut out = std::collections::HashMap::new();
+    let mut outside_done = !dmtcp_supervisor::pty::in_foreground();
+    for r in images {
+        let p = &r.meta().process;
+        let Some(c) = p.ctty.as_ref().filter(|c| c.fg_vpgid != 0) else {
+            continue;
+        };
+        if c.pty.is_some() && p.vsid == p.vpid {
+            out.insert(p.vpid, c.fg_vpgid);
+        } else if c.pty.is_none() && !outside_done && p.zombie.is_none() {
+            out.insert(p.vpid, c.fg_vpgid);
+            outside_done = true;
+        }
+    }
+    out
 }
 
 fn host_pid_of(nsinit: HostPid, vpid: i32) -> Option<HostPid> {
@@ -198,19 +251,29 @@ fn run() -> anyhow::Result<i32> {
             bail!("unexpected answer from dmtcp-nsinit: {other:?}");
         }
     }
+    let on_terminal = restore_terminal_settings(&tops);
+    let foreground = foreground_groups(&tops);
     for r in images
         .iter()
         .filter(|c| c.top().meta().process.zombie.is_none())
     {
         let vpid = r.top().meta().process.vpid as i32;
+        let fg = foreground.get(&r.top().meta().process.vpid).copied();
         let res = host_pid_of(nsinit, vpid)
             .ok_or_else(|| anyhow!("shell for pid {vpid} not found"))
             .and_then(|pid| {
-                restore::restore_process(pid, r, &shared_memory).map_err(|e| anyhow!("{e}"))
+                restore::restore_process(pid, r, &shared_memory, fg).map_err(|e| anyhow!("{e}"))
             });
         if let Err(e) = res {
             kill_ns();
             return Err(e.context(format!("{}", r.top().path().display())));
+        }
+    }
+    if on_terminal {
+        // Another terminal, maybe of another size: full-screen programs
+        // redraw on SIGWINCH.
+        if let Err(e) = dmtcp_supervisor::pty::signal_foreground(libc::SIGWINCH) {
+            tracing::warn!("SIGWINCH to the foreground group: {e}");
         }
     }
     let session = Session::new(cfg, nsinit, conn, computation);

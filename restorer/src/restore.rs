@@ -147,10 +147,13 @@ fn seize_shell(pid: HostPid) -> io::Result<()> {
 
 /// Restores one process into the shell `pid`. On error the caller kills the
 /// namespace: a half-restored process must never run.
+/// With `fg_pgrp`, the process makes that group (an id inside the
+/// namespace) the foreground group of its controlling terminal.
 pub fn restore_process(
     pid: HostPid,
     image: &ImageChain,
     parked: &[ParkedMemory],
+    fg_pgrp: Option<u32>,
 ) -> io::Result<()> {
     let started = std::time::Instant::now();
     let meta = image.top().meta();
@@ -163,7 +166,7 @@ pub fn restore_process(
     // local wake-up instead of a cross-CPU one (PLATFORM.md: 4-7x faster).
     let cpu = ptrace::current_cpu();
     let my_mask = ptrace::pin_to_cpu(HostPid(0), cpu)?;
-    let result = restore_pinned(pid, image, leader_idx, cpu, &my_mask, parked);
+    let result = restore_pinned(pid, image, leader_idx, cpu, &my_mask, parked, fg_pgrp);
     ptrace::set_affinity(HostPid(0), &my_mask)?;
     result?;
     debug!(
@@ -181,6 +184,7 @@ fn restore_pinned(
     cpu: usize,
     mask: &libc::cpu_set_t,
     parked: &[ParkedMemory],
+    fg_pgrp: Option<u32>,
 ) -> io::Result<()> {
     let meta = image.top().meta();
     ptrace::pin_to_cpu(pid, cpu)?;
@@ -291,6 +295,13 @@ fn restore_pinned(
     // 6. Process-wide state, then the other threads with their tids.
     set_mm(&mut sh, meta)?;
     restore_process_state(&mut sh, meta)?;
+    if let Some(pgrp) = fg_pgrp {
+        // Every group exists by now (all shells were made first); with all
+        // signals blocked the call is allowed from a background group.
+        if let Err(e) = set_foreground(&mut sh, pgrp) {
+            tracing::warn!("pid {pid}: foreground process group {pgrp} not set: {e}");
+        }
+    }
     let mut threads: Vec<(&ThreadState, Injector)> = Vec::with_capacity(meta.threads.len());
     for (i, t) in meta.threads.iter().enumerate() {
         if i != leader_idx {
@@ -620,6 +631,27 @@ fn restore_process_state(sh: &mut Shell, meta: &ProcessImage) -> io::Result<()> 
     Ok(())
 }
 
+/// `tcsetpgrp` on the process's controlling terminal (`/dev/tty`), by
+/// syscalls injected into it.
+fn set_foreground(sh: &mut Shell, pgrp: u32) -> io::Result<()> {
+    let path = sh.put_cstr("/dev/tty")?;
+    let fd = sh.call(
+        libc::SYS_openat,
+        [
+            libc::AT_FDCWD as u64,
+            path,
+            (libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC) as u64,
+            0,
+            0,
+            0,
+        ],
+    )?;
+    let arg = sh.put(&(pgrp as i32).to_ne_bytes())?;
+    let r = sh.call(libc::SYS_ioctl, [fd, libc::TIOCSPGRP, arg, 0, 0, 0]);
+    sh.call(libc::SYS_close, [fd, 0, 0, 0, 0, 0])?;
+    r.map(drop)
+}
+
 /// Writes `bytes` into the trampoline's scratch area.
 fn put_scratch(mem: &Mem, tramp: u64, bytes: &[u8]) -> io::Result<u64> {
     if bytes.len() as u64 > PAGE_SIZE - SCRATCH_OFF {
@@ -762,15 +794,21 @@ fn restore_thread_state(
         .map_err(|e| err(tid, "set_robust_list", e))?;
     }
     let (sp, flags, size) = t.sigaltstack;
-    if flags & libc::SS_DISABLE == 0 && sp != 0 {
-        let mut b = Vec::new();
-        b.extend_from_slice(&sp.to_ne_bytes());
-        b.extend_from_slice(&((flags & !libc::SS_ONSTACK) as u64).to_ne_bytes());
-        b.extend_from_slice(&size.to_ne_bytes());
-        let a = put_scratch(mem, tramp, &b)?;
-        inj.syscall(libc::SYS_sigaltstack, [a, 0, 0, 0, 0, 0])
-            .map_err(|e| err(tid, "sigaltstack", e))?;
-    }
+    // Without a saved alternate stack it is disabled explicitly: the
+    // shell's leader inherited nsinit's (the Rust runtime's guard stack,
+    // unmapped by now), and a handler with SA_ONSTACK would run on it.
+    let (sp, flags, size) = if flags & libc::SS_DISABLE == 0 && sp != 0 {
+        (sp, flags & !libc::SS_ONSTACK, size)
+    } else {
+        (0, libc::SS_DISABLE, 0)
+    };
+    let mut b = Vec::new();
+    b.extend_from_slice(&sp.to_ne_bytes());
+    b.extend_from_slice(&(flags as u64).to_ne_bytes());
+    b.extend_from_slice(&size.to_ne_bytes());
+    let a = put_scratch(mem, tramp, &b)?;
+    inj.syscall(libc::SYS_sigaltstack, [a, 0, 0, 0, 0, 0])
+        .map_err(|e| err(tid, "sigaltstack", e))?;
     if let Some(r) = t.rseq {
         inj.syscall(
             libc::SYS_rseq,

@@ -8,12 +8,13 @@
 //! read at all and zero pages are not stored.
 
 use std::io;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
 
 use std::os::fd::OwnedFd;
 
 use dmtcp_image::{
-    Capabilities, ComputationInfo, FdEntry, FdKind, ImageWriter, MmFields, PageRun, PageSpan,
+    Capabilities, ComputationInfo, Ctty, FdEntry, FdKind, ImageWriter, MmFields, PageRun, PageSpan,
     ParentRef, PosixTimer, ProcessImage, ProcessInfo, Rseq, SigAction, ThreadState, Vma, VmaKind,
     PAGE_SIZE,
 };
@@ -773,6 +774,68 @@ fn reap_in(parent: HostPid, vpid: i32) -> io::Result<()> {
     })
 }
 
+/// (pts number, is master) when the fd is either side of a pty whose
+/// master is held inside the computation. `/dev/tty` opened on such a pty
+/// counts as its slave (it is restored as a slave fd: the process has no
+/// controlling terminal yet when nsinit opens the fds).
+fn internal_pty(
+    pid: HostPid,
+    fd: i32,
+    target: &str,
+    rdev: u64,
+    fdctx: &FdContext,
+) -> Option<(u32, bool)> {
+    let (index, master) = if crate::fdshare::is_ptmx(target) {
+        let info = procfs::fdinfo_text(pid, fd).ok()?;
+        (crate::pty::fdinfo_index(&info)?, true)
+    } else if rdev == libc::makedev(5, 0) {
+        let dup = crate::sys::steal_fd(pid.0, fd).ok()?;
+        (
+            crate::pty::pts_index(crate::pty::device_of(dup.as_raw_fd()).ok()?)?,
+            false,
+        )
+    } else {
+        (crate::pty::pts_index(rdev)?, false)
+    };
+    fdctx.is_internal_pty(index).then_some((index, master))
+}
+
+/// The controlling terminal of a process (`stat` fields 7 and 8): which
+/// pty, or the settings of an outside terminal read through one of the
+/// process's fds on it, and the foreground group.
+fn controlling_tty(pid: HostPid, fdctx: &FdContext) -> io::Result<Option<Ctty>> {
+    let stat = procfs::stat_fields(pid)?;
+    let tty_nr = procfs::stat_field(&stat, 7)?;
+    if tty_nr == 0 {
+        return Ok(None);
+    }
+    let tpgid = procfs::stat_field(&stat, 8)? as i64 as i32;
+    let fg_vpgid = if tpgid > 0 {
+        fdctx.vpgid(tpgid).unwrap_or(0)
+    } else {
+        0
+    };
+    let pty = crate::pty::pts_index(tty_nr).filter(|i| fdctx.is_internal_pty(*i));
+    let termios = if pty.is_some() {
+        None
+    } else {
+        // An fd of the process on that terminal, to read its settings.
+        procfs::fds(pid)?
+            .into_iter()
+            .find(|fd| {
+                std::fs::metadata(format!("/proc/{}/fd/{fd}", pid.0))
+                    .is_ok_and(|m| m.mode() & libc::S_IFMT == libc::S_IFCHR && m.rdev() == tty_nr)
+            })
+            .and_then(|fd| crate::sys::steal_fd(pid.0, fd).ok())
+            .and_then(|dup| crate::pty::termios(dup.as_raw_fd()).ok())
+    };
+    Ok(Some(Ctty {
+        pty,
+        fg_vpgid,
+        termios,
+    }))
+}
+
 fn is_tty(path: &str) -> bool {
     path.starts_with("/dev/pts/") || path.starts_with("/dev/tty") || path == "/dev/console"
 }
@@ -872,7 +935,44 @@ fn capture_fds(pid: HostPid, fdctx: &mut FdContext) -> io::Result<Vec<FdEntry>> 
                 .as_ref()
                 .map(|m| m.mode() & libc::S_IFMT == libc::S_IFCHR)
                 .unwrap_or(false);
-            if is_chr && is_tty(&target) && fd <= 2 {
+            let pty = if is_chr {
+                internal_pty(
+                    pid,
+                    fd,
+                    &target,
+                    meta.as_ref().map_or(0, |m| m.rdev()),
+                    fdctx,
+                )
+            } else {
+                None
+            };
+            if let Some((index, master)) = pty {
+                if master {
+                    let state = if fdctx.claim_pty(index) {
+                        let dup = crate::sys::steal_fd(pid.0, fd)?;
+                        let slave_held = fdctx.holds_pty_slave(index);
+                        Some(crate::pty::capture(&dup, slave_held).map_err(|e| {
+                            io::Error::new(
+                                e.kind(),
+                                format!("pty master fd {fd} (pts {index}): {e}"),
+                            )
+                        })?)
+                    } else {
+                        None
+                    };
+                    FdKind::PtyMaster {
+                        index,
+                        flags,
+                        state,
+                    }
+                } else {
+                    FdKind::PtySlave {
+                        index,
+                        flags,
+                        dev_tty: target == "/dev/tty",
+                    }
+                }
+            } else if is_chr && is_tty(&target) && fd <= 2 {
                 FdKind::Inherit {
                     from: fd,
                     what: target.clone(),
@@ -1079,6 +1179,7 @@ pub fn capture(
     )?;
     let t_memory = t0.elapsed();
     let fds = ctx(capture_fds(pid, fdctx), pid, "file descriptors")?;
+    let ctty = ctx(controlling_tty(pid, fdctx), pid, "controlling terminal")?;
     tracing::debug!(
         "pid {pid}: injected queries {t_inject:?}, threads {:?}, memory {:?}, fds {:?}",
         t_threads - t_inject,
@@ -1136,6 +1237,7 @@ pub fn capture(
         child_subreaper: injected.child_subreaper,
         posix_timers: injected.posix_timers,
         zombie: None,
+        ctty,
     };
     Ok((
         ProcessImage {

@@ -65,14 +65,16 @@ pub fn add_epoll_watches(entries: &[FdEntry]) -> io::Result<()> {
 /// Flags that must not be replayed when re-opening.
 const CREATION: i32 = libc::O_CREAT | libc::O_TRUNC | libc::O_EXCL | libc::O_NOCTTY;
 
-/// Pipes and unix socket pairs of the computation, created once per id:
-/// pipes as (read end, write end), socket pairs as [end 0, end 1]; and its
-/// TCP connections, UDP sockets and named unix pairs.
+/// Pipes, unix socket pairs and ptys of the computation, created once per
+/// id: pipes as (read end, write end), socket pairs as [end 0, end 1], ptys
+/// by pts number; and its TCP connections, UDP sockets and named unix pairs.
 #[derive(Default)]
 pub struct Pipes {
     made: HashMap<u64, (OwnedFd, OwnedFd)>,
     pairs: HashMap<u64, [OwnedFd; 2]>,
     net: crate::sockrestore::NetSockets,
+    /// Ptys made inside the computation, by pts number at checkpoint.
+    ptys: crate::pty::Ptys,
 }
 
 impl Pipes {
@@ -81,6 +83,7 @@ impl Pipes {
     pub fn create(entries: &[FdEntry]) -> io::Result<Pipes> {
         let mut p = Pipes {
             net: crate::sockrestore::NetSockets::create(entries)?,
+            ptys: crate::pty::Ptys::create(entries)?,
             ..Pipes::default()
         };
         for e in entries {
@@ -326,6 +329,8 @@ pub fn open_fd(e: &FdEntry, pipes: &Pipes) -> io::Result<OwnedFd> {
             }
             Ok(fd)
         }
+        FdKind::PtyMaster { index, flags, .. } => pipes.ptys.open(*index, false, *flags),
+        FdKind::PtySlave { index, flags, .. } => pipes.ptys.open(*index, true, *flags),
         FdKind::Unsupported { what } => {
             eprintln!("dmtcp-restart: fd {} ({what}) cannot be restored yet; it is /dev/null now", e.fd);
             open("/dev/null", libc::O_RDWR, 0)

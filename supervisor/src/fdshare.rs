@@ -15,7 +15,13 @@
 //!   and seqpacket sockets may have a name: a client and the socket a
 //!   listener accepted for it);
 //! - TCP connections with both ends inside, and UDP sockets
-//!   (`netcapture::examine`).
+//!   (`netcapture::examine`);
+//! - a pty is inside the computation when some process holds its master
+//!   (`/dev/ptmx`, whose fdinfo names the pts number); its state is saved
+//!   once, with the first master fd seen.
+//!
+//! It also maps process group ids as the supervisor sees them to the ids
+//! inside the namespace (for a terminal's foreground group).
 
 use std::collections::{HashMap, HashSet};
 use std::io;
@@ -57,6 +63,18 @@ pub struct FdContext {
     named_pairs: HashSet<u64>,
     /// TCP and UDP sockets.
     pub net: crate::netcapture::NetShare,
+    /// pts numbers of ptys whose master some process holds.
+    internal_ptys: HashSet<u32>,
+    /// pts numbers of slaves some process holds.
+    held_slaves: HashSet<u32>,
+    captured_ptys: HashSet<u32>,
+    /// Host process group id -> the id inside the namespace.
+    vpgids: HashMap<i32, u32>,
+}
+
+/// Whether a link target is a pty master (`/dev/ptmx`, `/dev/pts/ptmx`).
+pub fn is_ptmx(target: &str) -> bool {
+    target == "/dev/ptmx" || target.ends_with("/pts/ptmx")
 }
 
 impl FdContext {
@@ -80,6 +98,21 @@ impl FdContext {
         let mut others: Vec<(HostPid, i32, u64)> = Vec::new();
         let mut seen_other = HashSet::new();
         for &pid in procs {
+            if let Some(pgid) = procfs::status(pid)
+                .ok()
+                .and_then(|kv| procfs::field(&kv, "NSpgid").map(str::to_owned))
+            {
+                let ids: Vec<i64> = pgid
+                    .split_whitespace()
+                    .filter_map(|v| v.parse().ok())
+                    .collect();
+                if let (Some(&host), Some(&inner), true) = (ids.first(), ids.last(), ids.len() > 1)
+                {
+                    if inner > 0 {
+                        ctx.vpgids.insert(host as i32, inner as u32);
+                    }
+                }
+            }
             for fd in procfs::fds(pid)? {
                 let Ok(target) = procfs::link(pid, &format!("fd/{fd}")) else {
                     continue;
@@ -106,6 +139,20 @@ impl FdContext {
                             Err(e) => tracing::warn!("pid {} fd {fd}: {e}", pid.0),
                         }
                     }
+                }
+                if is_ptmx(&target) {
+                    if let Some(idx) = procfs::fdinfo_text(pid, fd)
+                        .ok()
+                        .and_then(|t| crate::pty::fdinfo_index(&t))
+                    {
+                        ctx.internal_ptys.insert(idx);
+                    }
+                }
+                if let Some(idx) = target
+                    .strip_prefix("/dev/pts/")
+                    .and_then(|n| n.parse().ok())
+                {
+                    ctx.held_slaves.insert(idx);
                 }
                 let reps = buckets.entry(target).or_default();
                 let id = match reps.iter().find(|(r, _)| same_description(*r, (pid, fd))) {
@@ -165,6 +212,30 @@ impl FdContext {
     /// socket's receive queue.
     pub fn claim_socket_queue(&mut self, ino: u64) -> bool {
         self.peeked_sockets.insert(ino)
+    }
+
+    /// True when some process of the computation holds the master of pty
+    /// `index`.
+    pub fn is_internal_pty(&self, index: u32) -> bool {
+        self.internal_ptys.contains(&index)
+    }
+
+    /// True when some process of the computation holds the slave of pty
+    /// `index`.
+    pub fn holds_pty_slave(&self, index: u32) -> bool {
+        self.held_slaves.contains(&index)
+    }
+
+    /// True the first time it is asked for a pty: that master fd saves the
+    /// pty's state.
+    pub fn claim_pty(&mut self, index: u32) -> bool {
+        self.captured_ptys.insert(index)
+    }
+
+    /// The id inside the namespace of host process group `pgid` (None when
+    /// no process of the computation is in it).
+    pub fn vpgid(&self, pgid: i32) -> Option<u32> {
+        self.vpgids.get(&pgid).copied()
     }
 }
 

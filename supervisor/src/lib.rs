@@ -2,7 +2,7 @@
 //! namespace, freezes and captures its processes for checkpoints, and keeps
 //! the computation's link to the coordinator.
 //!
-//! Kernel-facing modules (`dirty`, `ptrace`, `remote`, `spawn`, `sys`) hold the
+//! Kernel-facing modules (`dirty`, `ptrace`, `pty`, `remote`, `spawn`, `sys`) hold the
 //! `unsafe` code; the rest is ordinary Rust on top of them.
 
 pub mod agent;
@@ -19,6 +19,7 @@ pub mod nsinit;
 pub mod pid;
 pub mod procfs;
 pub mod ptrace;
+pub mod pty;
 pub mod remote;
 pub mod run_cli;
 pub mod session;

@@ -57,6 +57,9 @@ pub struct ShellPlan {
     pub umask: u32,
     pub rlimits: Vec<(u32, u64, u64)>,
     pub fds: Vec<FdEntry>,
+    /// A session leader whose controlling terminal was a pty of the
+    /// computation: that pty's pts number at checkpoint.
+    pub ctty_pty: Option<u32>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -370,6 +373,11 @@ fn shell_main(u: &Universe, i: usize) -> ! {
                 libc::setpgid(0, 0);
             }
         }
+        // Before any child is made: a process gets its controlling
+        // terminal from its parent at fork.
+        if let (Some(index), true) = (plan.ctty_pty, plan.vsid == plan.vpid) {
+            take_controlling_pty(u, index)?;
+        }
         if let Some(status) = plan.zombie {
             // In place in the tree, with its group and session: now die
             // the way it died, and stay a zombie until the parent waits.
@@ -400,6 +408,7 @@ fn shell_main(u: &Universe, i: usize) -> ! {
             placed.push((e.fd, fd, e.cloexec));
         }
         let ready = place_fds(placed, ready_fd)?;
+        reopen_dev_tty(&plan.fds)?;
         set_rlimits(&plan.rlimits);
         crate::fdrestore::add_epoll_watches(&plan.fds)?;
         Ok(ready)
@@ -424,6 +433,51 @@ fn shell_main(u: &Universe, i: usize) -> ! {
         // SAFETY: pause has no arguments; the restorer interrupts us here.
         unsafe { libc::pause() };
     }
+}
+
+/// Makes pty `index` (restored by nsinit) the controlling terminal of the
+/// calling session leader, through any description of its slave or, when
+/// no process holds the slave, a slave opened from its master.
+fn take_controlling_pty(u: &Universe, index: u32) -> io::Result<()> {
+    let mut master = None;
+    for (plan, keys) in u.plans.iter().zip(&u.keys) {
+        for (e, key) in plan.fds.iter().zip(keys) {
+            match e.kind {
+                dmtcp_image::FdKind::PtySlave { index: i, .. } if i == index => {
+                    return crate::pty::set_controlling(u.descs[key].as_raw_fd());
+                }
+                dmtcp_image::FdKind::PtyMaster { index: i, .. } if i == index => {
+                    master = Some(u.descs[key].as_raw_fd());
+                }
+                _ => {}
+            }
+        }
+    }
+    let master = master
+        .ok_or_else(|| io::Error::other(format!("controlling terminal: no fd of pty {index}")))?;
+    let slave = crate::pty::open_slave(master, libc::O_RDWR)?;
+    crate::pty::set_controlling(slave.as_raw_fd())
+}
+
+/// Fds that were `/dev/tty` on a pty of the computation were placed as
+/// descriptions of its slave; now that the process has its controlling
+/// terminal they become `/dev/tty` again (each its own description). If
+/// the process has no controlling terminal, the slave fd stays.
+fn reopen_dev_tty(fds: &[FdEntry]) -> io::Result<()> {
+    for e in fds {
+        let dmtcp_image::FdKind::PtySlave {
+            flags,
+            dev_tty: true,
+            ..
+        } = e.kind
+        else {
+            continue;
+        };
+        if let Some(fd) = crate::pty::open_controlling(flags) {
+            crate::sys::dup3(fd.as_raw_fd(), e.fd, e.cloexec)?;
+        }
+    }
+    Ok(())
 }
 
 /// Ends the calling process with wait status `status`.

@@ -55,6 +55,7 @@ pub fn image(pid: HostPid, computation: ComputationInfo) -> io::Result<ProcessIm
         child_subreaper: false,
         posix_timers: Vec::new(),
         zombie: Some(wait_status),
+        ctty: None,
     };
     Ok(ProcessImage {
         computation,

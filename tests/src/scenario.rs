@@ -77,6 +77,9 @@ pub struct Scenario {
     pub proc_check: ProcCheck,
     /// Program name in image file names, when not `prog` (scripts).
     pub image_name: Option<String>,
+    /// A script from `setup::SCRIPTS` that runs the launchers (`dmtcp-run`,
+    /// `dmtcp-restart`, the restart script), e.g. `on_pty`.
+    pub wrapper: Option<String>,
 }
 
 impl Scenario {
@@ -91,6 +94,7 @@ impl Scenario {
             mode: Mode::from_env(),
             proc_check: ProcCheck::from_env(),
             image_name: None,
+            wrapper: None,
         }
     }
 
@@ -112,6 +116,26 @@ impl Scenario {
     pub fn settle(mut self, d: Duration) -> Self {
         self.settle = d;
         self
+    }
+
+    /// Runs every launcher through `script` (one of `setup::SCRIPTS`, given
+    /// the launcher's path and arguments).
+    pub fn wrapper(mut self, script: &str) -> Self {
+        self.wrapper = Some(script.into());
+        self
+    }
+
+    /// A launcher command (`dmtcp-run`, `dmtcp-restart`, a restart
+    /// script), through the wrapper if there is one.
+    fn launcher_command(&self, env: &TestEnv, path: &Path) -> Command {
+        match &self.wrapper {
+            Some(w) => {
+                let mut cmd = env.command_path(&env.prog(w));
+                cmd.arg(path);
+                cmd
+            }
+            None => env.command_path(path),
+        }
     }
 
     /// The program name images carry, when it is not `prog`.
@@ -168,7 +192,7 @@ impl Scenario {
 
     /// `dmtcp-run --coord-port P FLAGS -- prog args`, waiting for READY.
     pub fn launch<'a>(&'a self, env: &'a TestEnv) -> Running<'a> {
-        let mut cmd = env.command("dmtcp-run");
+        let mut cmd = self.launcher_command(env, &env.bin("dmtcp-run"));
         cmd.arg("--coord-port")
             .arg(env.port().to_string())
             .args(&self.run_flags)
@@ -412,7 +436,9 @@ impl<'a> Running<'a> {
 
     /// `dmtcp-restart --coord-port P IMAGES...` in the background.
     pub fn restart_from_images(&mut self, images: &[PathBuf]) {
-        let mut cmd = self.env.command("dmtcp-restart");
+        let mut cmd = self
+            .sc
+            .launcher_command(self.env, &self.env.bin("dmtcp-restart"));
         cmd.arg("--coord-port")
             .arg(self.env.port().to_string())
             .args(images);
@@ -429,7 +455,7 @@ impl<'a> Running<'a> {
                 script.display()
             ));
         }
-        let cmd = self.env.command_path(&script);
+        let cmd = self.sc.launcher_command(self.env, &script);
         self.launcher = self
             .env
             .spawn(cmd, &format!("restart-script-{}", self.sc.prog));

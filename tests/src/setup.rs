@@ -46,10 +46,17 @@ pub const PROGRAMS: &[&str] = &[
     "tcp_full",
     "udp",
     "unix_named",
+    "pty_pair",
 ];
 
 /// Target programs that are scripts (copied, not compiled).
-pub const SCRIPTS: &[&str] = &["py_threads", "pipeline", "py_subprocess"];
+pub const SCRIPTS: &[&str] = &[
+    "py_threads",
+    "pipeline",
+    "py_subprocess",
+    "tty_raw",
+    "on_pty",
+];
 
 /// Source directory of the test crate.
 pub fn crate_dir() -> PathBuf {
@@ -204,16 +211,8 @@ fn compile_programs() -> Result<PathBuf> {
             .arg("-o")
             .arg(&out)
             .arg(src.join(format!("{source}.c")))
-            .arg(src.join("zdtm.c"))
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped());
-        // Tracked: the harness's zombie reaper must not collect gcc's status.
-        let child = crate::procs::spawn_tracked(&mut cmd)
-            .with_context(|| format!("run {cc} (install gcc)"))?;
-        let pid = child.id();
-        let result = child.wait_with_output();
-        crate::procs::untrack(pid);
-        let result = result.with_context(|| format!("run {cc} (install gcc)"))?;
+            .arg(src.join("zdtm.c"));
+        let result = output_tracked(&mut cmd).with_context(|| format!("run {cc} (install gcc)"))?;
         if !result.status.success() {
             bail!(
                 "compiling {prog}.c failed:\n{}",
@@ -228,6 +227,20 @@ fn compile_programs() -> Result<PathBuf> {
         fs::set_permissions(&out, fs::Permissions::from_mode(0o755))?;
     }
     Ok(dst)
+}
+
+/// `cmd.output()`, with the child registered so the zombie reaper of a
+/// test running at the same time does not collect its status first
+/// (`output()` would then fail with ECHILD).
+fn output_tracked(cmd: &mut Command) -> std::io::Result<std::process::Output> {
+    cmd.stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let child = crate::procs::spawn_tracked(cmd)?;
+    let pid = child.id();
+    let out = child.wait_with_output();
+    crate::procs::untrack(pid);
+    out
 }
 
 /// Path of a compiled program.

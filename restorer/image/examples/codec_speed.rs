@@ -251,5 +251,6 @@ fn bench_process() -> ProcessInfo {
         child_subreaper: false,
         posix_timers: Vec::new(),
         zombie: None,
+        ctty: None,
     }
 }

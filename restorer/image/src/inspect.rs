@@ -54,6 +54,22 @@ pub fn describe(r: &ImageReader) -> String {
         .collect();
     let _ = writeln!(s, "  cmdline {}", cmd.join(" "));
     let _ = writeln!(s, "  uid {} gid {} umask {:04o}", p.uid, p.gid, p.umask);
+    if let Some(c) = &p.ctty {
+        let which = match c.pty {
+            Some(i) => format!("pty {i} of the computation"),
+            None if c.termios.is_some() => "outside terminal (settings saved)".into(),
+            None => "outside terminal".into(),
+        };
+        let _ = writeln!(
+            s,
+            "  ctty    {which}, foreground group {}",
+            if c.fg_vpgid == 0 {
+                "outside".to_string()
+            } else {
+                c.fg_vpgid.to_string()
+            }
+        );
+    }
 
     let _ = writeln!(s, "threads ({})", m.threads.len());
     for t in &m.threads {
@@ -174,6 +190,24 @@ pub fn describe(r: &ImageReader) -> String {
                 "named unix connection {id} end {end} ({} name bytes), {} message(s) queued",
                 name.len().saturating_sub(2),
                 queued.len()
+            ),
+            FdKind::PtyMaster { index, state, .. } => match state {
+                Some(st) => format!(
+                    "pty master (pts {index}; {}x{}, {} output and {} input bytes in flight)",
+                    st.winsize[1],
+                    st.winsize[0],
+                    st.output.len(),
+                    st.input.len()
+                ),
+                None => format!("pty master (pts {index})"),
+            },
+            FdKind::PtySlave {
+                index,
+                flags,
+                dev_tty,
+            } => format!(
+                "pty slave /dev/pts/{index}{} flags {flags:#o}",
+                if *dev_tty { " (as /dev/tty)" } else { "" }
             ),
         };
         let _ = writeln!(s, "  {:>4}{cloexec} {what}", f.fd);

@@ -91,6 +91,58 @@ pub struct ProcessInfo {
     /// image holds no threads, memory or fds; at restart it is recreated in
     /// its place in the tree and dies again with this status.
     pub zombie: Option<i32>,
+    /// The controlling terminal, when the process has one.
+    pub ctty: Option<Ctty>,
+}
+
+/// A process's controlling terminal (`/proc/PID/stat` tty_nr and tpgid).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ctty {
+    /// pts number of a pty made inside the computation (its master is in
+    /// some process); `None`: a terminal outside the computation.
+    pub pty: Option<u32>,
+    /// Foreground process group of the terminal, inside the namespace;
+    /// 0 when that group is outside the computation (or there is none).
+    pub fg_vpgid: u32,
+    /// Settings of a terminal outside the computation, read through one of
+    /// the process's fds on it (`None` for a pty inside: its settings are
+    /// with the master, or when no fd of the process is on it).
+    pub termios: Option<Termios>,
+}
+
+/// `struct termios` as `tcgetattr` returns it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Termios {
+    pub iflag: u32,
+    pub oflag: u32,
+    pub cflag: u32,
+    pub lflag: u32,
+    pub line: u8,
+    /// `c_cc`, all 32 entries.
+    pub cc: Vec<u8>,
+    pub ispeed: u32,
+    pub ospeed: u32,
+}
+
+/// The state of a pty made inside the computation, read through its master.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PtyState {
+    /// The slave's settings (the master has none of its own).
+    pub termios: Termios,
+    /// `TIOCGWINSZ`: rows, columns, x pixels, y pixels.
+    pub winsize: [u16; 4],
+    /// Packet mode (`TIOCPKT`) on the master.
+    pub packet: bool,
+    /// The slave is locked (`unlockpt` not called yet).
+    pub locked: bool,
+    /// Bytes written to the slave and not yet read from the master.
+    pub output: Vec<u8>,
+    /// Bytes written to the master and not yet read from the slave
+    /// (complete lines and a partial line in canonical mode).
+    pub input: Vec<u8>,
+    /// The slave was opened and every fd of it closed again: reading the
+    /// master fails with EIO until it is opened again.
+    pub hangup: bool,
 }
 
 /// One POSIX timer.
@@ -323,6 +375,22 @@ pub enum FdKind {
         flags: i32,
         queued: Vec<Vec<u8>>,
         name: Vec<u8>,
+    },
+    /// The master of a pseudo-terminal made inside the computation
+    /// (`/dev/ptmx`). `index` is its pts number at checkpoint (the same for
+    /// its slave); `state` is recorded on one master fd of the pty only.
+    PtyMaster {
+        index: u32,
+        flags: i32,
+        state: Option<PtyState>,
+    },
+    /// The slave (`/dev/pts/N`) of a pty whose master is in the computation.
+    /// `dev_tty`: the fd was opened as `/dev/tty` (the controlling terminal)
+    /// and is opened so again at restart once the process has its terminal.
+    PtySlave {
+        index: u32,
+        flags: i32,
+        dev_tty: bool,
     },
 }
 

@@ -93,6 +93,7 @@ pub fn sample_image(vmas: Vec<Vma>) -> ProcessImage {
             child_subreaper: false,
             posix_timers: Vec::new(),
             zombie: None,
+            ctty: None,
         },
         threads: vec![
             ThreadState {
