@@ -148,10 +148,19 @@ fn run() -> anyhow::Result<i32> {
     supervise::block_signals()?;
     let shells = images.iter().map(shell_plan).collect();
     let shared_memory = restore::park_shared_memory(&images);
-    let (nsinit, reply) = supervise::start_nsinit(&InitRequest::Restore {
-        shells,
-        shared_memory: shared_memory.clone(),
-    })?;
+    let ipc = images.iter().find_map(|r| r.meta().ipc.clone());
+    let shm_sizes: std::collections::HashMap<i32, u64> = ipc
+        .iter()
+        .flat_map(|s| s.shm.iter().map(|g| (g.perm.id, g.size)))
+        .collect();
+    let (nsinit, reply, mut ctrl) = supervise::start_nsinit(
+        &InitRequest::Restore {
+            shells,
+            shared_memory: shared_memory.clone(),
+            ipc: ipc.is_some(),
+        },
+        ipc.as_ref(),
+    )?;
     let kill_ns = || supervise::kill_and_reap(nsinit);
     match reply {
         InitReply::ShellsReady { .. } => {}
@@ -169,14 +178,29 @@ fn run() -> anyhow::Result<i32> {
         let res = host_pid_of(nsinit, vpid)
             .ok_or_else(|| anyhow!("shell for pid {vpid} not found"))
             .and_then(|pid| {
-                restore::restore_process(pid, r, &shared_memory).map_err(|e| anyhow!("{e}"))
+                restore::restore_process(pid, r, &shared_memory, &shm_sizes)
+                    .map_err(|e| anyhow!("{e}"))
             });
         if let Err(e) = res {
             kill_ns();
             return Err(e.context(format!("{}", r.path().display())));
         }
     }
-    let session = Session::new(cfg, nsinit, conn, computation);
+    // Segments removed while attached are removed again, now that the
+    // restored processes hold them.
+    let destroyed: Vec<i32> = ipc
+        .iter()
+        .flat_map(|s| s.shm.iter())
+        .filter(|g| g.perm.mode & dmtcp_supervisor::sysvipc::SHM_DEST != 0)
+        .map(|g| g.perm.id)
+        .collect();
+    if !destroyed.is_empty() {
+        if let Err(e) = ctrl.remove_shm(destroyed) {
+            kill_ns();
+            bail!("removing restored shared memory marked for removal: {e}");
+        }
+    }
+    let session = Session::new(cfg, nsinit, ctrl, conn, computation);
     Ok(supervise::supervise(session, nsinit))
 }
 

@@ -147,10 +147,12 @@ fn seize_shell(pid: HostPid) -> io::Result<()> {
 
 /// Restores one process into the shell `pid`. On error the caller kills the
 /// namespace: a half-restored process must never run.
+/// `shm_sizes` gives the size of every SysV shared memory segment by id.
 pub fn restore_process(
     pid: HostPid,
     image: &ImageReader,
     parked: &[ParkedMemory],
+    shm_sizes: &HashMap<i32, u64>,
 ) -> io::Result<()> {
     let started = std::time::Instant::now();
     let meta = image.meta();
@@ -163,7 +165,7 @@ pub fn restore_process(
     // local wake-up instead of a cross-CPU one (PLATFORM.md: 4-7x faster).
     let cpu = ptrace::current_cpu();
     let my_mask = ptrace::pin_to_cpu(HostPid(0), cpu)?;
-    let result = restore_pinned(pid, image, leader_idx, cpu, &my_mask, parked);
+    let result = restore_pinned(pid, image, leader_idx, cpu, &my_mask, parked, shm_sizes);
     ptrace::set_affinity(HostPid(0), &my_mask)?;
     result?;
     debug!(
@@ -181,6 +183,7 @@ fn restore_pinned(
     cpu: usize,
     mask: &libc::cpu_set_t,
     parked: &[ParkedMemory],
+    shm_sizes: &HashMap<i32, u64>,
 ) -> io::Result<()> {
     let meta = image.meta();
     ptrace::pin_to_cpu(pid, cpu)?;
@@ -268,7 +271,10 @@ fn restore_pinned(
     // 4. vdso and vvar at their saved place.
     map_vdso(&mut sh, meta)?;
 
-    // 5. Every mapping, then its pages.
+    // 5. Every mapping, then its pages. SysV shared memory first: a
+    //    segment is attached whole, and the parts the process had unmapped
+    //    are unmapped again before anything else takes their place.
+    crate::sysv_attach::attach_segments(&mut sh.inj, pid, &meta.vmas, shm_sizes)?;
     let reprotect = map_all(&mut sh, meta, parked)?;
     let runs: Vec<PageRun> = meta
         .vmas
@@ -397,6 +403,15 @@ fn map_all(
         }
         let (fd, offset) = match &v.kind {
             VmaKind::Vdso | VmaKind::Vvar | VmaKind::VvarVclock | VmaKind::Vsyscall => continue,
+            VmaKind::SysvShm { .. } => {
+                // Attached already (attach_segments): only its protection.
+                sh.call(
+                    libc::SYS_mprotect,
+                    [v.start, v.len(), v.prot as u64, 0, 0, 0],
+                )
+                .map_err(|e| err(pid, "mprotect SysV shared memory", e))?;
+                continue;
+            }
             VmaKind::SharedAnon { id, offset } => {
                 // The object was mapped by nsinit before the fork: take this
                 // piece of it (the parked copy stays for other pieces).

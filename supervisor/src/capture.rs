@@ -370,6 +370,11 @@ fn vma_kind(m: &MapEntry) -> VmaKind {
             id: m.inode,
             offset: m.offset,
         },
+        // SysV shared memory: the kernel uses the shmid as the inode number.
+        n if m.shared && n.starts_with("/SYSV") && n.ends_with(" (deleted)") => VmaKind::SysvShm {
+            id: m.inode as i32,
+            offset: m.offset,
+        },
         n if m.inode != 0 && n.starts_with('/') => VmaKind::File {
             path: n.trim_end_matches(" (deleted)").to_string(),
             offset: m.offset,
@@ -698,6 +703,37 @@ fn anon_inode_kind(kind: &str, info: &str, flags: i32) -> Option<FdKind> {
     }
 }
 
+/// A POSIX message queue; its messages are saved with the first fd seen.
+fn mqueue_kind(
+    pid: HostPid,
+    fd: i32,
+    target: &str,
+    flags: i32,
+    fdctx: &mut FdContext,
+) -> io::Result<FdKind> {
+    if target.ends_with(" (deleted)") {
+        tracing::warn!("pid {pid} fd {fd}: message queue {target} was unlinked; not saved");
+        return Ok(FdKind::Unsupported {
+            what: target.to_string(),
+        });
+    }
+    let err = |e: io::Error| io::Error::new(e.kind(), format!("message queue fd {fd}: {e}"));
+    let ino = crate::mqueue::capture(pid, fd, false).map_err(err)?.inode;
+    let take = fdctx.mqueue_unclaimed(ino);
+    let q = crate::mqueue::capture(pid, fd, take).map_err(err)?;
+    if take {
+        fdctx.claim_mqueue(ino);
+    }
+    Ok(FdKind::Mqueue {
+        name: target.trim_start_matches('/').to_string(),
+        flags: flags & (libc::O_ACCMODE | libc::O_NONBLOCK),
+        mode: q.mode,
+        maxmsg: q.maxmsg,
+        msgsize: q.msgsize,
+        messages: q.messages,
+    })
+}
+
 fn capture_fds(pid: HostPid, fdctx: &mut FdContext) -> io::Result<Vec<FdEntry>> {
     let mut out = Vec::new();
     for fd in procfs::fds(pid)? {
@@ -709,7 +745,9 @@ fn capture_fds(pid: HostPid, fdctx: &mut FdContext) -> io::Result<Vec<FdEntry>> 
         let (pos, flags) = procfs::fdinfo(pid, fd)?;
         let cloexec = flags & libc::O_CLOEXEC != 0;
         let flags = flags & !libc::O_CLOEXEC;
-        let kind = if let Some(path) = target.strip_suffix(" (deleted)") {
+        let kind = if target.starts_with('/') && crate::mqueue::is_mqueue(pid, fd) {
+            mqueue_kind(pid, fd, &target, flags, fdctx)?
+        } else if let Some(path) = target.strip_suffix(" (deleted)") {
             let contents = std::fs::read(format!("/proc/{}/fd/{fd}", pid.0)).ok();
             FdKind::File {
                 path: path.to_string(),
@@ -979,6 +1017,7 @@ pub fn capture(
             threads,
             fds,
             vmas,
+            ipc: None,
         },
         deferred,
     ))

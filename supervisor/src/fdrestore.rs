@@ -294,6 +294,14 @@ pub fn open_fd(e: &FdEntry, pipes: &Pipes) -> io::Result<OwnedFd> {
             }
             Ok(fd)
         }
+        FdKind::Mqueue {
+            name,
+            flags,
+            mode,
+            maxmsg,
+            msgsize,
+            ..
+        } => crate::mqueue::open(name, *flags, *mode, *maxmsg, *msgsize),
         FdKind::Unsupported { what } => {
             eprintln!("dmtcp-restart: fd {} ({what}) cannot be restored yet; it is /dev/null now", e.fd);
             open("/dev/null", libc::O_RDWR, 0)

@@ -49,6 +49,8 @@ pub struct FdContext {
     /// Socket inode -> (pair id, end, type) for internal unix pairs.
     unix_pairs: HashMap<u64, (u64, u8, i32)>,
     peeked_sockets: HashSet<u64>,
+    /// POSIX message queues (by inode) whose messages are already saved.
+    peeked_mqueues: HashSet<u64>,
 }
 
 impl FdContext {
@@ -135,6 +137,17 @@ impl FdContext {
     /// socket's receive queue.
     pub fn claim_socket_queue(&mut self, ino: u64) -> bool {
         self.peeked_sockets.insert(ino)
+    }
+
+    /// Whether the messages of message queue `ino` are yet to be saved
+    /// (true once per queue, never claimed).
+    pub fn mqueue_unclaimed(&self, ino: u64) -> bool {
+        !self.peeked_mqueues.contains(&ino)
+    }
+
+    /// Records that the messages of message queue `ino` are saved.
+    pub fn claim_mqueue(&mut self, ino: u64) {
+        self.peeked_mqueues.insert(ino);
     }
 }
 

@@ -11,6 +11,7 @@ pub mod coord_args;
 pub mod fdrestore;
 pub mod fdshare;
 pub mod freeze;
+pub mod mqueue;
 pub mod nsinit;
 pub mod pid;
 pub mod procfs;
@@ -22,6 +23,7 @@ pub mod sockets;
 pub mod spawn;
 pub mod supervise;
 pub mod sys;
+pub mod sysvipc;
 pub mod zombie;
 
 /// Sets up `tracing` from `DMTCP_LOG` (default: warnings), to stderr.

@@ -26,10 +26,21 @@ pub enum InitRequest {
     /// Create one parked shell per plan, each with its original pid.
     /// Shared anonymous memory objects are mapped first (at the given
     /// parking addresses) so every shell inherits the same objects.
+    ///
+    /// With `ipc`, the SysV IPC objects to recreate (with their ids) follow
+    /// the frame on the stream (`sysvipc::send`); they are created first.
     Restore {
         shells: Vec<ShellPlan>,
         shared_memory: Vec<ParkedMemory>,
+        ipc: bool,
     },
+    /// Later requests, once the computation runs: list the SysV IPC objects
+    /// of the namespace with their contents (answered by `InitReply::Ipc`
+    /// followed by the state on the stream).
+    DumpIpc,
+    /// Remove these shared memory segments (`IPC_RMID`): they had been
+    /// removed while attached, and the restored processes hold them again.
+    RemoveShm { ids: Vec<i32> },
 }
 
 /// A shared anonymous memory object, mapped by nsinit at `addr` before the
@@ -61,9 +72,16 @@ pub struct ShellPlan {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum InitReply {
-    Launched { vpid: i32 },
-    ShellsReady { vpids: Vec<i32> },
+    Launched {
+        vpid: i32,
+    },
+    ShellsReady {
+        vpids: Vec<i32>,
+    },
     Failed(String),
+    /// The IPC state follows on the stream (`sysvipc::send`).
+    Ipc,
+    Done,
 }
 
 /// Exit status nsinit uses when the root process was killed by a signal.
@@ -111,19 +129,69 @@ fn run() -> io::Result<i32> {
         InitRequest::Restore {
             shells,
             shared_memory,
-        } => match park_memory(&shared_memory).and_then(|()| make_shells(&shells)) {
+            ipc,
+        } => match recreate_ipc(&mut ctrl, ipc)
+            .and_then(|()| park_memory(&shared_memory))
+            .and_then(|()| make_shells(&shells))
+        {
             Ok(pids) => {
                 let root = pids.first().copied();
                 (InitReply::ShellsReady { vpids: pids }, root)
             }
             Err(e) => (InitReply::Failed(e.to_string()), None),
         },
+        other => (
+            InitReply::Failed(format!("unexpected first request {other:?}")),
+            None,
+        ),
     };
     dmtcp_protocol::write_frame(&mut ctrl, &reply)
         .map_err(|e| io::Error::other(format!("control socket: {e}")))?;
     let Some(root) = root else { return Ok(127) };
-    drop(ctrl);
+    // No fork after this point: a thread is safe now. It answers the
+    // supervisor's later requests until the supervisor closes the socket.
+    std::thread::Builder::new()
+        .name("ctrl".into())
+        .spawn(move || serve(ctrl))?;
     Ok(reap_until(root))
+}
+
+fn recreate_ipc(ctrl: &mut UnixStream, ipc: bool) -> io::Result<()> {
+    if !ipc {
+        return Ok(());
+    }
+    let state = crate::sysvipc::recv(ctrl)?;
+    crate::sysvipc::recreate(&state)
+        .map_err(|e| io::Error::new(e.kind(), format!("recreating SysV IPC: {e}")))
+}
+
+/// Answers requests on the control socket while the computation runs.
+fn serve(mut ctrl: UnixStream) {
+    while let Ok(req) = dmtcp_protocol::read_frame::<_, InitRequest>(&mut ctrl) {
+        let sent = match req {
+            InitRequest::DumpIpc => match crate::sysvipc::dump() {
+                Ok(state) => dmtcp_protocol::write_frame(&mut ctrl, &InitReply::Ipc)
+                    .map_err(|e| io::Error::other(e.to_string()))
+                    .and_then(|()| crate::sysvipc::send(&mut ctrl, &state)),
+                Err(e) => reply(&mut ctrl, InitReply::Failed(e.to_string())),
+            },
+            InitRequest::RemoveShm { ids } => match crate::sysvipc::remove_destroyed(&ids) {
+                Ok(()) => reply(&mut ctrl, InitReply::Done),
+                Err(e) => reply(&mut ctrl, InitReply::Failed(e.to_string())),
+            },
+            other => reply(
+                &mut ctrl,
+                InitReply::Failed(format!("unexpected request {other:?}")),
+            ),
+        };
+        if sent.is_err() {
+            return;
+        }
+    }
+}
+
+fn reply(ctrl: &mut UnixStream, r: InitReply) -> io::Result<()> {
+    dmtcp_protocol::write_frame(ctrl, &r).map_err(|e| io::Error::other(e.to_string()))
 }
 
 /// Reaps every child (orphans included) until `root` exits; returns its exit code.
@@ -283,6 +351,7 @@ fn make_shells(plans: &[ShellPlan]) -> io::Result<Vec<i32>> {
     let all: Vec<FdEntry> = plans.iter().flat_map(|p| p.fds.iter().cloned()).collect();
     let base = all.iter().map(|e| e.fd).max().unwrap_or(2) + 1;
     let pipes = crate::fdrestore::Pipes::create(&all)?;
+    crate::mqueue::refill(&all)?;
     let mut u = Universe {
         plans,
         descs: Default::default(),

@@ -123,6 +123,8 @@ impl OpenCapture {
 pub struct Session {
     cfg: SessionConfig,
     nsinit: HostPid,
+    /// nsinit's control socket: it reads the SysV IPC objects for us.
+    ctrl: crate::supervise::NsinitCtrl,
     computation: String,
     conn: Option<Connection>,
     /// Coordinator frames (from the reader thread) and wake-ups.
@@ -166,6 +168,7 @@ impl Session {
     pub fn new(
         cfg: SessionConfig,
         nsinit: HostPid,
+        ctrl: crate::supervise::NsinitCtrl,
         conn: Connection,
         computation: String,
     ) -> Session {
@@ -177,6 +180,7 @@ impl Session {
         Session {
             cfg,
             nsinit,
+            ctrl,
             computation,
             tx,
             rx,
@@ -361,6 +365,9 @@ impl Session {
         let pids: Vec<HostPid> = self.frozen.iter().map(|f| f.pid).collect();
         let mut fdctx = crate::fdshare::FdContext::build(&pids)
             .map_err(|e| format!("examining file descriptors: {e}"))?;
+        // Computation-wide, so recorded once: in the lowest pid's image.
+        let mut ipc = Some(self.ctrl.dump_ipc().map_err(|e| e.to_string())?);
+        let lowest = self.frozen.iter().map(|f| f.vpid).min();
         for fp in self.frozen.iter_mut() {
             let t = Instant::now();
             // Images are named after the program (DMTCP's habit), not the
@@ -378,9 +385,12 @@ impl Session {
             let path = dir.join(image_file_name(&comm, &self.computation, fp.vpid as u32));
             let mut writer =
                 ImageWriter::create(&path, write.clone()).map_err(|e| e.to_string())?;
-            let (meta, deferred) =
+            let (mut meta, deferred) =
                 capture::capture(fp, &mut writer, info.clone(), &mut fdctx, true)
                     .map_err(|e| e.to_string())?;
+            if Some(fp.vpid) == lowest {
+                meta.ipc = ipc.take();
+            }
             debug!("pid {} ({comm}): captured in {:?}", fp.vpid, t.elapsed());
             let entry = ImageEntry {
                 path: path.to_string_lossy().into_owned(),

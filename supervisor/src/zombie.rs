@@ -62,5 +62,6 @@ pub fn image(pid: HostPid, computation: ComputationInfo) -> io::Result<ProcessIm
         threads: Vec::new(),
         fds: Vec::new(),
         vmas: Vec::new(),
+        ipc: None,
     })
 }

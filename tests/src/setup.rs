@@ -40,6 +40,8 @@ pub const PROGRAMS: &[&str] = &[
     "churn",
     "listener",
     "counter_static",
+    "sysv_shm",
+    "posix_mq",
 ];
 
 /// Target programs that are scripts (copied, not compiled).

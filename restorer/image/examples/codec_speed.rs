@@ -193,6 +193,7 @@ fn main() {
                 account: false,
                 pages: runs.clone(),
             }],
+            ipc: None,
         };
         let size = w.finish(&meta).expect("finish");
         let wt = t.elapsed().as_secs_f64();

@@ -61,6 +61,37 @@ pub fn describe(r: &ImageReader) -> String {
         );
     }
 
+    if let Some(ipc) = &m.ipc {
+        let _ = writeln!(s, "SysV IPC of the computation");
+        for g in &ipc.shm {
+            let _ = writeln!(
+                s,
+                "  shm id {} key {:#x} mode {:o} size {} ({} bytes saved)",
+                g.perm.id,
+                g.perm.key,
+                g.perm.mode,
+                g.size,
+                g.contents.len()
+            );
+        }
+        for g in &ipc.sem {
+            let _ = writeln!(
+                s,
+                "  sem id {} key {:#x} mode {:o} values {:?}",
+                g.perm.id, g.perm.key, g.perm.mode, g.values
+            );
+        }
+        for g in &ipc.msg {
+            let _ = writeln!(
+                s,
+                "  msg id {} key {:#x} mode {:o} {} message(s)",
+                g.perm.id,
+                g.perm.key,
+                g.perm.mode,
+                g.messages.len()
+            );
+        }
+    }
     let _ = writeln!(s, "fds ({})", m.fds.len());
     for f in &m.fds {
         let cloexec = if f.cloexec { " cloexec" } else { "" };
@@ -90,6 +121,9 @@ pub fn describe(r: &ImageReader) -> String {
                     "listening socket (family {family}, {} address bytes)",
                     addr.len()
                 )
+            }
+            FdKind::Mqueue { name, messages, .. } => {
+                format!("POSIX message queue /{name} ({} queued)", messages.len())
             }
             FdKind::Epoll { watches, .. } => format!("epoll watching {} fd(s)", watches.len()),
             FdKind::EventFd { count, .. } => format!("eventfd (count {count})"),
@@ -163,6 +197,7 @@ pub fn describe(r: &ImageReader) -> String {
             VmaKind::SharedAnon { id, offset } => {
                 (*offset, format!("/dev/zero (deleted) shm {id}"))
             }
+            VmaKind::SysvShm { id, offset } => (*offset, format!("SysV shm id {id}")),
         };
         let gd = if v.growsdown { " growsdown" } else { "" };
         let _ = writeln!(

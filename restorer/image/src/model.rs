@@ -17,6 +17,54 @@ pub struct ProcessImage {
     pub threads: Vec<ThreadState>,
     pub fds: Vec<FdEntry>,
     pub vmas: Vec<Vma>,
+    /// SysV IPC objects of the computation's IPC namespace. Computation-wide:
+    /// recorded in one image only (the lowest pid's), `None` in the others.
+    pub ipc: Option<IpcState>,
+}
+
+/// The SysV IPC objects of an IPC namespace, each with its id.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct IpcState {
+    pub shm: Vec<ShmSegment>,
+    pub sem: Vec<SemSet>,
+    pub msg: Vec<MsgQueue>,
+}
+
+/// Owner and permissions of a SysV IPC object (`struct ipc_perm`), with
+/// uids/gids as seen inside the computation's user namespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IpcPerm {
+    pub id: i32,
+    pub key: i32,
+    /// Permission bits (for shared memory also `SHM_DEST`, 0o1000, when it
+    /// was removed while still attached).
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// A SysV shared memory segment and its bytes (trailing zeros not stored).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShmSegment {
+    pub perm: IpcPerm,
+    pub size: u64,
+    pub contents: Vec<u8>,
+}
+
+/// A SysV semaphore set and the value of each semaphore.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SemSet {
+    pub perm: IpcPerm,
+    pub values: Vec<u16>,
+}
+
+/// A SysV message queue, its byte limit and the messages in it, in order:
+/// `(mtype, text)`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MsgQueue {
+    pub perm: IpcPerm,
+    pub qbytes: u64,
+    pub messages: Vec<(i64, Vec<u8>)>,
 }
 
 /// Which computation and checkpoint this image belongs to.
@@ -255,6 +303,21 @@ pub enum FdKind {
         flags: i32,
         backlog: i32,
     },
+    /// A POSIX message queue (`mq_open`), by name in the computation's IPC
+    /// namespace. `messages` holds the messages in the queue as
+    /// `(priority, bytes)` in receive order, recorded on one fd of the queue
+    /// only.
+    Mqueue {
+        /// Name without the leading `/`.
+        name: String,
+        /// Access mode and `O_NONBLOCK`.
+        flags: i32,
+        /// Permission bits of the queue.
+        mode: u32,
+        maxmsg: i64,
+        msgsize: i64,
+        messages: Vec<(u32, Vec<u8>)>,
+    },
 }
 
 /// A memory mapping and its saved pages.
@@ -308,6 +371,14 @@ pub enum VmaKind {
     /// mapping starts in it. Its pages are saved.
     SharedAnon {
         id: u64,
+        offset: u64,
+    },
+    /// An attached SysV shared memory segment ("/SYSV<key> (deleted)"): `id`
+    /// is its shmid (the kernel shows it as the inode), `offset` is where
+    /// this mapping starts in the segment. The pages live in the segment
+    /// (saved with [`IpcState`]), not here.
+    SysvShm {
+        id: i32,
         offset: u64,
     },
 }

@@ -155,8 +155,55 @@ pub fn sample_image(vmas: Vec<Vma>) -> ProcessImage {
                     what: "socket:[1234]".into(),
                 },
             },
+            FdEntry {
+                fd: 5,
+                desc: 4,
+                cloexec: false,
+                kind: FdKind::Mqueue {
+                    name: "q".into(),
+                    flags: 0o4002,
+                    mode: 0o600,
+                    maxmsg: 8,
+                    msgsize: 64,
+                    messages: vec![(3, b"hi".to_vec()), (0, b"low".to_vec())],
+                },
+            },
         ],
         vmas,
+        ipc: Some(IpcState {
+            shm: vec![ShmSegment {
+                perm: IpcPerm {
+                    id: 32768,
+                    key: 0x1234,
+                    mode: 0o1600,
+                    uid: 1000,
+                    gid: 1000,
+                },
+                size: 8192,
+                contents: b"shm".to_vec(),
+            }],
+            sem: vec![SemSet {
+                perm: IpcPerm {
+                    id: 1,
+                    key: 0,
+                    mode: 0o600,
+                    uid: 1000,
+                    gid: 1000,
+                },
+                values: vec![1, 0, 7],
+            }],
+            msg: vec![MsgQueue {
+                perm: IpcPerm {
+                    id: 2,
+                    key: 0x55,
+                    mode: 0o640,
+                    uid: 1000,
+                    gid: 1000,
+                },
+                qbytes: 16384,
+                messages: vec![(1, b"m".to_vec())],
+            }],
+        }),
     }
 }
 
