@@ -76,22 +76,25 @@ impl Shell {
 /// shells: big enough for every piece any process maps, at addresses free
 /// in every image (so moving pieces into place never clobbers another).
 pub fn park_shared_memory(images: &[ImageReader]) -> Vec<ParkedMemory> {
-    let mut sizes: std::collections::BTreeMap<u64, u64> = Default::default();
+    let mut sizes: std::collections::BTreeMap<u64, (u64, Option<String>)> = Default::default();
     let mut taken: Vec<(u64, u64)> = Vec::new();
     for r in images {
         for v in &r.meta().vmas {
             taken.push((v.start, v.end));
-            if let VmaKind::SharedAnon { id, offset } = v.kind {
-                let s = sizes.entry(id).or_default();
-                *s = (*s).max(offset + v.len());
-            }
+            let (id, offset, memfd) = match &v.kind {
+                VmaKind::SharedAnon { id, offset } => (*id, *offset, None),
+                VmaKind::Memfd { id, name, offset } => (*id, *offset, Some(name.clone())),
+                _ => continue,
+            };
+            let s = sizes.entry(id).or_insert((0, memfd));
+            s.0 = s.0.max(offset + v.len());
         }
     }
     taken.sort();
     let mut out = Vec::new();
     // Above 8 GiB: clear of PIE executables' low addresses and of nsinit.
     let mut next = 0x2_0000_0000u64;
-    for (id, size) in sizes {
+    for (id, (size, memfd)) in sizes {
         loop {
             let end = next + size + PAGE_SIZE;
             match taken.iter().find(|(s, e)| *s < end && *e > next) {
@@ -103,6 +106,7 @@ pub fn park_shared_memory(images: &[ImageReader]) -> Vec<ParkedMemory> {
             id,
             addr: next,
             size,
+            memfd,
         });
         taken.push((next, next + size));
         next += size + PAGE_SIZE;
@@ -412,7 +416,7 @@ fn map_all(
                 .map_err(|e| err(pid, "mprotect SysV shared memory", e))?;
                 continue;
             }
-            VmaKind::SharedAnon { id, offset } => {
+            VmaKind::SharedAnon { id, offset } | VmaKind::Memfd { id, offset, .. } => {
                 // The object was mapped by nsinit before the fork: take this
                 // piece of it (the parked copy stays for other pieces).
                 let o = parked

@@ -360,6 +360,50 @@ fn mm_fields(pid: HostPid, brk: u64) -> io::Result<MmFields> {
     })
 }
 
+/// "/memfd:NAME (deleted)" -> NAME.
+fn memfd_name(target: &str) -> &str {
+    target
+        .strip_prefix("/memfd:")
+        .and_then(|n| n.strip_suffix(" (deleted)"))
+        .unwrap_or(target)
+}
+
+/// A memfd; its size, seals and contents are saved with the first fd seen.
+fn memfd_kind(
+    pid: HostPid,
+    fd: i32,
+    target: &str,
+    flags: i32,
+    offset: u64,
+    fdctx: &mut FdContext,
+) -> io::Result<Option<FdKind>> {
+    let path = format!("/proc/{}/fd/{fd}", pid.0);
+    let meta =
+        std::fs::metadata(&path).map_err(|e| io::Error::new(e.kind(), format!("{path}: {e}")))?;
+    let dup = crate::sys::steal_fd(pid.0, fd)?;
+    let Some(seals) = crate::sys::memfd_seals(&dup) else {
+        return Ok(None); // a deleted file that only looks like a memfd
+    };
+    let contents = if fdctx.claim_memfd(meta.ino()) {
+        let mut c = std::fs::read(&path)
+            .map_err(|e| io::Error::new(e.kind(), format!("reading memfd fd {fd}: {e}")))?;
+        let used = c.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
+        c.truncate(used);
+        Some(c)
+    } else {
+        None
+    };
+    Ok(Some(FdKind::Memfd {
+        id: meta.ino(),
+        name: memfd_name(target).to_string(),
+        flags,
+        offset,
+        size: meta.len(),
+        seals,
+        contents,
+    }))
+}
+
 fn vma_kind(m: &MapEntry) -> VmaKind {
     match m.name.as_str() {
         "[vdso]" => VmaKind::Vdso,
@@ -368,6 +412,11 @@ fn vma_kind(m: &MapEntry) -> VmaKind {
         "[vsyscall]" => VmaKind::Vsyscall,
         "/dev/zero (deleted)" if m.shared => VmaKind::SharedAnon {
             id: m.inode,
+            offset: m.offset,
+        },
+        n if m.shared && n.starts_with("/memfd:") && n.ends_with(" (deleted)") => VmaKind::Memfd {
+            id: m.inode,
+            name: memfd_name(n).to_string(),
             offset: m.offset,
         },
         // SysV shared memory: the kernel uses the shmid as the inode number.
@@ -389,12 +438,14 @@ fn vma_kind(m: &MapEntry) -> VmaKind {
 }
 
 /// Which pages of a mapping must be saved, by pagemap.
-fn wanted(m: &MapEntry, entry: u64) -> bool {
+/// `object`: a shared memory object whose pages are saved with the mapping
+/// (shared anonymous memory, a memfd no fd holds).
+fn wanted(m: &MapEntry, entry: u64, object: bool) -> bool {
     let populated = entry & (procfs::PM_PRESENT | procfs::PM_SWAPPED) != 0;
     if !populated {
         return false;
     }
-    let file_backed = m.inode != 0 && !(m.shared && m.name == "/dev/zero (deleted)");
+    let file_backed = m.inode != 0 && !object;
     if file_backed {
         // Shared file pages live in the file; private ones only when COW'd
         // (an anonymous copy: present but not a file page).
@@ -416,6 +467,7 @@ fn is_zero(b: &[u8]) -> bool {
 /// Reads the pages worth saving of one mapping and hands them to the writer.
 fn capture_vma(
     m: &MapEntry,
+    object: bool,
     pagemap: &Pagemap,
     mem: &Mem,
     writer: &mut ImageWriter,
@@ -425,15 +477,15 @@ fn capture_vma(
     let entries = pagemap.entries(m.start, m.end)?;
     // A fresh anonymous (or shared anonymous) mapping is zero: zero pages
     // need not be stored.
-    let anon = m.inode == 0 || (m.shared && m.name == "/dev/zero (deleted)");
+    let anon = m.inode == 0 || object;
     let mut i = 0;
     while i < entries.len() {
-        if !wanted(m, entries[i]) {
+        if !wanted(m, entries[i], object) {
             i += 1;
             continue;
         }
         let mut j = i;
-        while j < entries.len() && j - i < MAX_RUN_PAGES && wanted(m, entries[j]) {
+        while j < entries.len() && j - i < MAX_RUN_PAGES && wanted(m, entries[j], object) {
             j += 1;
         }
         let addr = m.start + i as u64 * PAGE_SIZE;
@@ -494,6 +546,7 @@ fn capture_memory(
     mem: &Mem,
     writer: &mut ImageWriter,
     snapshot: Option<(HostPid, i32)>,
+    fdctx: &FdContext,
 ) -> io::Result<(Vec<Vma>, Option<Deferred>)> {
     let maps = procfs::maps(pid)?;
     let flags = procfs::vm_flags(pid).unwrap_or_default();
@@ -509,6 +562,11 @@ fn capture_memory(
     });
     for m in &maps {
         let kind = vma_kind(m);
+        let object = match &kind {
+            VmaKind::SharedAnon { .. } => true,
+            VmaKind::Memfd { id, .. } => !fdctx.memfd_has_fd(*id),
+            _ => false,
+        };
         let vf = flags
             .iter()
             .find(|(s, _)| *s == m.start)
@@ -526,7 +584,7 @@ fn capture_memory(
                 d.vmas.push((vmas.len(), m.clone()));
                 Vec::new()
             }
-            _ => capture_vma(m, &pagemap, mem, writer, &mut buf).map_err(|e| {
+            _ => capture_vma(m, object, &pagemap, mem, writer, &mut buf).map_err(|e| {
                 io::Error::new(
                     e.kind(),
                     format!("memory {:#x}-{:#x} {}: {e}", m.start, m.end, m.name),
@@ -556,7 +614,7 @@ impl Deferred {
         let mut buf = Vec::new();
         for (i, m) in &self.vmas {
             meta.vmas[*i].pages =
-                capture_vma(m, &pagemap, &mem, writer, &mut buf).map_err(|e| {
+                capture_vma(m, false, &pagemap, &mem, writer, &mut buf).map_err(|e| {
                     io::Error::new(
                         e.kind(),
                         format!(
@@ -745,7 +803,14 @@ fn capture_fds(pid: HostPid, fdctx: &mut FdContext) -> io::Result<Vec<FdEntry>> 
         let (pos, flags) = procfs::fdinfo(pid, fd)?;
         let cloexec = flags & libc::O_CLOEXEC != 0;
         let flags = flags & !libc::O_CLOEXEC;
-        let kind = if target.starts_with('/') && crate::mqueue::is_mqueue(pid, fd) {
+        let memfd = if target.starts_with("/memfd:") && target.ends_with(" (deleted)") {
+            memfd_kind(pid, fd, &target, flags, pos, fdctx)?
+        } else {
+            None
+        };
+        let kind = if let Some(kind) = memfd {
+            kind
+        } else if target.starts_with('/') && crate::mqueue::is_mqueue(pid, fd) {
             mqueue_kind(pid, fd, &target, flags, fdctx)?
         } else if let Some(path) = target.strip_suffix(" (deleted)") {
             let contents = std::fs::read(format!("/proc/{}/fd/{fd}", pid.0)).ok();
@@ -946,7 +1011,7 @@ pub fn capture(
 
     let t_threads = t0.elapsed();
     let (vmas, deferred) = ctx(
-        capture_memory(pid, &mem, writer, injected.snapshot),
+        capture_memory(pid, &mem, writer, injected.snapshot, fdctx),
         pid,
         "memory",
     )?;

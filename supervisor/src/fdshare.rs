@@ -51,6 +51,10 @@ pub struct FdContext {
     peeked_sockets: HashSet<u64>,
     /// POSIX message queues (by inode) whose messages are already saved.
     peeked_mqueues: HashSet<u64>,
+    /// Memfds (by inode) some fd of the computation holds.
+    memfds: HashSet<u64>,
+    /// Memfds whose contents are already saved.
+    saved_memfds: HashSet<u64>,
 }
 
 impl FdContext {
@@ -92,6 +96,11 @@ impl FdContext {
                             Ok(None) => {}
                             Err(e) => tracing::warn!("pid {} fd {fd}: {e}", pid.0),
                         }
+                    }
+                }
+                if target.starts_with("/memfd:") {
+                    if let Ok(m) = std::fs::metadata(format!("/proc/{}/fd/{fd}", pid.0)) {
+                        ctx.memfds.insert(std::os::unix::fs::MetadataExt::ino(&m));
                     }
                 }
                 let reps = buckets.entry(target).or_default();
@@ -137,6 +146,17 @@ impl FdContext {
     /// socket's receive queue.
     pub fn claim_socket_queue(&mut self, ino: u64) -> bool {
         self.peeked_sockets.insert(ino)
+    }
+
+    /// Whether some fd of the computation holds memfd `ino` (its contents
+    /// are then saved with the fd, not with its mappings).
+    pub fn memfd_has_fd(&self, ino: u64) -> bool {
+        self.memfds.contains(&ino)
+    }
+
+    /// True the first time it is asked for a memfd: that fd saves its contents.
+    pub fn claim_memfd(&mut self, ino: u64) -> bool {
+        self.saved_memfds.insert(ino)
     }
 
     /// Whether the messages of message queue `ino` are yet to be saved

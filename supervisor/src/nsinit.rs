@@ -43,13 +43,15 @@ pub enum InitRequest {
     RemoveShm { ids: Vec<i32> },
 }
 
-/// A shared anonymous memory object, mapped by nsinit at `addr` before the
-/// shells are forked; the restorer moves pieces of it into place.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+/// A shared memory object (shared anonymous memory, or the memfd named
+/// `memfd`), mapped by nsinit at `addr` before the shells are forked; the
+/// restorer moves pieces of it into place.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ParkedMemory {
     pub id: u64,
     pub addr: u64,
     pub size: u64,
+    pub memfd: Option<String>,
 }
 
 /// The part of a process a shell sets up in ordinary code before the
@@ -130,9 +132,7 @@ fn run() -> io::Result<i32> {
             shells,
             shared_memory,
             ipc,
-        } => match recreate_ipc(&mut ctrl, ipc)
-            .and_then(|()| park_memory(&shared_memory))
-            .and_then(|()| make_shells(&shells))
+        } => match recreate_ipc(&mut ctrl, ipc).and_then(|()| make_shells(&shells, &shared_memory))
         {
             Ok(pids) => {
                 let root = pids.first().copied();
@@ -281,18 +281,31 @@ fn exec_target(argv: &[CString]) -> io::Error {
     }
 }
 
-/// Maps every shared anonymous object at its parking address.
-fn park_memory(objects: &[ParkedMemory]) -> io::Result<()> {
+/// Maps every shared object at its parking address: shared anonymous
+/// memory, or the memfd `pipes` made for it.
+fn park_memory(objects: &[ParkedMemory], pipes: &crate::fdrestore::Pipes) -> io::Result<()> {
     for o in objects {
-        // SAFETY: a fresh shared anonymous mapping at an address the
-        // restorer chose free (MAP_FIXED_NOREPLACE refuses to clobber).
+        let (fd, prot, anon) = match &o.memfd {
+            Some(_) => {
+                let (fd, writable) = pipes.memfd(o.id)?;
+                let prot = if writable {
+                    libc::PROT_READ | libc::PROT_WRITE
+                } else {
+                    libc::PROT_READ
+                };
+                (fd, prot, 0)
+            }
+            None => (-1, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_ANONYMOUS),
+        };
+        // SAFETY: a fresh shared mapping at an address the restorer chose
+        // free (MAP_FIXED_NOREPLACE refuses to clobber).
         let p = unsafe {
             libc::mmap(
                 o.addr as *mut libc::c_void,
                 o.size as usize,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE,
-                -1,
+                prot,
+                libc::MAP_SHARED | anon | libc::MAP_FIXED_NOREPLACE,
+                fd,
                 0,
             )
         };
@@ -346,11 +359,19 @@ fn raise_nofile() {
 /// Creates the shells with their original pids, parents, sessions and
 /// groups; returns the pids of the ones nsinit itself is parent of, once
 /// every shell has set itself up and parked in `pause()`.
-fn make_shells(plans: &[ShellPlan]) -> io::Result<Vec<i32>> {
+fn make_shells(plans: &[ShellPlan], parked: &[ParkedMemory]) -> io::Result<Vec<i32>> {
     raise_nofile();
     let all: Vec<FdEntry> = plans.iter().flat_map(|p| p.fds.iter().cloned()).collect();
     let base = all.iter().map(|e| e.fd).max().unwrap_or(2) + 1;
-    let pipes = crate::fdrestore::Pipes::create(&all)?;
+    let mut pipes = crate::fdrestore::Pipes::create(&all)?;
+    for o in parked {
+        if let Some(name) = &o.memfd {
+            pipes.ensure_memfd(o.id, name, o.size)?;
+        }
+    }
+    park_memory(parked, &pipes)?;
+    // Seals last: a write seal forbids the filling and writable mappings.
+    pipes.seal_memfds()?;
     crate::mqueue::refill(&all)?;
     let mut u = Universe {
         plans,

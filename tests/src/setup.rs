@@ -42,6 +42,7 @@ pub const PROGRAMS: &[&str] = &[
     "counter_static",
     "sysv_shm",
     "posix_mq",
+    "memfd",
 ];
 
 /// Target programs that are scripts (copied, not compiled).

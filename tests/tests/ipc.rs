@@ -1,12 +1,14 @@
 //! IPC objects of the computation's IPC namespace: SysV shared memory,
 //! semaphores and message queues keep their ids and contents; POSIX
-//! message queues keep their name, attributes and messages.
+//! message queues keep their name, attributes and messages; memfds stay
+//! memfds, shared with their mappings.
 
 use dmtcp_tests::{e2e_tests, Scenario, TestEnv};
 
 e2e_tests! {
     sysv_shm => sysv_ipc_keeps_ids_and_sharing;
     posix_mq => posix_mqueue_keeps_messages;
+    memfd => memfds_stay_memfds;
 }
 
 /// Parent and child take turns on a counter in one SysV segment (sharing
@@ -20,4 +22,11 @@ fn sysv_ipc_keeps_ids_and_sharing(env: &mut TestEnv) {
 /// against the program's own model, with the queue's attributes.
 fn posix_mqueue_keeps_messages(env: &mut TestEnv) {
     Scenario::new("posix_mq").run(env);
+}
+
+/// A memfd with seals, size, offset and a shared mapping checked for
+/// coherence with the fd; a write-sealed memfd; a memfd only a mapping
+/// holds, shared with a child.
+fn memfds_stay_memfds(env: &mut TestEnv) {
+    Scenario::new("memfd").run(env);
 }

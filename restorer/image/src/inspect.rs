@@ -122,6 +122,18 @@ pub fn describe(r: &ImageReader) -> String {
                     addr.len()
                 )
             }
+            FdKind::Memfd {
+                name,
+                size,
+                seals,
+                contents,
+                ..
+            } => format!(
+                "memfd:{name} size {size} seals {seals:#x}{}",
+                contents
+                    .as_ref()
+                    .map_or(String::new(), |c| format!(" ({} bytes saved)", c.len()))
+            ),
             FdKind::Mqueue { name, messages, .. } => {
                 format!("POSIX message queue /{name} ({} queued)", messages.len())
             }
@@ -198,6 +210,7 @@ pub fn describe(r: &ImageReader) -> String {
                 (*offset, format!("/dev/zero (deleted) shm {id}"))
             }
             VmaKind::SysvShm { id, offset } => (*offset, format!("SysV shm id {id}")),
+            VmaKind::Memfd { id, name, offset } => (*offset, format!("memfd:{name} (object {id})")),
         };
         let gd = if v.growsdown { " growsdown" } else { "" };
         let _ = writeln!(

@@ -318,6 +318,21 @@ pub enum FdKind {
         msgsize: i64,
         messages: Vec<(u32, Vec<u8>)>,
     },
+    /// A memfd (`memfd_create`). `id` names the memory object (its inode;
+    /// fds and mappings with the same id share it); `size`, `seals` and
+    /// `contents` (trailing zeros not stored) are recorded on one fd of the
+    /// object only, `contents: None` on the others.
+    Memfd {
+        id: u64,
+        /// The name given to `memfd_create` (without the `memfd:` prefix).
+        name: String,
+        flags: i32,
+        offset: u64,
+        size: u64,
+        /// `F_GET_SEALS`.
+        seals: i32,
+        contents: Option<Vec<u8>>,
+    },
 }
 
 /// A memory mapping and its saved pages.
@@ -379,6 +394,15 @@ pub enum VmaKind {
     /// (saved with [`IpcState`]), not here.
     SysvShm {
         id: i32,
+        offset: u64,
+    },
+    /// A shared mapping of a memfd ("/memfd:NAME (deleted)"): `id` is the
+    /// memfd's inode, `offset` where the mapping starts in it. Its pages are
+    /// saved only when no fd of the computation holds the memfd (otherwise
+    /// the fd's `FdKind::Memfd` carries the contents).
+    Memfd {
+        id: u64,
+        name: String,
         offset: u64,
     },
 }

@@ -168,6 +168,20 @@ pub fn sample_image(vmas: Vec<Vma>) -> ProcessImage {
                     messages: vec![(3, b"hi".to_vec()), (0, b"low".to_vec())],
                 },
             },
+            FdEntry {
+                fd: 6,
+                desc: 5,
+                cloexec: true,
+                kind: FdKind::Memfd {
+                    id: 77,
+                    name: "buf".into(),
+                    flags: 2,
+                    offset: 5,
+                    size: 8192,
+                    seals: 8,
+                    contents: Some(b"memfd".to_vec()),
+                },
+            },
         ],
         vmas,
         ipc: Some(IpcState {
