@@ -909,11 +909,16 @@ fn capture_fds(pid: HostPid, fdctx: &mut FdContext) -> io::Result<Vec<FdEntry>> 
                 what: target.clone(),
             }
         };
+        let locks = match procfs::fdinfo_text(pid, fd) {
+            Ok(text) => crate::locks::parse_fdinfo(&text),
+            Err(_) => Vec::new(),
+        };
         out.push(FdEntry {
             fd,
             cloexec,
             desc: fdctx.desc(pid, fd),
             kind,
+            locks,
         });
     }
     Ok(out)

@@ -11,6 +11,7 @@ pub mod coord_args;
 pub mod fdrestore;
 pub mod fdshare;
 pub mod freeze;
+pub mod locks;
 pub mod mqueue;
 pub mod nsinit;
 pub mod pid;

@@ -386,9 +386,11 @@ fn make_shells(plans: &[ShellPlan], parked: &[ParkedMemory]) -> io::Result<Vec<i
             unique += 1;
             let key = desc_key(e, unique);
             if let std::collections::hash_map::Entry::Vacant(slot) = u.descs.entry(key) {
-                let fd = crate::fdrestore::open_fd(e, &pipes).map_err(|err| {
-                    io::Error::new(err.kind(), format!("pid {} fd {}: {err}", p.vpid, e.fd))
-                })?;
+                let fd = crate::fdrestore::open_fd(e, &pipes)
+                    .and_then(|fd| crate::locks::take_description_locks(&fd, &e.locks).map(|()| fd))
+                    .map_err(|err| {
+                        io::Error::new(err.kind(), format!("pid {} fd {}: {err}", p.vpid, e.fd))
+                    })?;
                 slot.insert(crate::sys::dup_above(fd.as_raw_fd(), base)?);
             }
             keys.push(key);
@@ -490,6 +492,9 @@ fn shell_main(u: &Universe, i: usize) -> ! {
             placed.push((e.fd, fd, e.cloexec));
         }
         let ready = place_fds(placed, ready_fd)?;
+        // After the last close of any fd (a close drops the process's
+        // record locks on that file).
+        crate::locks::take_process_locks(&plan.fds)?;
         set_rlimits(&plan.rlimits);
         crate::fdrestore::add_epoll_watches(&plan.fds)?;
         Ok(ready)

@@ -43,6 +43,7 @@ pub const PROGRAMS: &[&str] = &[
     "sysv_shm",
     "posix_mq",
     "memfd",
+    "locks",
 ];
 
 /// Target programs that are scripts (copied, not compiled).

@@ -1,7 +1,7 @@
 //! IPC objects of the computation's IPC namespace: SysV shared memory,
 //! semaphores and message queues keep their ids and contents; POSIX
 //! message queues keep their name, attributes and messages; memfds stay
-//! memfds, shared with their mappings.
+//! memfds, shared with their mappings; file locks are held again.
 
 use dmtcp_tests::{e2e_tests, Scenario, TestEnv};
 
@@ -9,6 +9,7 @@ e2e_tests! {
     sysv_shm => sysv_ipc_keeps_ids_and_sharing;
     posix_mq => posix_mqueue_keeps_messages;
     memfd => memfds_stay_memfds;
+    locks => file_locks_held_again;
 }
 
 /// Parent and child take turns on a counter in one SysV segment (sharing
@@ -29,4 +30,11 @@ fn posix_mqueue_keeps_messages(env: &mut TestEnv) {
 /// holds, shared with a child.
 fn memfds_stay_memfds(env: &mut TestEnv) {
     Scenario::new("memfd").run(env);
+}
+
+/// flock(), POSIX record and OFD locks of the parent still conflict with a
+/// child's own descriptions after each restart.
+fn file_locks_held_again(env: &mut TestEnv) {
+    let dir = env.work.clone();
+    Scenario::new("locks").arg(&dir).run(env);
 }

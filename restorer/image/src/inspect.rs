@@ -185,6 +185,16 @@ pub fn describe(r: &ImageReader) -> String {
             ),
         };
         let _ = writeln!(s, "  {:>4}{cloexec} {what}", f.fd);
+        for l in &f.locks {
+            let _ = writeln!(
+                s,
+                "         lock {:?} {} {}..{}",
+                l.kind,
+                if l.write { "write" } else { "read" },
+                l.start,
+                l.end.map_or("EOF".to_string(), |e| e.to_string())
+            );
+        }
     }
 
     let _ = writeln!(s, "memory ({} vmas)", m.vmas.len());

@@ -224,6 +224,32 @@ pub struct FdEntry {
     /// after `dup` or `fork`.
     pub desc: u64,
     pub kind: FdKind,
+    /// File locks held through this fd: `flock` and OFD locks belong to the
+    /// description (listed on every fd of it), POSIX record locks to this
+    /// process.
+    pub locks: Vec<FileLock>,
+}
+
+/// A file lock as `/proc/PID/fdinfo` lists it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileLock {
+    pub kind: LockKind,
+    /// Exclusive (write) or shared (read).
+    pub write: bool,
+    /// Byte range, `end` inclusive; `None`: to the end of the file. A
+    /// `flock` lock is always the whole file.
+    pub start: u64,
+    pub end: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LockKind {
+    /// `flock()`.
+    Flock,
+    /// `fcntl(F_SETLK)`: owned by the process.
+    Posix,
+    /// `fcntl(F_OFD_SETLK)`: owned by the open file description.
+    Ofd,
 }
 
 /// What an fd refers to.

@@ -134,6 +134,7 @@ pub fn sample_image(vmas: Vec<Vma>) -> ProcessImage {
                     from: 0,
                     what: "/dev/pts/3".into(),
                 },
+                locks: Vec::new(),
             },
             FdEntry {
                 fd: 3,
@@ -146,6 +147,20 @@ pub fn sample_image(vmas: Vec<Vma>) -> ProcessImage {
                     deleted: false,
                     contents: None,
                 },
+                locks: vec![
+                    FileLock {
+                        kind: LockKind::Posix,
+                        write: true,
+                        start: 10,
+                        end: Some(19),
+                    },
+                    FileLock {
+                        kind: LockKind::Flock,
+                        write: false,
+                        start: 0,
+                        end: None,
+                    },
+                ],
             },
             FdEntry {
                 fd: 4,
@@ -154,6 +169,7 @@ pub fn sample_image(vmas: Vec<Vma>) -> ProcessImage {
                 kind: FdKind::Unsupported {
                     what: "socket:[1234]".into(),
                 },
+                locks: Vec::new(),
             },
             FdEntry {
                 fd: 5,
@@ -167,6 +183,7 @@ pub fn sample_image(vmas: Vec<Vma>) -> ProcessImage {
                     msgsize: 64,
                     messages: vec![(3, b"hi".to_vec()), (0, b"low".to_vec())],
                 },
+                locks: Vec::new(),
             },
             FdEntry {
                 fd: 6,
@@ -181,6 +198,7 @@ pub fn sample_image(vmas: Vec<Vma>) -> ProcessImage {
                     seals: 8,
                     contents: Some(b"memfd".to_vec()),
                 },
+                locks: Vec::new(),
             },
         ],
         vmas,
