@@ -148,12 +148,75 @@ fn run() -> io::Result<i32> {
     dmtcp_protocol::write_frame(&mut ctrl, &reply)
         .map_err(|e| io::Error::other(format!("control socket: {e}")))?;
     let Some(root) = root else { return Ok(127) };
-    // No fork after this point: a thread is safe now. It answers the
-    // supervisor's later requests until the supervisor closes the socket.
-    std::thread::Builder::new()
-        .name("ctrl".into())
-        .spawn(move || serve(ctrl))?;
-    Ok(reap_until(root))
+    Ok(serve_and_reap(root, ctrl))
+}
+
+/// Reaps every child (orphans included) until `root` exits, answering the
+/// supervisor's requests meanwhile; returns the root's exit code.
+///
+/// One thread only: a thread of ours would take a pid in the namespace
+/// that a restored process or thread may need. SIGCHLD is blocked and read
+/// from a signalfd, polled together with the control socket.
+fn serve_and_reap(root: i32, ctrl: UnixStream) -> i32 {
+    use nix::sys::signal::{SigSet, Signal};
+    use nix::sys::signalfd::{SfdFlags, SignalFd};
+    use std::os::fd::AsRawFd;
+    let mut mask = SigSet::empty();
+    mask.add(Signal::SIGCHLD);
+    let sfd = mask.thread_block().ok().and_then(|()| {
+        SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC).ok()
+    });
+    let Some(sfd) = sfd else {
+        // Without a signalfd: no more requests, just reap.
+        drop(ctrl);
+        return reap_until(root);
+    };
+    let mut ctrl = Some(ctrl);
+    loop {
+        loop {
+            let mut status = 0;
+            // SAFETY: status is a live c_int.
+            let r = unsafe { libc::waitpid(-1, &mut status, libc::__WALL | libc::WNOHANG) };
+            if r == root {
+                return exit_code_for(status);
+            }
+            if r == 0 {
+                break;
+            }
+            if r < 0 {
+                match io::Error::last_os_error().raw_os_error() {
+                    Some(libc::EINTR) => continue,
+                    _ => return 1, // no children left, yet the root was never seen
+                }
+            }
+        }
+        let mut fds = [
+            libc::pollfd {
+                fd: sfd.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: ctrl.as_ref().map_or(-1, |c| c.as_raw_fd()),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        // SAFETY: fds is a live array of two pollfds (a negative fd is ignored).
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) };
+        if n < 0 {
+            continue; // EINTR
+        }
+        if fds[0].revents != 0 {
+            while let Ok(Some(_)) = sfd.read_signal() {}
+        }
+        if fds[1].revents != 0 {
+            let keep = ctrl.as_mut().is_some_and(serve_one);
+            if !keep {
+                ctrl = None;
+            }
+        }
+    }
 }
 
 fn recreate_ipc(ctrl: &mut UnixStream, ipc: bool) -> io::Result<()> {
@@ -165,29 +228,28 @@ fn recreate_ipc(ctrl: &mut UnixStream, ipc: bool) -> io::Result<()> {
         .map_err(|e| io::Error::new(e.kind(), format!("recreating SysV IPC: {e}")))
 }
 
-/// Answers requests on the control socket while the computation runs.
-fn serve(mut ctrl: UnixStream) {
-    while let Ok(req) = dmtcp_protocol::read_frame::<_, InitRequest>(&mut ctrl) {
-        let sent = match req {
-            InitRequest::DumpIpc => match crate::sysvipc::dump() {
-                Ok(state) => dmtcp_protocol::write_frame(&mut ctrl, &InitReply::Ipc)
-                    .map_err(|e| io::Error::other(e.to_string()))
-                    .and_then(|()| crate::sysvipc::send(&mut ctrl, &state)),
-                Err(e) => reply(&mut ctrl, InitReply::Failed(e.to_string())),
-            },
-            InitRequest::RemoveShm { ids } => match crate::sysvipc::remove_destroyed(&ids) {
-                Ok(()) => reply(&mut ctrl, InitReply::Done),
-                Err(e) => reply(&mut ctrl, InitReply::Failed(e.to_string())),
-            },
-            other => reply(
-                &mut ctrl,
-                InitReply::Failed(format!("unexpected request {other:?}")),
-            ),
-        };
-        if sent.is_err() {
-            return;
-        }
-    }
+/// Answers one request on the control socket; false once it is closed.
+fn serve_one(ctrl: &mut UnixStream) -> bool {
+    let Ok(req) = dmtcp_protocol::read_frame::<_, InitRequest>(ctrl) else {
+        return false;
+    };
+    let sent = match req {
+        InitRequest::DumpIpc => match crate::sysvipc::dump() {
+            Ok(state) => {
+                reply(ctrl, InitReply::Ipc).and_then(|()| crate::sysvipc::send(ctrl, &state))
+            }
+            Err(e) => reply(ctrl, InitReply::Failed(e.to_string())),
+        },
+        InitRequest::RemoveShm { ids } => match crate::sysvipc::remove_destroyed(&ids) {
+            Ok(()) => reply(ctrl, InitReply::Done),
+            Err(e) => reply(ctrl, InitReply::Failed(e.to_string())),
+        },
+        other => reply(
+            ctrl,
+            InitReply::Failed(format!("unexpected request {other:?}")),
+        ),
+    };
+    sent.is_ok()
 }
 
 fn reply(ctrl: &mut UnixStream, r: InitReply) -> io::Result<()> {

@@ -91,8 +91,8 @@ pub fn spawn_nsinit(nsinit: &Path, ctrl: &OwnedFd) -> io::Result<HostPid> {
         return Err(io::Error::new(
             e.kind(),
             format!(
-                "cannot create the pid, IPC{} namespaces: {e}",
-                if userns { " and user" } else { "" }
+                "cannot create the pid{} and IPC namespaces: {e}",
+                if userns { ", user" } else { "" }
             ),
         ));
     }

@@ -28,8 +28,12 @@ fn os_err(what: String) -> io::Error {
 /// Rows of a `/proc/sysvipc/*` table as `column name -> value` lookups.
 fn table(kind: &str) -> io::Result<Vec<Vec<(String, String)>>> {
     let path = format!("/proc/sysvipc/{kind}");
-    let text = std::fs::read_to_string(&path)
-        .map_err(|e| io::Error::new(e.kind(), format!("{path}: {e}")))?;
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        // A kernel without SysV IPC has no objects to save.
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(io::Error::new(e.kind(), format!("{path}: {e}"))),
+    };
     let mut lines = text.lines();
     let header: Vec<String> = lines
         .next()

@@ -1,7 +1,8 @@
 /* locks.c: file locks are held again after restart. The parent holds a
  * flock() lock, two POSIX record locks and an OFD lock; a child checks
  * through descriptions of its own, over and over, that each still
- * conflicts (and that unlocked ranges do not). Usage: locks DIR */
+ * conflicts (and that unlocked ranges do not). Usage: locks PREFIX (the
+ * files are PREFIX-a, PREFIX-b, PREFIX-c) */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -61,10 +62,10 @@ static void child_checks(pid_t parent) {
 int main(int argc, char **argv) {
     zdtm_init(argc, argv);
     if (argc < 2)
-        zdtm_fail("usage: locks DIR");
-    snprintf(path_a, sizeof path_a, "%s/lock-a", argv[1]);
-    snprintf(path_b, sizeof path_b, "%s/lock-b", argv[1]);
-    snprintf(path_c, sizeof path_c, "%s/lock-c", argv[1]);
+        zdtm_fail("usage: locks PREFIX");
+    snprintf(path_a, sizeof path_a, "%s-a", argv[1]);
+    snprintf(path_b, sizeof path_b, "%s-b", argv[1]);
+    snprintf(path_c, sizeof path_c, "%s-c", argv[1]);
     int a = open_file(path_a), b = open_file(path_b), c = open_file(path_c);
     if (flock(a, LOCK_EX) != 0)
         zdtm_fail("flock: %s", strerror(errno));

@@ -14,7 +14,8 @@
 #include <unistd.h>
 #include "zdtm.h"
 
-#define NAME "/dmtcp-test-mq"
+/* Unique per process: run bare, two instances share one namespace. */
+static char NAME[64];
 #define IN_FLIGHT 5
 
 struct msg { unsigned prio; long seq; };
@@ -67,6 +68,7 @@ static void check_attrs(mqd_t r, mqd_t w) {
 
 int main(int argc, char **argv) {
     zdtm_init(argc, argv);
+    snprintf(NAME, sizeof NAME, "/dmtcp-test-mq-%d", (int)getpid());
     mq_unlink(NAME);
     struct mq_attr attr = {.mq_maxmsg = 8, .mq_msgsize = 64};
     mode_t old = umask(0);

@@ -22,10 +22,9 @@
 #include <unistd.h>
 #include "zdtm.h"
 
-#define KEY_SHARED 0x5eed0001
-#define KEY_LONELY 0x5eed0002
-#define KEY_SEM 0x5eed0003
-#define KEY_MSG 0x5eed0004
+/* Keys unique per process: run bare, two instances share one namespace. */
+#define KEY(n) ((key_t)(0x5e000000 | ((getpid() & 0xffff) << 4) | (n)))
+static key_t KEY_SHARED, KEY_LONELY, KEY_SEM, KEY_MSG;
 #define SEG_SIZE (3 * 4096 + 100)
 
 struct shared {
@@ -75,6 +74,10 @@ static void take_turns(int me, const char *who) {
 
 int main(int argc, char **argv) {
     zdtm_init(argc, argv);
+    KEY_SHARED = KEY(1);
+    KEY_LONELY = KEY(2);
+    KEY_SEM = KEY(3);
+    KEY_MSG = KEY(4);
     /* Used-up ids first, so the ids below are not simply the first ones a
      * fresh namespace hands out. */
     for (int i = 0; i < 3; i++) {

@@ -35,6 +35,6 @@ fn memfds_stay_memfds(env: &mut TestEnv) {
 /// flock(), POSIX record and OFD locks of the parent still conflict with a
 /// child's own descriptions after each restart.
 fn file_locks_held_again(env: &mut TestEnv) {
-    let dir = env.work.clone();
-    Scenario::new("locks").arg(&dir).run(env);
+    let prefix = env.work.join("lock");
+    Scenario::new("locks").arg(&prefix).run(env);
 }
