@@ -14,7 +14,9 @@
 use std::collections::HashMap;
 use std::io;
 
-use dmtcp_image::{ImageReader, PageRun, ProcessImage, ThreadState, Vma, VmaKind, PAGE_SIZE};
+use dmtcp_image::{
+    FdKind, ImageReader, PageRun, ProcessImage, ThreadState, Vma, VmaKind, PAGE_SIZE,
+};
 use dmtcp_supervisor::nsinit::ParkedMemory;
 use dmtcp_supervisor::pid::{HostPid, RemoteAddr};
 use dmtcp_supervisor::procfs::{self, Mem};
@@ -83,7 +85,9 @@ pub fn park_shared_memory(images: &[ImageReader]) -> Vec<ParkedMemory> {
             taken.push((v.start, v.end));
             let (id, offset, memfd) = match &v.kind {
                 VmaKind::SharedAnon { id, offset } => (*id, *offset, None),
-                VmaKind::Memfd { id, name, offset } => (*id, *offset, Some(name.clone())),
+                VmaKind::Memfd { id, name, offset } if v.shared => {
+                    (*id, *offset, Some(name.clone()))
+                }
                 _ => continue,
             };
             let s = sizes.entry(id).or_insert((0, memfd));
@@ -374,6 +378,37 @@ fn map_vdso(sh: &mut Shell, meta: &ProcessImage) -> io::Result<()> {
     Ok(())
 }
 
+/// An fd in the shell on `path` for mmap (opened once per path and mode,
+/// kept in `fds` until every mapping is made).
+fn open_for_mapping(
+    sh: &mut Shell,
+    fds: &mut HashMap<(String, bool), u64>,
+    path: &str,
+    rw: bool,
+) -> io::Result<u64> {
+    let key = (path.to_string(), rw);
+    if let Some(fd) = fds.get(&key) {
+        return Ok(*fd);
+    }
+    let p = sh.put_cstr(path)?;
+    let mode = if rw { libc::O_RDWR } else { libc::O_RDONLY };
+    let fd = sh
+        .call(
+            libc::SYS_openat,
+            [
+                libc::AT_FDCWD as u64,
+                p,
+                (mode | libc::O_CLOEXEC) as u64,
+                0,
+                0,
+                0,
+            ],
+        )
+        .map_err(|e| err(sh.pid, &format!("opening mapped file {path}"), e))?;
+    fds.insert(key, fd);
+    Ok(fd)
+}
+
 /// Maps every saved VMA; returns the mappings that were made writable only
 /// to be filled, with their final protection.
 fn map_all(
@@ -416,6 +451,23 @@ fn map_all(
                 .map_err(|e| err(pid, "mprotect SysV shared memory", e))?;
                 continue;
             }
+            VmaKind::Memfd { id, name, offset } if !v.shared => {
+                // A private mapping comes from the memfd itself, reached
+                // through an fd this process holds on it.
+                let held = meta
+                    .fds
+                    .iter()
+                    .find(|e| matches!(e.kind, FdKind::Memfd { id: m, .. } if m == *id))
+                    .ok_or_else(|| {
+                        err(
+                            pid,
+                            &format!("private mapping of memfd:{name} at {:#x}", v.start),
+                            "the process holds no fd on that memfd (not supported)",
+                        )
+                    })?;
+                let path = format!("/proc/self/fd/{}", held.fd);
+                (open_for_mapping(sh, &mut fds, &path, false)?, *offset)
+            }
             VmaKind::SharedAnon { id, offset } | VmaKind::Memfd { id, offset, .. } => {
                 // The object was mapped by nsinit before the fork: take this
                 // piece of it (the parked copy stays for other pieces).
@@ -445,29 +497,7 @@ fn map_all(
             }
             VmaKind::File { path, offset, .. } => {
                 let rw = v.shared && v.prot & libc::PROT_WRITE as u32 != 0;
-                let key = (path.clone(), rw);
-                let fd = match fds.get(&key) {
-                    Some(fd) => *fd,
-                    None => {
-                        let p = sh.put_cstr(path)?;
-                        let mode = if rw { libc::O_RDWR } else { libc::O_RDONLY };
-                        let fd = sh
-                            .call(
-                                libc::SYS_openat,
-                                [
-                                    libc::AT_FDCWD as u64,
-                                    p,
-                                    (mode | libc::O_CLOEXEC) as u64,
-                                    0,
-                                    0,
-                                    0,
-                                ],
-                            )
-                            .map_err(|e| err(pid, &format!("opening mapped file {path}"), e))?;
-                        fds.insert(key, fd);
-                        fd
-                    }
-                };
+                let fd = open_for_mapping(sh, &mut fds, path, rw)?;
                 (fd, *offset)
             }
         };

@@ -414,7 +414,7 @@ fn vma_kind(m: &MapEntry) -> VmaKind {
             id: m.inode,
             offset: m.offset,
         },
-        n if m.shared && n.starts_with("/memfd:") && n.ends_with(" (deleted)") => VmaKind::Memfd {
+        n if n.starts_with("/memfd:") && n.ends_with(" (deleted)") => VmaKind::Memfd {
             id: m.inode,
             name: memfd_name(n).to_string(),
             offset: m.offset,
@@ -564,7 +564,7 @@ fn capture_memory(
         let kind = vma_kind(m);
         let object = match &kind {
             VmaKind::SharedAnon { .. } => true,
-            VmaKind::Memfd { id, .. } => !fdctx.memfd_has_fd(*id),
+            VmaKind::Memfd { id, .. } => m.shared && !fdctx.memfd_has_fd(*id),
             _ => false,
         };
         let vf = flags

@@ -1,6 +1,7 @@
 /* memfd.c: memfds come back as memfds with their name, size, seals, offset
  * and contents; a MAP_SHARED mapping stays shared with the fd, and a
- * mapping whose fd was closed stays shared between parent and child.
+ * mapping whose fd was closed stays shared between parent and child; a
+ * private mapping keeps its private copy and shows the memfd elsewhere.
  * Checked continuously while the program runs and at the end. */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -69,6 +70,11 @@ int main(int argc, char **argv) {
     if (fcntl(buf_fd, F_ADD_SEALS, BUF_SEALS) != 0)
         zdtm_fail("F_ADD_SEALS: %s", strerror(errno));
     lseek(buf_fd, BUF_OFFSET, SEEK_SET);
+    /* A private mapping: one page modified (a private copy), one not. */
+    char *priv = mmap(NULL, 3 * 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE, buf_fd, 0);
+    if (priv == MAP_FAILED)
+        zdtm_fail("mmap private: %s", strerror(errno));
+    strcpy(priv + 4096, "private copy");
 
     sealed_fd = memfd_create("dmtcp-test-sealed", MFD_ALLOW_SEALING | MFD_CLOEXEC);
     if (sealed_fd < 0 || write(sealed_fd, "read-only contents", 19) != 19)
@@ -122,6 +128,12 @@ int main(int argc, char **argv) {
     for (int k = 3 * sizeof(long); k < BUF_SIZE; k++)
         if (got[k] != pat[k])
             zdtm_fail("memfd byte %d changed", k);
+    if (strcmp(priv + 4096, "private copy") != 0)
+        zdtm_fail("the private copy in the private mapping is lost");
+    if (memcmp(got + 4096, pat + 4096, 16) != 0)
+        zdtm_fail("the private copy leaked into the memfd");
+    if (memcmp(priv + 8192, pat + 8192, 4096) != 0)
+        zdtm_fail("the private mapping does not show the memfd's bytes");
     char s[32] = {0};
     if (pread(sealed_fd, s, sizeof s, 0) != 19 || strcmp(s, "read-only contents") != 0)
         zdtm_fail("sealed memfd contents '%s'", s);

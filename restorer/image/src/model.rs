@@ -422,10 +422,12 @@ pub enum VmaKind {
         id: i32,
         offset: u64,
     },
-    /// A shared mapping of a memfd ("/memfd:NAME (deleted)"): `id` is the
-    /// memfd's inode, `offset` where the mapping starts in it. Its pages are
+    /// A mapping of a memfd ("/memfd:NAME (deleted)"): `id` is the memfd's
+    /// inode, `offset` where the mapping starts in it. Shared: its pages are
     /// saved only when no fd of the computation holds the memfd (otherwise
-    /// the fd's `FdKind::Memfd` carries the contents).
+    /// the fd's `FdKind::Memfd` carries the contents). Private: mapped from
+    /// the memfd through an fd the process holds; privately modified pages
+    /// are saved.
     Memfd {
         id: u64,
         name: String,
