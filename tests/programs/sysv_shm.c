@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ipc.h>
+#include <sys/mman.h>
 #include <sys/msg.h>
 #include <sys/prctl.h>
 #include <sys/sem.h>
@@ -26,6 +27,7 @@
 #define KEY(n) ((key_t)(0x5e000000 | ((getpid() & 0xffff) << 4) | (n)))
 static key_t KEY_SHARED, KEY_LONELY, KEY_SEM, KEY_MSG;
 #define SEG_SIZE (3 * 4096 + 100)
+#define MIRROR (3 * 4096) /* the counter again, in the last page */
 
 struct shared {
     volatile long counter;
@@ -36,6 +38,10 @@ struct shared {
 
 static int shared_id;
 static struct shared *s;
+/* The same segment attached again elsewhere (child), and a partial attach
+ * with its first page unmapped (parent): both must see what s sees. */
+static struct shared *again;
+static char *partial;
 
 static void check_segment(const char *who) {
     if (shmget(KEY_SHARED, 0, 0) != shared_id)
@@ -55,14 +61,19 @@ static void take_turns(int me, const char *who) {
         long waited = 0;
         while (s->turn != me && !s->stop) {
             zdtm_msleep(1);
-            if (++waited > 5000)
-                zdtm_fail("%s: no turn for 5 s at counter %ld (segment not shared?)", who, s->counter);
+            if (++waited > 20000)
+                zdtm_fail("%s: no turn for 20 s at counter %ld (segment not shared?)", who, s->counter);
         }
         if (s->stop)
             break;
         if (last >= 0 && s->counter != last + 1)
             zdtm_fail("%s: counter %ld after %ld", who, s->counter, last);
         last = ++s->counter;
+        if (again && again->counter != last)
+            zdtm_fail("%s: second attach sees counter %ld, not %ld", who, again->counter, last);
+        *(volatile long *)((char *)s + MIRROR) = last;
+        if (partial && *(volatile long *)(partial + MIRROR - 4096) != last)
+            zdtm_fail("%s: the partial attach does not show the segment", who);
         if (last % 64 == 0)
             check_segment(who);
         if (me == 0 && zdtm_stop_requested())
@@ -133,9 +144,16 @@ int main(int argc, char **argv) {
     pid_t c = fork();
     if (c == 0) {
         prctl(PR_SET_NAME, "sysv-child");
+        again = shmat(shared_id, NULL, 0);
+        if (again == (void *)-1)
+            zdtm_fail("child: second shmat: %s", strerror(errno));
         take_turns(1, "child");
         exit(0);
     }
+    partial = shmat(shared_id, NULL, SHM_RDONLY);
+    if (partial == (void *)-1 || munmap(partial, 4096) != 0)
+        zdtm_fail("partial attach: %s", strerror(errno));
+    partial += 4096;
     zdtm_ready();
     take_turns(0, "parent");
     int st;
