@@ -148,10 +148,20 @@ fn run() -> anyhow::Result<i32> {
     supervise::block_signals()?;
     let shells = images.iter().map(shell_plan).collect();
     let shared_memory = restore::park_shared_memory(&images);
-    let ipc = images.iter().find_map(|r| r.meta().ipc.clone());
+    let ipc = images
+        .iter()
+        .find_map(|r| r.meta().ipc.clone().map(|s| (r, s)))
+        .map(|(r, s)| {
+            s.shm
+                .iter()
+                .map(|g| dmtcp_supervisor::sysvipc::load_pages(r, g))
+                .collect::<std::io::Result<Vec<_>>>()
+                .map(|bytes| (s, bytes))
+        })
+        .transpose()?;
     let shm_sizes: std::collections::HashMap<i32, u64> = ipc
         .iter()
-        .flat_map(|s| s.shm.iter().map(|g| (g.perm.id, g.size)))
+        .flat_map(|(s, _)| s.shm.iter().map(|g| (g.perm.id, g.size)))
         .collect();
     let (nsinit, reply, mut ctrl) = supervise::start_nsinit(
         &InitRequest::Restore {
@@ -159,7 +169,7 @@ fn run() -> anyhow::Result<i32> {
             shared_memory: shared_memory.clone(),
             ipc: ipc.is_some(),
         },
-        ipc.as_ref(),
+        ipc.as_ref().map(|(s, b)| (s, b)),
     )?;
     let kill_ns = || supervise::kill_and_reap(nsinit);
     match reply {
@@ -190,7 +200,7 @@ fn run() -> anyhow::Result<i32> {
     // restored processes hold them.
     let destroyed: Vec<i32> = ipc
         .iter()
-        .flat_map(|s| s.shm.iter())
+        .flat_map(|(s, _)| s.shm.iter())
         .filter(|g| g.perm.mode & dmtcp_supervisor::sysvipc::SHM_DEST != 0)
         .map(|g| g.perm.id)
         .collect();

@@ -223,8 +223,8 @@ fn recreate_ipc(ctrl: &mut UnixStream, ipc: bool) -> io::Result<()> {
     if !ipc {
         return Ok(());
     }
-    let state = crate::sysvipc::recv(ctrl)?;
-    crate::sysvipc::recreate(&state)
+    let (state, bytes) = crate::sysvipc::recv(ctrl)?;
+    crate::sysvipc::recreate(&state, &bytes)
         .map_err(|e| io::Error::new(e.kind(), format!("recreating SysV IPC: {e}")))
 }
 
@@ -235,9 +235,8 @@ fn serve_one(ctrl: &mut UnixStream) -> bool {
     };
     let sent = match req {
         InitRequest::DumpIpc => match crate::sysvipc::dump() {
-            Ok(state) => {
-                reply(ctrl, InitReply::Ipc).and_then(|()| crate::sysvipc::send(ctrl, &state))
-            }
+            Ok((state, bytes)) => reply(ctrl, InitReply::Ipc)
+                .and_then(|()| crate::sysvipc::send(ctrl, &state, &bytes)),
             Err(e) => reply(ctrl, InitReply::Failed(e.to_string())),
         },
         InitRequest::RemoveShm { ids } => match crate::sysvipc::remove_destroyed(&ids) {

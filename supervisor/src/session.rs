@@ -389,7 +389,13 @@ impl Session {
                 capture::capture(fp, &mut writer, info.clone(), &mut fdctx, true)
                     .map_err(|e| e.to_string())?;
             if Some(fp.vpid) == lowest {
-                meta.ipc = ipc.take();
+                if let Some((mut state, bytes)) = ipc.take() {
+                    for (g, b) in state.shm.iter_mut().zip(&bytes) {
+                        g.pages = crate::sysvipc::store_pages(&mut writer, b)
+                            .map_err(|e| format!("saving SysV shared memory {}: {e}", g.perm.id))?;
+                    }
+                    meta.ipc = Some(state);
+                }
             }
             debug!("pid {} ({comm}): captured in {:?}", fp.vpid, t.elapsed());
             let entry = ImageEntry {

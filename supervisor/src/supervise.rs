@@ -68,8 +68,9 @@ impl NsinitCtrl {
             .map_err(|e| io::Error::other(format!("talking to dmtcp-nsinit: {e}")))
     }
 
-    /// The SysV IPC objects of the computation's IPC namespace.
-    pub fn dump_ipc(&mut self) -> io::Result<IpcState> {
+    /// The SysV IPC objects of the computation's IPC namespace, with the
+    /// bytes of each shared memory segment.
+    pub fn dump_ipc(&mut self) -> io::Result<(IpcState, crate::sysvipc::ShmBytes)> {
         match self.ask(&InitRequest::DumpIpc)? {
             InitReply::Ipc => crate::sysvipc::recv(&mut self.0),
             InitReply::Failed(m) => Err(io::Error::other(format!("reading SysV IPC: {m}"))),
@@ -95,7 +96,7 @@ impl NsinitCtrl {
 /// SysV IPC objects to recreate, for a `Restore` that asks for them).
 pub fn start_nsinit(
     req: &InitRequest,
-    ipc: Option<&IpcState>,
+    ipc: Option<(&IpcState, &crate::sysvipc::ShmBytes)>,
 ) -> io::Result<(HostPid, InitReply, NsinitCtrl)> {
     let nsinit = sibling("dmtcp-nsinit", "DMTCP_NSINIT")?;
     let (ours, theirs) = UnixStream::pair()?;
@@ -105,8 +106,8 @@ pub fn start_nsinit(
     let mut ours = ours;
     dmtcp_protocol::write_frame(&mut ours, req)
         .map_err(|e| io::Error::other(format!("talking to dmtcp-nsinit: {e}")))?;
-    if let Some(state) = ipc {
-        crate::sysvipc::send(&mut ours, state)?;
+    if let Some((state, bytes)) = ipc {
+        crate::sysvipc::send(&mut ours, state, bytes)?;
     }
     let reply: InitReply = match dmtcp_protocol::read_frame(&mut ours) {
         Ok(r) => r,

@@ -72,17 +72,23 @@ fn perm(row: &[(String, String)], id_col: &str) -> io::Result<IpcPerm> {
     })
 }
 
-/// Every SysV IPC object of our IPC namespace, with its contents.
-pub fn dump() -> io::Result<IpcState> {
+/// The bytes of each shared memory segment of an [`IpcState`], in the
+/// same order (trailing zeros dropped). They travel apart from the state:
+/// in the image they are page data, on the control socket raw bytes.
+pub type ShmBytes = Vec<Vec<u8>>;
+
+/// Every SysV IPC object of our IPC namespace, with the segments' bytes.
+pub fn dump() -> io::Result<(IpcState, ShmBytes)> {
     let mut state = IpcState::default();
+    let mut bytes = Vec::new();
     for row in table("shm")? {
         let perm = perm(&row, "shmid")?;
         let size: u64 = col(&row, "size")?;
-        let contents = shm_contents(perm.id, size)?;
+        bytes.push(shm_contents(perm.id, size)?);
         state.shm.push(ShmSegment {
             perm,
             size,
-            contents,
+            pages: Vec::new(),
         });
     }
     for row in table("sem")? {
@@ -129,7 +135,7 @@ pub fn dump() -> io::Result<IpcState> {
             messages,
         });
     }
-    Ok(state)
+    Ok((state, bytes))
 }
 
 /// The bytes of a segment (trailing zeros dropped), read through a
@@ -180,9 +186,12 @@ fn check_id(kind: &str, got: i32, want: &IpcPerm) -> io::Result<()> {
 }
 
 /// Recreates every object of `state` with its id, key, mode, owner and
-/// contents, in our (fresh) IPC namespace.
-pub fn recreate(state: &IpcState) -> io::Result<()> {
-    for g in &state.shm {
+/// contents (`bytes`: each segment's), in our (fresh) IPC namespace.
+pub fn recreate(state: &IpcState, bytes: &ShmBytes) -> io::Result<()> {
+    if bytes.len() != state.shm.len() {
+        return Err(io::Error::other("SysV IPC: segment bytes missing"));
+    }
+    for (g, contents) in state.shm.iter().zip(bytes) {
         let p = &g.perm;
         set_next_id("shm", p.id)?;
         let flags = (p.mode & 0o777) as i32 | libc::IPC_CREAT | libc::IPC_EXCL;
@@ -194,10 +203,10 @@ pub fn recreate(state: &IpcState) -> io::Result<()> {
         if at as isize == -1 {
             return Err(os_err(format!("shmat({id})")));
         }
-        let n = g.contents.len().min(g.size as usize);
+        let n = contents.len().min(g.size as usize);
         // SAFETY: the attach maps g.size writable bytes at `at`; n <= size.
         unsafe {
-            std::ptr::copy_nonoverlapping(g.contents.as_ptr(), at as *mut u8, n);
+            std::ptr::copy_nonoverlapping(contents.as_ptr(), at as *mut u8, n);
             libc::shmdt(at);
         }
         // SAFETY: shmid_ds is plain data; IPC_STAT fills it, IPC_SET reads it.
@@ -285,36 +294,93 @@ pub fn remove_destroyed(ids: &[i32]) -> io::Result<()> {
     Ok(())
 }
 
-/// Sends `state` over a control stream: one frame without the segments'
-/// bytes (frames are limited in size), then those bytes raw.
-pub fn send<W: Write>(w: &mut W, state: &IpcState) -> io::Result<()> {
-    let mut head = state.clone();
-    let mut lens = Vec::with_capacity(head.shm.len());
-    for g in head.shm.iter_mut() {
-        lens.push(g.contents.len() as u64);
-        g.contents = Vec::new();
-    }
-    dmtcp_protocol::write_frame(w, &(head, lens))
+/// Sends `state` and the segments' bytes over a control stream: one frame
+/// (frames are limited in size), then the bytes raw.
+pub fn send<W: Write>(w: &mut W, state: &IpcState, bytes: &ShmBytes) -> io::Result<()> {
+    let lens: Vec<u64> = bytes.iter().map(|b| b.len() as u64).collect();
+    dmtcp_protocol::write_frame(w, &(state, lens))
         .map_err(|e| io::Error::other(format!("sending IPC state: {e}")))?;
-    for g in &state.shm {
-        w.write_all(&g.contents)?;
+    for b in bytes {
+        w.write_all(b)?;
     }
     w.flush()
 }
 
 /// Receives what [`send`] sent.
-pub fn recv<R: Read>(r: &mut R) -> io::Result<IpcState> {
-    let (mut state, lens): (IpcState, Vec<u64>) = dmtcp_protocol::read_frame(r)
+pub fn recv<R: Read>(r: &mut R) -> io::Result<(IpcState, ShmBytes)> {
+    let (state, lens): (IpcState, Vec<u64>) = dmtcp_protocol::read_frame(r)
         .map_err(|e| io::Error::other(format!("receiving IPC state: {e}")))?;
     if lens.len() != state.shm.len() {
         return Err(io::Error::other("IPC state: segment count mismatch"));
     }
-    for (g, len) in state.shm.iter_mut().zip(lens) {
+    let mut bytes = Vec::with_capacity(lens.len());
+    for (g, len) in state.shm.iter().zip(lens) {
         if len > g.size {
             return Err(io::Error::other("IPC state: segment bytes exceed its size"));
         }
-        g.contents = vec![0u8; len as usize];
-        r.read_exact(&mut g.contents)?;
+        let mut b = vec![0u8; len as usize];
+        r.read_exact(&mut b)?;
+        bytes.push(b);
     }
-    Ok(state)
+    Ok((state, bytes))
+}
+
+/// Stores a segment's bytes as page runs of an image (zero pages skipped);
+/// each run's `addr` is its byte offset in the segment.
+pub fn store_pages(
+    writer: &mut dmtcp_image::ImageWriter,
+    bytes: &[u8],
+) -> io::Result<Vec<dmtcp_image::PageRun>> {
+    const PAGE: usize = dmtcp_image::PAGE_SIZE as usize;
+    const MAX_RUN: usize = 1024;
+    let npages = bytes.len().div_ceil(PAGE);
+    let page = |i: usize| &bytes[i * PAGE..((i + 1) * PAGE).min(bytes.len())];
+    let zero = |i: usize| page(i).iter().all(|&b| b == 0);
+    let mut runs = Vec::new();
+    let mut i = 0;
+    while i < npages {
+        if zero(i) {
+            i += 1;
+            continue;
+        }
+        let mut j = i + 1;
+        while j < npages && j - i < MAX_RUN && !zero(j) {
+            j += 1;
+        }
+        let mut buf = bytes[i * PAGE..(j * PAGE).min(bytes.len())].to_vec();
+        buf.resize((j - i) * PAGE, 0);
+        let data = writer
+            .add_pages(&buf)
+            .map_err(|e| io::Error::other(e.to_string()))?;
+        runs.push(dmtcp_image::PageRun {
+            addr: (i * PAGE) as u64,
+            npages: (j - i) as u64,
+            data,
+        });
+        i = j;
+    }
+    Ok(runs)
+}
+
+/// Reads back what [`store_pages`] stored: the segment's bytes.
+pub fn load_pages(reader: &dmtcp_image::ImageReader, g: &ShmSegment) -> io::Result<Vec<u8>> {
+    let len = g.size.next_multiple_of(dmtcp_image::PAGE_SIZE) as usize;
+    let mut out = vec![0u8; len];
+    for r in &g.pages {
+        let start = r.addr as usize;
+        let end = start + (r.npages * dmtcp_image::PAGE_SIZE) as usize;
+        if end > len {
+            return Err(io::Error::other(format!(
+                "shm {}: saved pages beyond its size",
+                g.perm.id
+            )));
+        }
+        reader
+            .read_run(r, &mut out[start..end])
+            .map_err(|e| io::Error::other(format!("shm {}: {e}", g.perm.id)))?;
+    }
+    out.truncate(g.size as usize);
+    let used = out.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
+    out.truncate(used);
+    Ok(out)
 }

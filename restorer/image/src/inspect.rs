@@ -66,12 +66,12 @@ pub fn describe(r: &ImageReader) -> String {
         for g in &ipc.shm {
             let _ = writeln!(
                 s,
-                "  shm id {} key {:#x} mode {:o} size {} ({} bytes saved)",
+                "  shm id {} key {:#x} mode {:o} size {} ({} pages saved)",
                 g.perm.id,
                 g.perm.key,
                 g.perm.mode,
                 g.size,
-                g.contents.len()
+                g.pages.iter().map(|r| r.npages).sum::<u64>()
             );
         }
         for g in &ipc.sem {

@@ -43,12 +43,14 @@ pub struct IpcPerm {
     pub gid: u32,
 }
 
-/// A SysV shared memory segment and its bytes (trailing zeros not stored).
+/// A SysV shared memory segment. Its bytes are in the image's page data:
+/// `pages` are runs whose `addr` is the byte offset in the segment; pages
+/// not in a run are zero.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ShmSegment {
     pub perm: IpcPerm,
     pub size: u64,
-    pub contents: Vec<u8>,
+    pub pages: Vec<PageRun>,
 }
 
 /// A SysV semaphore set and the value of each semaphore.

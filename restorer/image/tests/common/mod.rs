@@ -212,7 +212,7 @@ pub fn sample_image(vmas: Vec<Vma>) -> ProcessImage {
                     gid: 1000,
                 },
                 size: 8192,
-                contents: b"shm".to_vec(),
+                pages: Vec::new(),
             }],
             sem: vec![SemSet {
                 perm: IpcPerm {
