@@ -235,10 +235,29 @@ fn run() -> anyhow::Result<i32> {
     let shells = images.iter().map(shell_plan).collect();
     let tops: Vec<&ImageReader> = images.iter().map(|c| c.top()).collect();
     let shared_memory = restore::park_shared_memory(&tops);
-    let (nsinit, reply) = supervise::start_nsinit(&InitRequest::Restore {
-        shells,
-        shared_memory: shared_memory.clone(),
-    })?;
+    let ipc = tops
+        .iter()
+        .find_map(|r| r.meta().ipc.clone().map(|s| (*r, s)))
+        .map(|(r, s)| {
+            s.shm
+                .iter()
+                .map(|g| dmtcp_supervisor::sysvipc::load_pages(r, g))
+                .collect::<std::io::Result<Vec<_>>>()
+                .map(|bytes| (s, bytes))
+        })
+        .transpose()?;
+    let shm_sizes: std::collections::HashMap<i32, u64> = ipc
+        .iter()
+        .flat_map(|(s, _)| s.shm.iter().map(|g| (g.perm.id, g.size)))
+        .collect();
+    let (nsinit, reply, mut ctrl) = supervise::start_nsinit(
+        &InitRequest::Restore {
+            shells,
+            shared_memory: shared_memory.clone(),
+            ipc: ipc.is_some(),
+        },
+        ipc.as_ref().map(|(s, b)| (s, b)),
+    )?;
     let kill_ns = || supervise::kill_and_reap(nsinit);
     match reply {
         InitReply::ShellsReady { .. } => {}
@@ -262,7 +281,8 @@ fn run() -> anyhow::Result<i32> {
         let res = host_pid_of(nsinit, vpid)
             .ok_or_else(|| anyhow!("shell for pid {vpid} not found"))
             .and_then(|pid| {
-                restore::restore_process(pid, r, &shared_memory, fg).map_err(|e| anyhow!("{e}"))
+                restore::restore_process(pid, r, &shared_memory, fg, &shm_sizes)
+                    .map_err(|e| anyhow!("{e}"))
             });
         if let Err(e) = res {
             kill_ns();
@@ -276,7 +296,21 @@ fn run() -> anyhow::Result<i32> {
             tracing::warn!("SIGWINCH to the foreground group: {e}");
         }
     }
-    let session = Session::new(cfg, nsinit, conn, computation);
+    // Segments removed while attached are removed again, now that the
+    // restored processes hold them.
+    let destroyed: Vec<i32> = ipc
+        .iter()
+        .flat_map(|(s, _)| s.shm.iter())
+        .filter(|g| g.perm.mode & dmtcp_supervisor::sysvipc::SHM_DEST != 0)
+        .map(|g| g.perm.id)
+        .collect();
+    if !destroyed.is_empty() {
+        if let Err(e) = ctrl.remove_shm(destroyed) {
+            kill_ns();
+            bail!("removing restored shared memory marked for removal: {e}");
+        }
+    }
+    let session = Session::new(cfg, nsinit, ctrl, conn, computation);
     Ok(supervise::supervise(session, nsinit))
 }
 

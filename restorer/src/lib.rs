@@ -7,3 +7,4 @@
 
 pub mod cli;
 pub mod restore;
+pub mod sysv_attach;

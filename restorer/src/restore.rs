@@ -14,7 +14,9 @@
 use std::collections::HashMap;
 use std::io;
 
-use dmtcp_image::{ImageChain, ImageReader, ProcessImage, ThreadState, Vma, VmaKind, PAGE_SIZE};
+use dmtcp_image::{
+    FdKind, ImageChain, ImageReader, ProcessImage, ThreadState, Vma, VmaKind, PAGE_SIZE,
+};
 use dmtcp_supervisor::nsinit::ParkedMemory;
 use dmtcp_supervisor::pid::{HostPid, RemoteAddr};
 use dmtcp_supervisor::procfs::{self, Mem};
@@ -76,22 +78,27 @@ impl Shell {
 /// shells: big enough for every piece any process maps, at addresses free
 /// in every image (so moving pieces into place never clobbers another).
 pub fn park_shared_memory(images: &[&ImageReader]) -> Vec<ParkedMemory> {
-    let mut sizes: std::collections::BTreeMap<u64, u64> = Default::default();
+    let mut sizes: std::collections::BTreeMap<u64, (u64, Option<String>)> = Default::default();
     let mut taken: Vec<(u64, u64)> = Vec::new();
     for r in images {
         for v in &r.meta().vmas {
             taken.push((v.start, v.end));
-            if let VmaKind::SharedAnon { id, offset } = v.kind {
-                let s = sizes.entry(id).or_default();
-                *s = (*s).max(offset + v.len());
-            }
+            let (id, offset, memfd) = match &v.kind {
+                VmaKind::SharedAnon { id, offset } => (*id, *offset, None),
+                VmaKind::Memfd { id, name, offset } if v.shared => {
+                    (*id, *offset, Some(name.clone()))
+                }
+                _ => continue,
+            };
+            let s = sizes.entry(id).or_insert((0, memfd));
+            s.0 = s.0.max(offset + v.len());
         }
     }
     taken.sort();
     let mut out = Vec::new();
     // Above 8 GiB: clear of PIE executables' low addresses and of nsinit.
     let mut next = 0x2_0000_0000u64;
-    for (id, size) in sizes {
+    for (id, (size, memfd)) in sizes {
         loop {
             let end = next + size + PAGE_SIZE;
             match taken.iter().find(|(s, e)| *s < end && *e > next) {
@@ -103,6 +110,7 @@ pub fn park_shared_memory(images: &[&ImageReader]) -> Vec<ParkedMemory> {
             id,
             addr: next,
             size,
+            memfd,
         });
         taken.push((next, next + size));
         next += size + PAGE_SIZE;
@@ -149,11 +157,13 @@ fn seize_shell(pid: HostPid) -> io::Result<()> {
 /// namespace: a half-restored process must never run.
 /// With `fg_pgrp`, the process makes that group (an id inside the
 /// namespace) the foreground group of its controlling terminal.
+/// `shm_sizes` gives the size of every SysV shared memory segment by id.
 pub fn restore_process(
     pid: HostPid,
     image: &ImageChain,
     parked: &[ParkedMemory],
     fg_pgrp: Option<u32>,
+    shm_sizes: &HashMap<i32, u64>,
 ) -> io::Result<()> {
     let started = std::time::Instant::now();
     let meta = image.top().meta();
@@ -166,7 +176,9 @@ pub fn restore_process(
     // local wake-up instead of a cross-CPU one (PLATFORM.md: 4-7x faster).
     let cpu = ptrace::current_cpu();
     let my_mask = ptrace::pin_to_cpu(HostPid(0), cpu)?;
-    let result = restore_pinned(pid, image, leader_idx, cpu, &my_mask, parked, fg_pgrp);
+    let result = restore_pinned(
+        pid, image, leader_idx, cpu, &my_mask, parked, fg_pgrp, shm_sizes,
+    );
     ptrace::set_affinity(HostPid(0), &my_mask)?;
     result?;
     debug!(
@@ -185,6 +197,7 @@ fn restore_pinned(
     mask: &libc::cpu_set_t,
     parked: &[ParkedMemory],
     fg_pgrp: Option<u32>,
+    shm_sizes: &HashMap<i32, u64>,
 ) -> io::Result<()> {
     let meta = image.top().meta();
     ptrace::pin_to_cpu(pid, cpu)?;
@@ -274,6 +287,9 @@ fn restore_pinned(
 
     // 5. Every mapping, then its pages (from the images it builds on too,
     // for an incremental image).
+    // SysV shared memory first: a segment is attached whole, and the parts the process had unmapped
+    //    are unmapped again before anything else takes their place.
+    crate::sysv_attach::attach_segments(&mut sh.inj, pid, &meta.vmas, shm_sizes)?;
     let reprotect = map_all(&mut sh, meta, parked)?;
     let mem_ref = &sh.mem;
     image
@@ -371,6 +387,37 @@ fn map_vdso(sh: &mut Shell, meta: &ProcessImage) -> io::Result<()> {
     Ok(())
 }
 
+/// An fd in the shell on `path` for mmap (opened once per path and mode,
+/// kept in `fds` until every mapping is made).
+fn open_for_mapping(
+    sh: &mut Shell,
+    fds: &mut HashMap<(String, bool), u64>,
+    path: &str,
+    rw: bool,
+) -> io::Result<u64> {
+    let key = (path.to_string(), rw);
+    if let Some(fd) = fds.get(&key) {
+        return Ok(*fd);
+    }
+    let p = sh.put_cstr(path)?;
+    let mode = if rw { libc::O_RDWR } else { libc::O_RDONLY };
+    let fd = sh
+        .call(
+            libc::SYS_openat,
+            [
+                libc::AT_FDCWD as u64,
+                p,
+                (mode | libc::O_CLOEXEC) as u64,
+                0,
+                0,
+                0,
+            ],
+        )
+        .map_err(|e| err(sh.pid, &format!("opening mapped file {path}"), e))?;
+    fds.insert(key, fd);
+    Ok(fd)
+}
+
 /// Maps every saved VMA; returns the mappings that were made writable only
 /// to be filled, with their final protection.
 fn map_all(
@@ -404,7 +451,33 @@ fn map_all(
         }
         let (fd, offset) = match &v.kind {
             VmaKind::Vdso | VmaKind::Vvar | VmaKind::VvarVclock | VmaKind::Vsyscall => continue,
-            VmaKind::SharedAnon { id, offset } => {
+            VmaKind::SysvShm { .. } => {
+                // Attached already (attach_segments): only its protection.
+                sh.call(
+                    libc::SYS_mprotect,
+                    [v.start, v.len(), v.prot as u64, 0, 0, 0],
+                )
+                .map_err(|e| err(pid, "mprotect SysV shared memory", e))?;
+                continue;
+            }
+            VmaKind::Memfd { id, name, offset } if !v.shared => {
+                // A private mapping comes from the memfd itself, reached
+                // through an fd this process holds on it.
+                let held = meta
+                    .fds
+                    .iter()
+                    .find(|e| matches!(e.kind, FdKind::Memfd { id: m, .. } if m == *id))
+                    .ok_or_else(|| {
+                        err(
+                            pid,
+                            &format!("private mapping of memfd:{name} at {:#x}", v.start),
+                            "the process holds no fd on that memfd (not supported)",
+                        )
+                    })?;
+                let path = format!("/proc/self/fd/{}", held.fd);
+                (open_for_mapping(sh, &mut fds, &path, false)?, *offset)
+            }
+            VmaKind::SharedAnon { id, offset } | VmaKind::Memfd { id, offset, .. } => {
                 // The object was mapped by nsinit before the fork: take this
                 // piece of it (the parked copy stays for other pieces).
                 let o = parked
@@ -433,29 +506,7 @@ fn map_all(
             }
             VmaKind::File { path, offset, .. } => {
                 let rw = v.shared && v.prot & libc::PROT_WRITE as u32 != 0;
-                let key = (path.clone(), rw);
-                let fd = match fds.get(&key) {
-                    Some(fd) => *fd,
-                    None => {
-                        let p = sh.put_cstr(path)?;
-                        let mode = if rw { libc::O_RDWR } else { libc::O_RDONLY };
-                        let fd = sh
-                            .call(
-                                libc::SYS_openat,
-                                [
-                                    libc::AT_FDCWD as u64,
-                                    p,
-                                    (mode | libc::O_CLOEXEC) as u64,
-                                    0,
-                                    0,
-                                    0,
-                                ],
-                            )
-                            .map_err(|e| err(pid, &format!("opening mapped file {path}"), e))?;
-                        fds.insert(key, fd);
-                        fd
-                    }
-                };
+                let fd = open_for_mapping(sh, &mut fds, path, rw)?;
                 (fd, *offset)
             }
         };

@@ -442,6 +442,50 @@ fn mm_fields(pid: HostPid, brk: u64) -> io::Result<MmFields> {
     })
 }
 
+/// "/memfd:NAME (deleted)" -> NAME.
+fn memfd_name(target: &str) -> &str {
+    target
+        .strip_prefix("/memfd:")
+        .and_then(|n| n.strip_suffix(" (deleted)"))
+        .unwrap_or(target)
+}
+
+/// A memfd; its size, seals and contents are saved with the first fd seen.
+fn memfd_kind(
+    pid: HostPid,
+    fd: i32,
+    target: &str,
+    flags: i32,
+    offset: u64,
+    fdctx: &mut FdContext,
+) -> io::Result<Option<FdKind>> {
+    let path = format!("/proc/{}/fd/{fd}", pid.0);
+    let meta =
+        std::fs::metadata(&path).map_err(|e| io::Error::new(e.kind(), format!("{path}: {e}")))?;
+    let dup = crate::sys::steal_fd(pid.0, fd)?;
+    let Some(seals) = crate::sys::memfd_seals(&dup) else {
+        return Ok(None); // a deleted file that only looks like a memfd
+    };
+    let contents = if fdctx.claim_memfd(meta.ino()) {
+        let mut c = std::fs::read(&path)
+            .map_err(|e| io::Error::new(e.kind(), format!("reading memfd fd {fd}: {e}")))?;
+        let used = c.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
+        c.truncate(used);
+        Some(c)
+    } else {
+        None
+    };
+    Ok(Some(FdKind::Memfd {
+        id: meta.ino(),
+        name: memfd_name(target).to_string(),
+        flags,
+        offset,
+        size: meta.len(),
+        seals,
+        contents,
+    }))
+}
+
 fn vma_kind(m: &MapEntry) -> VmaKind {
     match m.name.as_str() {
         "[vdso]" => VmaKind::Vdso,
@@ -450,6 +494,16 @@ fn vma_kind(m: &MapEntry) -> VmaKind {
         "[vsyscall]" => VmaKind::Vsyscall,
         "/dev/zero (deleted)" if m.shared => VmaKind::SharedAnon {
             id: m.inode,
+            offset: m.offset,
+        },
+        n if n.starts_with("/memfd:") && n.ends_with(" (deleted)") => VmaKind::Memfd {
+            id: m.inode,
+            name: memfd_name(n).to_string(),
+            offset: m.offset,
+        },
+        // SysV shared memory: the kernel uses the shmid as the inode number.
+        n if m.shared && n.starts_with("/SYSV") && n.ends_with(" (deleted)") => VmaKind::SysvShm {
+            id: m.inode as i32,
             offset: m.offset,
         },
         n if m.inode != 0 && n.starts_with('/') => VmaKind::File {
@@ -466,12 +520,14 @@ fn vma_kind(m: &MapEntry) -> VmaKind {
 }
 
 /// Which pages of a mapping must be saved, by pagemap.
-fn wanted(m: &MapEntry, entry: u64) -> bool {
+/// `object`: a shared memory object whose pages are saved with the mapping
+/// (shared anonymous memory, a memfd no fd holds).
+fn wanted(m: &MapEntry, entry: u64, object: bool) -> bool {
     let populated = entry & (procfs::PM_PRESENT | procfs::PM_SWAPPED) != 0;
     if !populated {
         return false;
     }
-    let file_backed = m.inode != 0 && !(m.shared && m.name == "/dev/zero (deleted)");
+    let file_backed = m.inode != 0 && !object;
     if file_backed {
         // Shared file pages live in the file; private ones only when COW'd
         // (an anonymous copy: present but not a file page).
@@ -495,6 +551,7 @@ fn is_zero(b: &[u8]) -> bool {
 /// since the parent image are not read but listed as taken from it.
 fn capture_vma(
     m: &MapEntry,
+    object: bool,
     pagemap: &Pagemap,
     mem: &Mem,
     writer: &mut ImageWriter,
@@ -506,7 +563,7 @@ fn capture_vma(
     let mut from_parent: Vec<PageSpan> = Vec::new();
     if let Some(unchanged) = unchanged {
         for (i, e) in entries.iter_mut().enumerate() {
-            if unchanged[i] && wanted(m, *e) {
+            if unchanged[i] && wanted(m, *e, object) {
                 let addr = m.start + i as u64 * PAGE_SIZE;
                 match from_parent.last_mut() {
                     Some(s) if s.end() == addr => s.npages += 1,
@@ -518,15 +575,15 @@ fn capture_vma(
     }
     // A fresh anonymous (or shared anonymous) mapping is zero: zero pages
     // need not be stored.
-    let anon = m.inode == 0 || (m.shared && m.name == "/dev/zero (deleted)");
+    let anon = m.inode == 0 || object;
     let mut i = 0;
     while i < entries.len() {
-        if !wanted(m, entries[i]) {
+        if !wanted(m, entries[i], object) {
             i += 1;
             continue;
         }
         let mut j = i;
-        while j < entries.len() && j - i < MAX_RUN_PAGES && wanted(m, entries[j]) {
+        while j < entries.len() && j - i < MAX_RUN_PAGES && wanted(m, entries[j], object) {
             j += 1;
         }
         let addr = m.start + i as u64 * PAGE_SIZE;
@@ -625,6 +682,7 @@ fn capture_memory(
     snapshot: Option<(HostPid, i32)>,
     dirty: Option<DirtyScan<'_>>,
     uffd: Option<OwnedFd>,
+    fdctx: &FdContext,
 ) -> io::Result<(Vec<Vma>, Option<Deferred>, Option<ParentRef>)> {
     let maps = procfs::maps(pid)?;
     let flags = procfs::vm_flags(pid).unwrap_or_default();
@@ -641,6 +699,11 @@ fn capture_memory(
     });
     for m in &maps {
         let kind = vma_kind(m);
+        let object = match &kind {
+            VmaKind::SharedAnon { .. } => true,
+            VmaKind::Memfd { id, .. } => m.shared && !fdctx.memfd_has_fd(*id),
+            _ => false,
+        };
         let vf = vm_flags_of(&flags, m);
         let growsdown = vf.iter().any(|f| f == "gd");
         let account = vf.iter().any(|f| f == "ac");
@@ -659,14 +722,21 @@ fn capture_memory(
                 d.vmas.push((vmas.len(), m.clone(), unchanged));
                 (Vec::new(), Vec::new())
             }
-            _ => capture_vma(m, &pagemap, mem, writer, &mut buf, unchanged.as_deref()).map_err(
-                |e| {
-                    io::Error::new(
-                        e.kind(),
-                        format!("memory {:#x}-{:#x} {}: {e}", m.start, m.end, m.name),
-                    )
-                },
-            )?,
+            _ => capture_vma(
+                m,
+                object,
+                &pagemap,
+                mem,
+                writer,
+                &mut buf,
+                unchanged.as_deref(),
+            )
+            .map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!("memory {:#x}-{:#x} {}: {e}", m.start, m.end, m.name),
+                )
+            })?,
         };
         vmas.push(Vma {
             start: m.start,
@@ -691,18 +761,24 @@ impl Deferred {
         let pagemap = Pagemap::open(self.child)?;
         let mut buf = Vec::new();
         for (i, m, unchanged) in &self.vmas {
-            (meta.vmas[*i].pages, meta.vmas[*i].from_parent) =
-                capture_vma(m, &pagemap, &mem, writer, &mut buf, unchanged.as_deref()).map_err(
-                    |e| {
-                        io::Error::new(
-                            e.kind(),
-                            format!(
-                                "snapshot memory {:#x}-{:#x} {}: {e}",
-                                m.start, m.end, m.name
-                            ),
-                        )
-                    },
-                )?;
+            (meta.vmas[*i].pages, meta.vmas[*i].from_parent) = capture_vma(
+                m,
+                false,
+                &pagemap,
+                &mem,
+                writer,
+                &mut buf,
+                unchanged.as_deref(),
+            )
+            .map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!(
+                        "snapshot memory {:#x}-{:#x} {}: {e}",
+                        m.start, m.end, m.name
+                    ),
+                )
+            })?;
         }
         Ok(())
     }
@@ -909,6 +985,37 @@ fn anon_inode_kind(kind: &str, info: &str, flags: i32) -> Option<FdKind> {
     }
 }
 
+/// A POSIX message queue; its messages are saved with the first fd seen.
+fn mqueue_kind(
+    pid: HostPid,
+    fd: i32,
+    target: &str,
+    flags: i32,
+    fdctx: &mut FdContext,
+) -> io::Result<FdKind> {
+    if target.ends_with(" (deleted)") {
+        tracing::warn!("pid {pid} fd {fd}: message queue {target} was unlinked; not saved");
+        return Ok(FdKind::Unsupported {
+            what: target.to_string(),
+        });
+    }
+    let err = |e: io::Error| io::Error::new(e.kind(), format!("message queue fd {fd}: {e}"));
+    let ino = crate::mqueue::capture(pid, fd, false).map_err(err)?.inode;
+    let take = fdctx.mqueue_unclaimed(ino);
+    let q = crate::mqueue::capture(pid, fd, take).map_err(err)?;
+    if take {
+        fdctx.claim_mqueue(ino);
+    }
+    Ok(FdKind::Mqueue {
+        name: target.trim_start_matches('/').to_string(),
+        flags: flags & (libc::O_ACCMODE | libc::O_NONBLOCK),
+        mode: q.mode,
+        maxmsg: q.maxmsg,
+        msgsize: q.msgsize,
+        messages: q.messages,
+    })
+}
+
 fn capture_fds(pid: HostPid, fdctx: &mut FdContext) -> io::Result<Vec<FdEntry>> {
     let mut out = Vec::new();
     for fd in procfs::fds(pid)? {
@@ -920,7 +1027,16 @@ fn capture_fds(pid: HostPid, fdctx: &mut FdContext) -> io::Result<Vec<FdEntry>> 
         let (pos, flags) = procfs::fdinfo(pid, fd)?;
         let cloexec = flags & libc::O_CLOEXEC != 0;
         let flags = flags & !libc::O_CLOEXEC;
-        let kind = if let Some(path) = target.strip_suffix(" (deleted)") {
+        let memfd = if target.starts_with("/memfd:") && target.ends_with(" (deleted)") {
+            memfd_kind(pid, fd, &target, flags, pos, fdctx)?
+        } else {
+            None
+        };
+        let kind = if let Some(kind) = memfd {
+            kind
+        } else if target.starts_with('/') && crate::mqueue::is_mqueue(pid, fd) {
+            mqueue_kind(pid, fd, &target, flags, fdctx)?
+        } else if let Some(path) = target.strip_suffix(" (deleted)") {
             let contents = std::fs::read(format!("/proc/{}/fd/{fd}", pid.0)).ok();
             FdKind::File {
                 path: path.to_string(),
@@ -1059,11 +1175,16 @@ fn capture_fds(pid: HostPid, fdctx: &mut FdContext) -> io::Result<Vec<FdEntry>> 
                 what: target.clone(),
             }
         };
+        let locks = match procfs::fdinfo_text(pid, fd) {
+            Ok(text) => crate::locks::parse_fdinfo(&text),
+            Err(_) => Vec::new(),
+        };
         out.push(FdEntry {
             fd,
             cloexec,
             desc: fdctx.desc(pid, fd),
             kind,
+            locks,
         });
     }
     Ok(out)
@@ -1173,6 +1294,7 @@ pub fn capture(
             injected.snapshot,
             dirty,
             injected.uffd.take(),
+            fdctx,
         ),
         pid,
         "memory",
@@ -1247,6 +1369,7 @@ pub fn capture(
             fds,
             vmas,
             parent,
+            ipc: None,
         },
         deferred,
     ))

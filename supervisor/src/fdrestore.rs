@@ -75,6 +75,8 @@ pub struct Pipes {
     net: crate::sockrestore::NetSockets,
     /// Ptys made inside the computation, by pts number at checkpoint.
     ptys: crate::pty::Ptys,
+    /// Memfds by id, with the seals to add once they are filled and parked.
+    memfds: HashMap<u64, (OwnedFd, i32)>,
 }
 
 impl Pipes {
@@ -87,6 +89,28 @@ impl Pipes {
             ..Pipes::default()
         };
         for e in entries {
+            if let FdKind::Memfd {
+                id,
+                name,
+                size,
+                seals,
+                contents,
+                ..
+            } = &e.kind
+            {
+                p.ensure_memfd(*id, name, 0)?;
+                if let Some(c) = contents {
+                    let (fd, s) = p.memfds.get_mut(id).expect("just made");
+                    *s = *seals;
+                    let mut f = std::fs::File::from(fd.try_clone()?);
+                    f.write_all(c)
+                        .and_then(|()| f.set_len(*size))
+                        .map_err(|err| {
+                            io::Error::new(err.kind(), format!("filling memfd:{name}: {err}"))
+                        })?;
+                }
+                continue;
+            }
             if let FdKind::UnixPair {
                 id,
                 end,
@@ -123,6 +147,41 @@ impl Pipes {
             }
         }
         Ok(p)
+    }
+
+    /// Makes memfd `id` named `name`, `size` bytes long, if it is new.
+    pub fn ensure_memfd(&mut self, id: u64, name: &str, size: u64) -> io::Result<()> {
+        if self.memfds.contains_key(&id) {
+            return Ok(());
+        }
+        let fd = crate::sys::memfd_create(name)?;
+        std::fs::File::from(fd.try_clone()?).set_len(size)?;
+        self.memfds.insert(id, (fd, 0));
+        Ok(())
+    }
+
+    /// Memfd `id` (raw fd) and whether it may be mapped writable (no write seal).
+    pub fn memfd(&self, id: u64) -> io::Result<(i32, bool)> {
+        let (fd, seals) = self
+            .memfds
+            .get(&id)
+            .ok_or_else(|| io::Error::other(format!("memfd {id} was not created")))?;
+        Ok((fd.as_raw_fd(), seals & libc::F_SEAL_WRITE == 0))
+    }
+
+    /// Adds the saved seals to every memfd (after filling and parking).
+    pub fn seal_memfds(&self) -> io::Result<()> {
+        for (id, (fd, seals)) in &self.memfds {
+            if *seals == 0 {
+                continue;
+            }
+            // SAFETY: fcntl with an integer argument on our own fd.
+            if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, *seals) } < 0 {
+                let e = io::Error::last_os_error();
+                return Err(io::Error::new(e.kind(), format!("sealing memfd {id}: {e}")));
+            }
+        }
+        Ok(())
     }
 
     /// Makes pair `id` if it is new and queues `queued` for reading on end
@@ -331,6 +390,23 @@ pub fn open_fd(e: &FdEntry, pipes: &Pipes) -> io::Result<OwnedFd> {
         }
         FdKind::PtyMaster { index, flags, .. } => pipes.ptys.open(*index, false, *flags),
         FdKind::PtySlave { index, flags, .. } => pipes.ptys.open(*index, true, *flags),
+        FdKind::Memfd {
+            id, flags, offset, ..
+        } => {
+            // A description of our own on the same memfd, with the saved flags.
+            let (fd, _) = &pipes.memfds[id];
+            let again = open(&format!("/proc/self/fd/{}", fd.as_raw_fd()), flags & !CREATION, 0)?;
+            seek(&again, *offset, "memfd")?;
+            Ok(again)
+        }
+        FdKind::Mqueue {
+            name,
+            flags,
+            mode,
+            maxmsg,
+            msgsize,
+            ..
+        } => crate::mqueue::open(name, *flags, *mode, *maxmsg, *msgsize),
         FdKind::Unsupported { what } => {
             eprintln!("dmtcp-restart: fd {} ({what}) cannot be restored yet; it is /dev/null now", e.fd);
             open("/dev/null", libc::O_RDWR, 0)

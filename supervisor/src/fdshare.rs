@@ -70,6 +70,12 @@ pub struct FdContext {
     captured_ptys: HashSet<u32>,
     /// Host process group id -> the id inside the namespace.
     vpgids: HashMap<i32, u32>,
+    /// POSIX message queues (by inode) whose messages are already saved.
+    peeked_mqueues: HashSet<u64>,
+    /// Memfds (by inode) some fd of the computation holds.
+    memfds: HashSet<u64>,
+    /// Memfds whose contents are already saved.
+    saved_memfds: HashSet<u64>,
 }
 
 /// Whether a link target is a pty master (`/dev/ptmx`, `/dev/pts/ptmx`).
@@ -154,6 +160,11 @@ impl FdContext {
                 {
                     ctx.held_slaves.insert(idx);
                 }
+                if target.starts_with("/memfd:") {
+                    if let Ok(m) = std::fs::metadata(format!("/proc/{}/fd/{fd}", pid.0)) {
+                        ctx.memfds.insert(std::os::unix::fs::MetadataExt::ino(&m));
+                    }
+                }
                 let reps = buckets.entry(target).or_default();
                 let id = match reps.iter().find(|(r, _)| same_description(*r, (pid, fd))) {
                     Some((_, id)) => *id,
@@ -236,6 +247,28 @@ impl FdContext {
     /// no process of the computation is in it).
     pub fn vpgid(&self, pgid: i32) -> Option<u32> {
         self.vpgids.get(&pgid).copied()
+    }
+
+    /// Whether some fd of the computation holds memfd `ino` (its contents
+    /// are then saved with the fd, not with its mappings).
+    pub fn memfd_has_fd(&self, ino: u64) -> bool {
+        self.memfds.contains(&ino)
+    }
+
+    /// True the first time it is asked for a memfd: that fd saves its contents.
+    pub fn claim_memfd(&mut self, ino: u64) -> bool {
+        self.saved_memfds.insert(ino)
+    }
+
+    /// Whether the messages of message queue `ino` are yet to be saved
+    /// (true once per queue, never claimed).
+    pub fn mqueue_unclaimed(&self, ino: u64) -> bool {
+        !self.peeked_mqueues.contains(&ino)
+    }
+
+    /// Records that the messages of message queue `ino` are saved.
+    pub fn claim_mqueue(&mut self, ino: u64) {
+        self.peeked_mqueues.insert(ino);
     }
 }
 

@@ -13,6 +13,8 @@ pub mod fdrestore;
 pub mod fdshare;
 pub mod freeze;
 pub mod incremental;
+pub mod locks;
+pub mod mqueue;
 pub mod netcapture;
 pub mod netsys;
 pub mod nsinit;
@@ -28,6 +30,7 @@ pub mod sockrestore;
 pub mod spawn;
 pub mod supervise;
 pub mod sys;
+pub mod sysvipc;
 pub mod zombie;
 
 /// Sets up `tracing` from `DMTCP_LOG` (default: warnings), to stderr.

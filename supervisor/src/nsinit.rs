@@ -26,19 +26,32 @@ pub enum InitRequest {
     /// Create one parked shell per plan, each with its original pid.
     /// Shared anonymous memory objects are mapped first (at the given
     /// parking addresses) so every shell inherits the same objects.
+    ///
+    /// With `ipc`, the SysV IPC objects to recreate (with their ids) follow
+    /// the frame on the stream (`sysvipc::send`); they are created first.
     Restore {
         shells: Vec<ShellPlan>,
         shared_memory: Vec<ParkedMemory>,
+        ipc: bool,
     },
+    /// Later requests, once the computation runs: list the SysV IPC objects
+    /// of the namespace with their contents (answered by `InitReply::Ipc`
+    /// followed by the state on the stream).
+    DumpIpc,
+    /// Remove these shared memory segments (`IPC_RMID`): they had been
+    /// removed while attached, and the restored processes hold them again.
+    RemoveShm { ids: Vec<i32> },
 }
 
-/// A shared anonymous memory object, mapped by nsinit at `addr` before the
-/// shells are forked; the restorer moves pieces of it into place.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+/// A shared memory object (shared anonymous memory, or the memfd named
+/// `memfd`), mapped by nsinit at `addr` before the shells are forked; the
+/// restorer moves pieces of it into place.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ParkedMemory {
     pub id: u64,
     pub addr: u64,
     pub size: u64,
+    pub memfd: Option<String>,
 }
 
 /// The part of a process a shell sets up in ordinary code before the
@@ -64,9 +77,16 @@ pub struct ShellPlan {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum InitReply {
-    Launched { vpid: i32 },
-    ShellsReady { vpids: Vec<i32> },
+    Launched {
+        vpid: i32,
+    },
+    ShellsReady {
+        vpids: Vec<i32>,
+    },
     Failed(String),
+    /// The IPC state follows on the stream (`sysvipc::send`).
+    Ipc,
+    Done,
 }
 
 /// Exit status nsinit uses when the root process was killed by a signal.
@@ -114,19 +134,128 @@ fn run() -> io::Result<i32> {
         InitRequest::Restore {
             shells,
             shared_memory,
-        } => match park_memory(&shared_memory).and_then(|()| make_shells(&shells)) {
+            ipc,
+        } => match recreate_ipc(&mut ctrl, ipc).and_then(|()| make_shells(&shells, &shared_memory))
+        {
             Ok(pids) => {
                 let root = pids.first().copied();
                 (InitReply::ShellsReady { vpids: pids }, root)
             }
             Err(e) => (InitReply::Failed(e.to_string()), None),
         },
+        other => (
+            InitReply::Failed(format!("unexpected first request {other:?}")),
+            None,
+        ),
     };
     dmtcp_protocol::write_local_frame(&mut ctrl, &reply)
         .map_err(|e| io::Error::other(format!("control socket: {e}")))?;
     let Some(root) = root else { return Ok(127) };
-    drop(ctrl);
-    Ok(reap_until(root))
+    Ok(serve_and_reap(root, ctrl))
+}
+
+/// Reaps every child (orphans included) until `root` exits, answering the
+/// supervisor's requests meanwhile; returns the root's exit code.
+///
+/// One thread only: a thread of ours would take a pid in the namespace
+/// that a restored process or thread may need. SIGCHLD is blocked and read
+/// from a signalfd, polled together with the control socket.
+fn serve_and_reap(root: i32, ctrl: UnixStream) -> i32 {
+    use nix::sys::signal::{SigSet, Signal};
+    use nix::sys::signalfd::{SfdFlags, SignalFd};
+    use std::os::fd::AsRawFd;
+    let mut mask = SigSet::empty();
+    mask.add(Signal::SIGCHLD);
+    let sfd = mask.thread_block().ok().and_then(|()| {
+        SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC).ok()
+    });
+    let Some(sfd) = sfd else {
+        // Without a signalfd: no more requests, just reap.
+        drop(ctrl);
+        return reap_until(root);
+    };
+    let mut ctrl = Some(ctrl);
+    loop {
+        loop {
+            let mut status = 0;
+            // SAFETY: status is a live c_int.
+            let r = unsafe { libc::waitpid(-1, &mut status, libc::__WALL | libc::WNOHANG) };
+            if r == root {
+                return exit_code_for(status);
+            }
+            if r == 0 {
+                break;
+            }
+            if r < 0 {
+                match io::Error::last_os_error().raw_os_error() {
+                    Some(libc::EINTR) => continue,
+                    _ => return 1, // no children left, yet the root was never seen
+                }
+            }
+        }
+        let mut fds = [
+            libc::pollfd {
+                fd: sfd.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: ctrl.as_ref().map_or(-1, |c| c.as_raw_fd()),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        // SAFETY: fds is a live array of two pollfds (a negative fd is ignored).
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) };
+        if n < 0 {
+            continue; // EINTR
+        }
+        if fds[0].revents != 0 {
+            while let Ok(Some(_)) = sfd.read_signal() {}
+        }
+        if fds[1].revents != 0 {
+            let keep = ctrl.as_mut().is_some_and(serve_one);
+            if !keep {
+                ctrl = None;
+            }
+        }
+    }
+}
+
+fn recreate_ipc(ctrl: &mut UnixStream, ipc: bool) -> io::Result<()> {
+    if !ipc {
+        return Ok(());
+    }
+    let (state, bytes) = crate::sysvipc::recv(ctrl)?;
+    crate::sysvipc::recreate(&state, &bytes)
+        .map_err(|e| io::Error::new(e.kind(), format!("recreating SysV IPC: {e}")))
+}
+
+/// Answers one request on the control socket; false once it is closed.
+fn serve_one(ctrl: &mut UnixStream) -> bool {
+    let Ok(req) = dmtcp_protocol::read_frame::<_, InitRequest>(ctrl) else {
+        return false;
+    };
+    let sent = match req {
+        InitRequest::DumpIpc => match crate::sysvipc::dump() {
+            Ok((state, bytes)) => reply(ctrl, InitReply::Ipc)
+                .and_then(|()| crate::sysvipc::send(ctrl, &state, &bytes)),
+            Err(e) => reply(ctrl, InitReply::Failed(e.to_string())),
+        },
+        InitRequest::RemoveShm { ids } => match crate::sysvipc::remove_destroyed(&ids) {
+            Ok(()) => reply(ctrl, InitReply::Done),
+            Err(e) => reply(ctrl, InitReply::Failed(e.to_string())),
+        },
+        other => reply(
+            ctrl,
+            InitReply::Failed(format!("unexpected request {other:?}")),
+        ),
+    };
+    sent.is_ok()
+}
+
+fn reply(ctrl: &mut UnixStream, r: InitReply) -> io::Result<()> {
+    dmtcp_protocol::write_frame(ctrl, &r).map_err(|e| io::Error::other(e.to_string()))
 }
 
 /// Reaps every child (orphans included) until `root` exits; returns its exit code.
@@ -216,18 +345,31 @@ fn exec_target(argv: &[CString]) -> io::Error {
     }
 }
 
-/// Maps every shared anonymous object at its parking address.
-fn park_memory(objects: &[ParkedMemory]) -> io::Result<()> {
+/// Maps every shared object at its parking address: shared anonymous
+/// memory, or the memfd `pipes` made for it.
+fn park_memory(objects: &[ParkedMemory], pipes: &crate::fdrestore::Pipes) -> io::Result<()> {
     for o in objects {
-        // SAFETY: a fresh shared anonymous mapping at an address the
-        // restorer chose free (MAP_FIXED_NOREPLACE refuses to clobber).
+        let (fd, prot, anon) = match &o.memfd {
+            Some(_) => {
+                let (fd, writable) = pipes.memfd(o.id)?;
+                let prot = if writable {
+                    libc::PROT_READ | libc::PROT_WRITE
+                } else {
+                    libc::PROT_READ
+                };
+                (fd, prot, 0)
+            }
+            None => (-1, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_ANONYMOUS),
+        };
+        // SAFETY: a fresh shared mapping at an address the restorer chose
+        // free (MAP_FIXED_NOREPLACE refuses to clobber).
         let p = unsafe {
             libc::mmap(
                 o.addr as *mut libc::c_void,
                 o.size as usize,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE,
-                -1,
+                prot,
+                libc::MAP_SHARED | anon | libc::MAP_FIXED_NOREPLACE,
+                fd,
                 0,
             )
         };
@@ -281,11 +423,20 @@ fn raise_nofile() {
 /// Creates the shells with their original pids, parents, sessions and
 /// groups; returns the pids of the ones nsinit itself is parent of, once
 /// every shell has set itself up and parked in `pause()`.
-fn make_shells(plans: &[ShellPlan]) -> io::Result<Vec<i32>> {
+fn make_shells(plans: &[ShellPlan], parked: &[ParkedMemory]) -> io::Result<Vec<i32>> {
     raise_nofile();
     let all: Vec<FdEntry> = plans.iter().flat_map(|p| p.fds.iter().cloned()).collect();
     let base = all.iter().map(|e| e.fd).max().unwrap_or(2) + 1;
-    let pipes = crate::fdrestore::Pipes::create(&all)?;
+    let mut pipes = crate::fdrestore::Pipes::create(&all)?;
+    for o in parked {
+        if let Some(name) = &o.memfd {
+            pipes.ensure_memfd(o.id, name, o.size)?;
+        }
+    }
+    park_memory(parked, &pipes)?;
+    // Seals last: a write seal forbids the filling and writable mappings.
+    pipes.seal_memfds()?;
+    crate::mqueue::refill(&all)?;
     let mut u = Universe {
         plans,
         descs: Default::default(),
@@ -299,9 +450,11 @@ fn make_shells(plans: &[ShellPlan]) -> io::Result<Vec<i32>> {
             unique += 1;
             let key = desc_key(e, unique);
             if let std::collections::hash_map::Entry::Vacant(slot) = u.descs.entry(key) {
-                let fd = crate::fdrestore::open_fd(e, &pipes).map_err(|err| {
-                    io::Error::new(err.kind(), format!("pid {} fd {}: {err}", p.vpid, e.fd))
-                })?;
+                let fd = crate::fdrestore::open_fd(e, &pipes)
+                    .and_then(|fd| crate::locks::take_description_locks(&fd, &e.locks).map(|()| fd))
+                    .map_err(|err| {
+                        io::Error::new(err.kind(), format!("pid {} fd {}: {err}", p.vpid, e.fd))
+                    })?;
                 slot.insert(crate::sys::dup_above(fd.as_raw_fd(), base)?);
             }
             keys.push(key);
@@ -409,6 +562,9 @@ fn shell_main(u: &Universe, i: usize) -> ! {
         }
         let ready = place_fds(placed, ready_fd)?;
         reopen_dev_tty(&plan.fds)?;
+        // After the last close of any fd (a close drops the process's
+        // record locks on that file).
+        crate::locks::take_process_locks(&plan.fds)?;
         set_rlimits(&plan.rlimits);
         crate::fdrestore::add_epoll_watches(&plan.fds)?;
         Ok(ready)

@@ -570,6 +570,7 @@ mod tests {
                 flags: libc::O_RDWR,
                 state: Some(state),
             },
+            locks: Vec::new(),
         }];
         drop((m, _s));
         let ptys = Ptys::create(&entries).unwrap();
@@ -604,6 +605,7 @@ mod tests {
                 flags: libc::O_RDWR,
                 state: Some(state),
             },
+            locks: Vec::new(),
         };
         let a = index(m.as_raw_fd()).unwrap();
         let b = a + 1;

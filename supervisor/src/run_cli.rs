@@ -128,7 +128,8 @@ fn run() -> anyhow::Result<i32> {
         .cloned()
         .map(OsStringExt::into_vec)
         .collect();
-    let (nsinit, reply) = supervise::start_nsinit(&InitRequest::Launch { argv, preload })?;
+    let (nsinit, reply, ctrl) =
+        supervise::start_nsinit(&InitRequest::Launch { argv, preload }, None)?;
     match reply {
         InitReply::Launched { vpid } => tracing::debug!("launched as pid {vpid}"),
         InitReply::Failed(msg) => {
@@ -137,7 +138,7 @@ fn run() -> anyhow::Result<i32> {
         }
         other => anyhow::bail!("unexpected answer from dmtcp-nsinit: {other:?}"),
     }
-    let session = Session::new(cfg, nsinit, conn, computation);
+    let session = Session::new(cfg, nsinit, ctrl, conn, computation);
     Ok(supervise::supervise(session, nsinit))
 }
 

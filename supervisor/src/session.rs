@@ -146,6 +146,8 @@ struct Committed {
 pub struct Session {
     cfg: SessionConfig,
     nsinit: HostPid,
+    /// nsinit's control socket: it reads the SysV IPC objects for us.
+    ctrl: crate::supervise::NsinitCtrl,
     computation: String,
     conn: Option<Connection>,
     /// Coordinator frames (from the reader thread) and wake-ups.
@@ -191,6 +193,7 @@ impl Session {
     pub fn new(
         cfg: SessionConfig,
         nsinit: HostPid,
+        ctrl: crate::supervise::NsinitCtrl,
         conn: Connection,
         computation: String,
     ) -> Session {
@@ -202,6 +205,7 @@ impl Session {
         Session {
             cfg,
             nsinit,
+            ctrl,
             computation,
             tx,
             rx,
@@ -412,6 +416,9 @@ impl Session {
         };
         let mut fdctx = crate::fdshare::FdContext::build(&pids)
             .map_err(|e| format!("examining file descriptors: {e}"))?;
+        // Computation-wide, so recorded once: in the lowest pid's image.
+        let mut ipc = Some(self.ctrl.dump_ipc().map_err(|e| e.to_string())?);
+        let lowest = self.frozen.iter().map(|f| f.vpid).min();
         for fp in self.frozen.iter_mut() {
             let t = Instant::now();
             // Images are named after the program (DMTCP's habit), not the
@@ -430,9 +437,18 @@ impl Session {
             let mut writer =
                 ImageWriter::create(&path, write.clone()).map_err(|e| e.to_string())?;
             let dirty = self.chains.scan_for(fp.pid, incremental);
-            let (meta, deferred) =
+            let (mut meta, deferred) =
                 capture::capture(fp, &mut writer, info.clone(), &mut fdctx, true, dirty)
                     .map_err(|e| e.to_string())?;
+            if Some(fp.vpid) == lowest {
+                if let Some((mut state, bytes)) = ipc.take() {
+                    for (g, b) in state.shm.iter_mut().zip(&bytes) {
+                        g.pages = crate::sysvipc::store_pages(&mut writer, b)
+                            .map_err(|e| format!("saving SysV shared memory {}: {e}", g.perm.id))?;
+                    }
+                    meta.ipc = Some(state);
+                }
+            }
             let chain = self
                 .chains
                 .chain_of(Some(fp.pid), &path, meta.parent.as_ref());

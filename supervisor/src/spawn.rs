@@ -1,7 +1,7 @@
-//! Starting `dmtcp-nsinit` as pid 1 of a fresh pid namespace (and, when we
-//! are not root, a fresh user namespace with an identity uid/gid map).
+//! Starting `dmtcp-nsinit` as pid 1 of a fresh pid and IPC namespace (and,
+//! when we are not root, a fresh user namespace with an identity uid/gid map).
 //!
-//! `clone3(CLONE_NEWPID [| CLONE_NEWUSER])` makes the child pid 1 directly.
+//! `clone3(CLONE_NEWPID | CLONE_NEWIPC [| CLONE_NEWUSER])` makes the child pid 1 directly.
 //! The child runs only async-signal-safe code (the parent may have threads):
 //! it writes its own id maps, makes its capabilities ambient so that they
 //! survive the exec of `dmtcp-nsinit` (it needs CAP_CHECKPOINT_RESTORE in its
@@ -67,7 +67,9 @@ pub fn spawn_nsinit(nsinit: &Path, ctrl: &OwnedFd) -> io::Result<HostPid> {
     let mut envp_ptrs: Vec<*const libc::c_char> = plan.envp.iter().map(|s| s.as_ptr()).collect();
     envp_ptrs.push(std::ptr::null());
 
-    let mut flags = libc::CLONE_NEWPID as u64;
+    // Its own IPC namespace: SysV IPC ids and POSIX message queue names
+    // belong to the computation, so a restart can recreate them unchanged.
+    let mut flags = (libc::CLONE_NEWPID | libc::CLONE_NEWIPC) as u64;
     if userns {
         flags |= libc::CLONE_NEWUSER as u64;
     }
@@ -89,8 +91,8 @@ pub fn spawn_nsinit(nsinit: &Path, ctrl: &OwnedFd) -> io::Result<HostPid> {
         return Err(io::Error::new(
             e.kind(),
             format!(
-                "cannot create the pid{} namespace: {e}",
-                if userns { " and user" } else { "" }
+                "cannot create the pid{} and IPC namespaces: {e}",
+                if userns { ", user" } else { "" }
             ),
         ));
     }

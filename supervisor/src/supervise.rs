@@ -11,6 +11,8 @@ use std::path::{Path, PathBuf};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 
+use dmtcp_image::IpcState;
+
 use crate::nsinit::{exit_code_for, InitReply, InitRequest};
 use crate::pid::HostPid;
 use crate::procfs;
@@ -55,8 +57,47 @@ pub fn block_signals() -> io::Result<()> {
         .map_err(|e| io::Error::other(format!("sigprocmask: {e}")))
 }
 
-/// Starts nsinit in fresh namespaces and sends it `req`.
-pub fn start_nsinit(req: &InitRequest) -> io::Result<(HostPid, InitReply)> {
+/// The supervisor's end of nsinit's control socket, for requests while the
+/// computation runs.
+pub struct NsinitCtrl(UnixStream);
+
+impl NsinitCtrl {
+    fn ask(&mut self, req: &InitRequest) -> io::Result<InitReply> {
+        dmtcp_protocol::write_frame(&mut self.0, req)
+            .and_then(|()| dmtcp_protocol::read_frame(&mut self.0))
+            .map_err(|e| io::Error::other(format!("talking to dmtcp-nsinit: {e}")))
+    }
+
+    /// The SysV IPC objects of the computation's IPC namespace, with the
+    /// bytes of each shared memory segment.
+    pub fn dump_ipc(&mut self) -> io::Result<(IpcState, crate::sysvipc::ShmBytes)> {
+        match self.ask(&InitRequest::DumpIpc)? {
+            InitReply::Ipc => crate::sysvipc::recv(&mut self.0),
+            InitReply::Failed(m) => Err(io::Error::other(format!("reading SysV IPC: {m}"))),
+            other => Err(io::Error::other(format!(
+                "unexpected answer from dmtcp-nsinit: {other:?}"
+            ))),
+        }
+    }
+
+    /// Removes shared memory segments in the computation's IPC namespace.
+    pub fn remove_shm(&mut self, ids: Vec<i32>) -> io::Result<()> {
+        match self.ask(&InitRequest::RemoveShm { ids })? {
+            InitReply::Done => Ok(()),
+            InitReply::Failed(m) => Err(io::Error::other(m)),
+            other => Err(io::Error::other(format!(
+                "unexpected answer from dmtcp-nsinit: {other:?}"
+            ))),
+        }
+    }
+}
+
+/// Starts nsinit in fresh namespaces and sends it `req` (and `ipc`, the
+/// SysV IPC objects to recreate, for a `Restore` that asks for them).
+pub fn start_nsinit(
+    req: &InitRequest,
+    ipc: Option<(&IpcState, &crate::sysvipc::ShmBytes)>,
+) -> io::Result<(HostPid, InitReply, NsinitCtrl)> {
     let nsinit = sibling("dmtcp-nsinit", "DMTCP_NSINIT")?;
     let (ours, theirs) = UnixStream::pair()?;
     let theirs: OwnedFd = theirs.into();
@@ -65,6 +106,9 @@ pub fn start_nsinit(req: &InitRequest) -> io::Result<(HostPid, InitReply)> {
     let mut ours = ours;
     dmtcp_protocol::write_local_frame(&mut ours, req)
         .map_err(|e| io::Error::other(format!("talking to dmtcp-nsinit: {e}")))?;
+    if let Some((state, bytes)) = ipc {
+        crate::sysvipc::send(&mut ours, state, bytes)?;
+    }
     let reply: InitReply = match dmtcp_protocol::read_local_frame(&mut ours) {
         Ok(r) => r,
         Err(e) => {
@@ -74,7 +118,9 @@ pub fn start_nsinit(req: &InitRequest) -> io::Result<(HostPid, InitReply)> {
             )));
         }
     };
-    Ok((pid, reply))
+    // A checkpoint must not hang on a stuck nsinit.
+    ours.set_read_timeout(Some(std::time::Duration::from_secs(60)))?;
+    Ok((pid, reply, NsinitCtrl(ours)))
 }
 
 /// Waits for nsinit and returns the exit code it carried.

@@ -201,3 +201,28 @@ pub fn vm_write(pid: i32, addr: u64, buf: &[u8]) -> usize {
     let r = unsafe { libc::process_vm_writev(pid, &local, 1, &remote, 1, 0) };
     r.max(0) as usize
 }
+
+/// `F_GET_SEALS` of a memfd; `None` when the fd is not a memfd (or any
+/// other file that supports sealing).
+pub fn memfd_seals(fd: &OwnedFd) -> Option<i32> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: fcntl with an integer command on an fd we own.
+    let r = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GET_SEALS) };
+    (r >= 0).then_some(r)
+}
+
+/// A new memfd named `name` that allows sealing.
+pub fn memfd_create(name: &str) -> io::Result<OwnedFd> {
+    let c = std::ffi::CString::new(name).map_err(|_| io::Error::other("NUL in memfd name"))?;
+    // SAFETY: c is a valid C string; memfd_create returns a fresh fd or -1.
+    let r = unsafe { libc::memfd_create(c.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING) };
+    if r < 0 {
+        let e = io::Error::last_os_error();
+        return Err(io::Error::new(
+            e.kind(),
+            format!("memfd_create({name}): {e}"),
+        ));
+    }
+    // SAFETY: r is a fresh fd nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(r) })
+}

@@ -64,5 +64,6 @@ pub fn image(pid: HostPid, computation: ComputationInfo) -> io::Result<ProcessIm
         fds: Vec::new(),
         vmas: Vec::new(),
         parent: None,
+        ipc: None,
     })
 }

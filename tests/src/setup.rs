@@ -47,6 +47,10 @@ pub const PROGRAMS: &[&str] = &[
     "udp",
     "unix_named",
     "pty_pair",
+    "sysv_shm",
+    "posix_mq",
+    "memfd",
+    "locks",
 ];
 
 /// Target programs that are scripts (copied, not compiled).

@@ -195,6 +195,7 @@ fn main() {
                 from_parent: vec![],
             }],
             parent: None,
+            ipc: None,
         };
         let size = w.finish(&meta).expect("finish");
         let wt = t.elapsed().as_secs_f64();

@@ -84,6 +84,37 @@ pub fn describe(r: &ImageReader) -> String {
         );
     }
 
+    if let Some(ipc) = &m.ipc {
+        let _ = writeln!(s, "SysV IPC of the computation");
+        for g in &ipc.shm {
+            let _ = writeln!(
+                s,
+                "  shm id {} key {:#x} mode {:o} size {} ({} pages saved)",
+                g.perm.id,
+                g.perm.key,
+                g.perm.mode,
+                g.size,
+                g.pages.iter().map(|r| r.npages).sum::<u64>()
+            );
+        }
+        for g in &ipc.sem {
+            let _ = writeln!(
+                s,
+                "  sem id {} key {:#x} mode {:o} values {:?}",
+                g.perm.id, g.perm.key, g.perm.mode, g.values
+            );
+        }
+        for g in &ipc.msg {
+            let _ = writeln!(
+                s,
+                "  msg id {} key {:#x} mode {:o} {} message(s)",
+                g.perm.id,
+                g.perm.key,
+                g.perm.mode,
+                g.messages.len()
+            );
+        }
+    }
     let _ = writeln!(s, "fds ({})", m.fds.len());
     for f in &m.fds {
         let cloexec = if f.cloexec { " cloexec" } else { "" };
@@ -113,6 +144,21 @@ pub fn describe(r: &ImageReader) -> String {
                     "listening socket (family {family}, {} address bytes)",
                     addr.len()
                 )
+            }
+            FdKind::Memfd {
+                name,
+                size,
+                seals,
+                contents,
+                ..
+            } => format!(
+                "memfd:{name} size {size} seals {seals:#x}{}",
+                contents
+                    .as_ref()
+                    .map_or(String::new(), |c| format!(" ({} bytes saved)", c.len()))
+            ),
+            FdKind::Mqueue { name, messages, .. } => {
+                format!("POSIX message queue /{name} ({} queued)", messages.len())
             }
             FdKind::Epoll { watches, .. } => format!("epoll watching {} fd(s)", watches.len()),
             FdKind::EventFd { count, .. } => format!("eventfd (count {count})"),
@@ -211,6 +257,16 @@ pub fn describe(r: &ImageReader) -> String {
             ),
         };
         let _ = writeln!(s, "  {:>4}{cloexec} {what}", f.fd);
+        for l in &f.locks {
+            let _ = writeln!(
+                s,
+                "         lock {:?} {} {}..{}",
+                l.kind,
+                if l.write { "write" } else { "read" },
+                l.start,
+                l.end.map_or("EOF".to_string(), |e| e.to_string())
+            );
+        }
     }
 
     let _ = writeln!(s, "memory ({} vmas)", m.vmas.len());
@@ -243,6 +299,8 @@ pub fn describe(r: &ImageReader) -> String {
             VmaKind::SharedAnon { id, offset } => {
                 (*offset, format!("/dev/zero (deleted) shm {id}"))
             }
+            VmaKind::SysvShm { id, offset } => (*offset, format!("SysV shm id {id}")),
+            VmaKind::Memfd { id, name, offset } => (*offset, format!("memfd:{name} (object {id})")),
         };
         let gd = if v.growsdown { " growsdown" } else { "" };
         let _ = writeln!(

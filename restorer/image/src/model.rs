@@ -20,6 +20,9 @@ pub struct ProcessImage {
     /// An incremental image: pages listed in a VMA's `from_parent` are
     /// the parent image's pages at the same addresses.
     pub parent: Option<ParentRef>,
+    /// SysV IPC objects of the computation's IPC namespace. Computation-wide:
+    /// recorded in one image only (the lowest pid's), `None` in the others.
+    pub ipc: Option<IpcState>,
 }
 
 /// The image an incremental image builds on.
@@ -29,6 +32,53 @@ pub struct ParentRef {
     pub file: String,
     /// Its checkpoint generation (checked when it is opened).
     pub generation: u64,
+}
+
+/// The SysV IPC objects of an IPC namespace, each with its id.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct IpcState {
+    pub shm: Vec<ShmSegment>,
+    pub sem: Vec<SemSet>,
+    pub msg: Vec<MsgQueue>,
+}
+
+/// Owner and permissions of a SysV IPC object (`struct ipc_perm`), with
+/// uids/gids as seen inside the computation's user namespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IpcPerm {
+    pub id: i32,
+    pub key: i32,
+    /// Permission bits (for shared memory also `SHM_DEST`, 0o1000, when it
+    /// was removed while still attached).
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// A SysV shared memory segment. Its bytes are in the image's page data:
+/// `pages` are runs whose `addr` is the byte offset in the segment; pages
+/// not in a run are zero.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShmSegment {
+    pub perm: IpcPerm,
+    pub size: u64,
+    pub pages: Vec<PageRun>,
+}
+
+/// A SysV semaphore set and the value of each semaphore.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SemSet {
+    pub perm: IpcPerm,
+    pub values: Vec<u16>,
+}
+
+/// A SysV message queue, its byte limit and the messages in it, in order:
+/// `(mtype, text)`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MsgQueue {
+    pub perm: IpcPerm,
+    pub qbytes: u64,
+    pub messages: Vec<(i64, Vec<u8>)>,
 }
 
 /// Which computation and checkpoint this image belongs to.
@@ -240,6 +290,32 @@ pub struct FdEntry {
     /// after `dup` or `fork`.
     pub desc: u64,
     pub kind: FdKind,
+    /// File locks held through this fd: `flock` and OFD locks belong to the
+    /// description (listed on every fd of it), POSIX record locks to this
+    /// process.
+    pub locks: Vec<FileLock>,
+}
+
+/// A file lock as `/proc/PID/fdinfo` lists it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileLock {
+    pub kind: LockKind,
+    /// Exclusive (write) or shared (read).
+    pub write: bool,
+    /// Byte range, `end` inclusive; `None`: to the end of the file. A
+    /// `flock` lock is always the whole file.
+    pub start: u64,
+    pub end: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LockKind {
+    /// `flock()`.
+    Flock,
+    /// `fcntl(F_SETLK)`: owned by the process.
+    Posix,
+    /// `fcntl(F_OFD_SETLK)`: owned by the open file description.
+    Ofd,
 }
 
 /// What an fd refers to.
@@ -392,6 +468,36 @@ pub enum FdKind {
         flags: i32,
         dev_tty: bool,
     },
+    /// A POSIX message queue (`mq_open`), by name in the computation's IPC
+    /// namespace. `messages` holds the messages in the queue as
+    /// `(priority, bytes)` in receive order, recorded on one fd of the queue
+    /// only.
+    Mqueue {
+        /// Name without the leading `/`.
+        name: String,
+        /// Access mode and `O_NONBLOCK`.
+        flags: i32,
+        /// Permission bits of the queue.
+        mode: u32,
+        maxmsg: i64,
+        msgsize: i64,
+        messages: Vec<(u32, Vec<u8>)>,
+    },
+    /// A memfd (`memfd_create`). `id` names the memory object (its inode;
+    /// fds and mappings with the same id share it); `size`, `seals` and
+    /// `contents` (trailing zeros not stored) are recorded on one fd of the
+    /// object only, `contents: None` on the others.
+    Memfd {
+        id: u64,
+        /// The name given to `memfd_create` (without the `memfd:` prefix).
+        name: String,
+        flags: i32,
+        offset: u64,
+        size: u64,
+        /// `F_GET_SEALS`.
+        seals: i32,
+        contents: Option<Vec<u8>>,
+    },
 }
 
 /// A memory mapping and its saved pages.
@@ -463,6 +569,25 @@ pub enum VmaKind {
     /// mapping starts in it. Its pages are saved.
     SharedAnon {
         id: u64,
+        offset: u64,
+    },
+    /// An attached SysV shared memory segment ("/SYSV<key> (deleted)"): `id`
+    /// is its shmid (the kernel shows it as the inode), `offset` is where
+    /// this mapping starts in the segment. The pages live in the segment
+    /// (saved with [`IpcState`]), not here.
+    SysvShm {
+        id: i32,
+        offset: u64,
+    },
+    /// A mapping of a memfd ("/memfd:NAME (deleted)"): `id` is the memfd's
+    /// inode, `offset` where the mapping starts in it. Shared: its pages are
+    /// saved only when no fd of the computation holds the memfd (otherwise
+    /// the fd's `FdKind::Memfd` carries the contents). Private: mapped from
+    /// the memfd through an fd the process holds; privately modified pages
+    /// are saved.
+    Memfd {
+        id: u64,
+        name: String,
         offset: u64,
     },
 }

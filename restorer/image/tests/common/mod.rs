@@ -135,6 +135,7 @@ pub fn sample_image(vmas: Vec<Vma>) -> ProcessImage {
                     from: 0,
                     what: "/dev/pts/3".into(),
                 },
+                locks: Vec::new(),
             },
             FdEntry {
                 fd: 3,
@@ -147,6 +148,20 @@ pub fn sample_image(vmas: Vec<Vma>) -> ProcessImage {
                     deleted: false,
                     contents: None,
                 },
+                locks: vec![
+                    FileLock {
+                        kind: LockKind::Posix,
+                        write: true,
+                        start: 10,
+                        end: Some(19),
+                    },
+                    FileLock {
+                        kind: LockKind::Flock,
+                        write: false,
+                        start: 0,
+                        end: None,
+                    },
+                ],
             },
             FdEntry {
                 fd: 4,
@@ -155,10 +170,74 @@ pub fn sample_image(vmas: Vec<Vma>) -> ProcessImage {
                 kind: FdKind::Unsupported {
                     what: "socket:[1234]".into(),
                 },
+                locks: Vec::new(),
+            },
+            FdEntry {
+                fd: 5,
+                desc: 4,
+                cloexec: false,
+                kind: FdKind::Mqueue {
+                    name: "q".into(),
+                    flags: 0o4002,
+                    mode: 0o600,
+                    maxmsg: 8,
+                    msgsize: 64,
+                    messages: vec![(3, b"hi".to_vec()), (0, b"low".to_vec())],
+                },
+                locks: Vec::new(),
+            },
+            FdEntry {
+                fd: 6,
+                desc: 5,
+                cloexec: true,
+                kind: FdKind::Memfd {
+                    id: 77,
+                    name: "buf".into(),
+                    flags: 2,
+                    offset: 5,
+                    size: 8192,
+                    seals: 8,
+                    contents: Some(b"memfd".to_vec()),
+                },
+                locks: Vec::new(),
             },
         ],
         vmas,
         parent: None,
+        ipc: Some(IpcState {
+            shm: vec![ShmSegment {
+                perm: IpcPerm {
+                    id: 32768,
+                    key: 0x1234,
+                    mode: 0o1600,
+                    uid: 1000,
+                    gid: 1000,
+                },
+                size: 8192,
+                pages: Vec::new(),
+            }],
+            sem: vec![SemSet {
+                perm: IpcPerm {
+                    id: 1,
+                    key: 0,
+                    mode: 0o600,
+                    uid: 1000,
+                    gid: 1000,
+                },
+                values: vec![1, 0, 7],
+            }],
+            msg: vec![MsgQueue {
+                perm: IpcPerm {
+                    id: 2,
+                    key: 0x55,
+                    mode: 0o640,
+                    uid: 1000,
+                    gid: 1000,
+                },
+                qbytes: 16384,
+                messages: vec![(1, b"m".to_vec())],
+            }],
+        }),
     }
 }
 
