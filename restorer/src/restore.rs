@@ -177,7 +177,13 @@ pub fn restore_process(
     let cpu = ptrace::current_cpu();
     let my_mask = ptrace::pin_to_cpu(HostPid(0), cpu)?;
     let result = restore_pinned(
-        pid, image, leader_idx, cpu, &my_mask, parked, fg_pgrp, shm_sizes,
+        pid,
+        image,
+        leader_idx,
+        (cpu, &my_mask),
+        parked,
+        fg_pgrp,
+        shm_sizes,
     );
     ptrace::set_affinity(HostPid(0), &my_mask)?;
     result?;
@@ -193,8 +199,8 @@ fn restore_pinned(
     pid: HostPid,
     image: &ImageChain,
     leader_idx: usize,
-    cpu: usize,
-    mask: &libc::cpu_set_t,
+    // The tracer's CPU, and its own affinity to give the process back.
+    (cpu, mask): (usize, &libc::cpu_set_t),
     parked: &[ParkedMemory],
     fg_pgrp: Option<u32>,
     shm_sizes: &HashMap<i32, u64>,
