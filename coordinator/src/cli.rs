@@ -13,6 +13,15 @@ use dmtcp_protocol::{Reply, Request, Status};
 use crate::client::{self, CoordAddr};
 use crate::server::{self, Config};
 
+/// `println!` that does not panic when stdout is closed (`dmtcp-command -l |
+/// head -1`): the output is simply dropped, as other command-line tools do.
+macro_rules! println {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($t)*);
+    }};
+}
+
 /// Logging to stderr, filtered by `DMTCP_LOG` (default "warn").
 pub fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("DMTCP_LOG")
