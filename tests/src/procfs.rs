@@ -126,9 +126,13 @@ pub fn snapshot(host_pid: i32) -> Result<ProcSnapshot> {
         let Some(fd) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
             continue;
         };
-        let target = fs::read_link(e.path())
-            .map(|p| normalize(&p.to_string_lossy(), host_pid))
-            .unwrap_or_else(|err| format!("<{err}>"));
+        let target = match fs::read_link(e.path()) {
+            Ok(p) => normalize(&p.to_string_lossy(), host_pid),
+            // Closed by the program while we listed its fds: it was not
+            // open at any one instant of this snapshot worth comparing.
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(err) => format!("<{err}>"),
+        };
         let flags = fs::read_to_string(format!("{base}/fdinfo/{fd}"))
             .ok()
             .map(|info| status_field(&info, "flags"));
