@@ -618,6 +618,14 @@ fn capture_vma(
     Ok((runs, from_parent))
 }
 
+/// An error while reading one mapping, naming it.
+fn vma_error(e: io::Error, what: &str, m: &MapEntry) -> io::Error {
+    io::Error::new(
+        e.kind(),
+        format!("{what} {:#x}-{:#x} {}: {e}", m.start, m.end, m.name),
+    )
+}
+
 /// Memory whose pages are read after the program runs again, from the
 /// copy-on-write snapshot child.
 pub struct Deferred {
@@ -731,12 +739,7 @@ fn capture_memory(
                 &mut buf,
                 unchanged.as_deref(),
             )
-            .map_err(|e| {
-                io::Error::new(
-                    e.kind(),
-                    format!("memory {:#x}-{:#x} {}: {e}", m.start, m.end, m.name),
-                )
-            })?,
+            .map_err(|e| vma_error(e, "memory", m))?,
         };
         vmas.push(Vma {
             start: m.start,
@@ -770,15 +773,7 @@ impl Deferred {
                 &mut buf,
                 unchanged.as_deref(),
             )
-            .map_err(|e| {
-                io::Error::new(
-                    e.kind(),
-                    format!(
-                        "snapshot memory {:#x}-{:#x} {}: {e}",
-                        m.start, m.end, m.name
-                    ),
-                )
-            })?;
+            .map_err(|e| vma_error(e, "snapshot memory", m))?;
         }
         Ok(())
     }
