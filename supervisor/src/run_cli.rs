@@ -34,7 +34,8 @@ struct Args {
     /// Compress images with gzip (DMTCP's format; the default is zstd).
     #[arg(long = "gzip")]
     gzip: bool,
-    /// Image codec: gzip, zstd or none.
+    /// Image codec: gzip, zstd or none, optionally with a level
+    /// (`zstd:-3`, `gzip:6`; env DMTCP_COMPRESS).
     #[arg(long = "compress")]
     compress: Option<String>,
     /// Checkpoint every N seconds (env DMTCP_CHECKPOINT_INTERVAL).
@@ -67,15 +68,17 @@ struct Args {
     command: Vec<OsString>,
 }
 
-fn codec(args: &Args) -> anyhow::Result<Codec> {
+/// The codec and level: `--no-gzip`, `--compress NAME[:LEVEL]`, `--gzip`,
+/// then the environment.
+fn codec(args: &Args) -> anyhow::Result<(Codec, Option<i32>)> {
     if args.no_gzip {
-        return Ok(Codec::None);
+        return Ok((Codec::None, None));
     }
     if let Some(c) = &args.compress {
-        return Ok(Codec::parse(c)?);
+        return Ok(Codec::parse_spec(c)?);
     }
     if args.gzip {
-        return Ok(Codec::Gzip);
+        return Ok((Codec::Gzip, None));
     }
     Ok(Codec::from_env())
 }
@@ -98,13 +101,15 @@ fn run() -> anyhow::Result<i32> {
             exit_on_last: true,
         },
     )?;
+    let (codec, level) = codec(&args)?;
     let cfg = SessionConfig {
         addr: addr.clone(),
         secret: secret.clone(),
         computation: None,
         generation: 0,
         write: WriteOptions {
-            codec: codec(&args)?,
+            codec,
+            level,
             ..WriteOptions::default()
         },
         ckpt_dir,

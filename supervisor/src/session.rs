@@ -367,7 +367,8 @@ impl Session {
             .map_err(|e| format!("checkpoint directory {}: {e}", dir.display()))?;
         let mut write = self.cfg.write.clone();
         if !opts.codec.is_empty() {
-            write.codec = dmtcp_image::Codec::parse(&opts.codec).map_err(|e| e.to_string())?;
+            (write.codec, write.level) =
+                dmtcp_image::Codec::parse_spec(&opts.codec).map_err(|e| e.to_string())?;
         }
         let taken_at = SystemTime::now()
             .duration_since(UNIX_EPOCH)

@@ -355,14 +355,20 @@ class Bench:
     def ckpt_all(self):
         sizes = self.a.sizes
         plan = []
+        codecs = self.a.codecs or CODECS
+        kinds = self.a.kinds or ["random", "text", "untouched", "threads", "procs"]
         for kind in ("random", "text", "untouched"):
+            if kind not in kinds:
+                continue
             for size in sizes:
-                for codec in CODECS:
+                for codec in codecs:
                     plan.append((kind, size, codec))
-        for codec in CODECS:
-            plan.append(("threads", self.a.threads, codec))
-        for codec in CODECS:
-            plan.append(("procs", 256, codec))
+        for codec in codecs:
+            if "threads" in kinds:
+                plan.append(("threads", self.a.threads, codec))
+        for codec in codecs:
+            if "procs" in kinds:
+                plan.append(("procs", 256, codec))
         for rep in range(self.a.reps):
             for kind, size, codec in plan:
                 t = time.monotonic()
@@ -632,7 +638,7 @@ class Bench:
         L.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
         for (kind, size, codec), s in sorted(S.items(), key=lambda kv: (
                 ["random", "text", "untouched", "threads", "procs"].index(kv[0][0]), kv[0][1],
-                CODECS.index(kv[0][2]))):
+                CODECS.index(kv[0][2]) if kv[0][2] in CODECS else len(CODECS), kv[0][2])):
             mem = size * MiB if kind != "threads" else None
             tp = mem / s["ckpt_wall"] / 1e6 if (mem and s["ckpt_wall"]) else None
             rtp = mem / s["restart_wall"] / 1e9 if (mem and s["restart_wall"]) else None
@@ -938,7 +944,13 @@ def main():
     ap.add_argument("--out", default=os.path.join(HERE, "results"), help="output directory")
     ap.add_argument("--keep", action="store_true", help="keep the scratch directory")
     ap.add_argument("--only", default="machine,ckpt,incr,overhead,criu", help="sections to run")
+    ap.add_argument("--codecs", default=None,
+                    help="comma-separated codecs for the ckpt section, with optional level (zstd:-3)")
+    ap.add_argument("--kinds", default=None,
+                    help="comma-separated workloads: random,text,untouched,threads,procs")
     a = ap.parse_args()
+    a.codecs = a.codecs.split(",") if a.codecs else None
+    a.kinds = a.kinds.split(",") if a.kinds else None
     if a.sizes:
         a.sizes = [int(s) for s in a.sizes.split(",")]
     else:

@@ -333,7 +333,7 @@ pub(crate) fn compress(
     match codec {
         Codec::None => out.extend_from_slice(raw),
         Codec::Gzip => {
-            let lvl = level.unwrap_or(1).clamp(0, 9) as u32;
+            let lvl = level.or(codec.default_level()).unwrap_or(1).clamp(0, 9) as u32;
             // Fixed header (mtime 0, no name): identical input gives identical bytes.
             let mut enc = flate2::GzBuilder::new()
                 .mtime(0)
@@ -343,7 +343,7 @@ pub(crate) fn compress(
             *out = enc.finish().map_err(|e| e.to_string())?;
         }
         Codec::Zstd => {
-            let lvl = level.unwrap_or(1);
+            let lvl = level.or(codec.default_level()).unwrap_or(1);
             let bound = zstd::zstd_safe::compress_bound(raw.len());
             out.reserve(bound);
             let mut c = zstd::bulk::Compressor::new(lvl).map_err(|e| e.to_string())?;

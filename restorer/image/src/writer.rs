@@ -44,25 +44,65 @@ impl Codec {
         }
     }
 
-    /// An unknown `DMTCP_COMPRESS` value is warned about and ignored.
+    /// `NAME` or `NAME:LEVEL` (`zstd:-3`, `gzip:6`): a codec and, when
+    /// given, its level (gzip 0-9; zstd -7..22, negative = faster).
+    pub fn parse_spec(s: &str) -> Result<(Codec, Option<i32>), ImageError> {
+        let Some((name, level)) = s.split_once(':') else {
+            return Ok((Codec::parse(s)?, None));
+        };
+        let codec = Codec::parse(name)?;
+        let bad = || {
+            ImageError::InvalidArgument(format!(
+                "codec level `{level}` for {}: expected {}",
+                codec.name(),
+                match codec {
+                    Codec::None => "no level",
+                    Codec::Gzip => "0..=9",
+                    Codec::Zstd => "-7..=22",
+                }
+            ))
+        };
+        let n: i32 = level.trim().parse().map_err(|_| bad())?;
+        let ok = match codec {
+            Codec::None => false,
+            Codec::Gzip => (0..=9).contains(&n),
+            Codec::Zstd => (-7..=22).contains(&n) && n != 0,
+        };
+        if !ok {
+            return Err(bad());
+        }
+        Ok((codec, Some(n)))
+    }
+
     /// The codec the environment asks for: `DMTCP_GZIP=0` none,
-    /// `DMTCP_GZIP=1` gzip (DMTCP's habit), `DMTCP_COMPRESS=<name>`, else
-    /// [`Codec::DEFAULT`].
-    pub fn from_env() -> Codec {
+    /// `DMTCP_GZIP=1` gzip (DMTCP's habit), `DMTCP_COMPRESS=<name>[:level]`,
+    /// else [`Codec::DEFAULT`]. An unknown `DMTCP_COMPRESS` value is warned
+    /// about and ignored. The level is `None` when not given.
+    pub fn from_env() -> (Codec, Option<i32>) {
         match std::env::var("DMTCP_GZIP").map(|v| v.trim().to_string()) {
-            Ok(v) if v == "0" => return Codec::None,
-            Ok(v) if v == "1" => return Codec::Gzip,
+            Ok(v) if v == "0" => return (Codec::None, None),
+            Ok(v) if v == "1" => return (Codec::Gzip, None),
             _ => {}
         }
         match std::env::var("DMTCP_COMPRESS") {
-            Ok(v) if !v.trim().is_empty() => match Codec::parse(&v) {
+            Ok(v) if !v.trim().is_empty() => match Codec::parse_spec(&v) {
                 Ok(c) => c,
                 Err(e) => {
                     tracing::warn!("DMTCP_COMPRESS: {e}; using {}", Codec::DEFAULT.name());
-                    Codec::DEFAULT
+                    (Codec::DEFAULT, None)
                 }
             },
-            _ => Codec::DEFAULT,
+            _ => (Codec::DEFAULT, None),
+        }
+    }
+
+    /// The level used when none is given: the fastest setting whose ratio
+    /// is still no worse than gzip -1 (docs/performance.md).
+    pub fn default_level(self) -> Option<i32> {
+        match self {
+            Codec::None => None,
+            Codec::Gzip => Some(1),
+            Codec::Zstd => Some(1),
         }
     }
 
@@ -76,7 +116,8 @@ impl Codec {
 #[derive(Clone, Debug)]
 pub struct WriteOptions {
     pub codec: Codec,
-    /// Codec level; `None` = 1 (gzip 0-9, zstd 1-22 or negative).
+    /// Codec level; `None` = [`Codec::default_level`] (gzip 0-9, zstd
+    /// -7..22 without 0; negative zstd levels trade ratio for speed).
     pub level: Option<i32>,
     /// Compression threads; 0 = all cores.
     pub threads: usize,
@@ -88,7 +129,7 @@ impl Default for WriteOptions {
     fn default() -> Self {
         WriteOptions {
             codec: Codec::DEFAULT,
-            level: Some(1),
+            level: None,
             threads: 0,
             block_size: 4 << 20,
         }

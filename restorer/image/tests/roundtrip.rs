@@ -260,6 +260,28 @@ fn codec_names() {
 }
 
 #[test]
+fn codec_levels() {
+    assert_eq!(Codec::parse_spec("zstd").unwrap(), (Codec::Zstd, None));
+    assert_eq!(Codec::parse_spec("zstd:-5").unwrap(), (Codec::Zstd, Some(-5)));
+    assert_eq!(Codec::parse_spec("gzip:6").unwrap(), (Codec::Gzip, Some(6)));
+    for bad in ["gzip:10", "zstd:0", "zstd:23", "none:1", "zstd:fast"] {
+        let e = Codec::parse_spec(bad).unwrap_err().to_string();
+        assert!(e.contains("level"), "{bad}: {e}");
+    }
+    // Every accepted level really writes a readable image.
+    let dir = tempfile::tempdir().unwrap();
+    for (codec, level) in [(Codec::Zstd, -7), (Codec::Zstd, 3), (Codec::Gzip, 9)] {
+        let path = dir.path().join(format!("l{level}.dmtcp"));
+        let mut o = opts(codec, 16);
+        o.level = Some(level);
+        let pages = text_pages(&mut Rng((level + 10) as u64), 20);
+        write_image(&path, o, std::slice::from_ref(&pages));
+        let r = ImageReader::open(&path).unwrap();
+        assert_eq!(r.codec(), codec);
+    }
+}
+
+#[test]
 fn describe_shows_everything() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("d.dmtcp");
