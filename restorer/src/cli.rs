@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::{anyhow, bail};
 use clap::Parser;
 use dmtcp_coordinator::client::StartOptions;
-use dmtcp_image::{Codec, ImageChain, ImageReader, WriteOptions};
+use dmtcp_image::{Codec, ImageChain, ImageReader, Verify, WriteOptions};
 use dmtcp_supervisor::coord_args::CoordArgs;
 use dmtcp_supervisor::nsinit::{InitReply, InitRequest, ShellPlan};
 use dmtcp_supervisor::pid::HostPid;
@@ -43,6 +43,10 @@ struct Args {
     /// one (as `dmtcp-run --incremental`).
     #[arg(long = "incremental", env = "DMTCP_INCREMENTAL", value_parser = clap::builder::BoolishValueParser::new(), num_args = 0, default_missing_value = "true")]
     incremental: bool,
+    /// Copy and check every page before the program runs, instead of
+    /// restoring an uncompressed image lazily (`DMTCP_RESTART_LAZY=0`).
+    #[arg(long = "no-lazy")]
+    no_lazy: bool,
     /// Print help.
     #[arg(long = "help", action = clap::ArgAction::Help)]
     help: Option<bool>,
@@ -51,12 +55,15 @@ struct Args {
     images: Vec<PathBuf>,
 }
 
-/// Opens and fully verifies every image before anything is created.
+/// Opens every image and checks its structure and metadata before anything
+/// is created.
 fn open_images(paths: &[PathBuf]) -> anyhow::Result<Vec<ImageChain>> {
     let mut out: Vec<ImageChain> = Vec::new();
     let mut vpids = HashSet::new();
     for p in paths {
-        let chain = ImageChain::open(p).map_err(|e| anyhow!("{e}"))?;
+        // Page blocks are checked as they are read: before the process runs
+        // when copied, before any byte reaches it when restored lazily.
+        let chain = ImageChain::open_with(p, Verify::Layout).map_err(|e| anyhow!("{e}"))?;
         let r = chain.top();
         let m = r.meta();
         if let Some(first) = out.first().map(|c| c.top()) {
@@ -203,6 +210,9 @@ fn run() -> anyhow::Result<i32> {
         );
         return Ok(0);
     }
+    if args.no_lazy {
+        dmtcp_supervisor::lazy::disable();
+    }
     let images = open_images(&args.images)?;
     let first = images[0].top().meta().computation.clone();
     let (addr, secret) = args.coord.coordinator(
@@ -259,6 +269,15 @@ fn run() -> anyhow::Result<i32> {
         ipc.as_ref().map(|(s, b)| (s, b)),
     )?;
     let kill_ns = || supervise::kill_and_reap(nsinit);
+    // Corrupt page data found while a lazy restore brings pages in: the
+    // program must not run on without them.
+    dmtcp_supervisor::lazy::on_fatal(move |msg| {
+        // SAFETY: kill with integer arguments; nsinit is our child, and its
+        // death takes every process of the namespace with it.
+        unsafe { libc::kill(nsinit.0, libc::SIGKILL) };
+        eprintln!("dmtcp-restart: {msg}; restart abandoned, the computation was stopped");
+        std::process::exit(1);
+    });
     match reply {
         InitReply::ShellsReady { .. } => {}
         InitReply::Failed(msg) => {
@@ -272,6 +291,7 @@ fn run() -> anyhow::Result<i32> {
     }
     let on_terminal = restore_terminal_settings(&tops);
     let foreground = foreground_groups(&tops);
+    let mut restored = Vec::with_capacity(images.len());
     for r in images
         .iter()
         .filter(|c| c.top().meta().process.zombie.is_none())
@@ -284,9 +304,27 @@ fn run() -> anyhow::Result<i32> {
                 restore::restore_process(pid, r, &shared_memory, fg, &shm_sizes)
                     .map_err(|e| anyhow!("{e}"))
             });
-        if let Err(e) = res {
+        match res {
+            Ok(p) => restored.push(p),
+            Err(e) => {
+                kill_ns();
+                return Err(e.context(format!("{}", r.top().path().display())));
+            }
+        }
+    }
+    // Pages still to come exist only in this process from now on.
+    let lifeline = dmtcp_supervisor::lazy::busy();
+    if lifeline {
+        if let Err(e) = ctrl.lifeline(true) {
             kill_ns();
-            return Err(e.context(format!("{}", r.top().path().display())));
+            bail!("{e}");
+        }
+    }
+    // Every process is in place: the computation starts as a whole.
+    for p in restored {
+        if let Err(e) = p.release() {
+            kill_ns();
+            bail!("{e}");
         }
     }
     if on_terminal {
@@ -310,7 +348,7 @@ fn run() -> anyhow::Result<i32> {
             bail!("removing restored shared memory marked for removal: {e}");
         }
     }
-    let session = Session::new(cfg, nsinit, ctrl, conn, computation);
+    let session = Session::new(cfg, nsinit, ctrl, conn, computation).with_lifeline(lifeline);
     Ok(supervise::supervise(session, nsinit))
 }
 

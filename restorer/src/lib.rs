@@ -6,5 +6,6 @@
 //! and the restarted computation is supervised exactly like a launched one.
 
 pub mod cli;
+pub mod lazy_pages;
 pub mod restore;
 pub mod sysv_attach;

@@ -153,8 +153,37 @@ fn seize_shell(pid: HostPid) -> io::Result<()> {
     }
 }
 
-/// Restores one process into the shell `pid`. On error the caller kills the
-/// namespace: a half-restored process must never run.
+/// A restored process still held in ptrace stops: it runs once
+/// [`release`](Restored::release)d, so a computation starts as a whole only
+/// after every process of it is in place.
+pub struct Restored {
+    pid: HostPid,
+    /// Every thread, leader last.
+    threads: Vec<HostPid>,
+    /// The tracer's own affinity, given to every thread on release.
+    mask: libc::cpu_set_t,
+    started: std::time::Instant,
+}
+
+impl Restored {
+    /// Lets every thread run from its saved registers.
+    pub fn release(self) -> io::Result<()> {
+        for &tid in &self.threads {
+            ptrace::set_affinity(tid, &self.mask)?;
+            ptrace::detach(tid, 0).map_err(|e| err(tid, "detach", e))?;
+        }
+        debug!(
+            "pid {} restored ({} threads) in {:?}",
+            self.pid,
+            self.threads.len(),
+            self.started.elapsed()
+        );
+        Ok(())
+    }
+}
+
+/// Restores one process into the shell `pid`, leaving it stopped. On error
+/// the caller kills the namespace: a half-restored process must never run.
 /// With `fg_pgrp`, the process makes that group (an id inside the
 /// namespace) the foreground group of its controlling terminal.
 /// `shm_sizes` gives the size of every SysV shared memory segment by id.
@@ -164,7 +193,7 @@ pub fn restore_process(
     parked: &[ParkedMemory],
     fg_pgrp: Option<u32>,
     shm_sizes: &HashMap<i32, u64>,
-) -> io::Result<()> {
+) -> io::Result<Restored> {
     let started = std::time::Instant::now();
     let meta = image.top().meta();
     let leader_idx = meta
@@ -176,35 +205,25 @@ pub fn restore_process(
     // local wake-up instead of a cross-CPU one (PLATFORM.md: 4-7x faster).
     let cpu = ptrace::current_cpu();
     let my_mask = ptrace::pin_to_cpu(HostPid(0), cpu)?;
-    let result = restore_pinned(
-        pid,
-        image,
-        leader_idx,
-        (cpu, &my_mask),
-        parked,
-        fg_pgrp,
-        shm_sizes,
-    );
+    let result = restore_pinned(pid, image, leader_idx, cpu, parked, fg_pgrp, shm_sizes);
     ptrace::set_affinity(HostPid(0), &my_mask)?;
-    result?;
-    debug!(
-        "pid {pid} restored ({} threads) in {:?}",
-        meta.threads.len(),
-        started.elapsed()
-    );
-    Ok(())
+    Ok(Restored {
+        pid,
+        threads: result?,
+        mask: my_mask,
+        started,
+    })
 }
 
 fn restore_pinned(
     pid: HostPid,
     image: &ImageChain,
     leader_idx: usize,
-    // The tracer's CPU, and its own affinity to give the process back.
-    (cpu, mask): (usize, &libc::cpu_set_t),
+    cpu: usize,
     parked: &[ParkedMemory],
     fg_pgrp: Option<u32>,
     shm_sizes: &HashMap<i32, u64>,
-) -> io::Result<()> {
+) -> io::Result<Vec<HostPid>> {
     let meta = image.top().meta();
     ptrace::pin_to_cpu(pid, cpu)?;
     seize_shell(pid).map_err(|e| err(pid, "seizing the shell", e))?;
@@ -297,9 +316,13 @@ fn restore_pinned(
     //    are unmapped again before anything else takes their place.
     crate::sysv_attach::attach_segments(&mut sh.inj, pid, &meta.vmas, shm_sizes)?;
     let reprotect = map_all(&mut sh, meta, parked)?;
+    // Pages that can come in on demand start coming now; the rest is
+    // copied before the process runs.
+    let runs = crate::lazy_pages::start(pid, &mut sh.inj, image, image.page_runs())
+        .map_err(|e| err(pid, "lazy restore", e))?;
     let mem_ref = &sh.mem;
     image
-        .read_pages(&|addr, bytes| {
+        .read_runs(&runs, &|addr, bytes| {
             mem_ref
                 .write_fast(addr, bytes)
                 .map_err(|e| dmtcp_image::ImageError::Io {
@@ -365,11 +388,7 @@ fn restore_pinned(
     for (t, inj) in &threads {
         load_registers(inj.tid, t)?;
     }
-    for (_, inj) in &threads {
-        ptrace::set_affinity(inj.tid, mask)?;
-        ptrace::detach(inj.tid, 0).map_err(|e| err(inj.tid, "detach", e))?;
-    }
-    Ok(())
+    Ok(threads.iter().map(|(_, inj)| inj.tid).collect())
 }
 
 fn map_vdso(sh: &mut Shell, meta: &ProcessImage) -> io::Result<()> {

@@ -13,6 +13,7 @@ pub mod fdrestore;
 pub mod fdshare;
 pub mod freeze;
 pub mod incremental;
+pub mod lazy;
 pub mod locks;
 pub mod mqueue;
 pub mod netcapture;

@@ -41,6 +41,11 @@ pub enum InitRequest {
     /// Remove these shared memory segments (`IPC_RMID`): they had been
     /// removed while attached, and the restored processes hold them again.
     RemoveShm { ids: Vec<i32> },
+    /// While on, the computation must not outlive the supervisor: if the
+    /// control socket closes, nsinit exits and takes the namespace down.
+    /// On while a lazy restore still holds pages only the supervisor can
+    /// bring in.
+    Lifeline(bool),
 }
 
 /// A shared memory object (shared anonymous memory, or the memfd named
@@ -175,6 +180,7 @@ fn serve_and_reap(root: i32, ctrl: UnixStream) -> i32 {
         return reap_until(root);
     };
     let mut ctrl = Some(ctrl);
+    let mut lifeline = false;
     loop {
         loop {
             let mut status = 0;
@@ -214,9 +220,13 @@ fn serve_and_reap(root: i32, ctrl: UnixStream) -> i32 {
             while let Ok(Some(_)) = sfd.read_signal() {}
         }
         if fds[1].revents != 0 {
-            let keep = ctrl.as_mut().is_some_and(serve_one);
+            let keep = ctrl.as_mut().is_some_and(|c| serve_one(c, &mut lifeline));
             if !keep {
                 ctrl = None;
+                if lifeline {
+                    // Exiting as pid 1 kills every process of the namespace.
+                    return 128 + libc::SIGKILL;
+                }
             }
         }
     }
@@ -232,11 +242,15 @@ fn recreate_ipc(ctrl: &mut UnixStream, ipc: bool) -> io::Result<()> {
 }
 
 /// Answers one request on the control socket; false once it is closed.
-fn serve_one(ctrl: &mut UnixStream) -> bool {
+fn serve_one(ctrl: &mut UnixStream, lifeline: &mut bool) -> bool {
     let Ok(req) = dmtcp_protocol::read_frame::<_, InitRequest>(ctrl) else {
         return false;
     };
     let sent = match req {
+        InitRequest::Lifeline(on) => {
+            *lifeline = on;
+            reply(ctrl, InitReply::Done)
+        }
         InitRequest::DumpIpc => match crate::sysvipc::dump() {
             Ok((state, bytes)) => reply(ctrl, InitReply::Ipc)
                 .and_then(|()| crate::sysvipc::send(ctrl, &state, &bytes)),

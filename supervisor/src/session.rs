@@ -156,6 +156,8 @@ pub struct Session {
     /// Number of the current connection (0: none).
     conn_gen: u64,
     last_attempt: Instant,
+    /// nsinit takes the computation down if we die (lazy restore pending).
+    lifeline: bool,
     frozen: Vec<FrozenProcess>,
     /// Zombies of the computation during a checkpoint (not frozen: they
     /// cannot run).
@@ -211,6 +213,7 @@ impl Session {
             rx,
             conn_gen: 1,
             last_attempt: Instant::now(),
+            lifeline: false,
             conn: Some(conn),
             frozen: Vec::new(),
             zombies: Vec::new(),
@@ -220,6 +223,14 @@ impl Session {
             chains: Default::default(),
             done: Arc::new(AtomicBool::new(false)),
         }
+    }
+
+    /// The restorer tied the computation's life to ours
+    /// ([`NsinitCtrl::lifeline`](crate::supervise::NsinitCtrl::lifeline)):
+    /// untie it once every lazily restored page is in place.
+    pub fn with_lifeline(mut self, on: bool) -> Session {
+        self.lifeline = on;
+        self
     }
 
     /// A handle that ends [`run`](Self::run) without delay.
@@ -295,6 +306,8 @@ impl Session {
     /// Freezes everything; while a process is inside `dmtcp_disable_ckpt()`
     /// thaws, waits 10 ms and tries again (application API, `agent`).
     fn suspend(&mut self) -> Result<(), String> {
+        // Lazily restored memory must be in place before it is read.
+        crate::lazy::wait_until_restored();
         let deadline = Instant::now() + crate::agent::critical_section_wait();
         loop {
             self.freeze_all()?;
@@ -650,6 +663,13 @@ impl Session {
                 && self.last_attempt.elapsed() > Duration::from_secs(1)
             {
                 self.try_reconnect();
+            }
+            if self.lifeline && !crate::lazy::busy() {
+                match self.ctrl.lifeline(false) {
+                    Ok(()) => debug!("memory in place: the computation may outlive us again"),
+                    Err(e) => warn!("{e}"),
+                }
+                self.lifeline = false;
             }
             let refresh = last_refresh.elapsed() > Duration::from_secs(1);
             if refresh && self.frozen.is_empty() {

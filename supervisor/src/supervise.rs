@@ -80,6 +80,18 @@ impl NsinitCtrl {
         }
     }
 
+    /// Ties the computation's life to ours (`on`) or unties it
+    /// (`InitRequest::Lifeline`).
+    pub fn lifeline(&mut self, on: bool) -> io::Result<()> {
+        match self.ask(&InitRequest::Lifeline(on))? {
+            InitReply::Done => Ok(()),
+            InitReply::Failed(m) => Err(io::Error::other(m)),
+            other => Err(io::Error::other(format!(
+                "unexpected answer from dmtcp-nsinit: {other:?}"
+            ))),
+        }
+    }
+
     /// Removes shared memory segments in the computation's IPC namespace.
     pub fn remove_shm(&mut self, ids: Vec<i32>) -> io::Result<()> {
         match self.ask(&InitRequest::RemoveShm { ids })? {

@@ -69,6 +69,8 @@ pub struct Scenario {
     /// Extra flags for `dmtcp-run` (before `--`).
     pub run_flags: Vec<String>,
     pub env: Vec<(String, String)>,
+    /// Environment of `dmtcp-restart` (and the restart script).
+    pub restart_env: Vec<(String, String)>,
     /// How long the program works between steps.
     pub settle: Duration,
     /// Watchdog for one blocking checkpoint.
@@ -89,6 +91,7 @@ impl Scenario {
             args: Vec::new(),
             run_flags: Vec::new(),
             env: Vec::new(),
+            restart_env: Vec::new(),
             settle: Duration::from_millis(1000),
             ckpt_timeout: Duration::from_secs(120),
             mode: Mode::from_env(),
@@ -110,6 +113,12 @@ impl Scenario {
 
     pub fn env(mut self, k: &str, v: &str) -> Self {
         self.env.push((k.to_string(), v.to_string()));
+        self
+    }
+
+    /// Sets an environment variable of `dmtcp-restart` only.
+    pub fn restart_env(mut self, k: &str, v: &str) -> Self {
+        self.restart_env.push((k.to_string(), v.to_string()));
         self
     }
 
@@ -441,7 +450,8 @@ impl<'a> Running<'a> {
             .launcher_command(self.env, &self.env.bin("dmtcp-restart"));
         cmd.arg("--coord-port")
             .arg(self.env.port().to_string())
-            .args(images);
+            .args(images)
+            .envs(self.sc.restart_env.iter().map(|(k, v)| (k, v)));
         self.launcher = self.env.spawn(cmd, &format!("restart-{}", self.sc.prog));
         self.wait_restored();
     }
@@ -455,7 +465,8 @@ impl<'a> Running<'a> {
                 script.display()
             ));
         }
-        let cmd = self.sc.launcher_command(self.env, &script);
+        let mut cmd = self.sc.launcher_command(self.env, &script);
+        cmd.envs(self.sc.restart_env.iter().map(|(k, v)| (k, v)));
         self.launcher = self
             .env
             .spawn(cmd, &format!("restart-script-{}", self.sc.prog));

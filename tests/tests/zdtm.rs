@@ -11,6 +11,7 @@ e2e_tests! {
     counter => counter_offset_continues;
     counter_static => static_counter_offset_continues;
     heap256 => heap256_survives;
+    lazy_mem => lazy_restore_under_fork_mremap_madvise;
     mprotect_filemap => mprotect_and_private_file_map;
     sleeper => sleeper_sees_no_eintr;
 }
@@ -37,6 +38,85 @@ fn heap256_survives(env: &mut TestEnv) {
         .env("DMTCP_GZIP", "0")
         .ckpt_timeout(Duration::from_secs(300))
         .run(env);
+}
+
+/// Uncompressed images are restored lazily (userfaultfd, when the process
+/// may make one that also serves the kernel's faults): the program runs
+/// while its pages arrive and forks, mremaps, drops pages, maps over them and
+/// has the kernel read and write them meanwhile. Unprivileged, pages are
+/// copied before it runs (the same program must pass either way).
+/// Right after the first restart the images are overwritten in place with
+/// garbage, while pages are still to come: the program must not notice
+/// (the restorer holds a read lease, so the writer waits).
+fn lazy_restore_under_fork_mremap_madvise(env: &mut TestEnv) {
+    let mut sc = Scenario::new("lazy_mem")
+        .run_flag("--no-gzip")
+        .env("DMTCP_GZIP", "0")
+        .restart_env("DMTCP_LOG", "debug")
+        // Background copying starts late, so the program's first
+        // iterations work on pages still to come.
+        .restart_env("DMTCP_LAZY_PREFETCH_DELAY_MS", "1500")
+        .settle(Duration::from_millis(300));
+    // Its mappings split and merge all the time (mremap, MAP_FIXED): the
+    // maps seen before the checkpoint are not the ones it was checkpointed with.
+    sc.proc_check = dmtcp_tests::ProcCheck::Warn;
+    env.start_coordinator();
+    let mut r = sc.launch(env);
+    std::thread::sleep(sc.settle);
+    let images = r.checkpoint();
+    r.kill();
+    r.restart_from_images(&images);
+    let t = std::time::Instant::now();
+    for img in &images {
+        overwrite_in_place(img);
+    }
+    eprintln!(
+        "[{}] images overwritten in place {:?} after the restart",
+        env.name,
+        t.elapsed()
+    );
+    r.round();
+    let logs: String = std::fs::read_dir(&env.logs)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().contains("restart"))
+        .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+        .collect();
+    r.finish();
+    let lazy = logs.matches("memory restored lazily").count();
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0 && env.user == dmtcp_tests::User::Current;
+    if root {
+        assert!(
+            lazy >= 2,
+            "root: expected a lazy restore in each round, saw {lazy}"
+        );
+        assert!(
+            logs.contains("lazily restored memory in place"),
+            "root: lazy restore never finished"
+        );
+    }
+    eprintln!("[{}] lazy restores: {lazy}", env.name);
+}
+
+/// Truncates `path` and fills it with as many bytes of garbage, through
+/// the same inode (as `cp other path` would).
+fn overwrite_in_place(path: &std::path::Path) {
+    use std::io::Write;
+    let len = std::fs::metadata(path).expect("stat image").len();
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(path)
+        .expect("open image for writing");
+    let junk = vec![0xa5u8; 1 << 20];
+    let mut left = len;
+    while left > 0 {
+        let n = left.min(junk.len() as u64) as usize;
+        f.write_all(&junk[..n]).expect("overwrite image");
+        left -= n as u64;
+    }
+    f.sync_all().expect("fsync overwritten image");
 }
 
 /// A PROT_READ page still faults on write; MAP_PRIVATE file pages keep both

@@ -21,6 +21,15 @@ pub type AddrSink<'a> = dyn Fn(u64, &[u8]) -> Result<(), ImageError> + Sync + 'a
 /// Longest chain accepted (a loop or a runaway chain is refused).
 pub const MAX_CHAIN: usize = 64;
 
+/// How much of an image [`ImageChain::open_with`] checks before returning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verify {
+    /// Structure, metadata and the crc of every page block.
+    Full,
+    /// Structure and metadata; page blocks are checked as they are read.
+    Layout,
+}
+
 /// An image and the images it builds on, top first; every one verified.
 pub struct ImageChain {
     readers: Vec<ImageReader>,
@@ -32,8 +41,18 @@ impl ImageChain {
     /// Each parent must belong to the same computation and process and be
     /// of the generation the child names.
     pub fn open(path: &Path) -> Result<ImageChain, ImageError> {
+        Self::open_with(path, Verify::Full)
+    }
+
+    /// Like [`open`](Self::open); with [`Verify::Layout`] the page blocks'
+    /// crcs are left to be checked when the blocks are read.
+    pub fn open_with(path: &Path, verify: Verify) -> Result<ImageChain, ImageError> {
+        let check = |r: &ImageReader| match verify {
+            Verify::Full => r.verify(),
+            Verify::Layout => r.verify_layout(),
+        };
         let top = ImageReader::open(path)?;
-        top.verify()?;
+        check(&top)?;
         check_spans(&top)?;
         let mut readers = vec![top];
         let mut seen: HashSet<PathBuf> = HashSet::new();
@@ -70,7 +89,7 @@ impl ImageChain {
                 }
                 other => other,
             })?;
-            r.verify()?;
+            check(&r)?;
             check_spans(&r)?;
             let (c, p) = (child.meta(), r.meta());
             if p.computation.id != c.computation.id
@@ -165,11 +184,17 @@ impl ImageChain {
     /// parallel, and calls `sink(addr, bytes)` for each piece (from worker
     /// threads, in no particular order).
     pub fn read_pages(&self, sink: &AddrSink<'_>) -> Result<(), ImageError> {
-        for (r, runs) in self.readers.iter().zip(self.page_runs()) {
+        self.read_runs(&self.page_runs(), sink)
+    }
+
+    /// Like [`read_pages`](Self::read_pages), for a subset of
+    /// [`page_runs`](Self::page_runs) (index as in `readers`).
+    pub fn read_runs(&self, runs: &[Vec<PageRun>], sink: &AddrSink<'_>) -> Result<(), ImageError> {
+        for (r, runs) in self.readers.iter().zip(runs.iter()) {
             if runs.is_empty() {
                 continue;
             }
-            r.read_runs_parallel(&runs, &|i, bytes| sink(runs[i].addr, bytes))?;
+            r.read_runs_parallel(runs, &|i, bytes| sink(runs[i].addr, bytes))?;
         }
         Ok(())
     }

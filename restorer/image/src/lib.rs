@@ -10,8 +10,9 @@ pub mod model;
 pub mod reader;
 pub mod writer;
 
-pub use chain::ImageChain;
+pub use chain::{ImageChain, Verify};
 pub use error::ImageError;
+pub use format::BlockEntry;
 pub use inspect::describe;
 pub use model::*;
 pub use reader::{ImageReader, RunSink};

@@ -339,6 +339,15 @@ impl ImageReader {
     /// decompress (a corrupt payload with a matching crc cannot happen by
     /// accident; decompression errors are still caught when reading).
     pub fn verify(&self) -> Result<(), ImageError> {
+        self.verify_layout()?;
+        self.verify_blocks()
+    }
+
+    /// The cheap part of [`verify`](Self::verify): every page run lies
+    /// inside the page data and inside its VMA. Page bytes are not read;
+    /// their crc is checked whenever a block is read (or, for a lazy
+    /// restore, before any byte of it reaches the process).
+    pub fn verify_layout(&self) -> Result<(), ImageError> {
         self.check_runs()?;
         for v in &self.meta.vmas {
             for run in &v.pages {
@@ -358,8 +367,19 @@ impl ImageReader {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// Checks every block's crc, in parallel over all cores.
+    pub fn verify_blocks(&self) -> Result<(), ImageError> {
         let all: Vec<usize> = (0..self.blocks.len()).collect();
         parallel_for(&all, |_, &i| self.read_stored(i).map(|_| ()))
+    }
+
+    /// The page blocks as the block table lists them (file offset, stored
+    /// length, crc of the stored bytes, codec).
+    pub fn blocks(&self) -> &[BlockEntry] {
+        &self.blocks
     }
 
     /// The part of `run` (a verified run of this image) holding the

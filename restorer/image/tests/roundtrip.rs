@@ -262,7 +262,10 @@ fn codec_names() {
 #[test]
 fn codec_levels() {
     assert_eq!(Codec::parse_spec("zstd").unwrap(), (Codec::Zstd, None));
-    assert_eq!(Codec::parse_spec("zstd:-5").unwrap(), (Codec::Zstd, Some(-5)));
+    assert_eq!(
+        Codec::parse_spec("zstd:-5").unwrap(),
+        (Codec::Zstd, Some(-5))
+    );
     assert_eq!(Codec::parse_spec("gzip:6").unwrap(), (Codec::Gzip, Some(6)));
     for bad in ["gzip:10", "zstd:0", "zstd:23", "none:1", "zstd:fast"] {
         let e = Codec::parse_spec(bad).unwrap_err().to_string();

@@ -1,0 +1,961 @@
+//! Lazy restore: a restarted process runs before its memory is in place.
+//!
+//! Page runs stored raw and page-aligned in an image (codec `none`) are not
+//! copied at restart. Their mappings are registered with a userfaultfd in
+//! missing mode instead, and a server thread in `dmtcp-restart` fills them:
+//! a page the program touches first is copied at once (`UFFDIO_COPY` from
+//! our read-only `mmap` of the image, straight from the page cache), and in
+//! the background every other page is copied in 1 MiB pieces until none is
+//! left; then the userfaultfd is closed and the mappings are ordinary
+//! anonymous memory again. The memory is anonymous and private from the
+//! start (`MADV_DONTNEED` still gives zeros, `fork` still copies), unlike a
+//! private file mapping of the image.
+//!
+//! What the program does meanwhile arrives as events: `fork` (the child's
+//! mm gets its own userfaultfd with the pages still to come), `mremap`
+//! (they move), `MADV_DONTNEED`/`MADV_REMOVE` and `munmap` (they are no
+//! longer wanted: the program sees zeros or nothing, as it would have).
+//! A page of a registered mapping that the image does not hold is answered
+//! with the zero page.
+//!
+//! The image file must not change under us while pages are still to come:
+//! a read lease (`F_SETLEASE`) is taken on it, so anyone opening it for
+//! writing or truncating it waits until the server is done with it (the
+//! kernel's `lease-break-time` bounds that wait, 45 s by default; copying
+//! runs at memory speed). Without the lease (another owner, a file system
+//! without leases) the restorer copies the pages eagerly.
+//!
+//! Faults from the kernel (a `read()` into a page still to come) need a
+//! userfaultfd without `UFFD_USER_MODE_ONLY`, which an unprivileged process
+//! may not create (`vm.unprivileged_userfaultfd=0`): the restorer then
+//! copies eagerly as well. A checkpoint waits until every lazily restored
+//! page is in place ([`wait_until_restored`]).
+//!
+//! Page data is checked here, not before the restart: the crc of each image
+//! block is verified before the first byte of it is copied into a process.
+//! A block that fails is never shown to the program; the restart is
+//! abandoned through the hook set with [`on_fatal`] (`dmtcp-restart` stops
+//! the computation and exits with a one-line error).
+//!
+//! Pages still to come exist only in this process: if `dmtcp-restart` died
+//! before they are all in place, the program would read zeros where its
+//! data was. `dmtcp-nsinit` is told to take the computation down with it
+//! until [`busy`] turns false (`InitRequest::Lifeline`).
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::time::Instant;
+
+use dmtcp_image::{BlockEntry, Codec};
+use tracing::{debug, error};
+
+use crate::pid::HostPid;
+
+const PAGE: u64 = 4096;
+/// Bytes copied per background step: big enough to run at memory speed,
+/// small enough that a fault waits at most ~0.5 ms behind it.
+const PREFETCH_CHUNK: u64 = 1 << 20;
+/// Bytes copied for a fault: the faulting page and what follows it.
+const FAULT_CHUNK: u64 = 64 << 10;
+
+/// `fcntl` command: which signal announces a lease break.
+const F_SETSIG: libc::c_int = 10;
+
+const UFFD_API: u64 = 0xaa;
+const UFFD_FEATURE_EVENT_FORK: u64 = 1 << 1;
+const UFFD_FEATURE_EVENT_REMAP: u64 = 1 << 2;
+const UFFD_FEATURE_EVENT_REMOVE: u64 = 1 << 3;
+const UFFD_FEATURE_EVENT_UNMAP: u64 = 1 << 6;
+/// `_IOWR(0xaa, 0x3f, struct uffdio_api)`.
+const UFFDIO_API: u64 = 0xc018_aa3f;
+/// `_IOWR(0xaa, 0x00, struct uffdio_register)`.
+const UFFDIO_REGISTER: u64 = 0xc020_aa00;
+const UFFDIO_REGISTER_MODE_MISSING: u64 = 1;
+/// `_IOR(0xaa, 0x02, struct uffdio_range)`.
+const UFFDIO_WAKE: u64 = 0x8010_aa02;
+/// `_IOWR(0xaa, 0x03, struct uffdio_copy)`.
+const UFFDIO_COPY: u64 = 0xc028_aa03;
+/// `_IOWR(0xaa, 0x04, struct uffdio_zeropage)`.
+const UFFDIO_ZEROPAGE: u64 = 0xc020_aa04;
+
+const UFFD_EVENT_PAGEFAULT: u8 = 0x12;
+const UFFD_EVENT_FORK: u8 = 0x13;
+const UFFD_EVENT_REMAP: u8 = 0x14;
+const UFFD_EVENT_REMOVE: u8 = 0x15;
+const UFFD_EVENT_UNMAP: u8 = 0x16;
+
+#[repr(C)]
+struct UffdioApi {
+    api: u64,
+    features: u64,
+    ioctls: u64,
+}
+
+#[repr(C)]
+struct UffdioRegister {
+    start: u64,
+    len: u64,
+    mode: u64,
+    ioctls: u64,
+}
+
+#[repr(C)]
+struct UffdioRange {
+    start: u64,
+    len: u64,
+}
+
+#[repr(C)]
+struct UffdioCopy {
+    dst: u64,
+    src: u64,
+    len: u64,
+    mode: u64,
+    copy: i64,
+}
+
+#[repr(C)]
+struct UffdioZeropage {
+    range: UffdioRange,
+    mode: u64,
+    zeropage: i64,
+}
+
+/// `struct uffd_msg`: the event and three words of arguments.
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct UffdMsg {
+    event: u8,
+    _reserved1: u8,
+    _reserved2: u16,
+    _reserved3: u32,
+    arg: [u64; 3],
+}
+
+const _: () = assert!(std::mem::size_of::<UffdioApi>() == 24);
+const _: () = assert!(std::mem::size_of::<UffdioRegister>() == 32);
+const _: () = assert!(std::mem::size_of::<UffdioCopy>() == 40);
+const _: () = assert!(std::mem::size_of::<UffdioZeropage>() == 32);
+const _: () = assert!(std::mem::size_of::<UffdMsg>() == 32);
+
+fn ioctl<T>(fd: RawFd, req: u64, arg: &mut T) -> io::Result<()> {
+    // SAFETY: every request used here takes a pointer to the matching
+    // `#[repr(C)]` struct, which `arg` is, valid for the whole call.
+    let r = unsafe { libc::ioctl(fd, req as libc::c_ulong, arg as *mut T) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// How long after a process is handed over background copying starts
+/// (`DMTCP_LAZY_PREFETCH_DELAY_MS`, default 0): until then only the pages
+/// the program touches are copied. Tests use it to make the program work
+/// on memory that is still to come.
+fn prefetch_delay() -> std::time::Duration {
+    std::time::Duration::from_millis(
+        std::env::var("DMTCP_LAZY_PREFETCH_DELAY_MS")
+            .ok()
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0),
+    )
+}
+
+static DISABLED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Turns lazy restore off for this process (`dmtcp-restart --no-lazy`).
+pub fn disable() {
+    DISABLED.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Whether lazy restore is wanted: on unless disabled or
+/// `DMTCP_RESTART_LAZY=0`.
+pub fn enabled() -> bool {
+    !DISABLED.load(std::sync::atomic::Ordering::Relaxed)
+        && !matches!(
+            std::env::var("DMTCP_RESTART_LAZY")
+                .as_deref()
+                .map(str::trim),
+            Ok("0" | "no" | "false" | "off")
+        )
+}
+
+/// A read-only mapping of a whole image file, with a read lease on it.
+pub struct ImageSource {
+    path: PathBuf,
+    base: *const u8,
+    len: usize,
+    /// The raw page blocks: (file offset, length, crc), by offset.
+    blocks: Vec<(u64, u64, u32)>,
+    /// Which blocks' crc has been checked.
+    verified: Vec<std::sync::atomic::AtomicBool>,
+    /// Holds the lease; closed (lease released) when the last user is done.
+    _file: File,
+}
+
+// SAFETY: the mapping is read-only and lives until drop; the pointer is only
+// handed to the kernel as a copy source.
+unsafe impl Send for ImageSource {}
+// SAFETY: as above, nothing writes through it.
+unsafe impl Sync for ImageSource {}
+
+impl ImageSource {
+    /// Maps `path` and takes a read lease on it; an error says why the
+    /// pages of this image must be copied eagerly instead. `blocks` is the
+    /// image's block table: page bytes are copied only from raw blocks, each
+    /// checked against its crc first.
+    pub fn open(path: &Path, blocks: &[BlockEntry]) -> io::Result<Arc<ImageSource>> {
+        let file = File::open(path)?;
+        let fd = file.as_raw_fd();
+        // Lease breaks are signalled; SIGURG's default action is to ignore
+        // it. The writer simply waits until we release the lease.
+        // SAFETY: fcntl with integer arguments on our own fd.
+        if unsafe { libc::fcntl(fd, F_SETSIG, libc::SIGURG) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: as above.
+        if unsafe { libc::fcntl(fd, libc::F_SETLEASE, libc::F_RDLCK) } < 0 {
+            let e = io::Error::last_os_error();
+            return Err(io::Error::new(e.kind(), format!("read lease: {e}")));
+        }
+        let len = file.metadata()?.len() as usize;
+        if len == 0 {
+            return Err(io::Error::other("empty file"));
+        }
+        // SAFETY: a fresh read-only shared mapping of our fd; the kernel
+        // picks the address.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ,
+                libc::MAP_SHARED,
+                fd,
+                0,
+            )
+        };
+        if base == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let blocks: Vec<(u64, u64, u32)> = blocks
+            .iter()
+            .filter(|b| b.codec == Codec::None)
+            .map(|b| (b.offset, b.stored_len, b.crc))
+            .collect();
+        Ok(Arc::new(ImageSource {
+            path: path.to_path_buf(),
+            base: base as *const u8,
+            len,
+            verified: blocks.iter().map(|_| Default::default()).collect(),
+            blocks,
+            _file: file,
+        }))
+    }
+
+    /// Checks the crc of every block overlapping `[off, off+len)` not yet
+    /// checked; the error names the image and the block.
+    fn check(&self, off: u64, len: u64) -> Result<(), String> {
+        use std::sync::atomic::Ordering;
+        let end = off + len;
+        let first = self.blocks.partition_point(|b| b.0 + b.1 <= off);
+        for (i, &(boff, blen, crc)) in self.blocks.iter().enumerate().skip(first) {
+            if boff >= end {
+                break;
+            }
+            if self.verified[i].load(Ordering::Relaxed) {
+                continue;
+            }
+            if boff + blen > self.len as u64 {
+                return Err(format!(
+                    "{}: block at offset {boff} runs past the end of the file",
+                    self.path.display()
+                ));
+            }
+            // SAFETY: [boff, boff+blen) lies inside our read-only mapping
+            // (checked above), which lives as long as self.
+            let bytes =
+                unsafe { std::slice::from_raw_parts(self.base.add(boff as usize), blen as usize) };
+            if crc32fast::hash(bytes) != crc {
+                return Err(format!(
+                    "{}: checksum mismatch in the page block at offset {boff}",
+                    self.path.display()
+                ));
+            }
+            self.verified[i].store(true, Ordering::Relaxed);
+        }
+        // Page bytes outside every raw block are not page data.
+        let covered = self.blocks[first..]
+            .iter()
+            .take_while(|b| b.0 < end)
+            .fold(off, |at, b| if b.0 <= at { at.max(b.0 + b.1) } else { at });
+        if covered < end {
+            return Err(format!(
+                "{}: page bytes at offset {covered} are not in a raw page block",
+                self.path.display()
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Drop for ImageSource {
+    fn drop(&mut self) {
+        // SAFETY: base/len are the mapping made in `open`, unmapped once.
+        unsafe { libc::munmap(self.base as *mut libc::c_void, self.len) };
+        debug!(
+            "{}: lazy restore done with it (lease released)",
+            self.path.display()
+        );
+    }
+}
+
+/// Pages still to be copied: `[addr, end)` comes from `src` at `off`.
+#[derive(Clone)]
+struct Piece {
+    end: u64,
+    src: Arc<ImageSource>,
+    off: u64,
+}
+
+/// The pages of one mm still to come, by address.
+#[derive(Clone, Default)]
+struct Pending {
+    map: BTreeMap<u64, Piece>,
+}
+
+impl Pending {
+    fn bytes(&self) -> u64 {
+        self.map.iter().map(|(a, p)| p.end - a).sum()
+    }
+
+    /// Splits the piece holding `at` (if any) so a piece starts at `at`.
+    fn split_at(&mut self, at: u64) {
+        let Some((&a, p)) = self.map.range(..at).next_back() else {
+            return;
+        };
+        if p.end > at {
+            let right = Piece {
+                end: p.end,
+                src: Arc::clone(&p.src),
+                off: p.off + (at - a),
+            };
+            if let Some(left) = self.map.get_mut(&a) {
+                left.end = at;
+            }
+            self.map.insert(at, right);
+        }
+    }
+
+    /// Takes `[start, end)` out, returning the pieces that were inside.
+    fn cut(&mut self, start: u64, end: u64) -> Vec<(u64, Piece)> {
+        self.split_at(start);
+        self.split_at(end);
+        let keys: Vec<u64> = self.map.range(start..end).map(|(&a, _)| a).collect();
+        keys.into_iter()
+            .filter_map(|a| self.map.remove(&a).map(|p| (a, p)))
+            .collect()
+    }
+
+    /// Moves whatever lies in `[from, from+len)` to `to`.
+    fn remap(&mut self, from: u64, to: u64, len: u64) {
+        let moved = self.cut(from, from + len);
+        self.cut(to, to + len);
+        for (a, mut p) in moved {
+            p.end = p.end - from + to;
+            self.map.insert(a - from + to, p);
+        }
+    }
+
+    /// The piece holding `addr`, as (start, piece) clipped to start at `addr`.
+    fn holding(&self, addr: u64) -> Option<(u64, Piece)> {
+        let (&a, p) = self.map.range(..=addr).next_back()?;
+        (p.end > addr).then(|| {
+            (
+                addr,
+                Piece {
+                    end: p.end,
+                    src: Arc::clone(&p.src),
+                    off: p.off + (addr - a),
+                },
+            )
+        })
+    }
+}
+
+/// A lazily restored process, handed to the server.
+pub struct LazyProcess {
+    pid: HostPid,
+    uffd: OwnedFd,
+    pending: Pending,
+}
+
+/// Builds the userfaultfd side of one process's lazy restore.
+pub struct LazyBuilder {
+    pid: HostPid,
+    uffd: OwnedFd,
+    pending: Pending,
+}
+
+impl LazyBuilder {
+    /// `uffd` is a userfaultfd made by the process (bound to its mm),
+    /// without `UFFD_USER_MODE_ONLY`.
+    pub fn new(pid: HostPid, uffd: OwnedFd) -> io::Result<LazyBuilder> {
+        let mut api = UffdioApi {
+            api: UFFD_API,
+            features: UFFD_FEATURE_EVENT_FORK
+                | UFFD_FEATURE_EVENT_REMAP
+                | UFFD_FEATURE_EVENT_REMOVE
+                | UFFD_FEATURE_EVENT_UNMAP,
+            ioctls: 0,
+        };
+        ioctl(uffd.as_raw_fd(), UFFDIO_API, &mut api)
+            .map_err(|e| io::Error::new(e.kind(), format!("userfaultfd API: {e}")))?;
+        Ok(LazyBuilder {
+            pid,
+            uffd,
+            pending: Pending::default(),
+        })
+    }
+
+    /// Registers the mapping `[start, end)` (private anonymous) for missing
+    /// pages. Every page of it the image holds must then be added with
+    /// [`add`](Self::add): the others read as zeros.
+    pub fn register(&mut self, start: u64, end: u64) -> io::Result<()> {
+        let mut reg = UffdioRegister {
+            start,
+            len: end - start,
+            mode: UFFDIO_REGISTER_MODE_MISSING,
+            ioctls: 0,
+        };
+        ioctl(self.uffd.as_raw_fd(), UFFDIO_REGISTER, &mut reg)
+    }
+
+    /// `npages` pages at `addr` come from `src` at file offset `off`.
+    pub fn add(&mut self, addr: u64, npages: u64, src: &Arc<ImageSource>, off: u64) {
+        self.pending.map.insert(
+            addr,
+            Piece {
+                end: addr + npages * PAGE,
+                src: Arc::clone(src),
+                off,
+            },
+        );
+    }
+
+    /// Hands the process to the server thread, which starts at once.
+    pub fn start(self) -> io::Result<()> {
+        let total = self.pending.bytes();
+        debug!(
+            "pid {}: {} MiB of memory restored lazily",
+            self.pid,
+            total >> 20
+        );
+        server()?.send(LazyProcess {
+            pid: self.pid,
+            uffd: self.uffd,
+            pending: self.pending,
+        })
+    }
+}
+
+/// The server: one thread for every lazily restored process.
+struct Server {
+    tx: Mutex<Sender<LazyProcess>>,
+    /// Processes with pages still to come.
+    busy: Arc<(Mutex<usize>, Condvar)>,
+}
+
+impl Server {
+    fn send(&self, p: LazyProcess) -> io::Result<()> {
+        let (n, _) = &*self.busy;
+        *n.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+        self.tx
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .send(p)
+            .map_err(|_| io::Error::other("lazy restore server is gone"))
+    }
+}
+
+static SERVER: OnceLock<Server> = OnceLock::new();
+
+fn server() -> io::Result<&'static Server> {
+    if let Some(s) = SERVER.get() {
+        return Ok(s);
+    }
+    let (tx, rx) = mpsc::channel();
+    let busy = Arc::new((Mutex::new(0usize), Condvar::new()));
+    let b = Arc::clone(&busy);
+    std::thread::Builder::new()
+        .name("lazy-restore".into())
+        .spawn(move || serve(rx, b))?;
+    let _ = SERVER.set(Server {
+        tx: Mutex::new(tx),
+        busy,
+    });
+    SERVER
+        .get()
+        .ok_or_else(|| io::Error::other("lazy restore server"))
+}
+
+type FatalHook = Box<dyn Fn(&str) + Send + Sync>;
+static ON_FATAL: OnceLock<FatalHook> = OnceLock::new();
+
+/// Sets what happens when page data turns out to be corrupt while pages
+/// are still to come: `hook(message)` must stop the computation (the
+/// program must not run on with pages it can no longer get). Without a
+/// hook the affected process is killed.
+pub fn on_fatal(hook: impl Fn(&str) + Send + Sync + 'static) {
+    let _ = ON_FATAL.set(Box::new(hook));
+}
+
+fn fatal(msg: &str) {
+    match ON_FATAL.get() {
+        Some(h) => h(msg),
+        None => error!("lazy restore: {msg}"),
+    }
+}
+
+/// Whether pages of some process are still to come.
+pub fn busy() -> bool {
+    SERVER.get().is_some_and(|s| {
+        let (n, _) = &*s.busy;
+        *n.lock().unwrap_or_else(|e| e.into_inner()) > 0
+    })
+}
+
+/// How many bytes may go lazy at most: the server must be done with an
+/// image within the kernel's lease-break time (a writer waits that long at
+/// most before the kernel takes the lease away), assuming a slow 256 MiB/s.
+pub fn max_lazy_bytes() -> u64 {
+    let secs: u64 = std::fs::read_to_string("/proc/sys/fs/lease-break-time")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(45);
+    (secs / 2).max(1) * (256 << 20)
+}
+
+/// Blocks until every lazily restored page is in place (a checkpoint must
+/// see the memory, and must not race the server).
+pub fn wait_until_restored() {
+    let Some(s) = SERVER.get() else { return };
+    let (n, cv) = &*s.busy;
+    let mut g = n.lock().unwrap_or_else(|e| e.into_inner());
+    if *g > 0 {
+        debug!("checkpoint waits for lazily restored memory");
+    }
+    while *g > 0 {
+        g = cv.wait(g).unwrap_or_else(|e| e.into_inner());
+    }
+}
+
+/// One userfaultfd being served.
+struct Served {
+    pid: HostPid,
+    uffd: OwnedFd,
+    pending: Pending,
+    started: Instant,
+    total: u64,
+    /// A child the process forked while pages were still to come.
+    child: bool,
+    /// Background copying starts then.
+    prefetch_at: Instant,
+    /// Faults answered with image pages, with zeros; events seen.
+    faults: u64,
+    zero_faults: u64,
+    events: u64,
+}
+
+enum Copied {
+    /// The piece (or a first part of it) is in place: that many bytes.
+    Done(u64),
+    /// The mm is changing (an event is queued): read events first.
+    Again,
+    /// The range is no longer registered (unmapped, exec'd, exited).
+    Gone,
+}
+
+/// Copies `[addr, addr+len)` from `p` into the mm. Pages already present
+/// are skipped (and their waiters woken).
+fn copy(uffd: RawFd, addr: u64, len: u64, p: &Piece) -> io::Result<Copied> {
+    if p.off + len > p.src.len as u64 {
+        return Err(io::Error::other(format!(
+            "{}: page data past the end of the file",
+            p.src.path.display()
+        )));
+    }
+    p.src.check(p.off, len).map_err(io::Error::other)?;
+    // SAFETY: off+len lies inside the mapping (checked above); only the
+    // address is computed.
+    let src = unsafe { p.src.base.add(p.off as usize) } as u64;
+    let mut c = UffdioCopy {
+        dst: addr,
+        src,
+        len,
+        mode: 0,
+        copy: 0,
+    };
+    match ioctl(uffd, UFFDIO_COPY, &mut c) {
+        // A page already there stops the copy short (and is skipped next
+        // time round, by the EEXIST case below).
+        Ok(()) if c.copy > 0 => Ok(Copied::Done((c.copy as u64).min(len))),
+        Ok(()) => Ok(Copied::Done(len)),
+        Err(e) => {
+            let done = c.copy.max(0) as u64;
+            match e.raw_os_error() {
+                Some(libc::EEXIST) => {
+                    // The page at addr+done is there already (copied for a
+                    // fault, or written by the kernel): skip it.
+                    let mut w = UffdioRange {
+                        start: addr + done,
+                        len: PAGE,
+                    };
+                    let _ = ioctl(uffd, UFFDIO_WAKE, &mut w);
+                    Ok(Copied::Done(done + PAGE))
+                }
+                Some(libc::EAGAIN) if done > 0 => Ok(Copied::Done(done)),
+                Some(libc::EAGAIN) => Ok(Copied::Again),
+                Some(libc::ENOENT | libc::ESRCH | libc::EINVAL) => Ok(Copied::Gone),
+                _ => Err(e),
+            }
+        }
+    }
+}
+
+impl Served {
+    /// Pages can no longer be brought in: the process must not run on
+    /// (it would find zeros where its data was).
+    fn failed(&mut self, addr: u64, e: &io::Error) {
+        self.pending = Pending::default();
+        let msg = format!(
+            "pid {}{}: bringing in memory at {addr:#x}: {e}",
+            self.pid,
+            if self.child {
+                " (a child it forked)"
+            } else {
+                ""
+            }
+        );
+        if ON_FATAL.get().is_some() {
+            fatal(&msg);
+        } else if !self.child {
+            error!("{msg}; killing it");
+            // SAFETY: kill with integer arguments.
+            unsafe { libc::kill(self.pid.0, libc::SIGKILL) };
+        } else {
+            error!("{msg}");
+        }
+    }
+
+    /// Copies up to `max` bytes from `addr` (a pending page).
+    fn fill(&mut self, addr: u64, max: u64) -> io::Result<bool> {
+        let Some((a, piece)) = self.pending.holding(addr) else {
+            return Ok(true);
+        };
+        let len = (piece.end - a).min(max);
+        match copy(self.uffd.as_raw_fd(), a, len, &piece)? {
+            Copied::Done(n) => {
+                self.pending.cut(a, a + n);
+                Ok(true)
+            }
+            Copied::Again => Ok(false),
+            Copied::Gone => {
+                // Nothing there to fill any more.
+                self.pending.cut(a, a + len);
+                Ok(true)
+            }
+        }
+    }
+
+    fn zero(&self, addr: u64) {
+        let mut z = UffdioZeropage {
+            range: UffdioRange {
+                start: addr,
+                len: PAGE,
+            },
+            mode: 0,
+            zeropage: 0,
+        };
+        if ioctl(self.uffd.as_raw_fd(), UFFDIO_ZEROPAGE, &mut z).is_err() {
+            let mut w = UffdioRange {
+                start: addr,
+                len: PAGE,
+            };
+            let _ = ioctl(self.uffd.as_raw_fd(), UFFDIO_WAKE, &mut w);
+        }
+    }
+
+    /// Reads and handles every queued event; returns children from forks.
+    fn events(&mut self) -> io::Result<Vec<Served>> {
+        let mut children = Vec::new();
+        let mut msgs = [UffdMsg::default(); 16];
+        loop {
+            // SAFETY: reads whole uffd_msg records into the array.
+            let n = unsafe {
+                libc::read(
+                    self.uffd.as_raw_fd(),
+                    msgs.as_mut_ptr() as *mut libc::c_void,
+                    std::mem::size_of_val(&msgs),
+                )
+            };
+            if n < 0 {
+                let e = io::Error::last_os_error();
+                return match e.raw_os_error() {
+                    Some(libc::EAGAIN) => Ok(children),
+                    Some(libc::EINTR) => continue,
+                    _ => Err(e),
+                };
+            }
+            if n == 0 {
+                return Ok(children);
+            }
+            for m in &msgs[..n as usize / std::mem::size_of::<UffdMsg>()] {
+                match m.event {
+                    UFFD_EVENT_PAGEFAULT => {
+                        let addr = m.arg[1] & !(PAGE - 1);
+                        if self.pending.holding(addr).is_some() {
+                            self.faults += 1;
+                            // Retried by the loop if the mm is changing.
+                            while !self.fill(addr, FAULT_CHUNK)? {
+                                let more = self.events()?;
+                                children.extend(more);
+                                std::thread::yield_now();
+                            }
+                        } else {
+                            self.zero_faults += 1;
+                            self.zero(addr);
+                        }
+                    }
+                    UFFD_EVENT_FORK => {
+                        self.events += 1;
+                        // SAFETY: the kernel installed this fd in our table
+                        // for us; nothing else owns it.
+                        let fd = unsafe { OwnedFd::from_raw_fd(m.arg[0] as u32 as RawFd) };
+                        let pending = self.pending.clone();
+                        children.push(Served {
+                            pid: self.pid,
+                            uffd: fd,
+                            total: pending.bytes(),
+                            pending,
+                            started: Instant::now(),
+                            child: true,
+                            prefetch_at: self.prefetch_at,
+                            faults: 0,
+                            zero_faults: 0,
+                            events: 0,
+                        });
+                    }
+                    UFFD_EVENT_REMAP => {
+                        self.events += 1;
+                        self.pending.remap(m.arg[0], m.arg[1], m.arg[2]);
+                    }
+                    UFFD_EVENT_REMOVE | UFFD_EVENT_UNMAP => {
+                        self.events += 1;
+                        self.pending.cut(m.arg[0], m.arg[1]);
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+}
+
+fn serve(rx: Receiver<LazyProcess>, busy: Arc<(Mutex<usize>, Condvar)>) {
+    let mut served: Vec<Served> = Vec::new();
+    let delay = prefetch_delay();
+    let done = |s: &Served| {
+        debug!(
+            "pid {}{}: lazily restored memory in place ({} MiB in {:?}; faults: {} served, {} zero; {} other events)",
+            s.pid,
+            if s.child { " (a child it forked)" } else { "" },
+            s.total >> 20,
+            s.started.elapsed(),
+            s.faults,
+            s.zero_faults,
+            s.events,
+        );
+        let (n, cv) = &*busy;
+        let mut g = n.lock().unwrap_or_else(|e| e.into_inner());
+        *g = g.saturating_sub(1);
+        cv.notify_all();
+    };
+    loop {
+        // New processes (block only when there is nothing else to do).
+        loop {
+            let next = if served.is_empty() {
+                rx.recv().map_err(|_| TryRecvError::Disconnected)
+            } else {
+                rx.try_recv()
+            };
+            match next {
+                Ok(p) => served.push(Served {
+                    pid: p.pid,
+                    total: p.pending.bytes(),
+                    uffd: p.uffd,
+                    pending: p.pending,
+                    started: Instant::now(),
+                    child: false,
+                    prefetch_at: Instant::now() + delay,
+                    faults: 0,
+                    zero_faults: 0,
+                    events: 0,
+                }),
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => return,
+            }
+        }
+        // Faults and events first, then one background step per process.
+        let mut pfds: Vec<libc::pollfd> = served
+            .iter()
+            .map(|s| libc::pollfd {
+                fd: s.uffd.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            })
+            .collect();
+        // Wait for faults only while no background copying is due.
+        let now = Instant::now();
+        let timeout = served
+            .iter()
+            .map(|s| s.prefetch_at.saturating_duration_since(now).as_millis() as i32 + 1)
+            .min()
+            .map_or(0, |t| {
+                if served.iter().any(|s| s.prefetch_at <= now) {
+                    0
+                } else {
+                    t
+                }
+            });
+        // SAFETY: pfds is a valid array of pollfd for the call.
+        unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, timeout) };
+        let mut born = Vec::new();
+        for (s, p) in served.iter_mut().zip(&pfds) {
+            if p.revents & libc::POLLIN != 0 {
+                match s.events() {
+                    Ok(c) => born.extend(c),
+                    Err(e) => s.failed(0, &e),
+                }
+            }
+        }
+        if !born.is_empty() {
+            let (n, _) = &*busy;
+            *n.lock().unwrap_or_else(|e| e.into_inner()) += born.len();
+            served.extend(born);
+        }
+        let now = Instant::now();
+        for s in served.iter_mut().filter(|s| s.prefetch_at <= now) {
+            let Some((&a, _)) = s.pending.map.iter().next() else {
+                continue;
+            };
+            if let Err(e) = s.fill(a, PREFETCH_CHUNK) {
+                s.failed(a, &e);
+            }
+        }
+        // Finished: closing the userfaultfd makes the mappings ordinary.
+        served.retain(|s| {
+            if s.pending.map.is_empty() {
+                done(s);
+                false
+            } else {
+                true
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn src() -> Arc<ImageSource> {
+        let f = File::open("/proc/self/exe").unwrap();
+        Arc::new(ImageSource {
+            path: PathBuf::from("x"),
+            base: std::ptr::null(),
+            len: 1 << 30,
+            blocks: Vec::new(),
+            verified: Vec::new(),
+            _file: f,
+        })
+    }
+
+    /// Blocks are checked against their crc before use, once; bytes
+    /// outside every raw block are refused.
+    #[test]
+    fn blocks_are_checked_before_use() {
+        use std::io::Write;
+        let dir = std::env::temp_dir().join(format!("dmtcp-lazy-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("img");
+        let data: Vec<u8> = (0..4 * PAGE as usize).map(|i| (i * 7) as u8).collect();
+        std::fs::File::create(&path)
+            .unwrap()
+            .write_all(&data)
+            .unwrap();
+        let block = |off: u64, crc: u32| BlockEntry {
+            offset: off,
+            stored_len: 2 * PAGE,
+            raw_len: 2 * PAGE,
+            crc,
+            codec: Codec::None,
+        };
+        let good = crc32fast::hash(&data[..2 * PAGE as usize]);
+        let src = ImageSource::open(&path, &[block(0, good), block(2 * PAGE, 0xdead)])
+            .expect("lease and map");
+        src.check(0, 2 * PAGE).expect("first block is good");
+        src.check(PAGE, PAGE).expect("and stays checked");
+        let e = src.check(PAGE, 2 * PAGE).unwrap_err();
+        assert!(
+            e.contains("checksum mismatch") && e.contains("offset 8192"),
+            "{e}"
+        );
+        let e = src.check(0, 5 * PAGE).unwrap_err();
+        assert!(e.contains("checksum mismatch"), "{e}");
+        drop(src);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    fn ranges(p: &Pending) -> Vec<(u64, u64, u64)> {
+        p.map.iter().map(|(a, x)| (*a, x.end, x.off)).collect()
+    }
+
+    #[test]
+    fn cut_and_remap_keep_offsets() {
+        let s = src();
+        let mut p = Pending::default();
+        p.map.insert(
+            0x1000,
+            Piece {
+                end: 0x9000,
+                src: Arc::clone(&s),
+                off: 0x10000,
+            },
+        );
+        p.cut(0x3000, 0x4000);
+        assert_eq!(
+            ranges(&p),
+            vec![(0x1000, 0x3000, 0x10000), (0x4000, 0x9000, 0x13000)]
+        );
+        p.remap(0x4000, 0x100000, 0x2000);
+        assert_eq!(
+            ranges(&p),
+            vec![
+                (0x1000, 0x3000, 0x10000),
+                (0x6000, 0x9000, 0x15000),
+                (0x100000, 0x102000, 0x13000)
+            ]
+        );
+        let (a, h) = p.holding(0x7000).unwrap();
+        assert_eq!((a, h.end, h.off), (0x7000, 0x9000, 0x16000));
+        assert!(p.holding(0x3000).is_none());
+        assert_eq!(p.bytes(), 0x2000 + 0x3000 + 0x2000);
+        // Drop without unmapping a null pointer.
+        p.map.clear();
+        std::mem::forget(s);
+    }
+}
