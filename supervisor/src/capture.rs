@@ -14,7 +14,7 @@ use std::os::unix::fs::MetadataExt;
 use std::os::fd::OwnedFd;
 
 use dmtcp_image::{
-    Capabilities, ComputationInfo, Ctty, FdEntry, FdKind, ImageWriter, MmFields, PageRun, PageSpan,
+    Capabilities, ComputationInfo, Ctty, FdEntry, FdKind, ImageWriter, MmFields, PageSpan,
     ParentRef, PosixTimer, ProcessImage, ProcessInfo, Rseq, SigAction, ThreadState, Vma, VmaKind,
     PAGE_SIZE,
 };
@@ -22,6 +22,7 @@ use dmtcp_image::{
 use crate::dirty::{DirtyTracker, Written};
 use crate::fdshare::{pipe_inode, FdContext};
 use crate::freeze::FrozenProcess;
+use crate::pageread;
 use crate::pid::{HostPid, RemoteAddr};
 use crate::procfs::{self, MapEntry, Mem, Pagemap};
 use crate::ptrace;
@@ -31,9 +32,6 @@ use crate::remote::{find_syscall_insn, Injector};
 fn ctx<T>(r: io::Result<T>, pid: HostPid, what: &str) -> io::Result<T> {
     r.map_err(|e| io::Error::new(e.kind(), format!("pid {pid}: {what}: {e}")))
 }
-
-/// Largest run of pages read and handed to the writer at once.
-const MAX_RUN_PAGES: usize = 1024;
 
 /// Locates a `syscall` instruction usable for injection: the vdso has some.
 pub fn syscall_insn(pid: HostPid, maps: &[MapEntry], mem: &Mem) -> io::Result<RemoteAddr> {
@@ -537,85 +535,74 @@ fn wanted(m: &MapEntry, entry: u64, object: bool) -> bool {
     }
 }
 
-fn is_zero(b: &[u8]) -> bool {
-    let (pre, mid, post) = {
-        // SAFETY: u8 to u64 realignment of an initialized byte slice; every
-        // bit pattern is a valid u64.
-        unsafe { b.align_to::<u64>() }
-    };
-    pre.iter().all(|&x| x == 0) && mid.iter().all(|&x| x == 0) && post.iter().all(|&x| x == 0)
-}
-
-/// Reads the pages worth saving of one mapping and hands them to the
-/// writer. With `unchanged` (per page, incremental images), pages unchanged
-/// since the parent image are not read but listed as taken from it.
-fn capture_vma(
+/// Which pages of one mapping are saved (`vma` is its index in the
+/// image), from pagemap: the ranges to read, and with `unchanged` (per
+/// page, incremental images) the spans left to the parent image.
+fn plan_vma(
+    vma: usize,
     m: &MapEntry,
     object: bool,
     pagemap: &Pagemap,
-    mem: &Mem,
-    writer: &mut ImageWriter,
-    buf: &mut Vec<u8>,
     unchanged: Option<&[bool]>,
-) -> io::Result<(Vec<PageRun>, Vec<PageSpan>)> {
-    let mut runs = Vec::new();
-    let mut entries = pagemap.entries(m.start, m.end)?;
+) -> io::Result<(Vec<pageread::Range>, Vec<PageSpan>)> {
+    let entries = pagemap.entries(m.start, m.end)?;
     let mut from_parent: Vec<PageSpan> = Vec::new();
-    if let Some(unchanged) = unchanged {
-        for (i, e) in entries.iter_mut().enumerate() {
-            if unchanged[i] && wanted(m, *e, object) {
-                let addr = m.start + i as u64 * PAGE_SIZE;
-                match from_parent.last_mut() {
-                    Some(s) if s.end() == addr => s.npages += 1,
-                    _ => from_parent.push(PageSpan { addr, npages: 1 }),
-                }
-                *e = 0; // not read here
-            }
-        }
-    }
+    let mut ranges: Vec<pageread::Range> = Vec::new();
     // A fresh anonymous (or shared anonymous) mapping is zero: zero pages
     // need not be stored.
     let anon = m.inode == 0 || object;
-    let mut i = 0;
-    while i < entries.len() {
-        if !wanted(m, entries[i], object) {
-            i += 1;
+    for (i, &e) in entries.iter().enumerate() {
+        if !wanted(m, e, object) {
             continue;
         }
-        let mut j = i;
-        while j < entries.len() && j - i < MAX_RUN_PAGES && wanted(m, entries[j], object) {
-            j += 1;
-        }
         let addr = m.start + i as u64 * PAGE_SIZE;
-        let len = (j - i) * PAGE_SIZE as usize;
-        buf.resize(len, 0);
-        mem.read_fast(addr, &mut buf[..len])?;
-        // Split out all-zero pages of anonymous memory: a fresh mapping is zero.
-        let mut k = 0;
-        let npages = j - i;
-        while k < npages {
-            let page = |p: usize| &buf[p * PAGE_SIZE as usize..(p + 1) * PAGE_SIZE as usize];
-            if anon && is_zero(page(k)) {
-                k += 1;
-                continue;
+        if unchanged.is_some_and(|u| u[i]) {
+            match from_parent.last_mut() {
+                Some(s) if s.end() == addr => s.npages += 1,
+                _ => from_parent.push(PageSpan { addr, npages: 1 }),
             }
-            let mut l = k + 1;
-            while l < npages && !(anon && is_zero(page(l))) {
-                l += 1;
-            }
-            let data = writer
-                .add_pages(&buf[k * PAGE_SIZE as usize..l * PAGE_SIZE as usize])
-                .map_err(|e| io::Error::other(e.to_string()))?;
-            runs.push(PageRun {
-                addr: addr + k as u64 * PAGE_SIZE,
-                npages: (l - k) as u64,
-                data,
-            });
-            k = l;
+            continue;
         }
-        i = j;
+        match ranges.last_mut() {
+            Some(r) if r.addr + r.npages * PAGE_SIZE == addr => r.npages += 1,
+            _ => ranges.push(pageread::Range {
+                vma,
+                addr,
+                npages: 1,
+                anon,
+            }),
+        }
     }
-    Ok((runs, from_parent))
+    Ok((ranges, from_parent))
+}
+
+/// Reads the pages worth saving of `todo` (mapping index in `vmas`, the
+/// mapping, whether it is a shared memory object, its unchanged pages)
+/// into the writer on every core, and fills in each mapping's runs and
+/// pages left to the parent image.
+fn capture_vmas(
+    todo: &[(usize, MapEntry, bool, Option<Vec<bool>>)],
+    pagemap: &Pagemap,
+    mem: &Mem,
+    writer: &mut ImageWriter,
+    vmas: &mut [Vma],
+    what: &str,
+) -> io::Result<()> {
+    let mut ranges = Vec::new();
+    for (i, m, object, unchanged) in todo {
+        let (r, from_parent) = plan_vma(*i, m, *object, pagemap, unchanged.as_deref())
+            .map_err(|e| vma_error(e, what, m))?;
+        ranges.extend(r);
+        vmas[*i].from_parent = from_parent;
+    }
+    let runs = pageread::read_into_image(mem, &ranges, vmas.len(), writer)
+        .map_err(|e| io::Error::new(e.kind(), format!("{what}: {e}")))?;
+    for (v, r) in vmas.iter_mut().zip(runs) {
+        if !r.is_empty() {
+            v.pages = r;
+        }
+    }
+    Ok(())
 }
 
 /// An error while reading one mapping, naming it.
@@ -696,8 +683,8 @@ fn capture_memory(
     let flags = procfs::vm_flags(pid).unwrap_or_default();
     let written = scan_written(pid, &maps, &flags, dirty, uffd);
     let pagemap = Pagemap::open(pid)?;
-    let mut buf = Vec::new();
     let mut vmas = Vec::with_capacity(maps.len());
+    let mut now = Vec::new();
     let mut deferred = snapshot.map(|(child, child_vpid)| Deferred {
         child,
         child_vpid,
@@ -724,23 +711,13 @@ fn capture_memory(
             .as_ref()
             .filter(|_| !needs_reading_now(m, vf))
             .map(|(w, _)| w.unchanged(m.start, m.end));
-        let (pages, from_parent) = match deferred.as_mut() {
-            _ if special => (Vec::new(), Vec::new()),
+        match deferred.as_mut() {
+            _ if special => {}
             Some(d) if !needs_reading_now(m, vf) => {
                 d.vmas.push((vmas.len(), m.clone(), unchanged));
-                (Vec::new(), Vec::new())
             }
-            _ => capture_vma(
-                m,
-                object,
-                &pagemap,
-                mem,
-                writer,
-                &mut buf,
-                unchanged.as_deref(),
-            )
-            .map_err(|e| vma_error(e, "memory", m))?,
-        };
+            _ => now.push((vmas.len(), m.clone(), object, unchanged)),
+        }
         vmas.push(Vma {
             start: m.start,
             end: m.end,
@@ -749,10 +726,11 @@ fn capture_memory(
             kind,
             growsdown,
             account,
-            pages,
-            from_parent,
+            pages: Vec::new(),
+            from_parent: Vec::new(),
         });
     }
+    capture_vmas(&now, &pagemap, mem, writer, &mut vmas, "memory")?;
     Ok((vmas, deferred, written.map(|(_, base)| base)))
 }
 
@@ -762,20 +740,19 @@ impl Deferred {
     pub fn capture(&self, meta: &mut ProcessImage, writer: &mut ImageWriter) -> io::Result<()> {
         let mem = Mem::open(self.child, false)?;
         let pagemap = Pagemap::open(self.child)?;
-        let mut buf = Vec::new();
-        for (i, m, unchanged) in &self.vmas {
-            (meta.vmas[*i].pages, meta.vmas[*i].from_parent) = capture_vma(
-                m,
-                false,
-                &pagemap,
-                &mem,
-                writer,
-                &mut buf,
-                unchanged.as_deref(),
-            )
-            .map_err(|e| vma_error(e, "snapshot memory", m))?;
-        }
-        Ok(())
+        let todo: Vec<_> = self
+            .vmas
+            .iter()
+            .map(|(i, m, unchanged)| (*i, m.clone(), false, unchanged.clone()))
+            .collect();
+        capture_vmas(
+            &todo,
+            &pagemap,
+            &mem,
+            writer,
+            &mut meta.vmas,
+            "snapshot memory",
+        )
     }
 
     /// Kills the snapshot and has its parent reap it (one thread of the

@@ -19,6 +19,7 @@ pub mod mqueue;
 pub mod netcapture;
 pub mod netsys;
 pub mod nsinit;
+pub mod pageread;
 pub mod pid;
 pub mod procfs;
 pub mod ptrace;

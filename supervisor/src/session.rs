@@ -522,8 +522,16 @@ impl Session {
             if failure.is_some() {
                 continue; // dropping releases the snapshot and the temp file
             }
+            let t0 = Instant::now();
             match open.finish().and_then(|(mut pending, entry)| {
+                let t1 = Instant::now();
                 pending.sync().map_err(|e| e.to_string())?;
+                debug!(
+                    "pid {:?}: image written in {:?}, fsync in {:?}",
+                    entry.pid.map(|p| p.0),
+                    t1 - t0,
+                    t1.elapsed()
+                );
                 Ok((pending, entry))
             }) {
                 Ok(x) => ready.push(x),
@@ -531,10 +539,13 @@ impl Session {
             }
         }
         let mut committed = Vec::new();
+        // The images replaced: freed once the new ones are reported.
+        let mut replaced = Vec::new();
         if failure.is_none() {
             for (pending, mut done) in ready {
-                match pending.commit() {
-                    Ok(size) => {
+                match pending.commit_keeping_old() {
+                    Ok((size, old)) => {
+                        replaced.extend(old);
                         done.entry.size = size;
                         images.push(done.entry.clone());
                         committed.push(done);
@@ -563,6 +574,7 @@ impl Session {
             t.elapsed()
         );
         self.send(ToCoordinator::ImagesWritten { id, images });
+        drop(replaced);
     }
 
     fn on_barrier(&mut self, phase: Phase, opts: CheckpointOptions) {

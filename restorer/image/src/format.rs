@@ -329,6 +329,51 @@ pub(crate) fn compress(
     raw: &[u8],
     out: &mut Vec<u8>,
 ) -> Result<(), String> {
+    BlockCompressor::new(codec, level).compress(raw, out)
+}
+
+/// Compresses block after block with one codec context (a zstd context
+/// costs more to set up than a small block takes to compress).
+pub(crate) struct BlockCompressor {
+    codec: Codec,
+    level: Option<i32>,
+    zstd: Option<zstd::bulk::Compressor<'static>>,
+}
+
+impl BlockCompressor {
+    pub(crate) fn new(codec: Codec, level: Option<i32>) -> BlockCompressor {
+        BlockCompressor {
+            codec,
+            level,
+            zstd: None,
+        }
+    }
+
+    /// Replaces `out` with `raw` compressed.
+    pub(crate) fn compress(&mut self, raw: &[u8], out: &mut Vec<u8>) -> Result<(), String> {
+        let (codec, level) = (self.codec, self.level);
+        if codec == Codec::Zstd {
+            out.clear();
+            let bound = zstd::zstd_safe::compress_bound(raw.len());
+            out.reserve(bound);
+            if self.zstd.is_none() {
+                let lvl = level.or(codec.default_level()).unwrap_or(1);
+                self.zstd = Some(zstd::bulk::Compressor::new(lvl).map_err(|e| e.to_string())?);
+            }
+            let c = self.zstd.as_mut().expect("set above");
+            c.compress_to_buffer(raw, out).map_err(|e| e.to_string())?;
+            return Ok(());
+        }
+        compress_once(codec, level, raw, out)
+    }
+}
+
+fn compress_once(
+    codec: Codec,
+    level: Option<i32>,
+    raw: &[u8],
+    out: &mut Vec<u8>,
+) -> Result<(), String> {
     out.clear();
     match codec {
         Codec::None => out.extend_from_slice(raw),

@@ -16,4 +16,6 @@ pub use format::BlockEntry;
 pub use inspect::describe;
 pub use model::*;
 pub use reader::{ImageReader, RunSink};
-pub use writer::{image_file_name, Codec, ImageWriter, PendingImage, WriteOptions};
+pub use writer::{
+    image_file_name, BlockEncoder, Codec, EncodedBlock, ImageWriter, PendingImage, WriteOptions,
+};
