@@ -44,6 +44,8 @@ pub fn syscall_insn(pid: HostPid, maps: &[MapEntry], mem: &Mem) -> io::Result<Re
 
 /// State only syscalls inside the target can tell.
 struct InjectedState {
+    /// Where our scratch mapping was (gone by now).
+    scratch: (u64, u64),
     brk: u64,
     dumpable: u32,
     child_subreaper: bool,
@@ -132,7 +134,10 @@ fn inject_queries_blocked(
             0,
             scratch_len,
             (libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC) as u64,
-            (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64,
+            // Shared: a mapping of its own that never merges with a
+            // neighbour, so the memory map read meanwhile (`MapReader`)
+            // can leave it out exactly.
+            (libc::MAP_SHARED | libc::MAP_ANONYMOUS) as u64,
             u64::MAX,
             0,
         ],
@@ -170,7 +175,13 @@ fn inject_queries_blocked(
             *slot = (w[0] * 1_000_000 + w[1], w[2] * 1_000_000 + w[3]);
         }
         // First: it also learns each thread's tid in the namespace.
+        let tq = std::time::Instant::now();
         let per_thread = per_thread_queries(fp, mem, scratch)?;
+        tracing::debug!(
+            "pid {pid}: per-thread queries of {} threads in {:?}",
+            fp.threads.len(),
+            tq.elapsed()
+        );
         let mut posix_timers = parse_timers(fp)?;
         for t in posix_timers.iter_mut() {
             inj.syscall(libc::SYS_timer_gettime, [t.id as u64, scratch, 0, 0, 0, 0])?;
@@ -179,6 +190,7 @@ fn inject_queries_blocked(
             t.value_ns = w[2] * 1_000_000_000 + w[3];
         }
         Ok(InjectedState {
+            scratch: (scratch, scratch + scratch_len),
             brk,
             dumpable,
             child_subreaper,
@@ -205,7 +217,10 @@ fn inject_queries_blocked(
     if want_snapshot {
         // Last, after our own scratch page is gone: the child's memory is
         // the process's memory at this instant.
-        match make_snapshot(&mut inj) {
+        let ts = std::time::Instant::now();
+        let snap = make_snapshot(&mut inj);
+        tracing::debug!("pid {pid}: snapshot made in {:?}", ts.elapsed());
+        match snap {
             Ok(s) => state.snapshot = Some(s),
             Err(e) => tracing::warn!(
                 "pid {pid}: no copy-on-write snapshot ({e}); memory is read while frozen"
@@ -670,8 +685,44 @@ fn vm_flags_of<'a>(flags: &'a [(u64, Vec<String>)], m: &MapEntry) -> &'a [String
         .unwrap_or(&[])
 }
 
+/// The memory map and VM flags of a frozen process, read on a thread of
+/// its own while syscalls are injected (`smaps` costs ~9 us per mapping:
+/// 9 ms for a process with 512 threads' stacks). The only mapping that
+/// changes meanwhile is our scratch mapping, which is left out.
+struct MapReader(std::thread::JoinHandle<io::Result<MemoryMap>>);
+
+/// A process's mappings and each mapping's VM flags (by start address).
+type MemoryMap = (Vec<MapEntry>, Vec<(u64, Vec<String>)>);
+
+impl MapReader {
+    fn start(pid: HostPid) -> io::Result<MapReader> {
+        std::thread::Builder::new()
+            .name("maps".into())
+            .spawn(move || {
+                Ok((
+                    procfs::maps(pid)?,
+                    procfs::vm_flags(pid).unwrap_or_default(),
+                ))
+            })
+            .map(MapReader)
+    }
+
+    /// The map without `[scratch.0, scratch.1)`.
+    fn finish(self, scratch: (u64, u64)) -> io::Result<MemoryMap> {
+        let (mut maps, mut flags) = self
+            .0
+            .join()
+            .map_err(|_| io::Error::other("the memory map reader panicked"))??;
+        maps.retain(|m| (m.start, m.end) != scratch);
+        flags.retain(|(start, _)| *start != scratch.0);
+        Ok((maps, flags))
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
 fn capture_memory(
     pid: HostPid,
+    (maps, flags): MemoryMap,
     mem: &Mem,
     writer: &mut ImageWriter,
     snapshot: Option<(HostPid, i32)>,
@@ -679,8 +730,6 @@ fn capture_memory(
     uffd: Option<OwnedFd>,
     fdctx: &FdContext,
 ) -> io::Result<(Vec<Vma>, Option<Deferred>, Option<ParentRef>)> {
-    let maps = procfs::maps(pid)?;
-    let flags = procfs::vm_flags(pid).unwrap_or_default();
     let written = scan_written(pid, &maps, &flags, dirty, uffd);
     let pagemap = Pagemap::open(pid)?;
     let mut vmas = Vec::with_capacity(maps.len());
@@ -1210,6 +1259,8 @@ pub fn capture(
     let insn = ctx(syscall_insn(pid, &maps, &mem), pid, "syscall instruction")?;
     let caught = procfs::hex_field(&status, "SigCgt") | procfs::hex_field(&status, "SigIgn");
     let t0 = std::time::Instant::now();
+    // Started before we pin ourselves: it runs on another CPU.
+    let map_reader = MapReader::start(pid);
     // Tracer and tracees on one CPU while we inject (PLATFORM.md: local
     // wake-ups are 4-7x cheaper). Only here: threads we start later (the
     // compression pool) must not inherit the pinning.
@@ -1258,9 +1309,16 @@ pub fn capture(
     }
 
     let t_threads = t0.elapsed();
+    let map = match map_reader {
+        Ok(r) => r.finish(injected.scratch),
+        // No thread for it: read it now (the scratch mapping is gone).
+        Err(_) => procfs::maps(pid).map(|m| (m, procfs::vm_flags(pid).unwrap_or_default())),
+    };
+    let map = ctx(map, pid, "memory map")?;
     let (vmas, deferred, parent) = ctx(
         capture_memory(
             pid,
+            map,
             &mem,
             writer,
             injected.snapshot,

@@ -96,11 +96,7 @@ fn is_zero(b: &[u8]) -> bool {
 
 /// Reads one piece into `buf`, squeezes out zero pages of anonymous memory
 /// and returns the runs of what is left, in `buf[..len]`.
-fn read_piece(
-    mem: &Mem,
-    piece: &Piece,
-    buf: &mut Vec<u8>,
-) -> io::Result<(Vec<RunAt>, usize)> {
+fn read_piece(mem: &Mem, piece: &Piece, buf: &mut Vec<u8>) -> io::Result<(Vec<RunAt>, usize)> {
     buf.resize(piece.bytes, 0);
     let mut at = 0;
     for r in &piece.ranges {

@@ -281,12 +281,18 @@ impl Session {
 
     fn thaw_all(&mut self) {
         self.zombies.clear();
+        if self.frozen.is_empty() {
+            return;
+        }
+        let t = Instant::now();
+        let n = self.frozen.len();
         for fp in self.frozen.drain(..) {
             let pid = fp.pid;
             if let Err(e) = fp.thaw() {
                 warn!("resuming pid {pid}: {e}");
             }
         }
+        debug!("thawed {n} process(es) in {:?}", t.elapsed());
     }
 
     /// Drops a checkpoint in progress: its images, and (as tracking was
