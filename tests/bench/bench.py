@@ -872,7 +872,7 @@ class Bench:
                      f"{ms(x['restore_wall'])} | {x['n_ok']}/{x['n']} |")
         L.append("\n### CRIU vs dmtcp-rs\n")
         L.append("Same workload, medians; ours with codec `none` / `zstd` (\"-\": not measured in this run). "
-                 "frozen: CRIU freezing + frozen, ours 'froze' + 'captured'; durable checkpoint: CRIU "
+                 "frozen: CRIU freezing + frozen, ours 'froze' + 'captured' + 'thawed'; durable checkpoint: CRIU "
                  "dump + fsync, ours `dmtcp-command -bc`; restart: CRIU `restore -d`, ours until "
                  "'restored'. Ratio criu / ours: > 1 means CRIU is slower.\n")
         L.append("| workload | MiB | CRIU frozen ms | ours frozen ms | criu / ours | CRIU durable ckpt ms | "
