@@ -9,3 +9,4 @@ pub mod cli;
 pub mod lazy_pages;
 pub mod restore;
 pub mod sysv_attach;
+pub mod thread_setup;

@@ -360,10 +360,16 @@ fn restore_pinned(
     // 7. Per-thread kernel state and capabilities (both are per thread).
     //    The leader goes last: its name (the process's comm) is what tools
     //    look for, so it appears only once the process is whole.
-    for (t, inj) in threads.iter_mut() {
-        restore_thread_state(inj, &sh.mem, sh.tramp, t)?;
-        restore_caps(inj, &sh.mem, sh.tramp, meta)?;
-    }
+    let others: Vec<(&ThreadState, HostPid)> =
+        threads.iter().map(|(t, inj)| (*t, inj.tid)).collect();
+    crate::thread_setup::setup_threads(
+        &mut sh.inj,
+        &sh.mem,
+        &others,
+        &meta.process.caps,
+        bounding_to_drop(pid, &meta.process.caps)?,
+    )
+    .map_err(|e| err(pid, "thread state", e))?;
     restore_caps(&mut sh.inj, &sh.mem, sh.tramp, meta)?;
     restore_thread_state(&mut sh.inj, &sh.mem, sh.tramp, &meta.threads[leader_idx])?;
 
@@ -940,18 +946,31 @@ fn load_registers(tid: HostPid, t: &ThreadState) -> io::Result<()> {
     Ok(())
 }
 
-fn restore_caps(inj: &mut Injector, mem: &Mem, tramp: u64, meta: &ProcessImage) -> io::Result<()> {
-    let pid = inj.tid;
-    let caps = meta.process.caps;
-    let st = procfs::status_of(pid, Some(pid)).or_else(|_| procfs::status(pid))?;
+/// The bounding capabilities thread `tid` has and the process had not.
+fn bounding_to_drop(tid: HostPid, caps: &dmtcp_image::Capabilities) -> io::Result<u64> {
+    let st = procfs::status_of(tid, Some(tid)).or_else(|_| procfs::status(tid))?;
     let have_bnd = procfs::hex_field(&st, "CapBnd");
     let last_cap = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
         .ok()
         .and_then(|s| s.trim().parse::<u64>().ok())
-        .unwrap_or(40);
+        .unwrap_or(40)
+        .min(63);
+    let known = if last_cap == 63 {
+        u64::MAX
+    } else {
+        (1u64 << (last_cap + 1)) - 1
+    };
+    Ok(have_bnd & !caps.bounding & known)
+}
+
+fn restore_caps(inj: &mut Injector, mem: &Mem, tramp: u64, meta: &ProcessImage) -> io::Result<()> {
+    let pid = inj.tid;
+    let caps = meta.process.caps;
+    let drop_bounding = bounding_to_drop(pid, &caps)?;
+    let last_cap = 63;
     for cap in 0..=last_cap {
         let bit = 1u64 << cap;
-        if have_bnd & bit != 0 && caps.bounding & bit == 0 {
+        if drop_bounding & bit != 0 {
             inj.syscall(
                 libc::SYS_prctl,
                 [libc::PR_CAPBSET_DROP as u64, cap, 0, 0, 0, 0],

@@ -385,6 +385,13 @@ impl<'a> Running<'a> {
             self.env
                 .fail(&format!("dmtcp-command -bc failed: {}", out.describe()));
         }
+        // An fd the program opens and closes all the time (to re-read a
+        // file, say) may be open in one snapshot and not at checkpoint
+        // time: compare only fds open both just before and just after it.
+        let now = self.snapshot();
+        if let (Some(before), Some(now)) = (self.before.as_mut(), now) {
+            before.fds.retain(|fd, e| now.fds.get(fd) == Some(e));
+        }
         let new = self.image_ids();
         let images: Vec<PathBuf> = new
             .iter()
