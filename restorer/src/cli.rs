@@ -242,6 +242,15 @@ fn run() -> anyhow::Result<i32> {
     let (conn, computation, _) = session::connect(&cfg)?;
 
     supervise::block_signals()?;
+    // Its threads start here: after the signals the supervisor reads from
+    // a signalfd are blocked (threads inherit the mask), before the restore
+    // pins us to one CPU (threads inherit that too).
+    if dmtcp_supervisor::lazy::enabled() {
+        if let Err(e) = dmtcp_supervisor::lazy::prepare() {
+            tracing::debug!("no lazy restore: {e}");
+            dmtcp_supervisor::lazy::disable();
+        }
+    }
     let shells = images.iter().map(shell_plan).collect();
     let tops: Vec<&ImageReader> = images.iter().map(|c| c.top()).collect();
     let shared_memory = restore::park_shared_memory(&tops);
@@ -327,6 +336,7 @@ fn run() -> anyhow::Result<i32> {
             bail!("{e}");
         }
     }
+    dmtcp_supervisor::lazy::start_background();
     if on_terminal {
         // Another terminal, maybe of another size: full-screen programs
         // redraw on SIGWINCH.

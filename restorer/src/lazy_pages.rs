@@ -2,9 +2,10 @@
 //! `dmtcp_supervisor::lazy`) and which are copied before it runs.
 //!
 //! A private anonymous mapping goes lazy when every page the images hold
-//! for it lies raw and page-aligned in an image file we could lease (codec
-//! `none`), and the process can make a userfaultfd that also catches
-//! faults from the kernel (root, or `vm.unprivileged_userfaultfd=1`).
+//! for it lies in an image file we could lease (raw or in compressed
+//! blocks, decompressed by the server when needed), and the process can
+//! make a userfaultfd that also catches faults from the kernel (root, or
+//! `vm.unprivileged_userfaultfd=1`).
 //! Everything else is copied now, as before. So is everything when the
 //! pages to serve are more than [`lazy::max_lazy_bytes`].
 
@@ -16,6 +17,13 @@ use dmtcp_supervisor::lazy::{self, ImageSource, LazyBuilder};
 use dmtcp_supervisor::pid::HostPid;
 use dmtcp_supervisor::remote::Injector;
 use tracing::debug;
+
+/// Mappings smaller than this are copied: serving them lazily gains
+/// nothing. It also keeps in place what the restorer itself reads and
+/// writes through `/proc/PID/mem` before the process runs, such as the
+/// application API's one-page state (`agent::on_restored`): a remote access
+/// to a page still to come fails (it cannot wait for the server).
+const LAZY_MIN: u64 = 256 << 10;
 
 /// A mapping that may go lazy: start, end, and its runs as (reader, index).
 type Candidate = (u64, u64, Vec<(usize, usize)>);
@@ -32,11 +40,11 @@ pub fn start(
         return Ok(runs);
     }
     let readers = image.readers();
-    // Each run's file offset, when it can be copied from the file as is.
+    // Each run's position in its image's page data.
     let offsets: Vec<Vec<Option<u64>>> = readers
         .iter()
         .zip(&runs)
-        .map(|(r, rs)| rs.iter().map(|x| r.run_file_offset(x)).collect())
+        .map(|(r, rs)| rs.iter().map(|x| r.run_position(x)).collect())
         .collect();
     let sources: Vec<Option<Arc<ImageSource>>> = readers
         .iter()
@@ -67,7 +75,7 @@ pub fn start(
     // Candidate mappings and the runs inside each.
     let mut candidates: Vec<Candidate> = Vec::new();
     for v in &image.top().meta().vmas {
-        if v.shared || !matches!(v.kind, VmaKind::Anon { .. }) {
+        if v.shared || !matches!(v.kind, VmaKind::Anon { .. }) || v.end - v.start < LAZY_MIN {
             continue;
         }
         let first = all.partition_point(|x| x.0 < v.start);
@@ -95,7 +103,10 @@ pub fn start(
         .flat_map(|(_, _, inside)| inside.iter())
         .map(|&(ri, i)| runs[ri][i].npages * PAGE_SIZE)
         .sum();
-    if lazy_bytes > lazy::max_lazy_bytes() {
+    let compressed = readers
+        .iter()
+        .any(|r| r.codec() != dmtcp_image::Codec::None);
+    if lazy_bytes > lazy::max_lazy_bytes(compressed) {
         debug!(
             "pid {pid}: pages copied, not lazy ({} MiB is more than can be served within the lease-break time)",
             lazy_bytes >> 20

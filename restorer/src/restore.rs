@@ -205,7 +205,15 @@ pub fn restore_process(
     // local wake-up instead of a cross-CPU one (PLATFORM.md: 4-7x faster).
     let cpu = ptrace::current_cpu();
     let my_mask = ptrace::pin_to_cpu(HostPid(0), cpu)?;
-    let result = restore_pinned(pid, image, leader_idx, cpu, parked, fg_pgrp, shm_sizes);
+    let result = restore_pinned(
+        pid,
+        image,
+        leader_idx,
+        (cpu, &my_mask),
+        parked,
+        fg_pgrp,
+        shm_sizes,
+    );
     ptrace::set_affinity(HostPid(0), &my_mask)?;
     Ok(Restored {
         pid,
@@ -219,7 +227,8 @@ fn restore_pinned(
     pid: HostPid,
     image: &ImageChain,
     leader_idx: usize,
-    cpu: usize,
+    // The tracer's CPU, and its own affinity while no ptrace work is done.
+    (cpu, free): (usize, &libc::cpu_set_t),
     parked: &[ParkedMemory],
     fg_pgrp: Option<u32>,
     shm_sizes: &HashMap<i32, u64>,
@@ -321,17 +330,20 @@ fn restore_pinned(
     let runs = crate::lazy_pages::start(pid, &mut sh.inj, image, image.page_runs())
         .map_err(|e| err(pid, "lazy restore", e))?;
     let mem_ref = &sh.mem;
-    image
-        .read_runs(&runs, &|addr, bytes| {
-            mem_ref
-                .write_fast(addr, bytes)
-                .map_err(|e| dmtcp_image::ImageError::Io {
-                    path: format!("/proc/{pid}/mem").into(),
-                    op: "write restored pages".into(),
-                    error: e,
-                })
-        })
-        .map_err(|e| err(pid, "writing memory", e))?;
+    // Pages are written with process_vm_writev, not ptrace: unpinned, so
+    // the reading threads (which inherit our affinity) use every core.
+    ptrace::set_affinity(HostPid(0), free)?;
+    let written = image.read_runs(&runs, &|addr, bytes| {
+        mem_ref
+            .write_fast(addr, bytes)
+            .map_err(|e| dmtcp_image::ImageError::Io {
+                path: format!("/proc/{pid}/mem").into(),
+                op: "write restored pages".into(),
+                error: e,
+            })
+    });
+    ptrace::pin_to_cpu(HostPid(0), cpu)?;
+    written.map_err(|e| err(pid, "writing memory", e))?;
     for (start, len, prot) in reprotect {
         sh.call(libc::SYS_mprotect, [start, len, prot as u64, 0, 0, 0])
             .map_err(|e| err(pid, "mprotect", e))?;

@@ -1,10 +1,11 @@
 //! Lazy restore: a restarted process runs before its memory is in place.
 //!
-//! Page runs stored raw and page-aligned in an image (codec `none`) are not
-//! copied at restart. Their mappings are registered with a userfaultfd in
-//! missing mode instead, and a server thread in `dmtcp-restart` fills them:
-//! a page the program touches first is copied at once (`UFFDIO_COPY` from
-//! our read-only `mmap` of the image, straight from the page cache), and in
+//! Page runs of private anonymous mappings are not copied at restart. Their
+//! mappings are registered with a userfaultfd in missing mode instead, and
+//! a server thread in `dmtcp-restart` fills them: a page the program touches
+//! first is copied at once (`UFFDIO_COPY` from our read-only `mmap` of the
+//! image, straight from the page cache for a raw block; from a decompressed
+//! copy, the last few kept, for a compressed one), and in
 //! the background every other page is copied in 1 MiB pieces until none is
 //! left; then the userfaultfd is closed and the mappings are ordinary
 //! anonymous memory again. The memory is anonymous and private from the
@@ -185,30 +186,59 @@ pub fn enabled() -> bool {
         )
 }
 
+/// A block of page data as the block table lists it.
+struct Block {
+    /// File offset and length of the stored bytes.
+    off: u64,
+    stored: u64,
+    /// Uncompressed length, and where the block starts in the image's
+    /// page data (the concatenation of every block's raw bytes).
+    raw: u64,
+    start: u64,
+    crc: u32,
+    codec: Codec,
+}
+
+/// Decompressed blocks kept at once: a program touching a few blocks in
+/// turn does not decompress them again and again, and the blocks the
+/// background fill will need next are decompressed ahead on other cores.
+const CACHED_BLOCKS: usize = 8;
+/// Blocks decompressed ahead of the background fill.
+const AHEAD: usize = 3;
+
+#[derive(Default)]
+struct Cache {
+    blocks: Vec<(usize, Vec<u8>)>,
+    busy: Vec<usize>,
+}
+
 /// A read-only mapping of a whole image file, with a read lease on it.
 pub struct ImageSource {
     path: PathBuf,
     base: *const u8,
     len: usize,
-    /// The raw page blocks: (file offset, length, crc), by offset.
-    blocks: Vec<(u64, u64, u32)>,
+    blocks: Vec<Block>,
     /// Which blocks' crc has been checked.
     verified: Vec<std::sync::atomic::AtomicBool>,
+    /// Recently decompressed blocks (index, bytes), most recent last, and
+    /// the blocks being decompressed ahead (see [`ImageSource::ahead`]).
+    cache: Mutex<Cache>,
+    decompressed: Condvar,
     /// Holds the lease; closed (lease released) when the last user is done.
     _file: File,
 }
 
 // SAFETY: the mapping is read-only and lives until drop; the pointer is only
-// handed to the kernel as a copy source.
+// read from (crc, decompression) and handed to the kernel as a copy source.
 unsafe impl Send for ImageSource {}
-// SAFETY: as above, nothing writes through it.
+// SAFETY: as above, nothing writes through it; the cache is behind a lock.
 unsafe impl Sync for ImageSource {}
 
 impl ImageSource {
     /// Maps `path` and takes a read lease on it; an error says why the
     /// pages of this image must be copied eagerly instead. `blocks` is the
-    /// image's block table: page bytes are copied only from raw blocks, each
-    /// checked against its crc first.
+    /// image's block table: each block is checked against its crc before
+    /// any byte of it is used, and decompressed when it is not raw.
     pub fn open(path: &Path, blocks: &[BlockEntry]) -> io::Result<Arc<ImageSource>> {
         let file = File::open(path)?;
         let fd = file.as_raw_fd();
@@ -242,10 +272,21 @@ impl ImageSource {
         if base == libc::MAP_FAILED {
             return Err(io::Error::last_os_error());
         }
-        let blocks: Vec<(u64, u64, u32)> = blocks
+        let mut start = 0;
+        let blocks: Vec<Block> = blocks
             .iter()
-            .filter(|b| b.codec == Codec::None)
-            .map(|b| (b.offset, b.stored_len, b.crc))
+            .map(|b| {
+                let x = Block {
+                    off: b.offset,
+                    stored: b.stored_len,
+                    raw: b.raw_len,
+                    start,
+                    crc: b.crc,
+                    codec: b.codec,
+                };
+                start += b.raw_len;
+                x
+            })
             .collect();
         Ok(Arc::new(ImageSource {
             path: path.to_path_buf(),
@@ -253,54 +294,186 @@ impl ImageSource {
             len,
             verified: blocks.iter().map(|_| Default::default()).collect(),
             blocks,
+            cache: Mutex::new(Cache::default()),
+            decompressed: Condvar::new(),
             _file: file,
         }))
     }
 
-    /// Checks the crc of every block overlapping `[off, off+len)` not yet
-    /// checked; the error names the image and the block.
-    fn check(&self, off: u64, len: u64) -> Result<(), String> {
-        use std::sync::atomic::Ordering;
-        let end = off + len;
-        let first = self.blocks.partition_point(|b| b.0 + b.1 <= off);
-        for (i, &(boff, blen, crc)) in self.blocks.iter().enumerate().skip(first) {
-            if boff >= end {
-                break;
-            }
-            if self.verified[i].load(Ordering::Relaxed) {
+    /// Block `i` decompressed (its crc checked first).
+    fn decompress(&self, i: usize) -> Result<Vec<u8>, String> {
+        let b = &self.blocks[i];
+        let stored = self.stored(i)?;
+        let mut raw = vec![0u8; b.raw as usize];
+        dmtcp_image::format::decompress(b.codec, stored, &mut raw).map_err(|e| {
+            format!(
+                "{}: page block {i} does not decompress ({}): {e}",
+                self.path.display(),
+                b.codec.name()
+            )
+        })?;
+        Ok(raw)
+    }
+
+    /// Has the compressed blocks after the one holding `pos` decompressed
+    /// on other threads, so the background fill finds them ready.
+    fn ahead(self: &Arc<Self>, pos: u64) {
+        let i = self.blocks.partition_point(|b| b.start + b.raw <= pos);
+        for j in i + 1..(i + 1 + AHEAD).min(self.blocks.len()) {
+            if self.blocks[j].codec == Codec::None {
                 continue;
             }
-            if boff + blen > self.len as u64 {
-                return Err(format!(
-                    "{}: block at offset {boff} runs past the end of the file",
-                    self.path.display()
-                ));
+            {
+                let mut c = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+                if c.busy.contains(&j) || c.blocks.iter().any(|(k, _)| *k == j) {
+                    continue;
+                }
+                c.busy.push(j);
             }
-            // SAFETY: [boff, boff+blen) lies inside our read-only mapping
-            // (checked above), which lives as long as self.
-            let bytes =
-                unsafe { std::slice::from_raw_parts(self.base.add(boff as usize), blen as usize) };
-            if crc32fast::hash(bytes) != crc {
+            let me = Arc::clone(self);
+            let job = move || {
+                let raw = me.decompress(j);
+                let mut c = me.cache.lock().unwrap_or_else(|e| e.into_inner());
+                c.busy.retain(|k| *k != j);
+                // A failure is found again (and reported) when the block
+                // is needed.
+                if let Ok(raw) = raw {
+                    c.insert(j, raw);
+                }
+                me.decompressed.notify_all();
+            };
+            if !decompressors().send(Box::new(job)) {
+                let mut c = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+                c.busy.retain(|k| *k != j);
+            }
+        }
+    }
+
+    /// Block `i`'s stored bytes, their crc checked (once).
+    fn stored(&self, i: usize) -> Result<&[u8], String> {
+        use std::sync::atomic::Ordering;
+        let b = &self.blocks[i];
+        if b.off + b.stored > self.len as u64 {
+            return Err(format!(
+                "{}: page block {i} runs past the end of the file",
+                self.path.display()
+            ));
+        }
+        // SAFETY: [off, off+stored) lies inside our read-only mapping
+        // (checked above), which lives as long as self.
+        let bytes =
+            unsafe { std::slice::from_raw_parts(self.base.add(b.off as usize), b.stored as usize) };
+        if !self.verified[i].load(Ordering::Relaxed) {
+            if crc32fast::hash(bytes) != b.crc {
                 return Err(format!(
-                    "{}: checksum mismatch in the page block at offset {boff}",
-                    self.path.display()
+                    "{}: checksum mismatch in page block {i} (at offset {})",
+                    self.path.display(),
+                    b.off
                 ));
             }
             self.verified[i].store(true, Ordering::Relaxed);
         }
-        // Page bytes outside every raw block are not page data.
-        let covered = self.blocks[first..]
-            .iter()
-            .take_while(|b| b.0 < end)
-            .fold(off, |at, b| if b.0 <= at { at.max(b.0 + b.1) } else { at });
-        if covered < end {
+        Ok(bytes)
+    }
+
+    /// Calls `f(bytes)` with page data from position `pos` (in the image's
+    /// page data) on, at most `len` bytes and no further than the end of
+    /// the block holding `pos`: straight from the file for a raw block, from
+    /// a decompressed copy otherwise.
+    fn with_bytes<R>(&self, pos: u64, len: u64, f: impl FnOnce(&[u8]) -> R) -> Result<R, String> {
+        let i = self.blocks.partition_point(|b| b.start + b.raw <= pos);
+        let Some(b) = self.blocks.get(i) else {
             return Err(format!(
-                "{}: page bytes at offset {covered} are not in a raw page block",
+                "{}: page data position {pos} past the end of the page data",
                 self.path.display()
             ));
+        };
+        let at = (pos - b.start) as usize;
+        let n = len.min(b.start + b.raw - pos) as usize;
+        if b.codec == Codec::None {
+            let stored = self.stored(i)?;
+            return Ok(f(&stored[at..at + n]));
         }
-        Ok(())
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        // Being decompressed ahead: wait for it rather than do it twice.
+        while cache.busy.contains(&i) {
+            cache = self
+                .decompressed
+                .wait(cache)
+                .unwrap_or_else(|e| e.into_inner());
+        }
+        let k = match cache.blocks.iter().position(|(j, _)| *j == i) {
+            Some(k) => k,
+            None => {
+                drop(cache);
+                let raw = self.decompress(i)?;
+                cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+                cache.insert(i, raw)
+            }
+        };
+        Ok(f(&cache.blocks[k].1[at..at + n]))
     }
+}
+
+impl Cache {
+    /// Keeps block `i`'s bytes (dropping the oldest beyond
+    /// [`CACHED_BLOCKS`]) and returns where they are.
+    fn insert(&mut self, i: usize, raw: Vec<u8>) -> usize {
+        if let Some(k) = self.blocks.iter().position(|(j, _)| *j == i) {
+            return k;
+        }
+        if self.blocks.len() >= CACHED_BLOCKS {
+            self.blocks.remove(0);
+        }
+        self.blocks.push((i, raw));
+        self.blocks.len() - 1
+    }
+}
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// Threads that decompress blocks ahead, one per core (the server thread
+/// itself mostly waits for faults and copies).
+struct Decompressors(Mutex<Option<Sender<Job>>>);
+
+impl Decompressors {
+    /// Queues `job`; false if no thread can take it.
+    fn send(&self, job: Job) -> bool {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .is_some_and(|tx| tx.send(job).is_ok())
+    }
+}
+
+fn decompressors() -> &'static Decompressors {
+    static POOL: OnceLock<Decompressors> = OnceLock::new();
+    POOL.get_or_init(|| {
+        let (tx, rx) = mpsc::channel::<Job>();
+        let rx = Arc::new(Mutex::new(rx));
+        let n = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1);
+        let mut any = false;
+        for k in 0..n {
+            let rx = Arc::clone(&rx);
+            any |= std::thread::Builder::new()
+                .name(format!("lazy-unzip-{k}"))
+                .spawn(move || loop {
+                    let job = match rx.lock() {
+                        Ok(r) => r.recv(),
+                        Err(_) => return,
+                    };
+                    match job {
+                        Ok(job) => job(),
+                        Err(_) => return,
+                    }
+                })
+                .is_ok();
+        }
+        Decompressors(Mutex::new(any.then_some(tx)))
+    })
 }
 
 impl Drop for ImageSource {
@@ -314,12 +487,13 @@ impl Drop for ImageSource {
     }
 }
 
-/// Pages still to be copied: `[addr, end)` comes from `src` at `off`.
+/// Pages still to be copied: `[addr, end)` comes from `src`'s page data
+/// at position `pos`.
 #[derive(Clone)]
 struct Piece {
     end: u64,
     src: Arc<ImageSource>,
-    off: u64,
+    pos: u64,
 }
 
 /// The pages of one mm still to come, by address.
@@ -342,7 +516,7 @@ impl Pending {
             let right = Piece {
                 end: p.end,
                 src: Arc::clone(&p.src),
-                off: p.off + (at - a),
+                pos: p.pos + (at - a),
             };
             if let Some(left) = self.map.get_mut(&a) {
                 left.end = at;
@@ -380,7 +554,7 @@ impl Pending {
                 Piece {
                     end: p.end,
                     src: Arc::clone(&p.src),
-                    off: p.off + (addr - a),
+                    pos: p.pos + (addr - a),
                 },
             )
         })
@@ -435,14 +609,14 @@ impl LazyBuilder {
         ioctl(self.uffd.as_raw_fd(), UFFDIO_REGISTER, &mut reg)
     }
 
-    /// `npages` pages at `addr` come from `src` at file offset `off`.
-    pub fn add(&mut self, addr: u64, npages: u64, src: &Arc<ImageSource>, off: u64) {
+    /// `npages` pages at `addr` come from `src`'s page data at `pos`.
+    pub fn add(&mut self, addr: u64, npages: u64, src: &Arc<ImageSource>, pos: u64) {
         self.pending.map.insert(
             addr,
             Piece {
                 end: addr + npages * PAGE,
                 src: Arc::clone(src),
-                off,
+                pos,
             },
         );
     }
@@ -521,6 +695,23 @@ fn fatal(msg: &str) {
     }
 }
 
+/// Starts the server thread and the decompression threads now, while the
+/// caller is not pinned to a CPU (the restore pins itself next to the
+/// process it restores, and threads inherit that).
+pub fn prepare() -> io::Result<()> {
+    server()?;
+    decompressors();
+    Ok(())
+}
+
+static RELEASED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Every process is restored and running: pages not asked for yet may now
+/// be copied in the background (until then only faults are served).
+pub fn start_background() {
+    RELEASED.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
 /// Whether pages of some process are still to come.
 pub fn busy() -> bool {
     SERVER.get().is_some_and(|s| {
@@ -531,13 +722,14 @@ pub fn busy() -> bool {
 
 /// How many bytes may go lazy at most: the server must be done with an
 /// image within the kernel's lease-break time (a writer waits that long at
-/// most before the kernel takes the lease away), assuming a slow 256 MiB/s.
-pub fn max_lazy_bytes() -> u64 {
+/// most before the kernel takes the lease away), assuming a slow 256 MiB/s
+/// (128 MiB/s when blocks must be decompressed).
+pub fn max_lazy_bytes(compressed: bool) -> u64 {
     let secs: u64 = std::fs::read_to_string("/proc/sys/fs/lease-break-time")
         .ok()
         .and_then(|s| s.trim().parse().ok())
         .unwrap_or(45);
-    (secs / 2).max(1) * (256 << 20)
+    (secs / 2).max(1) * if compressed { 128 << 20 } else { 256 << 20 }
 }
 
 /// Blocks until every lazily restored page is in place (a checkpoint must
@@ -583,19 +775,17 @@ enum Copied {
 /// Copies `[addr, addr+len)` from `p` into the mm. Pages already present
 /// are skipped (and their waiters woken).
 fn copy(uffd: RawFd, addr: u64, len: u64, p: &Piece) -> io::Result<Copied> {
-    if p.off + len > p.src.len as u64 {
-        return Err(io::Error::other(format!(
-            "{}: page data past the end of the file",
-            p.src.path.display()
-        )));
-    }
-    p.src.check(p.off, len).map_err(io::Error::other)?;
-    // SAFETY: off+len lies inside the mapping (checked above); only the
-    // address is computed.
-    let src = unsafe { p.src.base.add(p.off as usize) } as u64;
+    p.src
+        .with_bytes(p.pos, len, |bytes| copy_bytes(uffd, addr, bytes))
+        .map_err(io::Error::other)?
+}
+
+/// `UFFDIO_COPY` of `bytes` to `addr`.
+fn copy_bytes(uffd: RawFd, addr: u64, bytes: &[u8]) -> io::Result<Copied> {
+    let len = bytes.len() as u64;
     let mut c = UffdioCopy {
         dst: addr,
-        src,
+        src: bytes.as_ptr() as u64,
         len,
         mode: 0,
         copy: 0,
@@ -818,14 +1008,19 @@ fn serve(rx: Receiver<LazyProcess>, busy: Arc<(Mutex<usize>, Condvar)>) {
                 revents: 0,
             })
             .collect();
-        // Wait for faults only while no background copying is due.
+        // Wait for faults only while no background copying is due. It
+        // waits until every process is restored (the restore needs the
+        // CPU more).
         let now = Instant::now();
+        let go = RELEASED.load(std::sync::atomic::Ordering::Relaxed);
         let timeout = served
             .iter()
             .map(|s| s.prefetch_at.saturating_duration_since(now).as_millis() as i32 + 1)
             .min()
             .map_or(0, |t| {
-                if served.iter().any(|s| s.prefetch_at <= now) {
+                if !go {
+                    5
+                } else if served.iter().any(|s| s.prefetch_at <= now) {
                     0
                 } else {
                     t
@@ -848,10 +1043,11 @@ fn serve(rx: Receiver<LazyProcess>, busy: Arc<(Mutex<usize>, Condvar)>) {
             served.extend(born);
         }
         let now = Instant::now();
-        for s in served.iter_mut().filter(|s| s.prefetch_at <= now) {
-            let Some((&a, _)) = s.pending.map.iter().next() else {
+        for s in served.iter_mut().filter(|s| go && s.prefetch_at <= now) {
+            let Some((&a, p)) = s.pending.map.iter().next() else {
                 continue;
             };
+            p.src.ahead(p.pos);
             if let Err(e) = s.fill(a, PREFETCH_CHUNK) {
                 s.failed(a, &e);
             }
@@ -880,48 +1076,74 @@ mod tests {
             len: 1 << 30,
             blocks: Vec::new(),
             verified: Vec::new(),
+            cache: Mutex::new(Cache::default()),
+            decompressed: Condvar::new(),
             _file: f,
         })
     }
 
-    /// Blocks are checked against their crc before use, once; bytes
-    /// outside every raw block are refused.
+    /// Blocks are checked against their crc before use and decompressed
+    /// when not raw; bytes are served up to the end of their block.
     #[test]
-    fn blocks_are_checked_before_use() {
+    fn blocks_are_checked_and_decompressed() {
         use std::io::Write;
         let dir = std::env::temp_dir().join(format!("dmtcp-lazy-test-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("img");
-        let data: Vec<u8> = (0..4 * PAGE as usize).map(|i| (i * 7) as u8).collect();
+        let raw: Vec<u8> = (0..2 * PAGE as usize).map(|i| (i * 7) as u8).collect();
+        let text: Vec<u8> = b"page data "
+            .iter()
+            .copied()
+            .cycle()
+            .take(2 * PAGE as usize)
+            .collect();
+        let zstd = zstd::bulk::compress(&text, 1).unwrap();
+        let mut file = raw.clone();
+        file.extend_from_slice(&zstd);
+        file.extend_from_slice(&raw);
         std::fs::File::create(&path)
             .unwrap()
-            .write_all(&data)
+            .write_all(&file)
             .unwrap();
-        let block = |off: u64, crc: u32| BlockEntry {
-            offset: off,
-            stored_len: 2 * PAGE,
-            raw_len: 2 * PAGE,
+        let n = 2 * PAGE;
+        let z = zstd.len() as u64;
+        let entry = |offset: u64, stored_len: u64, crc: u32, codec: Codec| BlockEntry {
+            offset,
+            stored_len,
+            raw_len: n,
             crc,
-            codec: Codec::None,
+            codec,
         };
-        let good = crc32fast::hash(&data[..2 * PAGE as usize]);
-        let src = ImageSource::open(&path, &[block(0, good), block(2 * PAGE, 0xdead)])
-            .expect("lease and map");
-        src.check(0, 2 * PAGE).expect("first block is good");
-        src.check(PAGE, PAGE).expect("and stays checked");
-        let e = src.check(PAGE, 2 * PAGE).unwrap_err();
-        assert!(
-            e.contains("checksum mismatch") && e.contains("offset 8192"),
-            "{e}"
+        let src = ImageSource::open(
+            &path,
+            &[
+                entry(0, n, crc32fast::hash(&raw), Codec::None),
+                entry(n, z, crc32fast::hash(&zstd), Codec::Zstd),
+                entry(n + z, n, 0xdead, Codec::None),
+            ],
+        )
+        .expect("lease and map");
+        let got = |pos: u64, len: u64| src.with_bytes(pos, len, |b| b.to_vec());
+        assert_eq!(
+            got(PAGE, 3 * PAGE).unwrap(),
+            &raw[PAGE as usize..],
+            "stops at the block end"
         );
-        let e = src.check(0, 5 * PAGE).unwrap_err();
-        assert!(e.contains("checksum mismatch"), "{e}");
+        assert_eq!(got(n + PAGE, PAGE).unwrap(), &text[PAGE as usize..]);
+        assert_eq!(
+            got(n, 4 * PAGE).unwrap(),
+            text,
+            "from the decompressed copy"
+        );
+        let e = got(2 * n, PAGE).unwrap_err();
+        assert!(e.contains("checksum mismatch in page block 2"), "{e}");
+        assert!(got(3 * n, PAGE).is_err(), "past the page data");
         drop(src);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
     fn ranges(p: &Pending) -> Vec<(u64, u64, u64)> {
-        p.map.iter().map(|(a, x)| (*a, x.end, x.off)).collect()
+        p.map.iter().map(|(a, x)| (*a, x.end, x.pos)).collect()
     }
 
     #[test]
@@ -933,7 +1155,7 @@ mod tests {
             Piece {
                 end: 0x9000,
                 src: Arc::clone(&s),
-                off: 0x10000,
+                pos: 0x10000,
             },
         );
         p.cut(0x3000, 0x4000);
@@ -951,7 +1173,7 @@ mod tests {
             ]
         );
         let (a, h) = p.holding(0x7000).unwrap();
-        assert_eq!((a, h.end, h.off), (0x7000, 0x9000, 0x16000));
+        assert_eq!((a, h.end, h.pos), (0x7000, 0x9000, 0x16000));
         assert!(p.holding(0x3000).is_none());
         assert_eq!(p.bytes(), 0x2000 + 0x3000 + 0x2000);
         // Drop without unmapping a null pointer.

@@ -12,6 +12,7 @@ e2e_tests! {
     counter_static => static_counter_offset_continues;
     heap256 => heap256_survives;
     lazy_mem => lazy_restore_under_fork_mremap_madvise;
+    lazy_mem_zstd => lazy_restore_of_compressed_image;
     mprotect_filemap => mprotect_and_private_file_map;
     sleeper => sleeper_sees_no_eintr;
 }
@@ -49,9 +50,19 @@ fn heap256_survives(env: &mut TestEnv) {
 /// garbage, while pages are still to come: the program must not notice
 /// (the restorer holds a read lease, so the writer waits).
 fn lazy_restore_under_fork_mremap_madvise(env: &mut TestEnv) {
+    lazy_restore(env, "none");
+}
+
+/// The same from zstd images: blocks are decompressed as pages are needed.
+fn lazy_restore_of_compressed_image(env: &mut TestEnv) {
+    lazy_restore(env, "zstd");
+}
+
+fn lazy_restore(env: &mut TestEnv, codec: &str) {
     let mut sc = Scenario::new("lazy_mem")
-        .run_flag("--no-gzip")
-        .env("DMTCP_GZIP", "0")
+        .run_flag("--compress")
+        .run_flag(codec)
+        .env("DMTCP_COMPRESS", codec)
         .restart_env("DMTCP_LOG", "debug")
         // Background copying starts late, so the program's first
         // iterations work on pages still to come.

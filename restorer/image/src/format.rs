@@ -399,7 +399,7 @@ fn compress_once(
 }
 
 /// Decompresses `stored` into `out`, which must come out exactly `out.len()` bytes.
-pub(crate) fn decompress(codec: Codec, stored: &[u8], out: &mut [u8]) -> Result<(), String> {
+pub fn decompress(codec: Codec, stored: &[u8], out: &mut [u8]) -> Result<(), String> {
     match codec {
         Codec::None => {
             if stored.len() != out.len() {

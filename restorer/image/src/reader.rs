@@ -497,6 +497,16 @@ impl ImageReader {
         })
     }
 
+    /// Where the run's bytes start in the image's page data (the
+    /// concatenation of every block's raw bytes); None for an empty or
+    /// invalid run.
+    pub fn run_position(&self, run: &PageRun) -> Option<u64> {
+        self.span(run)
+            .ok()
+            .filter(|sp| sp.len > 0)
+            .map(|sp| sp.start)
+    }
+
     /// For codec None: the 4096-aligned file offset where the run's bytes lie contiguously, so they can be mmap'd; None otherwise.
     pub fn run_file_offset(&self, run: &PageRun) -> Option<u64> {
         let sp = self.span(run).ok()?;
