@@ -44,7 +44,7 @@ struct Args {
     #[arg(long = "incremental", env = "DMTCP_INCREMENTAL", value_parser = clap::builder::BoolishValueParser::new(), num_args = 0, default_missing_value = "true")]
     incremental: bool,
     /// Copy and check every page before the program runs, instead of
-    /// restoring an uncompressed image lazily (`DMTCP_RESTART_LAZY=0`).
+    /// bringing pages in while it runs (`DMTCP_RESTART_LAZY=0`).
     #[arg(long = "no-lazy")]
     no_lazy: bool,
     /// Print help.

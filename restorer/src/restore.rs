@@ -979,8 +979,7 @@ fn restore_caps(inj: &mut Injector, mem: &Mem, tramp: u64, meta: &ProcessImage) 
     let pid = inj.tid;
     let caps = meta.process.caps;
     let drop_bounding = bounding_to_drop(pid, &caps)?;
-    let last_cap = 63;
-    for cap in 0..=last_cap {
+    for cap in 0..64 {
         let bit = 1u64 << cap;
         if drop_bounding & bit != 0 {
             inj.syscall(
@@ -1001,24 +1000,10 @@ fn restore_caps(inj: &mut Injector, mem: &Mem, tramp: u64, meta: &ProcessImage) 
             0,
         ],
     )?;
-    // capset v3: header {version, pid}, then two {effective, permitted, inheritable}.
-    let lo = |x: u64| (x & 0xffff_ffff) as u32;
-    let hi = |x: u64| (x >> 32) as u32;
-    let words: [u32; 8] = [
-        0x2008_0522,
-        0,
-        lo(caps.effective),
-        lo(caps.permitted),
-        lo(caps.inheritable),
-        hi(caps.effective),
-        hi(caps.permitted),
-        hi(caps.inheritable),
-    ];
-    let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_ne_bytes()).collect();
-    let a = put_scratch(mem, tramp, &bytes)?;
+    let a = put_scratch(mem, tramp, &crate::thread_setup::capset_args(&caps))?;
     inj.syscall(libc::SYS_capset, [a, a + 8, 0, 0, 0, 0])
         .map_err(|e| err(pid, "capset", e))?;
-    for cap in 0..=last_cap {
+    for cap in 0..64u64 {
         if caps.ambient & (1 << cap) != 0 {
             inj.syscall(
                 libc::SYS_prctl,

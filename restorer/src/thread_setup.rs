@@ -115,9 +115,9 @@ const THREAD_SETUP_CODE: [u8; 273] = [
     0xcc, // 110: int3
 ];
 
-/// The shared block at `r13`: capset header and data, the bounding
-/// capabilities to drop, the ambient ones to raise.
-fn caps_block(caps: &Capabilities, drop_bounding: u64) -> Vec<u8> {
+/// `capset`'s arguments for the calling thread: the v3 header {version,
+/// pid 0} at 0, then two {effective, permitted, inheritable} at 8.
+pub(crate) fn capset_args(caps: &Capabilities) -> Vec<u8> {
     let lo = |x: u64| (x & 0xffff_ffff) as u32;
     let hi = |x: u64| (x >> 32) as u32;
     let words: [u32; 8] = [
@@ -130,7 +130,13 @@ fn caps_block(caps: &Capabilities, drop_bounding: u64) -> Vec<u8> {
         hi(caps.permitted),
         hi(caps.inheritable),
     ];
-    let mut b: Vec<u8> = words.iter().flat_map(|w| w.to_ne_bytes()).collect();
+    words.iter().flat_map(|w| w.to_ne_bytes()).collect()
+}
+
+/// The shared block at `r13`: capset header and data, the bounding
+/// capabilities to drop, the ambient ones to raise.
+fn caps_block(caps: &Capabilities, drop_bounding: u64) -> Vec<u8> {
+    let mut b = capset_args(caps);
     b.extend_from_slice(&drop_bounding.to_ne_bytes());
     b.extend_from_slice(&caps.ambient.to_ne_bytes());
     b

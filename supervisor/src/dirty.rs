@@ -22,36 +22,15 @@ use std::os::fd::{AsRawFd, OwnedFd};
 
 use crate::pid::HostPid;
 use crate::procfs::MapEntry;
+use crate::uffd::{self, UFFDIO_REGISTER_MODE_WP, UFFD_FEATURE_WP_ASYNC};
 
 /// `userfaultfd` flag: faults from user space only (what unprivileged
 /// processes may ask for; asynchronous write-protect needs nothing more).
 pub const UFFD_USER_MODE_ONLY: u64 = 1;
-const UFFD_API: u64 = 0xaa;
-const UFFD_FEATURE_WP_ASYNC: u64 = 1 << 15;
-/// `_IOWR(0xaa, 0x3f, struct uffdio_api)`.
-const UFFDIO_API: u64 = 0xc018_aa3f;
-/// `_IOWR(0xaa, 0x00, struct uffdio_register)`.
-const UFFDIO_REGISTER: u64 = 0xc020_aa00;
-const UFFDIO_REGISTER_MODE_WP: u64 = 1 << 1;
 /// `_IOWR('f', 16, struct pm_scan_arg)`.
 const PAGEMAP_SCAN: u64 = 0xc060_6610;
 const PM_SCAN_WP_MATCHING: u64 = 1 << 0;
 const PAGE_IS_WRITTEN: u64 = 1 << 1;
-
-#[repr(C)]
-struct UffdioApi {
-    api: u64,
-    features: u64,
-    ioctls: u64,
-}
-
-#[repr(C)]
-struct UffdioRegister {
-    start: u64,
-    len: u64,
-    mode: u64,
-    ioctls: u64,
-}
 
 #[repr(C)]
 #[derive(Clone, Copy, Default)]
@@ -79,8 +58,6 @@ struct PmScanArg {
 }
 
 const _: () = assert!(std::mem::size_of::<PmScanArg>() == 96);
-const _: () = assert!(std::mem::size_of::<UffdioApi>() == 24);
-const _: () = assert!(std::mem::size_of::<UffdioRegister>() == 32);
 
 /// What one freeze learned about a process's memory.
 #[derive(Debug, Default)]
@@ -241,33 +218,12 @@ fn merge(mut v: Vec<(u64, u64)>) -> Vec<(u64, u64)> {
 }
 
 fn enable_wp_async(uffd: &OwnedFd) -> io::Result<()> {
-    let mut api = UffdioApi {
-        api: UFFD_API,
-        features: UFFD_FEATURE_WP_ASYNC,
-        ioctls: 0,
-    };
-    // SAFETY: UFFDIO_API reads and writes one struct uffdio_api, which `api` is.
-    let r = unsafe { libc::ioctl(uffd.as_raw_fd(), UFFDIO_API as _, &mut api) };
-    if r < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    uffd::api(uffd.as_raw_fd(), UFFD_FEATURE_WP_ASYNC)
 }
 
-fn register(uffd: &OwnedFd, start: u64, len: u64) -> io::Result<()> {
-    let mut reg = UffdioRegister {
-        start,
-        len,
-        mode: UFFDIO_REGISTER_MODE_WP,
-        ioctls: 0,
-    };
-    // SAFETY: UFFDIO_REGISTER reads and writes one struct uffdio_register.
+fn register(fd: &OwnedFd, start: u64, len: u64) -> io::Result<()> {
     // The range is in the tracked process's mm (the userfaultfd's), not ours.
-    let r = unsafe { libc::ioctl(uffd.as_raw_fd(), UFFDIO_REGISTER as _, &mut reg) };
-    if r < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    uffd::register(fd.as_raw_fd(), start, len, UFFDIO_REGISTER_MODE_WP)
 }
 
 /// Appends the written ranges of `[start, end)` to `out` and write-protects

@@ -56,6 +56,13 @@ use dmtcp_image::{BlockEntry, Codec};
 use tracing::{debug, error};
 
 use crate::pid::HostPid;
+use crate::uffd::{
+    self, ioctl, UffdMsg, UffdioCopy, UffdioRange, UffdioZeropage, UFFDIO_COPY,
+    UFFDIO_REGISTER_MODE_MISSING, UFFDIO_WAKE, UFFDIO_ZEROPAGE, UFFD_EVENT_FORK,
+    UFFD_EVENT_PAGEFAULT, UFFD_EVENT_REMAP, UFFD_EVENT_REMOVE, UFFD_EVENT_UNMAP,
+    UFFD_FEATURE_EVENT_FORK, UFFD_FEATURE_EVENT_REMAP, UFFD_FEATURE_EVENT_REMOVE,
+    UFFD_FEATURE_EVENT_UNMAP,
+};
 
 const PAGE: u64 = 4096;
 /// Bytes copied per background step: big enough to run at memory speed,
@@ -66,93 +73,6 @@ const FAULT_CHUNK: u64 = 64 << 10;
 
 /// `fcntl` command: which signal announces a lease break.
 const F_SETSIG: libc::c_int = 10;
-
-const UFFD_API: u64 = 0xaa;
-const UFFD_FEATURE_EVENT_FORK: u64 = 1 << 1;
-const UFFD_FEATURE_EVENT_REMAP: u64 = 1 << 2;
-const UFFD_FEATURE_EVENT_REMOVE: u64 = 1 << 3;
-const UFFD_FEATURE_EVENT_UNMAP: u64 = 1 << 6;
-/// `_IOWR(0xaa, 0x3f, struct uffdio_api)`.
-const UFFDIO_API: u64 = 0xc018_aa3f;
-/// `_IOWR(0xaa, 0x00, struct uffdio_register)`.
-const UFFDIO_REGISTER: u64 = 0xc020_aa00;
-const UFFDIO_REGISTER_MODE_MISSING: u64 = 1;
-/// `_IOR(0xaa, 0x02, struct uffdio_range)`.
-const UFFDIO_WAKE: u64 = 0x8010_aa02;
-/// `_IOWR(0xaa, 0x03, struct uffdio_copy)`.
-const UFFDIO_COPY: u64 = 0xc028_aa03;
-/// `_IOWR(0xaa, 0x04, struct uffdio_zeropage)`.
-const UFFDIO_ZEROPAGE: u64 = 0xc020_aa04;
-
-const UFFD_EVENT_PAGEFAULT: u8 = 0x12;
-const UFFD_EVENT_FORK: u8 = 0x13;
-const UFFD_EVENT_REMAP: u8 = 0x14;
-const UFFD_EVENT_REMOVE: u8 = 0x15;
-const UFFD_EVENT_UNMAP: u8 = 0x16;
-
-#[repr(C)]
-struct UffdioApi {
-    api: u64,
-    features: u64,
-    ioctls: u64,
-}
-
-#[repr(C)]
-struct UffdioRegister {
-    start: u64,
-    len: u64,
-    mode: u64,
-    ioctls: u64,
-}
-
-#[repr(C)]
-struct UffdioRange {
-    start: u64,
-    len: u64,
-}
-
-#[repr(C)]
-struct UffdioCopy {
-    dst: u64,
-    src: u64,
-    len: u64,
-    mode: u64,
-    copy: i64,
-}
-
-#[repr(C)]
-struct UffdioZeropage {
-    range: UffdioRange,
-    mode: u64,
-    zeropage: i64,
-}
-
-/// `struct uffd_msg`: the event and three words of arguments.
-#[repr(C)]
-#[derive(Clone, Copy, Default)]
-struct UffdMsg {
-    event: u8,
-    _reserved1: u8,
-    _reserved2: u16,
-    _reserved3: u32,
-    arg: [u64; 3],
-}
-
-const _: () = assert!(std::mem::size_of::<UffdioApi>() == 24);
-const _: () = assert!(std::mem::size_of::<UffdioRegister>() == 32);
-const _: () = assert!(std::mem::size_of::<UffdioCopy>() == 40);
-const _: () = assert!(std::mem::size_of::<UffdioZeropage>() == 32);
-const _: () = assert!(std::mem::size_of::<UffdMsg>() == 32);
-
-fn ioctl<T>(fd: RawFd, req: u64, arg: &mut T) -> io::Result<()> {
-    // SAFETY: every request used here takes a pointer to the matching
-    // `#[repr(C)]` struct, which `arg` is, valid for the whole call.
-    let r = unsafe { libc::ioctl(fd, req as libc::c_ulong, arg as *mut T) };
-    if r < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
-}
 
 /// How long after a process is handed over background copying starts
 /// (`DMTCP_LAZY_PREFETCH_DELAY_MS`, default 0): until then only the pages
@@ -579,16 +499,14 @@ impl LazyBuilder {
     /// `uffd` is a userfaultfd made by the process (bound to its mm),
     /// without `UFFD_USER_MODE_ONLY`.
     pub fn new(pid: HostPid, uffd: OwnedFd) -> io::Result<LazyBuilder> {
-        let mut api = UffdioApi {
-            api: UFFD_API,
-            features: UFFD_FEATURE_EVENT_FORK
+        uffd::api(
+            uffd.as_raw_fd(),
+            UFFD_FEATURE_EVENT_FORK
                 | UFFD_FEATURE_EVENT_REMAP
                 | UFFD_FEATURE_EVENT_REMOVE
                 | UFFD_FEATURE_EVENT_UNMAP,
-            ioctls: 0,
-        };
-        ioctl(uffd.as_raw_fd(), UFFDIO_API, &mut api)
-            .map_err(|e| io::Error::new(e.kind(), format!("userfaultfd API: {e}")))?;
+        )
+        .map_err(|e| io::Error::new(e.kind(), format!("userfaultfd API: {e}")))?;
         Ok(LazyBuilder {
             pid,
             uffd,
@@ -600,13 +518,12 @@ impl LazyBuilder {
     /// pages. Every page of it the image holds must then be added with
     /// [`add`](Self::add): the others read as zeros.
     pub fn register(&mut self, start: u64, end: u64) -> io::Result<()> {
-        let mut reg = UffdioRegister {
+        uffd::register(
+            self.uffd.as_raw_fd(),
             start,
-            len: end - start,
-            mode: UFFDIO_REGISTER_MODE_MISSING,
-            ioctls: 0,
-        };
-        ioctl(self.uffd.as_raw_fd(), UFFDIO_REGISTER, &mut reg)
+            end - start,
+            UFFDIO_REGISTER_MODE_MISSING,
+        )
     }
 
     /// `npages` pages at `addr` come from `src`'s page data at `pos`.

@@ -33,6 +33,7 @@ pub mod spawn;
 pub mod supervise;
 pub mod sys;
 pub mod sysvipc;
+pub mod uffd;
 pub mod zombie;
 
 /// Sets up `tracing` from `DMTCP_LOG` (default: warnings), to stderr.
