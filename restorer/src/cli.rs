@@ -8,13 +8,13 @@ use clap::Parser;
 use dmtcp_coordinator::client::StartOptions;
 use dmtcp_image::{Codec, ImageChain, ImageReader, Verify, WriteOptions};
 use dmtcp_supervisor::coord_args::CoordArgs;
-use dmtcp_supervisor::nsinit::{InitReply, InitRequest, ShellPlan};
-use dmtcp_supervisor::pid::HostPid;
-use dmtcp_supervisor::procfs;
-use dmtcp_supervisor::session::{self, Session, SessionConfig};
-use dmtcp_supervisor::supervise;
+use dmtcp_supervisor::kernel::pid::HostPid;
+use dmtcp_supervisor::kernel::procfs;
+use dmtcp_supervisor::roles::nsinit::{InitReply, InitRequest, ShellPlan};
+use dmtcp_supervisor::roles::session::{self, Session, SessionConfig};
+use dmtcp_supervisor::roles::supervise;
 
-use crate::restore;
+use dmtcp_supervisor::restart::process as restore;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -124,7 +124,7 @@ fn restore_terminal_settings(images: &[&ImageReader]) -> bool {
     }) else {
         return false;
     };
-    match dmtcp_supervisor::pty::apply_to_own_terminal(t) {
+    match dmtcp_supervisor::resources::pty::apply_to_own_terminal(t) {
         Ok(true) => {
             tracing::debug!("terminal settings restored");
             true
@@ -149,7 +149,7 @@ fn restore_terminal_settings(images: &[&ImageReader]) -> bool {
 /// in the background must not take the terminal from the shell).
 fn foreground_groups(images: &[&ImageReader]) -> std::collections::HashMap<u32, u32> {
     let mut out = std::collections::HashMap::new();
-    let mut outside_done = !dmtcp_supervisor::pty::in_foreground();
+    let mut outside_done = !dmtcp_supervisor::resources::pty::in_foreground();
     for r in images {
         let p = &r.meta().process;
         let Some(c) = p.ctty.as_ref().filter(|c| c.fg_vpgid != 0) else {
@@ -211,7 +211,7 @@ fn run() -> anyhow::Result<i32> {
         return Ok(0);
     }
     if args.no_lazy {
-        dmtcp_supervisor::lazy::disable();
+        dmtcp_supervisor::resources::memory::lazy::disable();
     }
     let images = open_images(&args.images)?;
     let first = images[0].top().meta().computation.clone();
@@ -245,10 +245,10 @@ fn run() -> anyhow::Result<i32> {
     // Its threads start here: after the signals the supervisor reads from
     // a signalfd are blocked (threads inherit the mask), before the restore
     // pins us to one CPU (threads inherit that too).
-    if dmtcp_supervisor::lazy::enabled() {
-        if let Err(e) = dmtcp_supervisor::lazy::prepare() {
+    if dmtcp_supervisor::resources::memory::lazy::enabled() {
+        if let Err(e) = dmtcp_supervisor::resources::memory::lazy::prepare() {
             tracing::debug!("no lazy restore: {e}");
-            dmtcp_supervisor::lazy::disable();
+            dmtcp_supervisor::resources::memory::lazy::disable();
         }
     }
     let shells = images.iter().map(shell_plan).collect();
@@ -260,7 +260,7 @@ fn run() -> anyhow::Result<i32> {
         .map(|(r, s)| {
             s.shm
                 .iter()
-                .map(|g| dmtcp_supervisor::sysvipc::load_pages(r, g))
+                .map(|g| dmtcp_supervisor::resources::sysv::load_pages(r, g))
                 .collect::<std::io::Result<Vec<_>>>()
                 .map(|bytes| (s, bytes))
         })
@@ -280,7 +280,7 @@ fn run() -> anyhow::Result<i32> {
     let kill_ns = || supervise::kill_and_reap(nsinit);
     // Corrupt page data found while a lazy restore brings pages in: the
     // program must not run on without them.
-    dmtcp_supervisor::lazy::on_fatal(move |msg| {
+    dmtcp_supervisor::resources::memory::lazy::on_fatal(move |msg| {
         // SAFETY: kill with integer arguments; nsinit is our child, and its
         // death takes every process of the namespace with it.
         unsafe { libc::kill(nsinit.0, libc::SIGKILL) };
@@ -322,7 +322,7 @@ fn run() -> anyhow::Result<i32> {
         }
     }
     // Pages still to come exist only in this process from now on.
-    let lifeline = dmtcp_supervisor::lazy::busy();
+    let lifeline = dmtcp_supervisor::resources::memory::lazy::busy();
     if lifeline {
         if let Err(e) = ctrl.lifeline(true) {
             kill_ns();
@@ -336,11 +336,11 @@ fn run() -> anyhow::Result<i32> {
             bail!("{e}");
         }
     }
-    dmtcp_supervisor::lazy::start_background();
+    dmtcp_supervisor::resources::memory::lazy::start_background();
     if on_terminal {
         // Another terminal, maybe of another size: full-screen programs
         // redraw on SIGWINCH.
-        if let Err(e) = dmtcp_supervisor::pty::signal_foreground(libc::SIGWINCH) {
+        if let Err(e) = dmtcp_supervisor::resources::pty::signal_foreground(libc::SIGWINCH) {
             tracing::warn!("SIGWINCH to the foreground group: {e}");
         }
     }
@@ -349,7 +349,7 @@ fn run() -> anyhow::Result<i32> {
     let destroyed: Vec<i32> = ipc
         .iter()
         .flat_map(|(s, _)| s.shm.iter())
-        .filter(|g| g.perm.mode & dmtcp_supervisor::sysvipc::SHM_DEST != 0)
+        .filter(|g| g.perm.mode & dmtcp_supervisor::resources::sysv::SHM_DEST != 0)
         .map(|g| g.perm.id)
         .collect();
     if !destroyed.is_empty() {

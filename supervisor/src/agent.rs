@@ -17,9 +17,9 @@ use std::collections::HashMap;
 use std::io;
 use std::time::Duration;
 
-use crate::freeze::FrozenProcess;
-use crate::pid::HostPid;
-use crate::procfs::{self, Mem};
+use crate::kernel::freeze::FrozenProcess;
+use crate::kernel::pid::HostPid;
+use crate::kernel::procfs::{self, Mem};
 
 #[path = "../../inject/src/abi.rs"]
 pub mod abi;

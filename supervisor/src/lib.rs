@@ -1,40 +1,24 @@
 //! The supervisor: launches a computation in its own pid (and user)
-//! namespace, freezes and captures its processes for checkpoints, and keeps
-//! the computation's link to the coordinator.
+//! namespace, freezes and captures its processes for checkpoints, restores
+//! them at restart, and keeps the computation's link to the coordinator.
 //!
-//! Kernel-facing modules (`dirty`, `ptrace`, `pty`, `remote`, `spawn`, `sys`) hold the
-//! `unsafe` code; the rest is ordinary Rust on top of them.
+//! Layers, each depending only on the ones above it in this list:
+//! - [`kernel`]: the one kernel-facing layer (ptrace, `/proc`, remote
+//!   syscalls, userfaultfd, raw socket calls, pid and address types). It
+//!   holds most of the `unsafe` code and imports nothing else of this crate.
+//! - [`resources`]: one module per kind of process state, capture and
+//!   restore side by side.
+//! - [`checkpoint`] and [`restart`]: the orchestrators that walk the kinds.
+//! - [`roles`]: one module per process role (launch, supervisor session,
+//!   pid 1 of the namespace).
 
 pub mod agent;
-pub mod capture;
+pub mod checkpoint;
 pub mod coord_args;
-pub mod dirty;
-pub mod fdrestore;
-pub mod fdshare;
-pub mod freeze;
-pub mod incremental;
-pub mod lazy;
-pub mod locks;
-pub mod mqueue;
-pub mod netcapture;
-pub mod netsys;
-pub mod nsinit;
-pub mod pageread;
-pub mod pid;
-pub mod procfs;
-pub mod ptrace;
-pub mod pty;
-pub mod remote;
-pub mod run_cli;
-pub mod session;
-pub mod sockets;
-pub mod sockrestore;
-pub mod spawn;
-pub mod supervise;
-pub mod sys;
-pub mod sysvipc;
-pub mod uffd;
-pub mod zombie;
+pub mod kernel;
+pub mod resources;
+pub mod restart;
+pub mod roles;
 
 /// Sets up `tracing` from `DMTCP_LOG` (default: warnings), to stderr.
 pub fn init_logging() {

@@ -1,3 +1,3 @@
 fn main() {
-    dmtcp_supervisor::nsinit::main()
+    dmtcp_supervisor::roles::nsinit::main()
 }

@@ -1,3 +1,3 @@
 fn main() {
-    dmtcp_supervisor::run_cli::main()
+    dmtcp_supervisor::roles::launch::main()
 }

@@ -1,0 +1,3 @@
+//! Checkpoint: capturing frozen processes into images.
+
+pub mod capture;

@@ -1,0 +1,413 @@
+//! Readers for the `/proc` files a checkpoint needs.
+//!
+//! Small hand-written parsers: each returns exactly the fields we use, with
+//! errors naming the file.
+
+use std::fs;
+use std::io::{self, Read, Seek, SeekFrom};
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+
+use crate::kernel::pid::HostPid;
+
+fn proc_path(pid: HostPid, rest: &str) -> PathBuf {
+    PathBuf::from(format!("/proc/{}/{rest}", pid.0))
+}
+
+fn read_string(pid: HostPid, rest: &str) -> io::Result<String> {
+    let p = proc_path(pid, rest);
+    fs::read_to_string(&p).map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", p.display())))
+}
+
+fn read_bytes(pid: HostPid, rest: &str) -> io::Result<Vec<u8>> {
+    let p = proc_path(pid, rest);
+    fs::read(&p).map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", p.display())))
+}
+
+fn bad(what: impl Into<String>) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, what.into())
+}
+
+/// One line of `/proc/PID/maps`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MapEntry {
+    pub start: u64,
+    pub end: u64,
+    pub read: bool,
+    pub write: bool,
+    pub exec: bool,
+    pub shared: bool,
+    pub offset: u64,
+    pub dev: u64,
+    pub inode: u64,
+    /// Path or pseudo name (`[heap]`, `[stack]`, `[vdso]`, ...); empty for anonymous.
+    pub name: String,
+}
+
+impl MapEntry {
+    pub fn prot(&self) -> u32 {
+        let mut p = 0;
+        if self.read {
+            p |= libc::PROT_READ as u32;
+        }
+        if self.write {
+            p |= libc::PROT_WRITE as u32;
+        }
+        if self.exec {
+            p |= libc::PROT_EXEC as u32;
+        }
+        p
+    }
+}
+
+pub fn parse_maps(text: &str) -> io::Result<Vec<MapEntry>> {
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let mut it = line.splitn(6, ' ');
+        let range = it.next().ok_or_else(|| bad(format!("maps line: {line}")))?;
+        let perms = it.next().ok_or_else(|| bad(format!("maps line: {line}")))?;
+        let offset = it.next().ok_or_else(|| bad(format!("maps line: {line}")))?;
+        let dev = it.next().ok_or_else(|| bad(format!("maps line: {line}")))?;
+        let inode = it.next().ok_or_else(|| bad(format!("maps line: {line}")))?;
+        let name = it.next().unwrap_or("").trim_start().to_string();
+        let (s, e) = range
+            .split_once('-')
+            .ok_or_else(|| bad(format!("maps range: {line}")))?;
+        let (maj, min) = dev
+            .split_once(':')
+            .ok_or_else(|| bad(format!("maps dev: {line}")))?;
+        let hex = |s: &str| u64::from_str_radix(s, 16).map_err(|_| bad(format!("maps: {line}")));
+        let pb = perms.as_bytes();
+        if pb.len() < 4 {
+            return Err(bad(format!("maps perms: {line}")));
+        }
+        let maj = hex(maj)?;
+        let min = hex(min)?;
+        out.push(MapEntry {
+            start: hex(s)?,
+            end: hex(e)?,
+            read: pb[0] == b'r',
+            write: pb[1] == b'w',
+            exec: pb[2] == b'x',
+            shared: pb[3] == b's',
+            offset: hex(offset)?,
+            dev: libc::makedev(maj as u32, min as u32),
+            inode: inode
+                .parse()
+                .map_err(|_| bad(format!("maps inode: {line}")))?,
+            name,
+        });
+    }
+    Ok(out)
+}
+
+pub fn maps(pid: HostPid) -> io::Result<Vec<MapEntry>> {
+    parse_maps(&read_string(pid, "maps")?)
+}
+
+/// VmFlags of each mapping from `/proc/PID/smaps`, keyed by start address.
+pub fn vm_flags(pid: HostPid) -> io::Result<Vec<(u64, Vec<String>)>> {
+    let text = read_string(pid, "smaps")?;
+    let mut out = Vec::new();
+    let mut cur: Option<u64> = None;
+    for line in text.lines() {
+        let Some(first) = line.split_whitespace().next() else {
+            continue;
+        };
+        if let Some(rest) = line.strip_prefix("VmFlags:") {
+            if let Some(start) = cur.take() {
+                out.push((start, rest.split_whitespace().map(String::from).collect()));
+            }
+        } else if !first.ends_with(':') {
+            if let Some((s, _)) = first.split_once('-') {
+                cur = u64::from_str_radix(s, 16).ok();
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Fields of `/proc/PID/stat` after the comm (index 0 = state, field 3).
+pub fn stat_fields(pid: HostPid) -> io::Result<Vec<String>> {
+    let text = read_string(pid, "stat")?;
+    let close = text
+        .rfind(')')
+        .ok_or_else(|| bad(format!("/proc/{pid}/stat: no comm")))?;
+    Ok(text[close + 1..]
+        .split_whitespace()
+        .map(String::from)
+        .collect())
+}
+
+/// A field of stat by its man-page number (1-based, field 1 = pid).
+pub fn stat_field(fields: &[String], n: usize) -> io::Result<u64> {
+    // fields[0] is field 3 (state)
+    fields
+        .get(n - 3)
+        .and_then(|s| s.parse::<i64>().ok())
+        .map(|v| v as u64)
+        .ok_or_else(|| bad(format!("/proc stat field {n} missing")))
+}
+
+/// `/proc/PID/status` as key/value pairs.
+pub fn status(pid: HostPid) -> io::Result<Vec<(String, String)>> {
+    Ok(read_string(pid, "status")?
+        .lines()
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.to_string(), v.trim().to_string()))
+        .collect())
+}
+
+pub fn status_of(pid: HostPid, tid: Option<HostPid>) -> io::Result<Vec<(String, String)>> {
+    match tid {
+        None => status(pid),
+        Some(t) => Ok(read_string(pid, &format!("task/{}/status", t.0))?
+            .lines()
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| (k.to_string(), v.trim().to_string()))
+            .collect()),
+    }
+}
+
+pub fn field<'a>(kv: &'a [(String, String)], key: &str) -> Option<&'a str> {
+    kv.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+}
+
+pub fn hex_field(kv: &[(String, String)], key: &str) -> u64 {
+    field(kv, key)
+        .and_then(|v| u64::from_str_radix(v, 16).ok())
+        .unwrap_or(0)
+}
+
+/// The innermost pid from an `NSpid:` value (the pid the process sees).
+pub fn innermost_pid(kv: &[(String, String)]) -> Option<i32> {
+    field(kv, "NSpid")?.split_whitespace().last()?.parse().ok()
+}
+
+/// Host tids of all threads of a process.
+pub fn tasks(pid: HostPid) -> io::Result<Vec<HostPid>> {
+    let p = proc_path(pid, "task");
+    let mut out = Vec::new();
+    for e in
+        fs::read_dir(&p).map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", p.display())))?
+    {
+        let e = e?;
+        if let Some(t) = e.file_name().to_str().and_then(|s| s.parse().ok()) {
+            out.push(HostPid(t));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Direct children of a process (all threads' children lists).
+pub fn children(pid: HostPid) -> io::Result<Vec<HostPid>> {
+    let mut out = Vec::new();
+    for t in tasks(pid)? {
+        if let Ok(s) = read_string(pid, &format!("task/{}/children", t.0)) {
+            out.extend(
+                s.split_whitespace()
+                    .filter_map(|x| x.parse().ok())
+                    .map(HostPid),
+            );
+        }
+    }
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
+/// All descendants of `root` (not including it), parents before children.
+pub fn descendants(root: HostPid) -> Vec<HostPid> {
+    let mut out = Vec::new();
+    let mut queue = vec![root];
+    while let Some(p) = queue.pop() {
+        if let Ok(kids) = children(p) {
+            for k in kids {
+                out.push(k);
+                queue.push(k);
+            }
+        }
+    }
+    out
+}
+
+pub fn comm(pid: HostPid, tid: Option<HostPid>) -> io::Result<String> {
+    let rest = match tid {
+        Some(t) => format!("task/{}/comm", t.0),
+        None => "comm".into(),
+    };
+    Ok(read_string(pid, &rest)?.trim_end_matches('\n').to_string())
+}
+
+pub fn cmdline(pid: HostPid) -> io::Result<Vec<Vec<u8>>> {
+    let b = read_bytes(pid, "cmdline")?;
+    let mut v: Vec<Vec<u8>> = b.split(|&c| c == 0).map(|s| s.to_vec()).collect();
+    if v.last().is_some_and(|s| s.is_empty()) {
+        v.pop();
+    }
+    Ok(v)
+}
+
+pub fn auxv(pid: HostPid) -> io::Result<Vec<u64>> {
+    let b = read_bytes(pid, "auxv")?;
+    Ok(b.chunks_exact(8)
+        .map(|c| u64::from_ne_bytes(c.try_into().expect("8 bytes")))
+        .collect())
+}
+
+pub fn link(pid: HostPid, rest: &str) -> io::Result<String> {
+    let p = proc_path(pid, rest);
+    fs::read_link(&p)
+        .map(|t| t.to_string_lossy().into_owned())
+        .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", p.display())))
+}
+
+pub fn personality(pid: HostPid) -> io::Result<u32> {
+    let s = read_string(pid, "personality")?;
+    u32::from_str_radix(s.trim(), 16).map_err(|_| bad(format!("/proc/{pid}/personality: {s}")))
+}
+
+/// Open fds of a process, ascending.
+pub fn fds(pid: HostPid) -> io::Result<Vec<i32>> {
+    let p = proc_path(pid, "fd");
+    let mut out = Vec::new();
+    for e in
+        fs::read_dir(&p).map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", p.display())))?
+    {
+        if let Some(n) = e?.file_name().to_str().and_then(|s| s.parse().ok()) {
+            out.push(n);
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// The whole text of `/proc/PID/fdinfo/FD`.
+pub fn fdinfo_text(pid: HostPid, fd: i32) -> io::Result<String> {
+    read_string(pid, &format!("fdinfo/{fd}"))
+}
+
+/// `pos` and `flags` of `/proc/PID/fdinfo/FD`.
+pub fn fdinfo(pid: HostPid, fd: i32) -> io::Result<(u64, i32)> {
+    let s = read_string(pid, &format!("fdinfo/{fd}"))?;
+    let mut pos = 0;
+    let mut flags = 0;
+    for l in s.lines() {
+        if let Some(v) = l.strip_prefix("pos:") {
+            pos = v.trim().parse().unwrap_or(0);
+        } else if let Some(v) = l.strip_prefix("flags:") {
+            flags = i32::from_str_radix(v.trim(), 8).unwrap_or(0);
+        }
+    }
+    Ok((pos, flags))
+}
+
+/// Pagemap bits.
+pub const PM_PRESENT: u64 = 1 << 63;
+pub const PM_SWAPPED: u64 = 1 << 62;
+pub const PM_FILE_OR_SHARED: u64 = 1 << 61;
+
+/// Reads pagemap entries for `[start, end)`.
+pub struct Pagemap {
+    file: fs::File,
+}
+
+impl Pagemap {
+    pub fn open(pid: HostPid) -> io::Result<Pagemap> {
+        let p = proc_path(pid, "pagemap");
+        let file = fs::File::open(&p)
+            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", p.display())))?;
+        Ok(Pagemap { file })
+    }
+
+    pub fn file(&self) -> &fs::File {
+        &self.file
+    }
+
+    pub fn entries(&self, start: u64, end: u64) -> io::Result<Vec<u64>> {
+        let n = ((end - start) / 4096) as usize;
+        let mut buf = vec![0u8; n * 8];
+        self.file.read_exact_at(&mut buf, (start / 4096) * 8)?;
+        Ok(buf
+            .chunks_exact(8)
+            .map(|c| u64::from_ne_bytes(c.try_into().expect("8 bytes")))
+            .collect())
+    }
+}
+
+/// `/proc/PID/mem` for reading or writing a stopped target's memory.
+pub struct Mem {
+    file: fs::File,
+    pid: HostPid,
+}
+
+impl Mem {
+    pub fn open(pid: HostPid, write: bool) -> io::Result<Mem> {
+        let p = proc_path(pid, "mem");
+        let file = fs::OpenOptions::new()
+            .read(true)
+            .write(write)
+            .open(&p)
+            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", p.display())))?;
+        Ok(Mem { file, pid })
+    }
+
+    pub fn read(&self, addr: u64, buf: &mut [u8]) -> io::Result<()> {
+        self.file.read_exact_at(buf, addr).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!(
+                    "reading {} bytes at {addr:#x} of pid {}: {e}",
+                    buf.len(),
+                    self.pid
+                ),
+            )
+        })
+    }
+
+    pub fn write(&self, addr: u64, buf: &[u8]) -> io::Result<()> {
+        self.file.write_all_at(buf, addr).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!(
+                    "writing {} bytes at {addr:#x} of pid {}: {e}",
+                    buf.len(),
+                    self.pid
+                ),
+            )
+        })
+    }
+
+    /// Reads a big run: `process_vm_readv` (faster), then `/proc/PID/mem`
+    /// for whatever it could not read (protected pages).
+    pub fn read_fast(&self, addr: u64, buf: &mut [u8]) -> io::Result<()> {
+        let done = crate::kernel::sys::vm_read(self.pid.0, addr, buf);
+        if done < buf.len() {
+            self.read(addr + done as u64, &mut buf[done..])?;
+        }
+        Ok(())
+    }
+
+    /// Writes a big run: `process_vm_writev` (faster), then `/proc/PID/mem`
+    /// for whatever it could not write (read-only pages).
+    pub fn write_fast(&self, addr: u64, buf: &[u8]) -> io::Result<()> {
+        let done = crate::kernel::sys::vm_write(self.pid.0, addr, buf);
+        if done < buf.len() {
+            self.write(addr + done as u64, &buf[done..])?;
+        }
+        Ok(())
+    }
+
+    /// Reads a NUL-terminated string of at most `max` bytes.
+    pub fn read_cstr(&mut self, addr: u64, max: usize) -> io::Result<Vec<u8>> {
+        let mut buf = vec![0u8; max];
+        self.file.seek(SeekFrom::Start(addr))?;
+        let n = self.file.read(&mut buf)?;
+        buf.truncate(n);
+        if let Some(z) = buf.iter().position(|&c| c == 0) {
+            buf.truncate(z);
+        }
+        Ok(buf)
+    }
+}

@@ -1,0 +1,284 @@
+//! Capture of TCP connections, UDP sockets and connected named unix sockets.
+//!
+//! At checkpoint every process is frozen. [`examine`] looks at each
+//! non-unix socket of the computation through a `pidfd_getfd` duplicate:
+//! family, type, TCP state, local and peer address. Two TCP sockets are the
+//! two ends of one connection when each one's (local, peer) is the other's
+//! (peer, local) (IPv4 and v4-mapped IPv6 addresses compare equal, so a
+//! dual-stack listener's connections pair too); a connection with only one end inside the computation
+//! stays unsupported. Before any receive queue is read, [`examine`] waits
+//! (bounded) until no end has bytes its peer has not acknowledged: on
+//! loopback, acknowledged bytes sit in the peer's receive queue, where a
+//! peek sees them. Bytes a sender still holds because its receiver's buffer
+//! is full are read from the sender's queue in TCP repair mode, which needs
+//! CAP_NET_ADMIN; without it such a checkpoint fails rather than lose data.
+//!
+//! `SO_REUSEADDR` is switched on for every end of an internal connection
+//! (the original value is saved in the image and put back at restart): the
+//! sockets the killed computation leaves in TIME_WAIT then do not keep the
+//! restarted ends from binding their old ports.
+//!
+//! [`capture`] then describes one fd: its addresses, options and the bytes
+//! waiting to be read (peeked, `MSG_PEEK` with `SO_PEEK_OFF`, once per
+//! socket).
+
+use std::collections::{HashMap, HashSet};
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+use dmtcp_image::FdKind;
+
+use crate::kernel::netsys::{self, TCP_CLOSE_WAIT, TCP_ESTABLISHED, TCP_FIN_WAIT1, TCP_FIN_WAIT2};
+use crate::kernel::pid::HostPid;
+use crate::resources::fdshare::FdContext;
+
+/// How long a frozen computation may wait for TCP bytes in flight to be
+/// acknowledged.
+const DRAIN_WAIT: Duration = Duration::from_secs(2);
+/// Polls (2 ms apart) with unsent bytes unchanged and none in flight after
+/// which a sender is taken to be blocked by a closed window.
+const STUCK_POLLS: u32 = 10;
+
+/// Computation-wide facts about TCP and UDP sockets.
+#[derive(Debug, Default)]
+pub struct NetShare {
+    /// Socket inode -> (connection id, end) for internal TCP connections.
+    tcp_pairs: HashMap<u64, (u64, u8)>,
+    /// Bytes a peer had not delivered yet, to append to this end's queue.
+    tcp_extra: HashMap<u64, Vec<u8>>,
+    /// The `SO_REUSEADDR` value the program had set.
+    tcp_reuse: HashMap<u64, bool>,
+    udp: HashSet<u64>,
+    /// TCP connections with one end outside: inode -> description.
+    outside: HashMap<u64, String>,
+}
+
+struct TcpEnd {
+    ino: u64,
+    dup: OwnedFd,
+    local: Vec<u8>,
+    peer: Vec<u8>,
+}
+
+/// Examines the sockets `(pid, fd, inode)` (one fd per socket, processes
+/// frozen) that are not unix sockets.
+pub fn examine(socks: &[(HostPid, i32, u64)]) -> io::Result<NetShare> {
+    let mut share = NetShare::default();
+    let mut tcp = Vec::new();
+    for &(pid, fd, ino) in socks {
+        let Ok(dup) = crate::kernel::sys::steal_fd(pid.0, fd) else {
+            continue;
+        };
+        let raw = dup.as_raw_fd();
+        let opt = |o| netsys::int_opt(raw, libc::SOL_SOCKET, o);
+        let Ok(family) = opt(libc::SO_DOMAIN) else {
+            continue;
+        };
+        if !matches!(family, libc::AF_INET | libc::AF_INET6) || opt(libc::SO_ACCEPTCONN)? != 0 {
+            continue;
+        }
+        let (sotype, proto) = (opt(libc::SO_TYPE)?, opt(libc::SO_PROTOCOL)?);
+        if sotype == libc::SOCK_DGRAM && proto == libc::IPPROTO_UDP {
+            share.udp.insert(ino);
+            continue;
+        }
+        if sotype != libc::SOCK_STREAM || proto != libc::IPPROTO_TCP {
+            continue;
+        }
+        let ctx = |e: io::Error| io::Error::new(e.kind(), format!("pid {} fd {fd}: {e}", pid.0));
+        let state = netsys::tcp_state(raw).map_err(ctx)?;
+        if !matches!(
+            state,
+            TCP_ESTABLISHED | TCP_FIN_WAIT1 | TCP_FIN_WAIT2 | TCP_CLOSE_WAIT
+        ) {
+            continue;
+        }
+        let local = netsys::sockaddr(raw, false).map_err(ctx)?;
+        let peer = netsys::sockaddr(raw, true).map_err(ctx)?;
+        if let (Some(local), Some(peer)) = (local, peer) {
+            tcp.push(TcpEnd {
+                ino,
+                dup,
+                local,
+                peer,
+            });
+        }
+    }
+    let key = |a: &[u8]| netsys::endpoint_key(a);
+    let by_addr: HashMap<_, usize> = tcp
+        .iter()
+        .enumerate()
+        .map(|(i, e)| ((key(&e.local), key(&e.peer)), i))
+        .collect();
+    let mut paired = Vec::new();
+    for (i, e) in tcp.iter().enumerate() {
+        match by_addr.get(&(key(&e.peer), key(&e.local))) {
+            Some(&j) if j != i => {
+                let id = e.ino.min(tcp[j].ino);
+                share.tcp_pairs.insert(e.ino, (id, u8::from(e.ino != id)));
+                paired.push((i, j));
+            }
+            _ => {
+                let what = format!(
+                    "TCP connection {} -> {}, peer outside the computation",
+                    netsys::describe(&e.local),
+                    netsys::describe(&e.peer)
+                );
+                tracing::warn!("{what}: not saved, it will be /dev/null after restart");
+                share.outside.insert(e.ino, what);
+            }
+        }
+    }
+    // Wait (frozen, bounded) for bytes in flight to be acknowledged. Bytes
+    // not even sent, that stay so while nothing is in flight, are held
+    // back by a closed receive window: no point waiting for those.
+    let deadline = Instant::now() + DRAIN_WAIT;
+    let mut waiting: Vec<(usize, usize, usize)> = Vec::new();
+    let mut last_unsent: Vec<usize> = Vec::new();
+    let mut steady = 0;
+    loop {
+        waiting.clear();
+        let mut in_flight = false;
+        let mut unsent = Vec::new();
+        for &(i, j) in &paired {
+            let raw = tcp[i].dup.as_raw_fd();
+            let n = netsys::unacked(raw)?;
+            if n > 0 {
+                let u = netsys::unsent(raw)?;
+                in_flight |= n > u;
+                unsent.push(u);
+                waiting.push((i, j, n));
+            }
+        }
+        steady = if !in_flight && unsent == last_unsent {
+            steady + 1
+        } else {
+            0
+        };
+        last_unsent = unsent;
+        if waiting.is_empty() || steady >= STUCK_POLLS || Instant::now() >= deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    for &(i, j, n) in &waiting {
+        // The receiver has no room: the bytes are still the sender's.
+        let bytes = netsys::peek_send_queue(&tcp[i].dup).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!(
+                    "TCP connection {} -> {}: {n} bytes sent are not yet in the receiver's queue (its buffer is full) and cannot be read without CAP_NET_ADMIN ({e}); checkpoint again once the receiver reads",
+                    netsys::describe(&tcp[i].local),
+                    netsys::describe(&tcp[i].peer)
+                ),
+            )
+        })?;
+        tracing::debug!(
+            "TCP {} -> {}: {} unsent bytes read from the send queue",
+            netsys::describe(&tcp[i].local),
+            netsys::describe(&tcp[i].peer),
+            bytes.len()
+        );
+        share.tcp_extra.insert(tcp[j].ino, bytes);
+    }
+    for &(i, _) in &paired {
+        let raw = tcp[i].dup.as_raw_fd();
+        let reuse = netsys::int_opt(raw, libc::SOL_SOCKET, libc::SO_REUSEADDR)? != 0;
+        share.tcp_reuse.insert(tcp[i].ino, reuse);
+        if !reuse {
+            netsys::set_int_opt(raw, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)?;
+        }
+    }
+    Ok(share)
+}
+
+impl NetShare {
+    pub fn tcp_pair(&self, ino: u64) -> Option<(u64, u8)> {
+        self.tcp_pairs.get(&ino).copied()
+    }
+}
+
+/// Describes fd `fd` of `pid` (socket inode `ino`) when it is an internal
+/// TCP connection end, a UDP socket or one end of a named unix pair.
+pub fn capture(
+    pid: HostPid,
+    fd: i32,
+    ino: u64,
+    flags: i32,
+    fdctx: &mut FdContext,
+) -> io::Result<Option<FdKind>> {
+    let ctx = |e: io::Error| io::Error::new(e.kind(), format!("socket fd {fd}: {e}"));
+    if let Some((id, end)) = fdctx.net.tcp_pair(ino) {
+        let dup = crate::kernel::sys::steal_fd(pid.0, fd)?;
+        let raw = dup.as_raw_fd();
+        let mut queued = Vec::new();
+        if fdctx.claim_socket_queue(ino) {
+            queued = crate::resources::unix::peek_queue(&dup, libc::SOCK_STREAM)
+                .map_err(ctx)?
+                .concat();
+            if let Some(extra) = fdctx.net.tcp_extra.get(&ino) {
+                queued.extend_from_slice(extra);
+            }
+        }
+        let state = netsys::tcp_state(raw).map_err(ctx)?;
+        let missing = || ctx(io::Error::other("the connection lost its address"));
+        return Ok(Some(FdKind::TcpConn {
+            id,
+            end,
+            family: netsys::int_opt(raw, libc::SOL_SOCKET, libc::SO_DOMAIN)?,
+            local: netsys::sockaddr(raw, false)?.ok_or_else(missing)?,
+            peer: netsys::sockaddr(raw, true)?.ok_or_else(missing)?,
+            flags,
+            queued,
+            shut_wr: matches!(state, TCP_FIN_WAIT1 | TCP_FIN_WAIT2),
+            nodelay: netsys::int_opt(raw, libc::IPPROTO_TCP, libc::TCP_NODELAY)? != 0,
+            keepalive: netsys::int_opt(raw, libc::SOL_SOCKET, libc::SO_KEEPALIVE)? != 0,
+            reuseaddr: fdctx.net.tcp_reuse.get(&ino).copied().unwrap_or(false),
+            rcvbuf: netsys::int_opt(raw, libc::SOL_SOCKET, libc::SO_RCVBUF)?,
+            sndbuf: netsys::int_opt(raw, libc::SOL_SOCKET, libc::SO_SNDBUF)?,
+        }));
+    }
+    if let Some(what) = fdctx.net.outside.get(&ino) {
+        return Ok(Some(FdKind::Unsupported { what: what.clone() }));
+    }
+    if fdctx.net.udp.contains(&ino) {
+        let dup = crate::kernel::sys::steal_fd(pid.0, fd)?;
+        let raw = dup.as_raw_fd();
+        let queued = if fdctx.claim_socket_queue(ino) {
+            netsys::peek_datagrams(&dup).map_err(ctx)?
+        } else {
+            Vec::new()
+        };
+        return Ok(Some(FdKind::Udp {
+            id: ino,
+            family: netsys::int_opt(raw, libc::SOL_SOCKET, libc::SO_DOMAIN)?,
+            local: netsys::sockaddr(raw, false)
+                .map_err(ctx)?
+                .ok_or_else(|| ctx(io::Error::other("no address")))?,
+            peer: netsys::sockaddr(raw, true).map_err(ctx)?,
+            flags,
+            queued,
+            reuseaddr: netsys::int_opt(raw, libc::SOL_SOCKET, libc::SO_REUSEADDR)? != 0,
+        }));
+    }
+    if let Some((id, end, sotype)) = fdctx.unix_pair(ino).filter(|_| fdctx.is_named_pair(ino)) {
+        let dup = crate::kernel::sys::steal_fd(pid.0, fd)?;
+        let queued = if fdctx.claim_socket_queue(ino) {
+            crate::resources::unix::peek_queue(&dup, sotype).map_err(ctx)?
+        } else {
+            Vec::new()
+        };
+        return Ok(Some(FdKind::UnixNamedPair {
+            id,
+            end,
+            sotype,
+            flags,
+            queued,
+            name: netsys::sockaddr(dup.as_raw_fd(), false)
+                .map_err(ctx)?
+                .unwrap_or_default(),
+        }));
+    }
+    Ok(None)
+}

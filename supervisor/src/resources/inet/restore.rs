@@ -1,0 +1,444 @@
+//! Restart side of TCP connections, UDP sockets and named unix pairs.
+//!
+//! nsinit restores every process of a computation on one host, so both ends
+//! of an internal connection are recreated here and joined locally; the
+//! coordinator's name service is not needed.
+//!
+//! - **TCP**: a temporary listener is bound to end 1's original address
+//!   (with `SO_REUSEADDR`), a socket bound to end 0's original address
+//!   connects to it, and the accepted socket becomes end 1: both ends keep
+//!   their `getsockname`/`getpeername`. When an address cannot be bound
+//!   (the port is taken by someone else), a fresh port of the same address
+//!   is used and a warning printed. Each end's saved bytes are sent from the
+//!   other end (buffers are enlarged first for large queues), then ends that had shut down writing do so again, and
+//!   `TCP_NODELAY`, `SO_KEEPALIVE` and `SO_REUSEADDR` are set as saved.
+//!   All of this happens before any listener of the computation is bound
+//!   again (a temporary listener cannot share a port with a real one).
+//! - **UDP**: every socket is recreated bound to its address and connected
+//!   to its peer; then queued datagrams are sent again to their socket from
+//!   the restored socket that had their source address (or a temporary
+//!   socket bound to it), so a connected receiver accepts them.
+//! - **Named unix pairs**: a temporary listener takes the named end's name
+//!   (a stale socket file at the path is replaced; a path that did not
+//!   exist is removed again afterwards), the other end connects (bound to
+//!   its own name if it had one) and the accepted socket becomes the named
+//!   end. If the name cannot be bound, a `socketpair` is used instead and
+//!   only the names differ (a warning says so).
+
+use std::collections::HashMap;
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::FileTypeExt;
+use std::time::Duration;
+
+use dmtcp_image::{FdEntry, FdKind};
+
+use crate::kernel::netsys;
+
+const WAIT: Duration = Duration::from_secs(5);
+
+fn warn(msg: String) {
+    eprintln!("dmtcp-restart: warning: {msg}");
+}
+
+/// The TCP, UDP and named unix sockets of a computation, made once each.
+#[derive(Default)]
+pub struct NetSockets {
+    tcp: HashMap<(u64, u8), OwnedFd>,
+    udp: HashMap<u64, OwnedFd>,
+    unix: HashMap<(u64, u8), OwnedFd>,
+}
+
+/// What the image says about one end of a connection (from whichever fd
+/// of it carries the queue).
+#[derive(Clone, Default)]
+struct End<'a> {
+    family: i32,
+    local: &'a [u8],
+    queued: &'a [u8],
+    shut_wr: bool,
+    nodelay: bool,
+    keepalive: bool,
+    reuseaddr: bool,
+    bufs: (i32, i32),
+    messages: &'a [Vec<u8>],
+}
+
+impl NetSockets {
+    pub fn create(entries: &[FdEntry]) -> io::Result<NetSockets> {
+        let mut net = NetSockets::default();
+        let mut tcp: HashMap<u64, [Option<End>; 2]> = HashMap::new();
+        let mut unix: HashMap<u64, (i32, [Option<End>; 2])> = HashMap::new();
+        let mut udp: Vec<&FdEntry> = Vec::new();
+        for e in entries {
+            match &e.kind {
+                FdKind::TcpConn {
+                    id,
+                    end,
+                    family,
+                    local,
+                    queued,
+                    shut_wr,
+                    nodelay,
+                    keepalive,
+                    reuseaddr,
+                    rcvbuf,
+                    sndbuf,
+                    ..
+                } => {
+                    let slot =
+                        &mut tcp.entry(*id).or_insert([None, None])[usize::from(*end).min(1)];
+                    if slot.as_ref().is_none_or(|s| s.queued.is_empty()) {
+                        *slot = Some(End {
+                            family: *family,
+                            local,
+                            queued,
+                            shut_wr: *shut_wr,
+                            nodelay: *nodelay,
+                            keepalive: *keepalive,
+                            reuseaddr: *reuseaddr,
+                            bufs: (*rcvbuf, *sndbuf),
+                            messages: &[],
+                        });
+                    }
+                }
+                FdKind::UnixNamedPair {
+                    id,
+                    end,
+                    sotype,
+                    queued,
+                    name,
+                    ..
+                } => {
+                    let slot = &mut unix.entry(*id).or_insert((*sotype, [None, None])).1
+                        [usize::from(*end).min(1)];
+                    if slot.as_ref().is_none_or(|s| s.messages.is_empty()) {
+                        *slot = Some(End {
+                            local: name,
+                            messages: queued,
+                            ..End::default()
+                        });
+                    }
+                }
+                FdKind::Udp { .. } => udp.push(e),
+                _ => {}
+            }
+        }
+        for (id, ends) in tcp {
+            let [Some(a), Some(b)] = ends else {
+                return Err(io::Error::other(format!(
+                    "tcp connection {id}: only one end is in the images"
+                )));
+            };
+            let pair = tcp_pair(&a, &b)
+                .map_err(|e| io::Error::new(e.kind(), format!("tcp connection {id}: {e}")))?;
+            let [s0, s1] = pair;
+            net.tcp.insert((id, 0), s0);
+            net.tcp.insert((id, 1), s1);
+        }
+        for (id, (sotype, ends)) in unix {
+            let [Some(a), Some(b)] = ends else {
+                return Err(io::Error::other(format!(
+                    "unix connection {id}: only one end is in the images"
+                )));
+            };
+            let [s0, s1] = unix_pair(id, sotype, &a, &b)
+                .map_err(|e| io::Error::new(e.kind(), format!("unix connection {id}: {e}")))?;
+            net.unix.insert((id, 0), s0);
+            net.unix.insert((id, 1), s1);
+        }
+        net.create_udp(&udp)?;
+        Ok(net)
+    }
+
+    fn create_udp(&mut self, entries: &[&FdEntry]) -> io::Result<()> {
+        // Actual local address of each socket, for re-queueing.
+        let mut locals: Vec<(u64, Vec<u8>)> = Vec::new();
+        for e in entries {
+            let FdKind::Udp {
+                id,
+                family,
+                local,
+                peer,
+                reuseaddr,
+                ..
+            } = &e.kind
+            else {
+                continue;
+            };
+            if self.udp.contains_key(id) {
+                continue;
+            }
+            let s = udp_socket(*family, local, peer.as_deref(), *reuseaddr).map_err(|err| {
+                io::Error::new(err.kind(), format!("udp socket fd {}: {err}", e.fd))
+            })?;
+            if let Some(a) = netsys::sockaddr(s.as_raw_fd(), false)? {
+                locals.push((*id, a));
+            }
+            self.udp.insert(*id, s);
+        }
+        for e in entries {
+            let FdKind::Udp { id, queued, .. } = &e.kind else {
+                continue;
+            };
+            let Some(to) = locals.iter().find(|(i, _)| i == id).map(|(_, a)| a) else {
+                continue;
+            };
+            let to = netsys::loopback_if_any(to);
+            for (from, data) in queued {
+                let sender = locals
+                    .iter()
+                    .find(|(_, a)| a == from || netsys::loopback_if_any(a) == *from)
+                    .and_then(|(i, _)| self.udp.get(i));
+                let result = match sender {
+                    Some(s) => netsys::send_to(s, data, &to),
+                    None => udp_socket(netsys::family(from), from, None, true)
+                        .and_then(|t| netsys::send_to(&t, data, &to)),
+                };
+                if let Err(err) = result {
+                    warn(format!(
+                        "fd {}: a queued UDP datagram from {} is dropped: {err}",
+                        e.fd,
+                        netsys::describe(from)
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn tcp(&self, id: u64, end: u8) -> Option<&OwnedFd> {
+        self.tcp.get(&(id, end))
+    }
+
+    pub fn udp(&self, id: u64) -> Option<&OwnedFd> {
+        self.udp.get(&id)
+    }
+
+    pub fn unix(&self, id: u64, end: u8) -> Option<&OwnedFd> {
+        self.unix.get(&(id, end))
+    }
+}
+
+fn reuse(s: &OwnedFd, on: bool) -> io::Result<()> {
+    netsys::set_int_opt(
+        s.as_raw_fd(),
+        libc::SOL_SOCKET,
+        libc::SO_REUSEADDR,
+        i32::from(on),
+    )
+}
+
+/// Binds `s` to `addr`, or to a fresh port of the same address (warning).
+fn bind_or_fresh(s: &OwnedFd, addr: &[u8], what: &str) -> io::Result<()> {
+    match netsys::bind(s, addr) {
+        Ok(()) => Ok(()),
+        Err(e) if netsys::port(addr) != 0 => {
+            warn(format!("{what}: {e}; a fresh port is used instead"));
+            netsys::bind(s, &netsys::with_port0(addr))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+fn udp_socket(
+    family: i32,
+    local: &[u8],
+    peer: Option<&[u8]>,
+    reuseaddr: bool,
+) -> io::Result<OwnedFd> {
+    let s = netsys::socket(family, libc::SOCK_DGRAM)?;
+    reuse(&s, true)?;
+    if netsys::port(local) != 0 {
+        bind_or_fresh(&s, local, "udp socket")?;
+    }
+    if let Some(p) = peer {
+        netsys::connect(&s, p)?;
+    }
+    reuse(&s, reuseaddr)?;
+    Ok(s)
+}
+
+/// Connects end `a` (end 0) to end `b` (end 1) through a temporary
+/// listener at `b`'s address; returns [end 0, end 1].
+fn tcp_pair(a: &End, b: &End) -> io::Result<[OwnedFd; 2]> {
+    let need = a.queued.len().max(b.queued.len());
+    let l = netsys::socket(b.family, libc::SOCK_STREAM)?;
+    reuse(&l, true)?;
+    // The accepted end inherits the listener's buffer sizes.
+    grow_buffers(&l, need);
+    bind_or_fresh(&l, b.local, "tcp connection")?;
+    netsys::listen(&l, 8)?;
+    // End 0 may see the address in the other family (IPv4 client of a
+    // dual-stack IPv6 listener).
+    let at = netsys::sockaddr(l.as_raw_fd(), false)?.unwrap_or_default();
+    let to = netsys::in_family(&at, a.family).ok_or_else(|| {
+        io::Error::other(format!(
+            "{} cannot be reached from family {}",
+            netsys::describe(&at),
+            a.family
+        ))
+    })?;
+    let connect_from = |addr: &[u8]| -> io::Result<OwnedFd> {
+        let c = netsys::socket(a.family, libc::SOCK_STREAM)?;
+        reuse(&c, true)?;
+        grow_buffers(&c, need);
+        netsys::bind(&c, addr)?;
+        netsys::connect(&c, &to)?;
+        Ok(c)
+    };
+    let c = match connect_from(a.local) {
+        Ok(c) => c,
+        Err(e) => {
+            warn(format!(
+                "tcp connection {}: {e}; a fresh port is used instead",
+                netsys::describe(a.local)
+            ));
+            connect_from(&netsys::with_port0(a.local))?
+        }
+    };
+    let key = |a: Option<Vec<u8>>| a.as_deref().and_then(netsys::endpoint_key);
+    let mine = key(netsys::sockaddr(c.as_raw_fd(), false)?);
+    // Only our connection is wanted (anyone may connect to the port).
+    let s = loop {
+        let s = netsys::accept(&l, WAIT)?;
+        if key(netsys::sockaddr(s.as_raw_fd(), true)?) == mine {
+            break s;
+        }
+    };
+    drop(l);
+    netsys::send_all(&c, b.queued, WAIT)?;
+    netsys::send_all(&s, a.queued, WAIT)?;
+    for (sock, end) in [(&c, a), (&s, b)] {
+        if end.shut_wr {
+            netsys::shutdown_write(sock)?;
+        }
+        let raw = sock.as_raw_fd();
+        netsys::set_int_opt(
+            raw,
+            libc::IPPROTO_TCP,
+            libc::TCP_NODELAY,
+            i32::from(end.nodelay),
+        )?;
+        netsys::set_int_opt(
+            raw,
+            libc::SOL_SOCKET,
+            libc::SO_KEEPALIVE,
+            i32::from(end.keepalive),
+        )?;
+        reuse(sock, end.reuseaddr)?;
+        if need > GROW_ABOVE {
+            // Back to the sizes of checkpoint time (the queue stays, the
+            // window opens as the program reads): enlarged buffers kept
+            // would let the queue grow at every checkpoint and restart.
+            set_buffers(sock, end.bufs.0 / 2, end.bufs.1 / 2);
+        }
+    }
+    Ok([c, s])
+}
+
+/// Queues larger than a fresh connection holds (receive window plus send
+/// buffer) need larger buffers, set before connecting so the window scale
+/// allows them: `SO_RCVBUFFORCE`/`SO_SNDBUFFORCE` (with CAP_NET_ADMIN),
+/// else `SO_RCVBUF`/`SO_SNDBUF` (capped by `rmem_max`/`wmem_max`). Best
+/// effort: a refill that still does not fit fails with its own error. After
+/// the refill such an end gets its checkpoint-time sizes back, fixed (no
+/// longer autotuned).
+fn grow_buffers(s: &OwnedFd, need: usize) {
+    if need <= GROW_ABOVE {
+        return;
+    }
+    let want = i32::try_from(need + GROW_ABOVE).unwrap_or(i32::MAX);
+    set_buffers(s, want, want);
+}
+
+/// Queues up to this size fit a fresh connection.
+const GROW_ABOVE: usize = 64 * 1024;
+
+/// `SO_RCVBUF`/`SO_SNDBUF` (forced when allowed), best effort.
+fn set_buffers(s: &OwnedFd, rcv: i32, snd: i32) {
+    for (force, plain, v) in [
+        (libc::SO_RCVBUFFORCE, libc::SO_RCVBUF, rcv),
+        (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF, snd),
+    ] {
+        let raw = s.as_raw_fd();
+        if v > 0 && netsys::set_int_opt(raw, libc::SOL_SOCKET, force, v).is_err() {
+            let _ = netsys::set_int_opt(raw, libc::SOL_SOCKET, plain, v);
+        }
+    }
+}
+
+/// A name of a unix socket: `sun_path` bytes (empty when unnamed).
+fn unix_path(name: &[u8]) -> &[u8] {
+    name.get(2..).unwrap_or(&[])
+}
+
+/// The file system path of a path name (not abstract, not unnamed).
+fn fs_path(name: &[u8]) -> Option<std::path::PathBuf> {
+    let p = unix_path(name);
+    if p.first().is_none_or(|&c| c == 0) {
+        return None;
+    }
+    let end = p.iter().position(|&c| c == 0).unwrap_or(p.len());
+    Some(std::path::Path::new(std::ffi::OsStr::from_bytes(&p[..end])).to_path_buf())
+}
+
+/// Binds a unix socket to `name`, replacing a stale socket file; returns
+/// whether a path was created that did not exist before.
+fn bind_unix(s: &OwnedFd, name: &[u8]) -> io::Result<Option<std::path::PathBuf>> {
+    let path = fs_path(name);
+    let mut created = None;
+    if let Some(p) = &path {
+        match std::fs::symlink_metadata(p) {
+            Ok(m) if m.file_type().is_socket() => std::fs::remove_file(p)?,
+            Ok(_) => {
+                return Err(io::Error::other(format!(
+                    "{} exists and is not a socket",
+                    p.display()
+                )))
+            }
+            Err(_) => created = Some(p.clone()),
+        }
+    }
+    netsys::bind(s, name)?;
+    Ok(created)
+}
+
+fn unix_pair(id: u64, sotype: i32, a: &End, b: &End) -> io::Result<[OwnedFd; 2]> {
+    // The named end (end 1 when both are) is the one a listener accepted.
+    let server_is_b = !unix_path(b.local).is_empty();
+    let (srv, cli) = if server_is_b { (b, a) } else { (a, b) };
+    let joined = (|| -> io::Result<(OwnedFd, OwnedFd)> {
+        let l = netsys::socket(libc::AF_UNIX, sotype)?;
+        let made = bind_unix(&l, srv.local)?;
+        let result = (|| {
+            netsys::listen(&l, 8)?;
+            let c = netsys::socket(libc::AF_UNIX, sotype)?;
+            if !unix_path(cli.local).is_empty() {
+                bind_unix(&c, cli.local)?;
+            }
+            netsys::connect(&c, srv.local)?;
+            let s = netsys::accept(&l, WAIT)?;
+            Ok((c, s))
+        })();
+        if let Some(p) = made {
+            let _ = std::fs::remove_file(p);
+        }
+        result
+    })();
+    let (c, s) = match joined {
+        Ok(cs) => cs,
+        Err(e) => {
+            warn(format!(
+                "unix connection {id} to {}: {e}; restored as a socket pair without names",
+                netsys::describe(srv.local)
+            ));
+            let [x, y] = crate::resources::unix::socketpair(sotype)?;
+            (x, y)
+        }
+    };
+    crate::resources::unix::refill(&c, srv.messages)?;
+    crate::resources::unix::refill(&s, cli.messages)?;
+    Ok(if server_is_b { [c, s] } else { [s, c] })
+}

@@ -1,0 +1,283 @@
+//! Which pages a process wrote since its previous checkpoint, for
+//! incremental checkpoints.
+//!
+//! This kernel has no soft-dirty bits. Instead each tracked process gets a
+//! userfaultfd in asynchronous write-protect mode (`UFFD_FEATURE_WP_ASYNC`):
+//! the kernel resolves write faults on protected pages by itself, so the
+//! program never waits, and only clears the page's write-protect bit.
+//! At each freeze the `PAGEMAP_SCAN` ioctl on `/proc/PID/pagemap` lists the
+//! pages whose bit is clear (`PAGE_IS_WRITTEN`) and protects them again in
+//! the same walk (`PM_SCAN_WP_MATCHING`).
+//!
+//! The userfaultfd is created inside the process by an injected syscall
+//! (it is bound to the caller's mm), copied here with `pidfd_getfd` and
+//! closed in the process at once: the program never sees an extra fd. All
+//! later ioctls (registering new mappings, scanning) work from here. A
+//! mapping is only ever scanned if we registered it; pages outside ranges
+//! registered before this freeze never count as unchanged.
+
+use std::collections::HashMap;
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+
+use crate::kernel::pid::HostPid;
+use crate::kernel::procfs::MapEntry;
+use crate::kernel::uffd::{self, UFFDIO_REGISTER_MODE_WP, UFFD_FEATURE_WP_ASYNC};
+
+/// `userfaultfd` flag: faults from user space only (what unprivileged
+/// processes may ask for; asynchronous write-protect needs nothing more).
+pub const UFFD_USER_MODE_ONLY: u64 = 1;
+/// `_IOWR('f', 16, struct pm_scan_arg)`.
+const PAGEMAP_SCAN: u64 = 0xc060_6610;
+const PM_SCAN_WP_MATCHING: u64 = 1 << 0;
+const PAGE_IS_WRITTEN: u64 = 1 << 1;
+
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct PageRegion {
+    start: u64,
+    end: u64,
+    categories: u64,
+}
+
+#[repr(C)]
+#[derive(Default)]
+struct PmScanArg {
+    size: u64,
+    flags: u64,
+    start: u64,
+    end: u64,
+    walk_end: u64,
+    vec: u64,
+    vec_len: u64,
+    max_pages: u64,
+    category_inverted: u64,
+    category_mask: u64,
+    category_anyof_mask: u64,
+    return_mask: u64,
+}
+
+const _: () = assert!(std::mem::size_of::<PmScanArg>() == 96);
+
+/// What one freeze learned about a process's memory.
+#[derive(Debug, Default)]
+pub struct Written {
+    /// Ranges registered before this freeze: only pages inside them can
+    /// have stayed unchanged. Sorted, disjoint.
+    tracked: Vec<(u64, u64)>,
+    /// Ranges written since the previous freeze. Sorted, disjoint.
+    written: Vec<(u64, u64)>,
+}
+
+impl Written {
+    /// Per page of `[start, end)`: whether it is unchanged since the
+    /// previous checkpoint (tracked all along and not written).
+    pub fn unchanged(&self, start: u64, end: u64) -> Vec<bool> {
+        let n = ((end - start) / 4096) as usize;
+        let mut out = vec![false; n];
+        let mut mark = |ranges: &[(u64, u64)], v: bool| {
+            let first = ranges.partition_point(|r| r.1 <= start);
+            for &(s, e) in ranges[first..].iter().take_while(|r| r.0 < end) {
+                let a = ((s.max(start) - start) / 4096) as usize;
+                let b = ((e.min(end) - start) / 4096) as usize;
+                out[a..b].fill(v);
+            }
+        };
+        mark(&self.tracked, true);
+        mark(&self.written, false);
+        out
+    }
+}
+
+/// One tracked process.
+struct Tracked {
+    uffd: OwnedFd,
+    /// Ranges registered with `uffd`, as the mappings were at the last freeze.
+    registered: Vec<(u64, u64)>,
+}
+
+/// Dirty-page tracking for the processes of a computation.
+#[derive(Default)]
+pub struct DirtyTracker {
+    procs: HashMap<HostPid, Tracked>,
+}
+
+/// Mappings worth tracking: private memory whose pages the image saves.
+/// Shared memory is always saved whole; special mappings, hugetlb and
+/// `MADV_DONTFORK`/`WIPEONFORK` ones are left alone.
+fn trackable(m: &MapEntry, flags: &[String]) -> bool {
+    !m.shared
+        && !matches!(
+            m.name.as_str(),
+            "[vdso]" | "[vvar]" | "[vvar_vclock]" | "[vsyscall]"
+        )
+        && !flags
+            .iter()
+            .any(|f| matches!(f.as_str(), "io" | "pf" | "ht" | "dc" | "wf"))
+}
+
+impl DirtyTracker {
+    /// Whether `pid` needs a new userfaultfd made at this freeze.
+    pub fn needs_uffd(&self, pid: HostPid) -> bool {
+        !self.procs.contains_key(&pid)
+    }
+
+    /// Forgets processes that are gone.
+    pub fn retain(&mut self, alive: &[HostPid]) {
+        self.procs.retain(|p, _| alive.contains(p));
+    }
+
+    /// Forgets `pid`: its next checkpoint is a full one.
+    pub fn forget(&mut self, pid: HostPid) {
+        self.procs.remove(&pid);
+    }
+
+    /// At a freeze of `pid`: registers mappings not yet tracked, and reads
+    /// and resets the written pages of every tracked one. `uffd` is the
+    /// process's new userfaultfd when [`needs_uffd`](Self::needs_uffd) said so.
+    /// `maps` pairs each mapping with its `VmFlags`.
+    pub fn scan(
+        &mut self,
+        pid: HostPid,
+        uffd: Option<OwnedFd>,
+        maps: &[(&MapEntry, &[String])],
+    ) -> io::Result<Written> {
+        if let Some(fd) = uffd {
+            enable_wp_async(&fd)
+                .map_err(|e| io::Error::new(e.kind(), format!("userfaultfd API: {e}")))?;
+            self.procs.insert(
+                pid,
+                Tracked {
+                    uffd: fd,
+                    registered: Vec::new(),
+                },
+            );
+        }
+        let t = self
+            .procs
+            .get_mut(&pid)
+            .ok_or_else(|| io::Error::other("process not tracked"))?;
+        let before = std::mem::take(&mut t.registered);
+        let mut now = Vec::new();
+        for (m, flags) in maps {
+            if !trackable(m, flags) {
+                continue;
+            }
+            // "uw": registered for write-protect. Ours only if inside a range
+            // we registered; a program's own userfaultfd is left alone.
+            let ours = flags.iter().any(|f| f == "uw")
+                && before.iter().any(|&(s, e)| s <= m.start && m.end <= e);
+            if !ours {
+                if let Err(e) = register(&t.uffd, m.start, m.end - m.start) {
+                    if e.raw_os_error() == Some(libc::ESRCH) {
+                        // The mm the userfaultfd was made for is gone (exec).
+                        self.procs.remove(&pid);
+                        return Err(io::Error::new(
+                            e.kind(),
+                            "the process exec'd since it was tracked".to_string(),
+                        ));
+                    }
+                    tracing::debug!(
+                        "pid {pid}: not tracking {:#x}-{:#x} {}: {e}",
+                        m.start,
+                        m.end,
+                        m.name
+                    );
+                    continue;
+                }
+            }
+            now.push((m.start, m.end));
+        }
+        let pagemap = crate::kernel::procfs::Pagemap::open(pid)?;
+        let mut written = Vec::new();
+        for &(s, e) in &now {
+            scan_and_protect(pagemap.file(), s, e, &mut written).map_err(|err| {
+                io::Error::new(err.kind(), format!("PAGEMAP_SCAN {s:#x}-{e:#x}: {err}"))
+            })?;
+        }
+        let t = self.procs.get_mut(&pid).expect("tracked above");
+        t.registered = merge(now);
+        Ok(Written {
+            tracked: merge(before),
+            written: merge(written),
+        })
+    }
+}
+
+/// Sorts and joins adjacent ranges.
+fn merge(mut v: Vec<(u64, u64)>) -> Vec<(u64, u64)> {
+    v.sort_unstable();
+    let mut out: Vec<(u64, u64)> = Vec::with_capacity(v.len());
+    for (s, e) in v {
+        match out.last_mut() {
+            Some(last) if last.1 >= s => last.1 = last.1.max(e),
+            _ => out.push((s, e)),
+        }
+    }
+    out
+}
+
+fn enable_wp_async(uffd: &OwnedFd) -> io::Result<()> {
+    uffd::api(uffd.as_raw_fd(), UFFD_FEATURE_WP_ASYNC)
+}
+
+fn register(fd: &OwnedFd, start: u64, len: u64) -> io::Result<()> {
+    // The range is in the tracked process's mm (the userfaultfd's), not ours.
+    uffd::register(fd.as_raw_fd(), start, len, UFFDIO_REGISTER_MODE_WP)
+}
+
+/// Appends the written ranges of `[start, end)` to `out` and write-protects
+/// them again, in one walk (resumed when the result buffer fills up).
+fn scan_and_protect(
+    pagemap: &std::fs::File,
+    start: u64,
+    end: u64,
+    out: &mut Vec<(u64, u64)>,
+) -> io::Result<()> {
+    let mut regions = vec![PageRegion::default(); 1024];
+    let mut from = start;
+    while from < end {
+        let mut arg = PmScanArg {
+            size: std::mem::size_of::<PmScanArg>() as u64,
+            flags: PM_SCAN_WP_MATCHING,
+            start: from,
+            end,
+            vec: regions.as_mut_ptr() as u64,
+            vec_len: regions.len() as u64,
+            category_mask: PAGE_IS_WRITTEN,
+            return_mask: PAGE_IS_WRITTEN,
+            ..Default::default()
+        };
+        // SAFETY: PAGEMAP_SCAN reads `arg` and writes at most `vec_len`
+        // page_region structs to `vec`, which points into `regions`.
+        let n = unsafe { libc::ioctl(pagemap.as_raw_fd(), PAGEMAP_SCAN as _, &mut arg) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        out.extend(regions[..n as usize].iter().map(|r| (r.start, r.end)));
+        if arg.walk_end <= from {
+            return Err(io::Error::other("the walk made no progress"));
+        }
+        from = arg.walk_end;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unchanged_means_tracked_and_not_written() {
+        let w = Written {
+            tracked: vec![(0x1000, 0x5000)],
+            written: vec![(0x2000, 0x3000), (0x6000, 0x7000)],
+        };
+        assert_eq!(
+            w.unchanged(0x0, 0x7000),
+            vec![false, true, false, true, true, false, false]
+        );
+        assert_eq!(w.unchanged(0x3000, 0x4000), vec![true]);
+        assert_eq!(merge(vec![(5, 6), (1, 2), (2, 4)]), vec![(1, 4), (5, 6)]);
+    }
+}

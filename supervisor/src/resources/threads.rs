@@ -1,0 +1,317 @@
+//! The per-thread kernel state of restored threads, set by the threads
+//! themselves, all at once.
+//!
+//! Each new thread (made by an injected `clone3` and stopped) runs a short
+//! piece of code, [`THREAD_SETUP_CODE`], with `r12` pointing at its own slot
+//! and `r13` at a block shared by all: `set_tid_address`, `set_robust_list`,
+//! `sigaltstack`, `rseq`, `prctl(PR_SET_NAME)`, the bounding-set drops,
+//! `PR_CAP_AMBIENT_CLEAR_ALL`, `capset`, the ambient raises, then `int3`.
+//! One stop per thread instead of a dozen injected syscalls (each a full
+//! ptrace round trip), and the threads run it together. Every result is
+//! written back to the slot and checked here.
+
+use std::io;
+
+use crate::kernel::pid::HostPid;
+use crate::kernel::procfs::Mem;
+use crate::kernel::ptrace::{self, Stop};
+use crate::kernel::remote::Injector;
+use dmtcp_image::{Capabilities, ThreadState, PAGE_SIZE};
+
+/// Where things go in the mapping made for the setup.
+const CODE_OFF: u64 = 0;
+const CAPS_OFF: u64 = 512;
+const SLOTS_OFF: u64 = 576;
+/// One thread's slot: inputs in words 0..12, results from word 13.
+const SLOT: u64 = 160;
+
+/// x86-64 code run by every new thread; assembled from:
+///
+/// ```text
+/// mov eax, SYS_set_tid_address; mov rdi, [r12]; syscall
+/// mov rdi, [r12+8]; test rdi, rdi; jz 1f           # robust list head
+/// mov eax, SYS_set_robust_list; mov rsi, [r12+16]; syscall; mov [r12+104], rax
+/// 1: mov eax, SYS_sigaltstack; lea rdi, [r12+24]; xor esi, esi; syscall; mov [r12+112], rax
+/// mov rdi, [r12+48]; test rdi, rdi; jz 2f          # rseq area
+/// mov eax, SYS_rseq; mov esi, [r12+56]; xor edx, edx; mov r10d, [r12+64]; syscall; mov [r12+120], rax
+/// 2: mov eax, SYS_prctl; mov edi, PR_SET_NAME; lea rsi, [r12+80]; syscall; mov [r12+128], rax
+/// for each bit c of [r13+32]: prctl(PR_CAPBSET_DROP, c), result or'ed into [r12+136]
+/// prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0), or'ed into [r12+136]
+/// mov eax, SYS_capset; mov rdi, r13; lea rsi, [r13+8]; syscall; mov [r12+144], rax
+/// for each bit c of [r13+40]: prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, c, 0, 0), or'ed into [r12+136]
+/// int3
+/// ```
+/// (Failed calls return -errno: or'ed together they stay negative.)
+const THREAD_SETUP_CODE: [u8; 273] = [
+    0xb8, 0xda, 0x00, 0x00, 0x00, // 0: mov eax,0xda
+    0x49, 0x8b, 0x3c, 0x24, // 5: mov rdi,[r12]
+    0x0f, 0x05, // 9: syscall
+    0x49, 0x8b, 0x7c, 0x24, 0x08, // b: mov rdi,[r12+0x8]
+    0x48, 0x85, 0xff, // 10: test rdi,rdi
+    0x74, 0x11, // 13: je 26
+    0xb8, 0x11, 0x01, 0x00, 0x00, // 15: mov eax,0x111
+    0x49, 0x8b, 0x74, 0x24, 0x10, // 1a: mov rsi,[r12+0x10]
+    0x0f, 0x05, // 1f: syscall
+    0x49, 0x89, 0x44, 0x24, 0x68, // 21: mov [r12+0x68],rax
+    0xb8, 0x83, 0x00, 0x00, 0x00, // 26: mov eax,0x83
+    0x49, 0x8d, 0x7c, 0x24, 0x18, // 2b: lea rdi,[r12+0x18]
+    0x31, 0xf6, // 30: xor esi,esi
+    0x0f, 0x05, // 32: syscall
+    0x49, 0x89, 0x44, 0x24, 0x70, // 34: mov [r12+0x70],rax
+    0x49, 0x8b, 0x7c, 0x24, 0x30, // 39: mov rdi,[r12+0x30]
+    0x48, 0x85, 0xff, // 3e: test rdi,rdi
+    0x74, 0x18, // 41: je 5b
+    0xb8, 0x4e, 0x01, 0x00, 0x00, // 43: mov eax,0x14e
+    0x41, 0x8b, 0x74, 0x24, 0x38, // 48: mov esi,[r12+0x38]
+    0x31, 0xd2, // 4d: xor edx,edx
+    0x45, 0x8b, 0x54, 0x24, 0x40, // 4f: mov r10d,[r12+0x40]
+    0x0f, 0x05, // 54: syscall
+    0x49, 0x89, 0x44, 0x24, 0x78, // 56: mov [r12+0x78],rax
+    0xb8, 0x9d, 0x00, 0x00, 0x00, // 5b: mov eax,0x9d
+    0xbf, 0x0f, 0x00, 0x00, 0x00, // 60: mov edi,0xf
+    0x49, 0x8d, 0x74, 0x24, 0x50, // 65: lea rsi,[r12+0x50]
+    0x0f, 0x05, // 6a: syscall
+    0x49, 0x89, 0x84, 0x24, 0x80, 0x00, 0x00, 0x00, // 6c: mov [r12+0x80],rax
+    0x4d, 0x8b, 0x75, 0x20, // 74: mov r14,[r13+0x20]
+    0x45, 0x31, 0xff, // 78: xor r15d,r15d
+    0x4d, 0x0f, 0xa3, 0xfe, // 7b: bt r14,r15
+    0x73, 0x17, // 7f: jae 98
+    0xb8, 0x9d, 0x00, 0x00, 0x00, // 81: mov eax,0x9d
+    0xbf, 0x18, 0x00, 0x00, 0x00, // 86: mov edi,0x18
+    0x4c, 0x89, 0xfe, // 8b: mov rsi,r15
+    0x0f, 0x05, // 8e: syscall
+    0x49, 0x09, 0x84, 0x24, 0x88, 0x00, 0x00, 0x00, // 90: or [r12+0x88],rax
+    0x49, 0xff, 0xc7, // 98: inc r15
+    0x49, 0x83, 0xff, 0x40, // 9b: cmp r15,0x40
+    0x72, 0xda, // 9f: jb 7b
+    0xb8, 0x9d, 0x00, 0x00, 0x00, // a1: mov eax,0x9d
+    0xbf, 0x2f, 0x00, 0x00, 0x00, // a6: mov edi,0x2f
+    0xbe, 0x04, 0x00, 0x00, 0x00, // ab: mov esi,0x4
+    0x31, 0xd2, // b0: xor edx,edx
+    0x45, 0x31, 0xd2, // b2: xor r10d,r10d
+    0x45, 0x31, 0xc0, // b5: xor r8d,r8d
+    0x0f, 0x05, // b8: syscall
+    0x49, 0x09, 0x84, 0x24, 0x88, 0x00, 0x00, 0x00, // ba: or [r12+0x88],rax
+    0xb8, 0x7e, 0x00, 0x00, 0x00, // c2: mov eax,0x7e
+    0x4c, 0x89, 0xef, // c7: mov rdi,r13
+    0x49, 0x8d, 0x75, 0x08, // ca: lea rsi,[r13+0x8]
+    0x0f, 0x05, // ce: syscall
+    0x49, 0x89, 0x84, 0x24, 0x90, 0x00, 0x00, 0x00, // d0: mov [r12+0x90],rax
+    0x4d, 0x8b, 0x75, 0x28, // d8: mov r14,[r13+0x28]
+    0x45, 0x31, 0xff, // dc: xor r15d,r15d
+    0x4d, 0x0f, 0xa3, 0xfe, // df: bt r14,r15
+    0x73, 0x22, // e3: jae 107
+    0xb8, 0x9d, 0x00, 0x00, 0x00, // e5: mov eax,0x9d
+    0xbf, 0x2f, 0x00, 0x00, 0x00, // ea: mov edi,0x2f
+    0xbe, 0x02, 0x00, 0x00, 0x00, // ef: mov esi,0x2
+    0x4c, 0x89, 0xfa, // f4: mov rdx,r15
+    0x45, 0x31, 0xd2, // f7: xor r10d,r10d
+    0x45, 0x31, 0xc0, // fa: xor r8d,r8d
+    0x0f, 0x05, // fd: syscall
+    0x49, 0x09, 0x84, 0x24, 0x88, 0x00, 0x00, 0x00, // ff: or [r12+0x88],rax
+    0x49, 0xff, 0xc7, // 107: inc r15
+    0x49, 0x83, 0xff, 0x40, // 10a: cmp r15,0x40
+    0x72, 0xcf, // 10e: jb df
+    0xcc, // 110: int3
+];
+
+/// `capset`'s arguments for the calling thread: the v3 header {version,
+/// pid 0} at 0, then two {effective, permitted, inheritable} at 8.
+pub(crate) fn capset_args(caps: &Capabilities) -> Vec<u8> {
+    let lo = |x: u64| (x & 0xffff_ffff) as u32;
+    let hi = |x: u64| (x >> 32) as u32;
+    let words: [u32; 8] = [
+        0x2008_0522, // _LINUX_CAPABILITY_VERSION_3
+        0,           // this thread
+        lo(caps.effective),
+        lo(caps.permitted),
+        lo(caps.inheritable),
+        hi(caps.effective),
+        hi(caps.permitted),
+        hi(caps.inheritable),
+    ];
+    words.iter().flat_map(|w| w.to_ne_bytes()).collect()
+}
+
+/// The shared block at `r13`: capset header and data, the bounding
+/// capabilities to drop, the ambient ones to raise.
+fn caps_block(caps: &Capabilities, drop_bounding: u64) -> Vec<u8> {
+    let mut b = capset_args(caps);
+    b.extend_from_slice(&drop_bounding.to_ne_bytes());
+    b.extend_from_slice(&caps.ambient.to_ne_bytes());
+    b
+}
+
+/// One thread's slot (inputs; results start zeroed).
+fn slot(t: &ThreadState) -> Vec<u8> {
+    let (sp, flags, size) = t.sigaltstack;
+    // Without a saved alternate stack it is disabled explicitly (the thread
+    // would otherwise keep whatever it inherited).
+    let (sp, flags, size) = if flags & libc::SS_DISABLE == 0 && sp != 0 {
+        (sp, flags & !libc::SS_ONSTACK, size)
+    } else {
+        (0, libc::SS_DISABLE, 0)
+    };
+    let (rseq_addr, rseq_len, rseq_sig) = t
+        .rseq
+        .map_or((0, 0, 0), |r| (r.addr, r.len as u64, r.signature as u64));
+    let mut name = [0u8; 16];
+    let n = t.name.len().min(15);
+    name[..n].copy_from_slice(&t.name.as_bytes()[..n]);
+    let words: [u64; 10] = [
+        t.clear_child_tid,
+        t.robust_list.0,
+        t.robust_list.1,
+        sp,
+        flags as u32 as u64,
+        size,
+        rseq_addr,
+        rseq_len,
+        rseq_sig,
+        0,
+    ];
+    let mut b: Vec<u8> = words.iter().flat_map(|w| w.to_ne_bytes()).collect();
+    b.extend_from_slice(&name);
+    b.resize(SLOT as usize, 0);
+    b
+}
+
+/// A result word of a slot read back.
+fn word(b: &[u8], off: usize) -> i64 {
+    i64::from_ne_bytes(b[off..off + 8].try_into().expect("8 bytes"))
+}
+
+/// Runs the setup code in every thread of `threads` (new, stopped, traced
+/// by us; not the leader), through a scratch mapping made and removed by
+/// `leader`. `drop_bounding` are the bounding capabilities each thread
+/// must give up.
+pub fn setup_threads(
+    leader: &mut Injector,
+    mem: &Mem,
+    threads: &[(&ThreadState, HostPid)],
+    caps: &Capabilities,
+    drop_bounding: u64,
+) -> io::Result<()> {
+    if threads.is_empty() {
+        return Ok(());
+    }
+    let len = (SLOTS_OFF + threads.len() as u64 * SLOT).next_multiple_of(PAGE_SIZE);
+    let area = leader.syscall(
+        libc::SYS_mmap,
+        [
+            0,
+            len,
+            (libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC) as u64,
+            (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64,
+            u64::MAX,
+            0,
+        ],
+    )?;
+    let result = run(area, mem, threads, caps, drop_bounding);
+    let unmap = leader.syscall(libc::SYS_munmap, [area, len, 0, 0, 0, 0]);
+    result?;
+    unmap.map(|_| ())
+}
+
+fn run(
+    area: u64,
+    mem: &Mem,
+    threads: &[(&ThreadState, HostPid)],
+    caps: &Capabilities,
+    drop_bounding: u64,
+) -> io::Result<()> {
+    let mut bytes = vec![0u8; (SLOTS_OFF + threads.len() as u64 * SLOT) as usize];
+    bytes[CODE_OFF as usize..CODE_OFF as usize + THREAD_SETUP_CODE.len()]
+        .copy_from_slice(&THREAD_SETUP_CODE);
+    let cb = caps_block(caps, drop_bounding);
+    bytes[CAPS_OFF as usize..CAPS_OFF as usize + cb.len()].copy_from_slice(&cb);
+    for (i, (t, _)) in threads.iter().enumerate() {
+        let at = (SLOTS_OFF + i as u64 * SLOT) as usize;
+        bytes[at..at + SLOT as usize].copy_from_slice(&slot(t));
+    }
+    mem.write(area, &bytes)?;
+    // Start them all, then collect them all.
+    for (i, (_, tid)) in threads.iter().enumerate() {
+        let mut r = ptrace::get_regs(*tid)?;
+        r.rip = area + CODE_OFF;
+        r.r12 = area + SLOTS_OFF + i as u64 * SLOT;
+        r.r13 = area + CAPS_OFF;
+        r.orig_rax = u64::MAX; // no syscall restart on the way out
+        r.eflags &= !(0x100 | 0x400);
+        ptrace::set_regs(*tid, &r)?;
+        ptrace::cont(*tid, 0)?;
+    }
+    for (t, tid) in threads {
+        loop {
+            match ptrace::wait_alive(*tid)? {
+                Stop::Signal(libc::SIGTRAP) => break,
+                Stop::Exited(_) | Stop::Killed(_) => {
+                    return Err(io::Error::other(format!(
+                        "thread {} died while setting itself up",
+                        t.vtid
+                    )))
+                }
+                // Signals are blocked; anything else lets it go on.
+                _ => ptrace::cont(*tid, 0)?,
+            }
+        }
+    }
+    let mut back = vec![0u8; threads.len() * SLOT as usize];
+    mem.read(area + SLOTS_OFF, &mut back)?;
+    for ((t, _), b) in threads.iter().zip(back.chunks_exact(SLOT as usize)) {
+        let fail = |what: &str, r: i64| {
+            io::Error::other(format!(
+                "thread {}: {what}: {}",
+                t.vtid,
+                io::Error::from_raw_os_error((-r) as i32)
+            ))
+        };
+        for (off, what) in [
+            (104, "set_robust_list"),
+            (112, "sigaltstack"),
+            (120, "rseq"),
+            (128, "thread name"),
+            (136, "bounding or ambient capabilities"),
+            (144, "capset"),
+        ] {
+            let r = word(b, off);
+            if r < 0 {
+                return Err(fail(what, r));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The slot layout the code reads: name at 80, results from 104.
+    #[test]
+    fn slot_layout() {
+        let t = ThreadState {
+            vtid: 7,
+            name: "a-very-long-thread-name".into(),
+            regs: Vec::new(),
+            xstate: Vec::new(),
+            sigmask: 0,
+            pending: Vec::new(),
+            clear_child_tid: 0x1000,
+            robust_list: (0x2000, 24),
+            rseq: None,
+            sigaltstack: (0, libc::SS_DISABLE, 0),
+        };
+        let b = slot(&t);
+        assert_eq!(b.len(), SLOT as usize);
+        assert_eq!(word(&b, 0), 0x1000);
+        assert_eq!(word(&b, 8), 0x2000);
+        assert_eq!(word(&b, 16), 24);
+        assert_eq!(word(&b, 32), libc::SS_DISABLE as i64);
+        assert_eq!(word(&b, 48), 0, "no rseq");
+        assert_eq!(&b[80..96], b"a-very-long-thr\0");
+        assert!(b[96..].iter().all(|&x| x == 0));
+        assert_eq!(THREAD_SETUP_CODE[THREAD_SETUP_CODE.len() - 1], 0xcc);
+        assert!(SLOTS_OFF >= CAPS_OFF + 48 && CAPS_OFF >= THREAD_SETUP_CODE.len() as u64);
+    }
+}

@@ -1,0 +1,3 @@
+//! Restart: turning parked shells back into the checkpointed processes.
+
+pub mod process;

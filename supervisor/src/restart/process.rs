@@ -1,0 +1,1023 @@
+//! Turning a parked shell process into the process an image describes,
+//! driven from outside with ptrace (PLATFORM.md lists the sequence the kernel
+//! accepts and its pitfalls).
+//!
+//! The shell (made by `dmtcp-nsinit` with the original pid, fds, cwd, umask
+//! and limits already in place) is seized in `pause()`. We then, all through
+//! syscalls injected into it: drop its rseq registration, move execution to a
+//! one-page trampoline, unmap everything else, map vdso/vvar at their saved
+//! place, recreate every mapping and fill it with the saved pages, set the mm
+//! fields, signal dispositions, timers and thread state, drop capabilities to
+//! what the process had, unmap the trampoline, load the saved registers and
+//! detach. Nothing of the restorer is left in the process.
+
+use std::collections::HashMap;
+use std::io;
+
+use crate::kernel::pid::{HostPid, RemoteAddr};
+use crate::kernel::procfs::{self, Mem};
+use crate::kernel::ptrace::{self, Stop};
+use crate::kernel::remote::Injector;
+use crate::roles::nsinit::ParkedMemory;
+use dmtcp_image::{
+    FdKind, ImageChain, ImageReader, ProcessImage, ThreadState, Vma, VmaKind, PAGE_SIZE,
+};
+use tracing::debug;
+
+/// Highest user address + 1 on x86_64 with 4-level paging.
+const TASK_SIZE: u64 = 0x7fff_ffff_f000;
+const ARCH_MAP_VDSO_64: u64 = 0x2003;
+const RSEQ_FLAG_UNREGISTER: u64 = 1;
+/// Leave the source mapping in place (Linux 5.13+ for shared mappings).
+const MREMAP_DONTUNMAP: i32 = 4;
+const PR_SET_VMA: u64 = 0x5356_4d41;
+const PR_SET_VMA_ANON_NAME: u64 = 0;
+/// Every signal blocked (SIGKILL/SIGSTOP cannot be, the kernel ignores them).
+const ALL_SIGNALS: u64 = u64::MAX;
+/// Where in the trampoline page scratch data goes.
+const SCRATCH_OFF: u64 = 256;
+
+fn err(pid: HostPid, what: &str, e: impl std::fmt::Display) -> io::Error {
+    io::Error::other(format!("restoring pid {pid}: {what}: {e}"))
+}
+
+/// A shell under our control during the restore.
+struct Shell {
+    pid: HostPid,
+    inj: Injector,
+    mem: Mem,
+    tramp: u64,
+}
+
+impl Shell {
+    fn scratch(&self) -> u64 {
+        self.tramp + SCRATCH_OFF
+    }
+
+    fn call(&mut self, nr: i64, args: [u64; 6]) -> io::Result<u64> {
+        self.inj.syscall(nr, args)
+    }
+
+    /// Writes `bytes` to scratch and returns its address.
+    fn put(&self, bytes: &[u8]) -> io::Result<u64> {
+        if bytes.len() as u64 > PAGE_SIZE - SCRATCH_OFF {
+            return Err(io::Error::other("scratch data too large"));
+        }
+        self.mem.write(self.scratch(), bytes)?;
+        Ok(self.scratch())
+    }
+
+    fn put_cstr(&self, s: &str) -> io::Result<u64> {
+        let mut b = s.as_bytes().to_vec();
+        b.push(0);
+        self.put(&b)
+    }
+}
+
+/// Plans where nsinit maps each shared anonymous object before forking the
+/// shells: big enough for every piece any process maps, at addresses free
+/// in every image (so moving pieces into place never clobbers another).
+pub fn park_shared_memory(images: &[&ImageReader]) -> Vec<ParkedMemory> {
+    let mut sizes: std::collections::BTreeMap<u64, (u64, Option<String>)> = Default::default();
+    let mut taken: Vec<(u64, u64)> = Vec::new();
+    for r in images {
+        for v in &r.meta().vmas {
+            taken.push((v.start, v.end));
+            let (id, offset, memfd) = match &v.kind {
+                VmaKind::SharedAnon { id, offset } => (*id, *offset, None),
+                VmaKind::Memfd { id, name, offset } if v.shared => {
+                    (*id, *offset, Some(name.clone()))
+                }
+                _ => continue,
+            };
+            let s = sizes.entry(id).or_insert((0, memfd));
+            s.0 = s.0.max(offset + v.len());
+        }
+    }
+    taken.sort();
+    let mut out = Vec::new();
+    // Above 8 GiB: clear of PIE executables' low addresses and of nsinit.
+    let mut next = 0x2_0000_0000u64;
+    for (id, (size, memfd)) in sizes {
+        loop {
+            let end = next + size + PAGE_SIZE;
+            match taken.iter().find(|(s, e)| *s < end && *e > next) {
+                Some(&(_, e)) => next = (e + PAGE_SIZE) & !(PAGE_SIZE - 1),
+                None => break,
+            }
+        }
+        out.push(ParkedMemory {
+            id,
+            addr: next,
+            size,
+            memfd,
+        });
+        taken.push((next, next + size));
+        next += size + PAGE_SIZE;
+    }
+    out
+}
+
+/// Picks a page-aligned address free in both the shell and the image.
+fn trampoline_address(shell: &[procfs::MapEntry], image: &[Vma]) -> io::Result<u64> {
+    let mut taken: Vec<(u64, u64)> = shell
+        .iter()
+        .map(|m| (m.start, m.end))
+        .chain(image.iter().map(|v| (v.start, v.end)))
+        .collect();
+    taken.sort();
+    let mut candidate = 0x10_0000u64; // above mmap_min_addr
+    for (s, e) in taken {
+        if candidate + PAGE_SIZE <= s {
+            break;
+        }
+        candidate = candidate.max(e);
+    }
+    if candidate + PAGE_SIZE >= TASK_SIZE {
+        return Err(io::Error::other("no free page for the trampoline"));
+    }
+    Ok(candidate)
+}
+
+/// Seizes the parked shell and waits until it is stopped.
+fn seize_shell(pid: HostPid) -> io::Result<()> {
+    ptrace::seize(pid, libc::PTRACE_O_TRACECLONE)?;
+    ptrace::interrupt(pid)?;
+    loop {
+        match ptrace::wait(pid)? {
+            Stop::Event { event, .. } if event == ptrace::PTRACE_EVENT_STOP => return Ok(()),
+            Stop::Exited(c) => return Err(io::Error::other(format!("shell exited ({c})"))),
+            Stop::Killed(s) => return Err(io::Error::other(format!("shell killed by signal {s}"))),
+            _ => ptrace::cont(pid, 0)?,
+        }
+    }
+}
+
+/// A restored process still held in ptrace stops: it runs once
+/// [`release`](Restored::release)d, so a computation starts as a whole only
+/// after every process of it is in place.
+pub struct Restored {
+    pid: HostPid,
+    /// Every thread, leader last.
+    threads: Vec<HostPid>,
+    /// The tracer's own affinity, given to every thread on release.
+    mask: libc::cpu_set_t,
+    started: std::time::Instant,
+}
+
+impl Restored {
+    /// Lets every thread run from its saved registers.
+    pub fn release(self) -> io::Result<()> {
+        for &tid in &self.threads {
+            ptrace::set_affinity(tid, &self.mask)?;
+            ptrace::detach(tid, 0).map_err(|e| err(tid, "detach", e))?;
+        }
+        debug!(
+            "pid {} restored ({} threads) in {:?}",
+            self.pid,
+            self.threads.len(),
+            self.started.elapsed()
+        );
+        Ok(())
+    }
+}
+
+/// Restores one process into the shell `pid`, leaving it stopped. On error
+/// the caller kills the namespace: a half-restored process must never run.
+/// With `fg_pgrp`, the process makes that group (an id inside the
+/// namespace) the foreground group of its controlling terminal.
+/// `shm_sizes` gives the size of every SysV shared memory segment by id.
+pub fn restore_process(
+    pid: HostPid,
+    image: &ImageChain,
+    parked: &[ParkedMemory],
+    fg_pgrp: Option<u32>,
+    shm_sizes: &HashMap<i32, u64>,
+) -> io::Result<Restored> {
+    let started = std::time::Instant::now();
+    let meta = image.top().meta();
+    let leader_idx = meta
+        .threads
+        .iter()
+        .position(|t| t.vtid == meta.process.vpid)
+        .ok_or_else(|| err(pid, "threads", "no thread has the process id"))?;
+    // Tracer and tracee on one CPU: each injected syscall is then a cheap
+    // local wake-up instead of a cross-CPU one (PLATFORM.md: 4-7x faster).
+    let cpu = ptrace::current_cpu();
+    let my_mask = ptrace::pin_to_cpu(HostPid(0), cpu)?;
+    let result = restore_pinned(
+        pid,
+        image,
+        leader_idx,
+        (cpu, &my_mask),
+        parked,
+        fg_pgrp,
+        shm_sizes,
+    );
+    ptrace::set_affinity(HostPid(0), &my_mask)?;
+    Ok(Restored {
+        pid,
+        threads: result?,
+        mask: my_mask,
+        started,
+    })
+}
+
+fn restore_pinned(
+    pid: HostPid,
+    image: &ImageChain,
+    leader_idx: usize,
+    // The tracer's CPU, and its own affinity while no ptrace work is done.
+    (cpu, free): (usize, &libc::cpu_set_t),
+    parked: &[ParkedMemory],
+    fg_pgrp: Option<u32>,
+    shm_sizes: &HashMap<i32, u64>,
+) -> io::Result<Vec<HostPid>> {
+    let meta = image.top().meta();
+    ptrace::pin_to_cpu(pid, cpu)?;
+    seize_shell(pid).map_err(|e| err(pid, "seizing the shell", e))?;
+    // No signal may reach the process while it is half built (timers start
+    // firing as soon as they exist): they pend until the saved masks are
+    // loaded last. New threads inherit this mask.
+    ptrace::set_sigmask(pid, ALL_SIGNALS)?;
+    let mem = Mem::open(pid, true)?;
+    let shell_maps = procfs::maps(pid)?;
+    let insn = crate::checkpoint::capture::syscall_insn(pid, &shell_maps, &mem)?;
+    let inj = Injector::new(pid, insn)?;
+    let tramp = trampoline_address(&shell_maps, &meta.vmas)?;
+    let mut sh = Shell {
+        pid,
+        inj,
+        mem,
+        tramp,
+    };
+
+    // 1. The shell's rseq area is about to disappear: unregister it first.
+    let rs = ptrace::get_rseq(pid)?;
+    if rs.rseq_abi_pointer != 0 {
+        sh.call(
+            libc::SYS_rseq,
+            [
+                rs.rseq_abi_pointer,
+                rs.rseq_abi_size as u64,
+                RSEQ_FLAG_UNREGISTER,
+                rs.signature as u64,
+                0,
+                0,
+            ],
+        )
+        .map_err(|e| err(pid, "unregistering the shell's rseq", e))?;
+    }
+
+    // 2. Trampoline: one page holding `syscall` and our scratch data.
+    let got = sh
+        .call(
+            libc::SYS_mmap,
+            [
+                tramp,
+                PAGE_SIZE,
+                // Writable too: some injected calls write results back
+                // into the scratch area (timer_create's id).
+                (libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC) as u64,
+                (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE) as u64,
+                u64::MAX,
+                0,
+            ],
+        )
+        .map_err(|e| err(pid, "mapping the trampoline", e))?;
+    if got != tramp {
+        return Err(err(
+            pid,
+            "trampoline",
+            format!("mapped at {got:#x}, wanted {tramp:#x}"),
+        ));
+    }
+    sh.mem.write(tramp, &[0x0f, 0x05, 0xcc, 0xcc])?;
+    sh.inj.insn = RemoteAddr(tramp);
+
+    // 3. Wipe the shell: everything but the trampoline and the parked
+    //    shared memory objects ([vsyscall] cannot go and stays).
+    let mut keep: Vec<(u64, u64)> = parked
+        .iter()
+        .map(|o| (o.addr, o.addr + o.size))
+        .chain(std::iter::once((tramp, tramp + PAGE_SIZE)))
+        .collect();
+    keep.sort();
+    let mut from = 0u64;
+    for (start, end) in keep
+        .iter()
+        .copied()
+        .chain(std::iter::once((TASK_SIZE, TASK_SIZE)))
+    {
+        if start > from {
+            sh.call(libc::SYS_munmap, [from, start - from, 0, 0, 0, 0])
+                .map_err(|e| err(pid, &format!("unmapping the shell at {from:#x}"), e))?;
+        }
+        from = from.max(end);
+    }
+
+    // 4. vdso and vvar at their saved place.
+    map_vdso(&mut sh, meta)?;
+
+    // 5. Every mapping, then its pages (from the images it builds on too,
+    // for an incremental image).
+    // SysV shared memory first: a segment is attached whole, and the parts the process had unmapped
+    //    are unmapped again before anything else takes their place.
+    crate::resources::sysv::attach::attach_segments(&mut sh.inj, pid, &meta.vmas, shm_sizes)?;
+    let reprotect = map_all(&mut sh, meta, parked)?;
+    // Pages that can come in on demand start coming now; the rest is
+    // copied before the process runs.
+    let runs =
+        crate::resources::memory::lazy_pages::start(pid, &mut sh.inj, image, image.page_runs())
+            .map_err(|e| err(pid, "lazy restore", e))?;
+    let mem_ref = &sh.mem;
+    // Pages are written with process_vm_writev, not ptrace: unpinned, so
+    // the reading threads (which inherit our affinity) use every core.
+    ptrace::set_affinity(HostPid(0), free)?;
+    let written = image.read_runs(&runs, &|addr, bytes| {
+        mem_ref
+            .write_fast(addr, bytes)
+            .map_err(|e| dmtcp_image::ImageError::Io {
+                path: format!("/proc/{pid}/mem").into(),
+                op: "write restored pages".into(),
+                error: e,
+            })
+    });
+    ptrace::pin_to_cpu(HostPid(0), cpu)?;
+    written.map_err(|e| err(pid, "writing memory", e))?;
+    for (start, len, prot) in reprotect {
+        sh.call(libc::SYS_mprotect, [start, len, prot as u64, 0, 0, 0])
+            .map_err(|e| err(pid, "mprotect", e))?;
+    }
+
+    // 6. Process-wide state, then the other threads with their tids.
+    set_mm(&mut sh, meta)?;
+    restore_process_state(&mut sh, meta)?;
+    if let Some(pgrp) = fg_pgrp {
+        // Every group exists by now (all shells were made first); with all
+        // signals blocked the call is allowed from a background group.
+        if let Err(e) = set_foreground(&mut sh, pgrp) {
+            tracing::warn!("pid {pid}: foreground process group {pgrp} not set: {e}");
+        }
+    }
+    let mut threads: Vec<(&ThreadState, Injector)> = Vec::with_capacity(meta.threads.len());
+    for (i, t) in meta.threads.iter().enumerate() {
+        if i != leader_idx {
+            let inj = create_thread(&mut sh, t)?;
+            threads.push((t, inj));
+        }
+    }
+    // Timers may signal a particular thread: create them once all exist.
+    restore_posix_timers(&mut sh, &meta.process)?;
+
+    // 7. Per-thread kernel state and capabilities (both are per thread).
+    //    The leader goes last: its name (the process's comm) is what tools
+    //    look for, so it appears only once the process is whole.
+    let others: Vec<(&ThreadState, HostPid)> =
+        threads.iter().map(|(t, inj)| (*t, inj.tid)).collect();
+    crate::resources::threads::setup_threads(
+        &mut sh.inj,
+        &sh.mem,
+        &others,
+        &meta.process.caps,
+        bounding_to_drop(pid, &meta.process.caps)?,
+    )
+    .map_err(|e| err(pid, "thread state", e))?;
+    restore_caps(&mut sh.inj, &sh.mem, sh.tramp, meta)?;
+    restore_thread_state(&mut sh.inj, &sh.mem, sh.tramp, &meta.threads[leader_idx])?;
+
+    // 8. Pending signals go back into the queues with every signal blocked
+    //    (so none is delivered to our injected code); the saved masks are
+    //    loaded at the end and whatever they allow is delivered on detach.
+    requeue_signals(&mut sh, meta)?;
+
+    // Application API state page (inject): count the restart.
+    crate::agent::on_restored(pid, &sh.mem);
+
+    // The parked objects live on in the mappings moved into place.
+    for o in parked {
+        sh.call(libc::SYS_munmap, [o.addr, o.size, 0, 0, 0, 0])
+            .map_err(|e| err(pid, "unmapping parked shared memory", e))?;
+    }
+
+    // 9. Registers, last: drop the trampoline and load the saved state.
+    sh.call(libc::SYS_munmap, [tramp, PAGE_SIZE, 0, 0, 0, 0])
+        .map_err(|e| err(pid, "unmapping the trampoline", e))?;
+    threads.push((&meta.threads[leader_idx], sh.inj));
+    for (t, inj) in &threads {
+        load_registers(inj.tid, t)?;
+    }
+    Ok(threads.iter().map(|(_, inj)| inj.tid).collect())
+}
+
+fn map_vdso(sh: &mut Shell, meta: &ProcessImage) -> io::Result<()> {
+    let pid = sh.pid;
+    let find = |k: &VmaKind| meta.vmas.iter().find(|v| &v.kind == k).map(|v| v.start);
+    let Some(vdso) = find(&VmaKind::Vdso) else {
+        return Ok(());
+    };
+    let base = find(&VmaKind::Vvar).unwrap_or(vdso);
+    sh.call(libc::SYS_arch_prctl, [ARCH_MAP_VDSO_64, base, 0, 0, 0, 0])
+        .map_err(|e| err(pid, "mapping the vdso", e))?;
+    let now = procfs::maps(pid)?;
+    let got = now.iter().find(|m| m.name == "[vdso]").map(|m| m.start);
+    if got != Some(vdso) {
+        return Err(err(
+            pid,
+            "vdso",
+            format!("landed at {got:x?}, the image needs {vdso:#x} (different kernel?)"),
+        ));
+    }
+    Ok(())
+}
+
+/// An fd in the shell on `path` for mmap (opened once per path and mode,
+/// kept in `fds` until every mapping is made).
+fn open_for_mapping(
+    sh: &mut Shell,
+    fds: &mut HashMap<(String, bool), u64>,
+    path: &str,
+    rw: bool,
+) -> io::Result<u64> {
+    let key = (path.to_string(), rw);
+    if let Some(fd) = fds.get(&key) {
+        return Ok(*fd);
+    }
+    let p = sh.put_cstr(path)?;
+    let mode = if rw { libc::O_RDWR } else { libc::O_RDONLY };
+    let fd = sh
+        .call(
+            libc::SYS_openat,
+            [
+                libc::AT_FDCWD as u64,
+                p,
+                (mode | libc::O_CLOEXEC) as u64,
+                0,
+                0,
+                0,
+            ],
+        )
+        .map_err(|e| err(sh.pid, &format!("opening mapped file {path}"), e))?;
+    fds.insert(key, fd);
+    Ok(fd)
+}
+
+/// Maps every saved VMA; returns the mappings that were made writable only
+/// to be filled, with their final protection.
+fn map_all(
+    sh: &mut Shell,
+    meta: &ProcessImage,
+    parked: &[ParkedMemory],
+) -> io::Result<Vec<(u64, u64, u32)>> {
+    let pid = sh.pid;
+    let mut fds: HashMap<(String, bool), u64> = HashMap::new();
+    let mut reprotect = Vec::new();
+    for v in &meta.vmas {
+        let mut flags = libc::MAP_FIXED_NOREPLACE;
+        flags |= if v.shared {
+            libc::MAP_SHARED
+        } else {
+            libc::MAP_PRIVATE
+        };
+        if v.growsdown {
+            flags |= libc::MAP_GROWSDOWN;
+        }
+        // /proc/PID/mem writes into private mappings whatever their protection
+        // (copy-on-write); shared ones must be writable while we fill them.
+        let mut prot = v.prot;
+        let write = libc::PROT_WRITE as u32;
+        if !v.shared && v.account && prot & write == 0 {
+            prot |= write;
+            reprotect.push((v.start, v.len(), v.prot));
+        } else if v.shared && !v.pages.is_empty() && prot & write == 0 {
+            prot |= libc::PROT_WRITE as u32;
+            reprotect.push((v.start, v.len(), v.prot));
+        }
+        let (fd, offset) = match &v.kind {
+            VmaKind::Vdso | VmaKind::Vvar | VmaKind::VvarVclock | VmaKind::Vsyscall => continue,
+            VmaKind::SysvShm { .. } => {
+                // Attached already (attach_segments): only its protection.
+                sh.call(
+                    libc::SYS_mprotect,
+                    [v.start, v.len(), v.prot as u64, 0, 0, 0],
+                )
+                .map_err(|e| err(pid, "mprotect SysV shared memory", e))?;
+                continue;
+            }
+            VmaKind::Memfd { id, name, offset } if !v.shared => {
+                // A private mapping comes from the memfd itself, reached
+                // through an fd this process holds on it.
+                let held = meta
+                    .fds
+                    .iter()
+                    .find(|e| matches!(e.kind, FdKind::Memfd { id: m, .. } if m == *id))
+                    .ok_or_else(|| {
+                        err(
+                            pid,
+                            &format!("private mapping of memfd:{name} at {:#x}", v.start),
+                            "the process holds no fd on that memfd (not supported)",
+                        )
+                    })?;
+                let path = format!("/proc/self/fd/{}", held.fd);
+                (open_for_mapping(sh, &mut fds, &path, false)?, *offset)
+            }
+            VmaKind::SharedAnon { id, offset } | VmaKind::Memfd { id, offset, .. } => {
+                // The object was mapped by nsinit before the fork: take this
+                // piece of it (the parked copy stays for other pieces).
+                let o = parked
+                    .iter()
+                    .find(|o| o.id == *id)
+                    .ok_or_else(|| err(pid, "shared memory", format!("object {id} not parked")))?;
+                sh.call(
+                    libc::SYS_mremap,
+                    [
+                        o.addr + offset,
+                        v.len(),
+                        v.len(),
+                        (libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED | MREMAP_DONTUNMAP) as u64,
+                        v.start,
+                        0,
+                    ],
+                )
+                .map_err(|e| err(pid, &format!("moving shared memory to {:#x}", v.start), e))?;
+                sh.call(libc::SYS_mprotect, [v.start, v.len(), prot as u64, 0, 0, 0])
+                    .map_err(|e| err(pid, "mprotect shared memory", e))?;
+                continue;
+            }
+            VmaKind::Anon { .. } => {
+                flags |= libc::MAP_ANONYMOUS;
+                (u64::MAX, 0)
+            }
+            VmaKind::File { path, offset, .. } => {
+                let rw = v.shared && v.prot & libc::PROT_WRITE as u32 != 0;
+                let fd = open_for_mapping(sh, &mut fds, path, rw)?;
+                (fd, *offset)
+            }
+        };
+        sh.call(
+            libc::SYS_mmap,
+            [v.start, v.len(), prot as u64, flags as u64, fd, offset],
+        )
+        .map_err(|e| err(pid, &format!("mapping {:#x}-{:#x}", v.start, v.end), e))?;
+        if let VmaKind::Anon { name: Some(n) } = &v.kind {
+            let inner = n
+                .strip_prefix("[anon:")
+                .or_else(|| n.strip_prefix("[anon_shmem:"))
+                .and_then(|x| x.strip_suffix(']'));
+            if let Some(inner) = inner {
+                let a = sh.put_cstr(inner)?;
+                sh.call(
+                    libc::SYS_prctl,
+                    [PR_SET_VMA, PR_SET_VMA_ANON_NAME, v.start, v.len(), a, 0],
+                )
+                .map_err(|e| err(pid, &format!("naming mapping {n}"), e))?;
+            }
+        }
+    }
+    for fd in fds.into_values() {
+        sh.call(libc::SYS_close, [fd, 0, 0, 0, 0, 0])?;
+    }
+    Ok(reprotect)
+}
+
+/// `struct prctl_mm_map`.
+#[repr(C)]
+struct PrctlMmMap {
+    start_code: u64,
+    end_code: u64,
+    start_data: u64,
+    end_data: u64,
+    start_brk: u64,
+    brk: u64,
+    start_stack: u64,
+    arg_start: u64,
+    arg_end: u64,
+    env_start: u64,
+    env_end: u64,
+    auxv: u64,
+    auxv_size: u32,
+    exe_fd: u32,
+}
+const _: () = assert!(std::mem::size_of::<PrctlMmMap>() == 104);
+
+fn as_bytes<T>(v: &T) -> &[u8] {
+    // SAFETY: used only with repr(C) structs of plain integers without padding
+    // (sizes asserted); reading their bytes is always valid.
+    unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), std::mem::size_of::<T>()) }
+}
+
+fn set_mm(sh: &mut Shell, meta: &ProcessImage) -> io::Result<()> {
+    let pid = sh.pid;
+    let p = &meta.process;
+    let exe = sh.put_cstr(&p.exe)?;
+    let exe_fd = sh
+        .call(
+            libc::SYS_openat,
+            [
+                libc::AT_FDCWD as u64,
+                exe,
+                (libc::O_RDONLY | libc::O_CLOEXEC) as u64,
+                0,
+                0,
+                0,
+            ],
+        )
+        .map_err(|e| err(pid, &format!("opening executable {}", p.exe), e))?;
+    let auxv: Vec<u8> = p.auxv.iter().flat_map(|w| w.to_ne_bytes()).collect();
+    let auxv_addr = sh.scratch() + 128;
+    sh.mem.write(auxv_addr, &auxv)?;
+    let m = &p.mm;
+    let map = PrctlMmMap {
+        start_code: m.start_code,
+        end_code: m.end_code,
+        start_data: m.start_data,
+        end_data: m.end_data,
+        start_brk: m.start_brk,
+        brk: m.brk,
+        start_stack: m.start_stack,
+        arg_start: m.arg_start,
+        arg_end: m.arg_end,
+        env_start: m.env_start,
+        env_end: m.env_end,
+        auxv: auxv_addr,
+        auxv_size: auxv.len() as u32,
+        exe_fd: exe_fd as u32,
+    };
+    let map_addr = sh.scratch();
+    sh.mem.write(map_addr, as_bytes(&map))?;
+    let r = sh.call(
+        libc::SYS_prctl,
+        [
+            libc::PR_SET_MM as u64,
+            libc::PR_SET_MM_MAP as u64,
+            map_addr,
+            std::mem::size_of::<PrctlMmMap>() as u64,
+            0,
+            0,
+        ],
+    );
+    sh.call(libc::SYS_close, [exe_fd, 0, 0, 0, 0, 0])?;
+    r.map_err(|e| err(pid, "prctl(PR_SET_MM_MAP)", e))?;
+    Ok(())
+}
+
+fn restore_process_state(sh: &mut Shell, meta: &ProcessImage) -> io::Result<()> {
+    let pid = sh.pid;
+    let p = &meta.process;
+    for (i, sa) in p.sigactions.iter().enumerate() {
+        let sig = i as u64 + 1;
+        if sig == libc::SIGKILL as u64 || sig == libc::SIGSTOP as u64 {
+            continue;
+        }
+        if sa.handler == 0 && sa.flags == 0 && sa.mask == 0 {
+            continue;
+        }
+        let bytes: Vec<u8> = [sa.handler, sa.flags, sa.restorer, sa.mask]
+            .iter()
+            .flat_map(|w| w.to_ne_bytes())
+            .collect();
+        let a = sh.put(&bytes)?;
+        sh.call(libc::SYS_rt_sigaction, [sig, a, 0, 8, 0, 0])
+            .map_err(|e| err(pid, &format!("sigaction {sig}"), e))?;
+    }
+    for (which, &(interval, value)) in p.itimers.iter().enumerate() {
+        if value == 0 && interval == 0 {
+            continue;
+        }
+        // While its signal is pending, an expired periodic timer is not
+        // re-armed yet and reads as 0 remaining: arm it for one period.
+        let value = if value == 0 { interval } else { value };
+        let w = [
+            interval / 1_000_000,
+            interval % 1_000_000,
+            value / 1_000_000,
+            value % 1_000_000,
+        ];
+        let bytes: Vec<u8> = w.iter().flat_map(|x| x.to_ne_bytes()).collect();
+        let a = sh.put(&bytes)?;
+        sh.call(libc::SYS_setitimer, [which as u64, a, 0, 0, 0, 0])
+            .map_err(|e| err(pid, "setitimer", e))?;
+    }
+    if p.personality != 0 {
+        sh.call(libc::SYS_personality, [p.personality as u64, 0, 0, 0, 0, 0])
+            .map_err(|e| err(pid, "personality", e))?;
+    }
+    if p.child_subreaper {
+        sh.call(
+            libc::SYS_prctl,
+            [libc::PR_SET_CHILD_SUBREAPER as u64, 1, 0, 0, 0, 0],
+        )
+        .map_err(|e| err(pid, "child subreaper", e))?;
+    }
+    if p.dumpable != 1 {
+        sh.call(
+            libc::SYS_prctl,
+            [libc::PR_SET_DUMPABLE as u64, p.dumpable as u64, 0, 0, 0, 0],
+        )
+        .map_err(|e| err(pid, "dumpable", e))?;
+    }
+    if p.no_new_privs {
+        sh.call(
+            libc::SYS_prctl,
+            [libc::PR_SET_NO_NEW_PRIVS as u64, 1, 0, 0, 0, 0],
+        )
+        .map_err(|e| err(pid, "no_new_privs", e))?;
+    }
+    Ok(())
+}
+
+/// `tcsetpgrp` on the process's controlling terminal (`/dev/tty`), by
+/// syscalls injected into it.
+fn set_foreground(sh: &mut Shell, pgrp: u32) -> io::Result<()> {
+    let path = sh.put_cstr("/dev/tty")?;
+    let fd = sh.call(
+        libc::SYS_openat,
+        [
+            libc::AT_FDCWD as u64,
+            path,
+            (libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC) as u64,
+            0,
+            0,
+            0,
+        ],
+    )?;
+    let arg = sh.put(&(pgrp as i32).to_ne_bytes())?;
+    let r = sh.call(libc::SYS_ioctl, [fd, libc::TIOCSPGRP, arg, 0, 0, 0]);
+    sh.call(libc::SYS_close, [fd, 0, 0, 0, 0, 0])?;
+    r.map(drop)
+}
+
+/// Writes `bytes` into the trampoline's scratch area.
+fn put_scratch(mem: &Mem, tramp: u64, bytes: &[u8]) -> io::Result<u64> {
+    if bytes.len() as u64 > PAGE_SIZE - SCRATCH_OFF {
+        return Err(io::Error::other("scratch data too large"));
+    }
+    mem.write(tramp + SCRATCH_OFF, bytes)?;
+    Ok(tramp + SCRATCH_OFF)
+}
+
+/// Creates thread `t` with its original tid through an injected `clone3`
+/// and returns an injector for the new, stopped thread.
+fn create_thread(sh: &mut Shell, t: &ThreadState) -> io::Result<Injector> {
+    let pid = sh.pid;
+    let flags = (libc::CLONE_VM
+        | libc::CLONE_FS
+        | libc::CLONE_FILES
+        | libc::CLONE_SIGHAND
+        | libc::CLONE_THREAD
+        | libc::CLONE_SYSVSEM) as u64;
+    // struct clone_args (11 words) followed by the one-entry set_tid array.
+    let args_addr = sh.scratch();
+    let set_tid_addr = args_addr + 11 * 8;
+    let words: [u64; 12] = [
+        flags,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        set_tid_addr,
+        1,
+        0,
+        t.vtid as u64,
+    ];
+    let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_ne_bytes()).collect();
+    sh.mem.write(args_addr, &bytes)?;
+    let vtid = sh
+        .call(libc::SYS_clone3, [args_addr, 88, 0, 0, 0, 0])
+        .map_err(|e| err(pid, &format!("creating thread {}", t.vtid), e))?;
+    if vtid != t.vtid as u64 {
+        return Err(err(
+            pid,
+            "thread",
+            format!("got tid {vtid}, wanted {}", t.vtid),
+        ));
+    }
+    let host_tid = sh
+        .inj
+        .cloned
+        .take()
+        .ok_or_else(|| err(pid, "thread", format!("no clone event for tid {}", t.vtid)))?;
+    // The auto-attached thread reports its first stop.
+    match ptrace::wait_alive(host_tid)? {
+        Stop::Exited(c) => return Err(err(pid, "new thread", format!("exited ({c})"))),
+        Stop::Killed(s) => return Err(err(pid, "new thread", format!("killed ({s})"))),
+        Stop::Event { .. } | Stop::Signal(_) | Stop::Syscall => {}
+    }
+    Injector::new(host_tid, RemoteAddr(sh.tramp))
+}
+
+/// `prctl(PR_TIMER_CREATE_RESTORE_IDS)` (Linux 6.15+): `timer_create`
+/// then takes the id it is given.
+const PR_TIMER_CREATE_RESTORE_IDS: u64 = 77;
+
+fn restore_posix_timers(sh: &mut Shell, p: &dmtcp_image::ProcessInfo) -> io::Result<()> {
+    if p.posix_timers.is_empty() {
+        return Ok(());
+    }
+    let pid = sh.pid;
+    sh.call(
+        libc::SYS_prctl,
+        [PR_TIMER_CREATE_RESTORE_IDS, 1, 0, 0, 0, 0],
+    )
+    .map_err(|e| {
+        err(
+            pid,
+            "prctl(PR_TIMER_CREATE_RESTORE_IDS) (kernel 6.15+ needed for POSIX timers)",
+            e,
+        )
+    })?;
+    let mut timers = p.posix_timers.clone();
+    timers.sort_by_key(|t| t.id);
+    for t in &timers {
+        // timer id (int) at +0, struct sigevent (64 bytes) at +8:
+        // sigev_value, sigev_signo, sigev_notify, then the thread id.
+        let mut b = vec![0u8; 8 + 64];
+        b[0..4].copy_from_slice(&t.id.to_ne_bytes());
+        b[8..16].copy_from_slice(&t.value.to_ne_bytes());
+        b[16..20].copy_from_slice(&t.signo.to_ne_bytes());
+        b[20..24].copy_from_slice(&t.notify.to_ne_bytes());
+        b[24..28].copy_from_slice(&(t.thread as i32).to_ne_bytes());
+        let a = sh.put(&b)?;
+        sh.call(libc::SYS_timer_create, [t.clock as u64, a + 8, a, 0, 0, 0])
+            .map_err(|e| err(pid, &format!("timer_create (id {})", t.id), e))?;
+        // An expired periodic timer whose signal is still pending reads as
+        // 0 remaining: it is armed all the same.
+        let value_ns = if t.value_ns == 0 && t.interval_ns > 0 {
+            t.interval_ns
+        } else {
+            t.value_ns
+        };
+        if value_ns > 0 {
+            let w = [
+                t.interval_ns / 1_000_000_000,
+                t.interval_ns % 1_000_000_000,
+                value_ns / 1_000_000_000,
+                value_ns % 1_000_000_000,
+            ];
+            let bytes: Vec<u8> = w.iter().flat_map(|x| x.to_ne_bytes()).collect();
+            let a = sh.put(&bytes)?;
+            sh.call(libc::SYS_timer_settime, [t.id as u64, 0, a, 0, 0, 0])
+                .map_err(|e| err(pid, &format!("timer_settime (id {})", t.id), e))?;
+        }
+    }
+    sh.call(
+        libc::SYS_prctl,
+        [PR_TIMER_CREATE_RESTORE_IDS, 0, 0, 0, 0, 0],
+    )?;
+    Ok(())
+}
+
+fn restore_thread_state(
+    inj: &mut Injector,
+    mem: &Mem,
+    tramp: u64,
+    t: &ThreadState,
+) -> io::Result<()> {
+    let tid = inj.tid;
+    inj.syscall(
+        libc::SYS_set_tid_address,
+        [t.clear_child_tid, 0, 0, 0, 0, 0],
+    )?;
+    if t.robust_list.0 != 0 {
+        inj.syscall(
+            libc::SYS_set_robust_list,
+            [t.robust_list.0, t.robust_list.1, 0, 0, 0, 0],
+        )
+        .map_err(|e| err(tid, "set_robust_list", e))?;
+    }
+    let (sp, flags, size) = t.sigaltstack;
+    // Without a saved alternate stack it is disabled explicitly: the
+    // shell's leader inherited nsinit's (the Rust runtime's guard stack,
+    // unmapped by now), and a handler with SA_ONSTACK would run on it.
+    let (sp, flags, size) = if flags & libc::SS_DISABLE == 0 && sp != 0 {
+        (sp, flags & !libc::SS_ONSTACK, size)
+    } else {
+        (0, libc::SS_DISABLE, 0)
+    };
+    let mut b = Vec::new();
+    b.extend_from_slice(&sp.to_ne_bytes());
+    b.extend_from_slice(&(flags as u64).to_ne_bytes());
+    b.extend_from_slice(&size.to_ne_bytes());
+    let a = put_scratch(mem, tramp, &b)?;
+    inj.syscall(libc::SYS_sigaltstack, [a, 0, 0, 0, 0, 0])
+        .map_err(|e| err(tid, "sigaltstack", e))?;
+    if let Some(r) = t.rseq {
+        inj.syscall(
+            libc::SYS_rseq,
+            [r.addr, r.len as u64, 0, r.signature as u64, 0, 0],
+        )
+        .map_err(|e| err(tid, "rseq", e))?;
+    }
+    let mut name = t.name.as_bytes().to_vec();
+    name.truncate(15);
+    name.push(0);
+    let a = put_scratch(mem, tramp, &name)?;
+    inj.syscall(libc::SYS_prctl, [libc::PR_SET_NAME as u64, a, 0, 0, 0, 0])
+        .map_err(|e| err(tid, "thread name", e))?;
+    Ok(())
+}
+
+fn requeue_signals(sh: &mut Shell, meta: &ProcessImage) -> io::Result<()> {
+    let vpid = meta.process.vpid as u64;
+    let any = !meta.process.shared_pending.is_empty()
+        || meta.threads.iter().any(|t| !t.pending.is_empty());
+    if !any {
+        return Ok(());
+    }
+    let signo = |info: &[u8]| i32::from_ne_bytes(info[0..4].try_into().expect("4 bytes")) as u64;
+    for info in &meta.process.shared_pending {
+        let a = sh.put(info)?;
+        sh.call(libc::SYS_rt_sigqueueinfo, [vpid, signo(info), a, 0, 0, 0])
+            .map_err(|e| err(sh.pid, "re-queueing a process signal", e))?;
+    }
+    // All from the leader: the kernel lets a process queue a signal with
+    // any si_code only to itself, judged by the caller's tid == tgid.
+    for t in &meta.threads {
+        for info in &t.pending {
+            let a = sh.put(info)?;
+            sh.call(
+                libc::SYS_rt_tgsigqueueinfo,
+                [vpid, t.vtid as u64, signo(info), a, 0, 0],
+            )
+            .map_err(|e| err(sh.pid, "re-queueing a thread signal", e))?;
+        }
+    }
+    Ok(())
+}
+
+/// Loads a thread's saved xstate, registers and signal mask.
+fn load_registers(tid: HostPid, t: &ThreadState) -> io::Result<()> {
+    let mut regs = ptrace::regs_from_words(&t.regs)
+        .ok_or_else(|| err(tid, "registers", "wrong size in image"))?;
+    ptrace::fix_interrupted_syscall(&mut regs, false);
+    ptrace::set_xstate(tid, &t.xstate).map_err(|e| err(tid, "xstate", e))?;
+    ptrace::set_regs(tid, &regs).map_err(|e| err(tid, "registers", e))?;
+    ptrace::set_sigmask(tid, t.sigmask).map_err(|e| err(tid, "signal mask", e))?;
+    Ok(())
+}
+
+/// The bounding capabilities thread `tid` has and the process had not.
+fn bounding_to_drop(tid: HostPid, caps: &dmtcp_image::Capabilities) -> io::Result<u64> {
+    let st = procfs::status_of(tid, Some(tid)).or_else(|_| procfs::status(tid))?;
+    let have_bnd = procfs::hex_field(&st, "CapBnd");
+    let last_cap = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .unwrap_or(40)
+        .min(63);
+    let known = if last_cap == 63 {
+        u64::MAX
+    } else {
+        (1u64 << (last_cap + 1)) - 1
+    };
+    Ok(have_bnd & !caps.bounding & known)
+}
+
+fn restore_caps(inj: &mut Injector, mem: &Mem, tramp: u64, meta: &ProcessImage) -> io::Result<()> {
+    let pid = inj.tid;
+    let caps = meta.process.caps;
+    let drop_bounding = bounding_to_drop(pid, &caps)?;
+    for cap in 0..64 {
+        let bit = 1u64 << cap;
+        if drop_bounding & bit != 0 {
+            inj.syscall(
+                libc::SYS_prctl,
+                [libc::PR_CAPBSET_DROP as u64, cap, 0, 0, 0, 0],
+            )
+            .map_err(|e| err(pid, "dropping bounding capability", e))?;
+        }
+    }
+    inj.syscall(
+        libc::SYS_prctl,
+        [
+            libc::PR_CAP_AMBIENT as u64,
+            libc::PR_CAP_AMBIENT_CLEAR_ALL as u64,
+            0,
+            0,
+            0,
+            0,
+        ],
+    )?;
+    let a = put_scratch(mem, tramp, &crate::resources::threads::capset_args(&caps))?;
+    inj.syscall(libc::SYS_capset, [a, a + 8, 0, 0, 0, 0])
+        .map_err(|e| err(pid, "capset", e))?;
+    for cap in 0..64u64 {
+        if caps.ambient & (1 << cap) != 0 {
+            inj.syscall(
+                libc::SYS_prctl,
+                [
+                    libc::PR_CAP_AMBIENT as u64,
+                    libc::PR_CAP_AMBIENT_RAISE as u64,
+                    cap,
+                    0,
+                    0,
+                    0,
+                ],
+            )?;
+        }
+    }
+    Ok(())
+}

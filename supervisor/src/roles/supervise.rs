@@ -1,0 +1,239 @@
+//! Running a computation under a supervisor until it ends: the nsinit child,
+//! the session thread, signal forwarding and the exit status.
+//!
+//! `dmtcp-run` and `dmtcp-restart` both end up here once their processes exist.
+
+use std::io;
+use std::os::fd::OwnedFd;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+
+use dmtcp_image::IpcState;
+
+use crate::kernel::pid::HostPid;
+use crate::kernel::procfs;
+use crate::roles::nsinit::{exit_code_for, InitReply, InitRequest};
+use crate::roles::session::Session;
+
+/// A binary that ships next to the running executable (or `$DMTCP_<NAME>`).
+pub fn sibling(name: &str, env: &str) -> io::Result<PathBuf> {
+    if let Some(p) = std::env::var_os(env) {
+        return Ok(PathBuf::from(p));
+    }
+    let exe = std::env::current_exe()?;
+    let p = exe.parent().map(|d| d.join(name)).unwrap_or_default();
+    if p.exists() {
+        Ok(p)
+    } else {
+        Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("{name} not found next to {} (set {env})", exe.display()),
+        ))
+    }
+}
+
+/// Signals the supervisor handles itself: forwarded ones and SIGCHLD.
+fn handled_signals() -> SigSet {
+    let mut s = SigSet::empty();
+    for sig in [
+        Signal::SIGINT,
+        Signal::SIGTERM,
+        Signal::SIGHUP,
+        Signal::SIGCHLD,
+    ] {
+        s.add(sig);
+    }
+    s
+}
+
+/// Blocks the handled signals in the calling thread (call before spawning
+/// threads so they inherit the mask).
+pub fn block_signals() -> io::Result<()> {
+    handled_signals()
+        .thread_block()
+        .map_err(|e| io::Error::other(format!("sigprocmask: {e}")))
+}
+
+/// The supervisor's end of nsinit's control socket, for requests while the
+/// computation runs.
+pub struct NsinitCtrl(UnixStream);
+
+impl NsinitCtrl {
+    fn ask(&mut self, req: &InitRequest) -> io::Result<InitReply> {
+        dmtcp_protocol::write_frame(&mut self.0, req)
+            .and_then(|()| dmtcp_protocol::read_frame(&mut self.0))
+            .map_err(|e| io::Error::other(format!("talking to dmtcp-nsinit: {e}")))
+    }
+
+    /// The SysV IPC objects of the computation's IPC namespace, with the
+    /// bytes of each shared memory segment.
+    pub fn dump_ipc(&mut self) -> io::Result<(IpcState, crate::resources::sysv::ShmBytes)> {
+        match self.ask(&InitRequest::DumpIpc)? {
+            InitReply::Ipc => crate::resources::sysv::recv(&mut self.0),
+            InitReply::Failed(m) => Err(io::Error::other(format!("reading SysV IPC: {m}"))),
+            other => Err(io::Error::other(format!(
+                "unexpected answer from dmtcp-nsinit: {other:?}"
+            ))),
+        }
+    }
+
+    /// Ties the computation's life to ours (`on`) or unties it
+    /// (`InitRequest::Lifeline`).
+    pub fn lifeline(&mut self, on: bool) -> io::Result<()> {
+        match self.ask(&InitRequest::Lifeline(on))? {
+            InitReply::Done => Ok(()),
+            InitReply::Failed(m) => Err(io::Error::other(m)),
+            other => Err(io::Error::other(format!(
+                "unexpected answer from dmtcp-nsinit: {other:?}"
+            ))),
+        }
+    }
+
+    /// Removes shared memory segments in the computation's IPC namespace.
+    pub fn remove_shm(&mut self, ids: Vec<i32>) -> io::Result<()> {
+        match self.ask(&InitRequest::RemoveShm { ids })? {
+            InitReply::Done => Ok(()),
+            InitReply::Failed(m) => Err(io::Error::other(m)),
+            other => Err(io::Error::other(format!(
+                "unexpected answer from dmtcp-nsinit: {other:?}"
+            ))),
+        }
+    }
+}
+
+/// Starts nsinit in fresh namespaces and sends it `req` (and `ipc`, the
+/// SysV IPC objects to recreate, for a `Restore` that asks for them).
+pub fn start_nsinit(
+    req: &InitRequest,
+    ipc: Option<(&IpcState, &crate::resources::sysv::ShmBytes)>,
+) -> io::Result<(HostPid, InitReply, NsinitCtrl)> {
+    let nsinit = sibling("dmtcp-nsinit", "DMTCP_NSINIT")?;
+    let (ours, theirs) = UnixStream::pair()?;
+    let theirs: OwnedFd = theirs.into();
+    let pid = crate::roles::spawn::spawn_nsinit(&nsinit, &theirs)?;
+    drop(theirs);
+    let mut ours = ours;
+    dmtcp_protocol::write_local_frame(&mut ours, req)
+        .map_err(|e| io::Error::other(format!("talking to dmtcp-nsinit: {e}")))?;
+    if let Some((state, bytes)) = ipc {
+        crate::resources::sysv::send(&mut ours, state, bytes)?;
+    }
+    let reply: InitReply = match dmtcp_protocol::read_local_frame(&mut ours) {
+        Ok(r) => r,
+        Err(e) => {
+            let code = wait_nsinit(pid);
+            return Err(io::Error::other(format!(
+                "dmtcp-nsinit ended before answering (exit {code}): {e}"
+            )));
+        }
+    };
+    // A checkpoint must not hang on a stuck nsinit.
+    ours.set_read_timeout(Some(std::time::Duration::from_secs(60)))?;
+    Ok((pid, reply, NsinitCtrl(ours)))
+}
+
+/// Waits for nsinit and returns the exit code it carried.
+pub fn wait_nsinit(pid: HostPid) -> i32 {
+    let mut st = 0;
+    loop {
+        // SAFETY: waitpid on our own child; st is a live c_int.
+        let r = unsafe { libc::waitpid(pid.0, &mut st, 0) };
+        if r == pid.0 {
+            return exit_code_for(st);
+        }
+        if r == -1 && io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+            return 1;
+        }
+    }
+}
+
+/// Kills a computation we may still be tracing and reaps it. A dying pid 1
+/// waits until every process of its namespace is reaped, and a traced
+/// process is reaped by its tracer (us), so we reap everything we are owed
+/// until nsinit itself is gone.
+pub fn kill_and_reap(nsinit: HostPid) {
+    // SAFETY: kill with integer arguments; nsinit is our child.
+    unsafe { libc::kill(nsinit.0, libc::SIGKILL) };
+    loop {
+        let mut st = 0;
+        // SAFETY: st is a live c_int.
+        let r = unsafe { libc::waitpid(-1, &mut st, libc::__WALL) };
+        if r == nsinit.0 {
+            return;
+        }
+        if r == -1 && io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+            return;
+        }
+    }
+}
+
+/// Runs the session on its own thread and waits for the computation to end,
+/// forwarding SIGINT/SIGTERM/SIGHUP sent to us to the root process.
+/// Returns the exit code of the root process.
+pub fn supervise(session: Session, nsinit: HostPid) -> i32 {
+    let waker = session.waker();
+    let worker = std::thread::Builder::new()
+        .name("session".into())
+        .spawn(move || session.run())
+        .expect("spawning the session thread");
+    let code = wait_forwarding(nsinit);
+    waker.wake();
+    let _ = worker.join();
+    code
+}
+
+fn wait_forwarding(nsinit: HostPid) -> i32 {
+    let sfd = match SignalFd::with_flags(&handled_signals(), SfdFlags::SFD_CLOEXEC) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!("signalfd: {e}; signals will not be forwarded");
+            return wait_nsinit(nsinit);
+        }
+    };
+    loop {
+        let mut st = 0;
+        // SAFETY: waitpid on our own child; st is a live c_int.
+        let r = unsafe { libc::waitpid(nsinit.0, &mut st, libc::WNOHANG) };
+        if r == nsinit.0 {
+            return exit_code_for(st);
+        }
+        match sfd.read_signal() {
+            Ok(Some(info)) => {
+                let sig = info.ssi_signo as i32;
+                // Terminal signals reach the whole foreground group already;
+                // forward only what was sent to us personally.
+                if sig != libc::SIGCHLD && info.ssi_code <= 0 {
+                    if let Some(root) = procfs::children(nsinit)
+                        .ok()
+                        .and_then(|c| c.first().copied())
+                    {
+                        // SAFETY: kill with integer arguments.
+                        unsafe { libc::kill(root.0, sig) };
+                    }
+                }
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!("signalfd read: {e}");
+                return wait_nsinit(nsinit);
+            }
+        }
+    }
+}
+
+/// Path of the inject library: `$DMTCP_INJECT_LIB` or next to the executable.
+pub fn inject_library() -> io::Result<PathBuf> {
+    sibling("libdmtcp_inject.so", "DMTCP_INJECT_LIB")
+}
+
+/// Makes a path absolute against the current directory.
+pub fn absolute(p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        std::env::current_dir().unwrap_or_default().join(p)
+    }
+}
