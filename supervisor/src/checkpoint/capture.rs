@@ -14,9 +14,8 @@ use std::os::unix::fs::MetadataExt;
 use std::os::fd::OwnedFd;
 
 use dmtcp_image::{
-    Capabilities, ComputationInfo, Ctty, FdEntry, FdKind, ImageWriter, MmFields, PageSpan,
-    ParentRef, PosixTimer, ProcessImage, ProcessInfo, Rseq, SigAction, ThreadState, Vma, VmaKind,
-    PAGE_SIZE,
+    Capabilities, ComputationInfo, Ctty, FdEntry, ImageWriter, MmFields, PageSpan, ParentRef,
+    PosixTimer, ProcessImage, ProcessInfo, Rseq, SigAction, ThreadState, Vma, VmaKind, PAGE_SIZE,
 };
 
 use crate::kernel::freeze::FrozenProcess;
@@ -24,9 +23,12 @@ use crate::kernel::pid::{HostPid, RemoteAddr};
 use crate::kernel::procfs::{self, MapEntry, Mem, Pagemap};
 use crate::kernel::ptrace;
 use crate::kernel::remote::{find_syscall_insn, Injector};
-use crate::resources::fdshare::{pipe_inode, FdContext};
+use crate::resources::fds;
+use crate::resources::fdshare::FdContext;
+use crate::resources::memfd::memfd_name;
 use crate::resources::memory::dirty::{DirtyTracker, Written};
 use crate::resources::memory::pageread;
+use crate::resources::OpenFd;
 
 /// Errors of a capture carry the pid and the step.
 fn ctx<T>(r: io::Result<T>, pid: HostPid, what: &str) -> io::Result<T> {
@@ -456,50 +458,6 @@ fn mm_fields(pid: HostPid, brk: u64) -> io::Result<MmFields> {
     })
 }
 
-/// "/memfd:NAME (deleted)" -> NAME.
-fn memfd_name(target: &str) -> &str {
-    target
-        .strip_prefix("/memfd:")
-        .and_then(|n| n.strip_suffix(" (deleted)"))
-        .unwrap_or(target)
-}
-
-/// A memfd; its size, seals and contents are saved with the first fd seen.
-fn memfd_kind(
-    pid: HostPid,
-    fd: i32,
-    target: &str,
-    flags: i32,
-    offset: u64,
-    fdctx: &mut FdContext,
-) -> io::Result<Option<FdKind>> {
-    let path = format!("/proc/{}/fd/{fd}", pid.0);
-    let meta =
-        std::fs::metadata(&path).map_err(|e| io::Error::new(e.kind(), format!("{path}: {e}")))?;
-    let dup = crate::kernel::sys::steal_fd(pid.0, fd)?;
-    let Some(seals) = crate::kernel::sys::memfd_seals(&dup) else {
-        return Ok(None); // a deleted file that only looks like a memfd
-    };
-    let contents = if fdctx.claim_memfd(meta.ino()) {
-        let mut c = std::fs::read(&path)
-            .map_err(|e| io::Error::new(e.kind(), format!("reading memfd fd {fd}: {e}")))?;
-        let used = c.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
-        c.truncate(used);
-        Some(c)
-    } else {
-        None
-    };
-    Ok(Some(FdKind::Memfd {
-        id: meta.ino(),
-        name: memfd_name(target).to_string(),
-        flags,
-        offset,
-        size: meta.len(),
-        seals,
-        contents,
-    }))
-}
-
 fn vma_kind(m: &MapEntry) -> VmaKind {
     match m.name.as_str() {
         "[vdso]" => VmaKind::Vdso,
@@ -872,34 +830,6 @@ fn reap_in(parent: HostPid, vpid: i32) -> io::Result<()> {
     })
 }
 
-/// (pts number, is master) when the fd is either side of a pty whose
-/// master is held inside the computation. `/dev/tty` opened on such a pty
-/// counts as its slave (it is restored as a slave fd: the process has no
-/// controlling terminal yet when nsinit opens the fds).
-fn internal_pty(
-    pid: HostPid,
-    fd: i32,
-    target: &str,
-    rdev: u64,
-    fdctx: &FdContext,
-) -> Option<(u32, bool)> {
-    let (index, master) = if crate::resources::fdshare::is_ptmx(target) {
-        let info = procfs::fdinfo_text(pid, fd).ok()?;
-        (crate::resources::pty::fdinfo_index(&info)?, true)
-    } else if rdev == libc::makedev(5, 0) {
-        let dup = crate::kernel::sys::steal_fd(pid.0, fd).ok()?;
-        (
-            crate::resources::pty::pts_index(
-                crate::resources::pty::device_of(dup.as_raw_fd()).ok()?,
-            )?,
-            false,
-        )
-    } else {
-        (crate::resources::pty::pts_index(rdev)?, false)
-    };
-    fdctx.is_internal_pty(index).then_some((index, master))
-}
-
 /// The controlling terminal of a process (`stat` fields 7 and 8): which
 /// pty, or the settings of an outside terminal read through one of the
 /// process's fds on it, and the foreground group.
@@ -936,112 +866,6 @@ fn controlling_tty(pid: HostPid, fdctx: &FdContext) -> io::Result<Option<Ctty>> 
     }))
 }
 
-fn is_tty(path: &str) -> bool {
-    path.starts_with("/dev/pts/") || path.starts_with("/dev/tty") || path == "/dev/console"
-}
-
-/// `key: value` from fdinfo text.
-fn fdinfo_value<'a>(text: &'a str, key: &str) -> Option<&'a str> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':').map(str::trim))
-}
-
-/// `(sec, nsec)` as fdinfo prints timer values -> ns.
-fn parse_timespec(v: &str) -> Option<u64> {
-    let v = v.trim().strip_prefix('(')?.strip_suffix(')')?;
-    let (s, n) = v.split_once(',')?;
-    Some(s.trim().parse::<u64>().ok()? * 1_000_000_000 + n.trim().parse::<u64>().ok()?)
-}
-
-/// epoll, eventfd, signalfd and timerfd from their fdinfo.
-fn anon_inode_kind(kind: &str, info: &str, flags: i32) -> Option<FdKind> {
-    let status = flags & (libc::O_NONBLOCK | libc::O_CLOEXEC);
-    match kind {
-        "[eventpoll]" => {
-            let watches = info
-                .lines()
-                .filter(|l| l.starts_with("tfd:"))
-                .filter_map(|l| {
-                    let w: Vec<&str> = l.split_whitespace().collect();
-                    let at = |k: &str| w.iter().position(|x| *x == k).and_then(|i| w.get(i + 1));
-                    Some((
-                        at("tfd:")?.parse().ok()?,
-                        u32::from_str_radix(at("events:")?, 16).ok()?,
-                        u64::from_str_radix(at("data:")?, 16).ok()?,
-                    ))
-                })
-                .collect();
-            Some(FdKind::Epoll {
-                flags: status,
-                watches,
-            })
-        }
-        "[eventfd]" => Some(FdKind::EventFd {
-            flags: status,
-            // The kernel prints the counter in hex.
-            count: u64::from_str_radix(fdinfo_value(info, "eventfd-count")?, 16).ok()?,
-            semaphore: fdinfo_value(info, "eventfd-semaphore") == Some("1"),
-        }),
-        "[signalfd]" => Some(FdKind::SignalFd {
-            flags: status,
-            mask: u64::from_str_radix(fdinfo_value(info, "sigmask")?, 16).ok()?,
-        }),
-        "[timerfd]" => {
-            let interval_ns = parse_timespec(fdinfo_value(info, "it_interval")?)?;
-            let mut value_ns = parse_timespec(fdinfo_value(info, "it_value")?)?;
-            let ticks: u64 = fdinfo_value(info, "ticks")
-                .and_then(|t| t.parse().ok())
-                .unwrap_or(0);
-            // An expired timer nobody has read yet shows no remaining time
-            // (periodic ones are re-armed lazily, on read): it must fire
-            // again at once after restart, not be taken for disarmed.
-            if value_ns == 0 && (interval_ns > 0 || ticks > 0) {
-                value_ns = 1;
-            }
-            Some(FdKind::TimerFd {
-                flags: status,
-                clock: fdinfo_value(info, "clockid")?.parse().ok()?,
-                value_ns,
-                interval_ns,
-            })
-        }
-        _ => None,
-    }
-}
-
-/// A POSIX message queue; its messages are saved with the first fd seen.
-fn mqueue_kind(
-    pid: HostPid,
-    fd: i32,
-    target: &str,
-    flags: i32,
-    fdctx: &mut FdContext,
-) -> io::Result<FdKind> {
-    if target.ends_with(" (deleted)") {
-        tracing::warn!("pid {pid} fd {fd}: message queue {target} was unlinked; not saved");
-        return Ok(FdKind::Unsupported {
-            what: target.to_string(),
-        });
-    }
-    let err = |e: io::Error| io::Error::new(e.kind(), format!("message queue fd {fd}: {e}"));
-    let ino = crate::resources::mqueue::capture(pid, fd, false)
-        .map_err(err)?
-        .inode;
-    let take = fdctx.mqueue_unclaimed(ino);
-    let q = crate::resources::mqueue::capture(pid, fd, take).map_err(err)?;
-    if take {
-        fdctx.claim_mqueue(ino);
-    }
-    Ok(FdKind::Mqueue {
-        name: target.trim_start_matches('/').to_string(),
-        flags: flags & (libc::O_ACCMODE | libc::O_NONBLOCK),
-        mode: q.mode,
-        maxmsg: q.maxmsg,
-        msgsize: q.msgsize,
-        messages: q.messages,
-    })
-}
-
 fn capture_fds(pid: HostPid, fdctx: &mut FdContext) -> io::Result<Vec<FdEntry>> {
     let mut out = Vec::new();
     for fd in procfs::fds(pid)? {
@@ -1053,156 +877,14 @@ fn capture_fds(pid: HostPid, fdctx: &mut FdContext) -> io::Result<Vec<FdEntry>> 
         let (pos, flags) = procfs::fdinfo(pid, fd)?;
         let cloexec = flags & libc::O_CLOEXEC != 0;
         let flags = flags & !libc::O_CLOEXEC;
-        let memfd = if target.starts_with("/memfd:") && target.ends_with(" (deleted)") {
-            memfd_kind(pid, fd, &target, flags, pos, fdctx)?
-        } else {
-            None
+        let open = OpenFd {
+            pid,
+            fd,
+            target: &target,
+            flags,
+            pos,
         };
-        let kind = if let Some(kind) = memfd {
-            kind
-        } else if target.starts_with('/') && crate::resources::mqueue::is_mqueue(pid, fd) {
-            mqueue_kind(pid, fd, &target, flags, fdctx)?
-        } else if let Some(path) = target.strip_suffix(" (deleted)") {
-            let contents = std::fs::read(format!("/proc/{}/fd/{fd}", pid.0)).ok();
-            FdKind::File {
-                path: path.to_string(),
-                flags,
-                offset: pos,
-                deleted: true,
-                contents,
-            }
-        } else if target.starts_with('/') {
-            let meta = std::fs::metadata(format!("/proc/{}/fd/{fd}", pid.0));
-            let is_chr = meta
-                .as_ref()
-                .map(|m| m.mode() & libc::S_IFMT == libc::S_IFCHR)
-                .unwrap_or(false);
-            let pty = if is_chr {
-                internal_pty(
-                    pid,
-                    fd,
-                    &target,
-                    meta.as_ref().map_or(0, |m| m.rdev()),
-                    fdctx,
-                )
-            } else {
-                None
-            };
-            if let Some((index, master)) = pty {
-                if master {
-                    let state = if fdctx.claim_pty(index) {
-                        let dup = crate::kernel::sys::steal_fd(pid.0, fd)?;
-                        let slave_held = fdctx.holds_pty_slave(index);
-                        Some(
-                            crate::resources::pty::capture(&dup, slave_held).map_err(|e| {
-                                io::Error::new(
-                                    e.kind(),
-                                    format!("pty master fd {fd} (pts {index}): {e}"),
-                                )
-                            })?,
-                        )
-                    } else {
-                        None
-                    };
-                    FdKind::PtyMaster {
-                        index,
-                        flags,
-                        state,
-                    }
-                } else {
-                    FdKind::PtySlave {
-                        index,
-                        flags,
-                        dev_tty: target == "/dev/tty",
-                    }
-                }
-            } else if is_chr && is_tty(&target) && fd <= 2 {
-                FdKind::Inherit {
-                    from: fd,
-                    what: target.clone(),
-                }
-            } else if is_chr {
-                FdKind::Device {
-                    path: target.clone(),
-                    flags,
-                }
-            } else {
-                FdKind::File {
-                    path: target.clone(),
-                    flags,
-                    offset: pos,
-                    deleted: false,
-                    contents: None,
-                }
-            }
-        } else if let Some(ino) = pipe_inode(&target).filter(|i| fdctx.is_internal_pipe(*i)) {
-            let write = flags & libc::O_ACCMODE == libc::O_WRONLY;
-            let buffered = if !write && fdctx.claim_buffer(ino) {
-                let dup = crate::kernel::sys::steal_fd(pid.0, fd)?;
-                crate::kernel::sys::peek_pipe(&dup)
-                    .map_err(|e| io::Error::new(e.kind(), format!("reading pipe fd {fd}: {e}")))?
-            } else {
-                Vec::new()
-            };
-            FdKind::Pipe {
-                id: ino,
-                write,
-                flags,
-                buffered,
-            }
-        } else if let Some(kind) = match crate::resources::unix::socket_inode(&target) {
-            Some(ino) => crate::resources::inet::capture::capture(pid, fd, ino, flags, fdctx)?,
-            None => None,
-        } {
-            kind
-        } else if let Some((ino, (id, end, sotype))) = crate::resources::unix::socket_inode(&target)
-            .and_then(|i| Some((i, fdctx.unix_pair(i)?)))
-        {
-            let queued = if fdctx.claim_socket_queue(ino) {
-                let dup = crate::kernel::sys::steal_fd(pid.0, fd)?;
-                crate::resources::unix::peek_queue(&dup, sotype).map_err(|e| {
-                    io::Error::new(e.kind(), format!("reading unix socket fd {fd}: {e}"))
-                })?
-            } else {
-                Vec::new()
-            };
-            FdKind::UnixPair {
-                id,
-                end,
-                sotype,
-                flags,
-                queued,
-            }
-        } else if let Some(kind) = target
-            .strip_prefix("anon_inode:")
-            .and_then(|k| anon_inode_kind(k, &procfs::fdinfo_text(pid, fd).ok()?, flags))
-        {
-            kind
-        } else if let Some((family, sotype, addr)) = target
-            .starts_with("socket:")
-            .then(|| crate::kernel::sys::steal_fd(pid.0, fd).ok())
-            .flatten()
-            .and_then(|s| crate::resources::unix::listener(&s).ok().flatten())
-        {
-            FdKind::Listener {
-                family,
-                sotype,
-                addr,
-                flags,
-                backlog: 128,
-            }
-        } else if target.starts_with("pipe:") {
-            // A pipe that leads outside the computation: at restart the
-            // restarting tool's own fd of that number takes its place.
-            FdKind::Inherit {
-                from: fd,
-                what: target.clone(),
-            }
-        } else {
-            FdKind::Unsupported {
-                what: target.clone(),
-            }
-        };
+        let kind = fds::capture_kind(&open, fdctx)?;
         let locks = match procfs::fdinfo_text(pid, fd) {
             Ok(text) => crate::resources::locks::parse_fdinfo(&text),
             Err(_) => Vec::new(),

@@ -1,14 +1,58 @@
 //! One module per kind of process state, each holding its capture (at
 //! checkpoint) and its restore (at restart) side by side.
+//!
+//! Fd kinds implement [`FdResource`] and are listed once in
+//! [`fds::CAPTURE_ORDER`] and [`fds::open_fd`].
 
+pub mod anonfd;
 pub mod fds;
 pub mod fdshare;
+pub mod files;
 pub mod inet;
 pub mod locks;
+pub mod memfd;
 pub mod memory;
 pub mod mqueue;
+pub mod pipes;
 pub mod pty;
 pub mod sysv;
 pub mod threads;
 pub mod tree;
 pub mod unix;
+
+use std::io;
+use std::os::fd::OwnedFd;
+
+use dmtcp_image::{FdEntry, FdKind};
+
+use crate::kernel::pid::HostPid;
+pub use fds::FdObjects;
+use fdshare::FdContext;
+
+/// An fd of a frozen process, as the capture finds it.
+pub struct OpenFd<'a> {
+    pub pid: HostPid,
+    pub fd: i32,
+    /// Its `/proc/PID/fd/N` link target (`/path`, `pipe:[INODE]`, ...).
+    pub target: &'a str,
+    /// File status flags, without `O_CLOEXEC`.
+    pub flags: i32,
+    /// File offset (fdinfo `pos`).
+    pub pos: u64,
+}
+
+/// One kind of file descriptor: how an fd of the kind is captured from a
+/// frozen process, and how it is opened again in a restart shell.
+pub trait FdResource {
+    /// The image's description of `f`, or `None` when `f` is not of this
+    /// kind (the next kind is tried).
+    fn capture(f: &OpenFd<'_>, cx: &mut FdContext) -> io::Result<Option<FdKind>>;
+    /// Opens the object `e` describes (an entry of this kind), at any free
+    /// number; `objects` holds what several fds share.
+    fn restore(e: &FdEntry, objects: &FdObjects) -> io::Result<OwnedFd>;
+}
+
+/// An entry handed to the restore of another kind (a bug of the dispatch).
+fn wrong_kind(e: &FdEntry, kind: &str) -> io::Error {
+    io::Error::other(format!("fd {}: not a {kind}: {:?}", e.fd, e.kind))
+}

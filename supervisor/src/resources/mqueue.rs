@@ -11,7 +11,11 @@ use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
+use dmtcp_image::{FdEntry, FdKind};
+
 use crate::kernel::pid::HostPid;
+use crate::resources::fdshare::FdContext;
+use crate::resources::{FdObjects, FdResource, OpenFd};
 
 /// `statfs` type of the mqueue filesystem.
 const MQUEUE_MAGIC: i64 = 0x1980_0202;
@@ -223,4 +227,62 @@ fn open_queue(
         }
     }
     Ok(fd)
+}
+
+/// A POSIX message queue; its messages are saved with the first fd seen.
+fn mqueue_kind(
+    pid: HostPid,
+    fd: i32,
+    target: &str,
+    flags: i32,
+    fdctx: &mut FdContext,
+) -> io::Result<FdKind> {
+    if target.ends_with(" (deleted)") {
+        tracing::warn!("pid {pid} fd {fd}: message queue {target} was unlinked; not saved");
+        return Ok(FdKind::Unsupported {
+            what: target.to_string(),
+        });
+    }
+    let err = |e: io::Error| io::Error::new(e.kind(), format!("message queue fd {fd}: {e}"));
+    let ino = capture(pid, fd, false).map_err(err)?.inode;
+    let take = fdctx.mqueue_unclaimed(ino);
+    let q = capture(pid, fd, take).map_err(err)?;
+    if take {
+        fdctx.claim_mqueue(ino);
+    }
+    Ok(FdKind::Mqueue {
+        name: target.trim_start_matches('/').to_string(),
+        flags: flags & (libc::O_ACCMODE | libc::O_NONBLOCK),
+        mode: q.mode,
+        maxmsg: q.maxmsg,
+        msgsize: q.msgsize,
+        messages: q.messages,
+    })
+}
+
+/// POSIX message queues (a path on the mqueue filesystem).
+pub struct Mqueue;
+
+impl FdResource for Mqueue {
+    fn capture(f: &OpenFd<'_>, cx: &mut FdContext) -> io::Result<Option<FdKind>> {
+        if !(f.target.starts_with('/') && is_mqueue(f.pid, f.fd)) {
+            return Ok(None);
+        }
+        mqueue_kind(f.pid, f.fd, f.target, f.flags, cx).map(Some)
+    }
+
+    fn restore(e: &FdEntry, _objects: &FdObjects) -> io::Result<OwnedFd> {
+        let FdKind::Mqueue {
+            name,
+            flags,
+            mode,
+            maxmsg,
+            msgsize,
+            ..
+        } = &e.kind
+        else {
+            return Err(super::wrong_kind(e, "message queue"));
+        };
+        open(name, *flags, *mode, *maxmsg, *msgsize)
+    }
 }

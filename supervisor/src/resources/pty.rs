@@ -15,7 +15,14 @@ use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
+use std::os::unix::fs::MetadataExt;
+
 use dmtcp_image::{FdEntry, FdKind, PtyState, Termios};
+
+use crate::kernel::pid::HostPid;
+use crate::kernel::procfs;
+use crate::resources::fdshare::{is_ptmx, FdContext};
+use crate::resources::{FdObjects, FdResource, OpenFd};
 
 /// At most this many bytes are taken out of a pty in one direction.
 const MAX_IN_FLIGHT: usize = 1 << 20;
@@ -497,6 +504,79 @@ pub fn fdinfo_index(fdinfo: &str) -> Option<u32> {
         .lines()
         .find_map(|l| l.strip_prefix("tty-index:"))
         .and_then(|v| v.trim().parse().ok())
+}
+
+/// (pts number, is master) when the fd is either side of a pty whose
+/// master is held inside the computation. `/dev/tty` opened on such a pty
+/// counts as its slave (it is restored as a slave fd: the process has no
+/// controlling terminal yet when nsinit opens the fds).
+fn internal_pty(
+    pid: HostPid,
+    fd: i32,
+    target: &str,
+    rdev: u64,
+    fdctx: &FdContext,
+) -> Option<(u32, bool)> {
+    let (index, master) = if is_ptmx(target) {
+        let info = procfs::fdinfo_text(pid, fd).ok()?;
+        (fdinfo_index(&info)?, true)
+    } else if rdev == libc::makedev(5, 0) {
+        let dup = crate::kernel::sys::steal_fd(pid.0, fd).ok()?;
+        (pts_index(device_of(dup.as_raw_fd()).ok()?)?, false)
+    } else {
+        (pts_index(rdev)?, false)
+    };
+    fdctx.is_internal_pty(index).then_some((index, master))
+}
+
+/// Both sides of ptys whose master is inside the computation.
+pub struct Pty;
+
+impl FdResource for Pty {
+    fn capture(f: &OpenFd<'_>, cx: &mut FdContext) -> io::Result<Option<FdKind>> {
+        let (pid, fd, target, flags) = (f.pid, f.fd, f.target, f.flags);
+        if !target.starts_with('/') || target.ends_with(" (deleted)") {
+            return Ok(None);
+        }
+        let Ok(meta) = std::fs::metadata(format!("/proc/{}/fd/{fd}", pid.0)) else {
+            return Ok(None);
+        };
+        if meta.mode() & libc::S_IFMT != libc::S_IFCHR {
+            return Ok(None);
+        }
+        let Some((index, master)) = internal_pty(pid, fd, target, meta.rdev(), cx) else {
+            return Ok(None);
+        };
+        if !master {
+            return Ok(Some(FdKind::PtySlave {
+                index,
+                flags,
+                dev_tty: target == "/dev/tty",
+            }));
+        }
+        let state = if cx.claim_pty(index) {
+            let dup = crate::kernel::sys::steal_fd(pid.0, fd)?;
+            let slave_held = cx.holds_pty_slave(index);
+            Some(capture(&dup, slave_held).map_err(|e| {
+                io::Error::new(e.kind(), format!("pty master fd {fd} (pts {index}): {e}"))
+            })?)
+        } else {
+            None
+        };
+        Ok(Some(FdKind::PtyMaster {
+            index,
+            flags,
+            state,
+        }))
+    }
+
+    fn restore(e: &FdEntry, objects: &FdObjects) -> io::Result<OwnedFd> {
+        match &e.kind {
+            FdKind::PtyMaster { index, flags, .. } => objects.ptys.open(*index, false, *flags),
+            FdKind::PtySlave { index, flags, .. } => objects.ptys.open(*index, true, *flags),
+            _ => Err(super::wrong_kind(e, "pty")),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -23,6 +23,11 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileTypeExt;
 
+use dmtcp_image::{FdEntry, FdKind};
+
+use crate::resources::fdshare::FdContext;
+use crate::resources::{FdObjects, FdResource, OpenFd};
+
 const SOCK_DIAG_BY_FAMILY: u16 = 20;
 const UDIAG_SHOW_NAME: u32 = 0x01;
 const UDIAG_SHOW_PEER: u32 = 0x04;
@@ -572,6 +577,87 @@ pub fn listen_again(family: i32, sotype: i32, addr: &[u8], backlog: i32) -> io::
         return Err(io::Error::last_os_error());
     }
     Ok(fd)
+}
+
+/// Unix socket pairs inside the computation, and listening sockets (unix
+/// or TCP) recreated bound to their address.
+pub struct Unix;
+
+impl FdResource for Unix {
+    fn capture(f: &OpenFd<'_>, cx: &mut FdContext) -> io::Result<Option<FdKind>> {
+        let (pid, fd, target, flags) = (f.pid, f.fd, f.target, f.flags);
+        if let Some((ino, (id, end, sotype))) =
+            socket_inode(target).and_then(|i| Some((i, cx.unix_pair(i)?)))
+        {
+            let queued = if cx.claim_socket_queue(ino) {
+                let dup = crate::kernel::sys::steal_fd(pid.0, fd)?;
+                peek_queue(&dup, sotype).map_err(|e| {
+                    io::Error::new(e.kind(), format!("reading unix socket fd {fd}: {e}"))
+                })?
+            } else {
+                Vec::new()
+            };
+            return Ok(Some(FdKind::UnixPair {
+                id,
+                end,
+                sotype,
+                flags,
+                queued,
+            }));
+        }
+        Ok(target
+            .starts_with("socket:")
+            .then(|| crate::kernel::sys::steal_fd(pid.0, fd).ok())
+            .flatten()
+            .and_then(|s| listener(&s).ok().flatten())
+            .map(|(family, sotype, addr)| FdKind::Listener {
+                family,
+                sotype,
+                addr,
+                flags,
+                backlog: 128,
+            }))
+    }
+
+    fn restore(e: &FdEntry, objects: &FdObjects) -> io::Result<OwnedFd> {
+        match &e.kind {
+            FdKind::UnixPair { id, end, flags, .. } => {
+                let sock = objects
+                    .pairs
+                    .get(id)
+                    .and_then(|p| p.get(usize::from(*end)))
+                    .ok_or_else(|| {
+                        io::Error::other(format!("unix pair {id} end {end} was not created"))
+                    })?;
+                let fd = crate::kernel::sys::dup_above(sock.as_raw_fd(), 0)?;
+                // SAFETY: fcntl on an fd we own; a socket end is one description
+                // per end, so its status flags are this end's.
+                if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags & libc::O_NONBLOCK) }
+                    < 0
+                {
+                    let err = io::Error::last_os_error();
+                    return Err(io::Error::new(
+                        err.kind(),
+                        format!("fcntl(F_SETFL) on unix pair {id}: {err}"),
+                    ));
+                }
+                Ok(fd)
+            }
+            FdKind::Listener {
+                family,
+                sotype,
+                addr,
+                flags,
+                backlog,
+            } => {
+                let fd = listen_again(*family, *sotype, addr, *backlog)?;
+                // SAFETY: fcntl on an fd we own.
+                unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags & libc::O_NONBLOCK) };
+                Ok(fd)
+            }
+            _ => Err(super::wrong_kind(e, "unix socket")),
+        }
+    }
 }
 
 #[cfg(test)]

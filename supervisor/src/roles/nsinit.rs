@@ -361,7 +361,10 @@ fn exec_target(argv: &[CString]) -> io::Error {
 
 /// Maps every shared object at its parking address: shared anonymous
 /// memory, or the memfd `pipes` made for it.
-fn park_memory(objects: &[ParkedMemory], pipes: &crate::resources::fds::Pipes) -> io::Result<()> {
+fn park_memory(
+    objects: &[ParkedMemory],
+    pipes: &crate::resources::fds::FdObjects,
+) -> io::Result<()> {
     for o in objects {
         let (fd, prot, anon) = match &o.memfd {
             Some(_) => {
@@ -441,7 +444,7 @@ fn make_shells(plans: &[ShellPlan], parked: &[ParkedMemory]) -> io::Result<Vec<i
     raise_nofile();
     let all: Vec<FdEntry> = plans.iter().flat_map(|p| p.fds.iter().cloned()).collect();
     let base = all.iter().map(|e| e.fd).max().unwrap_or(2) + 1;
-    let mut pipes = crate::resources::fds::Pipes::create(&all)?;
+    let mut pipes = crate::resources::fds::FdObjects::create(&all)?;
     for o in parked {
         if let Some(name) = &o.memfd {
             pipes.ensure_memfd(o.id, name, o.size)?;
@@ -583,7 +586,7 @@ fn shell_main(u: &Universe, i: usize) -> ! {
         // record locks on that file).
         crate::resources::locks::take_process_locks(&plan.fds)?;
         set_rlimits(&plan.rlimits);
-        crate::resources::fds::add_epoll_watches(&plan.fds)?;
+        crate::resources::anonfd::add_epoll_watches(&plan.fds)?;
         Ok(ready)
     })();
     match result {
