@@ -10,5 +10,6 @@ pub mod pid;
 pub mod procfs;
 pub mod ptrace;
 pub mod remote;
+pub mod sockdiag;
 pub mod sys;
 pub mod uffd;

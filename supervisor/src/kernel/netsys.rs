@@ -10,7 +10,7 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
-use crate::resources::unix::{os_err, peek_off, set_peek_off};
+use crate::kernel::sockdiag::{os_err, peek_off, set_peek_off};
 
 /// `SIOCOUTQ`: bytes in the send queue not yet acknowledged by the peer.
 const SIOCOUTQ: libc::c_ulong = 0x5411;

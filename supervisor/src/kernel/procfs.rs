@@ -411,3 +411,11 @@ impl Mem {
         Ok(buf)
     }
 }
+
+/// The pts number of a master fd from its fdinfo (`tty-index:`).
+pub fn fdinfo_tty_index(fdinfo: &str) -> Option<u32> {
+    fdinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("tty-index:"))
+        .and_then(|v| v.trim().parse().ok())
+}

@@ -28,7 +28,7 @@ use std::io;
 
 use crate::kernel::pid::HostPid;
 use crate::kernel::procfs;
-use crate::resources::unix::{self as sockets, UnixInfo};
+use crate::kernel::sockdiag::{self as sockets, UnixInfo};
 
 const KCMP_FILE: i32 = 0;
 
@@ -149,7 +149,7 @@ impl FdContext {
                 if is_ptmx(&target) {
                     if let Some(idx) = procfs::fdinfo_text(pid, fd)
                         .ok()
-                        .and_then(|t| crate::resources::pty::fdinfo_index(&t))
+                        .and_then(|t| procfs::fdinfo_tty_index(&t))
                     {
                         ctx.internal_ptys.insert(idx);
                     }

@@ -498,14 +498,6 @@ pub fn pts_index(rdev: u64) -> Option<u32> {
         .then(|| (major - 136) * 256 + minor)
 }
 
-/// The pts number of a master fd from its fdinfo (`tty-index:`).
-pub fn fdinfo_index(fdinfo: &str) -> Option<u32> {
-    fdinfo
-        .lines()
-        .find_map(|l| l.strip_prefix("tty-index:"))
-        .and_then(|v| v.trim().parse().ok())
-}
-
 /// (pts number, is master) when the fd is either side of a pty whose
 /// master is held inside the computation. `/dev/tty` opened on such a pty
 /// counts as its slave (it is restored as a slave fd: the process has no
@@ -519,7 +511,7 @@ fn internal_pty(
 ) -> Option<(u32, bool)> {
     let (index, master) = if is_ptmx(target) {
         let info = procfs::fdinfo_text(pid, fd).ok()?;
-        (fdinfo_index(&info)?, true)
+        (procfs::fdinfo_tty_index(&info)?, true)
     } else if rdev == libc::makedev(5, 0) {
         let dup = crate::kernel::sys::steal_fd(pid.0, fd).ok()?;
         (pts_index(device_of(dup.as_raw_fd()).ok()?)?, false)

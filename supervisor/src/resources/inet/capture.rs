@@ -18,7 +18,7 @@
 //! sockets the killed computation leaves in TIME_WAIT then do not keep the
 //! restarted ends from binding their old ports.
 //!
-//! [`capture`] then describes one fd: its addresses, options and the bytes
+//! [`super::Inet`] then describes one fd: its addresses, options and the bytes
 //! waiting to be read (peeked, `MSG_PEEK` with `SO_PEEK_OFF`, once per
 //! socket).
 
@@ -27,11 +27,8 @@ use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
-use dmtcp_image::FdKind;
-
 use crate::kernel::netsys::{self, TCP_CLOSE_WAIT, TCP_ESTABLISHED, TCP_FIN_WAIT1, TCP_FIN_WAIT2};
 use crate::kernel::pid::HostPid;
-use crate::resources::fdshare::FdContext;
 
 /// How long a frozen computation may wait for TCP bytes in flight to be
 /// acknowledged.
@@ -44,14 +41,14 @@ const STUCK_POLLS: u32 = 10;
 #[derive(Debug, Default)]
 pub struct NetShare {
     /// Socket inode -> (connection id, end) for internal TCP connections.
-    tcp_pairs: HashMap<u64, (u64, u8)>,
+    pub(super) tcp_pairs: HashMap<u64, (u64, u8)>,
     /// Bytes a peer had not delivered yet, to append to this end's queue.
-    tcp_extra: HashMap<u64, Vec<u8>>,
+    pub(super) tcp_extra: HashMap<u64, Vec<u8>>,
     /// The `SO_REUSEADDR` value the program had set.
-    tcp_reuse: HashMap<u64, bool>,
-    udp: HashSet<u64>,
+    pub(super) tcp_reuse: HashMap<u64, bool>,
+    pub(super) udp: HashSet<u64>,
     /// TCP connections with one end outside: inode -> description.
-    outside: HashMap<u64, String>,
+    pub(super) outside: HashMap<u64, String>,
 }
 
 struct TcpEnd {
@@ -197,88 +194,4 @@ impl NetShare {
     pub fn tcp_pair(&self, ino: u64) -> Option<(u64, u8)> {
         self.tcp_pairs.get(&ino).copied()
     }
-}
-
-/// Describes fd `fd` of `pid` (socket inode `ino`) when it is an internal
-/// TCP connection end, a UDP socket or one end of a named unix pair.
-pub fn capture(
-    pid: HostPid,
-    fd: i32,
-    ino: u64,
-    flags: i32,
-    fdctx: &mut FdContext,
-) -> io::Result<Option<FdKind>> {
-    let ctx = |e: io::Error| io::Error::new(e.kind(), format!("socket fd {fd}: {e}"));
-    if let Some((id, end)) = fdctx.net.tcp_pair(ino) {
-        let dup = crate::kernel::sys::steal_fd(pid.0, fd)?;
-        let raw = dup.as_raw_fd();
-        let mut queued = Vec::new();
-        if fdctx.claim_socket_queue(ino) {
-            queued = crate::resources::unix::peek_queue(&dup, libc::SOCK_STREAM)
-                .map_err(ctx)?
-                .concat();
-            if let Some(extra) = fdctx.net.tcp_extra.get(&ino) {
-                queued.extend_from_slice(extra);
-            }
-        }
-        let state = netsys::tcp_state(raw).map_err(ctx)?;
-        let missing = || ctx(io::Error::other("the connection lost its address"));
-        return Ok(Some(FdKind::TcpConn {
-            id,
-            end,
-            family: netsys::int_opt(raw, libc::SOL_SOCKET, libc::SO_DOMAIN)?,
-            local: netsys::sockaddr(raw, false)?.ok_or_else(missing)?,
-            peer: netsys::sockaddr(raw, true)?.ok_or_else(missing)?,
-            flags,
-            queued,
-            shut_wr: matches!(state, TCP_FIN_WAIT1 | TCP_FIN_WAIT2),
-            nodelay: netsys::int_opt(raw, libc::IPPROTO_TCP, libc::TCP_NODELAY)? != 0,
-            keepalive: netsys::int_opt(raw, libc::SOL_SOCKET, libc::SO_KEEPALIVE)? != 0,
-            reuseaddr: fdctx.net.tcp_reuse.get(&ino).copied().unwrap_or(false),
-            rcvbuf: netsys::int_opt(raw, libc::SOL_SOCKET, libc::SO_RCVBUF)?,
-            sndbuf: netsys::int_opt(raw, libc::SOL_SOCKET, libc::SO_SNDBUF)?,
-        }));
-    }
-    if let Some(what) = fdctx.net.outside.get(&ino) {
-        return Ok(Some(FdKind::Unsupported { what: what.clone() }));
-    }
-    if fdctx.net.udp.contains(&ino) {
-        let dup = crate::kernel::sys::steal_fd(pid.0, fd)?;
-        let raw = dup.as_raw_fd();
-        let queued = if fdctx.claim_socket_queue(ino) {
-            netsys::peek_datagrams(&dup).map_err(ctx)?
-        } else {
-            Vec::new()
-        };
-        return Ok(Some(FdKind::Udp {
-            id: ino,
-            family: netsys::int_opt(raw, libc::SOL_SOCKET, libc::SO_DOMAIN)?,
-            local: netsys::sockaddr(raw, false)
-                .map_err(ctx)?
-                .ok_or_else(|| ctx(io::Error::other("no address")))?,
-            peer: netsys::sockaddr(raw, true).map_err(ctx)?,
-            flags,
-            queued,
-            reuseaddr: netsys::int_opt(raw, libc::SOL_SOCKET, libc::SO_REUSEADDR)? != 0,
-        }));
-    }
-    if let Some((id, end, sotype)) = fdctx.unix_pair(ino).filter(|_| fdctx.is_named_pair(ino)) {
-        let dup = crate::kernel::sys::steal_fd(pid.0, fd)?;
-        let queued = if fdctx.claim_socket_queue(ino) {
-            crate::resources::unix::peek_queue(&dup, sotype).map_err(ctx)?
-        } else {
-            Vec::new()
-        };
-        return Ok(Some(FdKind::UnixNamedPair {
-            id,
-            end,
-            sotype,
-            flags,
-            queued,
-            name: netsys::sockaddr(dup.as_raw_fd(), false)
-                .map_err(ctx)?
-                .unwrap_or_default(),
-        }));
-    }
-    Ok(None)
 }

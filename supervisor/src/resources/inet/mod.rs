@@ -9,8 +9,10 @@ use std::os::fd::{AsRawFd, OwnedFd};
 
 use dmtcp_image::{FdEntry, FdKind};
 
+use crate::kernel::netsys::{self, TCP_FIN_WAIT1, TCP_FIN_WAIT2};
+use crate::kernel::pid::HostPid;
+use crate::kernel::sockdiag::socket_inode;
 use crate::resources::fdshare::FdContext;
-use crate::resources::unix::socket_inode;
 use crate::resources::{FdObjects, FdResource, OpenFd};
 
 /// A new fd for a socket made by `FdObjects::create`, with the saved
@@ -35,7 +37,7 @@ pub struct Inet;
 impl FdResource for Inet {
     fn capture(f: &OpenFd<'_>, cx: &mut FdContext) -> io::Result<Option<FdKind>> {
         match socket_inode(f.target) {
-            Some(ino) => capture::capture(f.pid, f.fd, ino, f.flags, cx),
+            Some(ino) => capture_fd(f.pid, f.fd, ino, f.flags, cx),
             None => Ok(None),
         }
     }
@@ -58,4 +60,88 @@ impl FdResource for Inet {
             _ => Err(super::wrong_kind(e, "inet socket")),
         }
     }
+}
+
+/// Describes fd `fd` of `pid` (socket inode `ino`) when it is an internal
+/// TCP connection end, a UDP socket or one end of a named unix pair.
+fn capture_fd(
+    pid: HostPid,
+    fd: i32,
+    ino: u64,
+    flags: i32,
+    fdctx: &mut FdContext,
+) -> io::Result<Option<FdKind>> {
+    let ctx = |e: io::Error| io::Error::new(e.kind(), format!("socket fd {fd}: {e}"));
+    if let Some((id, end)) = fdctx.net.tcp_pair(ino) {
+        let dup = crate::kernel::sys::steal_fd(pid.0, fd)?;
+        let raw = dup.as_raw_fd();
+        let mut queued = Vec::new();
+        if fdctx.claim_socket_queue(ino) {
+            queued = crate::resources::unix::peek_queue(&dup, libc::SOCK_STREAM)
+                .map_err(ctx)?
+                .concat();
+            if let Some(extra) = fdctx.net.tcp_extra.get(&ino) {
+                queued.extend_from_slice(extra);
+            }
+        }
+        let state = netsys::tcp_state(raw).map_err(ctx)?;
+        let missing = || ctx(io::Error::other("the connection lost its address"));
+        return Ok(Some(FdKind::TcpConn {
+            id,
+            end,
+            family: netsys::int_opt(raw, libc::SOL_SOCKET, libc::SO_DOMAIN)?,
+            local: netsys::sockaddr(raw, false)?.ok_or_else(missing)?,
+            peer: netsys::sockaddr(raw, true)?.ok_or_else(missing)?,
+            flags,
+            queued,
+            shut_wr: matches!(state, TCP_FIN_WAIT1 | TCP_FIN_WAIT2),
+            nodelay: netsys::int_opt(raw, libc::IPPROTO_TCP, libc::TCP_NODELAY)? != 0,
+            keepalive: netsys::int_opt(raw, libc::SOL_SOCKET, libc::SO_KEEPALIVE)? != 0,
+            reuseaddr: fdctx.net.tcp_reuse.get(&ino).copied().unwrap_or(false),
+            rcvbuf: netsys::int_opt(raw, libc::SOL_SOCKET, libc::SO_RCVBUF)?,
+            sndbuf: netsys::int_opt(raw, libc::SOL_SOCKET, libc::SO_SNDBUF)?,
+        }));
+    }
+    if let Some(what) = fdctx.net.outside.get(&ino) {
+        return Ok(Some(FdKind::Unsupported { what: what.clone() }));
+    }
+    if fdctx.net.udp.contains(&ino) {
+        let dup = crate::kernel::sys::steal_fd(pid.0, fd)?;
+        let raw = dup.as_raw_fd();
+        let queued = if fdctx.claim_socket_queue(ino) {
+            netsys::peek_datagrams(&dup).map_err(ctx)?
+        } else {
+            Vec::new()
+        };
+        return Ok(Some(FdKind::Udp {
+            id: ino,
+            family: netsys::int_opt(raw, libc::SOL_SOCKET, libc::SO_DOMAIN)?,
+            local: netsys::sockaddr(raw, false)
+                .map_err(ctx)?
+                .ok_or_else(|| ctx(io::Error::other("no address")))?,
+            peer: netsys::sockaddr(raw, true).map_err(ctx)?,
+            flags,
+            queued,
+            reuseaddr: netsys::int_opt(raw, libc::SOL_SOCKET, libc::SO_REUSEADDR)? != 0,
+        }));
+    }
+    if let Some((id, end, sotype)) = fdctx.unix_pair(ino).filter(|_| fdctx.is_named_pair(ino)) {
+        let dup = crate::kernel::sys::steal_fd(pid.0, fd)?;
+        let queued = if fdctx.claim_socket_queue(ino) {
+            crate::resources::unix::peek_queue(&dup, sotype).map_err(ctx)?
+        } else {
+            Vec::new()
+        };
+        return Ok(Some(FdKind::UnixNamedPair {
+            id,
+            end,
+            sotype,
+            flags,
+            queued,
+            name: netsys::sockaddr(dup.as_raw_fd(), false)
+                .map_err(ctx)?
+                .unwrap_or_default(),
+        }));
+    }
+    Ok(None)
 }
