@@ -6,7 +6,7 @@ use anyhow::{anyhow, bail};
 use clap::Parser;
 use dmtcp_image::{Codec, ImageChain, ImageReader, WriteOptions};
 use dmtcp_supervisor::coord_args::CoordArgs;
-use dmtcp_supervisor::restart::{self, Plan};
+use dmtcp_supervisor::roles::restart::{self, Plan};
 
 #[derive(Parser, Debug)]
 #[command(

@@ -147,7 +147,7 @@ pub struct Session {
     cfg: SessionConfig,
     nsinit: HostPid,
     /// nsinit's control socket: it reads the SysV IPC objects for us.
-    ctrl: crate::roles::supervise::NsinitCtrl,
+    ctrl: crate::roles::nsinit_ctrl::NsinitCtrl,
     computation: String,
     conn: Option<Connection>,
     /// Coordinator frames (from the reader thread) and wake-ups.
@@ -195,7 +195,7 @@ impl Session {
     pub fn new(
         cfg: SessionConfig,
         nsinit: HostPid,
-        ctrl: crate::roles::supervise::NsinitCtrl,
+        ctrl: crate::roles::nsinit_ctrl::NsinitCtrl,
         conn: Connection,
         computation: String,
     ) -> Session {
@@ -226,7 +226,7 @@ impl Session {
     }
 
     /// The restorer tied the computation's life to ours
-    /// ([`NsinitCtrl::lifeline`](crate::roles::supervise::NsinitCtrl::lifeline)):
+    /// ([`NsinitCtrl::lifeline`](crate::roles::nsinit_ctrl::NsinitCtrl::lifeline)):
     /// untie it once every lazily restored page is in place.
     pub fn with_lifeline(mut self, on: bool) -> Session {
         self.lifeline = on;

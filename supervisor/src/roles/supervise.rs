@@ -16,6 +16,7 @@ use dmtcp_image::IpcState;
 use crate::kernel::pid::HostPid;
 use crate::kernel::procfs;
 use crate::roles::nsinit::{exit_code_for, InitReply, InitRequest};
+use crate::roles::nsinit_ctrl::NsinitCtrl;
 use crate::roles::session::Session;
 
 /// A binary that ships next to the running executable (or `$DMTCP_<NAME>`).
@@ -55,53 +56,6 @@ pub fn block_signals() -> io::Result<()> {
     handled_signals()
         .thread_block()
         .map_err(|e| io::Error::other(format!("sigprocmask: {e}")))
-}
-
-/// The supervisor's end of nsinit's control socket, for requests while the
-/// computation runs.
-pub struct NsinitCtrl(UnixStream);
-
-impl NsinitCtrl {
-    fn ask(&mut self, req: &InitRequest) -> io::Result<InitReply> {
-        dmtcp_protocol::write_frame(&mut self.0, req)
-            .and_then(|()| dmtcp_protocol::read_frame(&mut self.0))
-            .map_err(|e| io::Error::other(format!("talking to dmtcp-nsinit: {e}")))
-    }
-
-    /// The SysV IPC objects of the computation's IPC namespace, with the
-    /// bytes of each shared memory segment.
-    pub fn dump_ipc(&mut self) -> io::Result<(IpcState, crate::resources::sysv::ShmBytes)> {
-        match self.ask(&InitRequest::DumpIpc)? {
-            InitReply::Ipc => crate::resources::sysv::recv(&mut self.0),
-            InitReply::Failed(m) => Err(io::Error::other(format!("reading SysV IPC: {m}"))),
-            other => Err(io::Error::other(format!(
-                "unexpected answer from dmtcp-nsinit: {other:?}"
-            ))),
-        }
-    }
-
-    /// Ties the computation's life to ours (`on`) or unties it
-    /// (`InitRequest::Lifeline`).
-    pub fn lifeline(&mut self, on: bool) -> io::Result<()> {
-        match self.ask(&InitRequest::Lifeline(on))? {
-            InitReply::Done => Ok(()),
-            InitReply::Failed(m) => Err(io::Error::other(m)),
-            other => Err(io::Error::other(format!(
-                "unexpected answer from dmtcp-nsinit: {other:?}"
-            ))),
-        }
-    }
-
-    /// Removes shared memory segments in the computation's IPC namespace.
-    pub fn remove_shm(&mut self, ids: Vec<i32>) -> io::Result<()> {
-        match self.ask(&InitRequest::RemoveShm { ids })? {
-            InitReply::Done => Ok(()),
-            InitReply::Failed(m) => Err(io::Error::other(m)),
-            other => Err(io::Error::other(format!(
-                "unexpected answer from dmtcp-nsinit: {other:?}"
-            ))),
-        }
-    }
 }
 
 /// Starts nsinit in fresh namespaces and sends it `req` (and `ipc`, the

@@ -1,0 +1,319 @@
+//! The restart role (`dmtcp-restart`): recreating a checkpointed
+//! computation from its images.
+//!
+//! [`run`] is the whole restart as `dmtcp-restart` asks for it: the images
+//! are validated first; then a fresh pid (and user) namespace gets one
+//! parked shell per process with its original pid (`dmtcp-nsinit`), each
+//! shell is turned into its process by
+//! [`restore_process`](crate::restart::process::restore_process), and the
+//! restarted computation is supervised exactly like a launched one.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+
+use anyhow::{anyhow, bail};
+use dmtcp_coordinator::client::StartOptions;
+use dmtcp_image::{Codec, ImageChain, ImageReader, Verify, WriteOptions};
+
+use crate::coord_args::CoordArgs;
+use crate::kernel::pid::HostPid;
+use crate::kernel::procfs;
+use crate::resources::memory::lazy;
+use crate::resources::pty;
+use crate::resources::sysv as sysvipc;
+use crate::restart::process as restore;
+use crate::roles::nsinit::{InitReply, InitRequest, ShellPlan};
+use crate::roles::session::{self, Session, SessionConfig};
+use crate::roles::supervise;
+
+/// What `dmtcp-restart` was asked to restart, and how.
+#[derive(Debug)]
+pub struct Plan {
+    /// The coordinator to join (or start).
+    pub coord: CoordArgs,
+    /// Where later checkpoints go (default: the coordinator's directory).
+    pub ckpt_dir: Option<PathBuf>,
+    /// Later checkpoints are not compressed.
+    pub no_gzip: bool,
+    /// Later checkpoints are incremental.
+    pub incremental: bool,
+    /// Every page is copied before the program runs (no lazy restore).
+    pub no_lazy: bool,
+    /// One image (chain top) per process.
+    pub images: Vec<PathBuf>,
+}
+
+/// Opens every image and checks its structure and metadata before anything
+/// is created.
+fn open_images(paths: &[PathBuf]) -> anyhow::Result<Vec<ImageChain>> {
+    let mut out: Vec<ImageChain> = Vec::new();
+    let mut vpids = HashSet::new();
+    for p in paths {
+        // Page blocks are checked as they are read: before the process runs
+        // when copied, before any byte reaches it when restored lazily.
+        let chain = ImageChain::open_with(p, Verify::Layout).map_err(|e| anyhow!("{e}"))?;
+        let r = chain.top();
+        let m = r.meta();
+        if let Some(first) = out.first().map(|c| c.top()) {
+            if first.meta().computation.generation != m.computation.generation {
+                bail!(
+                    "{}: taken at checkpoint {}, but {} at checkpoint {}: restart images of one checkpoint",
+                    p.display(),
+                    m.computation.generation,
+                    first.path().display(),
+                    first.meta().computation.generation
+                );
+            }
+            if first.meta().computation.id != m.computation.id {
+                bail!(
+                    "{}: belongs to computation {}, not {} like {}",
+                    p.display(),
+                    m.computation.id,
+                    first.meta().computation.id,
+                    first.path().display()
+                );
+            }
+        }
+        if !vpids.insert(m.process.vpid) {
+            bail!("{}: pid {} given twice", p.display(), m.process.vpid);
+        }
+        out.push(chain);
+    }
+    // Parents before children, so shells can be created in order.
+    out.sort_by_key(|c| c.top().meta().process.vpid);
+    Ok(out)
+}
+
+fn shell_plan(c: &ImageChain) -> ShellPlan {
+    let r = c.top();
+    let p = &r.meta().process;
+    ShellPlan {
+        vpid: p.vpid,
+        vppid: p.vppid,
+        vpgid: p.vpgid,
+        vsid: p.vsid,
+        zombie: p.zombie,
+        cwd: p.cwd.clone(),
+        umask: p.umask,
+        rlimits: p.rlimits.clone(),
+        fds: r.meta().fds.clone(),
+        ctty_pty: p.ctty.as_ref().and_then(|c| c.pty),
+    }
+}
+
+/// The settings the computation's terminal had (saved from the first
+/// process on a terminal outside the computation), applied to the terminal
+/// dmtcp-restart runs on when it runs there in the foreground. Returns
+/// whether they were.
+fn restore_terminal_settings(images: &[&ImageReader]) -> bool {
+    let Some(t) = images.iter().find_map(|r| {
+        let c = r.meta().process.ctty.as_ref()?;
+        c.pty.is_none().then_some(c.termios.as_ref()).flatten()
+    }) else {
+        return false;
+    };
+    match pty::apply_to_own_terminal(t) {
+        Ok(true) => {
+            tracing::debug!("terminal settings restored");
+            true
+        }
+        Ok(false) => {
+            tracing::info!(
+                "terminal settings not restored: no controlling terminal, or not in its foreground"
+            );
+            false
+        }
+        Err(e) => {
+            tracing::warn!("terminal settings not restored: {e}");
+            false
+        }
+    }
+}
+
+/// Which process sets the foreground group of which terminal: for a pty of
+/// the computation its session leader; for the terminal outside, the first
+/// process that saw a group of the computation in the foreground, and only
+/// when dmtcp-restart itself runs in its terminal's foreground (a restart
+/// in the background must not take the terminal from the shell).
+fn foreground_groups(images: &[&ImageReader]) -> std::collections::HashMap<u32, u32> {
+    let mut out = std::collections::HashMap::new();
+    let mut outside_done = !pty::in_foreground();
+    for r in images {
+        let p = &r.meta().process;
+        let Some(c) = p.ctty.as_ref().filter(|c| c.fg_vpgid != 0) else {
+            continue;
+        };
+        if c.pty.is_some() && p.vsid == p.vpid {
+            out.insert(p.vpid, c.fg_vpgid);
+        } else if c.pty.is_none() && !outside_done && p.zombie.is_none() {
+            out.insert(p.vpid, c.fg_vpgid);
+            outside_done = true;
+        }
+    }
+    out
+}
+
+fn host_pid_of(nsinit: HostPid, vpid: i32) -> Option<HostPid> {
+    procfs::descendants(nsinit).into_iter().find(|p| {
+        procfs::status(*p)
+            .ok()
+            .and_then(|kv| procfs::innermost_pid(&kv))
+            == Some(vpid)
+    })
+}
+
+/// Restarts the computation of `plan.images` and supervises it until it
+/// ends; returns the exit code for `dmtcp-restart`.
+pub fn run(plan: Plan) -> anyhow::Result<i32> {
+    let args = plan;
+    if args.no_lazy {
+        lazy::disable();
+    }
+    let images = open_images(&args.images)?;
+    let first = images[0].top().meta().computation.clone();
+    let (addr, secret) = args.coord.coordinator(
+        "dmtcp-restart",
+        StartOptions {
+            ckpt_dir: args.ckpt_dir.clone(),
+            interval: None,
+            exit_on_last: true,
+        },
+    )?;
+    let cfg = SessionConfig {
+        addr,
+        secret,
+        computation: Some(first.id.clone()),
+        generation: first.generation,
+        write: WriteOptions {
+            codec: if args.no_gzip {
+                Codec::None
+            } else {
+                images[0].top().codec()
+            },
+            ..WriteOptions::default()
+        },
+        ckpt_dir: args.ckpt_dir.as_deref().map(supervise::absolute),
+        incremental: args.incremental,
+    };
+    let (conn, computation, _) = session::connect(&cfg)?;
+
+    supervise::block_signals()?;
+    // Its threads start here: after the signals the supervisor reads from
+    // a signalfd are blocked (threads inherit the mask), before the restore
+    // pins us to one CPU (threads inherit that too).
+    if lazy::enabled() {
+        if let Err(e) = lazy::prepare() {
+            tracing::debug!("no lazy restore: {e}");
+            lazy::disable();
+        }
+    }
+    let shells = images.iter().map(shell_plan).collect();
+    let tops: Vec<&ImageReader> = images.iter().map(|c| c.top()).collect();
+    let shared_memory = restore::park_shared_memory(&tops);
+    let ipc = tops
+        .iter()
+        .find_map(|r| r.meta().ipc.clone().map(|s| (*r, s)))
+        .map(|(r, s)| {
+            s.shm
+                .iter()
+                .map(|g| sysvipc::load_pages(r, g))
+                .collect::<std::io::Result<Vec<_>>>()
+                .map(|bytes| (s, bytes))
+        })
+        .transpose()?;
+    let shm_sizes: std::collections::HashMap<i32, u64> = ipc
+        .iter()
+        .flat_map(|(s, _)| s.shm.iter().map(|g| (g.perm.id, g.size)))
+        .collect();
+    let (nsinit, reply, mut ctrl) = supervise::start_nsinit(
+        &InitRequest::Restore {
+            shells,
+            shared_memory: shared_memory.clone(),
+            ipc: ipc.is_some(),
+        },
+        ipc.as_ref().map(|(s, b)| (s, b)),
+    )?;
+    let kill_ns = || supervise::kill_and_reap(nsinit);
+    // Corrupt page data found while a lazy restore brings pages in: the
+    // program must not run on without them.
+    lazy::on_fatal(move |msg| {
+        // SAFETY: kill with integer arguments; nsinit is our child, and its
+        // death takes every process of the namespace with it.
+        unsafe { libc::kill(nsinit.0, libc::SIGKILL) };
+        eprintln!("dmtcp-restart: {msg}; restart abandoned, the computation was stopped");
+        std::process::exit(1);
+    });
+    match reply {
+        InitReply::ShellsReady { .. } => {}
+        InitReply::Failed(msg) => {
+            kill_ns();
+            bail!("{msg}");
+        }
+        other => {
+            kill_ns();
+            bail!("unexpected answer from dmtcp-nsinit: {other:?}");
+        }
+    }
+    let on_terminal = restore_terminal_settings(&tops);
+    let foreground = foreground_groups(&tops);
+    let mut restored = Vec::with_capacity(images.len());
+    for r in images
+        .iter()
+        .filter(|c| c.top().meta().process.zombie.is_none())
+    {
+        let vpid = r.top().meta().process.vpid as i32;
+        let fg = foreground.get(&r.top().meta().process.vpid).copied();
+        let res = host_pid_of(nsinit, vpid)
+            .ok_or_else(|| anyhow!("shell for pid {vpid} not found"))
+            .and_then(|pid| {
+                restore::restore_process(pid, r, &shared_memory, fg, &shm_sizes)
+                    .map_err(|e| anyhow!("{e}"))
+            });
+        match res {
+            Ok(p) => restored.push(p),
+            Err(e) => {
+                kill_ns();
+                return Err(e.context(format!("{}", r.top().path().display())));
+            }
+        }
+    }
+    // Pages still to come exist only in this process from now on.
+    let lifeline = lazy::busy();
+    if lifeline {
+        if let Err(e) = ctrl.lifeline(true) {
+            kill_ns();
+            bail!("{e}");
+        }
+    }
+    // Every process is in place: the computation starts as a whole.
+    for p in restored {
+        if let Err(e) = p.release() {
+            kill_ns();
+            bail!("{e}");
+        }
+    }
+    lazy::start_background();
+    if on_terminal {
+        // Another terminal, maybe of another size: full-screen programs
+        // redraw on SIGWINCH.
+        if let Err(e) = pty::signal_foreground(libc::SIGWINCH) {
+            tracing::warn!("SIGWINCH to the foreground group: {e}");
+        }
+    }
+    // Segments removed while attached are removed again, now that the
+    // restored processes hold them.
+    let destroyed: Vec<i32> = ipc
+        .iter()
+        .flat_map(|(s, _)| s.shm.iter())
+        .filter(|g| g.perm.mode & sysvipc::SHM_DEST != 0)
+        .map(|g| g.perm.id)
+        .collect();
+    if !destroyed.is_empty() {
+        if let Err(e) = ctrl.remove_shm(destroyed) {
+            kill_ns();
+            bail!("removing restored shared memory marked for removal: {e}");
+        }
+    }
+    let session = Session::new(cfg, nsinit, ctrl, conn, computation).with_lifeline(lifeline);
+    Ok(supervise::supervise(session, nsinit))
+}
