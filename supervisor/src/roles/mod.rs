@@ -4,6 +4,7 @@
 //! ([`nsinit`], started by [`spawn`], talked to through [`nsinit_ctrl`]),
 //! and the loop that supervises a running computation ([`supervise`]).
 
+pub mod barrier;
 pub mod launch;
 pub mod nsinit;
 pub mod nsinit_ctrl;

@@ -27,6 +27,7 @@ use crate::kernel::freeze::{self, FrozenProcess};
 use crate::kernel::pid::HostPid;
 use crate::kernel::procfs;
 use crate::resources::memory::incremental::{ChainFiles, Chains};
+use crate::roles::barrier::BarrierError;
 
 /// Settings of a supervisor session.
 #[derive(Debug, Clone)]
@@ -109,19 +110,16 @@ struct OpenCapture {
 
 impl OpenCapture {
     /// Reads the snapshot, releases it, and writes the image (not yet durable).
-    fn finish(mut self) -> Result<(PendingImage, Committed), String> {
+    fn finish(mut self) -> Result<(PendingImage, Committed), BarrierError> {
         if let Some(d) = self.deferred.take() {
             let read = d.capture(&mut self.meta, &mut self.writer);
             let released = d.release();
-            read.map_err(|e| e.to_string())?;
+            read?;
             if let Err(e) = released {
                 warn!("{e}");
             }
         }
-        let pending = self
-            .writer
-            .finish_unsynced(&self.meta)
-            .map_err(|e| e.to_string())?;
+        let pending = self.writer.finish_unsynced(&self.meta)?;
         Ok((
             pending,
             Committed {
@@ -311,7 +309,7 @@ impl Session {
 
     /// Freezes everything; while a process is inside `dmtcp_disable_ckpt()`
     /// thaws, waits 10 ms and tries again (application API, `agent`).
-    fn suspend(&mut self) -> Result<(), String> {
+    fn suspend(&mut self) -> Result<(), BarrierError> {
         // Lazily restored memory must be in place before it is read.
         crate::resources::memory::lazy::wait_until_restored();
         let deadline = Instant::now() + crate::agent::critical_section_wait();
@@ -324,9 +322,7 @@ impl Session {
             if Instant::now() > deadline {
                 let pids: Vec<HostPid> = self.processes().into_iter().map(|(p, _)| p).collect();
                 crate::agent::release_waiting(&pids);
-                return Err(format!(
-                    "pid {pid} kept checkpoints disabled ({n} open dmtcp_disable_ckpt sections)"
-                ));
+                return Err(BarrierError::CkptDisabled { pid, sections: n });
             }
             std::thread::sleep(Duration::from_millis(10));
         }
@@ -335,10 +331,10 @@ impl Session {
         Ok(())
     }
 
-    fn freeze_all(&mut self) -> Result<(), String> {
+    fn freeze_all(&mut self) -> Result<(), BarrierError> {
         let procs = self.processes();
         if procs.is_empty() {
-            return Err("no live process in the computation".into());
+            return Err(BarrierError::NoProcess);
         }
         let t = Instant::now();
         // A process not yet frozen may fork: repeat until a pass finds
@@ -360,7 +356,13 @@ impl Session {
                     Err(err) if crate::kernel::ptrace::errno(&err) == Some(libc::ESRCH) => {
                         debug!("pid {pid} ({}) exited before the freeze", e.prog)
                     }
-                    Err(err) => return Err(format!("freezing pid {} ({}): {err}", e.vpid, e.prog)),
+                    Err(err) => {
+                        return Err(BarrierError::Freeze {
+                            vpid: e.vpid,
+                            prog: e.prog.clone(),
+                            source: err,
+                        })
+                    }
                 }
             }
             if !fresh {
@@ -376,18 +378,19 @@ impl Session {
         Ok(())
     }
 
-    fn checkpoint(&mut self, opts: &CheckpointOptions) -> Result<(), String> {
+    fn checkpoint(&mut self, opts: &CheckpointOptions) -> Result<(), BarrierError> {
         let dir = self
             .cfg
             .ckpt_dir
             .clone()
             .unwrap_or_else(|| PathBuf::from(&opts.dir));
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| format!("checkpoint directory {}: {e}", dir.display()))?;
+        std::fs::create_dir_all(&dir).map_err(|source| BarrierError::CkptDir {
+            dir: dir.clone(),
+            source,
+        })?;
         let mut write = self.cfg.write.clone();
         if !opts.codec.is_empty() {
-            (write.codec, write.level) =
-                dmtcp_image::Codec::parse_spec(&opts.codec).map_err(|e| e.to_string())?;
+            (write.codec, write.level) = dmtcp_image::Codec::parse_spec(&opts.codec)?;
         }
         let taken_at = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -419,7 +422,7 @@ impl Session {
         info: &ComputationInfo,
         incremental: bool,
         images: &mut Vec<OpenCapture>,
-    ) -> Result<(), String> {
+    ) -> Result<(), BarrierError> {
         let pids: Vec<HostPid> = self.frozen.iter().map(|f| f.pid).collect();
         self.chains.retain(&pids);
         // With chains, a new image must not replace the one it builds on.
@@ -434,10 +437,10 @@ impl Session {
                 name
             }
         };
-        let mut fdctx = crate::resources::fdshare::FdContext::build(&pids)
-            .map_err(|e| format!("examining file descriptors: {e}"))?;
+        let mut fdctx =
+            crate::resources::fdshare::FdContext::build(&pids).map_err(BarrierError::Fds)?;
         // Computation-wide, so recorded once: in the lowest pid's image.
-        let mut ipc = Some(self.ctrl.dump_ipc().map_err(|e| e.to_string())?);
+        let mut ipc = Some(self.ctrl.dump_ipc()?);
         let lowest = self.frozen.iter().map(|f| f.vpid).min();
         for fp in self.frozen.iter_mut() {
             let t = Instant::now();
@@ -454,17 +457,19 @@ impl Session {
                 .or_else(|| procfs::comm(fp.pid, None).ok())
                 .unwrap_or_else(|| "proc".into());
             let path = dir.join(file_name(&comm, fp.vpid as u32));
-            let mut writer =
-                ImageWriter::create(&path, write.clone()).map_err(|e| e.to_string())?;
+            let mut writer = ImageWriter::create(&path, write.clone())?;
             let dirty = self.chains.scan_for(fp.pid, incremental);
             let (mut meta, deferred) =
-                capture::capture(fp, &mut writer, info.clone(), &mut fdctx, true, dirty)
-                    .map_err(|e| e.to_string())?;
+                capture::capture(fp, &mut writer, info.clone(), &mut fdctx, true, dirty)?;
             if Some(fp.vpid) == lowest {
                 if let Some((mut state, bytes)) = ipc.take() {
                     for (g, b) in state.shm.iter_mut().zip(&bytes) {
-                        g.pages = crate::resources::sysv::store_pages(&mut writer, b)
-                            .map_err(|e| format!("saving SysV shared memory {}: {e}", g.perm.id))?;
+                        g.pages = crate::resources::sysv::store_pages(&mut writer, b).map_err(
+                            |source| BarrierError::SysvShm {
+                                id: g.perm.id,
+                                source,
+                            },
+                        )?;
                     }
                     meta.ipc = Some(state);
                 }
@@ -491,11 +496,11 @@ impl Session {
         }
         for &pid in &self.zombies {
             let meta = crate::resources::tree::image(pid, info.clone())
-                .map_err(|e| format!("zombie pid {pid}: {e}"))?;
+                .map_err(|source| BarrierError::Zombie { pid, source })?;
             let vpid = meta.process.vpid;
             let comm = meta.process.comm.clone();
             let path = dir.join(file_name(&comm, vpid));
-            let writer = ImageWriter::create(&path, write.clone()).map_err(|e| e.to_string())?;
+            let writer = ImageWriter::create(&path, write.clone())?;
             let chain = self.chains.chain_of(None, &path, None);
             images.push(OpenCapture {
                 writer,
@@ -531,7 +536,7 @@ impl Session {
             let t0 = Instant::now();
             match open.finish().and_then(|(mut pending, entry)| {
                 let t1 = Instant::now();
-                pending.sync().map_err(|e| e.to_string())?;
+                pending.sync()?;
                 debug!(
                     "pid {:?}: image written in {:?}, fsync in {:?}",
                     entry.pid.map(|p| p.0),
@@ -557,13 +562,14 @@ impl Session {
                         committed.push(done);
                     }
                     Err(e) => {
-                        failure = Some(e.to_string());
+                        failure = Some(BarrierError::from(e));
                         break;
                     }
                 }
             }
         }
         if let Some(reason) = failure {
+            let reason = reason.to_string();
             warn!("checkpoint {id} failed: {reason}");
             self.chains.abandon();
             self.send(ToCoordinator::CheckpointFailed { id, reason });
@@ -601,7 +607,7 @@ impl Session {
         };
         match result {
             Ok(()) => self.send(ToCoordinator::Reached { id, phase }),
-            Err(reason) => self.fail(id, reason),
+            Err(reason) => self.fail(id, reason.to_string()),
         }
     }
 
