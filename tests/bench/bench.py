@@ -1185,7 +1185,7 @@ def main():
         if not os.access(os.path.join(a.bin, b), os.X_OK):
             sys.exit(f"bench: {a.bin}/{b} not found (build first: cargo build --release, or --bin DIR)")
     os.makedirs(a.out, exist_ok=True)
-    try:  # reap orphaned daemons' zombies ourselves (PLATFORM.md trap)
+    try:  # reap orphaned daemons' zombies ourselves (daemons started by the runs reparent to us)
         import ctypes
         ctypes.CDLL(None).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
     except Exception:

@@ -950,8 +950,8 @@ pub fn capture(
     let t0 = std::time::Instant::now();
     // Started before we pin ourselves: it runs on another CPU.
     let map_reader = MapReader::start(pid);
-    // Tracer and tracees on one CPU while we inject (PLATFORM.md: local
-    // wake-ups are 4-7x cheaper). Only here: threads we start later (the
+    // Tracer and tracees on one CPU while we inject (local wake-ups
+    // measured 4-7x cheaper). Only here: threads we start later (the
     // compression pool) must not inherit the pinning.
     let cpu = ptrace::current_cpu();
     let my_mask = ptrace::pin_to_cpu(HostPid(0), cpu).ok();

@@ -357,7 +357,7 @@ pub fn regs_from_words(w: &[u64]) -> Option<Regs> {
 }
 
 /// Syscalls that return `-EINTR` after *any* stop, ptrace stops included,
-/// instead of being restarted by the kernel (signal(7), PLATFORM.md).
+/// instead of being restarted by the kernel (signal(7)).
 const EINTR_AFTER_STOP: &[u64] = &[
     libc::SYS_epoll_wait as u64,
     libc::SYS_epoll_pwait as u64,

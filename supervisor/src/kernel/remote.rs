@@ -3,7 +3,7 @@
 //! The thread's registers are saved, pointed at a `syscall` instruction with
 //! the call's number and arguments, run to the syscall-exit stop, and read
 //! back. `orig_rax = -1` keeps the kernel's restart logic off our injected
-//! registers (PLATFORM.md). Each call costs two ptrace stops (~15-20 µs with
+//! registers. Each call costs two ptrace stops (~15-20 µs with
 //! tracer and tracee on one CPU).
 
 use std::io;

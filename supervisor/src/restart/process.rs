@@ -1,6 +1,6 @@
 //! Turning a parked shell process into the process an image describes,
-//! driven from outside with ptrace (PLATFORM.md lists the sequence the kernel
-//! accepts and its pitfalls).
+//! driven from outside with ptrace, in the order the kernel accepts
+//! (docs/architecture.md, Restart).
 //!
 //! The shell (made by `dmtcp-nsinit` with the original pid, fds, cwd, umask
 //! and limits already in place) is seized in `pause()`. We then, all through
@@ -202,7 +202,7 @@ pub fn restore_process(
         .position(|t| t.vtid == meta.process.vpid)
         .ok_or_else(|| err(pid, "threads", "no thread has the process id"))?;
     // Tracer and tracee on one CPU: each injected syscall is then a cheap
-    // local wake-up instead of a cross-CPU one (PLATFORM.md: 4-7x faster).
+    // local wake-up instead of a cross-CPU one (measured 4-7x faster).
     let cpu = ptrace::current_cpu();
     let my_mask = ptrace::pin_to_cpu(HostPid(0), cpu)?;
     let result = restore_pinned(
