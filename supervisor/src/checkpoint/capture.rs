@@ -19,7 +19,7 @@ use dmtcp_image::{
 };
 
 use crate::kernel::freeze::FrozenProcess;
-use crate::kernel::pid::{HostPid, RemoteAddr};
+use crate::kernel::pid::{HostPid, RemoteAddr, VirtPid};
 use crate::kernel::procfs::{self, MapEntry, Mem, Pagemap};
 use crate::kernel::ptrace;
 use crate::kernel::remote::{find_syscall_insn, Injector};
@@ -910,7 +910,7 @@ pub fn parent_vpid(status: &[(String, String)]) -> u32 {
             // Only a parent inside our namespace has a second NSpid level.
             (levels > 1).then(|| procfs::innermost_pid(&kv)).flatten()
         })
-        .unwrap_or(0) as u32
+        .map_or(0, VirtPid::to_image)
 }
 
 fn rlimits(pid: HostPid) -> Vec<(u32, u64, u64)> {
@@ -1041,7 +1041,7 @@ pub fn capture(
             .unwrap_or(0)
     };
     let process = ProcessInfo {
-        vpid: fp.vpid as u32,
+        vpid: fp.vpid.to_image(),
         vppid: parent_vpid(&status),
         vpgid: ns("NSpgid"),
         vsid: ns("NSsid"),

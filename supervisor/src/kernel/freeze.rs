@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 use std::io;
 
-use crate::kernel::pid::HostPid;
+use crate::kernel::pid::{HostPid, VirtPid};
 use crate::kernel::procfs;
 use crate::kernel::ptrace::{self, Regs, Stop, SysError};
 
@@ -35,7 +35,8 @@ pub struct FrozenThread {
 /// A process with every thread in a ptrace stop.
 pub struct FrozenProcess {
     pub pid: HostPid,
-    pub vpid: i32,
+    /// Its pid inside the computation's namespace.
+    pub vpid: VirtPid,
     pub threads: Vec<FrozenThread>,
 }
 
@@ -75,7 +76,7 @@ pub fn freeze_threads(pid: HostPid, only: &[HostPid]) -> io::Result<FrozenProces
             let vpid = procfs::status(pid)
                 .ok()
                 .and_then(|kv| procfs::innermost_pid(&kv))
-                .unwrap_or(pid.0);
+                .unwrap_or(VirtPid(pid.0));
             Ok(FrozenProcess {
                 pid,
                 vpid,

@@ -8,7 +8,7 @@ use std::io::{self, Read, Seek, SeekFrom};
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 
-use crate::kernel::pid::HostPid;
+use crate::kernel::pid::{HostPid, VirtPid};
 
 fn proc_path(pid: HostPid, rest: &str) -> PathBuf {
     PathBuf::from(format!("/proc/{}/{rest}", pid.0))
@@ -180,8 +180,13 @@ pub fn hex_field(kv: &[(String, String)], key: &str) -> u64 {
 }
 
 /// The innermost pid from an `NSpid:` value (the pid the process sees).
-pub fn innermost_pid(kv: &[(String, String)]) -> Option<i32> {
-    field(kv, "NSpid")?.split_whitespace().last()?.parse().ok()
+pub fn innermost_pid(kv: &[(String, String)]) -> Option<VirtPid> {
+    field(kv, "NSpid")?
+        .split_whitespace()
+        .last()?
+        .parse()
+        .ok()
+        .map(VirtPid)
 }
 
 /// Host tids of all threads of a process.
@@ -418,4 +423,46 @@ pub fn fdinfo_tty_index(fdinfo: &str) -> Option<u32> {
         .lines()
         .find_map(|l| l.strip_prefix("tty-index:"))
         .and_then(|v| v.trim().parse().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kv(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn innermost_pid_is_the_last_nspid_level() {
+        // A process of the computation: host pid, then its pid inside.
+        let inside = kv(&[("Pid", "51234"), ("NSpid", "51234\t7")]);
+        assert_eq!(innermost_pid(&inside), Some(VirtPid(7)));
+        // Nested once more: still the innermost.
+        let nested = kv(&[("NSpid", "900 31 2")]);
+        assert_eq!(innermost_pid(&nested), Some(VirtPid(2)));
+        // Not namespaced: the only level.
+        assert_eq!(innermost_pid(&kv(&[("NSpid", "1")])), Some(VirtPid(1)));
+        assert_eq!(innermost_pid(&kv(&[("Pid", "1")])), None);
+        assert_eq!(innermost_pid(&kv(&[("NSpid", "x")])), None);
+    }
+
+    #[test]
+    fn status_fields() {
+        let st = kv(&[("SigBlk", "0000000000010002"), ("Name", "a b")]);
+        assert_eq!(field(&st, "Name"), Some("a b"));
+        assert_eq!(field(&st, "Nope"), None);
+        assert_eq!(hex_field(&st, "SigBlk"), 0x10002);
+        assert_eq!(hex_field(&st, "Nope"), 0);
+    }
+
+    #[test]
+    fn pty_index_from_fdinfo() {
+        let info = "pos:\t0\nflags:\t0100002\nmnt_id:\t30\nino:\t5\ntty-index:\t3\n";
+        assert_eq!(fdinfo_tty_index(info), Some(3));
+        assert_eq!(fdinfo_tty_index("pos:\t0\n"), None);
+    }
 }

@@ -4,6 +4,8 @@
 use std::io;
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 
+use crate::kernel::pid::VirtPid;
+
 fn cvt(r: libc::c_int, what: &str) -> io::Result<libc::c_int> {
     if r < 0 {
         let e = io::Error::last_os_error();
@@ -76,10 +78,11 @@ pub fn close_all_except(keep: &[RawFd]) {
     unsafe { libc::syscall(libc::SYS_close_range, next, u32::MAX, 0) };
 }
 
-/// `clone3` a child with pid `pid` in our pid namespace (fork semantics).
-/// Returns 0 in the child and the child's pid in the parent.
-pub fn clone_with_pid(pid: i32) -> io::Result<i32> {
-    let tid: libc::pid_t = pid;
+/// `clone3` a child with pid `pid` in our pid namespace (fork semantics;
+/// the caller runs inside the computation's namespace, so the pid is a
+/// virtual one). Returns 0 in the child and the child's pid in the parent.
+pub fn clone_with_pid(pid: VirtPid) -> io::Result<i32> {
+    let tid: libc::pid_t = pid.0;
     // SAFETY: clone_args is plain old data; all-zero is its default.
     let mut args: libc::clone_args = unsafe { std::mem::zeroed() };
     args.exit_signal = libc::SIGCHLD as u64;

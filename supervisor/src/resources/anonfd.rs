@@ -203,3 +203,65 @@ impl FdResource for AnonFd {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fdinfo_of_each_anonymous_kind() {
+        let epoll = "pos:\t0\nflags:\t02\nmnt_id:\t15\nino:\t1057\n\
+                     tfd:        5 events:       19 data:     abcd00000005  pos:0 ino:3f sdev:f\n\
+                     tfd:        7 events:        4 data:                7  pos:0 ino:40 sdev:f\n";
+        assert_eq!(
+            anon_inode_kind("[eventpoll]", epoll, libc::O_CLOEXEC | libc::O_RDWR),
+            Some(FdKind::Epoll {
+                flags: libc::O_CLOEXEC,
+                watches: vec![(5, 0x19, 0xabcd_0000_0005), (7, 4, 7)],
+            })
+        );
+        let eventfd = "pos:\t0\nflags:\t04002\neventfd-count:               1a\neventfd-id: 3\neventfd-semaphore: 1\n";
+        assert_eq!(
+            anon_inode_kind("[eventfd]", eventfd, libc::O_NONBLOCK | libc::O_RDWR),
+            Some(FdKind::EventFd {
+                flags: libc::O_NONBLOCK,
+                count: 0x1a,
+                semaphore: true,
+            })
+        );
+        let signalfd = "pos:\t0\nflags:\t02\nsigmask:\t0000000000004002\n";
+        assert_eq!(
+            anon_inode_kind("[signalfd]", signalfd, 0),
+            Some(FdKind::SignalFd {
+                flags: 0,
+                mask: 0x4002,
+            })
+        );
+        let timerfd = "pos:\t0\nflags:\t02\nclockid: 1\nticks: 0\nsettime flags: 00\n\
+                       it_value: (1, 500)\nit_interval: (0, 250000000)\n";
+        assert_eq!(
+            anon_inode_kind("[timerfd]", timerfd, 0),
+            Some(FdKind::TimerFd {
+                flags: 0,
+                clock: 1,
+                value_ns: 1_000_000_500,
+                interval_ns: 250_000_000,
+            })
+        );
+        // Expired and unread: fires again at once after restart.
+        let expired = "clockid: 0\nticks: 2\nit_value: (0, 0)\nit_interval: (0, 0)\n";
+        assert!(matches!(
+            anon_inode_kind("[timerfd]", expired, 0),
+            Some(FdKind::TimerFd { value_ns: 1, .. })
+        ));
+        assert_eq!(anon_inode_kind("[io_uring]", "", 0), None);
+        assert_eq!(anon_inode_kind("[eventfd]", "pos:\t0\n", 0), None);
+    }
+
+    #[test]
+    fn timespec_values() {
+        assert_eq!(parse_timespec("(2, 7)"), Some(2_000_000_007));
+        assert_eq!(parse_timespec(" (0, 0) "), Some(0));
+        assert_eq!(parse_timespec("2, 7"), None);
+    }
+}

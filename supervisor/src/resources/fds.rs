@@ -209,3 +209,132 @@ impl FdObjects {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+    use super::*;
+    use crate::kernel::pid::HostPid;
+    use crate::kernel::procfs;
+
+    /// The kind the registry gives fd `fd` of this very process, with a
+    /// context that knows no other process (every pipe leads outside).
+    fn classify(fd: RawFd, cx: &mut FdContext) -> FdKind {
+        let me = HostPid(std::process::id() as i32);
+        let target = procfs::link(me, &format!("fd/{fd}")).unwrap();
+        let (pos, flags) = procfs::fdinfo(me, fd).unwrap();
+        let open = OpenFd {
+            pid: me,
+            fd,
+            target: &target,
+            flags: flags & !libc::O_CLOEXEC,
+            pos,
+        };
+        capture_kind(&open, cx).unwrap()
+    }
+
+    fn owned(fd: libc::c_int) -> OwnedFd {
+        assert!(fd >= 0, "{}", io::Error::last_os_error());
+        // SAFETY: a fresh fd just returned by the kernel, owned by nobody else.
+        unsafe { OwnedFd::from_raw_fd(fd) }
+    }
+
+    #[test]
+    fn each_fd_kind_is_recognised_by_its_resource() {
+        let mut cx = FdContext::default();
+        let dir = std::env::temp_dir().join(format!("dmtcp-fds-test-{}", std::process::id()));
+        let _ = std::fs::remove_file(&dir);
+        let mut file = std::fs::File::create(&dir).unwrap();
+        file.write_all(b"hello").unwrap();
+        match classify(file.as_raw_fd(), &mut cx) {
+            FdKind::File {
+                path,
+                offset: 5,
+                deleted: false,
+                ..
+            } => assert_eq!(std::path::Path::new(&path), dir),
+            other => panic!("regular file: {other:?}"),
+        }
+        std::fs::remove_file(&dir).unwrap();
+        match classify(file.as_raw_fd(), &mut cx) {
+            FdKind::File {
+                deleted: true,
+                contents: Some(c),
+                ..
+            } => assert_eq!(c, b"hello"),
+            other => panic!("deleted file: {other:?}"),
+        }
+
+        let null = std::fs::File::open("/dev/null").unwrap();
+        assert!(matches!(
+            classify(null.as_raw_fd(), &mut cx),
+            FdKind::Device { .. }
+        ));
+
+        let (rd, _wr) = crate::kernel::sys::pipe_cloexec().unwrap();
+        assert!(matches!(
+            classify(rd.as_raw_fd(), &mut cx),
+            FdKind::Inherit { .. }
+        ));
+
+        // SAFETY: plain syscalls returning fresh fds or -1.
+        let efd = owned(unsafe { libc::eventfd(3, libc::EFD_CLOEXEC) });
+        assert!(matches!(
+            classify(efd.as_raw_fd(), &mut cx),
+            FdKind::EventFd { count: 3, .. }
+        ));
+        // SAFETY: as above.
+        let ep = owned(unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) });
+        assert!(matches!(
+            classify(ep.as_raw_fd(), &mut cx),
+            FdKind::Epoll { .. }
+        ));
+        // SAFETY: as above.
+        let tfd = owned(unsafe { libc::timerfd_create(libc::CLOCK_MONOTONIC, libc::TFD_CLOEXEC) });
+        assert!(matches!(
+            classify(tfd.as_raw_fd(), &mut cx),
+            FdKind::TimerFd {
+                clock: libc::CLOCK_MONOTONIC,
+                ..
+            }
+        ));
+        let mask: u64 = 1 << (libc::SIGUSR1 - 1);
+        // SAFETY: signalfd4 reads 8 bytes of mask from a live u64.
+        let sfd = owned(unsafe {
+            libc::syscall(
+                libc::SYS_signalfd4,
+                -1,
+                &mask as *const u64,
+                8usize,
+                libc::SFD_CLOEXEC,
+            ) as libc::c_int
+        });
+        assert!(matches!(
+            classify(sfd.as_raw_fd(), &mut cx),
+            FdKind::SignalFd { mask: m, .. } if m == mask
+        ));
+
+        let mfd = crate::kernel::sys::memfd_create("fds-test").unwrap();
+        match classify(mfd.as_raw_fd(), &mut cx) {
+            FdKind::Memfd { name, .. } => assert_eq!(name, "fds-test"),
+            other => panic!("memfd: {other:?}"),
+        }
+
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        assert!(matches!(
+            classify(listener.as_raw_fd(), &mut cx),
+            FdKind::Listener {
+                family: libc::AF_INET,
+                sotype: libc::SOCK_STREAM,
+                ..
+            }
+        ));
+        // A TCP connection whose peer this context does not know.
+        let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        assert!(matches!(
+            classify(client.as_raw_fd(), &mut cx),
+            FdKind::Unsupported { .. }
+        ));
+    }
+}

@@ -146,3 +146,18 @@ impl FdResource for Files {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn terminals_by_path() {
+        for t in ["/dev/pts/3", "/dev/tty", "/dev/tty1", "/dev/console"] {
+            assert!(is_tty(t), "{t}");
+        }
+        for t in ["/dev/null", "/dev/ptmx", "/tmp/tty", "/dev/zero"] {
+            assert!(!is_tty(t), "{t}");
+        }
+    }
+}

@@ -86,3 +86,15 @@ impl FdResource for Memfd {
         Ok(again)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memfd_names() {
+        assert_eq!(memfd_name("/memfd:buf (deleted)"), "buf");
+        assert_eq!(memfd_name("/memfd: spaced name (deleted)"), " spaced name");
+        assert_eq!(memfd_name("/tmp/x"), "/tmp/x");
+    }
+}

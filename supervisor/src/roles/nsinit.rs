@@ -15,6 +15,8 @@ use std::os::unix::net::UnixStream;
 use dmtcp_image::FdEntry;
 use serde::{Deserialize, Serialize};
 
+use crate::kernel::pid::VirtPid;
+
 /// What the supervisor asks of nsinit (one request per namespace).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum InitRequest {
@@ -514,7 +516,7 @@ fn make_shells(plans: &[ShellPlan], parked: &[ParkedMemory]) -> io::Result<Vec<i
 
 fn spawn_shell(u: &Universe, i: usize) -> io::Result<i32> {
     let plan = &u.plans[i];
-    let pid = crate::kernel::sys::clone_with_pid(plan.vpid as i32).map_err(|e| {
+    let pid = crate::kernel::sys::clone_with_pid(VirtPid::from_image(plan.vpid)).map_err(|e| {
         io::Error::new(
             e.kind(),
             format!("cannot create process with pid {}: {e}", plan.vpid),

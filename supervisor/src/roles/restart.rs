@@ -16,7 +16,7 @@ use dmtcp_coordinator::client::StartOptions;
 use dmtcp_image::{Codec, ImageChain, ImageReader, Verify, WriteOptions};
 
 use crate::coord_args::CoordArgs;
-use crate::kernel::pid::HostPid;
+use crate::kernel::pid::{HostPid, VirtPid};
 use crate::kernel::procfs;
 use crate::resources::memory::lazy;
 use crate::resources::pty;
@@ -153,7 +153,8 @@ fn foreground_groups(images: &[&ImageReader]) -> std::collections::HashMap<u32, 
     out
 }
 
-fn host_pid_of(nsinit: HostPid, vpid: i32) -> Option<HostPid> {
+/// The host pid of the shell that has pid `vpid` in the namespace.
+fn host_pid_of(nsinit: HostPid, vpid: VirtPid) -> Option<HostPid> {
     procfs::descendants(nsinit).into_iter().find(|p| {
         procfs::status(*p)
             .ok()
@@ -261,7 +262,7 @@ pub fn run(plan: Plan) -> anyhow::Result<i32> {
         .iter()
         .filter(|c| c.top().meta().process.zombie.is_none())
     {
-        let vpid = r.top().meta().process.vpid as i32;
+        let vpid = VirtPid::from_image(r.top().meta().process.vpid);
         let fg = foreground.get(&r.top().meta().process.vpid).copied();
         let res = host_pid_of(nsinit, vpid)
             .ok_or_else(|| anyhow!("shell for pid {vpid} not found"))

@@ -250,7 +250,7 @@ impl Session {
                 Some((
                     p,
                     ProcEntry {
-                        vpid: vpid as u32,
+                        vpid: vpid.to_image(),
                         host_pid: p.0 as u32,
                         prog: procfs::comm(p, None).unwrap_or_default(),
                         host: host.clone(),
@@ -456,7 +456,7 @@ impl Session {
                 .filter(|b| !b.is_empty())
                 .or_else(|| procfs::comm(fp.pid, None).ok())
                 .unwrap_or_else(|| "proc".into());
-            let path = dir.join(file_name(&comm, fp.vpid as u32));
+            let path = dir.join(file_name(&comm, fp.vpid.to_image()));
             let mut writer = ImageWriter::create(&path, write.clone())?;
             let dirty = self.chains.scan_for(fp.pid, incremental);
             let (mut meta, deferred) =
@@ -480,7 +480,7 @@ impl Session {
             debug!("pid {} ({comm}): captured in {:?}", fp.vpid, t.elapsed());
             let entry = ImageEntry {
                 path: path.to_string_lossy().into_owned(),
-                vpid: fp.vpid as u32,
+                vpid: fp.vpid.to_image(),
                 prog: comm,
                 host: hostname(),
                 size: 0,
