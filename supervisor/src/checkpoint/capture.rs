@@ -22,7 +22,7 @@ use crate::kernel::freeze::FrozenProcess;
 use crate::kernel::pid::{HostPid, RemoteAddr, VirtPid};
 use crate::kernel::procfs::{self, MapEntry, Mem, Pagemap};
 use crate::kernel::ptrace;
-use crate::kernel::remote::{find_syscall_insn, Injector};
+use crate::kernel::remote::{syscall_insn, Injector};
 use crate::resources::fds;
 use crate::resources::fdshare::FdContext;
 use crate::resources::memfd::memfd_name;
@@ -33,15 +33,6 @@ use crate::resources::OpenFd;
 /// Errors of a capture carry the pid and the step.
 fn ctx<T>(r: io::Result<T>, pid: HostPid, what: &str) -> io::Result<T> {
     r.map_err(|e| io::Error::new(e.kind(), format!("pid {pid}: {what}: {e}")))
-}
-
-/// Locates a `syscall` instruction usable for injection: the vdso has some.
-pub fn syscall_insn(pid: HostPid, maps: &[MapEntry], mem: &Mem) -> io::Result<RemoteAddr> {
-    let vdso = maps
-        .iter()
-        .find(|m| m.name == "[vdso]")
-        .ok_or_else(|| io::Error::other(format!("pid {pid} has no [vdso]")))?;
-    find_syscall_insn(mem, vdso.start, vdso.end)
 }
 
 /// State only syscalls inside the target can tell.

@@ -8,7 +8,10 @@
 
 use std::io;
 
+use dmtcp_image::PAGE_SIZE;
+
 use crate::kernel::pid::{HostPid, RemoteAddr};
+use crate::kernel::procfs::{MapEntry, Mem};
 use crate::kernel::ptrace::{self, Regs, Stop};
 
 /// A stopped thread we can run syscalls in.
@@ -139,6 +142,15 @@ impl Injector {
     }
 }
 
+/// Locates a `syscall` instruction usable for injection: the vdso has some.
+pub fn syscall_insn(pid: HostPid, maps: &[MapEntry], mem: &Mem) -> io::Result<RemoteAddr> {
+    let vdso = maps
+        .iter()
+        .find(|m| m.name == "[vdso]")
+        .ok_or_else(|| io::Error::other(format!("pid {pid} has no [vdso]")))?;
+    find_syscall_insn(mem, vdso.start, vdso.end)
+}
+
 /// Finds a `syscall` instruction inside `[start, end)` of the target.
 pub fn find_syscall_insn(
     mem: &crate::kernel::procfs::Mem,
@@ -151,4 +163,42 @@ pub fn find_syscall_insn(
         .position(|w| w == [0x0f, 0x05])
         .map(|i| RemoteAddr(start + i as u64))
         .ok_or_else(|| io::Error::other(format!("no syscall instruction in {start:#x}-{end:#x}")))
+}
+
+/// Where in the trampoline page scratch data goes.
+pub const SCRATCH_OFF: u64 = 256;
+
+/// A process under our control through injected syscalls (a restart
+/// shell while it becomes its process).
+pub struct Shell {
+    pub pid: HostPid,
+    pub inj: Injector,
+    pub mem: Mem,
+    /// The one-page trampoline: a `syscall` instruction, then scratch data.
+    pub tramp: u64,
+}
+
+impl Shell {
+    pub fn scratch(&self) -> u64 {
+        self.tramp + SCRATCH_OFF
+    }
+
+    pub fn call(&mut self, nr: i64, args: [u64; 6]) -> io::Result<u64> {
+        self.inj.syscall(nr, args)
+    }
+
+    /// Writes `bytes` to scratch and returns its address.
+    pub fn put(&self, bytes: &[u8]) -> io::Result<u64> {
+        if bytes.len() as u64 > PAGE_SIZE - SCRATCH_OFF {
+            return Err(io::Error::other("scratch data too large"));
+        }
+        self.mem.write(self.scratch(), bytes)?;
+        Ok(self.scratch())
+    }
+
+    pub fn put_cstr(&self, s: &str) -> io::Result<u64> {
+        let mut b = s.as_bytes().to_vec();
+        b.push(0);
+        self.put(&b)
+    }
 }

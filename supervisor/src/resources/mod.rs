@@ -56,3 +56,8 @@ pub trait FdResource {
 fn wrong_kind(e: &FdEntry, kind: &str) -> io::Error {
     io::Error::other(format!("fd {}: not a {kind}: {:?}", e.fd, e.kind))
 }
+
+/// An error of the restore of `pid`, naming the step.
+pub(crate) fn restore_err(pid: HostPid, what: &str, e: impl std::fmt::Display) -> io::Error {
+    io::Error::other(format!("restoring pid {pid}: {what}: {e}"))
+}

@@ -17,62 +17,18 @@ use std::io;
 use crate::kernel::pid::{HostPid, RemoteAddr};
 use crate::kernel::procfs::{self, Mem};
 use crate::kernel::ptrace::{self, Stop};
-use crate::kernel::remote::Injector;
-use crate::roles::nsinit::ParkedMemory;
-use dmtcp_image::{
-    FdKind, ImageChain, ImageReader, ProcessImage, ThreadState, Vma, VmaKind, PAGE_SIZE,
-};
+use crate::kernel::remote::{Injector, Shell, SCRATCH_OFF};
+use crate::resources::memory::restore::set_mm;
+use crate::resources::memory::ParkedMemory;
+use crate::resources::restore_err as err;
+use dmtcp_image::{ImageChain, ImageReader, ProcessImage, ThreadState, Vma, VmaKind, PAGE_SIZE};
 use tracing::debug;
 
 /// Highest user address + 1 on x86_64 with 4-level paging.
 const TASK_SIZE: u64 = 0x7fff_ffff_f000;
-const ARCH_MAP_VDSO_64: u64 = 0x2003;
 const RSEQ_FLAG_UNREGISTER: u64 = 1;
-/// Leave the source mapping in place (Linux 5.13+ for shared mappings).
-const MREMAP_DONTUNMAP: i32 = 4;
-const PR_SET_VMA: u64 = 0x5356_4d41;
-const PR_SET_VMA_ANON_NAME: u64 = 0;
 /// Every signal blocked (SIGKILL/SIGSTOP cannot be, the kernel ignores them).
 const ALL_SIGNALS: u64 = u64::MAX;
-/// Where in the trampoline page scratch data goes.
-const SCRATCH_OFF: u64 = 256;
-
-fn err(pid: HostPid, what: &str, e: impl std::fmt::Display) -> io::Error {
-    io::Error::other(format!("restoring pid {pid}: {what}: {e}"))
-}
-
-/// A shell under our control during the restore.
-struct Shell {
-    pid: HostPid,
-    inj: Injector,
-    mem: Mem,
-    tramp: u64,
-}
-
-impl Shell {
-    fn scratch(&self) -> u64 {
-        self.tramp + SCRATCH_OFF
-    }
-
-    fn call(&mut self, nr: i64, args: [u64; 6]) -> io::Result<u64> {
-        self.inj.syscall(nr, args)
-    }
-
-    /// Writes `bytes` to scratch and returns its address.
-    fn put(&self, bytes: &[u8]) -> io::Result<u64> {
-        if bytes.len() as u64 > PAGE_SIZE - SCRATCH_OFF {
-            return Err(io::Error::other("scratch data too large"));
-        }
-        self.mem.write(self.scratch(), bytes)?;
-        Ok(self.scratch())
-    }
-
-    fn put_cstr(&self, s: &str) -> io::Result<u64> {
-        let mut b = s.as_bytes().to_vec();
-        b.push(0);
-        self.put(&b)
-    }
-}
 
 /// Plans where nsinit maps each shared anonymous object before forking the
 /// shells: big enough for every piece any process maps, at addresses free
@@ -234,6 +190,34 @@ fn restore_pinned(
     shm_sizes: &HashMap<i32, u64>,
 ) -> io::Result<Vec<HostPid>> {
     let meta = image.top().meta();
+    let mut sh = take_shell(pid, meta, cpu)?;
+    // 1. The shell's rseq area is about to disappear.
+    unregister_rseq(&mut sh)?;
+    // 2. Trampoline: one page holding `syscall` and our scratch data.
+    map_trampoline(&mut sh)?;
+    // 3. Wipe the shell but the trampoline and the parked objects.
+    wipe_shell(&mut sh, parked)?;
+    // 4. vdso and vvar at their saved place; 5. every mapping, then its
+    //    pages (resources::memory::restore).
+    crate::resources::memory::restore::restore_memory(
+        &mut sh,
+        image,
+        parked,
+        shm_sizes,
+        (cpu, free),
+    )?;
+    // 6. Process-wide state, then the other threads with their tids.
+    let mut threads = process_and_threads(&mut sh, meta, leader_idx, fg_pgrp)?;
+    // 7. Per-thread kernel state and capabilities.
+    thread_kernel_state(&mut sh, meta, leader_idx, &threads)?;
+    // 8. Pending signals, the state page; 9. registers, last.
+    finish(sh, meta, leader_idx, parked, &mut threads)?;
+    Ok(threads.iter().map(|(_, inj)| inj.tid).collect())
+}
+
+/// Seizes the shell `pid` with all its signals blocked and prepares to
+/// inject syscalls into it (the tracer and the shell on CPU `cpu`).
+fn take_shell(pid: HostPid, meta: &ProcessImage, cpu: usize) -> io::Result<Shell> {
     ptrace::pin_to_cpu(pid, cpu)?;
     seize_shell(pid).map_err(|e| err(pid, "seizing the shell", e))?;
     // No signal may reach the process while it is half built (timers start
@@ -242,17 +226,20 @@ fn restore_pinned(
     ptrace::set_sigmask(pid, ALL_SIGNALS)?;
     let mem = Mem::open(pid, true)?;
     let shell_maps = procfs::maps(pid)?;
-    let insn = crate::checkpoint::capture::syscall_insn(pid, &shell_maps, &mem)?;
+    let insn = crate::kernel::remote::syscall_insn(pid, &shell_maps, &mem)?;
     let inj = Injector::new(pid, insn)?;
     let tramp = trampoline_address(&shell_maps, &meta.vmas)?;
-    let mut sh = Shell {
+    Ok(Shell {
         pid,
         inj,
         mem,
         tramp,
-    };
+    })
+}
 
-    // 1. The shell's rseq area is about to disappear: unregister it first.
+/// Unregisters the shell's rseq area (its memory is about to go).
+fn unregister_rseq(sh: &mut Shell) -> io::Result<()> {
+    let pid = sh.pid;
     let rs = ptrace::get_rseq(pid)?;
     if rs.rseq_abi_pointer != 0 {
         sh.call(
@@ -268,8 +255,13 @@ fn restore_pinned(
         )
         .map_err(|e| err(pid, "unregistering the shell's rseq", e))?;
     }
+    Ok(())
+}
 
-    // 2. Trampoline: one page holding `syscall` and our scratch data.
+/// Maps the one-page trampoline (`syscall` plus scratch data) and moves
+/// the injection there.
+fn map_trampoline(sh: &mut Shell) -> io::Result<()> {
+    let (pid, tramp) = (sh.pid, sh.tramp);
     let got = sh
         .call(
             libc::SYS_mmap,
@@ -294,9 +286,13 @@ fn restore_pinned(
     }
     sh.mem.write(tramp, &[0x0f, 0x05, 0xcc, 0xcc])?;
     sh.inj.insn = RemoteAddr(tramp);
+    Ok(())
+}
 
-    // 3. Wipe the shell: everything but the trampoline and the parked
-    //    shared memory objects ([vsyscall] cannot go and stays).
+/// Unmaps everything but the trampoline and the parked shared memory
+/// objects ([vsyscall] cannot go and stays).
+fn wipe_shell(sh: &mut Shell, parked: &[ParkedMemory]) -> io::Result<()> {
+    let (pid, tramp) = (sh.pid, sh.tramp);
     let mut keep: Vec<(u64, u64)> = parked
         .iter()
         .map(|o| (o.addr, o.addr + o.size))
@@ -315,64 +311,50 @@ fn restore_pinned(
         }
         from = from.max(end);
     }
+    Ok(())
+}
 
-    // 4. vdso and vvar at their saved place.
-    map_vdso(&mut sh, meta)?;
-
-    // 5. Every mapping, then its pages (from the images it builds on too,
-    // for an incremental image).
-    // SysV shared memory first: a segment is attached whole, and the parts the process had unmapped
-    //    are unmapped again before anything else takes their place.
-    crate::resources::sysv::attach::attach_segments(&mut sh.inj, pid, &meta.vmas, shm_sizes)?;
-    let reprotect = map_all(&mut sh, meta, parked)?;
-    // Pages that can come in on demand start coming now; the rest is
-    // copied before the process runs.
-    let runs =
-        crate::resources::memory::lazy_pages::start(pid, &mut sh.inj, image, image.page_runs())
-            .map_err(|e| err(pid, "lazy restore", e))?;
-    let mem_ref = &sh.mem;
-    // Pages are written with process_vm_writev, not ptrace: unpinned, so
-    // the reading threads (which inherit our affinity) use every core.
-    ptrace::set_affinity(HostPid(0), free)?;
-    let written = image.read_runs(&runs, &|addr, bytes| {
-        mem_ref
-            .write_fast(addr, bytes)
-            .map_err(|e| dmtcp_image::ImageError::Io {
-                path: format!("/proc/{pid}/mem").into(),
-                op: "write restored pages".into(),
-                error: e,
-            })
-    });
-    ptrace::pin_to_cpu(HostPid(0), cpu)?;
-    written.map_err(|e| err(pid, "writing memory", e))?;
-    for (start, len, prot) in reprotect {
-        sh.call(libc::SYS_mprotect, [start, len, prot as u64, 0, 0, 0])
-            .map_err(|e| err(pid, "mprotect", e))?;
-    }
-
-    // 6. Process-wide state, then the other threads with their tids.
-    set_mm(&mut sh, meta)?;
-    restore_process_state(&mut sh, meta)?;
+/// Process-wide state (mm fields, sigactions, timers, foreground group) and
+/// the threads other than the leader, created with their tids.
+fn process_and_threads<'m>(
+    sh: &mut Shell,
+    meta: &'m ProcessImage,
+    leader_idx: usize,
+    fg_pgrp: Option<u32>,
+) -> io::Result<Vec<(&'m ThreadState, Injector)>> {
+    let pid = sh.pid;
+    set_mm(sh, meta)?;
+    restore_process_state(sh, meta)?;
     if let Some(pgrp) = fg_pgrp {
         // Every group exists by now (all shells were made first); with all
         // signals blocked the call is allowed from a background group.
-        if let Err(e) = set_foreground(&mut sh, pgrp) {
+        if let Err(e) = set_foreground(sh, pgrp) {
             tracing::warn!("pid {pid}: foreground process group {pgrp} not set: {e}");
         }
     }
     let mut threads: Vec<(&ThreadState, Injector)> = Vec::with_capacity(meta.threads.len());
     for (i, t) in meta.threads.iter().enumerate() {
         if i != leader_idx {
-            let inj = create_thread(&mut sh, t)?;
+            let inj = create_thread(sh, t)?;
             threads.push((t, inj));
         }
     }
     // Timers may signal a particular thread: create them once all exist.
-    restore_posix_timers(&mut sh, &meta.process)?;
+    restore_posix_timers(sh, &meta.process)?;
 
-    // 7. Per-thread kernel state and capabilities (both are per thread).
-    //    The leader goes last: its name (the process's comm) is what tools
-    //    look for, so it appears only once the process is whole.
+    Ok(threads)
+}
+
+/// Per-thread kernel state and capabilities (both are per thread). The
+/// leader goes last: its name (the process's comm) is what tools look
+/// for, so it appears only once the process is whole.
+fn thread_kernel_state(
+    sh: &mut Shell,
+    meta: &ProcessImage,
+    leader_idx: usize,
+    threads: &[(&ThreadState, Injector)],
+) -> io::Result<()> {
+    let pid = sh.pid;
     let others: Vec<(&ThreadState, HostPid)> =
         threads.iter().map(|(t, inj)| (*t, inj.tid)).collect();
     crate::resources::threads::setup_threads(
@@ -386,6 +368,19 @@ fn restore_pinned(
     restore_caps(&mut sh.inj, &sh.mem, sh.tramp, meta)?;
     restore_thread_state(&mut sh.inj, &sh.mem, sh.tramp, &meta.threads[leader_idx])?;
 
+    Ok(())
+}
+
+/// Pending signals, the application API's restart count, the parked
+/// objects and the trampoline dropped, then every thread's registers.
+fn finish<'m>(
+    mut sh: Shell,
+    meta: &'m ProcessImage,
+    leader_idx: usize,
+    parked: &[ParkedMemory],
+    threads: &mut Vec<(&'m ThreadState, Injector)>,
+) -> io::Result<()> {
+    let (pid, tramp) = (sh.pid, sh.tramp);
     // 8. Pending signals go back into the queues with every signal blocked
     //    (so none is delivered to our injected code); the saved masks are
     //    loaded at the end and whatever they allow is delivered on detach.
@@ -404,260 +399,9 @@ fn restore_pinned(
     sh.call(libc::SYS_munmap, [tramp, PAGE_SIZE, 0, 0, 0, 0])
         .map_err(|e| err(pid, "unmapping the trampoline", e))?;
     threads.push((&meta.threads[leader_idx], sh.inj));
-    for (t, inj) in &threads {
+    for (t, inj) in threads.iter() {
         load_registers(inj.tid, t)?;
     }
-    Ok(threads.iter().map(|(_, inj)| inj.tid).collect())
-}
-
-fn map_vdso(sh: &mut Shell, meta: &ProcessImage) -> io::Result<()> {
-    let pid = sh.pid;
-    let find = |k: &VmaKind| meta.vmas.iter().find(|v| &v.kind == k).map(|v| v.start);
-    let Some(vdso) = find(&VmaKind::Vdso) else {
-        return Ok(());
-    };
-    let base = find(&VmaKind::Vvar).unwrap_or(vdso);
-    sh.call(libc::SYS_arch_prctl, [ARCH_MAP_VDSO_64, base, 0, 0, 0, 0])
-        .map_err(|e| err(pid, "mapping the vdso", e))?;
-    let now = procfs::maps(pid)?;
-    let got = now.iter().find(|m| m.name == "[vdso]").map(|m| m.start);
-    if got != Some(vdso) {
-        return Err(err(
-            pid,
-            "vdso",
-            format!("landed at {got:x?}, the image needs {vdso:#x} (different kernel?)"),
-        ));
-    }
-    Ok(())
-}
-
-/// An fd in the shell on `path` for mmap (opened once per path and mode,
-/// kept in `fds` until every mapping is made).
-fn open_for_mapping(
-    sh: &mut Shell,
-    fds: &mut HashMap<(String, bool), u64>,
-    path: &str,
-    rw: bool,
-) -> io::Result<u64> {
-    let key = (path.to_string(), rw);
-    if let Some(fd) = fds.get(&key) {
-        return Ok(*fd);
-    }
-    let p = sh.put_cstr(path)?;
-    let mode = if rw { libc::O_RDWR } else { libc::O_RDONLY };
-    let fd = sh
-        .call(
-            libc::SYS_openat,
-            [
-                libc::AT_FDCWD as u64,
-                p,
-                (mode | libc::O_CLOEXEC) as u64,
-                0,
-                0,
-                0,
-            ],
-        )
-        .map_err(|e| err(sh.pid, &format!("opening mapped file {path}"), e))?;
-    fds.insert(key, fd);
-    Ok(fd)
-}
-
-/// Maps every saved VMA; returns the mappings that were made writable only
-/// to be filled, with their final protection.
-fn map_all(
-    sh: &mut Shell,
-    meta: &ProcessImage,
-    parked: &[ParkedMemory],
-) -> io::Result<Vec<(u64, u64, u32)>> {
-    let pid = sh.pid;
-    let mut fds: HashMap<(String, bool), u64> = HashMap::new();
-    let mut reprotect = Vec::new();
-    for v in &meta.vmas {
-        let mut flags = libc::MAP_FIXED_NOREPLACE;
-        flags |= if v.shared {
-            libc::MAP_SHARED
-        } else {
-            libc::MAP_PRIVATE
-        };
-        if v.growsdown {
-            flags |= libc::MAP_GROWSDOWN;
-        }
-        // /proc/PID/mem writes into private mappings whatever their protection
-        // (copy-on-write); shared ones must be writable while we fill them.
-        let mut prot = v.prot;
-        let write = libc::PROT_WRITE as u32;
-        if !v.shared && v.account && prot & write == 0 {
-            prot |= write;
-            reprotect.push((v.start, v.len(), v.prot));
-        } else if v.shared && !v.pages.is_empty() && prot & write == 0 {
-            prot |= libc::PROT_WRITE as u32;
-            reprotect.push((v.start, v.len(), v.prot));
-        }
-        let (fd, offset) = match &v.kind {
-            VmaKind::Vdso | VmaKind::Vvar | VmaKind::VvarVclock | VmaKind::Vsyscall => continue,
-            VmaKind::SysvShm { .. } => {
-                // Attached already (attach_segments): only its protection.
-                sh.call(
-                    libc::SYS_mprotect,
-                    [v.start, v.len(), v.prot as u64, 0, 0, 0],
-                )
-                .map_err(|e| err(pid, "mprotect SysV shared memory", e))?;
-                continue;
-            }
-            VmaKind::Memfd { id, name, offset } if !v.shared => {
-                // A private mapping comes from the memfd itself, reached
-                // through an fd this process holds on it.
-                let held = meta
-                    .fds
-                    .iter()
-                    .find(|e| matches!(e.kind, FdKind::Memfd { id: m, .. } if m == *id))
-                    .ok_or_else(|| {
-                        err(
-                            pid,
-                            &format!("private mapping of memfd:{name} at {:#x}", v.start),
-                            "the process holds no fd on that memfd (not supported)",
-                        )
-                    })?;
-                let path = format!("/proc/self/fd/{}", held.fd);
-                (open_for_mapping(sh, &mut fds, &path, false)?, *offset)
-            }
-            VmaKind::SharedAnon { id, offset } | VmaKind::Memfd { id, offset, .. } => {
-                // The object was mapped by nsinit before the fork: take this
-                // piece of it (the parked copy stays for other pieces).
-                let o = parked
-                    .iter()
-                    .find(|o| o.id == *id)
-                    .ok_or_else(|| err(pid, "shared memory", format!("object {id} not parked")))?;
-                sh.call(
-                    libc::SYS_mremap,
-                    [
-                        o.addr + offset,
-                        v.len(),
-                        v.len(),
-                        (libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED | MREMAP_DONTUNMAP) as u64,
-                        v.start,
-                        0,
-                    ],
-                )
-                .map_err(|e| err(pid, &format!("moving shared memory to {:#x}", v.start), e))?;
-                sh.call(libc::SYS_mprotect, [v.start, v.len(), prot as u64, 0, 0, 0])
-                    .map_err(|e| err(pid, "mprotect shared memory", e))?;
-                continue;
-            }
-            VmaKind::Anon { .. } => {
-                flags |= libc::MAP_ANONYMOUS;
-                (u64::MAX, 0)
-            }
-            VmaKind::File { path, offset, .. } => {
-                let rw = v.shared && v.prot & libc::PROT_WRITE as u32 != 0;
-                let fd = open_for_mapping(sh, &mut fds, path, rw)?;
-                (fd, *offset)
-            }
-        };
-        sh.call(
-            libc::SYS_mmap,
-            [v.start, v.len(), prot as u64, flags as u64, fd, offset],
-        )
-        .map_err(|e| err(pid, &format!("mapping {:#x}-{:#x}", v.start, v.end), e))?;
-        if let VmaKind::Anon { name: Some(n) } = &v.kind {
-            let inner = n
-                .strip_prefix("[anon:")
-                .or_else(|| n.strip_prefix("[anon_shmem:"))
-                .and_then(|x| x.strip_suffix(']'));
-            if let Some(inner) = inner {
-                let a = sh.put_cstr(inner)?;
-                sh.call(
-                    libc::SYS_prctl,
-                    [PR_SET_VMA, PR_SET_VMA_ANON_NAME, v.start, v.len(), a, 0],
-                )
-                .map_err(|e| err(pid, &format!("naming mapping {n}"), e))?;
-            }
-        }
-    }
-    for fd in fds.into_values() {
-        sh.call(libc::SYS_close, [fd, 0, 0, 0, 0, 0])?;
-    }
-    Ok(reprotect)
-}
-
-/// `struct prctl_mm_map`.
-#[repr(C)]
-struct PrctlMmMap {
-    start_code: u64,
-    end_code: u64,
-    start_data: u64,
-    end_data: u64,
-    start_brk: u64,
-    brk: u64,
-    start_stack: u64,
-    arg_start: u64,
-    arg_end: u64,
-    env_start: u64,
-    env_end: u64,
-    auxv: u64,
-    auxv_size: u32,
-    exe_fd: u32,
-}
-const _: () = assert!(std::mem::size_of::<PrctlMmMap>() == 104);
-
-fn as_bytes<T>(v: &T) -> &[u8] {
-    // SAFETY: used only with repr(C) structs of plain integers without padding
-    // (sizes asserted); reading their bytes is always valid.
-    unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), std::mem::size_of::<T>()) }
-}
-
-fn set_mm(sh: &mut Shell, meta: &ProcessImage) -> io::Result<()> {
-    let pid = sh.pid;
-    let p = &meta.process;
-    let exe = sh.put_cstr(&p.exe)?;
-    let exe_fd = sh
-        .call(
-            libc::SYS_openat,
-            [
-                libc::AT_FDCWD as u64,
-                exe,
-                (libc::O_RDONLY | libc::O_CLOEXEC) as u64,
-                0,
-                0,
-                0,
-            ],
-        )
-        .map_err(|e| err(pid, &format!("opening executable {}", p.exe), e))?;
-    let auxv: Vec<u8> = p.auxv.iter().flat_map(|w| w.to_ne_bytes()).collect();
-    let auxv_addr = sh.scratch() + 128;
-    sh.mem.write(auxv_addr, &auxv)?;
-    let m = &p.mm;
-    let map = PrctlMmMap {
-        start_code: m.start_code,
-        end_code: m.end_code,
-        start_data: m.start_data,
-        end_data: m.end_data,
-        start_brk: m.start_brk,
-        brk: m.brk,
-        start_stack: m.start_stack,
-        arg_start: m.arg_start,
-        arg_end: m.arg_end,
-        env_start: m.env_start,
-        env_end: m.env_end,
-        auxv: auxv_addr,
-        auxv_size: auxv.len() as u32,
-        exe_fd: exe_fd as u32,
-    };
-    let map_addr = sh.scratch();
-    sh.mem.write(map_addr, as_bytes(&map))?;
-    let r = sh.call(
-        libc::SYS_prctl,
-        [
-            libc::PR_SET_MM as u64,
-            libc::PR_SET_MM_MAP as u64,
-            map_addr,
-            std::mem::size_of::<PrctlMmMap>() as u64,
-            0,
-            0,
-        ],
-    );
-    sh.call(libc::SYS_close, [exe_fd, 0, 0, 0, 0, 0])?;
-    r.map_err(|e| err(pid, "prctl(PR_SET_MM_MAP)", e))?;
     Ok(())
 }
 

@@ -16,6 +16,7 @@ use dmtcp_image::FdEntry;
 use serde::{Deserialize, Serialize};
 
 use crate::kernel::pid::VirtPid;
+pub use crate::resources::memory::ParkedMemory;
 
 /// What the supervisor asks of nsinit (one request per namespace).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -48,17 +49,6 @@ pub enum InitRequest {
     /// On while a lazy restore still holds pages only the supervisor can
     /// bring in.
     Lifeline(bool),
-}
-
-/// A shared memory object (shared anonymous memory, or the memfd named
-/// `memfd`), mapped by nsinit at `addr` before the shells are forked; the
-/// restorer moves pieces of it into place.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ParkedMemory {
-    pub id: u64,
-    pub addr: u64,
-    pub size: u64,
-    pub memfd: Option<String>,
 }
 
 /// The part of a process a shell sets up in ordinary code before the
