@@ -6,7 +6,7 @@ use std::io;
 
 use dmtcp_image::{Capabilities, ComputationInfo, MmFields, ProcessImage, ProcessInfo};
 
-use crate::kernel::pid::HostPid;
+use crate::kernel::pid::{HostPid, VirtPid};
 use crate::kernel::procfs;
 
 /// Whether `pid` is a zombie (state Z in /proc/PID/stat).
@@ -31,7 +31,7 @@ pub fn image(pid: HostPid, computation: ComputationInfo) -> io::Result<ProcessIm
     };
     let process = ProcessInfo {
         vpid: innermost("NSpid"),
-        vppid: crate::checkpoint::capture::parent_vpid(&status),
+        vppid: parent_vpid(&status),
         vpgid: innermost("NSpgid"),
         vsid: innermost("NSsid"),
         host_pid: pid.0 as u32,
@@ -66,4 +66,17 @@ pub fn image(pid: HostPid, computation: ComputationInfo) -> io::Result<ProcessIm
         parent: None,
         ipc: None,
     })
+}
+
+/// The parent's pid as the process sees it (1 for nsinit, 0 outside).
+pub fn parent_vpid(status: &[(String, String)]) -> u32 {
+    procfs::field(status, "PPid")
+        .and_then(|p| p.parse::<i32>().ok())
+        .and_then(|p| procfs::status(HostPid(p)).ok())
+        .and_then(|kv| {
+            let levels = procfs::field(&kv, "NSpid")?.split_whitespace().count();
+            // Only a parent inside our namespace has a second NSpid level.
+            (levels > 1).then(|| procfs::innermost_pid(&kv)).flatten()
+        })
+        .map_or(0, VirtPid::to_image)
 }

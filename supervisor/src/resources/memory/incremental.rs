@@ -17,8 +17,8 @@ use std::path::{Path, PathBuf};
 
 use dmtcp_image::ParentRef;
 
-use crate::checkpoint::capture::DirtyScan;
 use crate::kernel::pid::HostPid;
+use crate::resources::memory::capture::DirtyScan;
 use crate::resources::memory::dirty::DirtyTracker;
 
 /// Longest chain of images: the next one is full.

@@ -2,6 +2,7 @@
 //! pages for incremental checkpoints ([`dirty`], [`incremental`]) and
 //! bringing pages in lazily at restart ([`lazy`], [`lazy_pages`]).
 
+pub mod capture;
 pub mod dirty;
 pub mod incremental;
 pub mod lazy;
