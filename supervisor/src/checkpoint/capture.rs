@@ -27,6 +27,8 @@ use crate::resources::fds;
 use crate::resources::fdshare::FdContext;
 use crate::resources::memory::capture::{capture_memory, MapReader};
 pub use crate::resources::memory::capture::{Deferred, DirtyScan};
+use crate::resources::signals::parse_timers;
+use crate::resources::threads::{per_thread_queries, ThreadQuery, QUERY_SLOT, SCRATCH_SLOTS};
 use crate::resources::OpenFd;
 
 /// Errors of a capture carry the pid and the step.
@@ -111,7 +113,8 @@ fn inject_queries_blocked(
     let pid = fp.pid;
     let mut inj = Injector::new(leader, insn)?;
     // Scratch: the per-thread query code at 0, results from SCRATCH_SLOTS.
-    let scratch_len = (SCRATCH_SLOTS + fp.threads.len() as u64 * SLOT).next_multiple_of(PAGE_SIZE);
+    let scratch_len =
+        (SCRATCH_SLOTS + fp.threads.len() as u64 * QUERY_SLOT).next_multiple_of(PAGE_SIZE);
     let scratch = inj.syscall(
         libc::SYS_mmap,
         [
@@ -214,111 +217,6 @@ fn inject_queries_blocked(
     Ok(state)
 }
 
-/// What each thread reports about itself (the query code below).
-struct ThreadQuery {
-    clear_child_tid: u64,
-    /// sigaltstack: (ss_sp, ss_flags, ss_size).
-    altstack: (u64, i32, u64),
-    /// PR_GET_NAME.
-    name: String,
-    /// get_robust_list: (head, len).
-    robust: (u64, u64),
-}
-
-/// Where per-thread results start in the scratch area, and their size.
-const SCRATCH_SLOTS: u64 = 256;
-const SLOT: u64 = 80;
-
-/// x86-64 code run by every thread at once, writing to its slot at r12:
-/// `prctl(PR_GET_TID_ADDRESS, r12)`, `sigaltstack(NULL, r12+8)`,
-/// `gettid()` to r12+32, `prctl(PR_GET_NAME, r12+40)`,
-/// `get_robust_list(0, r12+56, r12+64)`, then `int3` to stop. One ptrace
-/// stop per thread instead of four per injected syscall, and the threads
-/// run it in parallel.
-const THREAD_QUERY_CODE: [u8; 78] = [
-    0xb8, 0x9d, 0x00, 0x00, 0x00, // mov eax, SYS_prctl (157)
-    0xbf, 0x28, 0x00, 0x00, 0x00, // mov edi, PR_GET_TID_ADDRESS (40)
-    0x4c, 0x89, 0xe6, // mov rsi, r12
-    0x0f, 0x05, // syscall
-    0xb8, 0x83, 0x00, 0x00, 0x00, // mov eax, SYS_sigaltstack (131)
-    0x31, 0xff, // xor edi, edi
-    0x49, 0x8d, 0x74, 0x24, 0x08, // lea rsi, [r12+8]
-    0x0f, 0x05, // syscall
-    0xb8, 0xba, 0x00, 0x00, 0x00, // mov eax, SYS_gettid (186)
-    0x0f, 0x05, // syscall
-    0x49, 0x89, 0x44, 0x24, 0x20, // mov [r12+32], rax
-    0xb8, 0x9d, 0x00, 0x00, 0x00, // mov eax, SYS_prctl (157)
-    0xbf, 0x10, 0x00, 0x00, 0x00, // mov edi, PR_GET_NAME (16)
-    0x49, 0x8d, 0x74, 0x24, 0x28, // lea rsi, [r12+40]
-    0x0f, 0x05, // syscall
-    0xb8, 0x12, 0x01, 0x00, 0x00, // mov eax, SYS_get_robust_list (274)
-    0x31, 0xff, // xor edi, edi
-    0x49, 0x8d, 0x74, 0x24, 0x38, // lea rsi, [r12+56]
-    0x49, 0x8d, 0x54, 0x24, 0x40, // lea rdx, [r12+64]
-    0x0f, 0x05, // syscall
-    0xcc, // int3
-];
-
-/// Runs [`THREAD_QUERY_CODE`] in every thread concurrently, each writing
-/// its own slot, and fills in each thread's `vtid`.
-fn per_thread_queries(
-    fp: &mut FrozenProcess,
-    mem: &Mem,
-    scratch: u64,
-) -> io::Result<Vec<ThreadQuery>> {
-    // The code goes in through /proc/PID/mem: the scratch mapping is ours.
-    let wmem = Mem::open(fp.pid, true)?;
-    wmem.write(scratch, &THREAD_QUERY_CODE)?;
-    let slot = |i: usize| scratch + SCRATCH_SLOTS + i as u64 * SLOT;
-    for (i, t) in fp.threads.iter_mut().enumerate() {
-        let mut r = t.regs;
-        r.rip = scratch;
-        r.r12 = slot(i);
-        r.orig_rax = u64::MAX; // no syscall restart on the way out
-        r.eflags &= !(0x100 | 0x400);
-        ptrace::set_regs(t.tid, &r)?;
-        t.touched = true;
-    }
-    for t in &fp.threads {
-        ptrace::cont(t.tid, 0)?;
-    }
-    for t in &fp.threads {
-        loop {
-            match ptrace::wait_alive(t.tid)? {
-                ptrace::Stop::Signal(libc::SIGTRAP) => break,
-                ptrace::Stop::Exited(_) | ptrace::Stop::Killed(_) => {
-                    return Err(io::Error::other(format!(
-                        "tid {} died during the queries",
-                        t.tid
-                    )))
-                }
-                // Signals are blocked; anything else just lets it go on.
-                _ => ptrace::cont(t.tid, 0)?,
-            }
-        }
-        // Back to where the freeze found it (the SIGTRAP stop is discarded
-        // when it runs again).
-        ptrace::set_regs(t.tid, &t.regs)?;
-    }
-    let n = fp.threads.len();
-    let mut all = vec![0u8; n * SLOT as usize];
-    mem.read(slot(0), &mut all)?;
-    let mut out = Vec::with_capacity(n);
-    for (t, b) in fp.threads.iter_mut().zip(all.chunks_exact(SLOT as usize)) {
-        let w = |k: usize| u64::from_ne_bytes(b[k * 8..k * 8 + 8].try_into().expect("8 bytes"));
-        let name = &b[40..56];
-        let name = &name[..name.iter().position(|&c| c == 0).unwrap_or(16)];
-        t.vtid = w(4) as i32;
-        out.push(ThreadQuery {
-            clear_child_tid: w(0),
-            altstack: (w(1), w(2) as u32 as i32, w(3)),
-            name: String::from_utf8_lossy(name).into_owned(),
-            robust: (w(7), w(8)),
-        });
-    }
-    Ok(out)
-}
-
 /// Forks the process from inside (an injected `clone` in a stopped thread)
 /// into a copy-on-write snapshot child that never runs: it is auto-attached
 /// and stays in its first ptrace stop until we kill it. It shares the fd
@@ -353,73 +251,6 @@ fn make_uffd(inj: &mut Injector, pid: HostPid) -> io::Result<OwnedFd> {
     let ours = crate::kernel::sys::steal_fd(pid.0, fd as i32);
     inj.syscall(libc::SYS_close, [fd, 0, 0, 0, 0, 0])?;
     ours
-}
-
-/// `/proc/PID/timers`: id, clock, notification and signal of each timer
-/// (times come from an injected `timer_gettime`).
-fn parse_timers(fp: &FrozenProcess) -> io::Result<Vec<PosixTimer>> {
-    let text = match std::fs::read_to_string(format!("/proc/{}/timers", fp.pid.0)) {
-        Ok(t) => t,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(e),
-    };
-    let mut out: Vec<PosixTimer> = Vec::new();
-    for line in text.lines() {
-        let (k, v) = match line.split_once(':') {
-            Some((k, v)) => (k.trim(), v.trim()),
-            None => continue,
-        };
-        match k {
-            "ID" => out.push(PosixTimer {
-                id: v
-                    .parse()
-                    .map_err(|_| io::Error::other(format!("timers: {line}")))?,
-                clock: 0,
-                notify: libc::SIGEV_SIGNAL,
-                signo: 0,
-                value: 0,
-                thread: 0,
-                value_ns: 0,
-                interval_ns: 0,
-            }),
-            "signal" => {
-                if let (Some(t), Some((sig, val))) = (out.last_mut(), v.split_once('/')) {
-                    t.signo = sig.parse().unwrap_or(0);
-                    t.value = u64::from_str_radix(val, 16).unwrap_or(0);
-                }
-            }
-            "notify" => {
-                if let Some(t) = out.last_mut() {
-                    let (kind, target) = v.split_once('/').unwrap_or((v, ""));
-                    t.notify = match kind {
-                        "none" => libc::SIGEV_NONE,
-                        "thread" => libc::SIGEV_THREAD_ID,
-                        _ => libc::SIGEV_SIGNAL,
-                    };
-                    if t.notify == libc::SIGEV_THREAD_ID {
-                        let host: i32 = target
-                            .rsplit('.')
-                            .next()
-                            .and_then(|x| x.parse().ok())
-                            .unwrap_or(0);
-                        t.thread = fp
-                            .threads
-                            .iter()
-                            .find(|th| th.tid.0 == host)
-                            .map(|th| th.vtid as u32)
-                            .unwrap_or(0);
-                    }
-                }
-            }
-            "ClockID" => {
-                if let Some(t) = out.last_mut() {
-                    t.clock = v.parse().unwrap_or(0);
-                }
-            }
-            _ => {}
-        }
-    }
-    Ok(out)
 }
 
 fn mm_fields(pid: HostPid, brk: u64) -> io::Result<MmFields> {

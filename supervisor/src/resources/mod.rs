@@ -15,6 +15,7 @@ pub mod memory;
 pub mod mqueue;
 pub mod pipes;
 pub mod pty;
+pub mod signals;
 pub mod sysv;
 pub mod threads;
 pub mod tree;

@@ -12,11 +12,13 @@
 
 use std::io;
 
-use crate::kernel::pid::HostPid;
-use crate::kernel::procfs::Mem;
+use crate::kernel::freeze::FrozenProcess;
+use crate::kernel::pid::{HostPid, RemoteAddr};
+use crate::kernel::procfs::{self, Mem};
 use crate::kernel::ptrace::{self, Stop};
-use crate::kernel::remote::Injector;
-use dmtcp_image::{Capabilities, ThreadState, PAGE_SIZE};
+use crate::kernel::remote::{Injector, Shell, SCRATCH_OFF};
+use crate::resources::restore_err as err;
+use dmtcp_image::{Capabilities, ProcessImage, ThreadState, PAGE_SIZE};
 
 /// Where things go in the mapping made for the setup.
 const CODE_OFF: u64 = 0;
@@ -283,6 +285,305 @@ fn run(
     Ok(())
 }
 
+/// What each thread reports about itself (the query code below).
+pub(crate) struct ThreadQuery {
+    pub(crate) clear_child_tid: u64,
+    /// sigaltstack: (ss_sp, ss_flags, ss_size).
+    pub(crate) altstack: (u64, i32, u64),
+    /// PR_GET_NAME.
+    pub(crate) name: String,
+    /// get_robust_list: (head, len).
+    pub(crate) robust: (u64, u64),
+}
+
+/// Where per-thread results start in the scratch area, and their size.
+pub(crate) const SCRATCH_SLOTS: u64 = 256;
+pub(crate) const QUERY_SLOT: u64 = 80;
+
+/// x86-64 code run by every thread at once, writing to its slot at r12:
+/// `prctl(PR_GET_TID_ADDRESS, r12)`, `sigaltstack(NULL, r12+8)`,
+/// `gettid()` to r12+32, `prctl(PR_GET_NAME, r12+40)`,
+/// `get_robust_list(0, r12+56, r12+64)`, then `int3` to stop. One ptrace
+/// stop per thread instead of four per injected syscall, and the threads
+/// run it in parallel.
+const THREAD_QUERY_CODE: [u8; 78] = [
+    0xb8, 0x9d, 0x00, 0x00, 0x00, // mov eax, SYS_prctl (157)
+    0xbf, 0x28, 0x00, 0x00, 0x00, // mov edi, PR_GET_TID_ADDRESS (40)
+    0x4c, 0x89, 0xe6, // mov rsi, r12
+    0x0f, 0x05, // syscall
+    0xb8, 0x83, 0x00, 0x00, 0x00, // mov eax, SYS_sigaltstack (131)
+    0x31, 0xff, // xor edi, edi
+    0x49, 0x8d, 0x74, 0x24, 0x08, // lea rsi, [r12+8]
+    0x0f, 0x05, // syscall
+    0xb8, 0xba, 0x00, 0x00, 0x00, // mov eax, SYS_gettid (186)
+    0x0f, 0x05, // syscall
+    0x49, 0x89, 0x44, 0x24, 0x20, // mov [r12+32], rax
+    0xb8, 0x9d, 0x00, 0x00, 0x00, // mov eax, SYS_prctl (157)
+    0xbf, 0x10, 0x00, 0x00, 0x00, // mov edi, PR_GET_NAME (16)
+    0x49, 0x8d, 0x74, 0x24, 0x28, // lea rsi, [r12+40]
+    0x0f, 0x05, // syscall
+    0xb8, 0x12, 0x01, 0x00, 0x00, // mov eax, SYS_get_robust_list (274)
+    0x31, 0xff, // xor edi, edi
+    0x49, 0x8d, 0x74, 0x24, 0x38, // lea rsi, [r12+56]
+    0x49, 0x8d, 0x54, 0x24, 0x40, // lea rdx, [r12+64]
+    0x0f, 0x05, // syscall
+    0xcc, // int3
+];
+
+/// Runs [`THREAD_QUERY_CODE`] in every thread concurrently, each writing
+/// its own slot, and fills in each thread's `vtid`.
+pub(crate) fn per_thread_queries(
+    fp: &mut FrozenProcess,
+    mem: &Mem,
+    scratch: u64,
+) -> io::Result<Vec<ThreadQuery>> {
+    // The code goes in through /proc/PID/mem: the scratch mapping is ours.
+    let wmem = Mem::open(fp.pid, true)?;
+    wmem.write(scratch, &THREAD_QUERY_CODE)?;
+    let slot = |i: usize| scratch + SCRATCH_SLOTS + i as u64 * QUERY_SLOT;
+    for (i, t) in fp.threads.iter_mut().enumerate() {
+        let mut r = t.regs;
+        r.rip = scratch;
+        r.r12 = slot(i);
+        r.orig_rax = u64::MAX; // no syscall restart on the way out
+        r.eflags &= !(0x100 | 0x400);
+        ptrace::set_regs(t.tid, &r)?;
+        t.touched = true;
+    }
+    for t in &fp.threads {
+        ptrace::cont(t.tid, 0)?;
+    }
+    for t in &fp.threads {
+        loop {
+            match ptrace::wait_alive(t.tid)? {
+                ptrace::Stop::Signal(libc::SIGTRAP) => break,
+                ptrace::Stop::Exited(_) | ptrace::Stop::Killed(_) => {
+                    return Err(io::Error::other(format!(
+                        "tid {} died during the queries",
+                        t.tid
+                    )))
+                }
+                // Signals are blocked; anything else just lets it go on.
+                _ => ptrace::cont(t.tid, 0)?,
+            }
+        }
+        // Back to where the freeze found it (the SIGTRAP stop is discarded
+        // when it runs again).
+        ptrace::set_regs(t.tid, &t.regs)?;
+    }
+    let n = fp.threads.len();
+    let mut all = vec![0u8; n * QUERY_SLOT as usize];
+    mem.read(slot(0), &mut all)?;
+    let mut out = Vec::with_capacity(n);
+    for (t, b) in fp
+        .threads
+        .iter_mut()
+        .zip(all.chunks_exact(QUERY_SLOT as usize))
+    {
+        let w = |k: usize| u64::from_ne_bytes(b[k * 8..k * 8 + 8].try_into().expect("8 bytes"));
+        let name = &b[40..56];
+        let name = &name[..name.iter().position(|&c| c == 0).unwrap_or(16)];
+        t.vtid = w(4) as i32;
+        out.push(ThreadQuery {
+            clear_child_tid: w(0),
+            altstack: (w(1), w(2) as u32 as i32, w(3)),
+            name: String::from_utf8_lossy(name).into_owned(),
+            robust: (w(7), w(8)),
+        });
+    }
+    Ok(out)
+}
+
+/// Writes `bytes` into the trampoline's scratch area.
+pub(crate) fn put_scratch(mem: &Mem, tramp: u64, bytes: &[u8]) -> io::Result<u64> {
+    if bytes.len() as u64 > PAGE_SIZE - SCRATCH_OFF {
+        return Err(io::Error::other("scratch data too large"));
+    }
+    mem.write(tramp + SCRATCH_OFF, bytes)?;
+    Ok(tramp + SCRATCH_OFF)
+}
+
+/// Creates thread `t` with its original tid through an injected `clone3`
+/// and returns an injector for the new, stopped thread.
+pub(crate) fn create_thread(sh: &mut Shell, t: &ThreadState) -> io::Result<Injector> {
+    let pid = sh.pid;
+    let flags = (libc::CLONE_VM
+        | libc::CLONE_FS
+        | libc::CLONE_FILES
+        | libc::CLONE_SIGHAND
+        | libc::CLONE_THREAD
+        | libc::CLONE_SYSVSEM) as u64;
+    // struct clone_args (11 words) followed by the one-entry set_tid array.
+    let args_addr = sh.scratch();
+    let set_tid_addr = args_addr + 11 * 8;
+    let words: [u64; 12] = [
+        flags,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        set_tid_addr,
+        1,
+        0,
+        t.vtid as u64,
+    ];
+    let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_ne_bytes()).collect();
+    sh.mem.write(args_addr, &bytes)?;
+    let vtid = sh
+        .call(libc::SYS_clone3, [args_addr, 88, 0, 0, 0, 0])
+        .map_err(|e| err(pid, &format!("creating thread {}", t.vtid), e))?;
+    if vtid != t.vtid as u64 {
+        return Err(err(
+            pid,
+            "thread",
+            format!("got tid {vtid}, wanted {}", t.vtid),
+        ));
+    }
+    let host_tid = sh
+        .inj
+        .cloned
+        .take()
+        .ok_or_else(|| err(pid, "thread", format!("no clone event for tid {}", t.vtid)))?;
+    // The auto-attached thread reports its first stop.
+    match ptrace::wait_alive(host_tid)? {
+        Stop::Exited(c) => return Err(err(pid, "new thread", format!("exited ({c})"))),
+        Stop::Killed(s) => return Err(err(pid, "new thread", format!("killed ({s})"))),
+        Stop::Event { .. } | Stop::Signal(_) | Stop::Syscall => {}
+    }
+    Injector::new(host_tid, RemoteAddr(sh.tramp))
+}
+
+pub(crate) fn restore_thread_state(
+    inj: &mut Injector,
+    mem: &Mem,
+    tramp: u64,
+    t: &ThreadState,
+) -> io::Result<()> {
+    let tid = inj.tid;
+    inj.syscall(
+        libc::SYS_set_tid_address,
+        [t.clear_child_tid, 0, 0, 0, 0, 0],
+    )?;
+    if t.robust_list.0 != 0 {
+        inj.syscall(
+            libc::SYS_set_robust_list,
+            [t.robust_list.0, t.robust_list.1, 0, 0, 0, 0],
+        )
+        .map_err(|e| err(tid, "set_robust_list", e))?;
+    }
+    let (sp, flags, size) = t.sigaltstack;
+    // Without a saved alternate stack it is disabled explicitly: the
+    // shell's leader inherited nsinit's (the Rust runtime's guard stack,
+    // unmapped by now), and a handler with SA_ONSTACK would run on it.
+    let (sp, flags, size) = if flags & libc::SS_DISABLE == 0 && sp != 0 {
+        (sp, flags & !libc::SS_ONSTACK, size)
+    } else {
+        (0, libc::SS_DISABLE, 0)
+    };
+    let mut b = Vec::new();
+    b.extend_from_slice(&sp.to_ne_bytes());
+    b.extend_from_slice(&(flags as u64).to_ne_bytes());
+    b.extend_from_slice(&size.to_ne_bytes());
+    let a = put_scratch(mem, tramp, &b)?;
+    inj.syscall(libc::SYS_sigaltstack, [a, 0, 0, 0, 0, 0])
+        .map_err(|e| err(tid, "sigaltstack", e))?;
+    if let Some(r) = t.rseq {
+        inj.syscall(
+            libc::SYS_rseq,
+            [r.addr, r.len as u64, 0, r.signature as u64, 0, 0],
+        )
+        .map_err(|e| err(tid, "rseq", e))?;
+    }
+    let mut name = t.name.as_bytes().to_vec();
+    name.truncate(15);
+    name.push(0);
+    let a = put_scratch(mem, tramp, &name)?;
+    inj.syscall(libc::SYS_prctl, [libc::PR_SET_NAME as u64, a, 0, 0, 0, 0])
+        .map_err(|e| err(tid, "thread name", e))?;
+    Ok(())
+}
+
+/// Loads a thread's saved xstate, registers and signal mask.
+pub(crate) fn load_registers(tid: HostPid, t: &ThreadState) -> io::Result<()> {
+    let mut regs = ptrace::regs_from_words(&t.regs)
+        .ok_or_else(|| err(tid, "registers", "wrong size in image"))?;
+    ptrace::fix_interrupted_syscall(&mut regs, false);
+    ptrace::set_xstate(tid, &t.xstate).map_err(|e| err(tid, "xstate", e))?;
+    ptrace::set_regs(tid, &regs).map_err(|e| err(tid, "registers", e))?;
+    ptrace::set_sigmask(tid, t.sigmask).map_err(|e| err(tid, "signal mask", e))?;
+    Ok(())
+}
+
+/// The bounding capabilities thread `tid` has and the process had not.
+pub(crate) fn bounding_to_drop(tid: HostPid, caps: &dmtcp_image::Capabilities) -> io::Result<u64> {
+    let st = procfs::status_of(tid, Some(tid)).or_else(|_| procfs::status(tid))?;
+    let have_bnd = procfs::hex_field(&st, "CapBnd");
+    let last_cap = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .unwrap_or(40)
+        .min(63);
+    let known = if last_cap == 63 {
+        u64::MAX
+    } else {
+        (1u64 << (last_cap + 1)) - 1
+    };
+    Ok(have_bnd & !caps.bounding & known)
+}
+
+pub(crate) fn restore_caps(
+    inj: &mut Injector,
+    mem: &Mem,
+    tramp: u64,
+    meta: &ProcessImage,
+) -> io::Result<()> {
+    let pid = inj.tid;
+    let caps = meta.process.caps;
+    let drop_bounding = bounding_to_drop(pid, &caps)?;
+    for cap in 0..64 {
+        let bit = 1u64 << cap;
+        if drop_bounding & bit != 0 {
+            inj.syscall(
+                libc::SYS_prctl,
+                [libc::PR_CAPBSET_DROP as u64, cap, 0, 0, 0, 0],
+            )
+            .map_err(|e| err(pid, "dropping bounding capability", e))?;
+        }
+    }
+    inj.syscall(
+        libc::SYS_prctl,
+        [
+            libc::PR_CAP_AMBIENT as u64,
+            libc::PR_CAP_AMBIENT_CLEAR_ALL as u64,
+            0,
+            0,
+            0,
+            0,
+        ],
+    )?;
+    let a = put_scratch(mem, tramp, &crate::resources::threads::capset_args(&caps))?;
+    inj.syscall(libc::SYS_capset, [a, a + 8, 0, 0, 0, 0])
+        .map_err(|e| err(pid, "capset", e))?;
+    for cap in 0..64u64 {
+        if caps.ambient & (1 << cap) != 0 {
+            inj.syscall(
+                libc::SYS_prctl,
+                [
+                    libc::PR_CAP_AMBIENT as u64,
+                    libc::PR_CAP_AMBIENT_RAISE as u64,
+                    cap,
+                    0,
+                    0,
+                    0,
+                ],
+            )?;
+        }
+    }
+    Ok(())
+}
 #[cfg(test)]
 mod tests {
     use super::*;
