@@ -13,16 +13,18 @@ use std::path::PathBuf;
 
 use anyhow::{anyhow, bail};
 use dmtcp_coordinator::client::StartOptions;
-use dmtcp_image::{Codec, ImageChain, ImageReader, Verify, WriteOptions};
+use dmtcp_image::{Codec, ImageChain, ImageReader, IpcState, Verify, WriteOptions};
 
 use crate::coord_args::CoordArgs;
 use crate::kernel::pid::{HostPid, VirtPid};
 use crate::kernel::procfs;
 use crate::resources::memory::lazy;
+use crate::resources::memory::ParkedMemory;
 use crate::resources::pty;
-use crate::resources::sysv as sysvipc;
+use crate::resources::sysv::{self as sysvipc, ShmBytes};
 use crate::restart::process as restore;
 use crate::roles::nsinit::{InitReply, InitRequest, ShellPlan};
+use crate::roles::nsinit_ctrl::NsinitCtrl;
 use crate::roles::session::{self, Session, SessionConfig};
 use crate::roles::supervise;
 
@@ -166,36 +168,11 @@ fn host_pid_of(nsinit: HostPid, vpid: VirtPid) -> Option<HostPid> {
 /// Restarts the computation of `plan.images` and supervises it until it
 /// ends; returns the exit code for `dmtcp-restart`.
 pub fn run(plan: Plan) -> anyhow::Result<i32> {
-    let args = plan;
-    if args.no_lazy {
+    if plan.no_lazy {
         lazy::disable();
     }
-    let images = open_images(&args.images)?;
-    let first = images[0].top().meta().computation.clone();
-    let (addr, secret) = args.coord.coordinator(
-        "dmtcp-restart",
-        StartOptions {
-            ckpt_dir: args.ckpt_dir.clone(),
-            interval: None,
-            exit_on_last: true,
-        },
-    )?;
-    let cfg = SessionConfig {
-        addr,
-        secret,
-        computation: Some(first.id.clone()),
-        generation: first.generation,
-        write: WriteOptions {
-            codec: if args.no_gzip {
-                Codec::None
-            } else {
-                images[0].top().codec()
-            },
-            ..WriteOptions::default()
-        },
-        ckpt_dir: args.ckpt_dir.as_deref().map(supervise::absolute),
-        incremental: args.incremental,
-    };
+    let images = open_images(&plan.images)?;
+    let cfg = session_config(&plan, &images)?;
     let (conn, computation, _) = session::connect(&cfg)?;
 
     supervise::block_signals()?;
@@ -208,11 +185,63 @@ pub fn run(plan: Plan) -> anyhow::Result<i32> {
             lazy::disable();
         }
     }
-    let shells = images.iter().map(shell_plan).collect();
     let tops: Vec<&ImageReader> = images.iter().map(|c| c.top()).collect();
     let shared_memory = restore::park_shared_memory(&tops);
-    let ipc = tops
-        .iter()
+    let ipc = load_ipc(&tops)?;
+    let (nsinit, mut ctrl) = start_shells(&images, &shared_memory, ipc.as_ref())?;
+    let kill_ns = || supervise::kill_and_reap(nsinit);
+    let on_terminal = restore_terminal_settings(&tops);
+    let restored = match restore_all(&images, nsinit, &shared_memory, ipc.as_ref()) {
+        Ok(r) => r,
+        Err(e) => {
+            kill_ns();
+            return Err(e);
+        }
+    };
+    let lifeline = match start_computation(restored, &mut ctrl, ipc.as_ref(), on_terminal) {
+        Ok(l) => l,
+        Err(e) => {
+            kill_ns();
+            return Err(e);
+        }
+    };
+    let session = Session::new(cfg, nsinit, ctrl, conn, computation).with_lifeline(lifeline);
+    Ok(supervise::supervise(session, nsinit))
+}
+
+/// The coordinator to join (started if need be) and how later checkpoints
+/// are written.
+fn session_config(plan: &Plan, images: &[ImageChain]) -> anyhow::Result<SessionConfig> {
+    let first = images[0].top().meta().computation.clone();
+    let (addr, secret) = plan.coord.coordinator(
+        "dmtcp-restart",
+        StartOptions {
+            ckpt_dir: plan.ckpt_dir.clone(),
+            interval: None,
+            exit_on_last: true,
+        },
+    )?;
+    Ok(SessionConfig {
+        addr,
+        secret,
+        computation: Some(first.id.clone()),
+        generation: first.generation,
+        write: WriteOptions {
+            codec: if plan.no_gzip {
+                Codec::None
+            } else {
+                images[0].top().codec()
+            },
+            ..WriteOptions::default()
+        },
+        ckpt_dir: plan.ckpt_dir.as_deref().map(supervise::absolute),
+        incremental: plan.incremental,
+    })
+}
+
+/// The SysV IPC objects (recorded in one image) with every segment's bytes.
+fn load_ipc(tops: &[&ImageReader]) -> std::io::Result<Option<(IpcState, ShmBytes)>> {
+    tops.iter()
         .find_map(|r| r.meta().ipc.clone().map(|s| (*r, s)))
         .map(|(r, s)| {
             s.shm
@@ -221,18 +250,24 @@ pub fn run(plan: Plan) -> anyhow::Result<i32> {
                 .collect::<std::io::Result<Vec<_>>>()
                 .map(|bytes| (s, bytes))
         })
-        .transpose()?;
-    let shm_sizes: std::collections::HashMap<i32, u64> = ipc
-        .iter()
-        .flat_map(|(s, _)| s.shm.iter().map(|g| (g.perm.id, g.size)))
-        .collect();
-    let (nsinit, reply, mut ctrl) = supervise::start_nsinit(
+        .transpose()
+}
+
+/// Starts nsinit in fresh namespaces with one parked shell per image;
+/// returns once every shell is ready.
+fn start_shells(
+    images: &[ImageChain],
+    shared_memory: &[ParkedMemory],
+    ipc: Option<&(IpcState, ShmBytes)>,
+) -> anyhow::Result<(HostPid, NsinitCtrl)> {
+    let shells = images.iter().map(shell_plan).collect();
+    let (nsinit, reply, ctrl) = supervise::start_nsinit(
         &InitRequest::Restore {
             shells,
-            shared_memory: shared_memory.clone(),
+            shared_memory: shared_memory.to_vec(),
             ipc: ipc.is_some(),
         },
-        ipc.as_ref().map(|(s, b)| (s, b)),
+        ipc.map(|(s, b)| (s, b)),
     )?;
     let kill_ns = || supervise::kill_and_reap(nsinit);
     // Corrupt page data found while a lazy restore brings pages in: the
@@ -245,7 +280,7 @@ pub fn run(plan: Plan) -> anyhow::Result<i32> {
         std::process::exit(1);
     });
     match reply {
-        InitReply::ShellsReady { .. } => {}
+        InitReply::ShellsReady { .. } => Ok((nsinit, ctrl)),
         InitReply::Failed(msg) => {
             kill_ns();
             bail!("{msg}");
@@ -255,7 +290,20 @@ pub fn run(plan: Plan) -> anyhow::Result<i32> {
             bail!("unexpected answer from dmtcp-nsinit: {other:?}");
         }
     }
-    let on_terminal = restore_terminal_settings(&tops);
+}
+
+/// Turns every shell (but zombies') into its process, each left stopped.
+fn restore_all(
+    images: &[ImageChain],
+    nsinit: HostPid,
+    shared_memory: &[ParkedMemory],
+    ipc: Option<&(IpcState, ShmBytes)>,
+) -> anyhow::Result<Vec<restore::Restored>> {
+    let tops: Vec<&ImageReader> = images.iter().map(|c| c.top()).collect();
+    let shm_sizes: std::collections::HashMap<i32, u64> = ipc
+        .iter()
+        .flat_map(|(s, _)| s.shm.iter().map(|g| (g.perm.id, g.size)))
+        .collect();
     let foreground = foreground_groups(&tops);
     let mut restored = Vec::with_capacity(images.len());
     for r in images
@@ -267,29 +315,37 @@ pub fn run(plan: Plan) -> anyhow::Result<i32> {
         let res = host_pid_of(nsinit, vpid)
             .ok_or_else(|| anyhow!("shell for pid {vpid} not found"))
             .and_then(|pid| {
-                restore::restore_process(pid, r, &shared_memory, fg, &shm_sizes)
+                restore::restore_process(pid, r, shared_memory, fg, &shm_sizes)
                     .map_err(|e| anyhow!("{e}"))
             });
         match res {
             Ok(p) => restored.push(p),
-            Err(e) => {
-                kill_ns();
-                return Err(e.context(format!("{}", r.top().path().display())));
-            }
+            Err(e) => return Err(e.context(format!("{}", r.top().path().display()))),
         }
     }
+    Ok(restored)
+}
+
+/// Lets every restored process run at once, then finishes what needs them
+/// running (background page fill, SIGWINCH, removal of SysV segments
+/// marked for it). Returns whether the computation's life is tied to ours
+/// until the lazy restore is done.
+fn start_computation(
+    restored: Vec<restore::Restored>,
+    ctrl: &mut NsinitCtrl,
+    ipc: Option<&(IpcState, ShmBytes)>,
+    on_terminal: bool,
+) -> anyhow::Result<bool> {
     // Pages still to come exist only in this process from now on.
     let lifeline = lazy::busy();
     if lifeline {
         if let Err(e) = ctrl.lifeline(true) {
-            kill_ns();
             bail!("{e}");
         }
     }
     // Every process is in place: the computation starts as a whole.
     for p in restored {
         if let Err(e) = p.release() {
-            kill_ns();
             bail!("{e}");
         }
     }
@@ -311,10 +367,8 @@ pub fn run(plan: Plan) -> anyhow::Result<i32> {
         .collect();
     if !destroyed.is_empty() {
         if let Err(e) = ctrl.remove_shm(destroyed) {
-            kill_ns();
             bail!("removing restored shared memory marked for removal: {e}");
         }
     }
-    let session = Session::new(cfg, nsinit, ctrl, conn, computation).with_lifeline(lifeline);
-    Ok(supervise::supervise(session, nsinit))
+    Ok(lifeline)
 }
