@@ -15,7 +15,7 @@ use std::os::fd::OwnedFd;
 
 use dmtcp_image::{
     Capabilities, ComputationInfo, Ctty, FdEntry, ImageWriter, MmFields, PosixTimer, ProcessImage,
-    ProcessInfo, Rseq, SigAction, ThreadState, PAGE_SIZE,
+    ProcessInfo, SigAction, PAGE_SIZE,
 };
 
 use crate::kernel::freeze::FrozenProcess;
@@ -23,18 +23,16 @@ use crate::kernel::pid::{HostPid, RemoteAddr};
 use crate::kernel::procfs::{self, Mem};
 use crate::kernel::ptrace;
 use crate::kernel::remote::{syscall_insn, Injector};
+use crate::resources::capture_ctx as ctx;
 use crate::resources::fds;
 use crate::resources::fdshare::FdContext;
 use crate::resources::memory::capture::{capture_memory, MapReader};
 pub use crate::resources::memory::capture::{Deferred, DirtyScan};
 use crate::resources::signals::parse_timers;
-use crate::resources::threads::{per_thread_queries, ThreadQuery, QUERY_SLOT, SCRATCH_SLOTS};
+use crate::resources::threads::{
+    capture_threads, per_thread_queries, ThreadQuery, QUERY_SLOT, SCRATCH_SLOTS,
+};
 use crate::resources::OpenFd;
-
-/// Errors of a capture carry the pid and the step.
-fn ctx<T>(r: io::Result<T>, pid: HostPid, what: &str) -> io::Result<T> {
-    r.map_err(|e| io::Error::new(e.kind(), format!("pid {pid}: {what}: {e}")))
-}
 
 /// State only syscalls inside the target can tell.
 struct InjectedState {
@@ -357,6 +355,91 @@ fn rlimits(pid: HostPid) -> Vec<(u32, u64, u64)> {
     out
 }
 
+/// Runs the injected queries with the tracer pinned next to the process
+/// (local wake-ups measured 4-7x cheaper than cross-CPU ones), then gives
+/// the tracer its affinity back: threads started later (the compression
+/// pool) must not inherit the pinning.
+fn inject_pinned(
+    fp: &mut FrozenProcess,
+    insn: RemoteAddr,
+    mem: &Mem,
+    caught: u64,
+    snapshot: bool,
+    want_uffd: bool,
+) -> io::Result<InjectedState> {
+    let cpu = ptrace::current_cpu();
+    let my_mask = ptrace::pin_to_cpu(HostPid(0), cpu).ok();
+    fp.pin_leader(cpu);
+    let injected = inject_queries(fp, insn, mem, caught, snapshot, want_uffd);
+    if let Some(m) = my_mask {
+        let _ = ptrace::set_affinity(HostPid(0), &m);
+    }
+    injected
+}
+
+/// The process-wide fields of the image, from `/proc/PID/status` and
+/// friends and from what the injected queries found.
+fn process_info(
+    fp: &FrozenProcess,
+    status: &[(String, String)],
+    injected: InjectedState,
+    ctty: Option<Ctty>,
+) -> io::Result<ProcessInfo> {
+    let pid = fp.pid;
+    let ns = |key: &str| -> u32 {
+        procfs::field(status, key)
+            .and_then(|v| v.split_whitespace().last())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    let first_id = |key: &str| -> u32 {
+        procfs::field(status, key)
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    Ok(ProcessInfo {
+        vpid: fp.vpid.to_image(),
+        vppid: crate::resources::tree::parent_vpid(status),
+        vpgid: ns("NSpgid"),
+        vsid: ns("NSsid"),
+        host_pid: pid.0 as u32,
+        comm: procfs::comm(pid, None).unwrap_or_default(),
+        exe: ctx(procfs::link(pid, "exe"), pid, "exe")?,
+        cmdline: procfs::cmdline(pid).unwrap_or_default(),
+        cwd: ctx(procfs::link(pid, "cwd"), pid, "cwd")?,
+        umask: procfs::field(status, "Umask")
+            .and_then(|v| u32::from_str_radix(v, 8).ok())
+            .unwrap_or(0o022),
+        rlimits: rlimits(pid),
+        personality: procfs::personality(pid).unwrap_or(0),
+        caps: Capabilities {
+            inheritable: procfs::hex_field(status, "CapInh"),
+            permitted: procfs::hex_field(status, "CapPrm"),
+            effective: procfs::hex_field(status, "CapEff"),
+            bounding: procfs::hex_field(status, "CapBnd"),
+            ambient: procfs::hex_field(status, "CapAmb"),
+        },
+        uid: first_id("Uid"),
+        gid: first_id("Gid"),
+        no_new_privs: procfs::field(status, "NoNewPrivs") == Some("1"),
+        dumpable: injected.dumpable,
+        mm: ctx(mm_fields(pid, injected.brk), pid, "mm fields")?,
+        auxv: ctx(procfs::auxv(pid), pid, "auxv")?,
+        sigactions: injected.sigactions,
+        shared_pending: ctx(
+            ptrace::pending_signals(fp.threads[0].tid, true),
+            pid,
+            "pending signals",
+        )?,
+        itimers: injected.itimers,
+        child_subreaper: injected.child_subreaper,
+        posix_timers: injected.posix_timers,
+        zombie: None,
+        ctty,
+    })
+}
+
 /// Captures a frozen process into `writer` and returns its metadata.
 /// The caller finishes (or drops) the writer.
 /// With `snapshot`, private memory is not read now: a copy-on-write child
@@ -378,52 +461,11 @@ pub fn capture(
     let t0 = std::time::Instant::now();
     // Started before we pin ourselves: it runs on another CPU.
     let map_reader = MapReader::start(pid);
-    // Tracer and tracees on one CPU while we inject (local wake-ups
-    // measured 4-7x cheaper). Only here: threads we start later (the
-    // compression pool) must not inherit the pinning.
-    let cpu = ptrace::current_cpu();
-    let my_mask = ptrace::pin_to_cpu(HostPid(0), cpu).ok();
-    fp.pin_leader(cpu);
     let want_uffd = dirty.as_ref().is_some_and(|d| d.tracker.needs_uffd(pid));
-    let injected = inject_queries(fp, insn, &mem, caught, snapshot, want_uffd);
-    if let Some(m) = my_mask {
-        let _ = ptrace::set_affinity(HostPid(0), &m);
-    }
-    let mut injected = injected?;
+    let mut injected = inject_pinned(fp, insn, &mem, caught, snapshot, want_uffd)?;
     let t_inject = t0.elapsed();
 
-    let mut threads = Vec::with_capacity(fp.threads.len());
-    for ((t, q), sigmask) in fp
-        .threads
-        .iter()
-        .zip(&injected.per_thread)
-        .zip(&injected.sigmasks)
-    {
-        let tid = t.tid;
-        let xstate = ctx(ptrace::get_xstate(tid), pid, "xstate")?;
-        let rseq = ctx(ptrace::get_rseq(tid), pid, "rseq")?;
-        let mut pending = ctx(ptrace::pending_signals(tid, false), pid, "pending signals")?;
-        if let Some((_, info)) = t.pending_signal {
-            pending.push(info.to_vec());
-        }
-        threads.push(ThreadState {
-            vtid: t.vtid as u32,
-            name: q.name.clone(),
-            regs: ptrace::regs_to_words(&t.regs),
-            xstate,
-            sigmask: *sigmask,
-            pending,
-            clear_child_tid: q.clear_child_tid,
-            robust_list: q.robust,
-            rseq: (rseq.rseq_abi_pointer != 0).then_some(Rseq {
-                addr: rseq.rseq_abi_pointer,
-                len: rseq.rseq_abi_size,
-                flags: rseq.flags,
-                signature: rseq.signature,
-            }),
-            sigaltstack: q.altstack,
-        });
-    }
+    let threads = capture_threads(fp, &injected.per_thread, &injected.sigmasks)?;
 
     let t_threads = t0.elapsed();
     let map = match map_reader {
@@ -456,58 +498,7 @@ pub fn capture(
         t0.elapsed() - t_memory
     );
 
-    let ns = |key: &str| -> u32 {
-        procfs::field(&status, key)
-            .and_then(|v| v.split_whitespace().last())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    };
-    let first_id = |key: &str| -> u32 {
-        procfs::field(&status, key)
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    };
-    let process = ProcessInfo {
-        vpid: fp.vpid.to_image(),
-        vppid: crate::resources::tree::parent_vpid(&status),
-        vpgid: ns("NSpgid"),
-        vsid: ns("NSsid"),
-        host_pid: pid.0 as u32,
-        comm: procfs::comm(pid, None).unwrap_or_default(),
-        exe: ctx(procfs::link(pid, "exe"), pid, "exe")?,
-        cmdline: procfs::cmdline(pid).unwrap_or_default(),
-        cwd: ctx(procfs::link(pid, "cwd"), pid, "cwd")?,
-        umask: procfs::field(&status, "Umask")
-            .and_then(|v| u32::from_str_radix(v, 8).ok())
-            .unwrap_or(0o022),
-        rlimits: rlimits(pid),
-        personality: procfs::personality(pid).unwrap_or(0),
-        caps: Capabilities {
-            inheritable: procfs::hex_field(&status, "CapInh"),
-            permitted: procfs::hex_field(&status, "CapPrm"),
-            effective: procfs::hex_field(&status, "CapEff"),
-            bounding: procfs::hex_field(&status, "CapBnd"),
-            ambient: procfs::hex_field(&status, "CapAmb"),
-        },
-        uid: first_id("Uid"),
-        gid: first_id("Gid"),
-        no_new_privs: procfs::field(&status, "NoNewPrivs") == Some("1"),
-        dumpable: injected.dumpable,
-        mm: ctx(mm_fields(pid, injected.brk), pid, "mm fields")?,
-        auxv: ctx(procfs::auxv(pid), pid, "auxv")?,
-        sigactions: injected.sigactions,
-        shared_pending: ctx(
-            ptrace::pending_signals(fp.threads[0].tid, true),
-            pid,
-            "pending signals",
-        )?,
-        itimers: injected.itimers,
-        child_subreaper: injected.child_subreaper,
-        posix_timers: injected.posix_timers,
-        zombie: None,
-        ctty,
-    };
+    let process = process_info(fp, &status, injected, ctty)?;
     Ok((
         ProcessImage {
             computation,

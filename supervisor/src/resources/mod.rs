@@ -62,3 +62,8 @@ fn wrong_kind(e: &FdEntry, kind: &str) -> io::Error {
 pub(crate) fn restore_err(pid: HostPid, what: &str, e: impl std::fmt::Display) -> io::Error {
     io::Error::other(format!("restoring pid {pid}: {what}: {e}"))
 }
+
+/// Errors of a capture carry the pid and the step.
+pub(crate) fn capture_ctx<T>(r: io::Result<T>, pid: HostPid, what: &str) -> io::Result<T> {
+    r.map_err(|e| io::Error::new(e.kind(), format!("pid {pid}: {what}: {e}")))
+}

@@ -17,8 +17,9 @@ use crate::kernel::pid::{HostPid, RemoteAddr};
 use crate::kernel::procfs::{self, Mem};
 use crate::kernel::ptrace::{self, Stop};
 use crate::kernel::remote::{Injector, Shell, SCRATCH_OFF};
+use crate::resources::capture_ctx as ctx;
 use crate::resources::restore_err as err;
-use dmtcp_image::{Capabilities, ProcessImage, ThreadState, PAGE_SIZE};
+use dmtcp_image::{Capabilities, ProcessImage, Rseq, ThreadState, PAGE_SIZE};
 
 /// Where things go in the mapping made for the setup.
 const CODE_OFF: u64 = 0;
@@ -584,6 +585,45 @@ pub(crate) fn restore_caps(
     }
     Ok(())
 }
+/// Each thread's registers, xstate, rseq, pending signals and what it
+/// reported about itself (`queries`), with its signal mask as found.
+pub(crate) fn capture_threads(
+    fp: &FrozenProcess,
+    queries: &[ThreadQuery],
+    sigmasks: &[u64],
+) -> io::Result<Vec<ThreadState>> {
+    let pid = fp.pid;
+    let mut threads = Vec::with_capacity(fp.threads.len());
+    for ((t, q), sigmask) in fp.threads.iter().zip(queries).zip(sigmasks) {
+        let tid = t.tid;
+        let xstate = ctx(ptrace::get_xstate(tid), pid, "xstate")?;
+        let rseq = ctx(ptrace::get_rseq(tid), pid, "rseq")?;
+        let mut pending = ctx(ptrace::pending_signals(tid, false), pid, "pending signals")?;
+        if let Some((_, info)) = t.pending_signal {
+            pending.push(info.to_vec());
+        }
+        threads.push(ThreadState {
+            vtid: t.vtid as u32,
+            name: q.name.clone(),
+            regs: ptrace::regs_to_words(&t.regs),
+            xstate,
+            sigmask: *sigmask,
+            pending,
+            clear_child_tid: q.clear_child_tid,
+            robust_list: q.robust,
+            rseq: (rseq.rseq_abi_pointer != 0).then_some(Rseq {
+                addr: rseq.rseq_abi_pointer,
+                len: rseq.rseq_abi_size,
+                flags: rseq.flags,
+                signature: rseq.signature,
+            }),
+            sigaltstack: q.altstack,
+        });
+    }
+
+    Ok(threads)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
