@@ -7,9 +7,8 @@
 //! and one arm in [`open_fd`] (the match is exhaustive: a kind without a
 //! restore does not compile).
 
-use std::collections::HashMap;
-use std::io::{self, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::io;
+use std::os::fd::OwnedFd;
 
 use dmtcp_image::{FdEntry, FdKind};
 
@@ -70,24 +69,24 @@ pub fn open_fd(e: &FdEntry, objects: &FdObjects) -> io::Result<OwnedFd> {
     }
 }
 
-/// The objects several fds (and mappings) of the computation may share:
-/// pipes, unix socket pairs and ptys of the computation, created once per
-/// id: pipes as (read end, write end), socket pairs as [end 0, end 1], ptys
-/// by pts number; and its TCP connections, UDP sockets and named unix pairs.
+/// The objects several fds (and mappings) of the computation may share,
+/// created once per id before any fd is opened: pipes, unix socket pairs,
+/// memfds, ptys, and TCP connections, UDP sockets and named unix pairs.
+/// Each kind keeps its own table; the restore of an fd takes its object
+/// from there.
 #[derive(Default)]
 pub struct FdObjects {
-    pub(crate) made: HashMap<u64, (OwnedFd, OwnedFd)>,
-    pub(crate) pairs: HashMap<u64, [OwnedFd; 2]>,
+    pub(crate) pipes: crate::resources::pipes::PipeSet,
+    pub(crate) pairs: crate::resources::unix::Pairs,
     pub(crate) net: crate::resources::inet::restore::NetSockets,
     /// Ptys made inside the computation, by pts number at checkpoint.
     pub(crate) ptys: crate::resources::pty::Ptys,
-    /// Memfds by id, with the seals to add once they are filled and parked.
-    pub(crate) memfds: HashMap<u64, (OwnedFd, i32)>,
+    pub(crate) memfds: crate::resources::memfd::Memfds,
 }
 
 impl FdObjects {
-    /// Creates every pipe and unix socket pair the entries name and puts
-    /// their buffered bytes and queued messages back.
+    /// Creates every object the entries name and puts their contents back
+    /// (buffered bytes, queued messages, memfd contents).
     pub fn create(entries: &[FdEntry]) -> io::Result<FdObjects> {
         let mut p = FdObjects {
             net: crate::resources::inet::restore::NetSockets::create(entries)?,
@@ -95,61 +94,11 @@ impl FdObjects {
             ..FdObjects::default()
         };
         for e in entries {
-            if let FdKind::Memfd {
-                id,
-                name,
-                size,
-                seals,
-                contents,
-                ..
-            } = &e.kind
-            {
-                p.ensure_memfd(*id, name, 0)?;
-                if let Some(c) = contents {
-                    let (fd, s) = p.memfds.get_mut(id).expect("just made");
-                    *s = *seals;
-                    let mut f = std::fs::File::from(fd.try_clone()?);
-                    f.write_all(c)
-                        .and_then(|()| f.set_len(*size))
-                        .map_err(|err| {
-                            io::Error::new(err.kind(), format!("filling memfd:{name}: {err}"))
-                        })?;
-                }
-                continue;
-            }
-            if let FdKind::UnixPair {
-                id,
-                end,
-                sotype,
-                queued,
-                ..
-            } = &e.kind
-            {
-                p.create_pair(*id, *end, *sotype, queued)
-                    .map_err(|err| io::Error::new(err.kind(), format!("fd {}: {err}", e.fd)))?;
-                continue;
-            }
-            let FdKind::Pipe { id, buffered, .. } = &e.kind else {
-                continue;
-            };
-            if !p.made.contains_key(id) {
-                let (rd, wr) = crate::kernel::sys::pipe_cloexec()?;
-                let rd = OwnedFd::from(rd);
-                p.made.insert(*id, (rd, wr));
-            }
-            if !buffered.is_empty() {
-                let (_, wr) = &p.made[id];
-                // SAFETY: fcntl on our own pipe fd; failure keeps the default size.
-                unsafe {
-                    libc::fcntl(
-                        wr.as_raw_fd(),
-                        libc::F_SETPIPE_SZ,
-                        buffered.len().max(4096) as libc::c_int,
-                    )
-                };
-                let mut f = std::fs::File::from(wr.try_clone()?);
-                f.write_all(buffered)
-                    .map_err(|e| io::Error::new(e.kind(), format!("refilling pipe: {e}")))?;
+            match &e.kind {
+                FdKind::Memfd { .. } => p.memfds.add(e)?,
+                FdKind::UnixPair { .. } => p.pairs.add(e)?,
+                FdKind::Pipe { .. } => p.pipes.add(e)?,
+                _ => {}
             }
         }
         Ok(p)
@@ -157,61 +106,23 @@ impl FdObjects {
 
     /// Makes memfd `id` named `name`, `size` bytes long, if it is new.
     pub fn ensure_memfd(&mut self, id: u64, name: &str, size: u64) -> io::Result<()> {
-        if self.memfds.contains_key(&id) {
-            return Ok(());
-        }
-        let fd = crate::kernel::sys::memfd_create(name)?;
-        std::fs::File::from(fd.try_clone()?).set_len(size)?;
-        self.memfds.insert(id, (fd, 0));
-        Ok(())
+        self.memfds.ensure(id, name, size)
     }
 
     /// Memfd `id` (raw fd) and whether it may be mapped writable (no write seal).
     pub fn memfd(&self, id: u64) -> io::Result<(i32, bool)> {
-        let (fd, seals) = self
-            .memfds
-            .get(&id)
-            .ok_or_else(|| io::Error::other(format!("memfd {id} was not created")))?;
-        Ok((fd.as_raw_fd(), seals & libc::F_SEAL_WRITE == 0))
+        self.memfds.for_mapping(id)
     }
 
     /// Adds the saved seals to every memfd (after filling and parking).
     pub fn seal_memfds(&self) -> io::Result<()> {
-        for (id, (fd, seals)) in &self.memfds {
-            if *seals == 0 {
-                continue;
-            }
-            // SAFETY: fcntl with an integer argument on our own fd.
-            if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, *seals) } < 0 {
-                let e = io::Error::last_os_error();
-                return Err(io::Error::new(e.kind(), format!("sealing memfd {id}: {e}")));
-            }
-        }
-        Ok(())
-    }
-
-    /// Makes pair `id` if it is new and queues `queued` for reading on end
-    /// `end` (sent from the other end, so order and boundaries are kept).
-    fn create_pair(&mut self, id: u64, end: u8, sotype: i32, queued: &[Vec<u8>]) -> io::Result<()> {
-        if end > 1 {
-            return Err(io::Error::other(format!("unix pair {id}: bad end {end}")));
-        }
-        let pair = match self.pairs.entry(id) {
-            std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
-            std::collections::hash_map::Entry::Vacant(v) => {
-                v.insert(crate::resources::unix::socketpair(sotype)?)
-            }
-        };
-        if !queued.is_empty() {
-            crate::resources::unix::refill(&pair[usize::from(1 - end)], queued)
-                .map_err(|e| io::Error::new(e.kind(), format!("unix pair {id} end {end}: {e}")))?;
-        }
-        Ok(())
+        self.memfds.seal()
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::io::Write;
     use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
     use super::*;

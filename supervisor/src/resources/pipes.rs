@@ -2,7 +2,8 @@
 //! made again with the bytes in flight; a pipe that leads outside becomes
 //! the restarting tool's own fd of that number.
 
-use std::io;
+use std::collections::HashMap;
+use std::io::{self, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
 
 use dmtcp_image::{FdEntry, FdKind};
@@ -48,7 +49,7 @@ impl FdResource for Pipes {
             FdKind::Pipe {
                 id, write, flags, ..
             } => {
-                let (rd, wr) = &objects.made[id];
+                let (rd, wr) = &objects.pipes.0[id];
                 let end = if *write { wr } else { rd };
                 let fd = crate::kernel::sys::dup_above(end.as_raw_fd(), 0)?;
                 let status = flags & (libc::O_NONBLOCK | libc::O_DIRECT);
@@ -58,5 +59,39 @@ impl FdResource for Pipes {
             }
             _ => Err(super::wrong_kind(e, "pipe")),
         }
+    }
+}
+
+/// Pipes inside the computation by id, as (read end, write end).
+#[derive(Default)]
+pub struct PipeSet(HashMap<u64, (OwnedFd, OwnedFd)>);
+
+impl PipeSet {
+    /// Makes the pipe of entry `e` if it is new and refills it with the
+    /// bytes in flight (recorded on one read end).
+    pub(crate) fn add(&mut self, e: &FdEntry) -> io::Result<()> {
+        let FdKind::Pipe { id, buffered, .. } = &e.kind else {
+            return Err(super::wrong_kind(e, "pipe"));
+        };
+        if !self.0.contains_key(id) {
+            let (rd, wr) = crate::kernel::sys::pipe_cloexec()?;
+            let rd = OwnedFd::from(rd);
+            self.0.insert(*id, (rd, wr));
+        }
+        if !buffered.is_empty() {
+            let (_, wr) = &self.0[id];
+            // SAFETY: fcntl on our own pipe fd; failure keeps the default size.
+            unsafe {
+                libc::fcntl(
+                    wr.as_raw_fd(),
+                    libc::F_SETPIPE_SZ,
+                    buffered.len().max(4096) as libc::c_int,
+                )
+            };
+            let mut f = std::fs::File::from(wr.try_clone()?);
+            f.write_all(buffered)
+                .map_err(|e| io::Error::new(e.kind(), format!("refilling pipe: {e}")))?;
+        }
+        Ok(())
     }
 }

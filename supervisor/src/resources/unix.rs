@@ -12,12 +12,13 @@
 //! in order.
 //!
 //! Not handled here: listeners (`listener`, `listen_again` below),
-//! connected pairs with a name (`netcapture`, `sockrestore`), and non-unix
+//! connected pairs with a name (`resources::inet`), and non-unix
 //! families. A peer outside the computation or an unconnected socket stays
 //! `Unsupported`. File descriptors in flight (`SCM_RIGHTS`) and
 //! credentials are dropped with a warning; zero-length datagrams in a queue
 //! cannot be seen by a peek with an offset and are lost.
 
+use std::collections::HashMap;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
@@ -354,6 +355,7 @@ impl FdResource for Unix {
             FdKind::UnixPair { id, end, flags, .. } => {
                 let sock = objects
                     .pairs
+                    .0
                     .get(id)
                     .and_then(|p| p.get(usize::from(*end)))
                     .ok_or_else(|| {
@@ -387,6 +389,46 @@ impl FdResource for Unix {
             }
             _ => Err(super::wrong_kind(e, "unix socket")),
         }
+    }
+}
+
+/// Unix socket pairs inside the computation by id, as [end 0, end 1].
+#[derive(Default)]
+pub struct Pairs(HashMap<u64, [OwnedFd; 2]>);
+
+impl Pairs {
+    /// Makes the pair of entry `e` if it is new and queues the messages
+    /// recorded for its end.
+    pub(crate) fn add(&mut self, e: &FdEntry) -> io::Result<()> {
+        let FdKind::UnixPair {
+            id,
+            end,
+            sotype,
+            queued,
+            ..
+        } = &e.kind
+        else {
+            return Err(super::wrong_kind(e, "unix pair"));
+        };
+        self.create_pair(*id, *end, *sotype, queued)
+            .map_err(|err| io::Error::new(err.kind(), format!("fd {}: {err}", e.fd)))
+    }
+
+    /// Makes pair `id` if it is new and queues `queued` for reading on end
+    /// `end` (sent from the other end, so order and boundaries are kept).
+    fn create_pair(&mut self, id: u64, end: u8, sotype: i32, queued: &[Vec<u8>]) -> io::Result<()> {
+        if end > 1 {
+            return Err(io::Error::other(format!("unix pair {id}: bad end {end}")));
+        }
+        let pair = match self.0.entry(id) {
+            std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+            std::collections::hash_map::Entry::Vacant(v) => v.insert(socketpair(sotype)?),
+        };
+        if !queued.is_empty() {
+            refill(&pair[usize::from(1 - end)], queued)
+                .map_err(|e| io::Error::new(e.kind(), format!("unix pair {id} end {end}: {e}")))?;
+        }
+        Ok(())
     }
 }
 
