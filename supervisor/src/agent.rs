@@ -18,7 +18,7 @@ use std::io;
 use std::time::Duration;
 
 use crate::kernel::freeze::FrozenProcess;
-use crate::kernel::pid::HostPid;
+use crate::kernel::pid::{HostPid, RemoteAddr};
 use crate::kernel::procfs::{self, Mem};
 
 #[path = "../../inject/src/abi.rs"]
@@ -98,7 +98,7 @@ pub fn decode(addr: u64, b: &[u8]) -> io::Result<AgentState> {
     })
 }
 
-fn has_magic(mem: &Mem, addr: u64) -> bool {
+fn has_magic(mem: &Mem, addr: RemoteAddr) -> bool {
     let mut b = [0u8; 16];
     mem.read(addr, &mut b).is_ok()
         && u64_at(&b, off::MAGIC) == abi::STATE_MAGIC
@@ -108,10 +108,10 @@ fn has_magic(mem: &Mem, addr: u64) -> bool {
 /// Address of the process's state page: the VMA named `[anon:dmtcp_state]`,
 /// or (kernels without VMA names) the one-page private anonymous read-write
 /// VMA that starts with the magic.
-pub fn find_state(pid: HostPid) -> Option<u64> {
+pub fn find_state(pid: HostPid) -> Option<RemoteAddr> {
     let maps = procfs::maps(pid).ok()?;
     if let Some(m) = maps.iter().find(|m| m.name == abi::STATE_MAPS_NAME) {
-        return Some(m.start);
+        return Some(RemoteAddr(m.start));
     }
     let mem = Mem::open(pid, false).ok()?;
     maps.iter()
@@ -123,24 +123,24 @@ pub fn find_state(pid: HostPid) -> Option<u64> {
                 && m.inode == 0
                 && m.name.is_empty()
         })
-        .map(|m| m.start)
+        .map(|m| RemoteAddr(m.start))
         .find(|&a| has_magic(&mem, a))
 }
 
-pub fn read_state(mem: &Mem, addr: u64) -> io::Result<AgentState> {
+pub fn read_state(mem: &Mem, addr: RemoteAddr) -> io::Result<AgentState> {
     let mut b = [0u8; abi::STATE_SIZE];
     mem.read(addr, &mut b)?;
-    decode(addr, &b)
+    decode(addr.0, &b)
 }
 
 /// Whether a thread is inside `dmtcp_disable_ckpt()` (read while frozen).
-pub fn ckpt_disabled(mem: &Mem, addr: u64) -> io::Result<bool> {
+pub fn ckpt_disabled(mem: &Mem, addr: RemoteAddr) -> io::Result<bool> {
     Ok(read_state(mem, addr)?.disable_count > 0)
 }
 
 /// Tells `dmtcp_disable_ckpt()` that a checkpoint waits (it then lets the
 /// checkpoint go first instead of opening a new section).
-pub fn set_waiting(mem: &Mem, addr: u64, waiting: bool) -> io::Result<()> {
+pub fn set_waiting(mem: &Mem, addr: RemoteAddr, waiting: bool) -> io::Result<()> {
     read_state(mem, addr)?;
     mem.write(
         addr + off::CKPT_WAITING as u64,
@@ -149,7 +149,7 @@ pub fn set_waiting(mem: &Mem, addr: u64, waiting: bool) -> io::Result<()> {
 }
 
 /// One more completed checkpoint for this process (while frozen).
-pub fn bump_generation(mem: &Mem, addr: u64) -> io::Result<()> {
+pub fn bump_generation(mem: &Mem, addr: RemoteAddr) -> io::Result<()> {
     let st = read_state(mem, addr)?;
     mem.write(
         addr + off::GENERATION as u64,
@@ -162,7 +162,7 @@ pub fn bump_generation(mem: &Mem, addr: u64) -> io::Result<()> {
 /// restored from (its image was taken just before the bump), no checkpoint
 /// waits, and the coordinator of the old run is forgotten until the new
 /// supervisor publishes its own.
-pub fn note_restart(mem: &Mem, addr: u64) -> io::Result<()> {
+pub fn note_restart(mem: &Mem, addr: RemoteAddr) -> io::Result<()> {
     let st = read_state(mem, addr)?;
     mem.write(
         addr + off::RESTARTS as u64,
@@ -180,7 +180,7 @@ pub fn note_restart(mem: &Mem, addr: u64) -> io::Result<()> {
 /// Host and secret are truncated to their fields (63 and 127 bytes).
 pub fn set_coordinator(
     mem: &Mem,
-    addr: u64,
+    addr: RemoteAddr,
     host: &str,
     port: u16,
     secret: &str,
@@ -412,7 +412,7 @@ mod tests {
     #[test]
     fn writes_through_proc_mem() {
         let mut b = page();
-        let addr = b.as_mut_ptr() as u64;
+        let addr = RemoteAddr(b.as_mut_ptr() as u64);
         let me = HostPid(std::process::id() as i32);
         let mem = Mem::open(me, true).unwrap();
         set_coordinator(&mem, addr, "example.org", 4242, "abc").unwrap();

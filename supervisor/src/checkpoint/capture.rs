@@ -56,7 +56,7 @@ struct InjectedState {
 
 fn read_u64s(mem: &Mem, addr: u64, n: usize) -> io::Result<Vec<u64>> {
     let mut b = vec![0u8; n * 8];
-    mem.read(addr, &mut b)?;
+    mem.read(RemoteAddr(addr), &mut b)?;
     Ok(b.chunks_exact(8)
         .map(|c| u64::from_ne_bytes(c.try_into().expect("8")))
         .collect())

@@ -41,6 +41,15 @@ impl fmt::Display for VirtPid {
     }
 }
 
+/// An offset from an address in the target.
+impl std::ops::Add<u64> for RemoteAddr {
+    type Output = RemoteAddr;
+
+    fn add(self, off: u64) -> RemoteAddr {
+        RemoteAddr(self.0 + off)
+    }
+}
+
 impl fmt::Display for RemoteAddr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{:#x}", self.0)

@@ -8,7 +8,7 @@ use std::io::{self, Read, Seek, SeekFrom};
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 
-use crate::kernel::pid::{HostPid, VirtPid};
+use crate::kernel::pid::{HostPid, RemoteAddr, VirtPid};
 
 fn proc_path(pid: HostPid, rest: &str) -> PathBuf {
     PathBuf::from(format!("/proc/{}/{rest}", pid.0))
@@ -358,7 +358,8 @@ impl Mem {
         Ok(Mem { file, pid })
     }
 
-    pub fn read(&self, addr: u64, buf: &mut [u8]) -> io::Result<()> {
+    pub fn read(&self, addr: RemoteAddr, buf: &mut [u8]) -> io::Result<()> {
+        let addr = addr.0;
         self.file.read_exact_at(buf, addr).map_err(|e| {
             io::Error::new(
                 e.kind(),
@@ -371,7 +372,8 @@ impl Mem {
         })
     }
 
-    pub fn write(&self, addr: u64, buf: &[u8]) -> io::Result<()> {
+    pub fn write(&self, addr: RemoteAddr, buf: &[u8]) -> io::Result<()> {
+        let addr = addr.0;
         self.file.write_all_at(buf, addr).map_err(|e| {
             io::Error::new(
                 e.kind(),
@@ -386,8 +388,8 @@ impl Mem {
 
     /// Reads a big run: `process_vm_readv` (faster), then `/proc/PID/mem`
     /// for whatever it could not read (protected pages).
-    pub fn read_fast(&self, addr: u64, buf: &mut [u8]) -> io::Result<()> {
-        let done = crate::kernel::sys::vm_read(self.pid.0, addr, buf);
+    pub fn read_fast(&self, addr: RemoteAddr, buf: &mut [u8]) -> io::Result<()> {
+        let done = crate::kernel::sys::vm_read(self.pid.0, addr.0, buf);
         if done < buf.len() {
             self.read(addr + done as u64, &mut buf[done..])?;
         }
@@ -396,8 +398,8 @@ impl Mem {
 
     /// Writes a big run: `process_vm_writev` (faster), then `/proc/PID/mem`
     /// for whatever it could not write (read-only pages).
-    pub fn write_fast(&self, addr: u64, buf: &[u8]) -> io::Result<()> {
-        let done = crate::kernel::sys::vm_write(self.pid.0, addr, buf);
+    pub fn write_fast(&self, addr: RemoteAddr, buf: &[u8]) -> io::Result<()> {
+        let done = crate::kernel::sys::vm_write(self.pid.0, addr.0, buf);
         if done < buf.len() {
             self.write(addr + done as u64, &buf[done..])?;
         }
@@ -405,9 +407,9 @@ impl Mem {
     }
 
     /// Reads a NUL-terminated string of at most `max` bytes.
-    pub fn read_cstr(&mut self, addr: u64, max: usize) -> io::Result<Vec<u8>> {
+    pub fn read_cstr(&mut self, addr: RemoteAddr, max: usize) -> io::Result<Vec<u8>> {
         let mut buf = vec![0u8; max];
-        self.file.seek(SeekFrom::Start(addr))?;
+        self.file.seek(SeekFrom::Start(addr.0))?;
         let n = self.file.read(&mut buf)?;
         buf.truncate(n);
         if let Some(z) = buf.iter().position(|&c| c == 0) {

@@ -158,7 +158,7 @@ pub fn find_syscall_insn(
     end: u64,
 ) -> io::Result<RemoteAddr> {
     let mut buf = vec![0u8; (end - start) as usize];
-    mem.read(start, &mut buf)?;
+    mem.read(RemoteAddr(start), &mut buf)?;
     buf.windows(2)
         .position(|w| w == [0x0f, 0x05])
         .map(|i| RemoteAddr(start + i as u64))
@@ -192,7 +192,7 @@ impl Shell {
         if bytes.len() as u64 > PAGE_SIZE - SCRATCH_OFF {
             return Err(io::Error::other("scratch data too large"));
         }
-        self.mem.write(self.scratch(), bytes)?;
+        self.mem.write(RemoteAddr(self.scratch()), bytes)?;
         Ok(self.scratch())
     }
 

@@ -232,7 +232,7 @@ fn run(
         let at = (SLOTS_OFF + i as u64 * SLOT) as usize;
         bytes[at..at + SLOT as usize].copy_from_slice(&slot(t));
     }
-    mem.write(area, &bytes)?;
+    mem.write(RemoteAddr(area), &bytes)?;
     // Start them all, then collect them all.
     for (i, (_, tid)) in threads.iter().enumerate() {
         let mut r = ptrace::get_regs(*tid)?;
@@ -260,7 +260,7 @@ fn run(
         }
     }
     let mut back = vec![0u8; threads.len() * SLOT as usize];
-    mem.read(area + SLOTS_OFF, &mut back)?;
+    mem.read(RemoteAddr(area + SLOTS_OFF), &mut back)?;
     for ((t, _), b) in threads.iter().zip(back.chunks_exact(SLOT as usize)) {
         let fail = |what: &str, r: i64| {
             io::Error::other(format!(
@@ -340,7 +340,7 @@ pub(crate) fn per_thread_queries(
 ) -> io::Result<Vec<ThreadQuery>> {
     // The code goes in through /proc/PID/mem: the scratch mapping is ours.
     let wmem = Mem::open(fp.pid, true)?;
-    wmem.write(scratch, &THREAD_QUERY_CODE)?;
+    wmem.write(RemoteAddr(scratch), &THREAD_QUERY_CODE)?;
     let slot = |i: usize| scratch + SCRATCH_SLOTS + i as u64 * QUERY_SLOT;
     for (i, t) in fp.threads.iter_mut().enumerate() {
         let mut r = t.regs;
@@ -374,7 +374,7 @@ pub(crate) fn per_thread_queries(
     }
     let n = fp.threads.len();
     let mut all = vec![0u8; n * QUERY_SLOT as usize];
-    mem.read(slot(0), &mut all)?;
+    mem.read(RemoteAddr(slot(0)), &mut all)?;
     let mut out = Vec::with_capacity(n);
     for (t, b) in fp
         .threads
@@ -400,7 +400,7 @@ pub(crate) fn put_scratch(mem: &Mem, tramp: u64, bytes: &[u8]) -> io::Result<u64
     if bytes.len() as u64 > PAGE_SIZE - SCRATCH_OFF {
         return Err(io::Error::other("scratch data too large"));
     }
-    mem.write(tramp + SCRATCH_OFF, bytes)?;
+    mem.write(RemoteAddr(tramp + SCRATCH_OFF), bytes)?;
     Ok(tramp + SCRATCH_OFF)
 }
 
@@ -432,7 +432,7 @@ pub(crate) fn create_thread(sh: &mut Shell, t: &ThreadState) -> io::Result<Injec
         t.vtid as u64,
     ];
     let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_ne_bytes()).collect();
-    sh.mem.write(args_addr, &bytes)?;
+    sh.mem.write(RemoteAddr(args_addr), &bytes)?;
     let vtid = sh
         .call(libc::SYS_clone3, [args_addr, 88, 0, 0, 0, 0])
         .map_err(|e| err(pid, &format!("creating thread {}", t.vtid), e))?;

@@ -288,7 +288,7 @@ fn map_trampoline(sh: &mut Shell) -> io::Result<()> {
             format!("mapped at {got:#x}, wanted {tramp:#x}"),
         ));
     }
-    sh.mem.write(tramp, &[0x0f, 0x05, 0xcc, 0xcc])?;
+    sh.mem.write(RemoteAddr(tramp), &[0x0f, 0x05, 0xcc, 0xcc])?;
     sh.inj.insn = RemoteAddr(tramp);
     Ok(())
 }

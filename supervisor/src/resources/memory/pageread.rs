@@ -15,6 +15,7 @@ use std::sync::{mpsc, Mutex};
 
 use dmtcp_image::{BlockEncoder, DataRef, EncodedBlock, ImageWriter, PageRun, PAGE_SIZE};
 
+use crate::kernel::pid::RemoteAddr;
 use crate::kernel::procfs::Mem;
 
 const PAGE: usize = PAGE_SIZE as usize;
@@ -101,7 +102,7 @@ fn read_piece(mem: &Mem, piece: &Piece, buf: &mut Vec<u8>) -> io::Result<(Vec<Ru
     let mut at = 0;
     for r in &piece.ranges {
         let len = r.npages as usize * PAGE;
-        mem.read_fast(r.addr, &mut buf[at..at + len])?;
+        mem.read_fast(RemoteAddr(r.addr), &mut buf[at..at + len])?;
         at += len;
     }
     // Keep the non-zero pages, moved down over the zero ones.

@@ -8,7 +8,7 @@ use std::io;
 
 use dmtcp_image::{FdKind, ImageChain, ProcessImage, VmaKind};
 
-use crate::kernel::pid::HostPid;
+use crate::kernel::pid::{HostPid, RemoteAddr};
 use crate::kernel::procfs;
 use crate::kernel::ptrace;
 use crate::kernel::remote::Shell;
@@ -54,7 +54,7 @@ pub fn restore_memory(
     ptrace::set_affinity(HostPid(0), free)?;
     let written = image.read_runs(&runs, &|addr, bytes| {
         mem_ref
-            .write_fast(addr, bytes)
+            .write_fast(RemoteAddr(addr), bytes)
             .map_err(|e| dmtcp_image::ImageError::Io {
                 path: format!("/proc/{pid}/mem").into(),
                 op: "write restored pages".into(),
@@ -286,7 +286,7 @@ pub fn set_mm(sh: &mut Shell, meta: &ProcessImage) -> io::Result<()> {
         .map_err(|e| err(pid, &format!("opening executable {}", p.exe), e))?;
     let auxv: Vec<u8> = p.auxv.iter().flat_map(|w| w.to_ne_bytes()).collect();
     let auxv_addr = sh.scratch() + 128;
-    sh.mem.write(auxv_addr, &auxv)?;
+    sh.mem.write(RemoteAddr(auxv_addr), &auxv)?;
     let m = &p.mm;
     let map = PrctlMmMap {
         start_code: m.start_code,
@@ -305,7 +305,7 @@ pub fn set_mm(sh: &mut Shell, meta: &ProcessImage) -> io::Result<()> {
         exe_fd: exe_fd as u32,
     };
     let map_addr = sh.scratch();
-    sh.mem.write(map_addr, as_bytes(&map))?;
+    sh.mem.write(RemoteAddr(map_addr), as_bytes(&map))?;
     let r = sh.call(
         libc::SYS_prctl,
         [
