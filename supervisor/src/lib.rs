@@ -8,9 +8,13 @@
 //!   holds most of the `unsafe` code and imports nothing else of this crate.
 //! - [`resources`]: one module per kind of process state, capture and
 //!   restore side by side.
-//! - [`checkpoint`] and [`restart`]: the orchestrators that walk the kinds.
-//! - [`roles`]: one module per process role (launch, supervisor session,
-//!   pid 1 of the namespace).
+//! - [`checkpoint`] and [`restart`]: the orchestrators that walk the kinds
+//!   for one process (capture of a frozen process, restore of a shell).
+//! - [`agent`]: the supervisor's side of the inject library's state page.
+//! - [`roles`]: one module per process role (`dmtcp-run`, `dmtcp-restart`,
+//!   the supervisor's session, `dmtcp-nsinit` as pid 1 of the namespace).
+//!
+//! docs/architecture.md has the map of every module.
 
 pub mod agent;
 pub mod checkpoint;
