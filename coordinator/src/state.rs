@@ -362,7 +362,10 @@ impl State {
             return self.kick(conn, format!("{} is only for supervisors", kind(&msg)));
         }
         match msg {
-            ToCoordinator::Hello(_) => self.kick(conn, "unexpected second hello".into()),
+            ToCoordinator::Hello(_) | ToCoordinator::Auth { .. } => self.kick(
+                conn,
+                format!("unexpected {} after the handshake", kind(&msg)),
+            ),
             ToCoordinator::Request(r) => self.on_request(conn, r),
             ToCoordinator::Processes(list) => {
                 if let Some(Client {

@@ -60,14 +60,16 @@ pub fn connect(cfg: &SessionConfig) -> anyhow::Result<(Connection, String, u64)>
         computation: cfg.computation.clone(),
         generation: cfg.generation,
     });
+    // The handshake proves the coordinator knows the secret and checks the
+    // computation id it sends (it names image files).
     let (conn, welcome) = Connection::connect(&cfg.addr, &cfg.secret, role)?;
     match welcome {
         FromCoordinator::Welcome {
             computation,
             generation,
             ..
-        } => Ok((conn, computation, generation)),
-        other => anyhow::bail!("unexpected handshake answer {other:?}"),
+        } if !computation.is_empty() => Ok((conn, computation, generation)),
+        _ => anyhow::bail!("coordinator at {} gave no computation id", cfg.addr),
     }
 }
 
@@ -377,11 +379,12 @@ impl Session {
     }
 
     fn checkpoint(&mut self, opts: &CheckpointOptions) -> Result<(), String> {
-        let dir = self
-            .cfg
-            .ckpt_dir
-            .clone()
-            .unwrap_or_else(|| PathBuf::from(&opts.dir));
+        // Our own --ckpt-dir first; the (authenticated) coordinator's only
+        // if it is a clean absolute path to a directory of ours.
+        let dir = match self.cfg.ckpt_dir.clone() {
+            Some(d) => d,
+            None => dmtcp_protocol::runtime::checked_ckpt_dir(&opts.dir)?,
+        };
         std::fs::create_dir_all(&dir)
             .map_err(|e| format!("checkpoint directory {}: {e}", dir.display()))?;
         let mut write = self.cfg.write.clone();
@@ -574,6 +577,9 @@ impl Session {
             .map(|c| (c.pid, c.generation, &c.chain))
             .collect();
         self.chains.committed(&chains);
+        if let Some(g) = committed.iter().map(|c| c.generation).max() {
+            self.cfg.generation = self.cfg.generation.max(g);
+        }
         info!(
             "checkpoint {id}: {} image(s) durable in {:?}",
             images.len(),
@@ -625,6 +631,8 @@ impl Session {
     fn try_reconnect(&mut self) {
         self.last_attempt = Instant::now();
         let mut cfg = self.cfg.clone();
+        // cfg.generation is the last generation we committed: a new
+        // coordinator continues from it.
         cfg.computation = Some(self.computation.clone());
         if let Some(s) = read_secret(&cfg.addr) {
             cfg.secret = s;

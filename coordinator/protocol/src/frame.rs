@@ -78,7 +78,7 @@ pub fn read_frame<R: Read, T: DeserializeOwned>(r: &mut R) -> Result<T, Protocol
     read_limited::<{ MAX_FRAME as usize }, R, T>(r)
 }
 
-fn read_limited<const L: usize, R: Read, T: DeserializeOwned>(
+pub(crate) fn read_limited<const L: usize, R: Read, T: DeserializeOwned>(
     r: &mut R,
 ) -> Result<T, ProtocolError> {
     let mut len_buf = [0u8; 4];
@@ -113,7 +113,15 @@ fn read_limited<const L: usize, R: Read, T: DeserializeOwned>(
             format!("truncated frame ({} of {len} bytes)", payload.len()),
         )));
     }
-    let (msg, used) = bincode::serde::decode_from_slice(&payload, config::<L>())
+    decode_payload::<L, T>(&payload)
+}
+
+/// Decodes one whole frame payload (without its length prefix); bytes left
+/// over after the message are an error.
+pub fn decode_payload<const L: usize, T: DeserializeOwned>(
+    payload: &[u8],
+) -> Result<T, ProtocolError> {
+    let (msg, used) = bincode::serde::decode_from_slice(payload, config::<L>())
         .map_err(|e| ProtocolError::Decode(e.to_string()))?;
     if used != payload.len() {
         return Err(ProtocolError::Decode(format!(
@@ -122,6 +130,14 @@ fn read_limited<const L: usize, R: Read, T: DeserializeOwned>(
         )));
     }
     Ok(msg)
+}
+
+/// One whole frame (length prefix and payload) as bytes, for writers that
+/// cannot block.
+pub fn encode_frame<T: Serialize>(msg: &T) -> Result<Vec<u8>, ProtocolError> {
+    let mut buf = Vec::new();
+    write_frame(&mut buf, msg)?;
+    Ok(buf)
 }
 
 #[cfg(test)]
@@ -197,8 +213,9 @@ mod tests {
             Request::Quit,
             Request::SetInterval(60),
         ];
-        round_trip(ToCoordinator::Hello(hello("s", Role::Supervisor(sup))));
-        round_trip(ToCoordinator::Hello(hello("s", Role::Command)));
+        round_trip(ToCoordinator::Hello(hello(Role::Supervisor(sup), [7; 32])));
+        round_trip(ToCoordinator::Hello(hello(Role::Command, [0; 32])));
+        round_trip(ToCoordinator::Auth { proof: [9; 32] });
         for r in reqs {
             round_trip(ToCoordinator::Request(r));
         }
@@ -240,6 +257,10 @@ mod tests {
             ckpt_dir: "/d".into(),
         });
         round_trip(FromCoordinator::Error("wrong secret".into()));
+        round_trip(FromCoordinator::Challenge {
+            nonce: [1; 32],
+            proof: [2; 32],
+        });
         for r in [
             Reply::Ok,
             Reply::Status(status),

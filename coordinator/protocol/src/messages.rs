@@ -31,14 +31,15 @@ pub struct SupervisorHello {
     pub generation: u64,
 }
 
-/// First frame on every connection, in both directions the client speaks first.
+/// First frame on every connection: the client speaks first. It carries no
+/// secret: both sides prove they know it afterwards ([`crate::auth`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Hello {
     pub magic: [u8; 8],
     pub major: u16,
     pub minor: u16,
-    /// Per-computation secret; must equal the coordinator's.
-    pub secret: String,
+    /// The client's fresh random challenge.
+    pub nonce: [u8; 32],
     pub role: Role,
 }
 
@@ -212,6 +213,11 @@ pub enum ToCoordinator {
     Exited {
         status: i32,
     },
+    /// Handshake, second client frame: the client's proof of the secret,
+    /// sent only after the coordinator proved it ([`crate::auth`]).
+    Auth {
+        proof: [u8; 32],
+    },
 }
 
 /// Frames the coordinator sends.
@@ -246,5 +252,11 @@ pub enum FromCoordinator {
     Published {
         key: Vec<u8>,
         value: Option<Vec<u8>>,
+    },
+    /// Handshake, the coordinator's answer to a [`Hello`]: its own random
+    /// challenge and its proof of the secret ([`crate::auth`]).
+    Challenge {
+        nonce: [u8; 32],
+        proof: [u8; 32],
     },
 }

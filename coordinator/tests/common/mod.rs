@@ -321,6 +321,16 @@ pub fn read_secret_for(coord: &Coord) -> String {
     coord.secret()
 }
 
+/// A raw TCP connection past the handshake (both sides authenticated).
+pub fn raw_authenticated(coord: &Coord, role: Role) -> TcpStream {
+    let s = raw(coord);
+    let mut r = s.try_clone().unwrap();
+    let mut w = s.try_clone().unwrap();
+    let welcome = auth::client_handshake(&mut r, &mut w, &coord.secret(), role).unwrap();
+    let _ = welcome;
+    s
+}
+
 /// A raw TCP connection, for malformed-input tests.
 pub fn raw(coord: &Coord) -> TcpStream {
     let s = TcpStream::connect(("127.0.0.1", coord.port)).unwrap();
