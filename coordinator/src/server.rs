@@ -6,8 +6,11 @@
 //! (`poll(2)`) accepts, reads the Hello and the Auth frame into a buffer of
 //! at most [`MAX_PREAUTH_FRAME`] bytes, and drops a connection that takes
 //! longer than [`HANDSHAKE_TIMEOUT`] in all. Connections being
-//! authenticated are capped per peer address and in all, authenticated
-//! ones in all; a connection past a cap is closed at once.
+//! authenticated are capped per peer address and in all: past a cap the
+//! oldest one waiting is closed to make room (so a flood of idle
+//! connections cannot lock out a client that authenticates at once).
+//! Authenticated connections are capped in all; past that cap a new one is
+//! refused.
 //!
 //! An authenticated connection gets a thread that turns each frame into an
 //! [`Event`] on one channel. The [`State`] thread is the only owner of
@@ -249,12 +252,27 @@ impl Gate {
             self.next += 1;
             let ip = peer.ip();
             let from_peer = self.per_peer.get(&ip).copied().unwrap_or(0);
-            if self.pending.len() >= MAX_PREAUTH || from_peer >= MAX_PREAUTH_PER_PEER {
-                tracing::warn!(
-                    "connection {conn} from {peer}: too many connections waiting for authentication; closed"
-                );
-                let _ = stream.shutdown(Shutdown::Both);
-                continue;
+            // Past a cap, the oldest connection waiting (from this peer,
+            // else from anyone) makes room: a flood of idle connections
+            // cannot lock out a client that authenticates at once (every
+            // local client shares the peer address 127.0.0.1).
+            let peer_full = from_peer >= MAX_PREAUTH_PER_PEER;
+            if peer_full || self.pending.len() >= MAX_PREAUTH {
+                let oldest = self
+                    .pending
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, p)| !peer_full || p.peer == ip)
+                    .min_by_key(|(_, p)| p.deadline)
+                    .map(|(i, _)| i);
+                if let Some(i) = oldest {
+                    let old = self.remove(i);
+                    tracing::info!(
+                        "connection {}: closed unauthenticated to make room (too many connections waiting)",
+                        old.conn
+                    );
+                    let _ = old.stream.shutdown(Shutdown::Both);
+                }
             }
             if stream.set_nonblocking(true).is_err() {
                 continue;
@@ -398,7 +416,8 @@ fn send_small(stream: &TcpStream, msg: &FromCoordinator) -> bool {
 }
 
 fn refuse(stream: &TcpStream, conn: ConnId, why: &str) {
-    tracing::warn!("connection {conn}: refused: {why}");
+    // Not a warning: anyone who can connect can make these.
+    tracing::info!("connection {conn}: refused: {why}");
     let _ = send_small(stream, &FromCoordinator::Error(why.to_string()));
     let _ = stream.shutdown(Shutdown::Both);
 }
