@@ -472,5 +472,6 @@ pub(crate) fn kind(msg: &ToCoordinator) -> &'static str {
         ToCoordinator::Query { .. } => "Query",
         ToCoordinator::Exited { .. } => "Exited",
         ToCoordinator::Auth { .. } => "Auth",
+        ToCoordinator::ImagesDurable { .. } => "ImagesDurable",
     }
 }

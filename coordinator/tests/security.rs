@@ -408,3 +408,38 @@ fn listens_on_loopback_unless_told() {
     let _ = child.wait();
     assert_eq!(addr, "00000000");
 }
+
+/// Two-phase commit: no supervisor is told to commit until every one has
+/// its images durable; one that never gets there fails the checkpoint and
+/// the others drop theirs (Abort, never Commit).
+#[test]
+fn no_commit_until_every_image_is_durable() {
+    let coord = Coord::start(&[("DMTCP_BARRIER_TIMEOUT", "1")], &[]);
+    let good = FakeSupervisor::start(&coord, 21, 1, Behavior::Good);
+    let slow = FakeSupervisor::start(&coord, 22, 1, Behavior::NoDurable);
+    let out = coord.command(&["-bc"]);
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("writing images timed out") && err.contains("pid 22"),
+        "{err}"
+    );
+    good.expect("abort", |e| matches!(e, Seen::Abort(_)));
+    slow.expect("abort", |e| matches!(e, Seen::Abort(_)));
+    while let Ok(e) = good.events.try_recv() {
+        assert_ne!(
+            e,
+            Seen::Commit,
+            "commit sent although an image was not durable"
+        );
+    }
+    // With both good, both commit and the checkpoint completes.
+    drop(slow);
+    let coord = Coord::start(&[], &[]);
+    let a = FakeSupervisor::start(&coord, 31, 1, Behavior::Good);
+    let b = FakeSupervisor::start(&coord, 32, 1, Behavior::Good);
+    let out = coord.command(&["-bc"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    a.expect("commit", |e| *e == Seen::Commit);
+    b.expect("commit", |e| *e == Seen::Commit);
+}

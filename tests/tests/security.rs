@@ -19,11 +19,15 @@ use dmtcp_protocol::{
     encode_frame, read_frame, CheckpointOptions, FromCoordinator, Phase, ToCoordinator,
 };
 use dmtcp_tests::{e2e_tests, env::is_coordinator, procs, Output, Scenario, TestEnv};
+use std::collections::BTreeMap;
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
 
 e2e_tests! {
     fake_coordinator_is_refused => fake_coordinator;
     fake_coordinator_after_the_real_one_died_is_refused => fake_after_death;
     crafted_computation_id_from_coordinator_refused => crafted_id;
+    coordinator_killed_mid_checkpoint_commits_nothing => killed_mid_checkpoint;
 }
 
 /// How a fake coordinator answers a hello.
@@ -58,6 +62,7 @@ fn kind(m: &ToCoordinator) -> &'static str {
         ToCoordinator::Publish { .. } => "Publish",
         ToCoordinator::Query { .. } => "Query",
         ToCoordinator::Exited { .. } => "Exited",
+        ToCoordinator::ImagesDurable { .. } => "ImagesDurable",
     }
 }
 
@@ -387,4 +392,110 @@ fn crafted_id(env: &mut TestEnv) {
     }
     assert_empty(env, &evil);
     env.assert_no_computation_left("after the crafted id", Duration::from_secs(10));
+}
+
+/// Every file in the checkpoint dir with its (inode, size, mtime).
+fn ckpt_files(env: &TestEnv) -> BTreeMap<PathBuf, (u64, u64, i64, i64)> {
+    fs::read_dir(&env.ckpt)
+        .map(|r| {
+            r.flatten()
+                .filter_map(|e| {
+                    let m = e.metadata().ok()?;
+                    Some((e.path(), (m.ino(), m.size(), m.mtime(), m.mtime_nsec())))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn state(env: &TestEnv) -> String {
+    let out = env.dmtcp_command(&["-s"], Duration::from_secs(15));
+    out.stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("State: "))
+        .unwrap_or("")
+        .trim()
+        .to_string()
+}
+
+/// kill -9 of the coordinator in the middle of a checkpoint of a 256 MiB
+/// program: nothing of that checkpoint is committed (two-phase commit),
+/// the previous images are untouched, no debris is left, the program runs
+/// on; a new coordinator gets it back and the previous set restarts.
+fn killed_mid_checkpoint(env: &mut TestEnv) {
+    let port = env.start_coordinator();
+    let sc = Scenario::new("heap256");
+    let mut r = sc.launch(env);
+    thread::sleep(Duration::from_millis(300));
+    let first = r.checkpoint();
+    let pid = r.host_pid.expect("launched program has a host pid");
+    let before = ckpt_files(env);
+
+    let mut bc = env.command("dmtcp-command");
+    bc.arg("-p").arg(port.to_string()).arg("-bc");
+    let mut bc = env.spawn(bc, "command-bc-killed");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut seen = String::new();
+    loop {
+        let st = state(env);
+        if matches!(
+            st.as_str(),
+            "CHECKPOINT" | "REFILL" | "RESUME" | "WRITING_IMAGES"
+        ) {
+            seen = st;
+            break;
+        }
+        if st == "COMMITTING" || Instant::now() > deadline {
+            env.fail(&format!(
+                "never caught the checkpoint before its commit (state {st:?}, last {seen:?})"
+            ));
+        }
+        thread::sleep(Duration::from_millis(5));
+    }
+    let coords: Vec<i32> = procs::tagged(&env.tag)
+        .into_iter()
+        .filter(|&p| is_coordinator(p))
+        .collect();
+    procs::kill_all(&coords);
+    eprintln!("[{}] coordinator killed at state {seen}", env.name);
+    let st = env.wait(&mut bc, Duration::from_secs(60));
+    if st.success() {
+        env.fail("dmtcp-command -bc succeeded although the coordinator was killed");
+    }
+    // The supervisor notices, drops the uncommitted images (and their temp
+    // files); the previous set stays as it was.
+    env.wait_for(
+        "the checkpoint dir to hold exactly the previous images again",
+        Duration::from_secs(60),
+        || ckpt_files(env) == before,
+    );
+    if !procs::alive(pid) {
+        env.fail("the program died with the coordinator");
+    }
+    thread::sleep(Duration::from_millis(500));
+    if ckpt_files(env) != before {
+        env.fail(&format!(
+            "the checkpoint dir changed: before {before:?}, now {:?}",
+            ckpt_files(env)
+        ));
+    }
+
+    // A new coordinator on the port gets the computation back; then the
+    // previous set restarts.
+    let mut cmd = env.command("dmtcp-coordinator");
+    cmd.args(["--daemon", "--port", &port.to_string(), "--ckpt-dir"])
+        .arg(&env.ckpt);
+    let out = env.run(cmd, "coordinator-again", Duration::from_secs(20));
+    if !out.status.success() {
+        env.fail(&format!("second coordinator: {}", out.describe()));
+    }
+    env.wait_for(
+        "the supervisor to rejoin the new coordinator",
+        Duration::from_secs(15),
+        || list_has(env, pid),
+    );
+    r.kill();
+    r.restart_from_images(&first);
+    r.wait_restored();
+    r.finish();
 }

@@ -194,6 +194,7 @@ fn variant(m: &FromCoordinator) -> &'static str {
         FromCoordinator::Kill => "Kill",
         FromCoordinator::Published { .. } => "Published",
         FromCoordinator::Challenge { .. } => "Challenge",
+        FromCoordinator::Commit { .. } => "Commit",
     }
 }
 

@@ -216,6 +216,10 @@ mod tests {
         round_trip(ToCoordinator::Hello(hello(Role::Supervisor(sup), [7; 32])));
         round_trip(ToCoordinator::Hello(hello(Role::Command, [0; 32])));
         round_trip(ToCoordinator::Auth { proof: [9; 32] });
+        round_trip(ToCoordinator::ImagesDurable {
+            id: 2,
+            images: vec![image()],
+        });
         for r in reqs {
             round_trip(ToCoordinator::Request(r));
         }
@@ -261,6 +265,7 @@ mod tests {
             nonce: [1; 32],
             proof: [2; 32],
         });
+        round_trip(FromCoordinator::Commit { id: 3 });
         for r in [
             Reply::Ok,
             Reply::Status(status),
@@ -453,6 +458,10 @@ mod fuzz {
                 value: vec![1; 40],
             },
             ToCoordinator::Exited { status: -9 },
+            ToCoordinator::ImagesDurable {
+                id: 1,
+                images: vec![],
+            },
         ];
         let from = [
             FromCoordinator::Challenge {
@@ -481,6 +490,7 @@ mod fuzz {
             }),
             FromCoordinator::Reply(Reply::List(vec![proc_])),
             FromCoordinator::Kill,
+            FromCoordinator::Commit { id: 1 },
             FromCoordinator::Error("e".into()),
         ];
         let mut v: Vec<Vec<u8>> = to.iter().map(|m| encode_frame(m).unwrap()).collect();

@@ -190,7 +190,8 @@ pub enum ToCoordinator {
         id: u64,
         phase: Phase,
     },
-    /// Supervisor role: images of checkpoint `id` are durable.
+    /// Supervisor role: images of checkpoint `id` are in place (renamed
+    /// over the previous ones after [`FromCoordinator::Commit`]).
     ImagesWritten {
         id: u64,
         images: Vec<ImageEntry>,
@@ -217,6 +218,13 @@ pub enum ToCoordinator {
     /// sent only after the coordinator proved it ([`crate::auth`]).
     Auth {
         proof: [u8; 32],
+    },
+    /// Supervisor role, two-phase commit: the images of checkpoint `id` are
+    /// written and fsynced under temporary names; they replace the previous
+    /// ones only on [`FromCoordinator::Commit`].
+    ImagesDurable {
+        id: u64,
+        images: Vec<ImageEntry>,
     },
 }
 
@@ -258,5 +266,11 @@ pub enum FromCoordinator {
     Challenge {
         nonce: [u8; 32],
         proof: [u8; 32],
+    },
+    /// Supervisor role, two-phase commit: every participant's images of
+    /// checkpoint `id` are durable; rename them into place and answer with
+    /// [`ToCoordinator::ImagesWritten`].
+    Commit {
+        id: u64,
     },
 }

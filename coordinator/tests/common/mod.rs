@@ -181,6 +181,8 @@ pub enum Behavior {
     DisconnectAt(Phase),
     /// Never answer barriers.
     Silent,
+    /// Reach every phase but never report the images durable.
+    NoDurable,
 }
 
 /// What a fake supervisor saw.
@@ -189,6 +191,7 @@ pub enum Seen {
     Barrier(Phase),
     Abort(String),
     Kill,
+    Commit,
     Done,
 }
 
@@ -276,13 +279,21 @@ impl FakeSupervisor {
                             phase,
                         })
                         .unwrap();
-                        if phase == Phase::Resume {
-                            conn.send(&ToCoordinator::ImagesWritten {
+                        if phase == Phase::Resume && behavior != Behavior::NoDurable {
+                            conn.send(&ToCoordinator::ImagesDurable {
                                 id: options.id,
                                 images: images.clone(),
                             })
                             .unwrap();
                         }
+                    }
+                    FromCoordinator::Commit { id } => {
+                        let _ = tx.send(Seen::Commit);
+                        conn.send(&ToCoordinator::ImagesWritten {
+                            id,
+                            images: images.clone(),
+                        })
+                        .unwrap();
                     }
                     FromCoordinator::Abort { reason, .. } => {
                         let _ = tx.send(Seen::Abort(reason));
