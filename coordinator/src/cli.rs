@@ -100,7 +100,7 @@ fn run_coordinator(args: CoordArgs) -> anyhow::Result<()> {
         Some(d) => d,
         None => std::env::current_dir().context("current directory")?,
     };
-    std::fs::create_dir_all(&ckpt_dir)
+    dmtcp_protocol::runtime::create_ckpt_dir(&ckpt_dir)
         .with_context(|| format!("cannot create checkpoint directory {}", ckpt_dir.display()))?;
     let ckpt_dir = std::fs::canonicalize(&ckpt_dir)
         .with_context(|| format!("checkpoint directory {}", ckpt_dir.display()))?;

@@ -218,6 +218,9 @@ fn runtime_files_are_private() {
     }
     let pm = std::fs::metadata(coord.tmp.0.join("port")).unwrap();
     assert_eq!(pm.mode() & 0o777, 0o600);
+    // The checkpoint dir it created: the owner's only.
+    let cm = std::fs::metadata(&coord.ckpt_dir).unwrap();
+    assert_eq!(cm.mode() & 0o777, 0o700);
 }
 
 fn free_port() -> u16 {

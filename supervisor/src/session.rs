@@ -391,7 +391,7 @@ impl Session {
             Some(d) => d,
             None => dmtcp_protocol::runtime::checked_ckpt_dir(&opts.dir)?,
         };
-        std::fs::create_dir_all(&dir)
+        dmtcp_protocol::runtime::create_ckpt_dir(&dir)
             .map_err(|e| format!("checkpoint directory {}: {e}", dir.display()))?;
         let mut write = self.cfg.write.clone();
         if !opts.codec.is_empty() {

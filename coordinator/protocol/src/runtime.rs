@@ -229,6 +229,16 @@ pub fn read_private(path: &Path) -> Result<Option<String>, RuntimeError> {
     Ok(Some(s.trim().to_string()).filter(|s| !s.is_empty()))
 }
 
+/// Creates a checkpoint directory (and missing parents) with mode 0700:
+/// images hold the whole memory of the owner's processes. An existing
+/// directory is left as it is.
+pub fn create_ckpt_dir(dir: &Path) -> io::Result<()> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+}
+
 /// Whether a checkpoint directory announced by a coordinator may be used as
 /// this supervisor's default: an absolute, normalized path (no `.` or `..`,
 /// no NUL) to an existing directory owned by our effective uid. The
