@@ -133,7 +133,7 @@ fn probe(addr: &CoordAddr, secret: Option<String>) -> Probe {
         if let Err(e) = conn.send(&ToCoordinator::Hello(hello)) {
             return Probe::NotCoordinator(e.to_string());
         }
-        return match conn.recv() {
+        return match auth::read_preauth::<_, FromCoordinator>(&mut conn.reader) {
             Ok(FromCoordinator::Challenge { .. }) => {
                 Probe::Unproven("we have no secret for it".into())
             }

@@ -172,7 +172,9 @@ pub fn client_handshake<R: Read, W: Write>(
 
 /// Reads a frame from an unauthenticated peer: at most
 /// [`MAX_PREAUTH_FRAME`] bytes.
-fn read_preauth<R: Read, T: serde::de::DeserializeOwned>(r: &mut R) -> Result<T, ProtocolError> {
+pub fn read_preauth<R: Read, T: serde::de::DeserializeOwned>(
+    r: &mut R,
+) -> Result<T, ProtocolError> {
     crate::frame::read_limited::<{ MAX_PREAUTH_FRAME as usize }, R, T>(r)
 }
 
