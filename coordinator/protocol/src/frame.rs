@@ -547,11 +547,21 @@ mod fuzz {
     }
 
     #[test]
-    fn frame_decoders_survive_20000_mutated_frames() {
+    fn frame_decoders_survive_mutated_frames() {
         let corpus = corpus();
-        let mut rng = Rng(0x00d1_7c90_5eed_0013);
+        // DMTCP_FUZZ_ITERATIONS / DMTCP_FUZZ_SEED for a long run
+        // (docs/security.md); CI runs the default 20,000 with the fixed seed.
+        let n: u64 = std::env::var("DMTCP_FUZZ_ITERATIONS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(20_000);
+        let seed: u64 = std::env::var("DMTCP_FUZZ_SEED")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0x00d1_7c90_5eed_0013);
+        let mut rng = Rng(seed.max(1));
         let mut decoded = 0u32;
-        for _ in 0..20_000 {
+        for _ in 0..n {
             let b = mutate(&mut rng, &corpus);
             decoded += u32::from(read_frame::<_, ToCoordinator>(&mut Cursor::new(&b)).is_ok());
             decoded += u32::from(read_frame::<_, FromCoordinator>(&mut Cursor::new(&b)).is_ok());
@@ -578,6 +588,9 @@ mod fuzz {
         }
         // The mutations keep some frames valid: the loop reaches past the
         // decoders' first checks.
-        assert!(decoded > 100, "only {decoded} mutated frames decoded");
+        assert!(
+            decoded > 100 || n < 20_000,
+            "only {decoded} mutated frames decoded"
+        );
     }
 }
