@@ -1,13 +1,14 @@
 //! `main` of `dmtcp-coordinator` and `dmtcp-command` (and their DMTCP aliases).
 
 use std::io::{BufRead, IsTerminal, Write};
-use std::net::TcpListener;
+use std::net::{TcpListener, ToSocketAddrs};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::Parser;
+use dmtcp_protocol::auth::MIN_SECRET_LEN;
 use dmtcp_protocol::{Reply, Request, Status};
 
 use crate::client::{self, CoordAddr};
@@ -43,6 +44,16 @@ struct CoordArgs {
     /// Write the port actually bound to this file.
     #[arg(long)]
     port_file: Option<PathBuf>,
+    /// Address to listen on (default 127.0.0.1: this machine only). Any
+    /// other address (a host name, 0.0.0.0) needs DMTCP_SECRET set, of at
+    /// least 16 characters, for clients on other hosts to authenticate with.
+    #[arg(
+        long,
+        alias = "coord-host",
+        value_name = "HOST",
+        default_value = "127.0.0.1"
+    )]
+    listen_host: String,
     /// Run in the background.
     #[arg(long)]
     daemon: bool,
@@ -89,38 +100,67 @@ fn run_coordinator(args: CoordArgs) -> anyhow::Result<()> {
         Some(d) => d,
         None => std::env::current_dir().context("current directory")?,
     };
-    std::fs::create_dir_all(&ckpt_dir)
+    dmtcp_protocol::runtime::create_ckpt_dir(&ckpt_dir)
         .with_context(|| format!("cannot create checkpoint directory {}", ckpt_dir.display()))?;
     let ckpt_dir = std::fs::canonicalize(&ckpt_dir)
         .with_context(|| format!("checkpoint directory {}", ckpt_dir.display()))?;
-    let secret = std::env::var("DMTCP_SECRET")
-        .ok()
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| format!("{}{}", crate::random_hex16(), crate::random_hex16()));
+    let given_secret = std::env::var("DMTCP_SECRET").ok().filter(|s| !s.is_empty());
+    // The runtime directory is checked before anything is listened on.
+    let runtime_dir = client::tmpdir()?;
     let barrier_timeout = std::env::var("DMTCP_BARRIER_TIMEOUT")
         .ok()
         .and_then(|s| s.trim().parse::<u64>().ok())
         .unwrap_or(120);
 
-    let listener = match TcpListener::bind(("0.0.0.0", args.port)) {
+    let bind_addrs: Vec<std::net::SocketAddr> = (args.listen_host.as_str(), args.port)
+        .to_socket_addrs()
+        .with_context(|| format!("cannot resolve --listen-host {}", args.listen_host))?
+        .collect();
+    let Some(bind_addr) = bind_addrs.first().copied() else {
+        bail!("--listen-host {} has no address", args.listen_host);
+    };
+    let loopback = bind_addr.ip().is_loopback();
+    if !loopback {
+        match &given_secret {
+            Some(s) if s.len() >= MIN_SECRET_LEN => {}
+            Some(_) => bail!(
+                "listening on {} (not loopback) needs a DMTCP_SECRET of at least {MIN_SECRET_LEN} characters",
+                bind_addr.ip()
+            ),
+            None => bail!(
+                "listening on {} (not loopback) needs DMTCP_SECRET set: clients on other hosts authenticate with it",
+                bind_addr.ip()
+            ),
+        }
+    }
+    let secret = given_secret
+        .unwrap_or_else(|| format!("{}{}", crate::random_hex16(), crate::random_hex16()));
+    let listener = match TcpListener::bind(bind_addr) {
         Ok(l) => l,
         Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
             bail!("port {} is already in use", args.port)
         }
-        Err(e) => return Err(e).with_context(|| format!("cannot listen on port {}", args.port)),
+        Err(e) => {
+            return Err(e).with_context(|| format!("cannot listen on {bind_addr}"));
+        }
     };
     let port = listener.local_addr().context("local address")?.port();
 
-    let secret_files: Vec<PathBuf> = local_names()
+    let mut names = local_names();
+    if !names.contains(&args.listen_host) {
+        names.push(args.listen_host.clone());
+    }
+    let secret_files: Vec<PathBuf> = names
         .into_iter()
         .map(|host| client::secret_file(&CoordAddr { host, port }))
-        .collect();
+        .collect::<Result<_, _>>()?;
+    tracing::debug!("runtime directory {}", runtime_dir.display());
     for f in &secret_files {
-        crate::write_atomic(f, secret.as_bytes(), 0o600)
+        crate::write_private(f, secret.as_bytes(), 0o600)
             .with_context(|| format!("cannot write secret file {}", f.display()))?;
     }
     if let Some(pf) = &args.port_file {
-        crate::write_atomic(pf, format!("{port}\n").as_bytes(), 0o644)
+        crate::write_private(pf, format!("{port}\n").as_bytes(), 0o600)
             .with_context(|| format!("cannot write port file {}", pf.display()))?;
     }
     if args.port == 0 {
@@ -136,12 +176,17 @@ fn run_coordinator(args: CoordArgs) -> anyhow::Result<()> {
         ckpt_dir.display()
     );
 
-    let cfg = Config {
-        port,
-        script_host: std::env::var("DMTCP_COORD_HOST")
+    let script_host = if loopback {
+        client::DEFAULT_HOST.to_string()
+    } else {
+        std::env::var("DMTCP_COORD_HOST")
             .ok()
             .filter(|h| !h.is_empty())
-            .unwrap_or_else(|| client::DEFAULT_HOST.to_string()),
+            .unwrap_or_else(|| args.listen_host.clone())
+    };
+    let cfg = Config {
+        port,
+        script_host,
         ckpt_dir,
         interval: args.interval,
         exit_on_last: args.exit_on_last,
@@ -150,8 +195,13 @@ fn run_coordinator(args: CoordArgs) -> anyhow::Result<()> {
         restart_cmd: crate::script::default_restart_cmd(),
     };
     if !args.daemon && std::io::stdin().is_terminal() {
+        let ip = bind_addr.ip();
         let addr = CoordAddr {
-            host: "127.0.0.1".into(),
+            host: if ip.is_unspecified() {
+                client::DEFAULT_HOST.to_string()
+            } else {
+                ip.to_string()
+            },
             port,
         };
         std::thread::Builder::new()
@@ -394,7 +444,7 @@ fn run_command(args: CommandArgs) -> anyhow::Result<bool> {
     } else {
         bail!("no command given (try --help)");
     };
-    let Some(secret) = client::read_secret(&addr) else {
+    let Some(secret) = client::load_secret(&addr)? else {
         // Say "no coordinator" when nothing listens; a missing secret otherwise.
         let probe = std::net::TcpStream::connect_timeout(
             &std::net::ToSocketAddrs::to_socket_addrs(&(addr.host.as_str(), addr.port))
@@ -413,7 +463,7 @@ fn run_command(args: CommandArgs) -> anyhow::Result<bool> {
         }
         bail!(
             "no secret for the coordinator at {addr}: set DMTCP_SECRET or create {}",
-            client::secret_file(&addr).display()
+            client::secret_file(&addr)?.display()
         );
     };
     let reply = client::request(&addr, &secret, req.clone())?;

@@ -3,15 +3,15 @@
 
 use std::io::{BufReader, BufWriter, Read};
 use std::net::{Shutdown, TcpStream, ToSocketAddrs};
-use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context};
+use dmtcp_protocol::auth::{self, HandshakeError};
+use dmtcp_protocol::runtime::{self, RuntimeError};
 use dmtcp_protocol::{
-    hello, read_frame, write_frame, FromCoordinator, ProtocolError, Reply, Request, Role,
-    ToCoordinator,
+    read_frame, write_frame, FromCoordinator, ProtocolError, Reply, Request, Role, ToCoordinator,
 };
 
 /// Default coordinator port (DMTCP's).
@@ -20,6 +20,8 @@ pub const DEFAULT_PORT: u16 = 7779;
 pub const DEFAULT_HOST: &str = "127.0.0.1";
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const START_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a coordinator may take to answer each handshake frame.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Where a coordinator listens.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,36 +58,40 @@ impl std::fmt::Display for CoordAddr {
     }
 }
 
-/// `$DMTCP_TMPDIR` (or `/tmp`) / `dmtcp-<uid>`, created with mode 0700.
-/// Creation errors are ignored here; they surface when a file in it is used.
-pub fn tmpdir() -> PathBuf {
-    let base = std::env::var_os("DMTCP_TMPDIR")
-        .filter(|d| !d.is_empty())
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/tmp"));
-    let dir = base.join(format!("dmtcp-{}", nix::unistd::getuid()));
-    let _ = std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(&dir);
-    dir
+/// The private runtime directory (see [`dmtcp_protocol::runtime`]):
+/// `$DMTCP_TMPDIR/dmtcp-<uid>`, else `$XDG_RUNTIME_DIR/dmtcp`, else
+/// `/tmp/dmtcp-<uid>`; created 0700, and refused unless it is a directory
+/// owned by us that nobody else may enter.
+pub fn tmpdir() -> Result<PathBuf, RuntimeError> {
+    runtime::dir()
 }
 
-/// File holding the secret of the coordinator at `addr`.
-pub fn secret_file(addr: &CoordAddr) -> PathBuf {
-    tmpdir().join(format!("coord-{}-{}.secret", addr.host, addr.port))
+/// File holding the secret of the coordinator at `addr` (in [`tmpdir`]).
+pub fn secret_file(addr: &CoordAddr) -> Result<PathBuf, RuntimeError> {
+    runtime::secret_file(&addr.host, addr.port)
 }
 
-/// `$DMTCP_SECRET`, else the contents of [`secret_file`] (trimmed).
-pub fn read_secret(addr: &CoordAddr) -> Option<String> {
+/// `$DMTCP_SECRET`, else the contents of [`secret_file`] (trimmed), read
+/// only if the file is ours and private; `Ok(None)` when there is none.
+pub fn load_secret(addr: &CoordAddr) -> Result<Option<String>, RuntimeError> {
     if let Ok(s) = std::env::var("DMTCP_SECRET") {
         if !s.is_empty() {
-            return Some(s);
+            return Ok(Some(s));
         }
     }
-    let s = std::fs::read_to_string(secret_file(addr)).ok()?;
-    let s = s.trim().to_string();
-    (!s.is_empty()).then_some(s)
+    runtime::read_private(&secret_file(addr)?)
+}
+
+/// [`load_secret`], with an unusable runtime directory or secret file
+/// logged (a warning) and treated as no secret.
+pub fn read_secret(addr: &CoordAddr) -> Option<String> {
+    match load_secret(addr) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!("{e}");
+            None
+        }
+    }
 }
 
 /// How [`ensure_coordinator`] starts a new coordinator.
@@ -99,31 +105,47 @@ pub struct StartOptions {
 /// What answered at an address.
 enum Probe {
     Nothing(std::io::Error),
+    /// Our coordinator: it proved the secret, and we proved it too.
     Coordinator(String),
     /// A DMTCP coordinator that refused us (wrong or unknown secret).
     Refused(String),
+    /// Something that speaks the protocol but did not prove the secret (or
+    /// we have no secret to check it with): never used.
+    Unproven(String),
     NotCoordinator(String),
 }
 
-fn probe(addr: &CoordAddr) -> Probe {
+fn probe(addr: &CoordAddr, secret: Option<String>) -> Probe {
     let stream = match connect_tcp(addr) {
         Ok(s) => s,
         Err(e) => return Probe::Nothing(e),
     };
-    let secret = read_secret(addr).unwrap_or_default();
     // Something that accepts but never speaks must not hang us.
     let _ = stream.set_read_timeout(Some(CONNECT_TIMEOUT));
     let mut conn = match Connection::from_stream(stream) {
         Ok(c) => c,
         Err(e) => return Probe::Nothing(e),
     };
-    if let Err(e) = conn.send(&ToCoordinator::Hello(hello(&secret, Role::Command))) {
-        return Probe::NotCoordinator(e.to_string());
-    }
-    match conn.recv() {
-        Ok(FromCoordinator::Welcome { .. }) => {}
-        Ok(FromCoordinator::Error(e)) => return Probe::Refused(e),
-        Ok(other) => return Probe::NotCoordinator(format!("unexpected answer {other:?}")),
+    let Some(secret) = secret else {
+        // Say who is there without saying anything about us: a hello holds
+        // a random nonce, the version and the role only.
+        let hello = dmtcp_protocol::hello(Role::Command, auth::fresh_nonce());
+        if let Err(e) = conn.send(&ToCoordinator::Hello(hello)) {
+            return Probe::NotCoordinator(e.to_string());
+        }
+        return match auth::read_preauth::<_, FromCoordinator>(&mut conn.reader) {
+            Ok(FromCoordinator::Challenge { .. }) => {
+                Probe::Unproven("we have no secret for it".into())
+            }
+            Ok(FromCoordinator::Error(e)) => Probe::Refused(auth::printable(&e)),
+            Ok(_) => Probe::NotCoordinator("unexpected answer to a hello".into()),
+            Err(e) => Probe::NotCoordinator(e.to_string()),
+        };
+    };
+    match auth::client_handshake(&mut conn.reader, &mut conn.writer, &secret, Role::Command) {
+        Ok(_) => {}
+        Err(HandshakeError::Refused(e)) => return Probe::Refused(e),
+        Err(e @ HandshakeError::NotProven) => return Probe::Unproven(e.to_string()),
         Err(e) => return Probe::NotCoordinator(e.to_string()),
     }
     if let Err(e) = conn.send(&ToCoordinator::Request(Request::Status)) {
@@ -131,25 +153,33 @@ fn probe(addr: &CoordAddr) -> Probe {
     }
     match conn.recv() {
         Ok(FromCoordinator::Reply(Reply::Status(_))) => Probe::Coordinator(secret),
-        Ok(other) => Probe::NotCoordinator(format!("unexpected answer {other:?}")),
+        Ok(_) => Probe::NotCoordinator("unexpected answer to a status request".into()),
         Err(e) => Probe::NotCoordinator(e.to_string()),
     }
 }
 
 /// Returns a running coordinator at `addr` (unless `force_new`), or starts one
 /// in the background and returns its address (the picked port when `addr.port`
-/// is 0) and secret.
+/// is 0) and secret. A coordinator that does not prove it knows our secret
+/// is never used: that is a one-line error.
 pub fn ensure_coordinator(
     addr: &CoordAddr,
     force_new: bool,
     opts: &StartOptions,
 ) -> anyhow::Result<(CoordAddr, String)> {
+    // An unsafe runtime directory is refused before anything else.
+    let secret_path = secret_file(addr)?;
     if !force_new && addr.port != 0 {
-        match probe(addr) {
+        let secret = load_secret(addr)?;
+        match probe(addr, secret) {
             Probe::Coordinator(secret) => return Ok((addr.clone(), secret)),
             Probe::Refused(e) => bail!(
                 "a coordinator at {addr} refused us ({e}); set DMTCP_SECRET or check {}",
-                secret_file(addr).display()
+                secret_path.display()
+            ),
+            Probe::Unproven(e) => bail!(
+                "refusing the coordinator at {addr}: it did not prove it knows this user's secret ({e}); another user's or a fake coordinator holds port {}",
+                addr.port
             ),
             Probe::NotCoordinator(e) => bail!(
                 "coordinator port {} is in use by something that is not a DMTCP coordinator ({e})",
@@ -178,7 +208,7 @@ fn coordinator_binary() -> PathBuf {
 
 fn start_coordinator(addr: &CoordAddr, opts: &StartOptions) -> anyhow::Result<(CoordAddr, String)> {
     let secret = format!("{}{}", crate::random_hex16(), crate::random_hex16());
-    let dir = tmpdir();
+    let dir = tmpdir()?;
     let port_file = dir.join(format!(
         "coord-start-{}-{}.port",
         std::process::id(),
@@ -191,6 +221,8 @@ fn start_coordinator(addr: &CoordAddr, opts: &StartOptions) -> anyhow::Result<(C
         .arg(addr.port.to_string())
         .arg("--port-file")
         .arg(&port_file)
+        .arg("--listen-host")
+        .arg(&addr.host)
         .env("DMTCP_SECRET", &secret)
         .stdin(Stdio::null())
         .stdout(Stdio::null());
@@ -249,6 +281,8 @@ fn start_coordinator(addr: &CoordAddr, opts: &StartOptions) -> anyhow::Result<(C
         bail!("{line}");
     }
     let port = wait_port_file(&port_file, deadline)?;
+    // The coordinator made the port file in our private directory; it is
+    // read only if still ours and private.
     let _ = std::fs::remove_file(&port_file);
     Ok((
         CoordAddr {
@@ -261,7 +295,7 @@ fn start_coordinator(addr: &CoordAddr, opts: &StartOptions) -> anyhow::Result<(C
 
 fn wait_port_file(path: &Path, deadline: Instant) -> anyhow::Result<u16> {
     loop {
-        if let Ok(s) = std::fs::read_to_string(path) {
+        if let Some(s) = runtime::read_private(path)? {
             if let Ok(p) = s.trim().parse::<u16>() {
                 return Ok(p);
             }
@@ -320,26 +354,44 @@ impl Connection {
         })
     }
 
-    /// Connects, says hello with `role`, and returns the Welcome frame.
+    /// Connects and runs the mutual authentication ([`auth`]) as `role`;
+    /// returns the Welcome frame (its computation id checked). Nothing but a
+    /// random hello reaches a coordinator that has not proved `secret`.
     pub fn connect(
         addr: &CoordAddr,
         secret: &str,
         role: Role,
     ) -> anyhow::Result<(Connection, FromCoordinator)> {
+        if secret.is_empty() {
+            let file = secret_file(addr)
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|e| e.to_string());
+            bail!("no secret for the coordinator at {addr}: set DMTCP_SECRET or create {file}");
+        }
         let stream = connect_tcp(addr)
             .map_err(|e| anyhow!("no coordinator at {addr} ({})", io_cause(&e)))?;
+        let _ = stream.set_read_timeout(Some(HANDSHAKE_TIMEOUT));
         let mut conn = Connection::from_stream(stream)
             .with_context(|| format!("cannot use connection to {addr}"))?;
-        conn.send(&ToCoordinator::Hello(hello(secret, role)))
-            .with_context(|| format!("handshake with coordinator at {addr}"))?;
-        match conn.recv() {
-            Ok(w @ FromCoordinator::Welcome { .. }) => Ok((conn, w)),
-            Ok(FromCoordinator::Error(e)) => {
+        let w = match auth::client_handshake(&mut conn.reader, &mut conn.writer, secret, role) {
+            Ok(w) => w,
+            Err(HandshakeError::Refused(e)) => {
                 bail!("coordinator at {addr} refused the connection: {e}")
             }
-            Ok(other) => bail!("coordinator at {addr} answered the handshake with {other:?}"),
+            Err(e @ HandshakeError::NotProven) => {
+                bail!("refusing the coordinator at {addr}: {e}")
+            }
             Err(e) => bail!("handshake with coordinator at {addr} failed: {e}"),
-        }
+        };
+        let _ = conn.stream().set_read_timeout(None);
+        Ok((
+            conn,
+            FromCoordinator::Welcome {
+                computation: w.computation,
+                generation: w.generation,
+                ckpt_dir: w.ckpt_dir,
+            },
+        ))
     }
 
     pub fn send(&mut self, msg: &ToCoordinator) -> Result<(), ProtocolError> {

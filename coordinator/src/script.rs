@@ -104,7 +104,7 @@ done
     s
 }
 
-/// Writes the script (mode 0755, temp name then rename) into the checkpoint directory.
+/// Writes the script (mode 0700: its owner only; a new file under a random name, then renamed) into the checkpoint directory.
 pub fn write_restart_script(
     cfg: &Config,
     generation: u64,
@@ -120,7 +120,7 @@ pub fn write_restart_script(
         images,
     );
     let path = cfg.ckpt_dir.join(SCRIPT_NAME);
-    crate::write_atomic(&path, text.as_bytes(), 0o755)
+    crate::write_private(&path, text.as_bytes(), 0o700)
         .with_context(|| format!("writing {}", path.display()))?;
     Ok(path)
 }

@@ -3,8 +3,12 @@
 //!
 //! A checkpoint walks [`Phase::ALL`]: the coordinator announces a phase to
 //! every participating supervisor and waits until each has reported
-//! `Reached` for it. It is complete when every participant has reached
-//! `Resume` and sent `ImagesWritten`. A failure report, a participant's
+//! `Reached` for it. Then it commits in two phases: once every participant
+//! has reached `Resume` and reported its images durable (`ImagesDurable`,
+//! under temporary names), each is sent `Commit` and renames them into
+//! place; the checkpoint is complete when every participant has answered
+//! `ImagesWritten`. A checkpoint abandoned before `Commit` replaces no
+//! image anywhere. A failure report, a participant's
 //! disconnect, or a barrier timeout abandons it (`Abort` to the others).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -42,6 +46,10 @@ struct Checkpoint {
     reached: BTreeSet<ConnId>,
     /// Every participant has reached [`Phase::Resume`].
     resumed: bool,
+    /// Participants whose images are durable under temporary names.
+    durable: BTreeSet<ConnId>,
+    /// `Commit` was sent to every participant.
+    committing: bool,
     images: BTreeMap<ConnId, Vec<ImageEntry>>,
     /// Connections waiting for the final reply (blocking requests).
     waiters: Vec<ConnId>,
@@ -152,10 +160,16 @@ impl State {
         let now = Instant::now();
         if let Some(ck) = &self.ckpt {
             if now >= ck.deadline {
-                let missing: Vec<String> = if ck.resumed {
+                let missing: Vec<String> = if ck.committing {
                     ck.participants
                         .iter()
                         .filter(|c| !ck.images.contains_key(c))
+                        .map(|c| self.describe(*c))
+                        .collect()
+                } else if ck.resumed {
+                    ck.participants
+                        .iter()
+                        .filter(|c| !ck.durable.contains(c))
                         .map(|c| self.describe(*c))
                         .collect()
                 } else {
@@ -165,7 +179,9 @@ impl State {
                         .map(|c| self.describe(*c))
                         .collect()
                 };
-                let what = if ck.resumed {
+                let what = if ck.committing {
+                    "committing images".to_string()
+                } else if ck.resumed {
                     "writing images".to_string()
                 } else {
                     format!("barrier {}", phase_name(ck.phase))
@@ -322,7 +338,9 @@ impl State {
         tracing::info!("supervisor on {} pid {} left", hello.host, hello.pid);
         if let Some(ck) = &self.ckpt {
             if ck.participants.contains(&conn) {
-                let during = if ck.resumed {
+                let during = if ck.committing {
+                    "while committing images".to_string()
+                } else if ck.resumed {
                     "while writing images".to_string()
                 } else {
                     format!("during barrier {}", phase_name(ck.phase))
@@ -355,6 +373,7 @@ impl State {
             ToCoordinator::Processes(_)
                 | ToCoordinator::Reached { .. }
                 | ToCoordinator::ImagesWritten { .. }
+                | ToCoordinator::ImagesDurable { .. }
                 | ToCoordinator::CheckpointFailed { .. }
                 | ToCoordinator::Exited { .. }
         );
@@ -362,7 +381,10 @@ impl State {
             return self.kick(conn, format!("{} is only for supervisors", kind(&msg)));
         }
         match msg {
-            ToCoordinator::Hello(_) => self.kick(conn, "unexpected second hello".into()),
+            ToCoordinator::Hello(_) | ToCoordinator::Auth { .. } => self.kick(
+                conn,
+                format!("unexpected {} after the handshake", kind(&msg)),
+            ),
             ToCoordinator::Request(r) => self.on_request(conn, r),
             ToCoordinator::Processes(list) => {
                 if let Some(Client {
@@ -380,9 +402,24 @@ impl State {
                         "connection {conn}: stale ImagesWritten for checkpoint {id}"
                     );
                 };
-                if ck.participants.contains(&conn) {
+                if ck.participants.contains(&conn) && ck.committing {
                     ck.images.insert(conn, images);
                     self.maybe_complete();
+                } else {
+                    tracing::warn!(
+                        "connection {conn}: ImagesWritten for checkpoint {id} before Commit"
+                    );
+                }
+            }
+            ToCoordinator::ImagesDurable { id, .. } => {
+                let Some(ck) = self.ckpt.as_mut().filter(|c| c.options.id == id) else {
+                    return tracing::debug!(
+                        "connection {conn}: stale ImagesDurable for checkpoint {id}"
+                    );
+                };
+                if ck.participants.contains(&conn) {
+                    ck.durable.insert(conn);
+                    self.maybe_commit();
                 }
             }
             ToCoordinator::CheckpointFailed { id, reason } => {
@@ -476,6 +513,7 @@ impl State {
     fn status(&self) -> Status {
         let state = match &self.ckpt {
             None => "RUNNING".to_string(),
+            Some(ck) if ck.committing => "COMMITTING".to_string(),
             Some(ck) if ck.resumed => "WRITING_IMAGES".to_string(),
             Some(ck) => phase_name(ck.phase).to_string(),
         };
@@ -535,6 +573,8 @@ impl State {
             participants,
             reached: BTreeSet::new(),
             resumed: false,
+            durable: BTreeSet::new(),
+            committing: false,
             images: BTreeMap::new(),
             waiters: waiter.into_iter().collect(),
             started: now,
@@ -586,14 +626,31 @@ impl State {
             None => {
                 ck.resumed = true;
                 tracing::debug!("checkpoint {id}: every supervisor resumed");
-                self.maybe_complete();
+                self.maybe_commit();
             }
+        }
+    }
+
+    /// Second phase: every participant resumed and has its images durable,
+    /// so each may now replace its previous images.
+    fn maybe_commit(&mut self) {
+        let Some(ck) = self.ckpt.as_mut() else { return };
+        if ck.committing || !ck.resumed || ck.durable != ck.participants {
+            return;
+        }
+        ck.committing = true;
+        ck.deadline = Instant::now() + self.cfg.barrier_timeout;
+        let id = ck.options.id;
+        tracing::debug!("checkpoint {id}: every image durable; commit");
+        let to: Vec<ConnId> = ck.participants.iter().copied().collect();
+        for c in to {
+            self.send(c, &FromCoordinator::Commit { id });
         }
     }
 
     fn maybe_complete(&mut self) {
         let done = self.ckpt.as_ref().is_some_and(|ck| {
-            ck.resumed && ck.participants.iter().all(|p| ck.images.contains_key(p))
+            ck.committing && ck.participants.iter().all(|p| ck.images.contains_key(p))
         });
         if !done {
             return;

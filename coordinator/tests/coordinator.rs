@@ -37,7 +37,7 @@ fn blocking_checkpoint_writes_images_and_restart_script() {
 
     let script = coord.ckpt_dir.join("dmtcp_restart_script.sh");
     let meta = std::fs::metadata(&script).expect("restart script");
-    assert_eq!(meta.permissions().mode() & 0o777, 0o755);
+    assert_eq!(meta.permissions().mode() & 0o777, 0o700);
     let body = std::fs::read_to_string(&script).unwrap();
     assert!(body.starts_with("#!/bin/bash\n"));
     assert!(
@@ -237,21 +237,12 @@ fn malformed_frames_get_an_error_and_others_are_served() {
     let mut s = raw(&coord);
     s.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
     match read_frame::<_, FromCoordinator>(&mut s) {
-        Ok(FromCoordinator::Error(e)) => assert!(e.contains("bad hello"), "{e}"),
+        Ok(FromCoordinator::Error(e)) => assert!(e.contains("before authentication"), "{e}"),
         other => panic!("{other:?}"),
     }
 
     // A good hello, then a frame that does not decode.
-    let mut s = raw(&coord);
-    write_frame(
-        &mut s,
-        &ToCoordinator::Hello(hello(&coord.secret(), Role::Command)),
-    )
-    .unwrap();
-    assert!(matches!(
-        read_frame::<_, FromCoordinator>(&mut s),
-        Ok(FromCoordinator::Welcome { .. })
-    ));
+    let mut s = raw_authenticated(&coord, Role::Command);
     s.write_all(&[5, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0xff])
         .unwrap();
     match read_frame::<_, FromCoordinator>(&mut s) {
@@ -264,13 +255,7 @@ fn malformed_frames_get_an_error_and_others_are_served() {
     ));
 
     // An oversized length.
-    let mut s = raw(&coord);
-    write_frame(
-        &mut s,
-        &ToCoordinator::Hello(hello(&coord.secret(), Role::Command)),
-    )
-    .unwrap();
-    let _welcome: FromCoordinator = read_frame(&mut s).unwrap();
+    let mut s = raw_authenticated(&coord, Role::Command);
     s.write_all(&u32::MAX.to_le_bytes()).unwrap();
     match read_frame::<_, FromCoordinator>(&mut s) {
         Ok(FromCoordinator::Error(e)) => assert!(e.contains("exceeds the limit"), "{e}"),
@@ -278,13 +263,7 @@ fn malformed_frames_get_an_error_and_others_are_served() {
     }
 
     // A command may not pretend to be a supervisor.
-    let mut s = raw(&coord);
-    write_frame(
-        &mut s,
-        &ToCoordinator::Hello(hello(&coord.secret(), Role::Command)),
-    )
-    .unwrap();
-    let _welcome: FromCoordinator = read_frame(&mut s).unwrap();
+    let mut s = raw_authenticated(&coord, Role::Command);
     write_frame(
         &mut s,
         &ToCoordinator::Reached {
@@ -298,11 +277,27 @@ fn malformed_frames_get_an_error_and_others_are_served() {
         Ok(FromCoordinator::Error(_))
     ));
 
-    // Wrong secret, wrong version.
+    // Wrong secret: the client sees the coordinator does not prove ours
+    // and sends nothing more; a client proof made with a wrong secret is
+    // refused by the coordinator.
     let err = Connection::connect(&coord.addr(), "nope", Role::Command).unwrap_err();
-    assert!(err.to_string().contains("wrong secret"), "{err}");
+    assert!(err.to_string().contains("did not prove"), "{err}");
     let mut s = raw(&coord);
-    let mut h = hello(&coord.secret(), Role::Command);
+    let h = hello(Role::Command, auth::fresh_nonce());
+    write_frame(&mut s, &ToCoordinator::Hello(h.clone())).unwrap();
+    let Ok(FromCoordinator::Challenge { nonce, .. }) = read_frame::<_, FromCoordinator>(&mut s)
+    else {
+        panic!("no challenge")
+    };
+    let proof = auth::client_proof("nope", &h, &nonce);
+    write_frame(&mut s, &ToCoordinator::Auth { proof }).unwrap();
+    match read_frame::<_, FromCoordinator>(&mut s) {
+        Ok(FromCoordinator::Error(e)) => assert!(e.contains("wrong secret"), "{e}"),
+        other => panic!("{other:?}"),
+    }
+    // Wrong version.
+    let mut s = raw(&coord);
+    let mut h = hello(Role::Command, auth::fresh_nonce());
     h.major = 9;
     write_frame(&mut s, &ToCoordinator::Hello(h)).unwrap();
     match read_frame::<_, FromCoordinator>(&mut s) {

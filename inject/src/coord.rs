@@ -4,16 +4,17 @@
 
 use std::io::{BufReader, BufWriter, Write};
 use std::net::{TcpStream, ToSocketAddrs};
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use dmtcp_protocol::{hello, read_frame, write_frame, FromCoordinator, Reply, Request, Role};
+use dmtcp_protocol::auth::{client_handshake, HandshakeError};
+use dmtcp_protocol::{read_frame, write_frame, FromCoordinator, Reply, Request, Role};
 
 use crate::state::{Published, StatePage};
 
 const DEFAULT_HOST: &str = "127.0.0.1";
 const DEFAULT_PORT: u16 = 7779;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long to wait for the supervisor to publish the coordinator (right
 /// after launch or restart) when the environment does not name one.
 const PUBLISH_WAIT: Duration = Duration::from_secs(3);
@@ -30,21 +31,14 @@ fn env_nonempty(k: &str) -> Option<String> {
     std::env::var(k).ok().filter(|v| !v.trim().is_empty())
 }
 
-/// `$DMTCP_TMPDIR`-or-`/tmp` `/dmtcp-<uid>/coord-<host>-<port>.secret`
-/// (the coordinator client's `secret_file`).
-fn secret_file(host: &str, port: u16) -> PathBuf {
-    let base = env_nonempty("DMTCP_TMPDIR").unwrap_or_else(|| "/tmp".into());
-    PathBuf::from(base)
-        .join(format!("dmtcp-{}", crate::sys::getuid()))
-        .join(format!("coord-{host}-{port}.secret"))
-}
-
+/// `$DMTCP_SECRET`, else the coordinator's secret file in the private
+/// runtime directory (the coordinator client's `load_secret`: a directory
+/// or file that is not ours and private is not used).
 fn secret_for(host: &str, port: u16) -> String {
     env_nonempty("DMTCP_SECRET")
         .or_else(|| {
-            std::fs::read_to_string(secret_file(host, port))
-                .ok()
-                .map(|s| s.trim().to_string())
+            let f = dmtcp_protocol::runtime::secret_file(host, port).ok()?;
+            dmtcp_protocol::runtime::read_private(&f).ok().flatten()
         })
         .unwrap_or_default()
 }
@@ -138,20 +132,15 @@ pub fn checkpoint(t: &Target) -> Outcome {
         Err(e) => return Outcome::Failed(format!("socket: {e}")),
     };
     let mut r = BufReader::new(stream);
-    let sent = write_frame(
-        &mut w,
-        &dmtcp_protocol::ToCoordinator::Hello(hello(&t.secret, Role::Command)),
-    )
-    .and_then(|()| w.flush().map_err(Into::into));
-    if let Err(e) = sent {
-        return Outcome::Failed(format!("handshake: {e}"));
-    }
-    match read_frame::<_, FromCoordinator>(&mut r) {
-        Ok(FromCoordinator::Welcome { .. }) => {}
-        Ok(FromCoordinator::Error(e)) => return Outcome::Failed(format!("refused: {e}")),
-        Ok(other) => return Outcome::Failed(format!("unexpected handshake answer {other:?}")),
+    // Mutual authentication: nothing but a random hello reaches a
+    // coordinator that has not proved it knows the secret.
+    let _ = r.get_ref().set_read_timeout(Some(HANDSHAKE_TIMEOUT));
+    match client_handshake(&mut r, &mut w, &t.secret, Role::Command) {
+        Ok(_) => {}
+        Err(HandshakeError::Refused(e)) => return Outcome::Failed(format!("refused: {e}")),
         Err(e) => return Outcome::Failed(format!("handshake: {e}")),
     }
+    let _ = r.get_ref().set_read_timeout(None);
     let req = dmtcp_protocol::ToCoordinator::Request(Request::Checkpoint {
         blocking: true,
         incremental: false,

@@ -59,12 +59,6 @@ pub fn map_named_page() -> io::Result<*mut u8> {
     Ok(page)
 }
 
-/// The real user id (names the per-user tmp dir holding coordinator secrets).
-pub fn getuid() -> u32 {
-    // SAFETY: getuid has no preconditions and cannot fail.
-    unsafe { libc::getuid() }
-}
-
 /// Sets the calling thread's `errno` (for the C API's -1 returns).
 pub fn set_errno(e: i32) {
     // SAFETY: __errno_location returns the calling thread's errno slot,

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use anyhow::anyhow;
-use dmtcp_coordinator::client::{ensure_coordinator, read_secret, CoordAddr, StartOptions};
+use dmtcp_coordinator::client::{ensure_coordinator, load_secret, CoordAddr, StartOptions};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct CoordArgs {
@@ -37,7 +37,8 @@ impl CoordArgs {
     ) -> anyhow::Result<(CoordAddr, String)> {
         let addr = CoordAddr::from_args(self.coord_host.clone(), self.coord_port);
         let (addr, secret) = if self.join {
-            let secret = read_secret(&addr).unwrap_or_default();
+            // No secret is an error at the handshake: never joined blindly.
+            let secret = load_secret(&addr)?.unwrap_or_default();
             (addr, secret)
         } else {
             let (a, s) = ensure_coordinator(&addr, self.new_coordinator, &start)?;
@@ -47,7 +48,7 @@ impl CoordArgs {
             (a, s)
         };
         if let Some(f) = &self.port_file {
-            std::fs::write(f, format!("{}\n", addr.port))
+            dmtcp_coordinator::write_private(f, format!("{}\n", addr.port).as_bytes(), 0o600)
                 .map_err(|e| anyhow!("port file {}: {e}", f.display()))?;
         }
         Ok((addr, secret))

@@ -3,36 +3,63 @@
 //! A connection carries frames ([`frame`]): a little-endian `u32` length and a
 //! bincode 2 payload. The client's first frame is a [`Hello`]; see
 //! `docs/protocol.md` for the whole conversation.
+pub mod auth;
 pub mod frame;
 pub mod messages;
+pub mod runtime;
 
-pub use frame::{read_frame, read_local_frame, write_frame, write_local_frame, ProtocolError};
+pub use frame::{
+    decode_payload, encode_frame, read_frame, read_local_frame, write_frame, write_local_frame,
+    ProtocolError,
+};
 pub use messages::*;
 
 /// Magic at the start of every [`Hello`].
 pub const MAGIC: [u8; 8] = *b"DMTCPRS\0";
 /// Protocol major version: bumped when a message changes incompatibly.
-pub const MAJOR: u16 = 1;
+/// 2: mutual authentication (the secret never crosses the wire).
+pub const MAJOR: u16 = 2;
 /// Protocol minor version: bumped when variants are added at the end of an enum.
 pub const MINOR: u16 = 0;
 /// Largest frame payload either side accepts, in bytes.
 pub const MAX_FRAME: u32 = 16 << 20;
 
 /// The handshake a client sends first, speaking this protocol version.
-pub fn hello(secret: &str, role: Role) -> Hello {
+pub fn hello(role: Role, nonce: auth::Nonce) -> Hello {
     Hello {
         magic: MAGIC,
         major: MAJOR,
         minor: MINOR,
-        secret: secret.to_string(),
+        nonce,
         role,
     }
 }
 
-/// Whether the coordinator accepts `h`: same magic, same major version (any
-/// minor: peers ignore nothing, and new variants only appear at the end of an
-/// enum, which the older side reports as a decode error), same secret.
-pub fn check_hello(h: &Hello, secret: &str) -> Result<(), String> {
+/// Checks the magic and version at the start of a first frame's payload
+/// (the `Hello` variant index, magic, major, minor), before the rest is
+/// decoded: a client of another major version gets a version error, not
+/// a decode error.
+pub fn check_hello_prefix(payload: &[u8]) -> Result<(), String> {
+    let cfg = bincode::config::standard();
+    let ((variant, magic, major, minor), _): ((u32, [u8; 8], u16, u16), usize) =
+        bincode::serde::decode_from_slice(payload, cfg)
+            .map_err(|_| "bad hello: not a dmtcp client".to_string())?;
+    if variant != 0 || magic != MAGIC {
+        return Err("bad magic: not a dmtcp client".to_string());
+    }
+    if major != MAJOR {
+        return Err(format!(
+            "protocol version {major}.{minor} is not supported (coordinator speaks {MAJOR}.{MINOR})"
+        ));
+    }
+    Ok(())
+}
+
+/// Whether the coordinator accepts `h` before authentication: same magic,
+/// same major version (any minor: peers ignore nothing, and new variants
+/// only appear at the end of an enum, which the older side reports as a
+/// decode error), and well-formed names in a supervisor's role.
+pub fn check_hello(h: &Hello) -> Result<(), String> {
     if h.magic != MAGIC {
         return Err("bad magic: not a dmtcp client".to_string());
     }
@@ -42,18 +69,13 @@ pub fn check_hello(h: &Hello, secret: &str) -> Result<(), String> {
             h.major, h.minor, MAJOR, MINOR
         ));
     }
-    if !constant_time_eq(h.secret.as_bytes(), secret.as_bytes()) {
-        return Err("wrong secret".to_string());
+    if let Role::Supervisor(s) = &h.role {
+        if let Some(c) = &s.computation {
+            auth::check_computation_id(c)?;
+        }
+        auth::check_file_name("host name", &s.host)?;
     }
     Ok(())
-}
-
-/// Compares without an early exit so the secret's prefix cannot be timed.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 #[cfg(test)]
@@ -71,35 +93,78 @@ mod tests {
 
     #[test]
     fn hello_accepted() {
-        assert_eq!(check_hello(&hello("s3cret", sup()), "s3cret"), Ok(()));
+        assert_eq!(check_hello(&hello(sup(), [0; 32])), Ok(()));
     }
 
     #[test]
     fn newer_minor_accepted() {
-        let mut h = hello("s", Role::Command);
+        let mut h = hello(Role::Command, [0; 32]);
         h.minor = MINOR + 5;
-        assert_eq!(check_hello(&h, "s"), Ok(()));
+        assert_eq!(check_hello(&h), Ok(()));
     }
 
     #[test]
     fn wrong_magic_refused() {
-        let mut h = hello("s", Role::Command);
+        let mut h = hello(Role::Command, [0; 32]);
         h.magic = *b"DMTCP\0\0\0";
-        assert!(check_hello(&h, "s").unwrap_err().contains("magic"));
+        assert!(check_hello(&h).unwrap_err().contains("magic"));
     }
 
     #[test]
     fn wrong_major_refused() {
-        let mut h = hello("s", Role::Command);
+        let mut h = hello(Role::Command, [0; 32]);
         h.major = MAJOR + 1;
-        let e = check_hello(&h, "s").unwrap_err();
-        assert!(e.contains("protocol version 2.0"), "{e}");
+        let e = check_hello(&h).unwrap_err();
+        assert!(e.contains("protocol version 3.0"), "{e}");
     }
 
     #[test]
-    fn wrong_secret_refused() {
-        let h = hello("a", Role::Command);
-        assert_eq!(check_hello(&h, "b"), Err("wrong secret".to_string()));
-        assert_eq!(check_hello(&h, "ab"), Err("wrong secret".to_string()));
+    fn bad_computation_id_refused() {
+        let h = hello(
+            Role::Supervisor(SupervisorHello {
+                host: "h".into(),
+                pid: 1,
+                computation: Some("x/../../rootonly/pwn".into()),
+                generation: 0,
+            }),
+            [0; 32],
+        );
+        assert!(check_hello(&h).unwrap_err().contains("computation id"));
+    }
+
+    /// A version 1 client's hello (magic, 1, 0, secret string, role) gets a
+    /// version error from its prefix.
+    #[test]
+    fn version_1_hello_gets_a_version_error() {
+        #[derive(serde::Serialize)]
+        struct V1 {
+            magic: [u8; 8],
+            major: u16,
+            minor: u16,
+            secret: String,
+        }
+        #[derive(serde::Serialize)]
+        enum To {
+            Hello(V1),
+        }
+        let payload = bincode::serde::encode_to_vec(
+            To::Hello(V1 {
+                magic: MAGIC,
+                major: 1,
+                minor: 0,
+                secret: "s".into(),
+            }),
+            bincode::config::standard(),
+        )
+        .unwrap();
+        let e = check_hello_prefix(&payload).unwrap_err();
+        assert!(e.contains("protocol version 1.0 is not supported"), "{e}");
+        let ok = bincode::serde::encode_to_vec(
+            ToCoordinator::Hello(hello(Role::Command, [0; 32])),
+            bincode::config::standard(),
+        )
+        .unwrap();
+        assert_eq!(check_hello_prefix(&ok), Ok(()));
+        assert!(check_hello_prefix(b"GET / HTTP/1.0").is_err());
     }
 }

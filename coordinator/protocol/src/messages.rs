@@ -31,14 +31,15 @@ pub struct SupervisorHello {
     pub generation: u64,
 }
 
-/// First frame on every connection, in both directions the client speaks first.
+/// First frame on every connection: the client speaks first. It carries no
+/// secret: both sides prove they know it afterwards ([`crate::auth`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Hello {
     pub magic: [u8; 8],
     pub major: u16,
     pub minor: u16,
-    /// Per-computation secret; must equal the coordinator's.
-    pub secret: String,
+    /// The client's fresh random challenge.
+    pub nonce: [u8; 32],
     pub role: Role,
 }
 
@@ -189,7 +190,8 @@ pub enum ToCoordinator {
         id: u64,
         phase: Phase,
     },
-    /// Supervisor role: images of checkpoint `id` are durable.
+    /// Supervisor role: images of checkpoint `id` are in place (renamed
+    /// over the previous ones after [`FromCoordinator::Commit`]).
     ImagesWritten {
         id: u64,
         images: Vec<ImageEntry>,
@@ -211,6 +213,18 @@ pub enum ToCoordinator {
     /// Supervisor role: the computation's tree on this supervisor has exited.
     Exited {
         status: i32,
+    },
+    /// Handshake, second client frame: the client's proof of the secret,
+    /// sent only after the coordinator proved it ([`crate::auth`]).
+    Auth {
+        proof: [u8; 32],
+    },
+    /// Supervisor role, two-phase commit: the images of checkpoint `id` are
+    /// written and fsynced under temporary names; they replace the previous
+    /// ones only on [`FromCoordinator::Commit`].
+    ImagesDurable {
+        id: u64,
+        images: Vec<ImageEntry>,
     },
 }
 
@@ -246,5 +260,17 @@ pub enum FromCoordinator {
     Published {
         key: Vec<u8>,
         value: Option<Vec<u8>>,
+    },
+    /// Handshake, the coordinator's answer to a [`Hello`]: its own random
+    /// challenge and its proof of the secret ([`crate::auth`]).
+    Challenge {
+        nonce: [u8; 32],
+        proof: [u8; 32],
+    },
+    /// Supervisor role, two-phase commit: every participant's images of
+    /// checkpoint `id` are durable; rename them into place and answer with
+    /// [`ToCoordinator::ImagesWritten`].
+    Commit {
+        id: u64,
     },
 }

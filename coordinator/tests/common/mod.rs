@@ -181,6 +181,8 @@ pub enum Behavior {
     DisconnectAt(Phase),
     /// Never answer barriers.
     Silent,
+    /// Reach every phase but never report the images durable.
+    NoDurable,
 }
 
 /// What a fake supervisor saw.
@@ -189,6 +191,7 @@ pub enum Seen {
     Barrier(Phase),
     Abort(String),
     Kill,
+    Commit,
     Done,
 }
 
@@ -276,13 +279,21 @@ impl FakeSupervisor {
                             phase,
                         })
                         .unwrap();
-                        if phase == Phase::Resume {
-                            conn.send(&ToCoordinator::ImagesWritten {
+                        if phase == Phase::Resume && behavior != Behavior::NoDurable {
+                            conn.send(&ToCoordinator::ImagesDurable {
                                 id: options.id,
                                 images: images.clone(),
                             })
                             .unwrap();
                         }
+                    }
+                    FromCoordinator::Commit { id } => {
+                        let _ = tx.send(Seen::Commit);
+                        conn.send(&ToCoordinator::ImagesWritten {
+                            id,
+                            images: images.clone(),
+                        })
+                        .unwrap();
                     }
                     FromCoordinator::Abort { reason, .. } => {
                         let _ = tx.send(Seen::Abort(reason));
@@ -319,6 +330,16 @@ impl FakeSupervisor {
 pub fn read_secret_for(coord: &Coord) -> String {
     let _ = read_secret; // the lib reads it the same way, through DMTCP_TMPDIR
     coord.secret()
+}
+
+/// A raw TCP connection past the handshake (both sides authenticated).
+pub fn raw_authenticated(coord: &Coord, role: Role) -> TcpStream {
+    let s = raw(coord);
+    let mut r = s.try_clone().unwrap();
+    let mut w = s.try_clone().unwrap();
+    let welcome = auth::client_handshake(&mut r, &mut w, &coord.secret(), role).unwrap();
+    let _ = welcome;
+    s
 }
 
 /// A raw TCP connection, for malformed-input tests.

@@ -23,6 +23,9 @@ pub enum BarrierError {
         prog: String,
         source: io::Error,
     },
+    /// The coordinator named a checkpoint directory we will not use.
+    #[error("{0}")]
+    CoordinatorDir(String),
     #[error("checkpoint directory {}: {source}", dir.display())]
     CkptDir { dir: PathBuf, source: io::Error },
     #[error("examining file descriptors: {0}")]

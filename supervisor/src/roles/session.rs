@@ -61,14 +61,16 @@ pub fn connect(cfg: &SessionConfig) -> anyhow::Result<(Connection, String, u64)>
         computation: cfg.computation.clone(),
         generation: cfg.generation,
     });
+    // The handshake proves the coordinator knows the secret and checks the
+    // computation id it sends (it names image files).
     let (conn, welcome) = Connection::connect(&cfg.addr, &cfg.secret, role)?;
     match welcome {
         FromCoordinator::Welcome {
             computation,
             generation,
             ..
-        } => Ok((conn, computation, generation)),
-        other => anyhow::bail!("unexpected handshake answer {other:?}"),
+        } if !computation.is_empty() => Ok((conn, computation, generation)),
+        _ => anyhow::bail!("coordinator at {} gave no computation id", cfg.addr),
     }
 }
 
@@ -162,6 +164,9 @@ pub struct Session {
     zombies: Vec<HostPid>,
     /// Images complete under temp names, made durable after Resume.
     pending: Vec<OpenCapture>,
+    /// Images of checkpoint `.0` durable under temp names, waiting for the
+    /// coordinator's `Commit`.
+    prepared: Option<(u64, Vec<(PendingImage, Committed)>)>,
     last_list: Vec<ProcEntry>,
     /// Application API: coordinator publication to new processes.
     agent: crate::agent::Publisher,
@@ -216,6 +221,7 @@ impl Session {
             frozen: Vec::new(),
             zombies: Vec::new(),
             pending: Vec::new(),
+            prepared: None,
             last_list: Vec::new(),
             agent: Default::default(),
             chains: Default::default(),
@@ -297,6 +303,8 @@ impl Session {
     /// reset at its freeze) the bases of incremental images.
     fn abandon(&mut self) {
         self.pending.clear();
+        // Prepared but uncommitted images: their temp files go.
+        self.prepared = None;
         self.chains.abandon();
         self.thaw_all();
     }
@@ -379,12 +387,14 @@ impl Session {
     }
 
     fn checkpoint(&mut self, opts: &CheckpointOptions) -> Result<(), BarrierError> {
-        let dir = self
-            .cfg
-            .ckpt_dir
-            .clone()
-            .unwrap_or_else(|| PathBuf::from(&opts.dir));
-        std::fs::create_dir_all(&dir).map_err(|source| BarrierError::CkptDir {
+        // Our own --ckpt-dir first; the (authenticated) coordinator's only
+        // if it is a clean absolute path to a directory of ours.
+        let dir = match self.cfg.ckpt_dir.clone() {
+            Some(d) => d,
+            None => dmtcp_protocol::runtime::checked_ckpt_dir(&opts.dir)
+                .map_err(BarrierError::CoordinatorDir)?,
+        };
+        dmtcp_protocol::runtime::create_ckpt_dir(&dir).map_err(|source| BarrierError::CkptDir {
             dir: dir.clone(),
             source,
         })?;
@@ -520,11 +530,14 @@ impl Session {
         Ok(())
     }
 
-    /// Reads the snapshots, writes the images, fsyncs and renames them, then
-    /// reports them. The program is running all along.
-    fn commit_images(&mut self, id: u64) {
+    /// First phase of the commit: reads the snapshots, writes the images
+    /// and fsyncs them under their temp names, then reports them durable.
+    /// The program is running all along. They replace the previous images
+    /// only on the coordinator's `Commit` ([`Self::commit_prepared`]), once
+    /// every supervisor's are durable; an abort or a lost coordinator
+    /// drops them (the temp files are removed) and leaves the previous set.
+    fn prepare_images(&mut self, id: u64) {
         let t = Instant::now();
-        let mut images = Vec::new();
         // All or nothing: every image is written and fsynced under its temp
         // name before any replaces the previous generation.
         let mut failure = None;
@@ -549,22 +562,49 @@ impl Session {
                 Err(e) => failure = Some(e),
             }
         }
+        if let Some(reason) = failure {
+            let reason = reason.to_string();
+            warn!("checkpoint {id} failed: {reason}");
+            self.chains.abandon();
+            self.send(ToCoordinator::CheckpointFailed { id, reason });
+            return;
+        }
+        let images: Vec<ImageEntry> = ready.iter().map(|(_, c)| c.entry.clone()).collect();
+        info!(
+            "checkpoint {id}: {} image(s) durable in {:?}; waiting for the commit",
+            images.len(),
+            t.elapsed()
+        );
+        self.prepared = Some((id, ready));
+        self.send(ToCoordinator::ImagesDurable { id, images });
+    }
+
+    /// Second phase: every supervisor's images are durable; rename ours
+    /// over the previous ones and report them.
+    fn commit_prepared(&mut self, id: u64) {
+        let ready = match self.prepared.take() {
+            Some((pid, ready)) if pid == id => ready,
+            other => {
+                self.prepared = other;
+                return debug!("commit of checkpoint {id}: nothing prepared for it");
+            }
+        };
+        let mut images = Vec::new();
+        let mut failure = None;
         let mut committed = Vec::new();
         // The images replaced: freed once the new ones are reported.
         let mut replaced = Vec::new();
-        if failure.is_none() {
-            for (pending, mut done) in ready {
-                match pending.commit_keeping_old() {
-                    Ok((size, old)) => {
-                        replaced.extend(old);
-                        done.entry.size = size;
-                        images.push(done.entry.clone());
-                        committed.push(done);
-                    }
-                    Err(e) => {
-                        failure = Some(BarrierError::from(e));
-                        break;
-                    }
+        for (pending, mut done) in ready {
+            match pending.commit_keeping_old() {
+                Ok((size, old)) => {
+                    replaced.extend(old);
+                    done.entry.size = size;
+                    images.push(done.entry.clone());
+                    committed.push(done);
+                }
+                Err(e) => {
+                    failure = Some(BarrierError::from(e));
+                    break;
                 }
             }
         }
@@ -580,11 +620,10 @@ impl Session {
             .map(|c| (c.pid, c.generation, &c.chain))
             .collect();
         self.chains.committed(&chains);
-        info!(
-            "checkpoint {id}: {} image(s) durable in {:?}",
-            images.len(),
-            t.elapsed()
-        );
+        if let Some(g) = committed.iter().map(|c| c.generation).max() {
+            self.cfg.generation = self.cfg.generation.max(g);
+        }
+        info!("checkpoint {id}: {} image(s) committed", images.len());
         self.send(ToCoordinator::ImagesWritten { id, images });
         drop(replaced);
     }
@@ -600,7 +639,7 @@ impl Session {
                 crate::agent::checkpoint_done(&self.frozen);
                 self.thaw_all();
                 self.send(ToCoordinator::Reached { id, phase });
-                self.commit_images(id);
+                self.prepare_images(id);
                 return;
             }
             Phase::FdLeaderElection | Phase::Drain | Phase::Refill => Ok(()),
@@ -614,6 +653,12 @@ impl Session {
     fn on_lost(&mut self, why: String) {
         if !self.frozen.is_empty() {
             warn!("coordinator lost during a checkpoint ({why}); resuming");
+            self.abandon();
+        }
+        if let Some((id, _)) = &self.prepared {
+            warn!(
+                "coordinator lost before checkpoint {id} was committed ({why}); its images are dropped, the previous ones stay"
+            );
             self.abandon();
         }
         if let Some(c) = self.conn.take() {
@@ -631,6 +676,8 @@ impl Session {
     fn try_reconnect(&mut self) {
         self.last_attempt = Instant::now();
         let mut cfg = self.cfg.clone();
+        // cfg.generation is the last generation we committed: a new
+        // coordinator continues from it.
         cfg.computation = Some(self.computation.clone());
         if let Some(s) = read_secret(&cfg.addr) {
             cfg.secret = s;
@@ -672,6 +719,7 @@ impl Session {
                     warn!("checkpoint {id} abandoned: {reason}");
                     self.abandon();
                 }
+                Ok(Event::Coord(_, FromCoordinator::Commit { id })) => self.commit_prepared(id),
                 Ok(Event::Coord(_, FromCoordinator::Kill)) => {
                     info!("kill requested by the coordinator");
                     self.thaw_all();
