@@ -3,7 +3,8 @@
 //! It is not part of any checkpoint. It starts the target program (launch) or
 //! creates "shell" processes with their original pids that the restorer then
 //! turns into the saved processes (restart), reaps orphans, and exits with the
-//! root process's status when that process ends (taking the namespace down).
+//! root process's status once the last process of the namespace has ended
+//! (processes that outlive the root stay in the computation).
 //! It talks to its supervisor over one control socket (`DMTCP_NSINIT_FD`),
 //! with the same frames as the coordinator protocol.
 
@@ -159,7 +160,7 @@ fn run() -> io::Result<i32> {
     Ok(serve_and_reap(root, ctrl))
 }
 
-/// Reaps every child (orphans included) until `root` exits, answering the
+/// Reaps every child (orphans included) until none is left, answering the
 /// supervisor's requests meanwhile; returns the root's exit code.
 ///
 /// One thread only: a thread of ours would take a pid in the namespace
@@ -181,22 +182,25 @@ fn serve_and_reap(root: i32, ctrl: UnixStream) -> i32 {
     };
     let mut ctrl = Some(ctrl);
     let mut lifeline = false;
+    // The computation lives while any of its processes lives: the root's
+    // status is kept until the last process (orphans reparented to us
+    // included) is gone.
+    let mut ended = Ended::default();
     loop {
         loop {
             let mut status = 0;
             // SAFETY: status is a live c_int.
             let r = unsafe { libc::waitpid(-1, &mut status, libc::__WALL | libc::WNOHANG) };
-            if r == root {
-                return exit_code_for(status);
+            if r > 0 {
+                ended.record(r, root, status);
+                continue;
             }
             if r == 0 {
                 break;
             }
-            if r < 0 {
-                match io::Error::last_os_error().raw_os_error() {
-                    Some(libc::EINTR) => continue,
-                    _ => return 1, // no children left, yet the root was never seen
-                }
+            match io::Error::last_os_error().raw_os_error() {
+                Some(libc::EINTR) => continue,
+                _ => return ended.code(), // no process left
             }
         }
         let mut fds = [
@@ -272,8 +276,10 @@ fn reply(ctrl: &mut UnixStream, r: InitReply) -> io::Result<()> {
     dmtcp_protocol::write_frame(ctrl, &r).map_err(|e| io::Error::other(e.to_string()))
 }
 
-/// Reaps every child (orphans included) until `root` exits; returns its exit code.
+/// Reaps every child (orphans included) until none is left; returns the
+/// root's exit code.
 fn reap_until(root: i32) -> i32 {
+    let mut ended = Ended::default();
     loop {
         let mut status = 0;
         // SAFETY: status is a live c_int.
@@ -282,11 +288,31 @@ fn reap_until(root: i32) -> i32 {
             if io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
                 continue;
             }
-            return 1;
+            return ended.code();
         }
-        if r == root {
-            return exit_code_for(status);
+        ended.record(r, root, status);
+    }
+}
+
+/// Wait statuses seen while reaping: the root's, else the last one's.
+#[derive(Default)]
+struct Ended {
+    root: Option<i32>,
+    last: Option<i32>,
+}
+
+impl Ended {
+    fn record(&mut self, pid: i32, root: i32, status: i32) {
+        if pid == root {
+            self.root = Some(status);
+        } else {
+            self.last = Some(status);
         }
+    }
+
+    /// The exit code nsinit (and so `dmtcp-run`) ends with.
+    fn code(&self) -> i32 {
+        self.root.or(self.last).map_or(1, exit_code_for)
     }
 }
 
