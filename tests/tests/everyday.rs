@@ -2,7 +2,6 @@
 //! runs, the computation lives while any of its processes lives, /proc is
 //! the computation's own, and clocks do not jump across a restart.
 
-use std::thread;
 use std::time::Duration;
 
 use dmtcp_tests::{e2e_tests, Scenario, TestEnv};
