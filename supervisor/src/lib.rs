@@ -2,7 +2,7 @@
 //! namespace, freezes and captures its processes for checkpoints, and keeps
 //! the computation's link to the coordinator.
 //!
-//! Kernel-facing modules (`dirty`, `ptrace`, `pty`, `remote`, `spawn`, `sys`) hold the
+//! Kernel-facing modules (`dirty`, `nsview`, `ptrace`, `pty`, `remote`, `spawn`, `sys`) hold the
 //! `unsafe` code; the rest is ordinary Rust on top of them.
 
 pub mod agent;
@@ -19,6 +19,7 @@ pub mod mqueue;
 pub mod netcapture;
 pub mod netsys;
 pub mod nsinit;
+pub mod nsview;
 pub mod pageread;
 pub mod pid;
 pub mod procfs;

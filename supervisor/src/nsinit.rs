@@ -126,6 +126,10 @@ fn run() -> io::Result<i32> {
             io::Error::other("DMTCP_NSINIT_FD not set: run through dmtcp-run or dmtcp-restart")
         })?;
     std::env::remove_var(crate::spawn::NSINIT_FD_ENV);
+    // Our own mount namespace: a /proc of the computation's pid namespace.
+    if let Err(e) = crate::nsview::mount_private_proc() {
+        eprintln!("dmtcp-nsinit: warning: /proc stays the host's: {e}");
+    }
     // SAFETY: the supervisor passed us this fd as our control socket and
     // nothing else in this process owns it.
     let mut ctrl = unsafe { UnixStream::from_raw_fd(fd) };

@@ -10,6 +10,7 @@ e2e_tests! {
     unknown_option_refused => unknown_option_refused;
     launched_shell_backgrounds_child => launched_shell_backgrounds_child;
     daemonized_child_outlives_launched => daemonized_child_outlives_launched;
+    private_proc => private_proc;
 }
 
 /// Every binary refuses an option it does not know, naming it, before doing
@@ -120,4 +121,11 @@ fn launched_shell_backgrounds_child(env: &mut TestEnv) {
 /// checkpoint/kill/restart rounds.
 fn daemonized_child_outlives_launched(env: &mut TestEnv) {
     Scenario::new("orphan").run(env);
+}
+
+/// /proc/self, /proc/<getpid()>/..., /proc/self/status and /proc/1 agree
+/// with the pids the program sees, before the checkpoint and after each
+/// restart.
+fn private_proc(env: &mut TestEnv) {
+    Scenario::new("procself").run(env);
 }
