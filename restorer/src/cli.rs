@@ -274,6 +274,14 @@ fn run() -> anyhow::Result<i32> {
             shells,
             shared_memory: shared_memory.clone(),
             ipc: ipc.is_some(),
+            // The latest clocks any process was captured with: no process
+            // sees its clock go back.
+            clocks: tops.iter().filter_map(|r| r.meta().clocks).reduce(|a, b| {
+                dmtcp_image::Clocks {
+                    monotonic_ns: a.monotonic_ns.max(b.monotonic_ns),
+                    boottime_ns: a.boottime_ns.max(b.boottime_ns),
+                }
+            }),
         },
         ipc.as_ref().map(|(s, b)| (s, b)),
     )?;

@@ -30,10 +30,14 @@ pub enum InitRequest {
     ///
     /// With `ipc`, the SysV IPC objects to recreate (with their ids) follow
     /// the frame on the stream (`sysvipc::send`); they are created first.
+    ///
+    /// With `clocks`, CLOCK_MONOTONIC and CLOCK_BOOTTIME of the restored
+    /// processes go on from these values (their time namespace's offsets).
     Restore {
         shells: Vec<ShellPlan>,
         shared_memory: Vec<ParkedMemory>,
         ipc: bool,
+        clocks: Option<dmtcp_image::Clocks>,
     },
     /// Later requests, once the computation runs: list the SysV IPC objects
     /// of the namespace with their contents (answered by `InitReply::Ipc`
@@ -136,6 +140,15 @@ fn run() -> io::Result<i32> {
     crate::sys::set_cloexec(fd)?;
     let req: InitRequest = dmtcp_protocol::read_local_frame(&mut ctrl)
         .map_err(|e| io::Error::other(format!("control socket: {e}")))?;
+    // A time namespace of the computation's own, entered by our children:
+    // at restart, its clocks go on from the checkpoint's.
+    let clocks = match &req {
+        InitRequest::Restore { clocks, .. } => *clocks,
+        _ => None,
+    };
+    if let Err(e) = crate::nsview::enter_new_time_namespace(clocks) {
+        eprintln!("dmtcp-nsinit: warning: no time namespace, clocks will jump at restart: {e}");
+    }
     let (reply, root) = match req {
         InitRequest::Launch { argv, preload } => match launch(&argv, preload.as_deref()) {
             Ok(pid) => (InitReply::Launched { vpid: pid }, Some(pid)),
@@ -145,6 +158,7 @@ fn run() -> io::Result<i32> {
             shells,
             shared_memory,
             ipc,
+            ..
         } => match recreate_ipc(&mut ctrl, ipc).and_then(|()| make_shells(&shells, &shared_memory))
         {
             Ok(pids) => {

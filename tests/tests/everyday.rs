@@ -2,6 +2,7 @@
 //! runs, the computation lives while any of its processes lives, /proc is
 //! the computation's own, and clocks do not jump across a restart.
 
+use std::thread;
 use std::time::Duration;
 
 use dmtcp_tests::{e2e_tests, Scenario, TestEnv};
@@ -11,6 +12,7 @@ e2e_tests! {
     launched_shell_backgrounds_child => launched_shell_backgrounds_child;
     daemonized_child_outlives_launched => daemonized_child_outlives_launched;
     private_proc => private_proc;
+    clocks_continue => clocks_continue;
 }
 
 /// Every binary refuses an option it does not know, naming it, before doing
@@ -128,4 +130,27 @@ fn daemonized_child_outlives_launched(env: &mut TestEnv) {
 /// restart.
 fn private_proc(env: &mut TestEnv) {
     Scenario::new("procself").run(env);
+}
+
+/// CLOCK_MONOTONIC and CLOCK_BOOTTIME continue from their checkpointed
+/// values: with 6 s between kill and restart (twice), neither clock jumps by
+/// more than the program's 50 ms sleep plus 3 s (a checkpoint's own freeze is
+/// seen), and CLOCK_REALTIME shows the 12 s of downtime.
+fn clocks_continue(env: &mut TestEnv) {
+    let downtime = Duration::from_secs(6);
+    let sc = Scenario::new("clocks").arg("3000").arg("10");
+    env.start_coordinator();
+    let mut r = sc.launch(env);
+    for round in 0..2 {
+        thread::sleep(sc.settle);
+        let images = r.checkpoint();
+        r.kill();
+        thread::sleep(downtime);
+        if round == 0 {
+            r.restart_from_images(&images);
+        } else {
+            r.restart_from_script();
+        }
+    }
+    r.finish();
 }
