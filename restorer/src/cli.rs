@@ -215,10 +215,22 @@ fn run() -> anyhow::Result<i32> {
     }
     let images = open_images(&args.images)?;
     let first = images[0].top().meta().computation.clone();
+    // The computation keeps its directory: unless one is given, its next
+    // checkpoints (and the restart script of a coordinator we start) go
+    // where its images came from, not to our current directory.
+    let ckpt_dir = args
+        .ckpt_dir
+        .as_deref()
+        .map(supervise::absolute)
+        .or_else(|| {
+            args.images
+                .first()
+                .and_then(|p| supervise::absolute(p).parent().map(|d| d.to_path_buf()))
+        });
     let (addr, secret) = args.coord.coordinator(
         "dmtcp-restart",
         StartOptions {
-            ckpt_dir: args.ckpt_dir.clone(),
+            ckpt_dir: ckpt_dir.clone(),
             interval: None,
             exit_on_last: true,
         },
@@ -236,7 +248,7 @@ fn run() -> anyhow::Result<i32> {
             },
             ..WriteOptions::default()
         },
-        ckpt_dir: args.ckpt_dir.as_deref().map(supervise::absolute),
+        ckpt_dir,
         incremental: args.incremental,
     };
     let (conn, computation, _) = session::connect(&cfg)?;

@@ -5,7 +5,7 @@
 use std::thread;
 use std::time::Duration;
 
-use dmtcp_tests::{e2e_tests, Scenario, TestEnv};
+use dmtcp_tests::{e2e_tests, setup, Scenario, TestEnv};
 
 e2e_tests! {
     unknown_option_refused => unknown_option_refused;
@@ -13,6 +13,7 @@ e2e_tests! {
     daemonized_child_outlives_launched => daemonized_child_outlives_launched;
     private_proc => private_proc;
     clocks_continue => clocks_continue;
+    checkpoint_after_restart_keeps_directory => checkpoint_after_restart_keeps_directory;
 }
 
 /// Every binary refuses an option it does not know, naming it, before doing
@@ -152,5 +153,84 @@ fn clocks_continue(env: &mut TestEnv) {
             r.restart_from_script();
         }
     }
+    r.finish();
+}
+
+/// A restarted computation keeps the directory its images came from: after
+/// the images are moved elsewhere and restarted (from the test's work
+/// directory, not theirs), the next checkpoint writes generation 2 there,
+/// the restart script there lists that set, and restarting with it goes on.
+fn checkpoint_after_restart_keeps_directory(env: &mut TestEnv) {
+    env.start_coordinator();
+    let sc = Scenario::new("sleeper");
+    let mut r = sc.launch(env);
+    thread::sleep(Duration::from_millis(500));
+    let images = r.checkpoint();
+    r.kill();
+    let moved = env.work.join("moved");
+    env.make_user_dir(&moved);
+    let mut moved_images = Vec::new();
+    for p in &images {
+        let to = moved.join(setup::file_name(p));
+        std::fs::rename(p, &to).expect("move an image");
+        moved_images.push(to);
+    }
+    r.restart_from_images(&moved_images);
+    thread::sleep(Duration::from_millis(500));
+    let out = env.dmtcp_command(&["-bc"], Duration::from_secs(120));
+    if !out.status.success() {
+        env.fail(&format!(
+            "dmtcp-command -bc after restart: {}",
+            out.describe()
+        ));
+    }
+    let stray: Vec<String> = std::fs::read_dir(&env.ckpt)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with("ckpt_") && n.ends_with(".dmtcp"))
+                .collect()
+        })
+        .unwrap_or_default();
+    if !stray.is_empty() {
+        env.fail(&format!(
+            "the checkpoint after restart went to the coordinator's directory {}: {stray:?}",
+            env.ckpt.display()
+        ));
+    }
+    for img in &moved_images {
+        let mut cmd = env.command("dmtcp-restart");
+        cmd.arg("--inspect").arg(img);
+        let out = env.run(cmd, "inspect", Duration::from_secs(30));
+        let generation = out
+            .stdout
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("generation"))
+            .map(|g| g.trim().to_string());
+        if generation.as_deref() != Some("2") {
+            env.fail(&format!(
+                "{} after the second checkpoint: expected generation 2, got {}",
+                img.display(),
+                out.describe()
+            ));
+        }
+    }
+    let script = moved.join("dmtcp_restart_script.sh");
+    let text = std::fs::read_to_string(&script).unwrap_or_default();
+    if !text.contains("# Generation: 2")
+        || !moved_images
+            .iter()
+            .all(|p| text.contains(&*p.to_string_lossy()))
+    {
+        env.fail(&format!(
+            "{} does not restart generation 2 from {}: {text:?}",
+            script.display(),
+            moved.display()
+        ));
+    }
+    r.kill();
+    let cmd = env.command_path(&script);
+    r.launcher = env.spawn(cmd, "restart-script-sleeper");
+    r.wait_restored();
     r.finish();
 }
