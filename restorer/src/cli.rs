@@ -56,26 +56,19 @@ struct Args {
 }
 
 /// Opens every image and checks its structure and metadata before anything
-/// is created.
+/// is created. Images of older checkpoints of the computation than the
+/// newest one given (a process that ended before the newest checkpoint
+/// leaves its older image behind, and `ckpt_*.dmtcp` takes it) are skipped,
+/// and said so on stderr.
 fn open_images(paths: &[PathBuf]) -> anyhow::Result<Vec<ImageChain>> {
-    let mut out: Vec<ImageChain> = Vec::new();
-    let mut vpids = HashSet::new();
+    let mut all: Vec<(&PathBuf, ImageChain)> = Vec::new();
     for p in paths {
         // Page blocks are checked as they are read: before the process runs
         // when copied, before any byte reaches it when restored lazily.
         let chain = ImageChain::open_with(p, Verify::Layout).map_err(|e| anyhow!("{e}"))?;
-        let r = chain.top();
-        let m = r.meta();
-        if let Some(first) = out.first().map(|c| c.top()) {
-            if first.meta().computation.generation != m.computation.generation {
-                bail!(
-                    "{}: taken at checkpoint {}, but {} at checkpoint {}: restart images of one checkpoint",
-                    p.display(),
-                    m.computation.generation,
-                    first.path().display(),
-                    first.meta().computation.generation
-                );
-            }
+        let m = chain.top().meta();
+        if let Some((_, first)) = all.first() {
+            let first = first.top();
             if first.meta().computation.id != m.computation.id {
                 bail!(
                     "{}: belongs to computation {}, not {} like {}",
@@ -85,6 +78,26 @@ fn open_images(paths: &[PathBuf]) -> anyhow::Result<Vec<ImageChain>> {
                     first.path().display()
                 );
             }
+        }
+        all.push((p, chain));
+    }
+    let newest = all
+        .iter()
+        .map(|(_, c)| c.top().meta().computation.generation)
+        .max()
+        .unwrap_or(0);
+    let mut out: Vec<ImageChain> = Vec::new();
+    let mut vpids = HashSet::new();
+    for (p, chain) in all {
+        let m = chain.top().meta();
+        if m.computation.generation != newest {
+            eprintln!(
+                "dmtcp-restart: skipping {} (pid {}, checkpoint {}): restarting checkpoint {newest}, the newest given",
+                p.display(),
+                m.process.vpid,
+                m.computation.generation
+            );
+            continue;
         }
         if !vpids.insert(m.process.vpid) {
             bail!("{}: pid {} given twice", p.display(), m.process.vpid);

@@ -55,6 +55,7 @@ pub const PROGRAMS: &[&str] = &[
     "orphan",
     "procself",
     "clocks",
+    "transient",
 ];
 
 /// Target programs that are scripts (copied, not compiled).

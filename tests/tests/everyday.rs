@@ -14,6 +14,7 @@ e2e_tests! {
     private_proc => private_proc;
     clocks_continue => clocks_continue;
     checkpoint_after_restart_keeps_directory => checkpoint_after_restart_keeps_directory;
+    stale_image_skipped => stale_image_skipped;
 }
 
 /// Every binary refuses an option it does not know, naming it, before doing
@@ -232,5 +233,58 @@ fn checkpoint_after_restart_keeps_directory(env: &mut TestEnv) {
     let cmd = env.command_path(&script);
     r.launcher = env.spawn(cmd, "restart-script-sleeper");
     r.wait_restored();
+    r.finish();
+}
+
+/// `dmtcp-restart ckpt_*.dmtcp` in a directory that also holds the image of
+/// a process that ended before the last checkpoint (taken at the one
+/// before): the newest checkpoint is restarted, and the stale image is
+/// named as skipped.
+fn stale_image_skipped(env: &mut TestEnv) {
+    env.start_coordinator();
+    let sc = Scenario::new("transient");
+    let mut r = sc.launch(env);
+    let first = r.checkpoint();
+    if !first
+        .iter()
+        .any(|p| setup::file_name(p).starts_with("ckpt_sleep_"))
+    {
+        env.fail(&format!(
+            "the first checkpoint has no image of the transient sleep: {first:?}"
+        ));
+    }
+    // `sleep 4` ends and is reaped by the computation's pid 1.
+    thread::sleep(Duration::from_secs(5));
+    r.checkpoint();
+    r.kill();
+    let mut all: Vec<std::path::PathBuf> = std::fs::read_dir(&env.ckpt)
+        .expect("read the checkpoint directory")
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            let n = setup::file_name(p);
+            n.starts_with("ckpt_") && n.ends_with(".dmtcp")
+        })
+        .collect();
+    all.sort();
+    let stale: Vec<String> = all
+        .iter()
+        .map(|p| setup::file_name(p))
+        .filter(|n| n.starts_with("ckpt_sleep_"))
+        .collect();
+    if stale.len() != 1 {
+        env.fail(&format!("expected one stale sleep image among {all:?}"));
+    }
+    r.restart_from_images(&all);
+    let err = std::fs::read_to_string(&r.launcher.stderr).unwrap_or_default();
+    if !err
+        .lines()
+        .any(|l| l.contains("skipping") && l.contains(&stale[0]))
+    {
+        env.fail(&format!(
+            "dmtcp-restart did not say it skipped {}: stderr {err:?}",
+            stale[0]
+        ));
+    }
     r.finish();
 }
