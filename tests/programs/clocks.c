@@ -4,13 +4,23 @@
  * MARGIN_MS (argv[1], default 3000: a checkpoint's own freeze is seen), nor
  * go back. CLOCK_REALTIME stays real: over the run it must advance by at
  * least HIDDEN_S (argv[2], default 0) seconds more than CLOCK_MONOTONIC,
- * the downtime the harness put between kill and restart. */
+ * the downtime the harness put between kill and restart. Arguments that are
+ * not numbers (the harness's data file when run bare) leave the defaults. */
 #define _GNU_SOURCE
 #include "zdtm.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
+
+static long arg_or(int argc, char **argv, int i, long dflt)
+{
+	if (argc <= i)
+		return dflt;
+	char *end;
+	long v = strtol(argv[i], &end, 10);
+	return (*argv[i] && !*end) ? v : dflt;
+}
 
 static int64_t now(clockid_t c)
 {
@@ -22,8 +32,8 @@ static int64_t now(clockid_t c)
 int main(int argc, char **argv)
 {
 	zdtm_init(argc, argv);
-	int64_t margin = (argc > 1 ? atol(argv[1]) : 3000) * 1000000LL;
-	int64_t hidden = (argc > 2 ? atol(argv[2]) : 0) * 1000000000LL;
+	int64_t margin = arg_or(argc, argv, 1, 3000) * 1000000LL;
+	int64_t hidden = arg_or(argc, argv, 2, 0) * 1000000000LL;
 	const int64_t sleep_ns = 50 * 1000000LL;
 	int64_t mono0 = now(CLOCK_MONOTONIC), real0 = now(CLOCK_REALTIME);
 	int64_t mono = mono0, boot = now(CLOCK_BOOTTIME);
@@ -54,7 +64,7 @@ int main(int argc, char **argv)
 	       "ahead of monotonic\n",
 	       (long long)(max_mono / 1000000), (long long)(max_boot / 1000000),
 	       (long long)(real_gap / 1000000));
-	if (real_gap < hidden)
+	if (hidden > 0 && real_gap < hidden)
 		zdtm_fail("CLOCK_REALTIME ran only %lld ms ahead of CLOCK_MONOTONIC, expected %lld s "
 			  "of downtime",
 			  (long long)(real_gap / 1000000), (long long)(hidden / 1000000000));

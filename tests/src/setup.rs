@@ -52,7 +52,6 @@ pub const PROGRAMS: &[&str] = &[
     "posix_mq",
     "memfd",
     "locks",
-    "orphan",
     "procself",
     "clocks",
     "transient",

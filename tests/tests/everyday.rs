@@ -10,7 +10,6 @@ use dmtcp_tests::{e2e_tests, setup, Scenario, TestEnv};
 e2e_tests! {
     unknown_option_refused => unknown_option_refused;
     launched_shell_backgrounds_child => launched_shell_backgrounds_child;
-    daemonized_child_outlives_launched => daemonized_child_outlives_launched;
     private_proc => private_proc;
     clocks_continue => clocks_continue;
     checkpoint_after_restart_keeps_directory => checkpoint_after_restart_keeps_directory;
@@ -120,18 +119,11 @@ fn launched_shell_backgrounds_child(env: &mut TestEnv) {
     }
 }
 
-/// A C program that forks and lets the launched process exit (daemonizing):
-/// the child, reparented to the computation's pid 1, lives on across two
-/// checkpoint/kill/restart rounds.
-fn daemonized_child_outlives_launched(env: &mut TestEnv) {
-    Scenario::new("orphan").run(env);
-}
-
 /// /proc/self, /proc/<getpid()>/..., /proc/self/status and /proc/1 agree
 /// with the pids the program sees, before the checkpoint and after each
 /// restart.
 fn private_proc(env: &mut TestEnv) {
-    Scenario::new("procself").run(env);
+    Scenario::new("procself").arg("in-computation").run(env);
 }
 
 /// CLOCK_MONOTONIC and CLOCK_BOOTTIME continue from their checkpointed
