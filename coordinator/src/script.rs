@@ -122,6 +122,21 @@ pub fn write_restart_script(
     let path = cfg.ckpt_dir.join(SCRIPT_NAME);
     crate::write_private(&path, text.as_bytes(), 0o700)
         .with_context(|| format!("writing {}", path.display()))?;
+    // Also beside the images when they all went to another directory (a
+    // restarted computation keeps the directory its images came from): the
+    // script there must restart this newest set, not an older one.
+    let dirs: std::collections::BTreeSet<&std::path::Path> = images
+        .iter()
+        .filter_map(|i| std::path::Path::new(&i.path).parent())
+        .collect();
+    if let (1, Some(dir)) = (dirs.len(), dirs.first()) {
+        if *dir != cfg.ckpt_dir.as_path() {
+            let there = dir.join(SCRIPT_NAME);
+            if let Err(e) = crate::write_private(&there, text.as_bytes(), 0o700) {
+                tracing::warn!("writing {}: {e:#}", there.display());
+            }
+        }
+    }
     Ok(path)
 }
 

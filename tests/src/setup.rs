@@ -52,6 +52,9 @@ pub const PROGRAMS: &[&str] = &[
     "posix_mq",
     "memfd",
     "locks",
+    "procself",
+    "clocks",
+    "transient",
 ];
 
 /// Target programs that are scripts (copied, not compiled).
@@ -61,6 +64,7 @@ pub const SCRIPTS: &[&str] = &[
     "py_subprocess",
     "tty_raw",
     "on_pty",
+    "bg_shell",
 ];
 
 /// Source directory of the test crate.

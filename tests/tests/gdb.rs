@@ -1,12 +1,17 @@
 //! A restarted process can be debugged like any other: `gdb -p HOSTPID`
 //! shows `main` in the backtrace, and the program still passes after gdb
 //! detaches.
+//!
+//! The computation has its own mount namespace (for its own /proc). gdb
+//! reads the files of a process in another mount namespace by entering it,
+//! which only a privileged user may do; unprivileged, gdb is told that the
+//! files are its own (`set sysroot /`, as the user guide says).
 
 use std::path::Path;
 use std::thread;
 use std::time::Duration;
 
-use dmtcp_tests::{e2e_tests, procs, Mode, Scenario, TestEnv};
+use dmtcp_tests::{e2e_tests, procs, Mode, Scenario, TestEnv, User};
 
 e2e_tests! {
     gdb_attach_after_restart => gdb_backtrace_after_restart;
@@ -23,7 +28,11 @@ fn gdb_backtrace_after_restart(env: &mut TestEnv) {
     r.round();
     let pid = r.host_pid.expect("restored program has a host pid");
     let mut cmd = env.command_path(Path::new("/usr/bin/gdb"));
-    cmd.args(["-nx", "-batch", "-p", &pid.to_string(), "-ex", "bt"]);
+    cmd.arg("-nx");
+    if env.user == User::Nobody {
+        cmd.args(["-iex", "set sysroot /"]);
+    }
+    cmd.args(["-batch", "-p", &pid.to_string(), "-ex", "bt"]);
     let out = env.run(cmd, "gdb", Duration::from_secs(120));
     let frames: Vec<&str> = out.stdout.lines().filter(|l| l.starts_with('#')).collect();
     if !frames.iter().any(|l| l.contains(" main (")) {

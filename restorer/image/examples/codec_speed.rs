@@ -196,6 +196,7 @@ fn main() {
             }],
             parent: None,
             ipc: None,
+            clocks: None,
         };
         let size = w.finish(&meta).expect("finish");
         let wt = t.elapsed().as_secs_f64();

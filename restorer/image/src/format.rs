@@ -34,7 +34,7 @@ pub const ARCH_X86_64: u16 = 62;
 /// Format version written by this crate. Readers accept
 /// `major == FORMAT_MAJOR && minor <= FORMAT_MINOR`.
 pub const FORMAT_MAJOR: u16 = 1;
-pub const FORMAT_MINOR: u16 = 0;
+pub const FORMAT_MINOR: u16 = 1;
 /// Size of the fixed header.
 pub const HEADER_LEN: usize = 64;
 /// Size of the fixed trailer.

@@ -23,6 +23,20 @@ pub struct ProcessImage {
     /// SysV IPC objects of the computation's IPC namespace. Computation-wide:
     /// recorded in one image only (the lowest pid's), `None` in the others.
     pub ipc: Option<IpcState>,
+    /// The computation's clocks at the checkpoint (format 1.1). Not part of
+    /// the bincode of this struct: the writer appends it to the metadata as
+    /// a record of its own and marks the file 1.1; `None` in 1.0 images.
+    #[serde(skip)]
+    pub clocks: Option<Clocks>,
+}
+
+/// CLOCK_MONOTONIC and CLOCK_BOOTTIME as the computation saw them (in its
+/// time namespace) while it was frozen for the checkpoint, in ns. A restart
+/// sets its new time namespace's offsets so both continue from here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Clocks {
+    pub monotonic_ns: u64,
+    pub boottime_ns: u64,
 }
 
 /// The image an incremental image builds on.

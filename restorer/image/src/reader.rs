@@ -175,13 +175,25 @@ impl ImageReader {
             path: p(),
             detail: d,
         })?;
-        let (meta, used): (ProcessImage, usize) =
+        let (mut meta, mut used): (ProcessImage, usize) =
             bincode::serde::decode_from_slice(&raw, format::bincode_config()).map_err(|e| {
                 ImageError::Metadata {
                     path: p(),
                     detail: e.to_string(),
                 }
             })?;
+        if header.minor >= 1 && used < raw.len() {
+            // Format 1.1: the clocks record.
+            let (clocks, n) =
+                bincode::serde::decode_from_slice(&raw[used..], format::bincode_config()).map_err(
+                    |e| ImageError::Metadata {
+                        path: p(),
+                        detail: format!("clocks: {e}"),
+                    },
+                )?;
+            meta.clocks = Some(clocks);
+            used += n;
+        }
         if used != raw.len() {
             return Err(ImageError::Metadata {
                 path: p(),

@@ -324,6 +324,8 @@ pub struct ImageWriter {
     free_raw: Vec<Vec<u8>>,
     free_out: Vec<Vec<u8>>,
     finished: bool,
+    /// As written at offset 0 (rewritten as 1.1 if clocks are recorded).
+    header: Header,
 }
 
 impl ImageWriter {
@@ -365,7 +367,9 @@ impl ImageWriter {
         let header = Header {
             arch: format::ARCH_X86_64,
             major: format::FORMAT_MAJOR,
-            minor: format::FORMAT_MINOR,
+            // 1.0 unless the metadata carries 1.1's clocks record (the
+            // header is rewritten then, in `finish_unsynced`).
+            minor: 0,
             flags: if opts.codec == Codec::None {
                 format::FLAG_MMAPABLE
             } else {
@@ -415,6 +419,7 @@ impl ImageWriter {
             free_out: Vec::new(),
             finished: false,
             opts,
+            header,
         })
     }
 
@@ -667,12 +672,26 @@ impl ImageWriter {
         self.free_raw.clear();
         self.free_out.clear();
 
-        let raw_meta =
+        let mut raw_meta =
             bincode::serde::encode_to_vec(meta, format::bincode_config()).map_err(|e| {
                 ImageError::Encode {
                     detail: e.to_string(),
                 }
             })?;
+        if let Some(clocks) = &meta.clocks {
+            // Format 1.1: the clocks record follows the rest of the metadata.
+            let rec =
+                bincode::serde::encode_to_vec(clocks, format::bincode_config()).map_err(|e| {
+                    ImageError::Encode {
+                        detail: e.to_string(),
+                    }
+                })?;
+            raw_meta.extend_from_slice(&rec);
+            let mut header = self.header;
+            header.minor = 1;
+            std::os::unix::fs::FileExt::write_all_at(&self.file, &header.encode(), 0)
+                .map_err(|e| ImageError::io(&self.tmp_path, "write header", e))?;
+        }
         let mut stored_meta = Vec::new();
         format::compress(
             self.opts.codec,

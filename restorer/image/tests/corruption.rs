@@ -147,25 +147,28 @@ fn crc32(b: &[u8]) -> u32 {
 
 #[test]
 fn versions() {
-    assert_eq!((FORMAT_MAJOR, FORMAT_MINOR), (1, 0));
+    assert_eq!((FORMAT_MAJOR, FORMAT_MINOR), (1, 1));
     let dir = tempfile::tempdir().unwrap();
     let (path, chunks) = small_image(dir.path(), Codec::Gzip);
-    // Re-crafting the current version is accepted (the crc recomputation is right).
+    // Re-crafting the current versions is accepted (the crc recomputation is
+    // right); a 1.1 file without the clocks record reads as one with none.
     set_version(&path, 1, 0);
+    open_and_read(&path, &chunks).unwrap();
+    set_version(&path, 1, 1);
     open_and_read(&path, &chunks).unwrap();
 
     set_version(&path, 2, 0);
     let msg = ImageReader::open(&path).unwrap_err().to_string();
     assert!(
-        msg.ends_with("image format 2.0 is newer than this dmtcp-restart (1.0)"),
+        msg.ends_with("image format 2.0 is newer than this dmtcp-restart (1.1)"),
         "{msg}"
     );
 
     // A newer minor may carry metadata this reader cannot decode: refused.
-    set_version(&path, 1, 1);
+    set_version(&path, 1, 2);
     let msg = ImageReader::open(&path).unwrap_err().to_string();
     assert!(
-        msg.ends_with("image format 1.1 is newer than this dmtcp-restart (1.0)"),
+        msg.ends_with("image format 1.2 is newer than this dmtcp-restart (1.1)"),
         "{msg}"
     );
 

@@ -508,6 +508,13 @@ pub fn capture(
             vmas,
             parent,
             ipc: None,
+            clocks: match crate::kernel::nsview::clocks_of(pid) {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    tracing::warn!("pid {pid}: {e}; its clocks will jump at restart");
+                    None
+                }
+            },
         },
         deferred,
     ))

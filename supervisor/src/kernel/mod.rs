@@ -6,6 +6,7 @@
 
 pub mod freeze;
 pub mod netsys;
+pub mod nsview;
 pub mod pid;
 pub mod procfs;
 pub mod ptrace;

@@ -65,6 +65,7 @@ pub fn image(pid: HostPid, computation: ComputationInfo) -> io::Result<ProcessIm
         vmas: Vec::new(),
         parent: None,
         ipc: None,
+        clocks: None,
     })
 }
 

@@ -59,12 +59,7 @@ struct Args {
     #[arg(long = "help", action = clap::ArgAction::Help)]
     help: Option<bool>,
     /// The program and its arguments.
-    #[arg(
-        trailing_var_arg = true,
-        allow_hyphen_values = true,
-        required = true,
-        value_name = "PROG"
-    )]
+    #[arg(trailing_var_arg = true, required = true, value_name = "PROG")]
     command: Vec<OsString>,
 }
 

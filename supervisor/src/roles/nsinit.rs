@@ -3,7 +3,8 @@
 //! It is not part of any checkpoint. It starts the target program (launch) or
 //! creates "shell" processes with their original pids that the restorer then
 //! turns into the saved processes (restart), reaps orphans, and exits with the
-//! root process's status when that process ends (taking the namespace down).
+//! root process's status once the last process of the namespace has ended
+//! (processes that outlive the root stay in the computation).
 //! It talks to its supervisor over one control socket (`DMTCP_NSINIT_FD`),
 //! with the same frames as the coordinator protocol.
 
@@ -32,10 +33,14 @@ pub enum InitRequest {
     ///
     /// With `ipc`, the SysV IPC objects to recreate (with their ids) follow
     /// the frame on the stream (`sysvipc::send`); they are created first.
+    ///
+    /// With `clocks`, CLOCK_MONOTONIC and CLOCK_BOOTTIME of the restored
+    /// processes go on from these values (their time namespace's offsets).
     Restore {
         shells: Vec<ShellPlan>,
         shared_memory: Vec<ParkedMemory>,
         ipc: bool,
+        clocks: Option<dmtcp_image::Clocks>,
     },
     /// Later requests, once the computation runs: list the SysV IPC objects
     /// of the namespace with their contents (answered by `InitReply::Ipc`
@@ -117,12 +122,25 @@ fn run() -> io::Result<i32> {
             io::Error::other("DMTCP_NSINIT_FD not set: run through dmtcp-run or dmtcp-restart")
         })?;
     std::env::remove_var(crate::roles::spawn::NSINIT_FD_ENV);
+    // Our own mount namespace: a /proc of the computation's pid namespace.
+    if let Err(e) = crate::kernel::nsview::mount_private_proc() {
+        eprintln!("dmtcp-nsinit: warning: /proc stays the host's: {e}");
+    }
     // SAFETY: the supervisor passed us this fd as our control socket and
     // nothing else in this process owns it.
     let mut ctrl = unsafe { UnixStream::from_raw_fd(fd) };
     crate::kernel::sys::set_cloexec(fd)?;
     let req: InitRequest = dmtcp_protocol::read_local_frame(&mut ctrl)
         .map_err(|e| io::Error::other(format!("control socket: {e}")))?;
+    // A time namespace of the computation's own, entered by our children:
+    // at restart, its clocks go on from the checkpoint's.
+    let clocks = match &req {
+        InitRequest::Restore { clocks, .. } => *clocks,
+        _ => None,
+    };
+    if let Err(e) = crate::kernel::nsview::enter_new_time_namespace(clocks) {
+        eprintln!("dmtcp-nsinit: warning: no time namespace, clocks will jump at restart: {e}");
+    }
     let (reply, root) = match req {
         InitRequest::Launch { argv, preload } => match launch(&argv, preload.as_deref()) {
             Ok(pid) => (InitReply::Launched { vpid: pid }, Some(pid)),
@@ -132,6 +150,7 @@ fn run() -> io::Result<i32> {
             shells,
             shared_memory,
             ipc,
+            ..
         } => match recreate_ipc(&mut ctrl, ipc).and_then(|()| make_shells(&shells, &shared_memory))
         {
             Ok(pids) => {
@@ -151,7 +170,7 @@ fn run() -> io::Result<i32> {
     Ok(serve_and_reap(root, ctrl))
 }
 
-/// Reaps every child (orphans included) until `root` exits, answering the
+/// Reaps every child (orphans included) until none is left, answering the
 /// supervisor's requests meanwhile; returns the root's exit code.
 ///
 /// One thread only: a thread of ours would take a pid in the namespace
@@ -173,22 +192,25 @@ fn serve_and_reap(root: i32, ctrl: UnixStream) -> i32 {
     };
     let mut ctrl = Some(ctrl);
     let mut lifeline = false;
+    // The computation lives while any of its processes lives: the root's
+    // status is kept until the last process (orphans reparented to us
+    // included) is gone.
+    let mut ended = Ended::default();
     loop {
         loop {
             let mut status = 0;
             // SAFETY: status is a live c_int.
             let r = unsafe { libc::waitpid(-1, &mut status, libc::__WALL | libc::WNOHANG) };
-            if r == root {
-                return exit_code_for(status);
+            if r > 0 {
+                ended.record(r, root, status);
+                continue;
             }
             if r == 0 {
                 break;
             }
-            if r < 0 {
-                match io::Error::last_os_error().raw_os_error() {
-                    Some(libc::EINTR) => continue,
-                    _ => return 1, // no children left, yet the root was never seen
-                }
+            match io::Error::last_os_error().raw_os_error() {
+                Some(libc::EINTR) => continue,
+                _ => return ended.code(), // no process left
             }
         }
         let mut fds = [
@@ -264,8 +286,10 @@ fn reply(ctrl: &mut UnixStream, r: InitReply) -> io::Result<()> {
     dmtcp_protocol::write_frame(ctrl, &r).map_err(|e| io::Error::other(e.to_string()))
 }
 
-/// Reaps every child (orphans included) until `root` exits; returns its exit code.
+/// Reaps every child (orphans included) until none is left; returns the
+/// root's exit code.
 fn reap_until(root: i32) -> i32 {
+    let mut ended = Ended::default();
     loop {
         let mut status = 0;
         // SAFETY: status is a live c_int.
@@ -274,11 +298,31 @@ fn reap_until(root: i32) -> i32 {
             if io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
                 continue;
             }
-            return 1;
+            return ended.code();
         }
-        if r == root {
-            return exit_code_for(status);
+        ended.record(r, root, status);
+    }
+}
+
+/// Wait statuses seen while reaping: the root's, else the last one's.
+#[derive(Default)]
+struct Ended {
+    root: Option<i32>,
+    last: Option<i32>,
+}
+
+impl Ended {
+    fn record(&mut self, pid: i32, root: i32, status: i32) {
+        if pid == root {
+            self.root = Some(status);
+        } else {
+            self.last = Some(status);
         }
+    }
+
+    /// The exit code nsinit (and so `dmtcp-run`) ends with.
+    fn code(&self) -> i32 {
+        self.root.or(self.last).map_or(1, exit_code_for)
     }
 }
 

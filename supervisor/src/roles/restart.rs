@@ -46,26 +46,19 @@ pub struct Plan {
 }
 
 /// Opens every image and checks its structure and metadata before anything
-/// is created.
+/// is created. Images of older checkpoints of the computation than the
+/// newest one given (a process that ended before the newest checkpoint
+/// leaves its older image behind, and `ckpt_*.dmtcp` takes it) are skipped,
+/// and said so on stderr.
 fn open_images(paths: &[PathBuf]) -> anyhow::Result<Vec<ImageChain>> {
-    let mut out: Vec<ImageChain> = Vec::new();
-    let mut vpids = HashSet::new();
+    let mut all: Vec<(&PathBuf, ImageChain)> = Vec::new();
     for p in paths {
         // Page blocks are checked as they are read: before the process runs
         // when copied, before any byte reaches it when restored lazily.
         let chain = ImageChain::open_with(p, Verify::Layout).map_err(|e| anyhow!("{e}"))?;
-        let r = chain.top();
-        let m = r.meta();
-        if let Some(first) = out.first().map(|c| c.top()) {
-            if first.meta().computation.generation != m.computation.generation {
-                bail!(
-                    "{}: taken at checkpoint {}, but {} at checkpoint {}: restart images of one checkpoint",
-                    p.display(),
-                    m.computation.generation,
-                    first.path().display(),
-                    first.meta().computation.generation
-                );
-            }
+        let m = chain.top().meta();
+        if let Some((_, first)) = all.first() {
+            let first = first.top();
             if first.meta().computation.id != m.computation.id {
                 bail!(
                     "{}: belongs to computation {}, not {} like {}",
@@ -75,6 +68,26 @@ fn open_images(paths: &[PathBuf]) -> anyhow::Result<Vec<ImageChain>> {
                     first.path().display()
                 );
             }
+        }
+        all.push((p, chain));
+    }
+    let newest = all
+        .iter()
+        .map(|(_, c)| c.top().meta().computation.generation)
+        .max()
+        .unwrap_or(0);
+    let mut out: Vec<ImageChain> = Vec::new();
+    let mut vpids = HashSet::new();
+    for (p, chain) in all {
+        let m = chain.top().meta();
+        if m.computation.generation != newest {
+            eprintln!(
+                "dmtcp-restart: skipping {} (pid {}, checkpoint {}): restarting checkpoint {newest}, the newest given",
+                p.display(),
+                m.process.vpid,
+                m.computation.generation
+            );
+            continue;
         }
         if !vpids.insert(m.process.vpid) {
             bail!("{}: pid {} given twice", p.display(), m.process.vpid);
@@ -213,10 +226,22 @@ pub fn run(plan: Plan) -> anyhow::Result<i32> {
 /// are written.
 fn session_config(plan: &Plan, images: &[ImageChain]) -> anyhow::Result<SessionConfig> {
     let first = images[0].top().meta().computation.clone();
+    // The computation keeps its directory: unless one is given, its next
+    // checkpoints (and the restart script of a coordinator we start) go
+    // where its images came from, not to our current directory.
+    let ckpt_dir = plan
+        .ckpt_dir
+        .as_deref()
+        .map(supervise::absolute)
+        .or_else(|| {
+            plan.images
+                .first()
+                .and_then(|p| supervise::absolute(p).parent().map(|d| d.to_path_buf()))
+        });
     let (addr, secret) = plan.coord.coordinator(
         "dmtcp-restart",
         StartOptions {
-            ckpt_dir: plan.ckpt_dir.clone(),
+            ckpt_dir: ckpt_dir.clone(),
             interval: None,
             exit_on_last: true,
         },
@@ -234,7 +259,7 @@ fn session_config(plan: &Plan, images: &[ImageChain]) -> anyhow::Result<SessionC
             },
             ..WriteOptions::default()
         },
-        ckpt_dir: plan.ckpt_dir.as_deref().map(supervise::absolute),
+        ckpt_dir,
         incremental: plan.incremental,
     })
 }
@@ -266,6 +291,15 @@ fn start_shells(
             shells,
             shared_memory: shared_memory.to_vec(),
             ipc: ipc.is_some(),
+            // The latest clocks any process was captured with: no process
+            // sees its clock go back.
+            clocks: images
+                .iter()
+                .filter_map(|c| c.top().meta().clocks)
+                .reduce(|a, b| dmtcp_image::Clocks {
+                    monotonic_ns: a.monotonic_ns.max(b.monotonic_ns),
+                    boottime_ns: a.boottime_ns.max(b.boottime_ns),
+                }),
         },
         ipc.map(|(s, b)| (s, b)),
     )?;

@@ -1,4 +1,4 @@
-//! Starting `dmtcp-nsinit` as pid 1 of a fresh pid and IPC namespace (and,
+//! Starting `dmtcp-nsinit` as pid 1 of a fresh pid, mount and IPC namespace (and,
 //! when we are not root, a fresh user namespace with an identity uid/gid map).
 //!
 //! `clone3(CLONE_NEWPID | CLONE_NEWIPC [| CLONE_NEWUSER])` makes the child pid 1 directly.
@@ -69,7 +69,9 @@ pub fn spawn_nsinit(nsinit: &Path, ctrl: &OwnedFd) -> io::Result<HostPid> {
 
     // Its own IPC namespace: SysV IPC ids and POSIX message queue names
     // belong to the computation, so a restart can recreate them unchanged.
-    let mut flags = (libc::CLONE_NEWPID | libc::CLONE_NEWIPC) as u64;
+    // Its own mount namespace, for a /proc of its pid namespace
+    // (`kernel::nsview::mount_private_proc`, done by nsinit).
+    let mut flags = (libc::CLONE_NEWPID | libc::CLONE_NEWIPC | libc::CLONE_NEWNS) as u64;
     if userns {
         flags |= libc::CLONE_NEWUSER as u64;
     }
@@ -91,7 +93,7 @@ pub fn spawn_nsinit(nsinit: &Path, ctrl: &OwnedFd) -> io::Result<HostPid> {
         return Err(io::Error::new(
             e.kind(),
             format!(
-                "cannot create the pid{} and IPC namespaces: {e}",
+                "cannot create the pid{}, mount and IPC namespaces: {e}",
                 if userns { ", user" } else { "" }
             ),
         ));

@@ -238,6 +238,7 @@ pub fn sample_image(vmas: Vec<Vma>) -> ProcessImage {
                 messages: vec![(1, b"m".to_vec())],
             }],
         }),
+        clocks: None,
     }
 }
 
