@@ -61,9 +61,15 @@ fn open_images(paths: &[PathBuf]) -> anyhow::Result<Vec<ImageChain>> {
     let mut out: Vec<ImageChain> = Vec::new();
     let mut vpids = HashSet::new();
     for p in paths {
-        // Page blocks are checked as they are read: before the process runs
-        // when copied, before any byte reaches it when restored lazily.
-        let chain = ImageChain::open_with(p, Verify::Layout).map_err(|e| anyhow!("{e}"))?;
+        // Copied restarts authenticate every page block before any process
+        // is created; lazy ones check each block (crc and MAC) when it is
+        // first brought in (docs/image-format.md, "Authentication").
+        let verify = if dmtcp_supervisor::lazy::enabled() {
+            Verify::Layout
+        } else {
+            Verify::Full
+        };
+        let chain = ImageChain::open_with(p, verify).map_err(|e| anyhow!("{e}"))?;
         let r = chain.top();
         let m = r.meta();
         if let Some(first) = out.first().map(|c| c.top()) {

@@ -90,7 +90,7 @@ fn run() -> anyhow::Result<i32> {
     }
     let ckpt_dir = args.ckpt_dir.as_deref().map(supervise::absolute);
     if let Some(d) = &ckpt_dir {
-        std::fs::create_dir_all(d)
+        dmtcp_image::create_private_dir(d)
             .map_err(|e| anyhow::anyhow!("checkpoint directory {}: {e}", d.display()))?;
     }
     let (addr, secret) = args.coord.coordinator(

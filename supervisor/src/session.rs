@@ -382,7 +382,7 @@ impl Session {
             .ckpt_dir
             .clone()
             .unwrap_or_else(|| PathBuf::from(&opts.dir));
-        std::fs::create_dir_all(&dir)
+        dmtcp_image::create_private_dir(&dir)
             .map_err(|e| format!("checkpoint directory {}: {e}", dir.display()))?;
         let mut write = self.cfg.write.clone();
         if !opts.codec.is_empty() {

@@ -11,6 +11,7 @@ fn opts(codec: Codec, block_pages: usize) -> WriteOptions {
         level: None,
         threads: 2,
         block_size: block_pages * 4096,
+        key: None,
     }
 }
 
@@ -130,6 +131,7 @@ fn add_pages_rejects_partial_pages() {
         &dir.path().join("y.dmtcp"),
         WriteOptions {
             block_size: 1000,
+            key: None,
             ..WriteOptions::default()
         }
     )
@@ -296,7 +298,9 @@ fn describe_shows_everything() {
     let r = ImageReader::open(&path).unwrap();
     let s = describe(&r);
     for want in [
-        "format      1.0",
+        "format      2.0",
+        "authenticated",
+        "groups []",
         "codec       gzip",
         "a1b2c3d4",
         "generation  2",
