@@ -257,6 +257,12 @@ fn run() -> anyhow::Result<i32> {
             dmtcp_supervisor::lazy::disable();
         }
     }
+    if !dmtcp_supervisor::lazy::enabled() {
+        // Copied restart: every page authenticated before any process exists.
+        images
+            .iter()
+            .try_for_each(|c| c.verify_all().map_err(|e| anyhow!("{e}")))?;
+    }
     let shells = images.iter().map(shell_plan).collect();
     let tops: Vec<&ImageReader> = images.iter().map(|c| c.top()).collect();
     let shared_memory = restore::park_shared_memory(&tops);

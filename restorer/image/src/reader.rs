@@ -463,9 +463,12 @@ impl ImageReader {
         self.verify()
     }
 
-    /// Checks every block's crc and MAC, in parallel over all cores.
+    /// Checks every block's crc and MAC, in parallel over all cores
+    /// (blocks checked before are skipped).
     pub fn verify_blocks(&self) -> Result<(), ImageError> {
-        let all: Vec<usize> = (0..self.blocks.len()).collect();
+        let all: Vec<usize> = (0..self.blocks.len())
+            .filter(|&i| !self.check.is_verified(i))
+            .collect();
         parallel_for(&all, |_, &i| self.read_stored(i).map(|_| ()))
     }
 
@@ -675,6 +678,13 @@ impl BlockCheck {
             });
         }
         self.check_mac(i, stored)
+    }
+
+    /// Whether block `i` was checked already.
+    pub fn is_verified(&self, i: usize) -> bool {
+        self.verified
+            .get(i)
+            .is_some_and(|v| v.load(Ordering::Acquire))
     }
 
     /// Checks the MAC of block `i` only (the caller checked its crc).
