@@ -821,7 +821,17 @@ impl PendingImage {
     /// already; a crash frees it all the same.
     pub fn commit_keeping_old(mut self) -> Result<(u64, Option<File>), ImageError> {
         self.sync()?;
-        let old = File::open(&self.final_path).ok();
+        // The image being replaced, if it is a regular file (never follow
+        // or block on whatever else may sit at that name).
+        let old = {
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+                .open(&self.final_path)
+                .ok()
+                .filter(|f| f.metadata().is_ok_and(|m| m.is_file()))
+        };
         std::fs::rename(&self.tmp_path, &self.final_path).map_err(|e| {
             ImageError::io(
                 &self.final_path,

@@ -210,3 +210,24 @@ fn untrustworthy_key_places_are_refused() {
         assert!(e.contains("owned by uid 65534, not uid 0"), "{e}");
     }
 }
+
+/// Something planted at the final name (a FIFO, a symlink) is replaced by
+/// the rename, never opened in a way that blocks or follows it.
+#[test]
+fn planted_fifo_or_symlink_at_final_name_is_replaced() {
+    no_umask();
+    let tmp = tempfile::tempdir().unwrap();
+    let victim = tmp.path().join("victim");
+    std::fs::write(&victim, b"precious").unwrap();
+    let fifo = tmp.path().join("ckpt_f-1.dmtcp");
+    let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: c is a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o666) }, 0);
+    write_image(&fifo, opts(), &[zero_pages(1)]);
+    assert!(std::fs::symlink_metadata(&fifo).unwrap().is_file());
+    let link = tmp.path().join("ckpt_l-1.dmtcp");
+    std::os::unix::fs::symlink(&victim, &link).unwrap();
+    write_image(&link, opts(), &[zero_pages(1)]);
+    assert!(std::fs::symlink_metadata(&link).unwrap().is_file());
+    assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+}
