@@ -159,6 +159,7 @@ fn main() {
             level: Some(level),
             threads,
             block_size: 4 << 20,
+            key: None,
         };
         let t = Instant::now();
         let mut w = ImageWriter::create(&path, opts).expect("create");
@@ -243,6 +244,7 @@ fn bench_process() -> ProcessInfo {
         caps: Capabilities::default(),
         uid: 0,
         gid: 0,
+        creds: Default::default(),
         no_new_privs: false,
         dumpable: 1,
         mm: MmFields::default(),

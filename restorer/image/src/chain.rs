@@ -122,6 +122,12 @@ impl ImageChain {
         &self.readers
     }
 
+    /// Checks every page block (crc and MAC) of every image of the chain
+    /// (blocks checked before are not read again).
+    pub fn verify_all(&self) -> Result<(), ImageError> {
+        self.readers.iter().try_for_each(ImageReader::verify_blocks)
+    }
+
     /// The page runs to read from each image (index as in
     /// [`readers`](Self::readers)) to rebuild the top image's memory.
     /// Together they cover every saved page once.

@@ -82,6 +82,16 @@ pub enum ImageError {
     /// A caller passed something this API does not accept.
     #[error("{0}")]
     InvalidArgument(String),
+    /// The image key could not be found, created or trusted.
+    #[error("image key {}: {detail}", path.display())]
+    Key { path: PathBuf, detail: String },
+    /// The image's MAC does not match: edited after it was written, or
+    /// written with another key.
+    #[error("{}: not authentic: {detail}", path.display())]
+    Auth { path: PathBuf, detail: String },
+    /// The image file belongs to another user (only root may use it).
+    #[error("{}: owned by uid {owner}, not by uid {uid}: refusing another user's image", path.display())]
+    NotOwner { path: PathBuf, owner: u32, uid: u32 },
     /// A worker thread panicked (a bug).
     #[error("image worker thread panicked")]
     WorkerPanicked,

@@ -1,4 +1,4 @@
-//! On-disk layout of an image file, format 1.0 (see `docs/image-format.md`).
+//! On-disk layout of an image file, format 2.0 (see `docs/image-format.md`).
 //!
 //! ```text
 //! offset 0      header (64 bytes)
@@ -7,13 +7,16 @@
 //! data_start    page blocks, back to back (block i+1 starts where block i ends)
 //! meta_offset   metadata (bincode 2 `config::standard()` of `ProcessImage`,
 //!               compressed with the image codec unless it is `none`)
-//! table_offset  block table: 32 bytes per block
-//! size - 64     trailer (64 bytes)
+//! table_offset  block table: 64 bytes per block
+//! size - 96     trailer (96 bytes)
 //! ```
 //!
 //! All integers are little-endian. Every byte of the file is covered by a
 //! check: header, metadata, table and trailer by their crc32, each block by
-//! the crc32 in its table entry, the padding by having to be zero.
+//! the crc32 in its table entry, the padding by having to be zero; and by a
+//! keyed BLAKE3 MAC: each block's in its table entry, the image MAC in the
+//! trailer over the header, the trailer's fields, the metadata and the
+//! table (see [`crate::key`]). Reserved bytes must be zero.
 //!
 //! Page data is one logical byte stream cut into blocks; a [`DataRef`]
 //! `{block, offset}` names a position in it (`offset` counts from the start
@@ -33,19 +36,23 @@ pub const MAGIC: [u8; 8] = *b"DMTCPIMG";
 pub const ARCH_X86_64: u16 = 62;
 /// Format version written by this crate. Readers accept
 /// `major == FORMAT_MAJOR && minor <= FORMAT_MINOR`.
-pub const FORMAT_MAJOR: u16 = 1;
-pub const FORMAT_MINOR: u16 = 1;
+pub const FORMAT_MAJOR: u16 = 2;
+pub const FORMAT_MINOR: u16 = 0;
 /// Size of the fixed header.
 pub const HEADER_LEN: usize = 64;
 /// Size of the fixed trailer.
-pub const TRAILER_LEN: usize = 64;
+pub const TRAILER_LEN: usize = 96;
 /// Size of one block-table entry.
-pub const BLOCK_ENTRY_LEN: usize = 32;
+pub const BLOCK_ENTRY_LEN: usize = 64;
+/// Length of a MAC (keyed BLAKE3).
+pub const MAC_LEN: usize = 32;
 /// Page size; uncompressed blocks start at multiples of it.
 pub const PAGE: u64 = 4096;
 /// Header flag: page data is stored raw, page-aligned and contiguous, so
-/// runs can be mmap'd from the file.
+/// runs can be mmap'd from the file. Set exactly when the codec is none.
 pub const FLAG_MMAPABLE: u32 = 1;
+/// Every flag this version knows; others must be zero.
+pub const KNOWN_FLAGS: u32 = FLAG_MMAPABLE;
 /// Decode limit for the metadata (uncompressed bytes).
 pub const META_LIMIT: usize = 256 << 20;
 /// Largest block accepted by the reader (uncompressed bytes).
@@ -91,6 +98,8 @@ pub struct Header {
     pub block_size: u32,
     /// File offset of the first block.
     pub data_start: u64,
+    /// Id of the key the image is authenticated with.
+    pub key_id: [u8; crate::key::KEY_ID_LEN],
 }
 
 impl Header {
@@ -107,7 +116,8 @@ impl Header {
         b[24..28].copy_from_slice(&self.block_size.to_le_bytes());
         // 28..32 reserved (zero)
         b[32..40].copy_from_slice(&self.data_start.to_le_bytes());
-        // 40..60 reserved (zero)
+        b[40..56].copy_from_slice(&self.key_id);
+        // 56..60 reserved (zero)
         let crc = crc32fast::hash(&b[0..60]);
         b[60..64].copy_from_slice(&crc.to_le_bytes());
         b
@@ -157,21 +167,47 @@ impl Header {
         }
         let codec = codec_from_id(b[20])
             .ok_or_else(|| corrupt(format!("unknown codec {} in header", b[20])))?;
-        let block_size = u32le(b, 24);
-        let data_start = u64le(b, 32);
-        if data_start < HEADER_LEN as u64 || data_start > PAGE {
+        if b[21..24] != [0; 3] || b[28..32] != [0; 4] || b[56..60] != [0; 4] {
+            return Err(corrupt("header reserved bytes not zero".into()));
+        }
+        let flags = u32le(b, 16);
+        if flags & !KNOWN_FLAGS != 0 {
+            return Err(corrupt(format!("unknown header flags {flags:#x}")));
+        }
+        if (flags & FLAG_MMAPABLE != 0) != (codec == Codec::None) {
             return Err(corrupt(format!(
-                "page data start {data_start} out of range"
+                "header flags {flags:#x} do not match codec {}",
+                codec.name()
             )));
         }
+        let block_size = u32le(b, 24);
+        if block_size == 0 || u64::from(block_size) % PAGE != 0 || u64::from(block_size) > MAX_BLOCK
+        {
+            return Err(corrupt(format!("block size {block_size} out of range")));
+        }
+        let data_start = u64le(b, 32);
+        let want_start = if codec == Codec::None {
+            PAGE
+        } else {
+            HEADER_LEN as u64
+        };
+        if data_start != want_start {
+            return Err(corrupt(format!(
+                "page data start {data_start}, expected {want_start} for codec {}",
+                codec.name()
+            )));
+        }
+        let mut key_id = [0u8; crate::key::KEY_ID_LEN];
+        key_id.copy_from_slice(&b[40..56]);
         Ok(Header {
             arch,
             major,
             minor,
-            flags: u32le(b, 16),
+            flags,
             codec,
             block_size,
             data_start,
+            key_id,
         })
     }
 }
@@ -208,6 +244,8 @@ pub struct BlockEntry {
     pub crc: u32,
     /// How this block is stored.
     pub codec: Codec,
+    /// Keyed MAC of the stored bytes and the block's index.
+    pub mac: [u8; MAC_LEN],
 }
 
 impl BlockEntry {
@@ -218,6 +256,7 @@ impl BlockEntry {
         out.extend_from_slice(&self.crc.to_le_bytes());
         out.push(codec_id(self.codec));
         out.extend_from_slice(&[0, 0, 0]);
+        out.extend_from_slice(&self.mac);
     }
 
     pub fn decode(path: &Path, index: usize, b: &[u8]) -> Result<BlockEntry, ImageError> {
@@ -231,12 +270,15 @@ impl BlockEntry {
                 detail: format!("block {index}: reserved bytes not zero"),
             });
         }
+        let mut mac = [0u8; MAC_LEN];
+        mac.copy_from_slice(&b[32..64]);
         Ok(BlockEntry {
             offset: u64le(b, 0),
             stored_len: u64le(b, 8),
             raw_len: u64le(b, 16),
             crc: u32le(b, 24),
             codec,
+            mac,
         })
     }
 }
@@ -252,9 +294,15 @@ pub struct Trailer {
     pub meta_crc: u32,
     pub table_crc: u32,
     pub meta_codec: Codec,
+    /// Keyed MAC over the header, bytes 0..52 of the trailer, the stored
+    /// metadata and the block table.
+    pub mac: [u8; MAC_LEN],
 }
 
 impl Trailer {
+    /// The bytes of the trailer the image MAC covers (everything before the MAC).
+    pub const MAC_COVERED: usize = 52;
+
     pub fn encode(&self) -> [u8; TRAILER_LEN] {
         let mut b = [0u8; TRAILER_LEN];
         b[0..8].copy_from_slice(&self.meta_offset.to_le_bytes());
@@ -266,21 +314,22 @@ impl Trailer {
         b[44..48].copy_from_slice(&self.table_crc.to_le_bytes());
         b[48] = codec_id(self.meta_codec);
         // 49..52 reserved (zero)
-        let crc = crc32fast::hash(&b[0..52]);
-        b[52..56].copy_from_slice(&crc.to_le_bytes());
-        b[56..64].copy_from_slice(&MAGIC);
+        b[52..84].copy_from_slice(&self.mac);
+        let crc = crc32fast::hash(&b[0..84]);
+        b[84..88].copy_from_slice(&crc.to_le_bytes());
+        b[88..96].copy_from_slice(&MAGIC);
         b
     }
 
     pub fn decode(path: &Path, b: &[u8]) -> Result<Trailer, ImageError> {
         let p = || path.to_path_buf();
-        if b[56..64] != MAGIC {
+        if b[88..96] != MAGIC {
             return Err(ImageError::Truncated {
                 path: p(),
                 what: "trailer missing".into(),
             });
         }
-        if crc32fast::hash(&b[0..52]) != u32le(b, 52) {
+        if crc32fast::hash(&b[0..84]) != u32le(b, 84) {
             return Err(ImageError::Checksum {
                 path: p(),
                 section: "trailer".into(),
@@ -295,7 +344,10 @@ impl Trailer {
         if b[49..52] != [0, 0, 0] {
             return Err(corrupt("trailer reserved bytes not zero".into()));
         }
+        let mut mac = [0u8; MAC_LEN];
+        mac.copy_from_slice(&b[52..84]);
         Ok(Trailer {
+            mac,
             meta_offset: u64le(b, 0),
             meta_stored_len: u64le(b, 8),
             meta_raw_len: u64le(b, 16),

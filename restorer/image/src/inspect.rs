@@ -19,6 +19,11 @@ pub fn describe(r: &ImageReader) -> String {
     let _ = writeln!(s, "  codec       {}", r.codec().name());
     let _ = writeln!(
         s,
+        "  key         {} (header, metadata and block table authenticated)",
+        crate::key::hex(&r.key_id())
+    );
+    let _ = writeln!(
+        s,
         "  size        {} bytes ({} blocks, {} page bytes)",
         r.file_size(),
         r.block_count(),
@@ -54,6 +59,17 @@ pub fn describe(r: &ImageReader) -> String {
         .collect();
     let _ = writeln!(s, "  cmdline {}", cmd.join(" "));
     let _ = writeln!(s, "  uid {} gid {} umask {:04o}", p.uid, p.gid, p.umask);
+    let c = &p.creds;
+    let _ = writeln!(
+        s,
+        "  uids {:?} gids {:?} groups {:?} securebits {} no_new_privs {}",
+        c.uids,
+        c.gids,
+        c.groups,
+        c.securebits
+            .map_or("unknown".to_string(), |b| format!("{b:#x}")),
+        p.no_new_privs
+    );
     if let Some(c) = &p.ctty {
         let which = match c.pty {
             Some(i) => format!("pty {i} of the computation"),

@@ -1,11 +1,12 @@
 //! Checkpoint image: data model, on-disk format, writer and reader.
 //!
-//! Format 1.0 is described byte by byte in `docs/image-format.md`; the
+//! Format 2.0 is described byte by byte in `docs/image-format.md`; the
 //! layout constants live in [`format`].
 pub mod chain;
 pub mod error;
 pub mod format;
 pub mod inspect;
+pub mod key;
 pub mod model;
 pub mod reader;
 pub mod writer;
@@ -14,8 +15,10 @@ pub use chain::{ImageChain, Verify};
 pub use error::ImageError;
 pub use format::BlockEntry;
 pub use inspect::describe;
+pub use key::ImageKey;
 pub use model::*;
-pub use reader::{ImageReader, RunSink};
+pub use reader::{BlockCheck, ImageReader, RunSink};
 pub use writer::{
-    image_file_name, BlockEncoder, Codec, EncodedBlock, ImageWriter, PendingImage, WriteOptions,
+    create_private_dir, image_file_name, remove_debris, BlockEncoder, Codec, EncodedBlock,
+    ImageWriter, PendingImage, WriteOptions,
 };

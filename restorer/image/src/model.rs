@@ -23,10 +23,8 @@ pub struct ProcessImage {
     /// SysV IPC objects of the computation's IPC namespace. Computation-wide:
     /// recorded in one image only (the lowest pid's), `None` in the others.
     pub ipc: Option<IpcState>,
-    /// The computation's clocks at the checkpoint (format 1.1). Not part of
-    /// the bincode of this struct: the writer appends it to the metadata as
-    /// a record of its own and marks the file 1.1; `None` in 1.0 images.
-    #[serde(skip)]
+    /// The computation's clocks at the checkpoint (`None` when they could
+    /// not be read: the restart then cannot keep them continuous).
     pub clocks: Option<Clocks>,
 }
 
@@ -133,8 +131,11 @@ pub struct ProcessInfo {
     pub rlimits: Vec<(u32, u64, u64)>,
     pub personality: u32,
     pub caps: Capabilities,
+    /// Real uid and gid (as `creds.uids[0]`, `creds.gids[0]`).
     pub uid: u32,
     pub gid: u32,
+    /// Every id the process held (format 2.0 on).
+    pub creds: Credentials,
     pub no_new_privs: bool,
     pub dumpable: u32,
     pub mm: MmFields,
@@ -250,6 +251,20 @@ pub struct Capabilities {
     pub effective: u64,
     pub bounding: u64,
     pub ambient: u64,
+}
+
+/// A process's ids, as `/proc/PID/status` shows them (inside the
+/// computation's user namespace).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Credentials {
+    /// Real, effective, saved set and filesystem uid.
+    pub uids: [u32; 4],
+    /// Real, effective, saved set and filesystem gid.
+    pub gids: [u32; 4],
+    /// Supplementary groups.
+    pub groups: Vec<u32>,
+    /// `prctl(PR_GET_SECUREBITS)`; None when not captured.
+    pub securebits: Option<u32>,
 }
 
 /// A kernel `struct sigaction` (x86_64 `rt_sigaction` layout).

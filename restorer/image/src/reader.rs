@@ -2,6 +2,7 @@
 
 use crate::error::ImageError;
 use crate::format::{self, BlockEntry, Header, Trailer, PAGE};
+use crate::key::{self, ImageKey};
 use crate::model::{DataRef, PageRun, ProcessImage};
 use crate::writer::Codec;
 use std::fs::File;
@@ -20,6 +21,8 @@ pub struct ImageReader {
     /// Logical (uncompressed) start of each block; one extra entry = total.
     starts: Vec<u64>,
     meta: ProcessImage,
+    /// Checks page blocks (crc and MAC).
+    check: BlockCheck,
     /// Last block decompressed by `read_run`.
     cache: Mutex<Option<(u32, Arc<Vec<u8>>)>>,
 }
@@ -43,12 +46,49 @@ struct Span {
 }
 
 impl ImageReader {
-    /// Validates header, trailer, block table (layout and crc), metadata
-    /// (crc and decoding) and that every page run lies inside the page data.
-    /// Block payloads are only checked by [`verify`](Self::verify) and when read.
+    /// Opens an image of ours (or, as root, anyone's), authenticated with
+    /// its owner's key (see [`open_with_key`](Self::open_with_key)).
     pub fn open(path: &Path) -> Result<ImageReader, ImageError> {
+        Self::open_inner(path, None)
+    }
+
+    /// Validates header, trailer, block table (layout and crc), the image
+    /// MAC (over header, metadata and block table, which lists every
+    /// block's MAC) with `key`, then the metadata (decoding) and that every
+    /// page run lies inside the page data. Block payloads are checked
+    /// (crc and MAC) by [`verify`](Self::verify) and whenever read.
+    ///
+    /// The file must be owned by us unless we are root, and writable by
+    /// its owner only.
+    pub fn open_with_key(path: &Path, key: Arc<ImageKey>) -> Result<ImageReader, ImageError> {
+        Self::open_inner(path, Some(key))
+    }
+
+    fn open_inner(path: &Path, key: Option<Arc<ImageKey>>) -> Result<ImageReader, ImageError> {
         let file = File::open(path).map_err(|e| ImageError::io(path, "open", e))?;
         let p = || path.to_path_buf();
+        let st = file
+            .metadata()
+            .map_err(|e| ImageError::io(path, "stat", e))?;
+        let owner = std::os::unix::fs::MetadataExt::uid(&st);
+        let me = key::euid();
+        if owner != me && me != 0 {
+            return Err(ImageError::NotOwner {
+                path: p(),
+                owner,
+                uid: me,
+            });
+        }
+        let mode = std::os::unix::fs::MetadataExt::mode(&st);
+        if mode & 0o022 != 0 {
+            return Err(ImageError::Auth {
+                path: p(),
+                detail: format!(
+                    "writable by group or others (mode {:04o}): refusing it",
+                    mode & 0o7777
+                ),
+            });
+        }
         let corrupt = |d: String| ImageError::Corrupt {
             path: p(),
             detail: d,
@@ -57,10 +97,7 @@ impl ImageReader {
             path: p(),
             what: w.to_string(),
         };
-        let file_size = file
-            .metadata()
-            .map_err(|e| ImageError::io(path, "stat", e))?
-            .len();
+        let file_size = st.len();
         let head_len = file_size.min(PAGE) as usize;
         let mut head = vec![0u8; head_len];
         file.read_exact_at(&mut head, 0)
@@ -80,6 +117,13 @@ impl ImageReader {
         file.read_exact_at(&mut tb, file_size - format::TRAILER_LEN as u64)
             .map_err(|e| ImageError::io(path, "read trailer", e))?;
         let t = Trailer::decode(path, &tb)?;
+        if t.meta_codec != header.codec {
+            return Err(corrupt(format!(
+                "metadata codec {} differs from the image codec {}",
+                t.meta_codec.name(),
+                header.codec.name()
+            )));
+        }
         // Sections must tile the file exactly: data | meta | table | trailer.
         let table_len = t
             .block_count
@@ -125,7 +169,7 @@ impl ImageReader {
                     b.offset
                 )));
             }
-            if b.raw_len == 0 || b.raw_len % PAGE != 0 || b.raw_len > format::MAX_BLOCK {
+            if b.raw_len == 0 || b.raw_len % PAGE != 0 || b.raw_len > u64::from(header.block_size) {
                 return Err(corrupt(format!("block {i}: bad length {}", b.raw_len)));
             }
             if b.codec == Codec::None && b.stored_len != b.raw_len {
@@ -170,30 +214,47 @@ impl ImageReader {
                 section: "metadata".into(),
             });
         }
+        // Authenticate before decoding anything the metadata says.
+        let key = match key {
+            Some(k) => k,
+            None if owner == me => ImageKey::user()?,
+            None => Arc::new(ImageKey::of_uid(owner)?),
+        };
+        if header.key_id != key.id() {
+            return Err(ImageError::Auth {
+                path: p(),
+                detail: format!(
+                    "written with image key {}, not with {} (the key of uid {owner}): \
+                     another user's image, or a key since replaced",
+                    key::hex(&header.key_id),
+                    key::hex(&key.id())
+                ),
+            });
+        }
+        let want = key.image_mac(&[
+            &head[..format::HEADER_LEN],
+            &tb[..Trailer::MAC_COVERED],
+            &stored,
+            &table,
+        ]);
+        if !key::mac_eq(&want, &t.mac) {
+            return Err(ImageError::Auth {
+                path: p(),
+                detail: "image MAC mismatch (header, metadata or block table edited)".into(),
+            });
+        }
         let mut raw = vec![0u8; t.meta_raw_len as usize];
         format::decompress(t.meta_codec, &stored, &mut raw).map_err(|d| ImageError::Metadata {
             path: p(),
             detail: d,
         })?;
-        let (mut meta, mut used): (ProcessImage, usize) =
+        let (meta, used): (ProcessImage, usize) =
             bincode::serde::decode_from_slice(&raw, format::bincode_config()).map_err(|e| {
                 ImageError::Metadata {
                     path: p(),
                     detail: e.to_string(),
                 }
             })?;
-        if header.minor >= 1 && used < raw.len() {
-            // Format 1.1: the clocks record.
-            let (clocks, n) =
-                bincode::serde::decode_from_slice(&raw[used..], format::bincode_config()).map_err(
-                    |e| ImageError::Metadata {
-                        path: p(),
-                        detail: format!("clocks: {e}"),
-                    },
-                )?;
-            meta.clocks = Some(clocks);
-            used += n;
-        }
         if used != raw.len() {
             return Err(ImageError::Metadata {
                 path: p(),
@@ -201,6 +262,12 @@ impl ImageReader {
             });
         }
 
+        let check = BlockCheck {
+            path: p(),
+            key,
+            verified: blocks.iter().map(|_| AtomicBool::new(false)).collect(),
+            blocks: blocks.clone().into(),
+        };
         let r = ImageReader {
             file,
             path: p(),
@@ -209,6 +276,7 @@ impl ImageReader {
             blocks,
             starts,
             meta,
+            check: check.clone(),
             cache: Mutex::new(None),
         };
         r.check_runs()?;
@@ -296,20 +364,27 @@ impl ImageReader {
         self.starts.partition_point(|&s| s <= pos) - 1
     }
 
-    /// Reads block `i`'s stored bytes and checks their crc.
+    /// Reads block `i`'s stored bytes and checks their crc and MAC.
     fn read_stored(&self, i: usize) -> Result<Vec<u8>, ImageError> {
         let b = &self.blocks[i];
         let mut stored = vec![0u8; b.stored_len as usize];
         self.file
             .read_exact_at(&mut stored, b.offset)
             .map_err(|e| ImageError::io(&self.path, format!("read block {i}"), e))?;
-        if crc32fast::hash(&stored) != b.crc {
-            return Err(ImageError::Checksum {
-                path: self.path.clone(),
-                section: format!("block {i}"),
-            });
-        }
+        self.check.check(i, &stored)?;
         Ok(stored)
+    }
+
+    /// What checks this image's page blocks (crc and MAC), for readers of
+    /// the file that do not go through this type (the lazy restore maps
+    /// the file).
+    pub fn block_check(&self) -> &BlockCheck {
+        &self.check
+    }
+
+    /// Id of the key the image is authenticated with.
+    pub fn key_id(&self) -> [u8; crate::key::KEY_ID_LEN] {
+        self.header.key_id
     }
 
     /// Block `i`'s uncompressed bytes, checked.
@@ -382,9 +457,18 @@ impl ImageReader {
         Ok(())
     }
 
-    /// Checks every block's crc, in parallel over all cores.
+    /// Checks every block's crc and MAC, in parallel over all cores: after
+    /// it, every byte of the image has been authenticated.
+    pub fn verify_all(&self) -> Result<(), ImageError> {
+        self.verify()
+    }
+
+    /// Checks every block's crc and MAC, in parallel over all cores
+    /// (blocks checked before are skipped).
     pub fn verify_blocks(&self) -> Result<(), ImageError> {
-        let all: Vec<usize> = (0..self.blocks.len()).collect();
+        let all: Vec<usize> = (0..self.blocks.len())
+            .filter(|&i| !self.check.is_verified(i))
+            .collect();
         parallel_for(&all, |_, &i| self.read_stored(i).map(|_| ()))
     }
 
@@ -538,6 +622,90 @@ impl ImageReader {
         }
         let off = self.blocks[first].offset + (sp.start - self.starts[first]);
         (off % PAGE == 0).then_some(off)
+    }
+}
+
+/// Checks page blocks read from an image's file: crc32 (quick corruption
+/// check), then the keyed MAC listed in the (authenticated) block table.
+/// A block is MAC-checked once; the image file is writable by its owner
+/// only (checked at open), so a block checked stays checked.
+#[derive(Clone)]
+pub struct BlockCheck {
+    path: PathBuf,
+    key: Arc<ImageKey>,
+    blocks: Arc<[BlockEntry]>,
+    verified: Arc<[AtomicBool]>,
+}
+
+impl std::fmt::Debug for BlockCheck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BlockCheck")
+            .field("path", &self.path)
+            .field("blocks", &self.blocks.len())
+            .finish()
+    }
+}
+
+impl BlockCheck {
+    /// A check of `blocks` (entries of an authenticated block table) of
+    /// the image at `path` with `key`.
+    pub fn new(path: &Path, key: Arc<ImageKey>, blocks: &[BlockEntry]) -> BlockCheck {
+        BlockCheck {
+            path: path.to_path_buf(),
+            key,
+            verified: blocks.iter().map(|_| AtomicBool::new(false)).collect(),
+            blocks: blocks.into(),
+        }
+    }
+
+    /// The block table.
+    pub fn blocks(&self) -> &[BlockEntry] {
+        &self.blocks
+    }
+
+    /// Checks `stored`, the stored bytes of block `i`: crc, then MAC.
+    pub fn check(&self, i: usize, stored: &[u8]) -> Result<(), ImageError> {
+        let Some(b) = self.blocks.get(i) else {
+            return Err(ImageError::Corrupt {
+                path: self.path.clone(),
+                detail: format!("no block {i}"),
+            });
+        };
+        if stored.len() as u64 != b.stored_len || crc32fast::hash(stored) != b.crc {
+            return Err(ImageError::Checksum {
+                path: self.path.clone(),
+                section: format!("block {i}"),
+            });
+        }
+        self.check_mac(i, stored)
+    }
+
+    /// Whether block `i` was checked already.
+    pub fn is_verified(&self, i: usize) -> bool {
+        self.verified
+            .get(i)
+            .is_some_and(|v| v.load(Ordering::Acquire))
+    }
+
+    /// Checks the MAC of block `i` only (the caller checked its crc).
+    pub fn check_mac(&self, i: usize, stored: &[u8]) -> Result<(), ImageError> {
+        let (Some(b), Some(done)) = (self.blocks.get(i), self.verified.get(i)) else {
+            return Err(ImageError::Corrupt {
+                path: self.path.clone(),
+                detail: format!("no block {i}"),
+            });
+        };
+        if done.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        if !key::mac_eq(&self.key.block_mac(stored), &b.mac) {
+            return Err(ImageError::Auth {
+                path: self.path.clone(),
+                detail: format!("page block {i} MAC mismatch (page data edited)"),
+            });
+        }
+        done.store(true, Ordering::Release);
+        Ok(())
     }
 }
 

@@ -2,10 +2,11 @@
 //! metadata, block table and trailer last, then fsync + atomic rename.
 
 use crate::error::ImageError;
-use crate::format::{self, BlockEntry, Header, Trailer, PAGE};
+use crate::format::{self, BlockEntry, Header, Trailer, MAC_LEN, PAGE};
+use crate::key::{self, BlockMac, ImageKey, KEY_ID_LEN};
 use crate::model::{DataRef, ProcessImage};
 use std::collections::BTreeMap;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Receiver, SyncSender};
@@ -123,6 +124,9 @@ pub struct WriteOptions {
     pub threads: usize,
     /// Uncompressed bytes per block (a multiple of 4096, at most 1 GiB).
     pub block_size: usize,
+    /// Key the image is authenticated with; `None` = the user's key
+    /// ([`ImageKey::user`], created if missing).
+    pub key: Option<Arc<ImageKey>>,
 }
 
 impl Default for WriteOptions {
@@ -132,6 +136,7 @@ impl Default for WriteOptions {
             level: None,
             threads: 0,
             block_size: 4 << 20,
+            key: None,
         }
     }
 }
@@ -146,6 +151,9 @@ pub struct EncodedBlock {
     pub codec: Codec,
     /// crc32 of `stored`.
     pub crc: u32,
+    /// Id of the key and MAC of `stored` (None when the encoder had no key:
+    /// the writer computes it).
+    pub mac: Option<([u8; KEY_ID_LEN], [u8; MAC_LEN])>,
     /// The raw buffer handed in, for reuse (empty when `stored` is it).
     pub spare: Vec<u8>,
 }
@@ -156,6 +164,7 @@ pub struct EncodedBlock {
 pub struct BlockEncoder {
     codec: Codec,
     compressor: format::BlockCompressor,
+    key: Option<Arc<ImageKey>>,
 }
 
 impl BlockEncoder {
@@ -163,7 +172,12 @@ impl BlockEncoder {
         BlockEncoder {
             codec: opts.codec,
             compressor: format::BlockCompressor::new(opts.codec, opts.level),
+            key: opts.key.clone().or_else(|| ImageKey::user().ok()),
         }
+    }
+
+    fn mac(&self, stored: &[u8]) -> Option<([u8; KEY_ID_LEN], [u8; MAC_LEN])> {
+        self.key.as_ref().map(|k| (k.id(), k.block_mac(stored)))
     }
 
     /// Encodes `raw` (a multiple of 4096 bytes, at most 1 GiB); `out` is a
@@ -188,6 +202,7 @@ impl BlockEncoder {
                 return Ok(EncodedBlock {
                     raw_len,
                     crc: crc32fast::hash(&out),
+                    mac: self.mac(&out),
                     stored: out,
                     codec: self.codec,
                     spare: raw,
@@ -197,6 +212,7 @@ impl BlockEncoder {
         Ok(EncodedBlock {
             raw_len,
             crc: crc32fast::hash(&raw),
+            mac: self.mac(&raw),
             stored: raw,
             codec: Codec::None,
             spare: out,
@@ -218,6 +234,8 @@ struct Done {
     out: Vec<u8>,
     /// Codec the block is stored with (raw if compression did not help).
     codec: Codec,
+    /// MAC of the stored bytes.
+    mac: [u8; MAC_LEN],
     result: Result<(), String>,
 }
 
@@ -230,7 +248,12 @@ struct Pool {
 }
 
 impl Pool {
-    fn new(threads: usize, codec: Codec, level: Option<i32>) -> std::io::Result<Pool> {
+    fn new(
+        threads: usize,
+        codec: Codec,
+        level: Option<i32>,
+        key: &Arc<ImageKey>,
+    ) -> std::io::Result<Pool> {
         let (jtx, jrx) = mpsc::sync_channel::<Job>(threads * 2);
         let jrx = Arc::new(Mutex::new(jrx));
         let (dtx, drx) = mpsc::channel::<Done>();
@@ -238,6 +261,7 @@ impl Pool {
             .map(|i| {
                 let jrx = Arc::clone(&jrx);
                 let dtx = dtx.clone();
+                let key = Arc::clone(key);
                 std::thread::Builder::new()
                     .name(format!("img-compress-{i}"))
                     .spawn(move || {
@@ -262,12 +286,18 @@ impl Pool {
                             } else {
                                 codec
                             };
+                            let mac = match (&result, stored_codec) {
+                                (Err(_), _) => [0; MAC_LEN],
+                                (Ok(()), Codec::None) => key.block_mac(&raw),
+                                (Ok(()), _) => key.block_mac(&out),
+                            };
                             if dtx
                                 .send(Done {
                                     seq,
                                     raw,
                                     out,
                                     codec: stored_codec,
+                                    mac,
                                     result,
                                 })
                                 .is_err()
@@ -294,7 +324,8 @@ impl Pool {
     }
 }
 
-/// Streams one process image to `<final>.tmp.<pid>`, renamed on [`finish`].
+/// Streams one process image to `<final>.tmp.<pid>` (created with
+/// `O_CREAT|O_EXCL|O_NOFOLLOW`, mode 0600), renamed on [`finish`].
 ///
 /// Page bytes come either through [`add_pages`](Self::add_pages) (cut into
 /// blocks and compressed by the writer's own pool) or as whole blocks
@@ -312,6 +343,10 @@ pub struct ImageWriter {
     /// Length and crc of the current block (codec none, written through).
     cur_raw_len: u64,
     cur_crc: crc32fast::Hasher,
+    cur_mac: Option<BlockMac>,
+    key: Arc<ImageKey>,
+    /// The encoded header (covered by the image MAC).
+    header: [u8; format::HEADER_LEN],
     /// File offset where the next stored bytes go.
     pos: u64,
     /// Bytes before this offset have been handed to writeback.
@@ -324,8 +359,6 @@ pub struct ImageWriter {
     free_raw: Vec<Vec<u8>>,
     free_out: Vec<Vec<u8>>,
     finished: bool,
-    /// As written at offset 0 (rewritten as 1.1 if clocks are recorded).
-    header: Header,
 }
 
 impl ImageWriter {
@@ -350,15 +383,14 @@ impl ImageWriter {
         let mut tmp_name = name.to_os_string();
         tmp_name.push(format!(".tmp.{}", std::process::id()));
         let tmp_path = dir.join(tmp_name);
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&tmp_path)
-            .map_err(|error| ImageError::CreateTemp {
-                dir: dir.clone(),
-                error,
-            })?;
+        let key = match &opts.key {
+            Some(k) => Arc::clone(k),
+            None => ImageKey::user()?,
+        };
+        let mut file = create_temp(&tmp_path).map_err(|error| ImageError::CreateTemp {
+            dir: dir.clone(),
+            error,
+        })?;
         let data_start = if opts.codec == Codec::None {
             PAGE
         } else {
@@ -367,9 +399,7 @@ impl ImageWriter {
         let header = Header {
             arch: format::ARCH_X86_64,
             major: format::FORMAT_MAJOR,
-            // 1.0 unless the metadata carries 1.1's clocks record (the
-            // header is rewritten then, in `finish_unsynced`).
-            minor: 0,
+            minor: format::FORMAT_MINOR,
             flags: if opts.codec == Codec::None {
                 format::FLAG_MMAPABLE
             } else {
@@ -378,9 +408,11 @@ impl ImageWriter {
             codec: opts.codec,
             block_size: opts.block_size as u32,
             data_start,
+            key_id: key.id(),
         };
+        let header = header.encode();
         let mut head = vec![0u8; data_start as usize];
-        head[..format::HEADER_LEN].copy_from_slice(&header.encode());
+        head[..format::HEADER_LEN].copy_from_slice(&header);
         if let Err(e) = file.write_all(&head) {
             let _ = std::fs::remove_file(&tmp_path);
             return Err(ImageError::io(&tmp_path, "write header", e));
@@ -394,7 +426,7 @@ impl ImageWriter {
         let pool = if opts.codec == Codec::None {
             None
         } else {
-            match Pool::new(threads, opts.codec, opts.level) {
+            match Pool::new(threads, opts.codec, opts.level, &key) {
                 Ok(p) => Some(p),
                 Err(e) => {
                     let _ = std::fs::remove_file(&tmp_path);
@@ -409,6 +441,9 @@ impl ImageWriter {
             cur: Vec::new(),
             cur_raw_len: 0,
             cur_crc: crc32fast::Hasher::new(),
+            cur_mac: None,
+            key,
+            header,
             pos: data_start,
             writeback_from: 0,
             table: Vec::new(),
@@ -419,7 +454,6 @@ impl ImageWriter {
             free_out: Vec::new(),
             finished: false,
             opts,
-            header,
         })
     }
 
@@ -460,6 +494,9 @@ impl ImageWriter {
                     .write_all(now)
                     .map_err(|e| ImageError::io(&self.tmp_path, "write page data", e))?;
                 self.cur_crc.update(now);
+                self.cur_mac
+                    .get_or_insert_with(|| self.key.block_hasher())
+                    .update(now);
                 self.cur_raw_len += take as u64;
                 rest = later;
                 if self.cur_raw_len as usize == bs {
@@ -504,6 +541,10 @@ impl ImageWriter {
         }
         self.flush_pages()?;
         let index = self.table.len() as u32;
+        let mac = match b.mac {
+            Some((id, mac)) if id == self.key.id() => mac,
+            _ => self.key.block_mac(&b.stored),
+        };
         self.file
             .write_all(&b.stored)
             .map_err(|e| ImageError::io(&self.tmp_path, format!("write block {index}"), e))?;
@@ -513,6 +554,7 @@ impl ImageWriter {
             raw_len: b.raw_len,
             crc: b.crc,
             codec: b.codec,
+            mac,
         });
         self.pos += b.stored.len() as u64;
         self.start_writeback();
@@ -542,6 +584,11 @@ impl ImageWriter {
 
     fn seal_raw_block(&mut self) {
         let crc = std::mem::take(&mut self.cur_crc).finalize();
+        let mac = self
+            .cur_mac
+            .take()
+            .unwrap_or_else(|| self.key.block_hasher())
+            .finish();
         let len = self.cur_raw_len;
         self.table.push(BlockEntry {
             offset: self.pos,
@@ -549,6 +596,7 @@ impl ImageWriter {
             raw_len: len,
             crc,
             codec: Codec::None,
+            mac,
         });
         self.pos += len;
         self.cur_raw_len = 0;
@@ -636,6 +684,7 @@ impl ImageWriter {
                 raw_len: d.raw.len() as u64,
                 crc: crc32fast::hash(stored),
                 codec: d.codec,
+                mac: d.mac,
             });
             self.pos += stored.len() as u64;
             self.free_raw.push(d.raw);
@@ -672,26 +721,12 @@ impl ImageWriter {
         self.free_raw.clear();
         self.free_out.clear();
 
-        let mut raw_meta =
+        let raw_meta =
             bincode::serde::encode_to_vec(meta, format::bincode_config()).map_err(|e| {
                 ImageError::Encode {
                     detail: e.to_string(),
                 }
             })?;
-        if let Some(clocks) = &meta.clocks {
-            // Format 1.1: the clocks record follows the rest of the metadata.
-            let rec =
-                bincode::serde::encode_to_vec(clocks, format::bincode_config()).map_err(|e| {
-                    ImageError::Encode {
-                        detail: e.to_string(),
-                    }
-                })?;
-            raw_meta.extend_from_slice(&rec);
-            let mut header = self.header;
-            header.minor = 1;
-            std::os::unix::fs::FileExt::write_all_at(&self.file, &header.encode(), 0)
-                .map_err(|e| ImageError::io(&self.tmp_path, "write header", e))?;
-        }
         let mut stored_meta = Vec::new();
         format::compress(
             self.opts.codec,
@@ -707,7 +742,8 @@ impl ImageWriter {
         for b in &self.table {
             b.encode(&mut table);
         }
-        let trailer = Trailer {
+        let mut trailer = Trailer {
+            mac: [0; MAC_LEN],
             meta_offset,
             meta_stored_len: stored_meta.len() as u64,
             meta_raw_len: raw_meta.len() as u64,
@@ -717,6 +753,13 @@ impl ImageWriter {
             table_crc: crc32fast::hash(&table),
             meta_codec: self.opts.codec,
         };
+        let fields = trailer.encode();
+        trailer.mac = self.key.image_mac(&[
+            &self.header,
+            &fields[..Trailer::MAC_COVERED],
+            &stored_meta,
+            &table,
+        ]);
         let io = |op: &str, e| ImageError::io(&self.tmp_path, op, e);
         self.file
             .write_all(&stored_meta)
@@ -778,7 +821,17 @@ impl PendingImage {
     /// already; a crash frees it all the same.
     pub fn commit_keeping_old(mut self) -> Result<(u64, Option<File>), ImageError> {
         self.sync()?;
-        let old = File::open(&self.final_path).ok();
+        // The image being replaced, if it is a regular file (never follow
+        // or block on whatever else may sit at that name).
+        let old = {
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+                .open(&self.final_path)
+                .ok()
+                .filter(|f| f.metadata().is_ok_and(|m| m.is_file()))
+        };
         std::fs::rename(&self.tmp_path, &self.final_path).map_err(|e| {
             ImageError::io(
                 &self.final_path,
@@ -794,6 +847,7 @@ impl PendingImage {
         File::open(&dir)
             .and_then(|d| d.sync_all())
             .map_err(|e| ImageError::io(&dir, "fsync directory", e))?;
+        remove_debris(&dir);
         Ok((self.size, old))
     }
 
@@ -835,4 +889,94 @@ pub fn image_file_name(prog: &str, computation: &str, vpid: u32) -> String {
         })
         .collect();
     format!("ckpt_{prog}_{computation}-{vpid}.dmtcp")
+}
+
+/// Creates a temp image file with `O_CREAT|O_EXCL|O_NOFOLLOW`, mode 0600.
+/// A file of ours left at that name (a crashed writer whose pid we now
+/// have) is replaced; anything else there (a symlink, another user's
+/// file) is an error.
+fn create_temp(path: &Path) -> std::io::Result<File> {
+    match key::create_exclusive(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            use std::os::unix::fs::MetadataExt;
+            let m = std::fs::symlink_metadata(path)?;
+            if !m.file_type().is_file() || m.uid() != key::euid() {
+                return Err(std::io::Error::new(
+                    e.kind(),
+                    format!(
+                        "{} exists and is not a file of ours: refusing it",
+                        path.display()
+                    ),
+                ));
+            }
+            std::fs::remove_file(path)?;
+            key::create_exclusive(path)
+        }
+        r => r,
+    }
+}
+
+/// Creates `dir` and any missing parent with mode 0700 (whatever the
+/// umask); an existing directory is left as it is.
+pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    if dir.is_dir() {
+        return Ok(());
+    }
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+}
+
+/// Whether `name` is a temp image name, `<...>.dmtcp.tmp.<pid>`; its pid.
+pub fn temp_image_pid(name: &str) -> Option<i32> {
+    let (head, pid) = name.rsplit_once(".tmp.")?;
+    if !head.ends_with(".dmtcp") || pid.is_empty() || !pid.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    pid.parse().ok()
+}
+
+/// Removes the debris of interrupted checkpoints from `dir`: temp images
+/// (`*.dmtcp.tmp.<pid>`) that are regular files owned by us and whose
+/// writer (`<pid>`) is gone. Our own temp files and those of live writers
+/// (other processes checkpointing into the same directory) are left.
+pub fn remove_debris(dir: &Path) -> usize {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    let me = std::process::id() as i32;
+    let uid = key::euid();
+    let mut removed = 0;
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(pid) = name.to_str().and_then(temp_image_pid) else {
+            continue;
+        };
+        if pid == me || pid <= 0 || pid_alive(pid) {
+            continue;
+        }
+        let path = e.path();
+        match std::fs::symlink_metadata(&path) {
+            Ok(m) if m.file_type().is_file() && m.uid() == uid => {}
+            _ => continue,
+        }
+        if std::fs::remove_file(&path).is_ok() {
+            tracing::info!(
+                "removed {} (left by an interrupted checkpoint)",
+                path.display()
+            );
+            removed += 1;
+        }
+    }
+    removed
+}
+
+fn pid_alive(pid: i32) -> bool {
+    // SAFETY: kill with signal 0 only checks that the process exists.
+    let rc = unsafe { libc::kill(pid, 0) };
+    rc == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
 }

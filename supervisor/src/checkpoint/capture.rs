@@ -379,6 +379,32 @@ fn inject_pinned(
 
 /// The process-wide fields of the image, from `/proc/PID/status` and
 /// friends and from what the injected queries found.
+/// uids, gids and groups from `/proc/PID/status` (securebits are not
+/// there: left unknown).
+fn credentials(status: &[(String, String)]) -> dmtcp_image::Credentials {
+    let ids = |key: &str| -> [u32; 4] {
+        let mut out = [0u32; 4];
+        if let Some(v) = procfs::field(status, key) {
+            for (o, x) in out.iter_mut().zip(v.split_whitespace()) {
+                *o = x.parse().unwrap_or(0);
+            }
+        }
+        out
+    };
+    dmtcp_image::Credentials {
+        uids: ids("Uid"),
+        gids: ids("Gid"),
+        groups: procfs::field(status, "Groups")
+            .map(|v| {
+                v.split_whitespace()
+                    .filter_map(|x| x.parse().ok())
+                    .collect()
+            })
+            .unwrap_or_default(),
+        securebits: None,
+    }
+}
+
 fn process_info(
     fp: &FrozenProcess,
     status: &[(String, String)],
@@ -422,6 +448,7 @@ fn process_info(
         },
         uid: first_id("Uid"),
         gid: first_id("Gid"),
+        creds: credentials(status),
         no_new_privs: procfs::field(status, "NoNewPrivs") == Some("1"),
         dumpable: injected.dumpable,
         mm: ctx(mm_fields(pid, injected.brk), pid, "mm fields")?,

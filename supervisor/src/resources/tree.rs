@@ -45,6 +45,7 @@ pub fn image(pid: HostPid, computation: ComputationInfo) -> io::Result<ProcessIm
         caps: Capabilities::default(),
         uid: 0,
         gid: 0,
+        creds: Default::default(),
         no_new_privs: false,
         dumpable: 0,
         mm: MmFields::default(),

@@ -53,9 +53,15 @@ pub struct Plan {
 fn open_images(paths: &[PathBuf]) -> anyhow::Result<Vec<ImageChain>> {
     let mut all: Vec<(&PathBuf, ImageChain)> = Vec::new();
     for p in paths {
-        // Page blocks are checked as they are read: before the process runs
-        // when copied, before any byte reaches it when restored lazily.
-        let chain = ImageChain::open_with(p, Verify::Layout).map_err(|e| anyhow!("{e}"))?;
+        // Copied restarts authenticate every page block before any process
+        // is created; lazy ones check each block (crc and MAC) when it is
+        // first brought in (docs/image-format.md, "Authentication").
+        let verify = if lazy::enabled() {
+            Verify::Layout
+        } else {
+            Verify::Full
+        };
+        let chain = ImageChain::open_with(p, verify).map_err(|e| anyhow!("{e}"))?;
         let m = chain.top().meta();
         if let Some((_, first)) = all.first() {
             let first = first.top();
@@ -197,6 +203,12 @@ pub fn run(plan: Plan) -> anyhow::Result<i32> {
             tracing::debug!("no lazy restore: {e}");
             lazy::disable();
         }
+    }
+    if !lazy::enabled() {
+        // Copied restart: every page authenticated before any process exists.
+        images
+            .iter()
+            .try_for_each(|c| c.verify_all().map_err(|e| anyhow!("{e}")))?;
     }
     let tops: Vec<&ImageReader> = images.iter().map(|c| c.top()).collect();
     let shared_memory = restore::park_shared_memory(&tops);

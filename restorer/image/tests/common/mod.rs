@@ -83,6 +83,7 @@ pub fn sample_image(vmas: Vec<Vma>) -> ProcessImage {
             caps: Capabilities::default(),
             uid: 1000,
             gid: 1000,
+            creds: Default::default(),
             no_new_privs: false,
             dumpable: 1,
             mm: MmFields::default(),
@@ -238,7 +239,10 @@ pub fn sample_image(vmas: Vec<Vma>) -> ProcessImage {
                 messages: vec![(1, b"m".to_vec())],
             }],
         }),
-        clocks: None,
+        clocks: Some(dmtcp_image::Clocks {
+            monotonic_ns: 123_456_789_012,
+            boottime_ns: 223_456_789_012,
+        }),
     }
 }
 
@@ -290,4 +294,109 @@ pub fn runs(meta: &ProcessImage) -> Vec<PageRun> {
         .iter()
         .flat_map(|v| v.pages.iter().copied())
         .collect()
+}
+
+/// A fixed key for tests that must not depend on the user's key.
+pub fn test_key() -> std::sync::Arc<ImageKey> {
+    std::sync::Arc::new(ImageKey::from_bytes(&[0x5e; 32]))
+}
+
+fn rd64(b: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(b[at..at + 8].try_into().unwrap())
+}
+
+/// Recomputes every crc32 of a (possibly edited) format 2.0 image and,
+/// with `key`, every MAC: what an attacker can do without the key (crc
+/// only), or with it. Fields pointing outside the file are left alone.
+pub fn reseal(b: &mut [u8], key: Option<&ImageKey>) {
+    const H: usize = 64;
+    const T: usize = 96;
+    const E: usize = 64;
+    let n = b.len();
+    if n < H + T {
+        return;
+    }
+    let t0 = n - T;
+    let in_file = |off: u64, len: u64| off.checked_add(len).is_some_and(|end| end <= t0 as u64);
+    let (table_off, count) = (rd64(b, t0 + 24), rd64(b, t0 + 32));
+    let table = count
+        .checked_mul(E as u64)
+        .filter(|&l| in_file(table_off, l))
+        .map(|l| (table_off as usize, l as usize));
+    if let Some((at, len)) = table {
+        for i in 0..count as usize {
+            let e = at + i * E;
+            let (off, slen) = (rd64(b, e), rd64(b, e + 8));
+            if in_file(off, slen) {
+                let stored = &b[off as usize..(off + slen) as usize];
+                let crc = crc32fast::hash(stored);
+                let mac = key.map(|k| k.block_mac(stored));
+                b[e + 24..e + 28].copy_from_slice(&crc.to_le_bytes());
+                if let Some(m) = mac {
+                    b[e + 32..e + 64].copy_from_slice(&m);
+                }
+            }
+        }
+        let crc = crc32fast::hash(&b[at..at + len]);
+        b[t0 + 44..t0 + 48].copy_from_slice(&crc.to_le_bytes());
+    }
+    let (meta_off, meta_len) = (rd64(b, t0), rd64(b, t0 + 8));
+    let meta = in_file(meta_off, meta_len).then_some((meta_off as usize, meta_len as usize));
+    if let Some((at, len)) = meta {
+        let crc = crc32fast::hash(&b[at..at + len]);
+        b[t0 + 40..t0 + 44].copy_from_slice(&crc.to_le_bytes());
+    }
+    let crc = crc32fast::hash(&b[0..60]);
+    b[60..64].copy_from_slice(&crc.to_le_bytes());
+    if let (Some(k), Some((ta, tl)), Some((ma, ml))) = (key, table, meta) {
+        let mac = k.image_mac(&[&b[0..H], &b[t0..t0 + 52], &b[ma..ma + ml], &b[ta..ta + tl]]);
+        b[t0 + 52..t0 + 84].copy_from_slice(&mac);
+    }
+    let crc = crc32fast::hash(&b[t0..t0 + 84]);
+    b[t0 + 84..t0 + 88].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// Flips bit `bit` of `data` and the bits among the 32 at byte `fix_at`
+/// that keep its crc32 unchanged (crc32 is linear: any 32 consecutive
+/// bits can compensate any edit). The edit a crc cannot see.
+pub fn flip_keeping_crc(data: &mut [u8], bit: usize, fix_at: usize) {
+    let zero = vec![0u8; data.len()];
+    let c0 = crc32fast::hash(&zero);
+    let f = |pos: usize| {
+        let mut v = zero.clone();
+        v[pos / 8] ^= 1 << (pos % 8);
+        crc32fast::hash(&v) ^ c0
+    };
+    // xor basis of the 32 compensating columns: (value, columns used).
+    let mut basis: Vec<(u32, u32)> = Vec::new();
+    for j in 0..32 {
+        let (mut v, mut m) = (f(fix_at * 8 + j), 1u32 << j);
+        for &(bv, bm) in &basis {
+            if v ^ bv < v {
+                v ^= bv;
+                m ^= bm;
+            }
+        }
+        if v != 0 {
+            basis.push((v, m));
+            basis.sort_by_key(|b| std::cmp::Reverse(b.0));
+        }
+    }
+    let (mut t, mut s) = (f(bit), 0u32);
+    for &(bv, bm) in &basis {
+        if t ^ bv < t {
+            t ^= bv;
+            s ^= bm;
+        }
+    }
+    assert_eq!(t, 0, "32 consecutive bits always compensate");
+    let before = crc32fast::hash(data);
+    data[bit / 8] ^= 1 << (bit % 8);
+    for j in 0..32 {
+        if s & (1 << j) != 0 {
+            let p = fix_at * 8 + j;
+            data[p / 8] ^= 1 << (p % 8);
+        }
+    }
+    assert_eq!(crc32fast::hash(data), before);
 }

@@ -52,7 +52,7 @@ use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::Instant;
 
-use dmtcp_image::{BlockEntry, Codec};
+use dmtcp_image::Codec;
 use tracing::{debug, error};
 
 use crate::kernel::pid::HostPid;
@@ -140,6 +140,8 @@ pub struct ImageSource {
     blocks: Vec<Block>,
     /// Which blocks' crc has been checked.
     verified: Vec<std::sync::atomic::AtomicBool>,
+    /// Checks each block's MAC (from the image's authenticated block table).
+    check: dmtcp_image::BlockCheck,
     /// Recently decompressed blocks (index, bytes), most recent last, and
     /// the blocks being decompressed ahead (see [`ImageSource::ahead`]).
     cache: Mutex<Cache>,
@@ -157,9 +159,11 @@ unsafe impl Sync for ImageSource {}
 impl ImageSource {
     /// Maps `path` and takes a read lease on it; an error says why the
     /// pages of this image must be copied eagerly instead. `blocks` is the
-    /// image's block table: each block is checked against its crc before
-    /// any byte of it is used, and decompressed when it is not raw.
-    pub fn open(path: &Path, blocks: &[BlockEntry]) -> io::Result<Arc<ImageSource>> {
+    /// image's block table with its MACs: each block is checked against its
+    /// crc and MAC before any byte of it is used, and decompressed when it
+    /// is not raw.
+    pub fn open(path: &Path, check: &dmtcp_image::BlockCheck) -> io::Result<Arc<ImageSource>> {
+        let blocks = check.blocks();
         let file = File::open(path)?;
         let fd = file.as_raw_fd();
         // Lease breaks are signalled; SIGURG's default action is to ignore
@@ -214,6 +218,7 @@ impl ImageSource {
             len,
             verified: blocks.iter().map(|_| Default::default()).collect(),
             blocks,
+            check: check.clone(),
             cache: Mutex::new(Cache::default()),
             decompressed: Condvar::new(),
             _file: file,
@@ -291,6 +296,7 @@ impl ImageSource {
                     b.off
                 ));
             }
+            self.check.check_mac(i, bytes).map_err(|e| e.to_string())?;
             self.verified[i].store(true, Ordering::Relaxed);
         }
         Ok(bytes)
@@ -984,6 +990,7 @@ fn serve(rx: Receiver<LazyProcess>, busy: Arc<(Mutex<usize>, Condvar)>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use dmtcp_image::BlockEntry;
 
     fn src() -> Arc<ImageSource> {
         let f = File::open("/proc/self/exe").unwrap();
@@ -993,6 +1000,11 @@ mod tests {
             len: 1 << 30,
             blocks: Vec::new(),
             verified: Vec::new(),
+            check: dmtcp_image::BlockCheck::new(
+                Path::new("x"),
+                Arc::new(dmtcp_image::ImageKey::from_bytes(&[0; 32])),
+                &[],
+            ),
             cache: Mutex::new(Cache::default()),
             decompressed: Condvar::new(),
             _file: f,
@@ -1018,28 +1030,33 @@ mod tests {
         let mut file = raw.clone();
         file.extend_from_slice(&zstd);
         file.extend_from_slice(&raw);
+        file.extend_from_slice(&raw);
         std::fs::File::create(&path)
             .unwrap()
             .write_all(&file)
             .unwrap();
         let n = 2 * PAGE;
         let z = zstd.len() as u64;
-        let entry = |offset: u64, stored_len: u64, crc: u32, codec: Codec| BlockEntry {
+        let key = std::sync::Arc::new(dmtcp_image::ImageKey::from_bytes(&[7; 32]));
+        let entry = |offset: u64, stored: &[u8], crc: u32, codec: Codec| BlockEntry {
             offset,
-            stored_len,
+            stored_len: stored.len() as u64,
             raw_len: n,
             crc,
             codec,
+            mac: key.block_mac(stored),
         };
-        let src = ImageSource::open(
-            &path,
-            &[
-                entry(0, n, crc32fast::hash(&raw), Codec::None),
-                entry(n, z, crc32fast::hash(&zstd), Codec::Zstd),
-                entry(n + z, n, 0xdead, Codec::None),
-            ],
-        )
-        .expect("lease and map");
+        let mut forged = raw.clone();
+        forged[5] ^= 1;
+        let blocks = [
+            entry(0, &raw, crc32fast::hash(&raw), Codec::None),
+            entry(n, &zstd, crc32fast::hash(&zstd), Codec::Zstd),
+            entry(n + z, &raw, 0xdead, Codec::None),
+            // Right crc, MAC of other bytes: an edited block.
+            entry(2 * n + z, &forged, crc32fast::hash(&raw), Codec::None),
+        ];
+        let check = dmtcp_image::BlockCheck::new(&path, key.clone(), &blocks);
+        let src = ImageSource::open(&path, &check).expect("lease and map");
         let got = |pos: u64, len: u64| src.with_bytes(pos, len, |b| b.to_vec());
         assert_eq!(
             got(PAGE, 3 * PAGE).unwrap(),
@@ -1054,7 +1071,9 @@ mod tests {
         );
         let e = got(2 * n, PAGE).unwrap_err();
         assert!(e.contains("checksum mismatch in page block 2"), "{e}");
-        assert!(got(3 * n, PAGE).is_err(), "past the page data");
+        let e = got(3 * n, PAGE).unwrap_err();
+        assert!(e.contains("page block 3 MAC mismatch"), "{e}");
+        assert!(got(4 * n, PAGE).is_err(), "past the page data");
         drop(src);
         std::fs::remove_dir_all(&dir).unwrap();
     }

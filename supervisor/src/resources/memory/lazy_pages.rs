@@ -53,7 +53,7 @@ pub fn start(
             if !offs.iter().any(Option::is_some) {
                 return None;
             }
-            match ImageSource::open(r.path(), r.blocks()) {
+            match ImageSource::open(r.path(), r.block_check()) {
                 Ok(s) => Some(s),
                 Err(e) => {
                     debug!("{}: pages copied, not lazy: {e}", r.path().display());
