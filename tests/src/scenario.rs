@@ -510,8 +510,24 @@ impl<'a> Running<'a> {
         }
         thread::sleep(Duration::from_millis(300));
         self.host_pid = Some(pid);
-        if let (Some(before), Some(after)) = (self.before.take(), self.snapshot()) {
-            let diffs = procfs::compare(&before, &after);
+        if let (Some(before), Some(mut after)) = (self.before.take(), self.snapshot()) {
+            let mut diffs = procfs::compare(&before, &after);
+            // A program that opens and closes fds all the time (a client
+            // connecting every 100 ms) can be caught with one open: only a
+            // difference that is still there a moment later counts.
+            for _ in 0..3 {
+                if diffs.is_empty() {
+                    break;
+                }
+                thread::sleep(Duration::from_millis(150));
+                match self.snapshot() {
+                    Some(again) => {
+                        after = again;
+                        diffs = procfs::compare(&before, &after);
+                    }
+                    None => break,
+                }
+            }
             if !diffs.is_empty() {
                 let msg = format!(
                     "/proc of {} differs between before checkpoint and after restart:\n  {}\n\
