@@ -39,6 +39,13 @@ struct Args {
     /// bringing pages in while it runs (`DMTCP_RESTART_LAZY=0`).
     #[arg(long = "no-lazy")]
     no_lazy: bool,
+    /// Restore the computation completely but leave every thread stopped
+    /// at its checkpointed instruction, and print for each process the gdb
+    /// command that attaches to it; a process goes on when gdb detaches or
+    /// quits (or on `kill -CONT`). Also `DMTCP_RESTART_PAUSE` set to a
+    /// value other than 0 (DMTCP's spelling).
+    #[arg(long = "stop", alias = "debug-restart-pause")]
+    stop: bool,
     /// Print help.
     #[arg(long = "help", action = clap::ArgAction::Help)]
     help: Option<bool>,
@@ -90,6 +97,8 @@ fn run() -> anyhow::Result<i32> {
         incremental: args.incremental,
         no_lazy: args.no_lazy,
         images: args.images,
+        stop: args.stop
+            || std::env::var("DMTCP_RESTART_PAUSE").is_ok_and(|v| !v.is_empty() && v != "0"),
     })
 }
 

@@ -1,39 +1,62 @@
-//! A restarted process can be debugged like any other: `gdb -p HOSTPID`
-//! shows `main` in the backtrace, and the program still passes after gdb
-//! detaches.
+//! Debugging restarted computations with gdb.
+//!
+//! - A restarted process can be debugged like any other: `gdb -p HOSTPID`
+//!   shows `main` in the backtrace, and the program still passes after gdb
+//!   detaches.
+//! - `dmtcp-restart --stop` leaves every thread stopped at its checkpointed
+//!   instruction and prints the gdb command that attaches to each process;
+//!   gdb sees the checkpointed stack, globals and registers, and the
+//!   program goes on when gdb detaches.
 //!
 //! The computation has its own mount namespace (for its own /proc). gdb
 //! reads the files of a process in another mount namespace by entering it,
 //! which only a privileged user may do; unprivileged, gdb is told that the
 //! files are its own (`set sysroot /`, as the user guide says).
 
-use std::path::Path;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::thread;
 use std::time::Duration;
 
+use dmtcp_tests::env::read_lossy;
 use dmtcp_tests::{e2e_tests, procs, Mode, Scenario, TestEnv, User};
 
 e2e_tests! {
     gdb_attach_after_restart => gdb_backtrace_after_restart;
+    gdb_restart_stopped => gdb_at_stopped_restart;
 }
 
-fn gdb_backtrace_after_restart(env: &mut TestEnv) {
+fn require_gdb(env: &TestEnv) {
     if !Path::new("/usr/bin/gdb").exists() {
         env.fail("gdb not installed (apt-get install gdb)");
     }
+}
+
+/// `gdb -nx -batch` (with `set sysroot /` when unprivileged) and `args`.
+fn gdb(env: &TestEnv, args: &[&str]) -> Command {
+    let mut cmd = env.command_path(Path::new("/usr/bin/gdb"));
+    cmd.arg("-nx");
+    if env.user == User::Nobody || !procs::is_root() {
+        cmd.args(["-iex", "set sysroot /"]);
+    }
+    cmd.arg("-batch").args(args);
+    cmd
+}
+
+fn gdb_backtrace_after_restart(env: &mut TestEnv) {
+    require_gdb(env);
     env.start_coordinator();
     let mut sc = Scenario::new("counter").arg(env.work.join("counter.txt"));
     sc.mode = Mode::Rounds(1); // this test is about a restarted process
     let mut r = sc.launch(env);
     r.round();
     let pid = r.host_pid.expect("restored program has a host pid");
-    let mut cmd = env.command_path(Path::new("/usr/bin/gdb"));
-    cmd.arg("-nx");
-    if env.user == User::Nobody {
-        cmd.args(["-iex", "set sysroot /"]);
-    }
-    cmd.args(["-batch", "-p", &pid.to_string(), "-ex", "bt"]);
-    let out = env.run(cmd, "gdb", Duration::from_secs(120));
+    let out = env.run(
+        gdb(env, &["-p", &pid.to_string(), "-ex", "bt"]),
+        "gdb",
+        Duration::from_secs(120),
+    );
     let frames: Vec<&str> = out.stdout.lines().filter(|l| l.starts_with('#')).collect();
     if !frames.iter().any(|l| l.contains(" main (")) {
         env.fail(&format!(
@@ -48,5 +71,212 @@ fn gdb_backtrace_after_restart(env: &mut TestEnv) {
         Duration::from_secs(10),
         || procs::stat(pid).is_some_and(|s| !matches!(s.state, 't' | 'T' | 'Z' | 'X')),
     );
+    r.finish();
+}
+
+/// The state letter of every thread of `pid`.
+fn thread_states(pid: i32) -> Vec<char> {
+    let Ok(rd) = fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    rd.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter_map(|t| {
+            let s = fs::read_to_string(format!("/proc/{pid}/task/{t}/stat")).ok()?;
+            s.rsplit_once(") ")?.1.chars().next()
+        })
+        .collect()
+}
+
+fn file_len(p: &Path) -> u64 {
+    fs::metadata(p).map(|m| m.len()).unwrap_or(0)
+}
+
+/// The leader's `rip` in an image, from `dmtcp-restart --inspect` (the
+/// thread with the smallest tid).
+fn image_leader_rip(env: &TestEnv, image: &Path) -> String {
+    let mut cmd = env.command_path(&env.bin("dmtcp-restart"));
+    cmd.arg("--inspect").arg(image);
+    let out = env.run(cmd, "inspect", Duration::from_secs(60));
+    let mut best: Option<(u32, String)> = None;
+    for l in out.stdout.lines() {
+        let w: Vec<&str> = l.split_whitespace().collect();
+        if w.first() != Some(&"tid") {
+            continue;
+        }
+        let (Some(tid), Some(i)) = (
+            w.get(1).and_then(|t| t.parse::<u32>().ok()),
+            w.iter().position(|x| *x == "rip"),
+        ) else {
+            continue;
+        };
+        if best.as_ref().is_none_or(|(b, _)| tid < *b) {
+            best = Some((tid, w.get(i + 1).unwrap_or(&"?").to_string()));
+        }
+    }
+    best.map(|(_, r)| r)
+        .unwrap_or_else(|| env.fail(&format!("no thread rip in --inspect:\n{}", out.describe())))
+}
+
+fn gdb_at_stopped_restart(env: &mut TestEnv) {
+    require_gdb(env);
+    env.start_coordinator();
+    let ticks: PathBuf = env.work.join("ticks.txt");
+    let mut sc = Scenario::new("gdbstack").arg(&ticks);
+    sc.mode = Mode::Rounds(1);
+    let mut r = sc.launch(env);
+    thread::sleep(Duration::from_millis(300));
+    let images = r.checkpoint();
+    r.kill();
+    let image = images
+        .iter()
+        .find(|p| p.to_string_lossy().contains("ckpt_gdbstack_"))
+        .cloned()
+        .unwrap_or_else(|| env.fail("no gdbstack image"));
+    let rip = image_leader_rip(env, &image);
+
+    let mut cmd = env.command_path(&env.bin("dmtcp-restart"));
+    cmd.arg("--coord-port")
+        .arg(env.port().to_string())
+        .arg("--stop")
+        .args(&images);
+    r.launcher = env.spawn(cmd, "restart-stop-gdbstack");
+    let stderr = r.launcher.stderr.clone();
+    env.wait_for(
+        "dmtcp-restart --stop to print the gdb command",
+        Duration::from_secs(60),
+        || {
+            read_lossy(&stderr)
+                .lines()
+                .any(|l| l.trim_start().starts_with("gdb "))
+        },
+    );
+    let printed = read_lossy(&stderr);
+    let line = printed
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("gdb "))
+        .unwrap_or_default()
+        .to_string();
+    let pid: i32 = line
+        .split_whitespace()
+        .skip_while(|w| *w != "-p")
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| env.fail(&format!("no -p PID in the printed command: {line}")));
+    let prog = env.prog("gdbstack");
+    let sysroot = if env.user != User::Nobody && procs::is_root() {
+        ""
+    } else {
+        "-iex 'set sysroot /' "
+    };
+    let expected = format!("gdb {sysroot}-p {pid} {}", prog.display());
+    if line != expected {
+        env.fail(&format!(
+            "dmtcp-restart --stop printed\n  {line}\nexpected\n  {expected}\nstderr:\n{printed}"
+        ));
+    }
+
+    // Every thread stopped, and nothing runs while stopped.
+    let states = thread_states(pid);
+    if states.len() != 2 || states.iter().any(|&s| s != 'T') {
+        env.fail(&format!(
+            "restored gdbstack (pid {pid}) thread states {states:?}, expected two stopped (T)"
+        ));
+    }
+    let len0 = file_len(&ticks);
+    thread::sleep(Duration::from_millis(400));
+    if file_len(&ticks) != len0 || thread_states(pid).iter().any(|&s| s != 'T') {
+        env.fail("the program ran while dmtcp-restart --stop held it");
+    }
+
+    let pid_s = pid.to_string();
+    let prog_s = prog.to_string_lossy().into_owned();
+    let out = env.run(
+        gdb(
+            env,
+            &[
+                "-p",
+                &pid_s,
+                &prog_s,
+                "-ex",
+                "bt",
+                "-ex",
+                "p gdb_answer",
+                "-ex",
+                "info registers rip",
+                "-ex",
+                "info threads",
+                "-ex",
+                "detach",
+            ],
+        ),
+        "gdb-stopped",
+        Duration::from_secs(120),
+    );
+    let text = &out.stdout;
+    let frames: Vec<&str> = text.lines().filter(|l| l.starts_with('#')).collect();
+    let pos = |f: &str| frames.iter().position(|l| l.contains(&format!(" {f} (")));
+    match (pos("level2"), pos("level1"), pos("main")) {
+        (Some(a), Some(b), Some(c)) if a < b && b < c => {}
+        _ => env.fail(&format!(
+            "gdb backtrace at the stopped restart lacks level2 < level1 < main:\n{}",
+            out.describe()
+        )),
+    }
+    if !text.lines().any(|l| l.trim() == "$1 = 4242") {
+        env.fail(&format!(
+            "gdb did not print gdb_answer = 4242:\n{}",
+            out.describe()
+        ));
+    }
+    let gdb_rip = text
+        .lines()
+        .find(|l| l.starts_with("rip "))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .unwrap_or_default();
+    // A thread checkpointed inside a system call is restored in front of
+    // its `syscall` instruction (2 bytes), which it issues again.
+    let hex = |s: &str| u64::from_str_radix(s.trim_start_matches("0x"), 16).ok();
+    let (g, i) = (hex(gdb_rip), hex(&rip));
+    if g.is_none() || (g != i && g.map(|g| g + 2) != i) {
+        env.fail(&format!(
+            "gdb shows rip {gdb_rip:?}, the image holds {rip} for the leader:\n{}",
+            out.describe()
+        ));
+    }
+    let threads = text
+        .lines()
+        .filter(|l| {
+            l.contains("LWP ")
+                && l.trim_start()
+                    .chars()
+                    .next()
+                    .is_some_and(|c| c == '*' || c.is_ascii_digit())
+        })
+        .count();
+    if threads != 2 {
+        env.fail(&format!(
+            "gdb info threads shows {threads} threads, not 2:\n{}",
+            out.describe()
+        ));
+    }
+
+    // gdb detached: the program goes on, and its output continues.
+    env.wait_for(
+        "the program to run again after gdb detached",
+        Duration::from_secs(10),
+        || {
+            let s = thread_states(pid);
+            !s.is_empty() && s.iter().all(|&c| !matches!(c, 't' | 'T' | 'Z' | 'X'))
+        },
+    );
+    let len1 = file_len(&ticks);
+    env.wait_for(
+        "the program's output to go on after gdb detached",
+        Duration::from_secs(10),
+        || file_len(&ticks) > len1,
+    );
+    r.host_pid = Some(pid);
     r.finish();
 }
