@@ -8,6 +8,9 @@
 //!   gdb sees the checkpointed stack, globals and registers, and the
 //!   program goes on when gdb detaches.
 //!
+//! - `dmtcp-restart --core OUT IMAGE` writes an ELF core file that
+//!   `gdb PROG OUT` reads: stack, globals, threads, registers.
+//!
 //! The computation has its own mount namespace (for its own /proc). gdb
 //! reads the files of a process in another mount namespace by entering it,
 //! which only a privileged user may do; unprivileged, gdb is told that the
@@ -25,6 +28,7 @@ use dmtcp_tests::{e2e_tests, procs, Mode, Scenario, TestEnv, User};
 e2e_tests! {
     gdb_attach_after_restart => gdb_backtrace_after_restart;
     gdb_restart_stopped => gdb_at_stopped_restart;
+    gdb_core_of_image => gdb_reads_core_of_image;
 }
 
 fn require_gdb(env: &TestEnv) {
@@ -278,5 +282,88 @@ fn gdb_at_stopped_restart(env: &mut TestEnv) {
         || file_len(&ticks) > len1,
     );
     r.host_pid = Some(pid);
+    r.finish();
+}
+
+fn gdb_reads_core_of_image(env: &mut TestEnv) {
+    require_gdb(env);
+    env.start_coordinator();
+    let ticks: PathBuf = env.work.join("ticks.txt");
+    let mut sc = Scenario::new("gdbstack").arg(&ticks);
+    sc.mode = Mode::NoRestart;
+    let mut r = sc.launch(env);
+    thread::sleep(Duration::from_millis(300));
+    let images = r.checkpoint();
+    let image = images
+        .iter()
+        .find(|p| p.to_string_lossy().contains("ckpt_gdbstack_"))
+        .cloned()
+        .unwrap_or_else(|| env.fail("no gdbstack image"));
+    let rip = image_leader_rip(env, &image);
+
+    let core = env.work.join("gdbstack.core");
+    let mut cmd = env.command_path(&env.bin("dmtcp-restart"));
+    cmd.arg("--core").arg(&core).arg(&image);
+    let out = env.run(cmd, "core", Duration::from_secs(60));
+    if !out.status.success() || !core.is_file() {
+        env.fail(&format!("dmtcp-restart --core failed:\n{}", out.describe()));
+    }
+
+    let prog = env.prog("gdbstack").to_string_lossy().into_owned();
+    let core_s = core.to_string_lossy().into_owned();
+    let out = env.run(
+        gdb(
+            env,
+            &[
+                &prog,
+                &core_s,
+                "-ex",
+                "bt",
+                "-ex",
+                "p gdb_answer",
+                "-ex",
+                "info registers rip",
+                "-ex",
+                "info threads",
+                "-ex",
+                "thread apply all bt",
+            ],
+        ),
+        "gdb-core",
+        Duration::from_secs(120),
+    );
+    let text = &out.stdout;
+    let frames: Vec<&str> = text.lines().filter(|l| l.starts_with('#')).collect();
+    let pos = |f: &str| frames.iter().position(|l| l.contains(&format!(" {f} (")));
+    match (pos("level2"), pos("level1"), pos("main")) {
+        (Some(a), Some(b), Some(c)) if a < b && b < c => {}
+        _ => env.fail(&format!(
+            "gdb backtrace of the core lacks level2 < level1 < main:\n{}",
+            out.describe()
+        )),
+    }
+    if !frames.iter().any(|l| l.contains(" helper_loop (")) {
+        env.fail(&format!(
+            "gdb shows no helper_loop frame in the second thread of the core:\n{}",
+            out.describe()
+        ));
+    }
+    if !text.lines().any(|l| l.trim() == "$1 = 4242") {
+        env.fail(&format!(
+            "gdb did not print gdb_answer = 4242 from the core:\n{}",
+            out.describe()
+        ));
+    }
+    let gdb_rip = text
+        .lines()
+        .find(|l| l.starts_with("rip "))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .unwrap_or_default();
+    if gdb_rip != rip {
+        env.fail(&format!(
+            "gdb shows rip {gdb_rip:?} in the core, the image holds {rip} for the leader:\n{}",
+            out.describe()
+        ));
+    }
     r.finish();
 }
