@@ -140,10 +140,14 @@ fn gdb_at_stopped_restart(env: &mut TestEnv) {
     let rip = image_leader_rip(env, &image);
 
     let mut cmd = env.command_path(&env.bin("dmtcp-restart"));
-    cmd.arg("--coord-port")
-        .arg(env.port().to_string())
-        .arg("--stop")
-        .args(&images);
+    cmd.arg("--coord-port").arg(env.port().to_string());
+    // Both spellings: ours, and DMTCP's environment variable.
+    if env.user == User::Nobody {
+        cmd.env("DMTCP_RESTART_PAUSE", "3");
+    } else {
+        cmd.arg("--stop");
+    }
+    cmd.args(&images);
     r.launcher = env.spawn(cmd, "restart-stop-gdbstack");
     let stderr = r.launcher.stderr.clone();
     env.wait_for(
@@ -212,6 +216,23 @@ fn gdb_at_stopped_restart(env: &mut TestEnv) {
                 "-ex",
                 "info threads",
                 "-ex",
+                "p gdb_ticks",
+                // Runs on from the checkpointed instruction to the next
+                // turn of level2's loop (only the main thread runs there).
+                // gdb queues a SIGSTOP on each thread of a process that
+                // was stopped when it attached, and reports it on the
+                // first `continue` (user guide, "Debugging with gdb").
+                "-ex",
+                "handle SIGSTOP nostop noprint nopass",
+                "-ex",
+                "break gdbstack.c:33",
+                "-ex",
+                "continue",
+                "-ex",
+                "p gdb_ticks",
+                "-ex",
+                "delete",
+                "-ex",
                 "detach",
             ],
         ),
@@ -266,6 +287,19 @@ fn gdb_at_stopped_restart(env: &mut TestEnv) {
         ));
     }
 
+    let value = |n: u32| -> Option<u64> {
+        text.lines()
+            .find_map(|l| l.trim().strip_prefix(&format!("${n} = ")))
+            .and_then(|v| v.parse().ok())
+    };
+    match (value(2), value(3)) {
+        (Some(a), Some(b)) if b == a + 1 => {}
+        (a, b) => env.fail(&format!(
+            "gdb_ticks {a:?} at the stop, {b:?} at the next turn of the loop (expected one more):\n{}",
+            out.describe()
+        )),
+    }
+
     // gdb detached: the program goes on, and its output continues.
     env.wait_for(
         "the program to run again after gdb detached",
@@ -281,7 +315,11 @@ fn gdb_at_stopped_restart(env: &mut TestEnv) {
         Duration::from_secs(10),
         || file_len(&ticks) > len1,
     );
+    // And it is an ordinary restarted computation: checkpoint, kill and
+    // restart it once more (from the restart script).
     r.host_pid = Some(pid);
+    r.rounds_done = 1;
+    r.round();
     r.finish();
 }
 

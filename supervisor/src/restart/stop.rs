@@ -98,6 +98,12 @@ pub fn announce(held: &[Held]) {
     }
 }
 
+/// How often [`watch`] looks at each process.
+const LOOK_EVERY: Duration = Duration::from_millis(50);
+/// Consecutive looks that must find a process running without a tracer
+/// before [`watch`] stops watching it (half a second).
+const RUNNING_LOOKS: u32 = 10;
+
 /// What one look at a process found.
 #[derive(Debug, PartialEq, Eq)]
 enum Seen {
@@ -172,13 +178,15 @@ pub fn watch(held: Vec<Held>) -> io::Result<()> {
     thread::Builder::new()
         .name("stop-watch".into())
         .spawn(move || {
-            // (pid, a tracer was seen)
-            let mut left: Vec<(HostPid, bool)> = held.iter().map(|h| (h.pid, false)).collect();
+            // (pid, a tracer was seen, consecutive looks found it running)
+            let mut left: Vec<(HostPid, bool, u32)> =
+                held.iter().map(|h| (h.pid, false, 0)).collect();
             while !left.is_empty() {
-                left.retain_mut(|(pid, traced)| match look(*pid) {
+                left.retain_mut(|(pid, traced, running)| match look(*pid) {
                     Seen::Gone => false,
                     Seen::Traced => {
                         *traced = true;
+                        *running = 0;
                         true
                     }
                     Seen::Stopped if *traced => {
@@ -188,11 +196,20 @@ pub fn watch(held: Vec<Held>) -> io::Result<()> {
                         }
                         false
                     }
-                    Seen::Stopped => true,
-                    // Resumed by other means: the user's to handle now.
-                    Seen::Running => false,
+                    Seen::Stopped => {
+                        *running = 0;
+                        true
+                    }
+                    // Resumed by other means: the user's to handle from
+                    // now on. A thread just detached runs for a moment
+                    // before it re-enters the group stop: only a process
+                    // seen running for RUNNING_LOOKS looks in a row is let go.
+                    Seen::Running => {
+                        *running += 1;
+                        *running < RUNNING_LOOKS
+                    }
                 });
-                thread::sleep(Duration::from_millis(50));
+                thread::sleep(LOOK_EVERY);
             }
         })
         .map(drop)
