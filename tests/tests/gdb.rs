@@ -29,6 +29,7 @@ e2e_tests! {
     gdb_attach_after_restart => gdb_backtrace_after_restart;
     gdb_restart_stopped => gdb_at_stopped_restart;
     gdb_core_of_image => gdb_reads_core_of_image;
+    restart_stopped_tree => stopped_tree_goes_on_with_sigcont;
 }
 
 fn require_gdb(env: &TestEnv) {
@@ -403,5 +404,73 @@ fn gdb_reads_core_of_image(env: &mut TestEnv) {
             out.describe()
         ));
     }
+    r.finish();
+}
+
+/// `--stop` on a tree of three processes: one gdb command per process,
+/// every process stopped and not running; `kill -CONT` (no debugger) lets
+/// each go on, and the tree passes its own checks (no byte of its pipe
+/// lost, ids kept).
+fn stopped_tree_goes_on_with_sigcont(env: &mut TestEnv) {
+    env.start_coordinator();
+    let mut sc = Scenario::new("tree").arg(env.work.join("tree.log"));
+    sc.mode = Mode::Rounds(1);
+    sc.proc_check = dmtcp_tests::ProcCheck::Off;
+    let mut r = sc.launch(env);
+    thread::sleep(Duration::from_millis(300));
+    let images = r.checkpoint();
+    r.kill();
+    let mut cmd = env.command_path(&env.bin("dmtcp-restart"));
+    cmd.arg("--coord-port")
+        .arg(env.port().to_string())
+        .arg("--debug-restart-pause")
+        .args(&images);
+    r.launcher = env.spawn(cmd, "restart-stop-tree");
+    let stderr = r.launcher.stderr.clone();
+    let gdb_pids = || -> Vec<i32> {
+        read_lossy(&stderr)
+            .lines()
+            .filter(|l| l.trim_start().starts_with("gdb "))
+            .filter_map(|l| {
+                l.split_whitespace()
+                    .skip_while(|w| *w != "-p")
+                    .nth(1)
+                    .and_then(|p| p.parse().ok())
+            })
+            .collect()
+    };
+    env.wait_for(
+        "a gdb command for each of the three processes",
+        Duration::from_secs(60),
+        || gdb_pids().len() == 3 && read_lossy(&stderr).contains("kill -CONT"),
+    );
+    let pids = gdb_pids();
+    thread::sleep(Duration::from_millis(300));
+    for &p in &pids {
+        let s = thread_states(p);
+        if s.is_empty() || s.iter().any(|&c| c != 'T') {
+            env.fail(&format!(
+                "process {p} of the restarted tree: thread states {s:?}, expected all stopped (T)\n{}",
+                read_lossy(&stderr)
+            ));
+        }
+    }
+    let mut kill = env.command_path(Path::new("/bin/kill"));
+    kill.arg("-CONT").args(pids.iter().map(|p| p.to_string()));
+    let out = env.run(kill, "kill-cont", Duration::from_secs(10));
+    if !out.status.success() {
+        env.fail(&format!("kill -CONT failed:\n{}", out.describe()));
+    }
+    env.wait_for(
+        "every process of the tree to run after SIGCONT",
+        Duration::from_secs(10),
+        || {
+            pids.iter().all(|&p| {
+                let s = thread_states(p);
+                !s.is_empty() && s.iter().all(|&c| !matches!(c, 't' | 'T'))
+            })
+        },
+    );
+    r.host_pid = Some(r.find_target(Duration::from_secs(10)));
     r.finish();
 }
