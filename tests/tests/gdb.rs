@@ -30,6 +30,7 @@ e2e_tests! {
     gdb_restart_stopped => gdb_at_stopped_restart;
     gdb_core_of_image => gdb_reads_core_of_image;
     restart_stopped_tree => stopped_tree_goes_on_with_sigcont;
+    gdb_checkpoint_through_debugger => checkpoint_through_gdb_stop;
 }
 
 fn require_gdb(env: &TestEnv) {
@@ -472,5 +473,116 @@ fn stopped_tree_goes_on_with_sigcont(env: &mut TestEnv) {
         },
     );
     r.host_pid = Some(r.find_target(Duration::from_secs(10)));
+    r.finish();
+}
+
+/// `examples/gdb-checkpoint.py`: a program held by gdb at a breakpoint is
+/// checkpointed through gdb's stop (`dmtcp-checkpoint` in gdb); gdb keeps
+/// its session and breakpoint; the image holds the program at the
+/// breakpoint; the restart goes on from there and passes.
+fn checkpoint_through_gdb_stop(env: &mut TestEnv) {
+    require_gdb(env);
+    env.start_coordinator();
+    let ticks: PathBuf = env.work.join("ticks.txt");
+    let mut sc = Scenario::new("gdbstack").arg(&ticks);
+    sc.mode = Mode::Rounds(1);
+    let mut r = sc.launch(env);
+    let pid = r.host_pid.expect("launched program has a host pid");
+    let script = dmtcp_tests::setup::workspace_dir().join("examples/gdb-checkpoint.py");
+    let prog = env.prog("gdbstack").to_string_lossy().into_owned();
+    let ckpt = format!("dmtcp-checkpoint -p {}", env.port());
+    let mut cmd = gdb(
+        env,
+        &[
+            "-x",
+            &script.to_string_lossy(),
+            "-p",
+            &pid.to_string(),
+            &prog,
+            "-ex",
+            "handle SIGSTOP nostop noprint nopass",
+            "-ex",
+            "break gdbstack.c:33",
+            "-ex",
+            "continue",
+            "-ex",
+            "p gdb_ticks",
+            "-ex",
+            &ckpt,
+            "-ex",
+            "p gdb_ticks",
+            "-ex",
+            "info breakpoints",
+            "-ex",
+            "delete",
+            "-ex",
+            "detach",
+        ],
+    );
+    cmd.env("DMTCP_COMMAND", env.bin("dmtcp-command"));
+    let out = env.run(cmd, "gdb-checkpoint", Duration::from_secs(120));
+    let text = &out.stdout;
+    let value = |n: u32| -> Option<u64> {
+        text.lines()
+            .find_map(|l| l.trim().strip_prefix(&format!("${n} = ")))
+            .and_then(|v| v.parse().ok())
+    };
+    if value(1).is_none() || value(1) != value(2) {
+        env.fail(&format!(
+            "gdb_ticks before and after dmtcp-checkpoint in gdb differ or are missing:\n{}",
+            out.describe()
+        ));
+    }
+    if !text.contains("breakpoint already hit 1 time") {
+        env.fail(&format!(
+            "gdb lost its breakpoint across the checkpoint:\n{}",
+            out.describe()
+        ));
+    }
+    let bp = text
+        .lines()
+        .find_map(|l| l.strip_prefix("Breakpoint 1 at "))
+        .and_then(|l| l.split(':').next())
+        .map(|a| a.trim().to_string())
+        .unwrap_or_else(|| env.fail(&format!("no breakpoint address:\n{}", out.describe())));
+    let images: Vec<PathBuf> = fs::read_dir(&env.ckpt)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.path())
+                .filter(|p| {
+                    let n = p
+                        .file_name()
+                        .unwrap_or_default()
+                        .to_string_lossy()
+                        .into_owned();
+                    n.starts_with("ckpt_gdbstack_") && n.ends_with(".dmtcp")
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let [image] = images.as_slice() else {
+        env.fail(&format!(
+            "expected one gdbstack image, found {images:?}\n{}",
+            out.describe()
+        ));
+    };
+    let rip = image_leader_rip(env, image);
+    if rip != bp {
+        env.fail(&format!(
+            "the image holds rip {rip} for the main thread, gdb held it at the breakpoint {bp}"
+        ));
+    }
+    // gdb is gone; the process stays in its job-control stop until resumed.
+    let mut kill = env.command_path(Path::new("/bin/kill"));
+    kill.arg("-CONT").arg(pid.to_string());
+    env.run(kill, "kill-cont", Duration::from_secs(10));
+    let len0 = file_len(&ticks);
+    env.wait_for(
+        "the program to go on after kill -CONT",
+        Duration::from_secs(10),
+        || file_len(&ticks) > len0,
+    );
+    r.kill();
+    r.restart_from_images(&images);
     r.finish();
 }
