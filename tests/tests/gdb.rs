@@ -329,9 +329,15 @@ fn gdb_reads_core_of_image(env: &mut TestEnv) {
     require_gdb(env);
     env.start_coordinator();
     let ticks: PathBuf = env.work.join("ticks.txt");
-    let mut sc = Scenario::new("gdbstack").arg(&ticks);
+    // Incremental: the core of the second image takes the pages it did
+    // not save again from the first.
+    let mut sc = Scenario::new("gdbstack")
+        .arg(&ticks)
+        .run_flag("--incremental");
     sc.mode = Mode::NoRestart;
     let mut r = sc.launch(env);
+    thread::sleep(Duration::from_millis(300));
+    r.checkpoint();
     thread::sleep(Duration::from_millis(300));
     let images = r.checkpoint();
     let image = images
