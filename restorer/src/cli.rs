@@ -31,6 +31,10 @@ struct Args {
     /// every page it restores from the images it builds on, and exit.
     #[arg(long = "merge", value_name = "OUT")]
     merge: Option<PathBuf>,
+    /// Write an ELF core file of the process in IMAGE to OUT (for
+    /// `gdb PROG OUT`) and exit; nothing is run.
+    #[arg(long = "core", value_name = "OUT", conflicts_with_all = ["merge", "inspect", "stop"])]
+    core: Option<PathBuf>,
     /// Later checkpoints write only the pages written since the previous
     /// one (as `dmtcp-run --incremental`).
     #[arg(long = "incremental", env = "DMTCP_INCREMENTAL", value_parser = clap::builder::BoolishValueParser::new(), num_args = 0, default_missing_value = "true")]
@@ -39,6 +43,13 @@ struct Args {
     /// bringing pages in while it runs (`DMTCP_RESTART_LAZY=0`).
     #[arg(long = "no-lazy")]
     no_lazy: bool,
+    /// Restore the computation completely but leave every thread stopped
+    /// at its checkpointed instruction, and print for each process the gdb
+    /// command that attaches to it; a process goes on when gdb detaches or
+    /// quits (or on `kill -CONT`). Also `DMTCP_RESTART_PAUSE` set to a
+    /// value other than 0 (DMTCP's spelling).
+    #[arg(long = "stop", alias = "debug-restart-pause")]
+    stop: bool,
     /// Print help.
     #[arg(long = "help", action = clap::ArgAction::Help)]
     help: Option<bool>,
@@ -83,6 +94,26 @@ fn run() -> anyhow::Result<i32> {
         );
         return Ok(0);
     }
+    if let Some(out) = &args.core {
+        let [image] = args.images.as_slice() else {
+            bail!("--core takes exactly one image (one process)");
+        };
+        let chain = ImageChain::open(image).map_err(|e| anyhow!("{e}"))?;
+        let s = dmtcp_image::write_core(&chain, out).map_err(|e| anyhow!("{e}"))?;
+        let p = &chain.top().meta().process;
+        println!(
+            "{}: core of pid {} ({}), {} thread(s), {} segment(s), {} bytes of saved memory; read it with: gdb {} {}",
+            out.display(),
+            p.vpid,
+            p.comm,
+            s.threads,
+            s.segments,
+            s.saved_bytes,
+            p.exe,
+            out.display()
+        );
+        return Ok(0);
+    }
     restart::run(Plan {
         coord: args.coord,
         ckpt_dir: args.ckpt_dir,
@@ -90,6 +121,8 @@ fn run() -> anyhow::Result<i32> {
         incremental: args.incremental,
         no_lazy: args.no_lazy,
         images: args.images,
+        stop: args.stop
+            || std::env::var("DMTCP_RESTART_PAUSE").is_ok_and(|v| !v.is_empty() && v != "0"),
     })
 }
 

@@ -55,6 +55,7 @@ pub const PROGRAMS: &[&str] = &[
     "procself",
     "clocks",
     "transient",
+    "gdbstack",
 ];
 
 /// Target programs that are scripts (copied, not compiled).

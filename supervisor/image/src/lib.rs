@@ -3,6 +3,7 @@
 //! Format 2.0 is described byte by byte in `docs/image-format.md`; the
 //! layout constants live in [`format`].
 pub mod chain;
+pub mod core;
 pub mod error;
 pub mod format;
 pub mod inspect;
@@ -12,6 +13,7 @@ pub mod reader;
 pub mod writer;
 
 pub use chain::{ImageChain, Verify};
+pub use core::{write_core, CoreSummary};
 pub use error::ImageError;
 pub use format::BlockEntry;
 pub use inspect::describe;

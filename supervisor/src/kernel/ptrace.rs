@@ -417,6 +417,14 @@ pub fn tgkill(pid: HostPid, tid: HostPid, sig: i32) -> io::Result<()> {
     check(r, "tgkill", tid).map(drop)
 }
 
+/// Sends `sig` to a whole process (queued for the thread group, not for
+/// one thread).
+pub fn kill(pid: HostPid, sig: i32) -> io::Result<()> {
+    // SAFETY: kill takes plain integers.
+    let r = unsafe { libc::kill(pid.0, sig) };
+    check(r as libc::c_long, "kill", pid).map(drop)
+}
+
 /// `get_robust_list(tid)`: (head, len).
 pub fn robust_list(tid: HostPid) -> io::Result<(u64, u64)> {
     let mut head: u64 = 0;

@@ -2,3 +2,4 @@
 //! checkpointed process ([`process::restore_process`]), kind by kind.
 
 pub mod process;
+pub mod stop;

@@ -126,6 +126,11 @@ pub struct Restored {
 }
 
 impl Restored {
+    /// The process's host pid.
+    pub fn pid(&self) -> HostPid {
+        self.pid
+    }
+
     /// Lets every thread run from its saved registers.
     pub fn release(self) -> io::Result<()> {
         for &tid in &self.threads {

@@ -23,6 +23,7 @@ use crate::resources::memory::ParkedMemory;
 use crate::resources::pty;
 use crate::resources::sysv::{self as sysvipc, ShmBytes};
 use crate::restart::process as restore;
+use crate::restart::stop;
 use crate::roles::nsinit::{InitReply, InitRequest, ShellPlan};
 use crate::roles::nsinit_ctrl::NsinitCtrl;
 use crate::roles::session::{self, Session, SessionConfig};
@@ -43,6 +44,9 @@ pub struct Plan {
     pub no_lazy: bool,
     /// One image (chain top) per process.
     pub images: Vec<PathBuf>,
+    /// Leave every thread stopped at its checkpointed instruction, for a
+    /// debugger (`--stop`, [`stop`](crate::restart::stop)).
+    pub stop: bool,
 }
 
 /// Opens every image and checks its structure and metadata before anything
@@ -223,7 +227,21 @@ pub fn run(plan: Plan) -> anyhow::Result<i32> {
             return Err(e);
         }
     };
-    let lifeline = match start_computation(restored, &mut ctrl, ipc.as_ref(), on_terminal) {
+    let held = if plan.stop {
+        held_processes(&images, &restored)
+    } else {
+        Vec::new()
+    };
+    let started = start_computation(restored, &mut ctrl, ipc.as_ref(), on_terminal, plan.stop)
+        .and_then(|l| {
+            if plan.stop {
+                stop::wait_stopped(&held)?;
+                stop::announce(&held);
+                stop::watch(held)?;
+            }
+            Ok(l)
+        });
+    let lifeline = match started {
         Ok(l) => l,
         Err(e) => {
             kill_ns();
@@ -372,7 +390,24 @@ fn restore_all(
     Ok(restored)
 }
 
-/// Lets every restored process run at once, then finishes what needs them
+/// The processes `restored` (restored from the images that are not
+/// zombies', in order) as `--stop` leaves them.
+fn held_processes(images: &[ImageChain], restored: &[restore::Restored]) -> Vec<stop::Held> {
+    images
+        .iter()
+        .map(|c| &c.top().meta().process)
+        .filter(|p| p.zombie.is_none())
+        .zip(restored)
+        .map(|(p, r)| stop::Held {
+            pid: r.pid(),
+            vpid: VirtPid::from_image(p.vpid),
+            exe: p.exe.clone(),
+        })
+        .collect()
+}
+
+/// Lets every restored process run at once (with `stop`, each enters a
+/// group stop instead, before it runs any instruction), then finishes what needs them
 /// running (background page fill, SIGWINCH, removal of SysV segments
 /// marked for it). Returns whether the computation's life is tied to ours
 /// until the lazy restore is done.
@@ -381,12 +416,20 @@ fn start_computation(
     ctrl: &mut NsinitCtrl,
     ipc: Option<&(IpcState, ShmBytes)>,
     on_terminal: bool,
+    stop: bool,
 ) -> anyhow::Result<bool> {
     // Pages still to come exist only in this process from now on.
     let lifeline = lazy::busy();
     if lifeline {
         if let Err(e) = ctrl.lifeline(true) {
             bail!("{e}");
+        }
+    }
+    if stop {
+        for p in &restored {
+            if let Err(e) = stop::queue_stop(p.pid()) {
+                bail!("{e}");
+            }
         }
     }
     // Every process is in place: the computation starts as a whole.
