@@ -23,6 +23,7 @@ pub const REQUIRED_BINS: &[&str] = &[
 pub const PROGRAMS: &[&str] = &[
     "counter",
     "dropper",
+    "ids",
     "heap256",
     "lazy_mem",
     "mprotect_filemap",

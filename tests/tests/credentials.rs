@@ -30,6 +30,67 @@ fn root_restarts_uid_65534_image_as_uid_65534() {
     );
 }
 
+/// A setuid-root program run by uid 65534 under `dmtcp-run` is warned
+/// about in one line (it runs without euid 0 in the computation's user
+/// namespace); run directly it does get euid 0.
+#[test]
+#[cfg_attr(
+    dmtcp_tests_not_root,
+    ignore = "skipped: making a setuid-root file and switching to uid 65534 need root"
+)]
+fn setuid_program_under_unprivileged_run_is_warned_about() {
+    run_e2e(
+        "setuid_program_under_unprivileged_run_is_warned_about",
+        User::Nobody,
+        setuid_warned,
+    );
+}
+
+fn setuid_warned(env: &mut TestEnv) {
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(env.user, User::Nobody);
+    // A setuid-root copy made by root (this test process).
+    let prog = env.work.join("ids_setuid");
+    fs::copy(env.prog("ids"), &prog).expect("copy ids");
+    fs::set_permissions(&prog, fs::Permissions::from_mode(0o4755)).expect("chmod 4755");
+    // Directly, uid 65534 gets euid 0 from it: the copy is really setuid.
+    let out = env.run(env.command_path(&prog), "direct", Duration::from_secs(20));
+    if !out.stdout.starts_with("euid 0 ") {
+        env.fail(&format!("the setuid copy run directly: {}", out.describe()));
+    }
+    env.start_coordinator();
+    let mut cmd = env.command("dmtcp-run");
+    cmd.args(["--coord-port", &env.port().to_string(), "--"])
+        .arg(&prog);
+    let out = env.run(cmd, "run-setuid", Duration::from_secs(30));
+    if !out.status.success() || !out.stdout.starts_with(&format!("euid {NOBODY} ")) {
+        env.fail(&format!("dmtcp-run of the setuid copy: {}", out.describe()));
+    }
+    let want = format!(
+        "dmtcp-run: warning: {} is setuid to a user outside the computation's user namespace; under dmtcp-run it runs without that privilege",
+        prog.display()
+    );
+    let warnings: Vec<&str> = out
+        .stderr
+        .lines()
+        .filter(|l| l.contains("warning"))
+        .collect();
+    if warnings != [want.as_str()] {
+        env.fail(&format!(
+            "expected exactly the warning `{want}`; stderr: {}",
+            out.stderr
+        ));
+    }
+    // An ordinary program gets no such line.
+    let mut cmd = env.command("dmtcp-run");
+    cmd.args(["--coord-port", &env.port().to_string(), "--"])
+        .arg(env.prog("ids"));
+    let out = env.run(cmd, "run-plain", Duration::from_secs(30));
+    if !out.status.success() || out.stderr.contains("warning") {
+        env.fail(&format!("dmtcp-run of a plain program: {}", out.describe()));
+    }
+}
+
 /// What every line of the dropper must say: the ids of uid 65534, no
 /// supplementary group, no capability, /etc/shadow not readable.
 const DROPPED: &str =
