@@ -234,6 +234,31 @@ fn nobody_image_root_restart(env: &mut TestEnv) {
         .expect("a dropper image");
     let len = setup_read(&out).len();
 
+    // Its files are opened with its owner's access, not root's: the output
+    // file made root-only in between, root's restart of the image is
+    // refused instead of handing uid 65534 an fd of a root-only file.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::os::unix::fs::chown(&out, Some(0), Some(0)).expect("chown to root");
+        fs::set_permissions(&out, fs::Permissions::from_mode(0o600)).expect("chmod 600");
+        let port = free_port().to_string();
+        let mut cmd = as_root(env, "dmtcp-restart");
+        cmd.args(["--coord-port", &port]).arg(&image);
+        let o = env.run(cmd, "root-restart-denied", Duration::from_secs(60));
+        if o.status.success() || !o.stderr.contains("Permission denied") {
+            env.fail(&format!(
+                "root restarted uid 65534's image holding an fd of a root-only file: {}",
+                o.describe()
+            ));
+        }
+        env.assert_no_computation_left("after the refused restart", Duration::from_secs(15));
+        std::os::unix::fs::chown(&out, Some(NOBODY), Some(NOBODY)).expect("chown back");
+        fs::set_permissions(&out, fs::Permissions::from_mode(0o644)).expect("chmod 644");
+        let mut quit = as_root(env, "dmtcp-command");
+        quit.args(["-p", &port, "--quit"]);
+        let _ = env.run(quit, "root-quit", Duration::from_secs(20));
+    }
+
     let port = free_port().to_string();
     let mut cmd = as_root(env, "dmtcp-restart");
     cmd.args(["--coord-port", &port]).arg(&image);

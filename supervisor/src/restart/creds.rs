@@ -70,6 +70,15 @@ impl Owner {
     }
 }
 
+/// The filesystem uid, gid and groups a process's files are opened with
+/// at restart (by nsinit and in the shell).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct OpenAs {
+    pub uid: u32,
+    pub gid: u32,
+    pub groups: Vec<u32>,
+}
+
 /// The credentials given to every thread of one restored process.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Granted {
@@ -82,6 +91,9 @@ pub struct Granted {
     pub groups: Option<Vec<u32>>,
     pub securebits: u32,
     pub caps: Capabilities,
+    /// Root restarting another user's image: open the process's files
+    /// (fds, cwd, mapped files) with that user's access, not root's.
+    pub open_as: Option<OpenAs>,
 }
 
 /// The ids recorded in `p` (images without `creds` give their real ids).
@@ -127,6 +139,8 @@ pub fn grant(
             securebits: p.creds.securebits.unwrap_or(0),
             // Capabilities of our own user namespace only.
             caps: p.caps,
+            // Files are opened as ourselves anyway.
+            open_as: None,
         });
     }
     if owner.uid != 0 {
@@ -150,7 +164,7 @@ pub fn grant(
         return Ok(Granted {
             uids,
             gids,
-            groups: Some(groups),
+            groups: Some(groups.clone()),
             securebits: p.creds.securebits.unwrap_or(0),
             // An ordinary user has no capabilities to give: none, whatever
             // the image says (only the bounding set, a limit, is kept).
@@ -158,6 +172,11 @@ pub fn grant(
                 bounding: p.caps.bounding,
                 ..Capabilities::default()
             },
+            open_as: Some(OpenAs {
+                uid: uids[3],
+                gid: gids[3],
+                groups: groups.clone(),
+            }),
         });
     }
     // Root's own image restarted by root: exactly what it recorded.
@@ -167,6 +186,9 @@ pub fn grant(
         groups: Some(groups),
         securebits: p.creds.securebits.unwrap_or(0),
         caps: p.caps,
+        // Root's own image: its fds were open, whatever ids it dropped to
+        // afterwards (a file opened before dropping privileges included).
+        open_as: None,
     })
 }
 
@@ -287,6 +309,7 @@ mod tests {
         let g = grant(&p, &owner, &ROOT, "x").unwrap();
         assert_eq!(g.uids, [65534; 4]);
         assert_eq!((g.caps.permitted, g.caps.effective), (0, 0));
+        assert_eq!(g.open_as.as_ref().map(|a| a.uid), Some(65534));
         let p = process([65534, 0, 65534, 0], [65534; 4], vec![], 0);
         let e = grant(&p, &owner, &ROOT, "img").unwrap_err();
         assert!(e.contains("ran as uid 0"), "{e}");

@@ -133,7 +133,7 @@ fn grant_credentials(images: &[ImageChain]) -> anyhow::Result<Vec<Granted>> {
         .collect()
 }
 
-fn shell_plan(c: &ImageChain) -> ShellPlan {
+fn shell_plan(c: &ImageChain, granted: &Granted) -> ShellPlan {
     let r = c.top();
     let p = &r.meta().process;
     ShellPlan {
@@ -147,6 +147,7 @@ fn shell_plan(c: &ImageChain) -> ShellPlan {
         rlimits: p.rlimits.clone(),
         fds: r.meta().fds.clone(),
         ctty_pty: p.ctty.as_ref().and_then(|c| c.pty),
+        open_as: granted.open_as.clone(),
     }
 }
 
@@ -243,7 +244,7 @@ pub fn run(plan: Plan) -> anyhow::Result<i32> {
     let tops: Vec<&ImageReader> = images.iter().map(|c| c.top()).collect();
     let shared_memory = restore::park_shared_memory(&tops);
     let ipc = load_ipc(&tops)?;
-    let (nsinit, mut ctrl) = start_shells(&images, &shared_memory, ipc.as_ref())?;
+    let (nsinit, mut ctrl) = start_shells(&images, &grants, &shared_memory, ipc.as_ref())?;
     let kill_ns = || supervise::kill_and_reap(nsinit);
     let on_terminal = restore_terminal_settings(&tops);
     let restored = match restore_all(&images, &grants, nsinit, &shared_memory, ipc.as_ref()) {
@@ -324,10 +325,15 @@ fn load_ipc(tops: &[&ImageReader]) -> std::io::Result<Option<(IpcState, ShmBytes
 /// returns once every shell is ready.
 fn start_shells(
     images: &[ImageChain],
+    grants: &[Granted],
     shared_memory: &[ParkedMemory],
     ipc: Option<&(IpcState, ShmBytes)>,
 ) -> anyhow::Result<(HostPid, NsinitCtrl)> {
-    let shells = images.iter().map(shell_plan).collect();
+    let shells = images
+        .iter()
+        .zip(grants)
+        .map(|(c, g)| shell_plan(c, g))
+        .collect();
     let (nsinit, reply, ctrl) = supervise::start_nsinit(
         &InitRequest::Restore {
             shells,
