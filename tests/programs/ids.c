@@ -1,9 +1,16 @@
-/* ids: prints "euid E egid G" and exits 0 (run from a setuid copy). */
+/* ids: prints "euid E egid G" (run from a setuid copy), then follows the
+ * zdtm protocol: READY, runs until the stop file exists, PASS. */
+#include "zdtm.h"
+
 #include <stdio.h>
 #include <unistd.h>
 
-int main(void)
+int main(int argc, char **argv)
 {
+	zdtm_init(argc, argv);
 	printf("euid %u egid %u\n", (unsigned)geteuid(), (unsigned)getegid());
-	return 0;
+	zdtm_ready();
+	while (!zdtm_stop_requested())
+		zdtm_msleep(10);
+	zdtm_pass();
 }

@@ -53,6 +53,8 @@ fn setuid_warned(env: &mut TestEnv) {
     let prog = env.work.join("ids_setuid");
     fs::copy(env.prog("ids"), &prog).expect("copy ids");
     fs::set_permissions(&prog, fs::Permissions::from_mode(0o4755)).expect("chmod 4755");
+    // The program prints its ids and ends at once (its stop file exists).
+    dmtcp_tests::scenario::create_stop_file(&env.stop_file());
     // Directly, uid 65534 gets euid 0 from it: the copy is really setuid.
     let out = env.run(env.command_path(&prog), "direct", Duration::from_secs(20));
     if !out.stdout.starts_with("euid 0 ") {
@@ -89,6 +91,7 @@ fn setuid_warned(env: &mut TestEnv) {
     if !out.status.success() || out.stderr.contains("warning") {
         env.fail(&format!("dmtcp-run of a plain program: {}", out.describe()));
     }
+    let _ = fs::remove_file(env.stop_file());
 }
 
 /// What every line of the dropper must say: the ids of uid 65534, no

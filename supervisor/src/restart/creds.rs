@@ -114,6 +114,18 @@ pub fn grant(
     me: &Restarter,
     path: &str,
 ) -> Result<Granted, String> {
+    if p.zombie.is_some() {
+        // A zombie's image records no ids and its shell only dies again:
+        // nothing to give.
+        return Ok(Granted {
+            uids: [me.uid; 4],
+            gids: [me.gid; 4],
+            groups: None,
+            securebits: 0,
+            caps: Capabilities::default(),
+            open_as: None,
+        });
+    }
     let (uids, gids, groups) = recorded(p);
     let who = format!("{path}: pid {}", p.vpid);
     if me.in_userns() {
