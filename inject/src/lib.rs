@@ -10,11 +10,13 @@
 pub mod abi;
 pub mod api;
 mod coord;
+mod privilege;
 pub mod state;
 mod sys;
 
 extern "C" fn constructor() {
     state::init();
+    privilege::warn_if_weakened();
 }
 
 /// Runs [`constructor`] when the library is loaded (before `main`).

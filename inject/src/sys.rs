@@ -65,3 +65,32 @@ pub fn set_errno(e: i32) {
     // valid for the thread's lifetime.
     unsafe { *libc::__errno_location() = e };
 }
+
+/// Effective uid and gid of the process.
+pub fn effective_ids() -> (u32, u32) {
+    // SAFETY: geteuid/getegid cannot fail and touch no memory.
+    unsafe { (libc::geteuid(), libc::getegid()) }
+}
+
+/// `getauxval(AT_SECURE)`: whether the kernel ran this program in secure
+/// mode (it gained privilege at exec).
+pub fn at_secure() -> bool {
+    // SAFETY: getauxval reads the process's auxiliary vector; no pointers.
+    unsafe { libc::getauxval(libc::AT_SECURE) != 0 }
+}
+
+/// Whether the file at `path` has a `security.capability` attribute (file
+/// capabilities).
+pub fn has_file_caps(path: &std::ffi::CStr) -> bool {
+    // SAFETY: path is NUL-terminated; a null buffer of size 0 asks only for
+    // the attribute's size.
+    let n = unsafe {
+        libc::getxattr(
+            path.as_ptr(),
+            c"security.capability".as_ptr(),
+            std::ptr::null_mut(),
+            0,
+        )
+    };
+    n > 0
+}

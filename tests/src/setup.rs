@@ -22,6 +22,8 @@ pub const REQUIRED_BINS: &[&str] = &[
 /// The target programs under `tests/programs/` (each `NAME.c` + `zdtm.c`).
 pub const PROGRAMS: &[&str] = &[
     "counter",
+    "dropper",
+    "ids",
     "heap256",
     "lazy_mem",
     "mprotect_filemap",

@@ -40,6 +40,8 @@ struct InjectedState {
     scratch: (u64, u64),
     brk: u64,
     dumpable: u32,
+    /// `PR_GET_SECUREBITS` of the leader.
+    securebits: u32,
     child_subreaper: bool,
     sigactions: Vec<SigAction>,
     itimers: [(u64, u64); 3],
@@ -134,6 +136,10 @@ fn inject_queries_blocked(
             libc::SYS_prctl,
             [libc::PR_GET_DUMPABLE as u64, 0, 0, 0, 0, 0],
         )? as u32;
+        let securebits = inj.syscall(
+            libc::SYS_prctl,
+            [libc::PR_GET_SECUREBITS as u64, 0, 0, 0, 0, 0],
+        )? as u32;
         inj.syscall(
             libc::SYS_prctl,
             [libc::PR_GET_CHILD_SUBREAPER as u64, scratch, 0, 0, 0, 0],
@@ -178,6 +184,7 @@ fn inject_queries_blocked(
             scratch: (scratch, scratch + scratch_len),
             brk,
             dumpable,
+            securebits,
             child_subreaper,
             sigactions,
             itimers,
@@ -379,9 +386,9 @@ fn inject_pinned(
 
 /// The process-wide fields of the image, from `/proc/PID/status` and
 /// friends and from what the injected queries found.
-/// uids, gids and groups from `/proc/PID/status` (securebits are not
-/// there: left unknown).
-fn credentials(status: &[(String, String)]) -> dmtcp_image::Credentials {
+/// uids, gids and groups from `/proc/PID/status`; securebits from the
+/// injected `PR_GET_SECUREBITS` (they are not in `/proc`).
+fn credentials(status: &[(String, String)], securebits: u32) -> dmtcp_image::Credentials {
     let ids = |key: &str| -> [u32; 4] {
         let mut out = [0u32; 4];
         if let Some(v) = procfs::field(status, key) {
@@ -401,7 +408,7 @@ fn credentials(status: &[(String, String)]) -> dmtcp_image::Credentials {
                     .collect()
             })
             .unwrap_or_default(),
-        securebits: None,
+        securebits: Some(securebits),
     }
 }
 
@@ -448,7 +455,7 @@ fn process_info(
         },
         uid: first_id("Uid"),
         gid: first_id("Gid"),
-        creds: credentials(status),
+        creds: credentials(status, injected.securebits),
         no_new_privs: procfs::field(status, "NoNewPrivs") == Some("1"),
         dumpable: injected.dumpable,
         mm: ctx(mm_fields(pid, injected.brk), pid, "mm fields")?,

@@ -229,3 +229,40 @@ pub fn memfd_create(name: &str) -> io::Result<OwnedFd> {
     // SAFETY: r is a fresh fd nothing else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(r) })
 }
+
+/// Who the calling thread is for file access: supplementary groups, then
+/// filesystem gid and uid (raw syscalls: this thread only). Moving the
+/// filesystem uid away from 0 drops the file capabilities (DAC override
+/// and friends) from the effective set; back to 0 raises them again.
+pub fn set_fs_ids(uid: u32, gid: u32, groups: &[u32]) -> io::Result<()> {
+    // SAFETY: groups is a live slice of gid_t-sized integers for the call.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_setgroups,
+            groups.len() as libc::c_long,
+            groups.as_ptr(),
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::other(format!(
+            "setgroups: {}",
+            io::Error::last_os_error()
+        )));
+    }
+    // SAFETY: setfsgid/setfsuid take integers only; an id they refuse
+    // leaves the current one, which the read-back below catches.
+    let (g, u) = unsafe {
+        libc::syscall(libc::SYS_setfsgid, gid as libc::c_long);
+        libc::syscall(libc::SYS_setfsuid, uid as libc::c_long);
+        (
+            libc::syscall(libc::SYS_setfsgid, -1 as libc::c_long) as u32,
+            libc::syscall(libc::SYS_setfsuid, -1 as libc::c_long) as u32,
+        )
+    };
+    if (u, g) != (uid, gid) {
+        return Err(io::Error::other(format!(
+            "filesystem ids: got uid {u} gid {g}, wanted uid {uid} gid {gid}"
+        )));
+    }
+    Ok(())
+}

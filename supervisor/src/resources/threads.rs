@@ -19,7 +19,7 @@ use crate::kernel::ptrace::{self, Stop};
 use crate::kernel::remote::{Injector, Shell, SCRATCH_OFF};
 use crate::resources::capture_ctx as ctx;
 use crate::resources::restore_err as err;
-use dmtcp_image::{Capabilities, ProcessImage, Rseq, ThreadState, PAGE_SIZE};
+use dmtcp_image::{Capabilities, Rseq, ThreadState, PAGE_SIZE};
 
 /// Where things go in the mapping made for the setup.
 const CODE_OFF: u64 = 0;
@@ -539,10 +539,10 @@ pub(crate) fn restore_caps(
     inj: &mut Injector,
     mem: &Mem,
     tramp: u64,
-    meta: &ProcessImage,
+    caps: &Capabilities,
 ) -> io::Result<()> {
     let pid = inj.tid;
-    let caps = meta.process.caps;
+    let caps = *caps;
     let drop_bounding = bounding_to_drop(pid, &caps)?;
     for cap in 0..64 {
         let bit = 1u64 << cap;

@@ -25,6 +25,7 @@ use crate::resources::signals::{requeue_signals, restore_posix_timers};
 use crate::resources::threads::{
     bounding_to_drop, create_thread, load_registers, restore_caps, restore_thread_state,
 };
+use crate::restart::creds::{apply_ids, Granted};
 use dmtcp_image::{ImageChain, ImageReader, ProcessImage, ThreadState, Vma, VmaKind, PAGE_SIZE};
 use tracing::debug;
 
@@ -158,14 +159,9 @@ pub fn restore_process(
     parked: &[ParkedMemory],
     fg_pgrp: Option<u32>,
     shm_sizes: &HashMap<i32, u64>,
+    granted: &Granted,
 ) -> io::Result<Restored> {
     let started = std::time::Instant::now();
-    let meta = image.top().meta();
-    let leader_idx = meta
-        .threads
-        .iter()
-        .position(|t| t.vtid == meta.process.vpid)
-        .ok_or_else(|| err(pid, "threads", "no thread has the process id"))?;
     // Tracer and tracee on one CPU: each injected syscall is then a cheap
     // local wake-up instead of a cross-CPU one (measured 4-7x faster).
     let cpu = ptrace::current_cpu();
@@ -173,11 +169,11 @@ pub fn restore_process(
     let result = restore_pinned(
         pid,
         image,
-        leader_idx,
         (cpu, &my_mask),
         parked,
         fg_pgrp,
         shm_sizes,
+        granted,
     );
     ptrace::set_affinity(HostPid(0), &my_mask)?;
     Ok(Restored {
@@ -191,14 +187,19 @@ pub fn restore_process(
 fn restore_pinned(
     pid: HostPid,
     image: &ImageChain,
-    leader_idx: usize,
     // The tracer's CPU, and its own affinity while no ptrace work is done.
     (cpu, free): (usize, &libc::cpu_set_t),
     parked: &[ParkedMemory],
     fg_pgrp: Option<u32>,
     shm_sizes: &HashMap<i32, u64>,
+    granted: &Granted,
 ) -> io::Result<Vec<HostPid>> {
     let meta = image.top().meta();
+    let leader_idx = meta
+        .threads
+        .iter()
+        .position(|t| t.vtid == meta.process.vpid)
+        .ok_or_else(|| err(pid, "threads", "no thread has the process id"))?;
     let mut sh = take_shell(pid, meta, cpu)?;
     // 1. The shell's rseq area is about to disappear.
     unregister_rseq(&mut sh)?;
@@ -217,8 +218,8 @@ fn restore_pinned(
     )?;
     // 6. Process-wide state, then the other threads with their tids.
     let mut threads = process_and_threads(&mut sh, meta, leader_idx, fg_pgrp)?;
-    // 7. Per-thread kernel state and capabilities.
-    thread_kernel_state(&mut sh, meta, leader_idx, &threads)?;
+    // 7. Per-thread kernel state, credentials and capabilities.
+    thread_kernel_state(&mut sh, meta, leader_idx, &mut threads, granted)?;
     // 8. Pending signals, the state page; 9. registers, last.
     finish(sh, meta, leader_idx, parked, &mut threads)?;
     Ok(threads.iter().map(|(_, inj)| inj.tid).collect())
@@ -354,27 +355,51 @@ fn process_and_threads<'m>(
     Ok(threads)
 }
 
-/// Per-thread kernel state and capabilities (both are per thread). The
-/// leader goes last: its name (the process's comm) is what tools look
-/// for, so it appears only once the process is whole.
+/// Per-thread kernel state, credentials and capabilities (all are per
+/// thread). The ids go first, in every thread, while each still has the
+/// shell's capabilities; then the capabilities are lowered to the granted
+/// sets. The leader goes last: its name (the process's comm) is what tools
+/// look for, so it appears only once the process is whole.
 fn thread_kernel_state(
     sh: &mut Shell,
     meta: &ProcessImage,
     leader_idx: usize,
-    threads: &[(&ThreadState, Injector)],
+    threads: &mut [(&ThreadState, Injector)],
+    granted: &Granted,
 ) -> io::Result<()> {
     let pid = sh.pid;
+    for (_, inj) in threads.iter_mut() {
+        apply_ids(inj, &sh.mem, sh.tramp, granted)?;
+    }
+    apply_ids(&mut sh.inj, &sh.mem, sh.tramp, granted)?;
+    // A change of effective or filesystem id resets the mm's dumpable flag
+    // to the system default: put back the recorded one (0 or 1; 2 cannot
+    // be set by prctl and is what the reset gives anyway).
+    if meta.process.dumpable <= 1 {
+        sh.call(
+            libc::SYS_prctl,
+            [
+                libc::PR_SET_DUMPABLE as u64,
+                meta.process.dumpable as u64,
+                0,
+                0,
+                0,
+                0,
+            ],
+        )
+        .map_err(|e| err(pid, "dumpable", e))?;
+    }
     let others: Vec<(&ThreadState, HostPid)> =
         threads.iter().map(|(t, inj)| (*t, inj.tid)).collect();
     crate::resources::threads::setup_threads(
         &mut sh.inj,
         &sh.mem,
         &others,
-        &meta.process.caps,
-        bounding_to_drop(pid, &meta.process.caps)?,
+        &granted.caps,
+        bounding_to_drop(pid, &granted.caps)?,
     )
     .map_err(|e| err(pid, "thread state", e))?;
-    restore_caps(&mut sh.inj, &sh.mem, sh.tramp, meta)?;
+    restore_caps(&mut sh.inj, &sh.mem, sh.tramp, &granted.caps)?;
     restore_thread_state(&mut sh.inj, &sh.mem, sh.tramp, &meta.threads[leader_idx])?;
 
     Ok(())

@@ -75,6 +75,10 @@ pub struct ShellPlan {
     /// A session leader whose controlling terminal was a pty of the
     /// computation: that pty's pts number at checkpoint.
     pub ctty_pty: Option<u32>,
+    /// Root restarting another user's image: the files of this process
+    /// (its fds, its cwd, the files it maps) are opened with that user's
+    /// access, never root's (`restart::creds::Granted::open_as`).
+    pub open_as: Option<crate::restart::creds::OpenAs>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -497,8 +501,18 @@ fn make_shells(plans: &[ShellPlan], parked: &[ParkedMemory]) -> io::Result<Vec<i
         ready: Vec::new(),
     };
     let mut unique = 0;
+    let own_groups = nix::unistd::getgroups()
+        .map_err(|e| io::Error::other(format!("getgroups: {e}")))?
+        .iter()
+        .map(|g| g.as_raw())
+        .collect::<Vec<u32>>();
     for p in plans {
         let mut keys = Vec::new();
+        // Another user's process: its files are opened with its access.
+        if let Some(a) = &p.open_as {
+            crate::kernel::sys::set_fs_ids(a.uid, a.gid, &a.groups)
+                .map_err(|e| io::Error::new(e.kind(), format!("pid {}: {e}", p.vpid)))?;
+        }
         for e in &p.fds {
             unique += 1;
             let key = desc_key(e, unique);
@@ -513,6 +527,9 @@ fn make_shells(plans: &[ShellPlan], parked: &[ParkedMemory]) -> io::Result<Vec<i
                 slot.insert(crate::kernel::sys::dup_above(fd.as_raw_fd(), base)?);
             }
             keys.push(key);
+        }
+        if p.open_as.is_some() {
+            crate::kernel::sys::set_fs_ids(0, 0, &own_groups)?;
         }
         u.keys.push(keys);
     }
@@ -609,6 +626,11 @@ fn shell_main(u: &Universe, i: usize) -> ! {
                 // The group's leader may be gone; keep going in our parent's group.
                 libc::setpgid(0, plan.vpgid as i32);
             }
+        }
+        // From here on (cwd, /dev/tty, and the files the supervisor maps
+        // into it by injected syscalls) with the process's owner's access.
+        if let Some(a) = &plan.open_as {
+            crate::kernel::sys::set_fs_ids(a.uid, a.gid, &a.groups)?;
         }
         shell_setup(plan)?;
         let mut placed = Vec::new();

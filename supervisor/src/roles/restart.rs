@@ -9,6 +9,7 @@
 //! restarted computation is supervised exactly like a launched one.
 
 use std::collections::HashSet;
+use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 
 use anyhow::{anyhow, bail};
@@ -22,6 +23,7 @@ use crate::resources::memory::lazy;
 use crate::resources::memory::ParkedMemory;
 use crate::resources::pty;
 use crate::resources::sysv::{self as sysvipc, ShmBytes};
+use crate::restart::creds::{self, Granted, Owner, Restarter};
 use crate::restart::process as restore;
 use crate::restart::stop;
 use crate::roles::nsinit::{InitReply, InitRequest, ShellPlan};
@@ -109,7 +111,33 @@ fn open_images(paths: &[PathBuf]) -> anyhow::Result<Vec<ImageChain>> {
     Ok(out)
 }
 
-fn shell_plan(c: &ImageChain) -> ShellPlan {
+/// The credentials of each image's process: what it recorded, never more
+/// than we have and than the image file's owner had
+/// ([`creds::grant`]); the first that cannot be given is refused in one
+/// line.
+fn grant_credentials(images: &[ImageChain]) -> anyhow::Result<Vec<Granted>> {
+    let me = Restarter::current();
+    images
+        .iter()
+        .map(|c| {
+            let r = c.top();
+            let st = r
+                .file()
+                .metadata()
+                .map_err(|e| anyhow!("{}: {e}", r.path().display()))?;
+            let owner = Owner::of_file(st.uid(), st.gid());
+            creds::grant(
+                &r.meta().process,
+                &owner,
+                &me,
+                &r.path().display().to_string(),
+            )
+            .map_err(|e| anyhow!("{e}"))
+        })
+        .collect()
+}
+
+fn shell_plan(c: &ImageChain, granted: &Granted) -> ShellPlan {
     let r = c.top();
     let p = &r.meta().process;
     ShellPlan {
@@ -123,6 +151,7 @@ fn shell_plan(c: &ImageChain) -> ShellPlan {
         rlimits: p.rlimits.clone(),
         fds: r.meta().fds.clone(),
         ctty_pty: p.ctty.as_ref().and_then(|c| c.pty),
+        open_as: granted.open_as.clone(),
     }
 }
 
@@ -195,6 +224,8 @@ pub fn run(plan: Plan) -> anyhow::Result<i32> {
         lazy::disable();
     }
     let images = open_images(&plan.images)?;
+    // Who each process will be, decided (or refused) before anything runs.
+    let grants = grant_credentials(&images)?;
     let cfg = session_config(&plan, &images)?;
     let (conn, computation, _) = session::connect(&cfg)?;
 
@@ -217,10 +248,10 @@ pub fn run(plan: Plan) -> anyhow::Result<i32> {
     let tops: Vec<&ImageReader> = images.iter().map(|c| c.top()).collect();
     let shared_memory = restore::park_shared_memory(&tops);
     let ipc = load_ipc(&tops)?;
-    let (nsinit, mut ctrl) = start_shells(&images, &shared_memory, ipc.as_ref())?;
+    let (nsinit, mut ctrl) = start_shells(&images, &grants, &shared_memory, ipc.as_ref())?;
     let kill_ns = || supervise::kill_and_reap(nsinit);
     let on_terminal = restore_terminal_settings(&tops);
-    let restored = match restore_all(&images, nsinit, &shared_memory, ipc.as_ref()) {
+    let restored = match restore_all(&images, &grants, nsinit, &shared_memory, ipc.as_ref()) {
         Ok(r) => r,
         Err(e) => {
             kill_ns();
@@ -312,10 +343,15 @@ fn load_ipc(tops: &[&ImageReader]) -> std::io::Result<Option<(IpcState, ShmBytes
 /// returns once every shell is ready.
 fn start_shells(
     images: &[ImageChain],
+    grants: &[Granted],
     shared_memory: &[ParkedMemory],
     ipc: Option<&(IpcState, ShmBytes)>,
 ) -> anyhow::Result<(HostPid, NsinitCtrl)> {
-    let shells = images.iter().map(shell_plan).collect();
+    let shells = images
+        .iter()
+        .zip(grants)
+        .map(|(c, g)| shell_plan(c, g))
+        .collect();
     let (nsinit, reply, ctrl) = supervise::start_nsinit(
         &InitRequest::Restore {
             shells,
@@ -359,6 +395,7 @@ fn start_shells(
 /// Turns every shell (but zombies') into its process, each left stopped.
 fn restore_all(
     images: &[ImageChain],
+    grants: &[Granted],
     nsinit: HostPid,
     shared_memory: &[ParkedMemory],
     ipc: Option<&(IpcState, ShmBytes)>,
@@ -370,16 +407,17 @@ fn restore_all(
         .collect();
     let foreground = foreground_groups(&tops);
     let mut restored = Vec::with_capacity(images.len());
-    for r in images
+    for (r, granted) in images
         .iter()
-        .filter(|c| c.top().meta().process.zombie.is_none())
+        .zip(grants)
+        .filter(|(c, _)| c.top().meta().process.zombie.is_none())
     {
         let vpid = VirtPid::from_image(r.top().meta().process.vpid);
         let fg = foreground.get(&r.top().meta().process.vpid).copied();
         let res = host_pid_of(nsinit, vpid)
             .ok_or_else(|| anyhow!("shell for pid {vpid} not found"))
             .and_then(|pid| {
-                restore::restore_process(pid, r, shared_memory, fg, &shm_sizes)
+                restore::restore_process(pid, r, shared_memory, fg, &shm_sizes, granted)
                     .map_err(|e| anyhow!("{e}"))
             });
         match res {
