@@ -39,6 +39,11 @@ struct Args {
     /// bringing pages in while it runs (`DMTCP_RESTART_LAZY=0`).
     #[arg(long = "no-lazy")]
     no_lazy: bool,
+    /// Restart even while processes of the images' computation still run,
+    /// as a new computation (fresh computation and launch ids; the running
+    /// one is left alone).
+    #[arg(long = "new-computation")]
+    new_computation: bool,
     /// Print help.
     #[arg(long = "help", action = clap::ArgAction::Help)]
     help: Option<bool>,
@@ -90,6 +95,7 @@ fn run() -> anyhow::Result<i32> {
         incremental: args.incremental,
         no_lazy: args.no_lazy,
         images: args.images,
+        new_computation: args.new_computation,
     })
 }
 

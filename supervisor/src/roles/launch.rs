@@ -109,6 +109,7 @@ fn run() -> anyhow::Result<i32> {
         },
         ckpt_dir,
         incremental: args.incremental,
+        launch: session::new_launch_id(),
     };
     let (conn, computation, _) = session::connect(&cfg)?;
     if let Some(n) = args.interval {

@@ -43,6 +43,78 @@ pub struct Plan {
     pub no_lazy: bool,
     /// One image (chain top) per process.
     pub images: Vec<PathBuf>,
+    /// Restart even while processes of the images' computation still run:
+    /// the restarted processes take fresh computation and launch ids
+    /// (`--new-computation`).
+    pub new_computation: bool,
+}
+
+/// The images of one launch: each launch that joined the computation was
+/// its own pid namespace, so it is restarted in one of its own. The launch
+/// id comes from the image names (`None`: names without one, restarted
+/// under a fresh id).
+struct LaunchGroup {
+    launch: Option<String>,
+    paths: Vec<PathBuf>,
+}
+
+fn group_by_launch(images: &[ImageChain]) -> Vec<LaunchGroup> {
+    let mut groups: Vec<LaunchGroup> = Vec::new();
+    for c in images {
+        let path = c.top().path().to_path_buf();
+        let launch = path
+            .file_name()
+            .and_then(|n| dmtcp_image::parse_image_file_name(&n.to_string_lossy()))
+            .filter(|(comp, _, vpid)| {
+                *comp == c.top().meta().computation.id && *vpid == c.top().meta().process.vpid
+            })
+            .map(|(_, launch, _)| launch);
+        match groups.iter_mut().find(|g| g.launch == launch) {
+            Some(g) => g.paths.push(path),
+            None => groups.push(LaunchGroup {
+                launch,
+                paths: vec![path],
+            }),
+        }
+    }
+    groups
+}
+
+/// Refuses, in one line naming them, to restart a computation whose
+/// processes still run under this coordinator: two copies of one process
+/// would share its pid and its image names.
+fn refuse_if_running(cfg: &SessionConfig, computation: &str) -> anyhow::Result<()> {
+    use dmtcp_protocol::{Reply, Request};
+    let status = match dmtcp_coordinator::client::request(&cfg.addr, &cfg.secret, Request::Status) {
+        Ok(Reply::Status(s)) => s,
+        Ok(_) | Err(_) => return Ok(()),
+    };
+    if status.computation != computation || status.num_supervisors == 0 {
+        return Ok(());
+    }
+    let procs = match dmtcp_coordinator::client::request(&cfg.addr, &cfg.secret, Request::List) {
+        Ok(Reply::List(l)) => l,
+        Ok(Reply::Launches(l)) => l.into_iter().map(|l| l.process).collect(),
+        _ => Vec::new(),
+    };
+    let names: Vec<String> = procs
+        .iter()
+        .map(|p| {
+            format!(
+                "{} (pid {}, host pid {} on {})",
+                p.prog, p.vpid, p.host_pid, p.host
+            )
+        })
+        .collect();
+    bail!(
+        "computation {computation} is still running under the coordinator at {}: {}; end it first (dmtcp-command --kill) or restart it as a new computation (--new-computation)",
+        cfg.addr,
+        if names.is_empty() {
+            format!("{} supervisor(s)", status.num_supervisors)
+        } else {
+            names.join(", ")
+        }
+    )
 }
 
 /// Opens every image and checks its structure and metadata before anything
@@ -95,7 +167,11 @@ fn open_images(paths: &[PathBuf]) -> anyhow::Result<Vec<ImageChain>> {
             );
             continue;
         }
-        if !vpids.insert(m.process.vpid) {
+        let launch = p
+            .file_name()
+            .and_then(|n| dmtcp_image::parse_image_file_name(&n.to_string_lossy()))
+            .map(|(_, l, _)| l);
+        if !vpids.insert((launch, m.process.vpid)) {
             bail!("{}: pid {} given twice", p.display(), m.process.vpid);
         }
         out.push(chain);
@@ -186,12 +262,83 @@ fn host_pid_of(nsinit: HostPid, vpid: VirtPid) -> Option<HostPid> {
 
 /// Restarts the computation of `plan.images` and supervises it until it
 /// ends; returns the exit code for `dmtcp-restart`.
+///
+/// Images of several launches (separate `dmtcp-run`s that joined one
+/// coordinator) are restarted each launch in a pid namespace of its own,
+/// by a supervisor of its own: one process per launch, forked here before
+/// any thread exists, each joining the coordinator like the launch did.
 pub fn run(plan: Plan) -> anyhow::Result<i32> {
     if plan.no_lazy {
         lazy::disable();
     }
     let images = open_images(&plan.images)?;
-    let cfg = session_config(&plan, &images)?;
+    let mut cfg = session_config(&plan, &images)?;
+    let computation = images[0].top().meta().computation.id.clone();
+    if plan.new_computation {
+        cfg.computation = None;
+    } else {
+        refuse_if_running(&cfg, &computation)?;
+    }
+    let groups = group_by_launch(&images);
+    drop(images);
+    let launch_of = |g: &LaunchGroup| match &g.launch {
+        Some(l) if !plan.new_computation => l.clone(),
+        _ => session::new_launch_id(),
+    };
+    let mut children = Vec::new();
+    for g in &groups[1..] {
+        let mut cfg = cfg.clone();
+        cfg.launch = launch_of(g);
+        // SAFETY: fork with no other thread in this process (none is started
+        // before the restore); the child only runs the restart of its group
+        // and exits.
+        match unsafe { libc::fork() } {
+            -1 => bail!(
+                "fork for launch {}: {}",
+                cfg.launch,
+                std::io::Error::last_os_error()
+            ),
+            0 => {
+                let code = match restart_launch(cfg, &g.paths) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        eprintln!("dmtcp-restart: {e:#}");
+                        1
+                    }
+                };
+                std::process::exit(code);
+            }
+            pid => children.push(pid),
+        }
+    }
+    cfg.launch = launch_of(&groups[0]);
+    let first = restart_launch(cfg, &groups[0].paths);
+    // The other launches' supervisors: the restart ends with the last one.
+    let mut code = 0;
+    for pid in children {
+        let mut st = 0;
+        // SAFETY: waitpid on our own child with a valid status pointer.
+        if unsafe { libc::waitpid(pid, &mut st, 0) } == pid {
+            let c = if libc::WIFEXITED(st) {
+                libc::WEXITSTATUS(st)
+            } else {
+                128 + libc::WTERMSIG(st)
+            };
+            if code == 0 {
+                code = c;
+            }
+        }
+    }
+    match first {
+        Ok(c) if c != 0 => Ok(c),
+        Ok(_) => Ok(code),
+        Err(e) => Err(e),
+    }
+}
+
+/// Restarts the processes of one launch and supervises them until they end.
+fn restart_launch(cfg: SessionConfig, paths: &[PathBuf]) -> anyhow::Result<i32> {
+    let images = open_images(paths)?;
     let (conn, computation, _) = session::connect(&cfg)?;
 
     supervise::block_signals()?;
@@ -273,6 +420,7 @@ fn session_config(plan: &Plan, images: &[ImageChain]) -> anyhow::Result<SessionC
         },
         ckpt_dir,
         incremental: plan.incremental,
+        launch: String::new(),
     })
 }
 

@@ -43,6 +43,82 @@ pub struct SessionConfig {
     pub ckpt_dir: Option<PathBuf>,
     /// Every checkpoint after the first is incremental (`--incremental`).
     pub incremental: bool,
+    /// This launch's id inside the computation (hex): separate launches on
+    /// one coordinator each have their own pid namespace, so it is part of
+    /// every image name. Kept across restarts (read back from the image
+    /// names).
+    pub launch: String,
+}
+
+/// Warnings of the checkpoint being captured, for the command that asked
+/// for it (see [`checkpoint_warning`]).
+static WARNINGS: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+/// Records a warning about the checkpoint being taken (something saved
+/// differently from what the program has, such as an outside connection
+/// that a restart will drop). It is logged here, and `dmtcp-command -c/-bc`
+/// prints it on its own stderr once the checkpoint is committed (protocol
+/// 2.1 `Warnings`). Call it from the capture code during the Checkpoint
+/// barrier (any thread); warnings of a checkpoint that fails are dropped.
+pub fn checkpoint_warning(msg: String) {
+    warn!("{msg}");
+    if let Ok(mut w) = WARNINGS.lock() {
+        w.push(msg);
+    }
+}
+
+fn take_warnings() -> Vec<String> {
+    WARNINGS
+        .lock()
+        .map(|mut w| std::mem::take(&mut *w))
+        .unwrap_or_default()
+}
+
+/// A fresh launch id: 8 random hex digits.
+pub fn new_launch_id() -> String {
+    let mut b = [0u8; 4];
+    // SAFETY: getrandom writes at most b.len() bytes into b.
+    let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
+    if n != b.len() as isize {
+        // No entropy source: time and pid still differ between launches.
+        let t = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        b = (t ^ std::process::id().rotate_left(16)).to_le_bytes();
+    }
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// The program's name as the user typed it: the base name of its argv[0]
+/// (`redis-server`, `vim`), not of the binary it resolved to
+/// (`redis-check-rdb`, `vim.nox`); else the binary's, else comm.
+fn program_name(pid: HostPid) -> String {
+    let from_argv0 = std::fs::read(format!("/proc/{}/cmdline", pid.0))
+        .ok()
+        .and_then(|c| {
+            let argv0 = c.split(|b| *b == 0).next()?.to_vec();
+            let argv0 = String::from_utf8_lossy(&argv0).into_owned();
+            // A program that rewrote its title ("redis-server *:6379").
+            let argv0 = argv0.split_whitespace().next()?.to_string();
+            let base = argv0
+                .rsplit('/')
+                .next()?
+                .trim_start_matches('-')
+                .to_string();
+            (!base.is_empty()).then_some(base)
+        });
+    from_argv0
+        .or_else(|| {
+            procfs::link(pid, "exe").ok().and_then(|e| {
+                e.rsplit('/')
+                    .next()
+                    .map(|b| b.trim_end_matches(" (deleted)").to_string())
+                    .filter(|b| !b.is_empty())
+            })
+        })
+        .or_else(|| procfs::comm(pid, None).ok())
+        .unwrap_or_else(|| "proc".into())
 }
 
 pub fn hostname() -> String {
@@ -172,6 +248,10 @@ pub struct Session {
     agent: crate::agent::Publisher,
     /// Incremental checkpoints: dirty-page tracking and image chains.
     chains: Chains,
+    /// Warnings of the checkpoint in progress, sent with its images.
+    warnings: Vec<String>,
+    /// The coordinator killed the computation: losing it is no news.
+    killed: bool,
     pub done: Arc<AtomicBool>,
 }
 
@@ -225,7 +305,18 @@ impl Session {
             last_list: Vec::new(),
             agent: Default::default(),
             chains: Default::default(),
+            warnings: Vec::new(),
+            killed: false,
             done: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// Says our launch id to a coordinator that knows the word (2.1).
+    fn announce_launch(&mut self) {
+        let minor = self.conn.as_ref().map_or(0, |c| c.coordinator_minor());
+        if minor >= 1 {
+            let id = self.cfg.launch.clone();
+            self.send(ToCoordinator::Launch { id });
         }
     }
 
@@ -303,6 +394,8 @@ impl Session {
     /// reset at its freeze) the bases of incremental images.
     fn abandon(&mut self) {
         self.pending.clear();
+        self.warnings.clear();
+        take_warnings();
         // Prepared but uncommitted images: their temp files go.
         self.prepared = None;
         self.chains.abandon();
@@ -420,8 +513,10 @@ impl Session {
         }
         let mut images = Vec::new();
         self.pending.clear();
+        take_warnings();
         let result = self.capture_all(&dir, &write, &info, incremental, &mut images);
         self.pending = images;
+        self.warnings = take_warnings();
         result
     }
 
@@ -438,8 +533,9 @@ impl Session {
         // With chains, a new image must not replace the one it builds on.
         let chained = self.chains.active();
         let computation = self.computation.clone();
+        let launch = self.cfg.launch.clone();
         let file_name = |prog: &str, vpid: u32| {
-            let name = image_file_name(prog, &computation, vpid);
+            let name = image_file_name(prog, &computation, &launch, vpid);
             if chained {
                 let stem = name.trim_end_matches(".dmtcp");
                 format!("{stem}_g{}.dmtcp", info.generation)
@@ -456,16 +552,7 @@ impl Session {
             let t = Instant::now();
             // Images are named after the program (DMTCP's habit), not the
             // 15-character comm.
-            let comm = procfs::link(fp.pid, "exe")
-                .ok()
-                .and_then(|e| {
-                    e.rsplit('/')
-                        .next()
-                        .map(|b| b.trim_end_matches(" (deleted)").to_string())
-                })
-                .filter(|b| !b.is_empty())
-                .or_else(|| procfs::comm(fp.pid, None).ok())
-                .unwrap_or_else(|| "proc".into());
+            let comm = program_name(fp.pid);
             let path = dir.join(file_name(&comm, fp.vpid.to_image()));
             let mut writer = ImageWriter::create(&path, write.clone())?;
             let dirty = self.chains.scan_for(fp.pid, incremental);
@@ -576,6 +663,14 @@ impl Session {
             t.elapsed()
         );
         self.prepared = Some((id, ready));
+        // Warnings found while the images were written (after the thaw)
+        // join those of the capture.
+        self.warnings.extend(take_warnings());
+        let warnings = std::mem::take(&mut self.warnings);
+        let minor = self.conn.as_ref().map_or(0, |c| c.coordinator_minor());
+        if !warnings.is_empty() && minor >= 1 {
+            self.send(ToCoordinator::Warnings { id, warnings });
+        }
         self.send(ToCoordinator::ImagesDurable { id, images });
     }
 
@@ -666,7 +761,9 @@ impl Session {
         }
         self.conn_gen += 1;
         self.last_attempt = Instant::now();
-        if !self.done.load(Ordering::Relaxed) {
+        if self.killed {
+            debug!("coordinator connection closed after the kill ({why})");
+        } else if !self.done.load(Ordering::Relaxed) {
             warn!("coordinator connection lost ({why}); the computation keeps running");
         }
     }
@@ -691,6 +788,7 @@ impl Session {
             spawn_reader(reader, self.tx.clone(), self.conn_gen);
             self.conn = Some(conn);
             self.cfg.secret = cfg.secret;
+            self.announce_launch();
             self.last_list.clear();
             self.refresh_list();
         }
@@ -705,6 +803,7 @@ impl Session {
 
     /// Serves the coordinator until the computation ends.
     pub fn run(mut self) {
+        self.announce_launch();
         self.refresh_list();
         self.publish_coordinator();
         let mut last_refresh = Instant::now();
@@ -722,6 +821,7 @@ impl Session {
                 Ok(Event::Coord(_, FromCoordinator::Commit { id })) => self.commit_prepared(id),
                 Ok(Event::Coord(_, FromCoordinator::Kill)) => {
                     info!("kill requested by the coordinator");
+                    self.killed = true;
                     self.thaw_all();
                     // SAFETY: kill with integer arguments; nsinit is our child.
                     unsafe { libc::kill(self.nsinit.0, libc::SIGKILL) };
