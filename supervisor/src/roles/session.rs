@@ -719,8 +719,85 @@ impl Session {
             self.cfg.generation = self.cfg.generation.max(g);
         }
         info!("checkpoint {id}: {} image(s) committed", images.len());
+        self.remove_gone_images(&images);
         self.send(ToCoordinator::ImagesWritten { id, images });
         drop(replaced);
+    }
+
+    /// Once a new set is committed, the images of this launch's processes
+    /// that are gone (an earlier checkpoint's, of a process that has ended
+    /// since) would only be restarted by mistake (`ckpt_*.dmtcp`): they are
+    /// removed. Only files named by [`image_file_name`] for this
+    /// computation and launch, regular files owned by us, in the directory
+    /// the set went to; other launches' images are theirs.
+    fn remove_gone_images(&self, images: &[ImageEntry]) {
+        let Some(dir) = images.first().and_then(|e| {
+            std::path::Path::new(&e.path)
+                .parent()
+                .map(|d| d.to_path_buf())
+        }) else {
+            return;
+        };
+        // pid -> the name of its new image.
+        let kept: std::collections::HashMap<u32, String> = images
+            .iter()
+            .map(|e| {
+                let name = std::path::Path::new(&e.path)
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                (e.vpid, name)
+            })
+            .collect();
+        // Incremental chains name images `..._g<generation>.dmtcp` and
+        // remove what they no longer need themselves.
+        let chained = |n: &str| {
+            n.trim_end_matches(".dmtcp")
+                .rsplit_once("_g")
+                .is_some_and(|(_, g)| !g.is_empty() && g.bytes().all(|b| b.is_ascii_digit()))
+        };
+        let Ok(rd) = std::fs::read_dir(&dir) else {
+            return;
+        };
+        // SAFETY: geteuid has no arguments and cannot fail.
+        let uid = unsafe { libc::geteuid() };
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Some((comp, launch, vpid)) = dmtcp_image::parse_image_file_name(&name) else {
+                continue;
+            };
+            if comp != self.computation || launch != self.cfg.launch {
+                continue;
+            }
+            // A live pid keeps its image; an image of the same pid under
+            // another program name is of a process that is gone (its pid
+            // was reused).
+            let gone = match kept.get(&vpid) {
+                None => true,
+                Some(new) => *new != name && !chained(new) && !chained(&name),
+            };
+            if !gone {
+                continue;
+            }
+            let path = e.path();
+            use std::os::unix::fs::MetadataExt;
+            let ours = std::fs::symlink_metadata(&path)
+                .is_ok_and(|m| m.file_type().is_file() && m.uid() == uid);
+            if !ours {
+                continue;
+            }
+            match std::fs::remove_file(&path) {
+                Ok(()) => info!(
+                    "removed {} (pid {vpid} is gone from the computation)",
+                    path.display()
+                ),
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+                Err(err) => warn!(
+                    "removing {} of a process that is gone: {err}",
+                    path.display()
+                ),
+            }
+        }
     }
 
     fn on_barrier(&mut self, phase: Phase, opts: CheckpointOptions) {
