@@ -44,6 +44,19 @@ struct Args {
     /// one is left alone).
     #[arg(long = "new-computation")]
     new_computation: bool,
+    /// Keep the restarted computation running when its coordinator is gone
+    /// (it keeps trying to reconnect). Without it, a restarted computation
+    /// that has had no coordinator for --coord-timeout seconds ends.
+    #[arg(long = "keep-running-alone")]
+    keep_running_alone: bool,
+    /// Seconds a restarted computation may be without a coordinator before
+    /// it ends (env DMTCP_COORD_TIMEOUT; default 30).
+    #[arg(
+        long = "coord-timeout",
+        env = "DMTCP_COORD_TIMEOUT",
+        default_value_t = 30
+    )]
+    coord_timeout: u64,
     /// Print help.
     #[arg(long = "help", action = clap::ArgAction::Help)]
     help: Option<bool>,
@@ -96,6 +109,8 @@ fn run() -> anyhow::Result<i32> {
         no_lazy: args.no_lazy,
         images: args.images,
         new_computation: args.new_computation,
+        alone_timeout: (!args.keep_running_alone)
+            .then(|| std::time::Duration::from_secs(args.coord_timeout)),
     })
 }
 

@@ -8,7 +8,8 @@ use std::path::PathBuf;
 use std::thread;
 use std::time::Duration;
 
-use dmtcp_tests::env::read_lossy;
+use dmtcp_tests::env::{is_coordinator, read_lossy};
+use dmtcp_tests::procs;
 use dmtcp_tests::{e2e_tests, setup, Proc, Scenario, TestEnv};
 
 e2e_tests! {
@@ -16,6 +17,7 @@ e2e_tests! {
     restart_refused_while_running => restart_refused_while_running;
     checkpoint_reports_image_generation => checkpoint_reports_image_generation;
     quit_racing_restart_leaves_no_process => quit_racing_restart_leaves_no_process;
+    restarted_computation_ends_without_coordinator => restarted_computation_ends_without_coordinator;
 }
 
 /// `dmtcp-run --coord-port P -- sleeper` in the background, READY awaited.
@@ -301,4 +303,50 @@ fn quit_racing_restart_leaves_no_process(env: &mut TestEnv) {
             Duration::from_secs(20),
         );
     }
+}
+
+/// A restarted computation whose coordinator dies (kill -9) and does not
+/// come back within its timeout (`DMTCP_COORD_TIMEOUT=3`) says so and ends,
+/// instead of running on with nothing able to checkpoint or stop it.
+fn restarted_computation_ends_without_coordinator(env: &mut TestEnv) {
+    env.start_coordinator();
+    let mut a = launch_sleeper(env, "run");
+    blocking_checkpoint(env);
+    let images = sleeper_images(&env.ckpt);
+    let out = env.dmtcp_command(&["-k"], Duration::from_secs(30));
+    if !out.status.success() {
+        env.fail(&format!("dmtcp-command -k: {}", out.describe()));
+    }
+    env.wait(&mut a, Duration::from_secs(30));
+    let mut cmd = env.command("dmtcp-restart");
+    cmd.arg("--coord-port")
+        .arg(env.port().to_string())
+        .args(&images)
+        .env("DMTCP_COORD_TIMEOUT", "3");
+    let mut r = env.spawn(cmd, "restart");
+    env.wait_for(
+        "the restarted sleeper listed",
+        Duration::from_secs(60),
+        || sleeper_lines(env).len() == 1,
+    );
+    let coords: Vec<i32> = procs::tagged(&env.tag)
+        .into_iter()
+        .filter(|&p| is_coordinator(p))
+        .collect();
+    if coords.len() != 1 {
+        env.fail(&format!("expected one coordinator, found {coords:?}"));
+    }
+    procs::kill_all(&coords);
+    env.port = None;
+    let st = env.wait(&mut r, Duration::from_secs(30));
+    let err = read_lossy(&r.stderr);
+    if st.success() || !err.contains("no coordinator") {
+        env.fail(&format!(
+            "dmtcp-restart without a coordinator: expected it to end saying so, got {st}: {err:?}"
+        ));
+    }
+    env.assert_no_computation_left(
+        "a restarted computation without a coordinator",
+        Duration::from_secs(15),
+    );
 }

@@ -47,6 +47,9 @@ pub struct Plan {
     /// the restarted processes take fresh computation and launch ids
     /// (`--new-computation`).
     pub new_computation: bool,
+    /// How long the restarted computation may be without a coordinator
+    /// before it ends (`None`: `--keep-running-alone`).
+    pub alone_timeout: Option<std::time::Duration>,
 }
 
 /// The images of one launch: each launch that joined the computation was
@@ -421,6 +424,7 @@ fn session_config(plan: &Plan, images: &[ImageChain]) -> anyhow::Result<SessionC
         ckpt_dir,
         incremental: plan.incremental,
         launch: String::new(),
+        alone_timeout: plan.alone_timeout,
     })
 }
 

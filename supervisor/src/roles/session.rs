@@ -48,6 +48,9 @@ pub struct SessionConfig {
     /// every image name. Kept across restarts (read back from the image
     /// names).
     pub launch: String,
+    /// A restarted computation that has had no coordinator for this long
+    /// ends (None: it keeps running alone and keeps trying to reconnect).
+    pub alone_timeout: Option<Duration>,
 }
 
 /// Warnings of the checkpoint being captured, for the command that asked
@@ -252,6 +255,8 @@ pub struct Session {
     warnings: Vec<String>,
     /// The coordinator killed the computation: losing it is no news.
     killed: bool,
+    /// Since when no coordinator has been connected.
+    lost_since: Option<Instant>,
     pub done: Arc<AtomicBool>,
 }
 
@@ -307,6 +312,7 @@ impl Session {
             chains: Default::default(),
             warnings: Vec::new(),
             killed: false,
+            lost_since: None,
             done: Arc::new(AtomicBool::new(false)),
         }
     }
@@ -838,6 +844,7 @@ impl Session {
         }
         self.conn_gen += 1;
         self.last_attempt = Instant::now();
+        self.lost_since.get_or_insert_with(Instant::now);
         if self.killed {
             debug!("coordinator connection closed after the kill ({why})");
         } else if !self.done.load(Ordering::Relaxed) {
@@ -865,10 +872,34 @@ impl Session {
             spawn_reader(reader, self.tx.clone(), self.conn_gen);
             self.conn = Some(conn);
             self.cfg.secret = cfg.secret;
+            self.lost_since = None;
             self.announce_launch();
             self.last_list.clear();
             self.refresh_list();
         }
+    }
+
+    /// A restarted computation with no coordinator for its whole timeout
+    /// ends, saying so: nothing could checkpoint or stop it any more.
+    fn end_if_alone_too_long(&mut self) {
+        let (Some(limit), Some(since)) = (self.cfg.alone_timeout, self.lost_since) else {
+            return;
+        };
+        if self.conn.is_some() || self.killed || self.done.load(Ordering::Relaxed) {
+            return;
+        }
+        if since.elapsed() < limit {
+            return;
+        }
+        tracing::error!(
+            "no coordinator at {} for {} s: ending the restarted computation (dmtcp-restart --keep-running-alone keeps it running without one)",
+            self.cfg.addr,
+            limit.as_secs()
+        );
+        self.killed = true;
+        self.thaw_all();
+        // SAFETY: kill with integer arguments; nsinit is our child.
+        unsafe { libc::kill(self.nsinit.0, libc::SIGKILL) };
     }
 
     /// Application API: tells new processes where the coordinator is.
@@ -913,6 +944,7 @@ impl Session {
             {
                 self.try_reconnect();
             }
+            self.end_if_alone_too_long();
             if self.lifeline && !crate::resources::memory::lazy::busy() {
                 match self.ctrl.lifeline(false) {
                     Ok(()) => debug!("memory in place: the computation may outlive us again"),
