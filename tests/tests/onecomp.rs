@@ -18,6 +18,7 @@ e2e_tests! {
     checkpoint_reports_image_generation => checkpoint_reports_image_generation;
     quit_racing_restart_leaves_no_process => quit_racing_restart_leaves_no_process;
     restarted_computation_ends_without_coordinator => restarted_computation_ends_without_coordinator;
+    newest_complete_set_restarted => newest_complete_set_restarted;
 }
 
 /// `dmtcp-run --coord-port P -- sleeper` in the background, READY awaited.
@@ -349,4 +350,67 @@ fn restarted_computation_ends_without_coordinator(env: &mut TestEnv) {
         "a restarted computation without a coordinator",
         Duration::from_secs(15),
     );
+}
+
+/// Images record the set of their checkpoint (format 2.1): given a complete
+/// older set and an incomplete newer one (an image of the three-process
+/// tree missing), `dmtcp-restart` says the newer one is incomplete, skips
+/// its image and restarts the older set, all three processes.
+fn newest_complete_set_restarted(env: &mut TestEnv) {
+    env.start_coordinator();
+    let sc = Scenario::new("tree").arg(env.work.join("tree.log"));
+    let mut r = sc.launch(env);
+    thread::sleep(Duration::from_millis(500));
+    let set = env.work.join("set");
+    env.make_user_dir(&set);
+    let first = r.checkpoint();
+    if first.len() < 3 {
+        env.fail(&format!("expected three images of the tree: {first:?}"));
+    }
+    for p in &first {
+        let to = set.join(format!("g1_{}", setup::file_name(p)));
+        std::fs::copy(p, &to).expect("copy a generation 1 image");
+        env.give_to_user(&to);
+    }
+    thread::sleep(Duration::from_millis(300));
+    let second = r.checkpoint();
+    let mut second = second.clone();
+    second.sort();
+    let newer = set.join(setup::file_name(&second[0]));
+    std::fs::copy(&second[0], &newer).expect("copy one generation 2 image");
+    env.give_to_user(&newer);
+    r.kill();
+    let mut given: Vec<PathBuf> = std::fs::read_dir(&set)
+        .expect("read the set directory")
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    given.sort();
+    r.restart_from_images(&given);
+    let err = read_lossy(&r.launcher.stderr);
+    if !err.contains("checkpoint 2 is incomplete") || !err.contains("restarting checkpoint 1") {
+        env.fail(&format!(
+            "dmtcp-restart did not say it passed over the incomplete checkpoint 2: {err:?}"
+        ));
+    }
+    let skipped = setup::file_name(&newer);
+    if !err
+        .lines()
+        .any(|l| l.contains("skipping") && l.contains(&skipped))
+    {
+        env.fail(&format!(
+            "dmtcp-restart did not name {skipped} as skipped: {err:?}"
+        ));
+    }
+    let tree_lines = env.dmtcp_command(&["-l"], Duration::from_secs(20)).stdout;
+    let n = tree_lines
+        .lines()
+        .filter(|l| l.split_whitespace().any(|w| w.starts_with("tree")))
+        .count();
+    if n != 3 {
+        env.fail(&format!(
+            "the restarted generation 1 should have three processes: {tree_lines:?}"
+        ));
+    }
+    r.kill();
 }

@@ -721,12 +721,24 @@ impl ImageWriter {
         self.free_raw.clear();
         self.free_out.clear();
 
-        let raw_meta =
+        let mut raw_meta =
             bincode::serde::encode_to_vec(meta, format::bincode_config()).map_err(|e| {
                 ImageError::Encode {
                     detail: e.to_string(),
                 }
             })?;
+        // 2.1: the ImageExt record follows the metadata.
+        let ext = crate::ImageExt {
+            launch: meta.computation.launch.clone(),
+            set: meta.computation.set.clone(),
+        };
+        raw_meta.extend(
+            bincode::serde::encode_to_vec(&ext, format::bincode_config()).map_err(|e| {
+                ImageError::Encode {
+                    detail: e.to_string(),
+                }
+            })?,
+        );
         let mut stored_meta = Vec::new();
         format::compress(
             self.opts.codec,

@@ -308,7 +308,9 @@ fn describe_shows_everything() {
     let r = ImageReader::open(&path).unwrap();
     let s = describe(&r);
     for want in [
-        "format      2.0",
+        "format      2.1",
+        "launch      0a1b2c3d",
+        "set         2 process(es): 0a1b2c3d/42 0a1b2c3d/43",
         "authenticated",
         "groups []",
         "codec       gzip",

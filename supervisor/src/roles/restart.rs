@@ -61,17 +61,27 @@ struct LaunchGroup {
     paths: Vec<PathBuf>,
 }
 
+/// The launch an image belongs to: recorded in it (format 2.1), else
+/// read from its name (2.0 images named with one); empty if neither says.
+fn launch_of(c: &ImageChain) -> String {
+    let m = c.top().meta();
+    if !m.computation.launch.is_empty() {
+        return m.computation.launch.clone();
+    }
+    c.top()
+        .path()
+        .file_name()
+        .and_then(|n| dmtcp_image::parse_image_file_name(&n.to_string_lossy()))
+        .filter(|(comp, _, vpid)| *comp == m.computation.id && *vpid == m.process.vpid)
+        .map(|(_, launch, _)| launch)
+        .unwrap_or_default()
+}
+
 fn group_by_launch(images: &[ImageChain]) -> Vec<LaunchGroup> {
     let mut groups: Vec<LaunchGroup> = Vec::new();
     for c in images {
         let path = c.top().path().to_path_buf();
-        let launch = path
-            .file_name()
-            .and_then(|n| dmtcp_image::parse_image_file_name(&n.to_string_lossy()))
-            .filter(|(comp, _, vpid)| {
-                *comp == c.top().meta().computation.id && *vpid == c.top().meta().process.vpid
-            })
-            .map(|(_, launch, _)| launch);
+        let launch = Some(launch_of(c)).filter(|l| !l.is_empty());
         match groups.iter_mut().find(|g| g.launch == launch) {
             Some(g) => g.paths.push(path),
             None => groups.push(LaunchGroup {
@@ -152,29 +162,68 @@ fn open_images(paths: &[PathBuf]) -> anyhow::Result<Vec<ImageChain>> {
         }
         all.push((p, chain));
     }
-    let newest = all
+    // The newest complete set: a 2.1 image names every process of its
+    // launch's checkpoint; a generation some of whose images are missing is
+    // passed over for an older complete one (2.0 images name none: their
+    // generation counts as complete).
+    let mut gens: Vec<u64> = all
         .iter()
         .map(|(_, c)| c.top().meta().computation.generation)
-        .max()
-        .unwrap_or(0);
+        .collect();
+    gens.sort_unstable_by(|a, b| b.cmp(a));
+    gens.dedup();
+    let mut chosen = None;
+    let mut incomplete = Vec::new();
+    for &g in &gens {
+        let of_g: Vec<&ImageChain> = all
+            .iter()
+            .map(|(_, c)| c)
+            .filter(|c| c.top().meta().computation.generation == g)
+            .collect();
+        let present: HashSet<(String, u32)> = of_g
+            .iter()
+            .map(|c| (launch_of(c), c.top().meta().process.vpid))
+            .collect();
+        let mut missing: Vec<String> = of_g
+            .iter()
+            .flat_map(|c| c.top().meta().computation.set.iter())
+            .filter(|m| !present.contains(&(m.launch.clone(), m.vpid)))
+            .map(|m| format!("pid {} of launch {}", m.vpid, m.launch))
+            .collect();
+        missing.sort();
+        missing.dedup();
+        if missing.is_empty() {
+            chosen = Some(g);
+            break;
+        }
+        incomplete.push(format!(
+            "checkpoint {g} is incomplete (no image of {})",
+            missing.join(", ")
+        ));
+    }
+    let Some(newest) = chosen else {
+        bail!(
+            "no complete checkpoint among the images: {}",
+            incomplete.join("; ")
+        );
+    };
+    for why in &incomplete {
+        eprintln!("dmtcp-restart: {why}; restarting checkpoint {newest}");
+    }
     let mut out: Vec<ImageChain> = Vec::new();
     let mut vpids = HashSet::new();
     for (p, chain) in all {
         let m = chain.top().meta();
         if m.computation.generation != newest {
             eprintln!(
-                "dmtcp-restart: skipping {} (pid {}, checkpoint {}): restarting checkpoint {newest}, the newest given",
+                "dmtcp-restart: skipping {} (pid {}, checkpoint {}): restarting checkpoint {newest}, the newest complete one given",
                 p.display(),
                 m.process.vpid,
                 m.computation.generation
             );
             continue;
         }
-        let launch = p
-            .file_name()
-            .and_then(|n| dmtcp_image::parse_image_file_name(&n.to_string_lossy()))
-            .map(|(_, l, _)| l);
-        if !vpids.insert((launch, m.process.vpid)) {
+        if !vpids.insert((launch_of(&chain), m.process.vpid)) {
             bail!("{}: pid {} given twice", p.display(), m.process.vpid);
         }
         out.push(chain);

@@ -512,6 +512,30 @@ impl Session {
             taken_at_unix_ns: taken_at,
             coord_host: self.cfg.addr.host.clone(),
             coord_port: self.cfg.addr.port,
+            launch: self.cfg.launch.clone(),
+            // Every process this launch saves (zombies included): a restart
+            // of this generation needs each one's image.
+            set: {
+                let mut set: Vec<dmtcp_image::SetMember> = self
+                    .frozen
+                    .iter()
+                    .map(|f| f.vpid.to_image())
+                    .chain(
+                        self.zombies
+                            .iter()
+                            .filter_map(|&z| procfs::status(z).ok())
+                            .filter_map(|st| procfs::innermost_pid(&st))
+                            .map(|v| v.to_image()),
+                    )
+                    .map(|vpid| dmtcp_image::SetMember {
+                        launch: self.cfg.launch.clone(),
+                        vpid,
+                    })
+                    .collect();
+                set.sort();
+                set.dedup();
+                set
+            },
         };
         let incremental = opts.incremental || self.cfg.incremental;
         if incremental {
