@@ -27,8 +27,11 @@ macro_rules! println {
 pub fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("DMTCP_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    // Colour only on a terminal: logs that go to files stay plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(std::io::stderr)
         .with_target(false)
         .try_init();
@@ -325,6 +328,47 @@ fn print_reply(req: &Request, reply: &Reply, addr: &CoordAddr) -> bool {
             eprintln!("dmtcp-command: {e}");
             false
         }
+        Reply::Launches(list) => {
+            println!(
+                "{:>6}  {:>8}  {:<16}  {:<8}  {:>10}  HOST",
+                "VPID", "HOST_PID", "PROGRAM", "LAUNCH", "SUPERVISOR"
+            );
+            for l in list {
+                let p = &l.process;
+                let launch = if l.launch.is_empty() { "-" } else { &l.launch };
+                println!(
+                    "{:>6}  {:>8}  {:<16}  {:<8}  {:>10}  {}",
+                    p.vpid, p.host_pid, p.prog, launch, l.supervisor_pid, p.host
+                );
+            }
+            true
+        }
+        Reply::Committed {
+            generation,
+            images,
+            millis,
+            warnings,
+            ..
+        } => {
+            // The generation is what the images and the restart script
+            // record (the coordinator's request counter restarts at 1 with
+            // each coordinator; generations go on across restarts).
+            println!(
+                "checkpoint {generation} done in {millis} ms: {} image(s)",
+                images.len()
+            );
+            for i in images {
+                println!("  {}", i.path);
+            }
+            for w in warnings {
+                eprintln!("dmtcp-command: warning: {w}");
+            }
+            true
+        }
+        Reply::Started { generation, .. } => {
+            println!("checkpoint {generation} started");
+            true
+        }
     }
 }
 
@@ -378,7 +422,10 @@ struct CommandArgs {
     /// Show the coordinator's status.
     #[arg(short = 's', long, group = "action")]
     status: bool,
-    /// List the processes of the computation.
+    /// List the processes of the computation, with the launch (dmtcp-run
+    /// or dmtcp-restart) each belongs to. A computation whose coordinator
+    /// is gone: `pgrep -a 'dmtcp-(run|restart|nsinit)'`, then `kill` its
+    /// dmtcp-run or dmtcp-restart.
     #[arg(short = 'l', long, group = "action")]
     list: bool,
     /// Kill every process of the computation.
@@ -394,6 +441,9 @@ struct CommandArgs {
     #[arg(long, action = clap::ArgAction::Help)]
     help: Option<bool>,
 }
+
+/// How to find a computation whose coordinator is gone (docs/user-guide.md).
+const ORPHAN_HINT: &str = "a computation whose coordinator is gone is listed by `pgrep -a 'dmtcp-(run|restart|nsinit)'`; end it with `kill PID` of its dmtcp-run or dmtcp-restart (or of its dmtcp-nsinit)";
 
 /// DMTCP spells the blocking checkpoint `-bc`, which clap cannot parse as one short flag.
 fn dmtcp_argv(args: impl Iterator<Item = String>) -> Vec<String> {
@@ -459,6 +509,9 @@ fn run_command(args: CommandArgs) -> anyhow::Result<bool> {
             } else {
                 e.to_string()
             };
+            if args.list || args.kill || args.quit {
+                bail!("no coordinator at {addr} ({cause}); {ORPHAN_HINT}");
+            }
             bail!("no coordinator at {addr} ({cause})");
         }
         bail!(

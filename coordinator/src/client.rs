@@ -343,6 +343,8 @@ fn io_cause(e: &std::io::Error) -> String {
 pub struct Connection {
     reader: BufReader<TcpStream>,
     writer: BufWriter<TcpStream>,
+    /// The coordinator's protocol minor version (from the handshake).
+    minor: u16,
 }
 
 impl Connection {
@@ -351,6 +353,7 @@ impl Connection {
         Ok(Connection {
             reader: BufReader::new(stream),
             writer: BufWriter::new(w),
+            minor: 0,
         })
     }
 
@@ -384,6 +387,7 @@ impl Connection {
             Err(e) => bail!("handshake with coordinator at {addr} failed: {e}"),
         };
         let _ = conn.stream().set_read_timeout(None);
+        conn.minor = w.minor;
         Ok((
             conn,
             FromCoordinator::Welcome {
@@ -405,7 +409,15 @@ impl Connection {
     /// A second handle on the same socket (read in one thread, write in another).
     /// Only the handle that reads may have buffered input; clone before reading.
     pub fn try_clone(&self) -> std::io::Result<Connection> {
-        Connection::from_stream(self.reader.get_ref().try_clone()?)
+        let mut c = Connection::from_stream(self.reader.get_ref().try_clone()?)?;
+        c.minor = self.minor;
+        Ok(c)
+    }
+
+    /// The coordinator's protocol minor version: 2.1 frames
+    /// (`ToCoordinator::Launch`, `Warnings`) only go to 1 or more.
+    pub fn coordinator_minor(&self) -> u16 {
+        self.minor
     }
 
     /// The underlying socket (for timeouts, shutdown, polling).

@@ -473,5 +473,7 @@ pub(crate) fn kind(msg: &ToCoordinator) -> &'static str {
         ToCoordinator::Exited { .. } => "Exited",
         ToCoordinator::Auth { .. } => "Auth",
         ToCoordinator::ImagesDurable { .. } => "ImagesDurable",
+        ToCoordinator::Launch { .. } => "Launch",
+        ToCoordinator::Warnings { .. } => "Warnings",
     }
 }

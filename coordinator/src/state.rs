@@ -18,8 +18,8 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
 use dmtcp_protocol::{
-    write_frame, CheckpointOptions, FromCoordinator, ImageEntry, Phase, ProcEntry, Reply, Request,
-    Role, Status, SupervisorHello, ToCoordinator,
+    write_frame, CheckpointOptions, FromCoordinator, ImageEntry, LaunchProc, Phase, ProcEntry,
+    Reply, Request, Role, Status, SupervisorHello, ToCoordinator,
 };
 
 use crate::server::{kind, Config, ConnId, Event};
@@ -27,12 +27,17 @@ use crate::server::{kind, Config, ConnId, Event};
 struct Client {
     stream: TcpStream,
     role: ClientRole,
+    /// The protocol minor version the client's Hello said it speaks: 2.1
+    /// replies go only to clients of minor 1 or more.
+    minor: u16,
 }
 
 enum ClientRole {
     Supervisor {
         hello: SupervisorHello,
         procs: Vec<ProcEntry>,
+        /// Its launch id (2.1 `Launch`; empty until said).
+        launch: String,
     },
     Command,
 }
@@ -56,6 +61,8 @@ struct Checkpoint {
     started: Instant,
     /// When the current barrier (or the wait for images) times out.
     deadline: Instant,
+    /// The supervisors' warnings (2.1 `Warnings`), for the waiters.
+    warnings: Vec<String>,
 }
 
 /// Upper-case name of a phase, as `--status` shows it.
@@ -261,7 +268,7 @@ impl State {
                 conn,
                 hello,
                 stream,
-            } => self.on_hello(conn, hello.role, stream),
+            } => self.on_hello(conn, hello.role, hello.minor, stream),
             Event::Frame { conn, msg } => self.on_frame(conn, msg),
             Event::Bad { conn, reason } => self.kick(conn, reason),
             Event::Closed { conn } => self.on_closed(conn),
@@ -278,7 +285,7 @@ impl State {
         self.on_closed(conn);
     }
 
-    fn on_hello(&mut self, conn: ConnId, role: Role, stream: TcpStream) {
+    fn on_hello(&mut self, conn: ConnId, role: Role, minor: u16, stream: TcpStream) {
         let role = match role {
             Role::Command => ClientRole::Command,
             Role::Supervisor(h) => {
@@ -314,16 +321,37 @@ impl State {
                 ClientRole::Supervisor {
                     hello: h,
                     procs: Vec::new(),
+                    launch: String::new(),
                 }
             }
         };
-        self.clients.insert(conn, Client { stream, role });
+        self.clients.insert(
+            conn,
+            Client {
+                stream,
+                role,
+                minor,
+            },
+        );
         let welcome = FromCoordinator::Welcome {
             computation: self.computation.clone().unwrap_or_default(),
             generation: self.generation,
             ckpt_dir: self.cfg.ckpt_dir.display().to_string(),
         };
+        if minor >= 1 {
+            self.send(
+                conn,
+                &FromCoordinator::Version {
+                    minor: dmtcp_protocol::MINOR,
+                },
+            );
+        }
         self.send(conn, &welcome);
+    }
+
+    /// Whether the client speaks protocol 2.1 or later.
+    fn speaks_2_1(&self, conn: ConnId) -> bool {
+        self.clients.get(&conn).is_some_and(|c| c.minor >= 1)
     }
 
     fn on_closed(&mut self, conn: ConnId) {
@@ -376,6 +404,8 @@ impl State {
                 | ToCoordinator::ImagesDurable { .. }
                 | ToCoordinator::CheckpointFailed { .. }
                 | ToCoordinator::Exited { .. }
+                | ToCoordinator::Launch { .. }
+                | ToCoordinator::Warnings { .. }
         );
         if supervisor_only && !self.is_supervisor(conn) {
             return self.kick(conn, format!("{} is only for supervisors", kind(&msg)));
@@ -439,6 +469,37 @@ impl State {
                 let value = self.names.get(&key).cloned();
                 self.send(conn, &FromCoordinator::Published { key, value });
             }
+            ToCoordinator::Launch { id } => {
+                if id.is_empty() || id.len() > 16 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    return self.kick(conn, format!("launch id {id:?} is not 1-16 hex digits"));
+                }
+                let clash = self.clients.iter().any(|(c, cl)| {
+                    *c != conn
+                        && matches!(&cl.role, ClientRole::Supervisor { launch, .. } if *launch == id)
+                });
+                if clash {
+                    tracing::warn!(
+                        "{}: launch id {id} is already used by another supervisor of the computation",
+                        self.describe(conn)
+                    );
+                }
+                if let Some(Client {
+                    role: ClientRole::Supervisor { launch, .. },
+                    ..
+                }) = self.clients.get_mut(&conn)
+                {
+                    *launch = id;
+                }
+            }
+            ToCoordinator::Warnings { id, warnings } => {
+                let who = self.describe(conn);
+                for w in &warnings {
+                    tracing::warn!("checkpoint {id}: {who}: {w}");
+                }
+                if let Some(ck) = self.ckpt.as_mut().filter(|c| c.options.id == id) {
+                    ck.warnings.extend(warnings);
+                }
+            }
             ToCoordinator::Exited { status } => {
                 tracing::info!(
                     "{}: computation exited with status {status}",
@@ -480,7 +541,13 @@ impl State {
                 }
                 let id = self.start_checkpoint(blocking.then_some(conn), incremental);
                 if !blocking {
-                    self.reply(conn, Reply::CheckpointStarted { id });
+                    let generation = self.generation + 1;
+                    let r = if self.speaks_2_1(conn) {
+                        Reply::Started { id, generation }
+                    } else {
+                        Reply::CheckpointStarted { id }
+                    };
+                    self.reply(conn, r);
                 }
             }
             Request::Status => {
@@ -488,8 +555,12 @@ impl State {
                 self.reply(conn, Reply::Status(st));
             }
             Request::List => {
-                let list = self.list();
-                self.reply(conn, Reply::List(list));
+                let r = if self.speaks_2_1(conn) {
+                    Reply::Launches(self.launches())
+                } else {
+                    Reply::List(self.list())
+                };
+                self.reply(conn, r);
             }
             Request::Kill => {
                 self.kill_all();
@@ -540,6 +611,35 @@ impl State {
             .collect()
     }
 
+    /// Every process with its launch, ordered by launch then pid.
+    fn launches(&self) -> Vec<LaunchProc> {
+        let mut out: Vec<LaunchProc> = self
+            .clients
+            .values()
+            .filter_map(|c| match &c.role {
+                ClientRole::Supervisor {
+                    procs,
+                    launch,
+                    hello,
+                } => Some(procs.iter().map(|p| LaunchProc {
+                    launch: launch.clone(),
+                    supervisor_pid: hello.pid,
+                    process: p.clone(),
+                })),
+                ClientRole::Command => None,
+            })
+            .flatten()
+            .collect();
+        out.sort_by(|a, b| {
+            (&a.launch, a.supervisor_pid, a.process.vpid).cmp(&(
+                &b.launch,
+                b.supervisor_pid,
+                b.process.vpid,
+            ))
+        });
+        out
+    }
+
     fn kill_all(&mut self) {
         if self.ckpt.is_some() {
             self.fail_checkpoint("the computation was killed".into());
@@ -579,6 +679,7 @@ impl State {
             waiters: waiter.into_iter().collect(),
             started: now,
             deadline: now + self.cfg.barrier_timeout,
+            warnings: Vec::new(),
         });
         self.announce_phase();
         self.last_id
@@ -675,15 +776,24 @@ impl State {
             "checkpoint {id} done in {millis} ms: {} image(s)",
             images.len()
         );
+        let generation = self.generation;
         for w in ck.waiters {
-            self.reply(
-                w,
+            let r = if self.speaks_2_1(w) {
+                Reply::Committed {
+                    id,
+                    generation,
+                    images: images.clone(),
+                    millis,
+                    warnings: ck.warnings.clone(),
+                }
+            } else {
                 Reply::CheckpointDone {
                     id,
                     images: images.clone(),
                     millis,
-                },
-            );
+                }
+            };
+            self.reply(w, r);
         }
     }
 

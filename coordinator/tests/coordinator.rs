@@ -209,7 +209,13 @@ fn second_checkpoint_while_running_is_refused() {
         },
     )
     .unwrap();
-    assert_eq!(r, Reply::CheckpointStarted { id: 1 });
+    assert_eq!(
+        r,
+        Reply::Started {
+            id: 1,
+            generation: 1
+        }
+    );
     s.expect("suspend", |e| *e == Seen::Barrier(Phase::Suspend));
     let r = request(
         &coord.addr(),
@@ -299,6 +305,7 @@ fn malformed_frames_get_an_error_and_others_are_served() {
     let mut s = raw(&coord);
     let mut h = hello(Role::Command, auth::fresh_nonce());
     h.major = 9;
+    h.minor = 0;
     write_frame(&mut s, &ToCoordinator::Hello(h)).unwrap();
     match read_frame::<_, FromCoordinator>(&mut s) {
         Ok(FromCoordinator::Error(e)) => assert!(e.contains("protocol version 9.0"), "{e}"),

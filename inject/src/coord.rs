@@ -152,7 +152,9 @@ pub fn checkpoint(t: &Target) -> Outcome {
     // (the kernel restarts the read after the ptrace stop).
     loop {
         match read_frame::<_, FromCoordinator>(&mut r) {
-            Ok(FromCoordinator::Reply(Reply::CheckpointDone { .. })) => return Outcome::Done,
+            Ok(FromCoordinator::Reply(Reply::CheckpointDone { .. } | Reply::Committed { .. })) => {
+                return Outcome::Done
+            }
             Ok(FromCoordinator::Reply(Reply::CheckpointFailed { reason, .. })) => {
                 return Outcome::Failed(reason)
             }

@@ -50,6 +50,24 @@ struct Args {
     /// value other than 0 (DMTCP's spelling).
     #[arg(long = "stop", alias = "debug-restart-pause")]
     stop: bool,
+    /// Restart even while processes of the images' computation still run,
+    /// as a new computation (fresh computation and launch ids; the running
+    /// one is left alone).
+    #[arg(long = "new-computation")]
+    new_computation: bool,
+    /// Keep the restarted computation running when its coordinator is gone
+    /// (it keeps trying to reconnect). Without it, a restarted computation
+    /// that has had no coordinator for --coord-timeout seconds ends.
+    #[arg(long = "keep-running-alone")]
+    keep_running_alone: bool,
+    /// Seconds a restarted computation may be without a coordinator before
+    /// it ends (env DMTCP_COORD_TIMEOUT; default 30).
+    #[arg(
+        long = "coord-timeout",
+        env = "DMTCP_COORD_TIMEOUT",
+        default_value_t = 30
+    )]
+    coord_timeout: u64,
     /// Print help.
     #[arg(long = "help", action = clap::ArgAction::Help)]
     help: Option<bool>,
@@ -123,6 +141,9 @@ fn run() -> anyhow::Result<i32> {
         images: args.images,
         stop: args.stop
             || std::env::var("DMTCP_RESTART_PAUSE").is_ok_and(|v| !v.is_empty() && v != "0"),
+        new_computation: args.new_computation,
+        alone_timeout: (!args.keep_running_alone)
+            .then(|| std::time::Duration::from_secs(args.coord_timeout)),
     })
 }
 

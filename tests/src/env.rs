@@ -331,6 +331,8 @@ impl TestEnv {
     /// `dmtcp-coordinator --daemon --port 0 --port-file work/port --ckpt-dir work/ckpt`.
     pub fn start_coordinator(&mut self) -> u16 {
         let port_file = self.work.join("port");
+        // A previous coordinator's port must not be taken for this one's.
+        let _ = fs::remove_file(&port_file);
         let mut cmd = self.command("dmtcp-coordinator");
         cmd.args(["--daemon", "--port", "0", "--port-file"])
             .arg(&port_file)

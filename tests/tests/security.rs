@@ -63,6 +63,8 @@ fn kind(m: &ToCoordinator) -> &'static str {
         ToCoordinator::Query { .. } => "Query",
         ToCoordinator::Exited { .. } => "Exited",
         ToCoordinator::ImagesDurable { .. } => "ImagesDurable",
+        ToCoordinator::Launch { .. } => "Launch",
+        ToCoordinator::Warnings { .. } => "Warnings",
     }
 }
 

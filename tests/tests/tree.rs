@@ -62,6 +62,6 @@ fn bash_pipeline(env: &mut TestEnv) {
 /// (`sh -c 'exec sleep ...'`).
 fn python_subprocess_pipes(env: &mut TestEnv) {
     Scenario::new("py_subprocess")
-        .image_name(&interpreter("/usr/bin/python3"))
+        .image_name("python3")
         .run(env);
 }

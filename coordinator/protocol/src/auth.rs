@@ -7,7 +7,7 @@
 //!                                            <-  Challenge { nonce_s, proof_s }
 //!   (checks proof_s; on mismatch closes, having revealed nothing)
 //!   Auth { proof_c }                         ->
-//!                                            <-  Welcome {..} | Error
+//!                                            <-  [Version {..}] Welcome {..} | Error
 //! ```
 //!
 //! `proof_s = HMAC-SHA256(secret, "dmtcp-rs/2 coordinator\0" || T)` and
@@ -121,6 +121,10 @@ pub struct Welcome {
     /// The coordinator's checkpoint directory, as it says: for display and,
     /// after [`crate::runtime::checked_ckpt_dir`], as a default.
     pub ckpt_dir: String,
+    /// The coordinator's protocol minor version: from the `Version` frame a
+    /// 2.1 coordinator sends before `Welcome` to clients of minor 1 or
+    /// more; 0 when `Welcome` came alone.
+    pub minor: u16,
 }
 
 /// Runs the client side of the handshake on a fresh connection. Nothing but
@@ -150,7 +154,13 @@ pub fn client_handshake<R: Read, W: Write>(
     };
     let proof = client_proof(secret, &hello, &server_nonce);
     write_frame(w, &ToCoordinator::Auth { proof })?;
-    match read_frame::<_, FromCoordinator>(r)? {
+    let mut minor = 0;
+    let mut frame = read_frame::<_, FromCoordinator>(r)?;
+    if let FromCoordinator::Version { minor: m } = frame {
+        minor = m;
+        frame = read_frame::<_, FromCoordinator>(r)?;
+    }
+    match frame {
         FromCoordinator::Welcome {
             computation,
             generation,
@@ -163,6 +173,7 @@ pub fn client_handshake<R: Read, W: Write>(
                 computation,
                 generation,
                 ckpt_dir,
+                minor,
             })
         }
         FromCoordinator::Error(e) => Err(HandshakeError::Refused(printable(&e))),
@@ -197,6 +208,7 @@ fn variant(m: &FromCoordinator) -> &'static str {
         FromCoordinator::Published { .. } => "Published",
         FromCoordinator::Challenge { .. } => "Challenge",
         FromCoordinator::Commit { .. } => "Commit",
+        FromCoordinator::Version { .. } => "Version",
     }
 }
 

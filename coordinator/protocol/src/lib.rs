@@ -20,7 +20,9 @@ pub const MAGIC: [u8; 8] = *b"DMTCPRS\0";
 /// 2: mutual authentication (the secret never crosses the wire).
 pub const MAJOR: u16 = 2;
 /// Protocol minor version: bumped when variants are added at the end of an enum.
-pub const MINOR: u16 = 0;
+/// 1: launch ids, checkpoint warnings, generations in checkpoint replies
+/// (`Version`, `Launch`, `Warnings`, `Launches`, `Committed`, `Started`).
+pub const MINOR: u16 = 1;
 /// Largest frame payload either side accepts, in bytes.
 pub const MAX_FRAME: u32 = 16 << 20;
 
@@ -114,6 +116,7 @@ mod tests {
     fn wrong_major_refused() {
         let mut h = hello(Role::Command, [0; 32]);
         h.major = MAJOR + 1;
+        h.minor = 0;
         let e = check_hello(&h).unwrap_err();
         assert!(e.contains("protocol version 3.0"), "{e}");
     }

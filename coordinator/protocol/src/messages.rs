@@ -175,6 +175,35 @@ pub enum Reply {
         reason: String,
     },
     Error(String),
+    /// (2.1, replaces `List` for clients of minor 1 or more) the processes
+    /// with the launch they belong to.
+    Launches(Vec<LaunchProc>),
+    /// (2.1, replaces `CheckpointDone`) a checkpoint finished; `generation`
+    /// is the one its images and the restart script record; `warnings` are
+    /// the supervisors' [`ToCoordinator::Warnings`].
+    Committed {
+        id: u64,
+        generation: u64,
+        images: Vec<ImageEntry>,
+        millis: u64,
+        warnings: Vec<String>,
+    },
+    /// (2.1, replaces `CheckpointStarted`) a checkpoint was started; its
+    /// images will record `generation`.
+    Started {
+        id: u64,
+        generation: u64,
+    },
+}
+
+/// One process of the computation and the launch it belongs to (2.1).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LaunchProc {
+    /// The supervisor's launch id (hex; empty if it did not say).
+    pub launch: String,
+    /// Host pid of the supervisor (`dmtcp-run` or `dmtcp-restart`).
+    pub supervisor_pid: u32,
+    pub process: ProcEntry,
 }
 
 /// Frames a client sends.
@@ -226,6 +255,21 @@ pub enum ToCoordinator {
         id: u64,
         images: Vec<ImageEntry>,
     },
+    /// Supervisor role (2.1): this supervisor's launch id, a 1-16 digit hex
+    /// string that sets its processes apart from other launches of the
+    /// computation (each launch is a pid namespace of its own, so pids
+    /// repeat). Sent once after [`FromCoordinator::Version`].
+    Launch {
+        id: String,
+    },
+    /// Supervisor role (2.1): what checkpoint `id` could not save as it is
+    /// (an outside connection that a restart will drop, ...): the command
+    /// that asked for the checkpoint prints them. Sent before
+    /// [`ToCoordinator::ImagesDurable`].
+    Warnings {
+        id: u64,
+        warnings: Vec<String>,
+    },
 }
 
 /// Frames the coordinator sends.
@@ -272,5 +316,12 @@ pub enum FromCoordinator {
     /// [`ToCoordinator::ImagesWritten`].
     Commit {
         id: u64,
+    },
+    /// (2.1) Sent right before `Welcome` to clients whose `Hello` said minor
+    /// 1 or more: the coordinator's minor version. A supervisor sends the
+    /// 2.1 frames ([`ToCoordinator::Launch`], [`ToCoordinator::Warnings`])
+    /// only after it.
+    Version {
+        minor: u16,
     },
 }

@@ -180,6 +180,8 @@ fn main() {
                 taken_at_unix_ns: 0,
                 coord_host: "h".into(),
                 coord_port: 0,
+                launch: String::new(),
+                set: Vec::new(),
             },
             process: bench_process(),
             threads: vec![],

@@ -37,7 +37,9 @@ pub const ARCH_X86_64: u16 = 62;
 /// Format version written by this crate. Readers accept
 /// `major == FORMAT_MAJOR && minor <= FORMAT_MINOR`.
 pub const FORMAT_MAJOR: u16 = 2;
-pub const FORMAT_MINOR: u16 = 0;
+/// 2.1: an [`ImageExt`](crate::ImageExt) record after the metadata
+/// (launch id and the checkpoint's set).
+pub const FORMAT_MINOR: u16 = 1;
 /// Size of the fixed header.
 pub const HEADER_LEN: usize = 64;
 /// Size of the fixed trailer.

@@ -31,6 +31,22 @@ pub fn describe(r: &ImageReader) -> String {
     );
     let _ = writeln!(s, "  computation {}", c.id);
     let _ = writeln!(s, "  generation  {}", c.generation);
+    if !c.launch.is_empty() {
+        let _ = writeln!(s, "  launch      {}", c.launch);
+    }
+    if !c.set.is_empty() {
+        let set: Vec<String> = c
+            .set
+            .iter()
+            .map(|m| format!("{}/{}", m.launch, m.vpid))
+            .collect();
+        let _ = writeln!(
+            s,
+            "  set         {} process(es): {}",
+            set.len(),
+            set.join(" ")
+        );
+    }
     let _ = writeln!(s, "  host        {}", c.host);
     let _ = writeln!(s, "  taken at    {}", fmt_time(c.taken_at_unix_ns));
     let _ = writeln!(s, "  coordinator {}:{}", c.coord_host, c.coord_port);

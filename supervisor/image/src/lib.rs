@@ -21,6 +21,6 @@ pub use key::ImageKey;
 pub use model::*;
 pub use reader::{BlockCheck, ImageReader, RunSink};
 pub use writer::{
-    create_private_dir, image_file_name, remove_debris, BlockEncoder, Codec, EncodedBlock,
-    ImageWriter, PendingImage, WriteOptions,
+    create_private_dir, image_file_name, parse_image_file_name, remove_debris, BlockEncoder, Codec,
+    EncodedBlock, ImageWriter, PendingImage, WriteOptions,
 };

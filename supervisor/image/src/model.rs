@@ -107,6 +107,30 @@ pub struct ComputationInfo {
     /// Coordinator the computation used (host, port) when checkpointed.
     pub coord_host: String,
     pub coord_port: u16,
+    /// Format 2.1: the launch (the supervisor's pid namespace) the process
+    /// belongs to; empty in 2.0 images. Stored in the [`ImageExt`] record
+    /// after the metadata, not in the metadata itself.
+    #[serde(skip)]
+    pub launch: String,
+    /// Format 2.1: every process of this launch that the checkpoint saved
+    /// (the set a restart of this generation needs); empty in 2.0 images.
+    #[serde(skip)]
+    pub set: Vec<SetMember>,
+}
+
+/// One process of a checkpoint's set (format 2.1).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct SetMember {
+    pub launch: String,
+    pub vpid: u32,
+}
+
+/// The record that follows the metadata in format 2.1 images (same codec,
+/// same MAC): what 2.1 added to [`ComputationInfo`]. A 2.0 image has none.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ImageExt {
+    pub launch: String,
+    pub set: Vec<SetMember>,
 }
 
 /// Process-wide state.

@@ -248,13 +248,26 @@ impl ImageReader {
             path: p(),
             detail: d,
         })?;
-        let (meta, used): (ProcessImage, usize) =
+        let (mut meta, mut used): (ProcessImage, usize) =
             bincode::serde::decode_from_slice(&raw, format::bincode_config()).map_err(|e| {
                 ImageError::Metadata {
                     path: p(),
                     detail: e.to_string(),
                 }
             })?;
+        // Decoded by version: 2.1 has the ImageExt record after the metadata.
+        if header.minor >= 1 {
+            let (ext, n): (crate::ImageExt, usize) =
+                bincode::serde::decode_from_slice(&raw[used..], format::bincode_config()).map_err(
+                    |e| ImageError::Metadata {
+                        path: p(),
+                        detail: format!("format 2.1 record: {e}"),
+                    },
+                )?;
+            used += n;
+            meta.computation.launch = ext.launch;
+            meta.computation.set = ext.set;
+        }
         if used != raw.len() {
             return Err(ImageError::Metadata {
                 path: p(),

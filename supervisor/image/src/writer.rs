@@ -721,12 +721,24 @@ impl ImageWriter {
         self.free_raw.clear();
         self.free_out.clear();
 
-        let raw_meta =
+        let mut raw_meta =
             bincode::serde::encode_to_vec(meta, format::bincode_config()).map_err(|e| {
                 ImageError::Encode {
                     detail: e.to_string(),
                 }
             })?;
+        // 2.1: the ImageExt record follows the metadata.
+        let ext = crate::ImageExt {
+            launch: meta.computation.launch.clone(),
+            set: meta.computation.set.clone(),
+        };
+        raw_meta.extend(
+            bincode::serde::encode_to_vec(&ext, format::bincode_config()).map_err(|e| {
+                ImageError::Encode {
+                    detail: e.to_string(),
+                }
+            })?,
+        );
         let mut stored_meta = Vec::new();
         format::compress(
             self.opts.codec,
@@ -875,9 +887,11 @@ impl Drop for ImageWriter {
     }
 }
 
-/// `ckpt_<prog>_<computation>-<vpid>.dmtcp`, with `/` and whitespace in
-/// `prog` replaced by `_`.
-pub fn image_file_name(prog: &str, computation: &str, vpid: u32) -> String {
+/// `ckpt_<prog>_<computation>-<launch>-<vpid>.dmtcp`, with `/` and
+/// whitespace in `prog` replaced by `_`. `launch` tells apart the processes
+/// of separate launches that joined one computation (each launch is its own
+/// pid namespace, so their pids repeat).
+pub fn image_file_name(prog: &str, computation: &str, launch: &str, vpid: u32) -> String {
     let prog: String = prog
         .chars()
         .map(|c| {
@@ -888,7 +902,31 @@ pub fn image_file_name(prog: &str, computation: &str, vpid: u32) -> String {
             }
         })
         .collect();
-    format!("ckpt_{prog}_{computation}-{vpid}.dmtcp")
+    format!("ckpt_{prog}_{computation}-{launch}-{vpid}.dmtcp")
+}
+
+/// What an image file name made by [`image_file_name`] (possibly with the
+/// `_g<generation>` suffix of incremental chains) says: `(computation,
+/// launch, vpid)`. `None` for any other name (an image renamed by the
+/// user, or one of format 2.0 named without a launch id).
+pub fn parse_image_file_name(name: &str) -> Option<(String, String, u32)> {
+    let stem = name.strip_prefix("ckpt_")?.strip_suffix(".dmtcp")?;
+    let stem = match stem.rsplit_once("_g") {
+        Some((s, g)) if !g.is_empty() && g.bytes().all(|b| b.is_ascii_digit()) => s,
+        _ => stem,
+    };
+    let (rest, vpid) = stem.rsplit_once('-')?;
+    let (rest, launch) = rest.rsplit_once('-')?;
+    let (_, computation) = rest.rsplit_once('_')?;
+    let hex = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_hexdigit());
+    if !hex(computation) || !hex(launch) {
+        return None;
+    }
+    Some((
+        computation.to_string(),
+        launch.to_string(),
+        vpid.parse().ok()?,
+    ))
 }
 
 /// Creates a temp image file with `O_CREAT|O_EXCL|O_NOFOLLOW`, mode 0600.

@@ -242,13 +242,23 @@ fn mmap_uncompressed_runs() {
 #[test]
 fn image_file_names() {
     assert_eq!(
-        image_file_name("a.out", "c0ffee", 40),
-        "ckpt_a.out_c0ffee-40.dmtcp"
+        image_file_name("a.out", "c0ffee", "0a1b", 40),
+        "ckpt_a.out_c0ffee-0a1b-40.dmtcp"
     );
     assert_eq!(
-        image_file_name("/usr/bin/my prog", "x", 1),
-        "ckpt__usr_bin_my_prog_x-1.dmtcp"
+        image_file_name("/usr/bin/my prog", "x", "1", 1),
+        "ckpt__usr_bin_my_prog_x-1-1.dmtcp"
     );
+    assert_eq!(
+        parse_image_file_name("ckpt_my-prog_c0ffee-0a1b-40.dmtcp"),
+        Some(("c0ffee".into(), "0a1b".into(), 40))
+    );
+    assert_eq!(
+        parse_image_file_name("ckpt_a_g_c0ffee-0a1b-7_g12.dmtcp"),
+        Some(("c0ffee".into(), "0a1b".into(), 7))
+    );
+    assert_eq!(parse_image_file_name("ckpt_a.out_c0ffee-40.dmtcp"), None);
+    assert_eq!(parse_image_file_name("mine.dmtcp"), None);
 }
 
 #[test]
@@ -298,7 +308,9 @@ fn describe_shows_everything() {
     let r = ImageReader::open(&path).unwrap();
     let s = describe(&r);
     for want in [
-        "format      2.0",
+        "format      2.1",
+        "launch      0a1b2c3d",
+        "set         2 process(es): 0a1b2c3d/42 0a1b2c3d/43",
         "authenticated",
         "groups []",
         "codec       gzip",

@@ -109,6 +109,9 @@ fn run() -> anyhow::Result<i32> {
         },
         ckpt_dir,
         incremental: args.incremental,
+        launch: session::new_launch_id(),
+        // A launched computation outlives its coordinator and reconnects.
+        alone_timeout: None,
     };
     let (conn, computation, _) = session::connect(&cfg)?;
     if let Some(n) = args.interval {

@@ -49,6 +49,91 @@ pub struct Plan {
     /// Leave every thread stopped at its checkpointed instruction, for a
     /// debugger (`--stop`, [`stop`](crate::restart::stop)).
     pub stop: bool,
+    /// Restart even while processes of the images' computation still run:
+    /// the restarted processes take fresh computation and launch ids
+    /// (`--new-computation`).
+    pub new_computation: bool,
+    /// How long the restarted computation may be without a coordinator
+    /// before it ends (`None`: `--keep-running-alone`).
+    pub alone_timeout: Option<std::time::Duration>,
+}
+
+/// The images of one launch: each launch that joined the computation was
+/// its own pid namespace, so it is restarted in one of its own. The launch
+/// id comes from the image names (`None`: names without one, restarted
+/// under a fresh id).
+struct LaunchGroup {
+    launch: Option<String>,
+    paths: Vec<PathBuf>,
+}
+
+/// The launch an image belongs to: recorded in it (format 2.1), else
+/// read from its name (2.0 images named with one); empty if neither says.
+fn launch_of(c: &ImageChain) -> String {
+    let m = c.top().meta();
+    if !m.computation.launch.is_empty() {
+        return m.computation.launch.clone();
+    }
+    c.top()
+        .path()
+        .file_name()
+        .and_then(|n| dmtcp_image::parse_image_file_name(&n.to_string_lossy()))
+        .filter(|(comp, _, vpid)| *comp == m.computation.id && *vpid == m.process.vpid)
+        .map(|(_, launch, _)| launch)
+        .unwrap_or_default()
+}
+
+fn group_by_launch(images: &[ImageChain]) -> Vec<LaunchGroup> {
+    let mut groups: Vec<LaunchGroup> = Vec::new();
+    for c in images {
+        let path = c.top().path().to_path_buf();
+        let launch = Some(launch_of(c)).filter(|l| !l.is_empty());
+        match groups.iter_mut().find(|g| g.launch == launch) {
+            Some(g) => g.paths.push(path),
+            None => groups.push(LaunchGroup {
+                launch,
+                paths: vec![path],
+            }),
+        }
+    }
+    groups
+}
+
+/// Refuses, in one line naming them, to restart a computation whose
+/// processes still run under this coordinator: two copies of one process
+/// would share its pid and its image names.
+fn refuse_if_running(cfg: &SessionConfig, computation: &str) -> anyhow::Result<()> {
+    use dmtcp_protocol::{Reply, Request};
+    let status = match dmtcp_coordinator::client::request(&cfg.addr, &cfg.secret, Request::Status) {
+        Ok(Reply::Status(s)) => s,
+        Ok(_) | Err(_) => return Ok(()),
+    };
+    if status.computation != computation || status.num_supervisors == 0 {
+        return Ok(());
+    }
+    let procs = match dmtcp_coordinator::client::request(&cfg.addr, &cfg.secret, Request::List) {
+        Ok(Reply::List(l)) => l,
+        Ok(Reply::Launches(l)) => l.into_iter().map(|l| l.process).collect(),
+        _ => Vec::new(),
+    };
+    let names: Vec<String> = procs
+        .iter()
+        .map(|p| {
+            format!(
+                "{} (pid {}, host pid {} on {})",
+                p.prog, p.vpid, p.host_pid, p.host
+            )
+        })
+        .collect();
+    bail!(
+        "computation {computation} is still running under the coordinator at {}: {}; end it first (dmtcp-command --kill) or restart it as a new computation (--new-computation)",
+        cfg.addr,
+        if names.is_empty() {
+            format!("{} supervisor(s)", status.num_supervisors)
+        } else {
+            names.join(", ")
+        }
+    )
 }
 
 /// Opens every image and checks its structure and metadata before anything
@@ -83,25 +168,68 @@ fn open_images(paths: &[PathBuf]) -> anyhow::Result<Vec<ImageChain>> {
         }
         all.push((p, chain));
     }
-    let newest = all
+    // The newest complete set: a 2.1 image names every process of its
+    // launch's checkpoint; a generation some of whose images are missing is
+    // passed over for an older complete one (2.0 images name none: their
+    // generation counts as complete).
+    let mut gens: Vec<u64> = all
         .iter()
         .map(|(_, c)| c.top().meta().computation.generation)
-        .max()
-        .unwrap_or(0);
+        .collect();
+    gens.sort_unstable_by(|a, b| b.cmp(a));
+    gens.dedup();
+    let mut chosen = None;
+    let mut incomplete = Vec::new();
+    for &g in &gens {
+        let of_g: Vec<&ImageChain> = all
+            .iter()
+            .map(|(_, c)| c)
+            .filter(|c| c.top().meta().computation.generation == g)
+            .collect();
+        let present: HashSet<(String, u32)> = of_g
+            .iter()
+            .map(|c| (launch_of(c), c.top().meta().process.vpid))
+            .collect();
+        let mut missing: Vec<String> = of_g
+            .iter()
+            .flat_map(|c| c.top().meta().computation.set.iter())
+            .filter(|m| !present.contains(&(m.launch.clone(), m.vpid)))
+            .map(|m| format!("pid {} of launch {}", m.vpid, m.launch))
+            .collect();
+        missing.sort();
+        missing.dedup();
+        if missing.is_empty() {
+            chosen = Some(g);
+            break;
+        }
+        incomplete.push(format!(
+            "checkpoint {g} is incomplete (no image of {})",
+            missing.join(", ")
+        ));
+    }
+    let Some(newest) = chosen else {
+        bail!(
+            "no complete checkpoint among the images: {}",
+            incomplete.join("; ")
+        );
+    };
+    for why in &incomplete {
+        eprintln!("dmtcp-restart: {why}; restarting checkpoint {newest}");
+    }
     let mut out: Vec<ImageChain> = Vec::new();
     let mut vpids = HashSet::new();
     for (p, chain) in all {
         let m = chain.top().meta();
         if m.computation.generation != newest {
             eprintln!(
-                "dmtcp-restart: skipping {} (pid {}, checkpoint {}): restarting checkpoint {newest}, the newest given",
+                "dmtcp-restart: skipping {} (pid {}, checkpoint {}): restarting checkpoint {newest}, the newest complete one given",
                 p.display(),
                 m.process.vpid,
                 m.computation.generation
             );
             continue;
         }
-        if !vpids.insert(m.process.vpid) {
+        if !vpids.insert((launch_of(&chain), m.process.vpid)) {
             bail!("{}: pid {} given twice", p.display(), m.process.vpid);
         }
         out.push(chain);
@@ -219,14 +347,87 @@ fn host_pid_of(nsinit: HostPid, vpid: VirtPid) -> Option<HostPid> {
 
 /// Restarts the computation of `plan.images` and supervises it until it
 /// ends; returns the exit code for `dmtcp-restart`.
+///
+/// Images of several launches (separate `dmtcp-run`s that joined one
+/// coordinator) are restarted each launch in a pid namespace of its own,
+/// by a supervisor of its own: one process per launch, forked here before
+/// any thread exists, each joining the coordinator like the launch did.
 pub fn run(plan: Plan) -> anyhow::Result<i32> {
     if plan.no_lazy {
         lazy::disable();
     }
     let images = open_images(&plan.images)?;
-    // Who each process will be, decided (or refused) before anything runs.
+    // Who each process will be, decided (or refused) for every image before
+    // anything runs (each launch decides again for its own).
+    grant_credentials(&images)?;
+    let mut cfg = session_config(&plan, &images)?;
+    let computation = images[0].top().meta().computation.id.clone();
+    if plan.new_computation {
+        cfg.computation = None;
+    } else {
+        refuse_if_running(&cfg, &computation)?;
+    }
+    let groups = group_by_launch(&images);
+    drop(images);
+    let launch_of = |g: &LaunchGroup| match &g.launch {
+        Some(l) if !plan.new_computation => l.clone(),
+        _ => session::new_launch_id(),
+    };
+    let mut children = Vec::new();
+    for g in &groups[1..] {
+        let mut cfg = cfg.clone();
+        cfg.launch = launch_of(g);
+        // SAFETY: fork with no other thread in this process (none is started
+        // before the restore); the child only runs the restart of its group
+        // and exits.
+        match unsafe { libc::fork() } {
+            -1 => bail!(
+                "fork for launch {}: {}",
+                cfg.launch,
+                std::io::Error::last_os_error()
+            ),
+            0 => {
+                let code = match restart_launch(cfg, &g.paths, plan.stop) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        eprintln!("dmtcp-restart: {e:#}");
+                        1
+                    }
+                };
+                std::process::exit(code);
+            }
+            pid => children.push(pid),
+        }
+    }
+    cfg.launch = launch_of(&groups[0]);
+    let first = restart_launch(cfg, &groups[0].paths, plan.stop);
+    // The other launches' supervisors: the restart ends with the last one.
+    let mut code = 0;
+    for pid in children {
+        let mut st = 0;
+        // SAFETY: waitpid on our own child with a valid status pointer.
+        if unsafe { libc::waitpid(pid, &mut st, 0) } == pid {
+            let c = if libc::WIFEXITED(st) {
+                libc::WEXITSTATUS(st)
+            } else {
+                128 + libc::WTERMSIG(st)
+            };
+            if code == 0 {
+                code = c;
+            }
+        }
+    }
+    match first {
+        Ok(c) if c != 0 => Ok(c),
+        Ok(_) => Ok(code),
+        Err(e) => Err(e),
+    }
+}
+
+/// Restarts the processes of one launch and supervises them until they end.
+fn restart_launch(cfg: SessionConfig, paths: &[PathBuf], stop: bool) -> anyhow::Result<i32> {
+    let images = open_images(paths)?;
     let grants = grant_credentials(&images)?;
-    let cfg = session_config(&plan, &images)?;
     let (conn, computation, _) = session::connect(&cfg)?;
 
     supervise::block_signals()?;
@@ -258,14 +459,14 @@ pub fn run(plan: Plan) -> anyhow::Result<i32> {
             return Err(e);
         }
     };
-    let held = if plan.stop {
+    let held = if stop {
         held_processes(&images, &restored)
     } else {
         Vec::new()
     };
-    let started = start_computation(restored, &mut ctrl, ipc.as_ref(), on_terminal, plan.stop)
-        .and_then(|l| {
-            if plan.stop {
+    let started =
+        start_computation(restored, &mut ctrl, ipc.as_ref(), on_terminal, stop).and_then(|l| {
+            if stop {
                 stop::wait_stopped(&held)?;
                 stop::announce(&held);
                 stop::watch(held)?;
@@ -322,6 +523,8 @@ fn session_config(plan: &Plan, images: &[ImageChain]) -> anyhow::Result<SessionC
         },
         ckpt_dir,
         incremental: plan.incremental,
+        launch: String::new(),
+        alone_timeout: plan.alone_timeout,
     })
 }
 

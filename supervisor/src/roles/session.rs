@@ -43,6 +43,85 @@ pub struct SessionConfig {
     pub ckpt_dir: Option<PathBuf>,
     /// Every checkpoint after the first is incremental (`--incremental`).
     pub incremental: bool,
+    /// This launch's id inside the computation (hex): separate launches on
+    /// one coordinator each have their own pid namespace, so it is part of
+    /// every image name. Kept across restarts (read back from the image
+    /// names).
+    pub launch: String,
+    /// A restarted computation that has had no coordinator for this long
+    /// ends (None: it keeps running alone and keeps trying to reconnect).
+    pub alone_timeout: Option<Duration>,
+}
+
+/// Warnings of the checkpoint being captured, for the command that asked
+/// for it (see [`checkpoint_warning`]).
+static WARNINGS: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+/// Records a warning about the checkpoint being taken (something saved
+/// differently from what the program has, such as an outside connection
+/// that a restart will drop). It is logged here, and `dmtcp-command -c/-bc`
+/// prints it on its own stderr once the checkpoint is committed (protocol
+/// 2.1 `Warnings`). Call it from the capture code during the Checkpoint
+/// barrier (any thread); warnings of a checkpoint that fails are dropped.
+pub fn checkpoint_warning(msg: String) {
+    warn!("{msg}");
+    if let Ok(mut w) = WARNINGS.lock() {
+        w.push(msg);
+    }
+}
+
+fn take_warnings() -> Vec<String> {
+    WARNINGS
+        .lock()
+        .map(|mut w| std::mem::take(&mut *w))
+        .unwrap_or_default()
+}
+
+/// A fresh launch id: 8 random hex digits.
+pub fn new_launch_id() -> String {
+    let mut b = [0u8; 4];
+    // SAFETY: getrandom writes at most b.len() bytes into b.
+    let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
+    if n != b.len() as isize {
+        // No entropy source: time and pid still differ between launches.
+        let t = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        b = (t ^ std::process::id().rotate_left(16)).to_le_bytes();
+    }
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// The program's name as the user typed it: the base name of its argv[0]
+/// (`redis-server`, `vim`), not of the binary it resolved to
+/// (`redis-check-rdb`, `vim.nox`); else the binary's, else comm.
+fn program_name(pid: HostPid) -> String {
+    let from_argv0 = std::fs::read(format!("/proc/{}/cmdline", pid.0))
+        .ok()
+        .and_then(|c| {
+            let argv0 = c.split(|b| *b == 0).next()?.to_vec();
+            let argv0 = String::from_utf8_lossy(&argv0).into_owned();
+            // A program that rewrote its title ("redis-server *:6379").
+            let argv0 = argv0.split_whitespace().next()?.to_string();
+            let base = argv0
+                .rsplit('/')
+                .next()?
+                .trim_start_matches('-')
+                .to_string();
+            (!base.is_empty()).then_some(base)
+        });
+    from_argv0
+        .or_else(|| {
+            procfs::link(pid, "exe").ok().and_then(|e| {
+                e.rsplit('/')
+                    .next()
+                    .map(|b| b.trim_end_matches(" (deleted)").to_string())
+                    .filter(|b| !b.is_empty())
+            })
+        })
+        .or_else(|| procfs::comm(pid, None).ok())
+        .unwrap_or_else(|| "proc".into())
 }
 
 pub fn hostname() -> String {
@@ -172,6 +251,12 @@ pub struct Session {
     agent: crate::agent::Publisher,
     /// Incremental checkpoints: dirty-page tracking and image chains.
     chains: Chains,
+    /// Warnings of the checkpoint in progress, sent with its images.
+    warnings: Vec<String>,
+    /// The coordinator killed the computation: losing it is no news.
+    killed: bool,
+    /// Since when no coordinator has been connected.
+    lost_since: Option<Instant>,
     pub done: Arc<AtomicBool>,
 }
 
@@ -225,7 +310,19 @@ impl Session {
             last_list: Vec::new(),
             agent: Default::default(),
             chains: Default::default(),
+            warnings: Vec::new(),
+            killed: false,
+            lost_since: None,
             done: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// Says our launch id to a coordinator that knows the word (2.1).
+    fn announce_launch(&mut self) {
+        let minor = self.conn.as_ref().map_or(0, |c| c.coordinator_minor());
+        if minor >= 1 {
+            let id = self.cfg.launch.clone();
+            self.send(ToCoordinator::Launch { id });
         }
     }
 
@@ -303,6 +400,8 @@ impl Session {
     /// reset at its freeze) the bases of incremental images.
     fn abandon(&mut self) {
         self.pending.clear();
+        self.warnings.clear();
+        take_warnings();
         // Prepared but uncommitted images: their temp files go.
         self.prepared = None;
         self.chains.abandon();
@@ -413,6 +512,30 @@ impl Session {
             taken_at_unix_ns: taken_at,
             coord_host: self.cfg.addr.host.clone(),
             coord_port: self.cfg.addr.port,
+            launch: self.cfg.launch.clone(),
+            // Every process this launch saves (zombies included): a restart
+            // of this generation needs each one's image.
+            set: {
+                let mut set: Vec<dmtcp_image::SetMember> = self
+                    .frozen
+                    .iter()
+                    .map(|f| f.vpid.to_image())
+                    .chain(
+                        self.zombies
+                            .iter()
+                            .filter_map(|&z| procfs::status(z).ok())
+                            .filter_map(|st| procfs::innermost_pid(&st))
+                            .map(|v| v.to_image()),
+                    )
+                    .map(|vpid| dmtcp_image::SetMember {
+                        launch: self.cfg.launch.clone(),
+                        vpid,
+                    })
+                    .collect();
+                set.sort();
+                set.dedup();
+                set
+            },
         };
         let incremental = opts.incremental || self.cfg.incremental;
         if incremental {
@@ -420,8 +543,10 @@ impl Session {
         }
         let mut images = Vec::new();
         self.pending.clear();
+        take_warnings();
         let result = self.capture_all(&dir, &write, &info, incremental, &mut images);
         self.pending = images;
+        self.warnings = take_warnings();
         result
     }
 
@@ -438,8 +563,9 @@ impl Session {
         // With chains, a new image must not replace the one it builds on.
         let chained = self.chains.active();
         let computation = self.computation.clone();
+        let launch = self.cfg.launch.clone();
         let file_name = |prog: &str, vpid: u32| {
-            let name = image_file_name(prog, &computation, vpid);
+            let name = image_file_name(prog, &computation, &launch, vpid);
             if chained {
                 let stem = name.trim_end_matches(".dmtcp");
                 format!("{stem}_g{}.dmtcp", info.generation)
@@ -456,16 +582,7 @@ impl Session {
             let t = Instant::now();
             // Images are named after the program (DMTCP's habit), not the
             // 15-character comm.
-            let comm = procfs::link(fp.pid, "exe")
-                .ok()
-                .and_then(|e| {
-                    e.rsplit('/')
-                        .next()
-                        .map(|b| b.trim_end_matches(" (deleted)").to_string())
-                })
-                .filter(|b| !b.is_empty())
-                .or_else(|| procfs::comm(fp.pid, None).ok())
-                .unwrap_or_else(|| "proc".into());
+            let comm = program_name(fp.pid);
             let path = dir.join(file_name(&comm, fp.vpid.to_image()));
             let mut writer = ImageWriter::create(&path, write.clone())?;
             let dirty = self.chains.scan_for(fp.pid, incremental);
@@ -576,6 +693,14 @@ impl Session {
             t.elapsed()
         );
         self.prepared = Some((id, ready));
+        // Warnings found while the images were written (after the thaw)
+        // join those of the capture.
+        self.warnings.extend(take_warnings());
+        let warnings = std::mem::take(&mut self.warnings);
+        let minor = self.conn.as_ref().map_or(0, |c| c.coordinator_minor());
+        if !warnings.is_empty() && minor >= 1 {
+            self.send(ToCoordinator::Warnings { id, warnings });
+        }
         self.send(ToCoordinator::ImagesDurable { id, images });
     }
 
@@ -624,8 +749,85 @@ impl Session {
             self.cfg.generation = self.cfg.generation.max(g);
         }
         info!("checkpoint {id}: {} image(s) committed", images.len());
+        self.remove_gone_images(&images);
         self.send(ToCoordinator::ImagesWritten { id, images });
         drop(replaced);
+    }
+
+    /// Once a new set is committed, the images of this launch's processes
+    /// that are gone (an earlier checkpoint's, of a process that has ended
+    /// since) would only be restarted by mistake (`ckpt_*.dmtcp`): they are
+    /// removed. Only files named by [`image_file_name`] for this
+    /// computation and launch, regular files owned by us, in the directory
+    /// the set went to; other launches' images are theirs.
+    fn remove_gone_images(&self, images: &[ImageEntry]) {
+        let Some(dir) = images.first().and_then(|e| {
+            std::path::Path::new(&e.path)
+                .parent()
+                .map(|d| d.to_path_buf())
+        }) else {
+            return;
+        };
+        // pid -> the name of its new image.
+        let kept: std::collections::HashMap<u32, String> = images
+            .iter()
+            .map(|e| {
+                let name = std::path::Path::new(&e.path)
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                (e.vpid, name)
+            })
+            .collect();
+        // Incremental chains name images `..._g<generation>.dmtcp` and
+        // remove what they no longer need themselves.
+        let chained = |n: &str| {
+            n.trim_end_matches(".dmtcp")
+                .rsplit_once("_g")
+                .is_some_and(|(_, g)| !g.is_empty() && g.bytes().all(|b| b.is_ascii_digit()))
+        };
+        let Ok(rd) = std::fs::read_dir(&dir) else {
+            return;
+        };
+        // SAFETY: geteuid has no arguments and cannot fail.
+        let uid = unsafe { libc::geteuid() };
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Some((comp, launch, vpid)) = dmtcp_image::parse_image_file_name(&name) else {
+                continue;
+            };
+            if comp != self.computation || launch != self.cfg.launch {
+                continue;
+            }
+            // A live pid keeps its image; an image of the same pid under
+            // another program name is of a process that is gone (its pid
+            // was reused).
+            let gone = match kept.get(&vpid) {
+                None => true,
+                Some(new) => *new != name && !chained(new) && !chained(&name),
+            };
+            if !gone {
+                continue;
+            }
+            let path = e.path();
+            use std::os::unix::fs::MetadataExt;
+            let ours = std::fs::symlink_metadata(&path)
+                .is_ok_and(|m| m.file_type().is_file() && m.uid() == uid);
+            if !ours {
+                continue;
+            }
+            match std::fs::remove_file(&path) {
+                Ok(()) => info!(
+                    "removed {} (pid {vpid} is gone from the computation)",
+                    path.display()
+                ),
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+                Err(err) => warn!(
+                    "removing {} of a process that is gone: {err}",
+                    path.display()
+                ),
+            }
+        }
     }
 
     fn on_barrier(&mut self, phase: Phase, opts: CheckpointOptions) {
@@ -666,7 +868,10 @@ impl Session {
         }
         self.conn_gen += 1;
         self.last_attempt = Instant::now();
-        if !self.done.load(Ordering::Relaxed) {
+        self.lost_since.get_or_insert_with(Instant::now);
+        if self.killed {
+            debug!("coordinator connection closed after the kill ({why})");
+        } else if !self.done.load(Ordering::Relaxed) {
             warn!("coordinator connection lost ({why}); the computation keeps running");
         }
     }
@@ -691,9 +896,34 @@ impl Session {
             spawn_reader(reader, self.tx.clone(), self.conn_gen);
             self.conn = Some(conn);
             self.cfg.secret = cfg.secret;
+            self.lost_since = None;
+            self.announce_launch();
             self.last_list.clear();
             self.refresh_list();
         }
+    }
+
+    /// A restarted computation with no coordinator for its whole timeout
+    /// ends, saying so: nothing could checkpoint or stop it any more.
+    fn end_if_alone_too_long(&mut self) {
+        let (Some(limit), Some(since)) = (self.cfg.alone_timeout, self.lost_since) else {
+            return;
+        };
+        if self.conn.is_some() || self.killed || self.done.load(Ordering::Relaxed) {
+            return;
+        }
+        if since.elapsed() < limit {
+            return;
+        }
+        tracing::error!(
+            "no coordinator at {} for {} s: ending the restarted computation (dmtcp-restart --keep-running-alone keeps it running without one)",
+            self.cfg.addr,
+            limit.as_secs()
+        );
+        self.killed = true;
+        self.thaw_all();
+        // SAFETY: kill with integer arguments; nsinit is our child.
+        unsafe { libc::kill(self.nsinit.0, libc::SIGKILL) };
     }
 
     /// Application API: tells new processes where the coordinator is.
@@ -705,6 +935,7 @@ impl Session {
 
     /// Serves the coordinator until the computation ends.
     pub fn run(mut self) {
+        self.announce_launch();
         self.refresh_list();
         self.publish_coordinator();
         let mut last_refresh = Instant::now();
@@ -722,6 +953,7 @@ impl Session {
                 Ok(Event::Coord(_, FromCoordinator::Commit { id })) => self.commit_prepared(id),
                 Ok(Event::Coord(_, FromCoordinator::Kill)) => {
                     info!("kill requested by the coordinator");
+                    self.killed = true;
                     self.thaw_all();
                     // SAFETY: kill with integer arguments; nsinit is our child.
                     unsafe { libc::kill(self.nsinit.0, libc::SIGKILL) };
@@ -736,6 +968,7 @@ impl Session {
             {
                 self.try_reconnect();
             }
+            self.end_if_alone_too_long();
             if self.lifeline && !crate::resources::memory::lazy::busy() {
                 match self.ctrl.lifeline(false) {
                     Ok(()) => debug!("memory in place: the computation may outlive us again"),

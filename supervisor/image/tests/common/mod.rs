@@ -66,6 +66,17 @@ pub fn sample_image(vmas: Vec<Vma>) -> ProcessImage {
             taken_at_unix_ns: 1_700_000_000_000_000_000,
             coord_host: "127.0.0.1".into(),
             coord_port: 7779,
+            launch: "0a1b2c3d".into(),
+            set: vec![
+                SetMember {
+                    launch: "0a1b2c3d".into(),
+                    vpid: 42,
+                },
+                SetMember {
+                    launch: "0a1b2c3d".into(),
+                    vpid: 43,
+                },
+            ],
         },
         process: ProcessInfo {
             vpid: 42,
