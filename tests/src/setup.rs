@@ -21,6 +21,8 @@ pub const REQUIRED_BINS: &[&str] = &[
 
 /// The target programs under `tests/programs/` (each `NAME.c` + `zdtm.c`).
 pub const PROGRAMS: &[&str] = &[
+    "dropped_unix",
+    "peer_server",
     "counter",
     "heap256",
     "lazy_mem",
@@ -59,6 +61,7 @@ pub const PROGRAMS: &[&str] = &[
 
 /// Target programs that are scripts (copied, not compiled).
 pub const SCRIPTS: &[&str] = &[
+    "redis_peer",
     "py_threads",
     "pipeline",
     "py_subprocess",

@@ -1,4 +1,4 @@
-//! On-disk layout of an image file, format 2.0 (see `docs/image-format.md`).
+//! On-disk layout of an image file, format 2.1 (see `docs/image-format.md`).
 //!
 //! ```text
 //! offset 0      header (64 bytes)
@@ -37,7 +37,7 @@ pub const ARCH_X86_64: u16 = 62;
 /// Format version written by this crate. Readers accept
 /// `major == FORMAT_MAJOR && minor <= FORMAT_MINOR`.
 pub const FORMAT_MAJOR: u16 = 2;
-pub const FORMAT_MINOR: u16 = 0;
+pub const FORMAT_MINOR: u16 = 1;
 /// Size of the fixed header.
 pub const HEADER_LEN: usize = 64;
 /// Size of the fixed trailer.

@@ -155,6 +155,12 @@ pub fn describe(r: &ImageReader) -> String {
             FdKind::Device { path, flags } => format!("device {path} flags {flags:#o}"),
             FdKind::Inherit { from, what } => format!("inherit from fd {from} ({what})"),
             FdKind::Unsupported { what } => format!("unsupported {what}"),
+            FdKind::OutsidePeer {
+                family, sotype, peer, ..
+            } => format!(
+                "socket (family {family}, type {sotype}) to {} outside the computation, reset at restart",
+                peer.as_deref().map_or_else(|| "a peer already gone".to_string(), |p| format!("{} address bytes", p.len()))
+            ),
             FdKind::Listener { family, addr, .. } => {
                 format!(
                     "listening socket (family {family}, {} address bytes)",

@@ -148,25 +148,25 @@ fn crc32(b: &[u8]) -> u32 {
 
 #[test]
 fn versions() {
-    assert_eq!((FORMAT_MAJOR, FORMAT_MINOR), (2, 0));
+    assert_eq!((FORMAT_MAJOR, FORMAT_MINOR), (2, 1));
     let dir = tempfile::tempdir().unwrap();
     let (path, chunks) = small_image(dir.path(), Codec::Gzip);
     // Re-crafting the current version is accepted (the crc recomputation is right).
-    set_version(&path, 2, 0);
+    set_version(&path, 2, 1);
     open_and_read(&path, &chunks).unwrap();
 
     set_version(&path, 3, 0);
     let msg = ImageReader::open(&path).unwrap_err().to_string();
     assert!(
-        msg.ends_with("image format 3.0 is newer than this dmtcp-restart (2.0)"),
+        msg.ends_with("image format 3.0 is newer than this dmtcp-restart (2.1)"),
         "{msg}"
     );
 
     // A newer minor may carry metadata this reader cannot decode: refused.
-    set_version(&path, 2, 1);
+    set_version(&path, 2, 2);
     let msg = ImageReader::open(&path).unwrap_err().to_string();
     assert!(
-        msg.ends_with("image format 2.1 is newer than this dmtcp-restart (2.0)"),
+        msg.ends_with("image format 2.2 is newer than this dmtcp-restart (2.1)"),
         "{msg}"
     );
 
@@ -174,7 +174,7 @@ fn versions() {
     set_version(&path, 1, 0);
     let msg = ImageReader::open(&path).unwrap_err().to_string();
     assert!(
-        msg.ends_with("image format 1.0 is older than this dmtcp-restart (2.0)"),
+        msg.ends_with("image format 1.0 is older than this dmtcp-restart (2.1)"),
         "{msg}"
     );
 

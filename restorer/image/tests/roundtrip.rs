@@ -298,7 +298,7 @@ fn describe_shows_everything() {
     let r = ImageReader::open(&path).unwrap();
     let s = describe(&r);
     for want in [
-        "format      2.0",
+        "format      2.1",
         "authenticated",
         "groups []",
         "codec       gzip",

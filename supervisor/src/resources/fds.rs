@@ -60,9 +60,10 @@ pub fn open_fd(e: &FdEntry, objects: &FdObjects) -> io::Result<OwnedFd> {
         | FdKind::SignalFd { .. }
         | FdKind::TimerFd { .. } => AnonFd::restore(e, objects),
         FdKind::UnixPair { .. } | FdKind::Listener { .. } => Unix::restore(e, objects),
-        FdKind::TcpConn { .. } | FdKind::Udp { .. } | FdKind::UnixNamedPair { .. } => {
-            Inet::restore(e, objects)
-        }
+        FdKind::TcpConn { .. }
+        | FdKind::Udp { .. }
+        | FdKind::UnixNamedPair { .. }
+        | FdKind::OutsidePeer { .. } => Inet::restore(e, objects),
         FdKind::PtyMaster { .. } | FdKind::PtySlave { .. } => Pty::restore(e, objects),
         FdKind::Mqueue { .. } => Mqueue::restore(e, objects),
         FdKind::Memfd { .. } => Memfd::restore(e, objects),

@@ -336,18 +336,23 @@ impl FdResource for Unix {
                 queued,
             }));
         }
-        Ok(target
+        let Some(dup) = target
             .starts_with("socket:")
             .then(|| crate::kernel::sys::steal_fd(pid.0, fd).ok())
             .flatten()
-            .and_then(|s| listener(&s).ok().flatten())
-            .map(|(family, sotype, addr)| FdKind::Listener {
+        else {
+            return Ok(None);
+        };
+        if let Some((family, sotype, addr)) = listener(&dup).ok().flatten() {
+            return Ok(Some(FdKind::Listener {
                 family,
                 sotype,
                 addr,
                 flags,
                 backlog: 128,
-            }))
+            }));
+        }
+        outside_unix(pid, fd, target, flags, &dup, cx)
     }
 
     fn restore(e: &FdEntry, objects: &FdObjects) -> io::Result<OwnedFd> {
@@ -390,6 +395,64 @@ impl FdResource for Unix {
             _ => Err(super::wrong_kind(e, "unix socket")),
         }
     }
+}
+
+/// A connected unix stream or seqpacket socket whose peer is not in the
+/// computation (outside it, or closed): on fds 0-2 the restarting tool's
+/// own fd takes its place (a journal or a supervisor's socket as stdout);
+/// elsewhere it is saved as dropped ([`FdKind::OutsidePeer`]) with the
+/// bytes waiting to be read, or the checkpoint is refused with
+/// `DMTCP_OUTSIDE_PEERS=refuse`.
+fn outside_unix(
+    pid: crate::kernel::pid::HostPid,
+    fd: i32,
+    target: &str,
+    flags: i32,
+    dup: &OwnedFd,
+    cx: &mut FdContext,
+) -> io::Result<Option<FdKind>> {
+    use crate::kernel::netsys;
+    let raw = dup.as_raw_fd();
+    let opt = |o| netsys::int_opt(raw, libc::SOL_SOCKET, o);
+    if opt(libc::SO_DOMAIN).ok() != Some(libc::AF_UNIX) {
+        return Ok(None);
+    }
+    let sotype = opt(libc::SO_TYPE)?;
+    if !matches!(sotype, libc::SOCK_STREAM | libc::SOCK_SEQPACKET) {
+        return Ok(None);
+    }
+    let Ok(Some(peer)) = netsys::sockaddr(raw, true) else {
+        return Ok(None); // not connected
+    };
+    if fd <= 2 {
+        return Ok(Some(FdKind::Inherit {
+            from: fd,
+            what: target.to_string(),
+        }));
+    }
+    let local = netsys::sockaddr(raw, false)?.unwrap_or_default();
+    let what = format!(
+        "unix socket {} connected to {}, peer outside the computation (or closed)",
+        netsys::describe(&local),
+        netsys::describe(&peer)
+    );
+    crate::resources::inet::capture::outside_peer(pid, fd, &what)?;
+    let ino = socket_inode(target).unwrap_or(0);
+    let queued = if cx.claim_socket_queue(ino) {
+        peek_queue(dup, sotype)
+            .map_err(|e| io::Error::new(e.kind(), format!("reading unix socket fd {fd}: {e}")))?
+    } else {
+        Vec::new()
+    };
+    Ok(Some(FdKind::OutsidePeer {
+        id: ino,
+        family: libc::AF_UNIX,
+        sotype,
+        local,
+        peer: Some(peer),
+        flags,
+        queued,
+    }))
 }
 
 /// Unix socket pairs inside the computation by id, as [end 0, end 1].

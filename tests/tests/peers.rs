@@ -1,0 +1,195 @@
+//! Connections to peers outside the computation: they cannot be restored,
+//! so after a restart the program sees them dropped (reset), in the same
+//! epoll sets, serves new clients, and the checkpoint said which were
+//! dropped; `DMTCP_OUTSIDE_PEERS=refuse` refuses the checkpoint instead.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::thread;
+use std::time::Duration;
+
+use dmtcp_tests::{e2e_tests, ProcCheck, Scenario, TestEnv};
+
+e2e_tests! {
+    outside_clients => outside_clients_see_a_reset;
+    outside_refused => outside_peers_refused_on_request;
+    redis_outside_client => redis_with_an_outside_client;
+    dropped_unix => unix_socket_with_closed_peer;
+}
+
+/// A unix socket whose peer was closed with 256 bytes queued comes back as
+/// one: the bytes, then end of file, EPIPE on write, POLLHUP.
+fn unix_socket_with_closed_peer(env: &mut TestEnv) {
+    Scenario::new("dropped_unix").run(env);
+}
+
+/// A client of the test process on `port`: sends `ping`, expects `pong`.
+fn ping(env: &TestEnv, port: u16) -> TcpStream {
+    let s = TcpStream::connect(("127.0.0.1", port))
+        .unwrap_or_else(|e| env.fail(&format!("connecting to 127.0.0.1:{port}: {e}")));
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    (&s).write_all(b"ping\n").unwrap();
+    let mut line = String::new();
+    if let Err(e) = BufReader::new(&s).read_line(&mut line) {
+        env.fail(&format!("no answer from 127.0.0.1:{port}: {e}"));
+    }
+    if line.trim() != "pong" {
+        env.fail(&format!("127.0.0.1:{port} answered {line:?}, not pong"));
+    }
+    s
+}
+
+fn port_of(env: &TestEnv) -> u16 {
+    env.launcher_stdout()
+        .lines()
+        .find_map(|l| l.strip_prefix("PORT ")?.trim().parse().ok())
+        .unwrap_or_else(|| env.fail("the server printed no PORT line"))
+}
+
+/// Every log of the test (stderr of the launchers and the coordinator).
+fn logs(env: &TestEnv) -> String {
+    let mut files: Vec<_> = std::fs::read_dir(&env.logs)
+        .map(|rd| rd.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    files.sort();
+    files
+        .iter()
+        .map(|p| dmtcp_tests::env::read_lossy(p))
+        .collect()
+}
+
+/// The epoll server with a client of the test process connected at each
+/// checkpoint, restarted twice: after each restart the old client is seen
+/// dropped (EPOLLHUP/EPOLLERR with the data it was registered with, a
+/// write fails with ECONNRESET/EPIPE, a read with ECONNRESET or EOF), and a
+/// new client is served; the checkpoint's log names the dropped peer.
+fn outside_clients_see_a_reset(env: &mut TestEnv) {
+    let mut sc = Scenario::new("peer_server");
+    // The dropped client's fd is closed by the server as soon as it runs.
+    sc.proc_check = ProcCheck::Warn;
+    env.start_coordinator();
+    let mut r = sc.launch(env);
+    let port = port_of(env);
+    let mut client = ping(env, port);
+    for round in 0..2 {
+        let images = r.checkpoint();
+        let log = logs(env);
+        if !log.contains("peer outside the computation") {
+            env.fail("the checkpoint did not say that a connection to outside will be dropped");
+        }
+        r.kill();
+        drop(client);
+        if round == 0 {
+            r.restart_from_images(&images);
+        } else {
+            r.restart_from_script();
+        }
+        env.wait_for(
+            "the server to see the old client dropped",
+            Duration::from_secs(20),
+            || env.launcher_stdout().matches("GONE fd").count() > round,
+        );
+        client = ping(env, port);
+    }
+    drop(client);
+    r.finish();
+    // The first two are the clients dropped by the restarts (the last one
+    // is the client the test closed in the end).
+    let out = env.launcher_stdout();
+    for l in out.lines().filter(|l| l.starts_with("GONE")).take(2) {
+        eprintln!("[{}] {l}", env.name);
+        if !l.contains("(hangup)") {
+            env.fail(&format!(
+                "a dropped client was not reported as a hangup: {l}"
+            ));
+        }
+    }
+}
+
+/// `DMTCP_OUTSIDE_PEERS=refuse`: the checkpoint fails naming the
+/// connection, the program keeps running, and once the client is gone the
+/// checkpoint succeeds.
+fn outside_peers_refused_on_request(env: &mut TestEnv) {
+    let mut sc = Scenario::new("peer_server").env("DMTCP_OUTSIDE_PEERS", "refuse");
+    sc.proc_check = ProcCheck::Warn;
+    env.start_coordinator();
+    let mut r = sc.launch(env);
+    let port = port_of(env);
+    let client = ping(env, port);
+    let out = env.dmtcp_command(&["-bc"], Duration::from_secs(60));
+    let said = out.describe() + &logs(env);
+    if out.status.success() || !said.contains("DMTCP_OUTSIDE_PEERS=refuse") {
+        env.fail(&format!(
+            "checkpoint with a client outside and DMTCP_OUTSIDE_PEERS=refuse: expected a refusal naming it, got {}",
+            out.describe()
+        ));
+    }
+    drop(client);
+    env.wait_for(
+        "the server to see the client leave",
+        Duration::from_secs(10),
+        || env.launcher_stdout().contains("GONE fd"),
+    );
+    r.round();
+    drop(ping(env, port));
+    r.finish();
+}
+
+/// redis-server (when installed) with a client of the test process
+/// connected at checkpoint: restarted twice, it answers new clients, and
+/// the old client's connection is gone.
+fn redis_with_an_outside_client(env: &mut TestEnv) {
+    let have = std::process::Command::new("sh")
+        .args(["-c", "command -v redis-server && command -v redis-cli"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !have {
+        eprintln!(
+            "[{}] skipped: redis-server or redis-cli is not installed",
+            env.name
+        );
+        return;
+    }
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let redis_ping = |env: &TestEnv| -> TcpStream {
+        let mut s = TcpStream::connect(("127.0.0.1", port))
+            .unwrap_or_else(|e| env.fail(&format!("connecting to redis: {e}")));
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(b"PING\r\n").unwrap();
+        let mut buf = [0u8; 7];
+        if s.read_exact(&mut buf).is_err() || &buf != b"+PONG\r\n" {
+            env.fail(&format!("redis did not answer PING: {buf:?}"));
+        }
+        s
+    };
+    let mut sc = Scenario::new("redis_peer")
+        .arg(port.to_string())
+        .image_name("bash")
+        .settle(Duration::from_millis(500));
+    sc.proc_check = ProcCheck::Off;
+    env.start_coordinator();
+    let mut r = sc.launch(env);
+    let mut client = redis_ping(env);
+    for round in 0..2 {
+        let images = r.checkpoint();
+        r.kill();
+        if round == 0 {
+            r.restart_from_images(&images);
+        } else {
+            r.restart_from_script();
+        }
+        // The old connection is reset: a request gets no answer.
+        let _ = client.write_all(b"PING\r\n");
+        let mut b = [0u8; 1];
+        if client.read(&mut b).is_ok_and(|n| n > 0) {
+            env.fail("the connection of before the checkpoint still answers");
+        }
+        thread::sleep(Duration::from_millis(300));
+        client = redis_ping(env);
+    }
+    drop(client);
+    r.finish();
+}
