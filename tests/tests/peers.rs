@@ -15,6 +15,32 @@ e2e_tests! {
     outside_refused => outside_peers_refused_on_request;
     redis_outside_client => redis_with_an_outside_client;
     dropped_unix => unix_socket_with_closed_peer;
+    listener_time_wait => listener_back_despite_time_wait;
+}
+
+/// A listener without SO_REUSEADDR whose server side closed a connection
+/// just before the checkpoint (it lingers in TIME_WAIT on the port): the
+/// restart waits for the port instead of failing with "Address already in
+/// use", says so, and the listener accepts on its port again.
+fn listener_back_despite_time_wait(env: &mut TestEnv) {
+    let sc = Scenario::new("tw_server").settle(Duration::from_millis(200));
+    env.start_coordinator();
+    let mut r = sc.launch(env);
+    let images = r.checkpoint();
+    r.kill();
+    // TIME_WAIT lasts 60 s: restart half-way through it, so the restart
+    // has to wait but the harness's 60 s for the restored program suffice.
+    thread::sleep(Duration::from_secs(30));
+    r.restart_from_images(&images);
+    r.rounds_done = 1;
+    r.round();
+    r.finish();
+    if !logs(env).contains("TIME_WAIT") {
+        eprintln!(
+            "[{}] note: the restart did not have to wait for TIME_WAIT",
+            env.name
+        );
+    }
 }
 
 /// A unix socket whose peer was closed with 256 bytes queued comes back as
