@@ -16,6 +16,24 @@ e2e_tests! {
     redis_outside_client => redis_with_an_outside_client;
     dropped_unix => unix_socket_with_closed_peer;
     listener_time_wait => listener_back_despite_time_wait;
+    fd_refused => unsupported_fd_refuses_checkpoint;
+}
+
+/// An fd of a kind that cannot be restored (a pidfd) refuses the
+/// checkpoint with one line naming the process, the fd and its kind,
+/// instead of becoming /dev/null at restart; the program goes on.
+fn unsupported_fd_refuses_checkpoint(env: &mut TestEnv) {
+    let sc = Scenario::new("fd_refused");
+    env.start_coordinator();
+    let mut r = sc.launch(env);
+    let out = env.dmtcp_command(&["-bc"], Duration::from_secs(60));
+    let said = out.describe();
+    if out.status.success() || !said.contains("fd 3: anon_inode:[pidfd] cannot be checkpointed") {
+        env.fail(&format!(
+            "checkpoint with a pidfd open: expected a refusal naming fd 3 and the pidfd, got {said}"
+        ));
+    }
+    r.finish();
 }
 
 /// A listener without SO_REUSEADDR whose server side closed a connection
