@@ -21,6 +21,7 @@ pub const REQUIRED_BINS: &[&str] = &[
 
 /// The target programs under `tests/programs/` (each `NAME.c` + `zdtm.c`).
 pub const PROGRAMS: &[&str] = &[
+    "inotify_watch",
     "fd_refused",
     "tw_server",
     "dropped_unix",

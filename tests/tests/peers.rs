@@ -17,6 +17,13 @@ e2e_tests! {
     dropped_unix => unix_socket_with_closed_peer;
     listener_time_wait => listener_back_despite_time_wait;
     fd_refused => unsupported_fd_refuses_checkpoint;
+    inotify => inotify_watches_restored;
+}
+
+/// An inotify watch on a directory (wd 2, after a removed watch) reports a
+/// file created after two restarts, with the same watch descriptor.
+fn inotify_watches_restored(env: &mut TestEnv) {
+    Scenario::new("inotify_watch").run(env);
 }
 
 /// An fd of a kind that cannot be restored (a pidfd) refuses the

@@ -155,6 +155,14 @@ pub fn describe(r: &ImageReader) -> String {
             FdKind::Device { path, flags } => format!("device {path} flags {flags:#o}"),
             FdKind::Inherit { from, what } => format!("inherit from fd {from} ({what})"),
             FdKind::Unsupported { what } => format!("unsupported {what}"),
+            FdKind::Inotify { watches, .. } => format!(
+                "inotify watching {}",
+                watches
+                    .iter()
+                    .map(|(_, _, p)| p.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
             FdKind::OutsidePeer {
                 family, sotype, peer, ..
             } => format!(

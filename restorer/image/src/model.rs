@@ -549,6 +549,13 @@ pub enum FdKind {
         flags: i32,
         queued: Vec<Vec<u8>>,
     },
+    /// An inotify instance (2.1) and its watches as `(wd, mask, path)`,
+    /// ascending by wd; the path was found from the watched inode. Events
+    /// waiting to be read at checkpoint time are not kept.
+    Inotify {
+        flags: i32,
+        watches: Vec<(i32, u32, String)>,
+    },
 }
 
 /// A memory mapping and its saved pages.

@@ -14,8 +14,8 @@ use dmtcp_image::{FdEntry, FdKind};
 
 use crate::resources::fdshare::FdContext;
 use crate::resources::{
-    anonfd::AnonFd, files::Files, inet::Inet, memfd::Memfd, mqueue::Mqueue, pipes::Pipes, pty::Pty,
-    unix::Unix, FdResource, OpenFd,
+    anonfd::AnonFd, files::Files, inet::Inet, inotify::Inotify, memfd::Memfd, mqueue::Mqueue,
+    pipes::Pipes, pty::Pty, unix::Unix, FdResource, OpenFd,
 };
 
 /// The capture of one fd kind: `None` when the fd is not of that kind.
@@ -32,6 +32,7 @@ pub const CAPTURE_ORDER: &[CaptureFn] = &[
     Pipes::capture,
     Inet::capture,
     Unix::capture,
+    Inotify::capture,
     AnonFd::capture,
 ];
 
@@ -124,6 +125,7 @@ pub fn open_fd(e: &FdEntry, objects: &FdObjects) -> io::Result<OwnedFd> {
         FdKind::PtyMaster { .. } | FdKind::PtySlave { .. } => Pty::restore(e, objects),
         FdKind::Mqueue { .. } => Mqueue::restore(e, objects),
         FdKind::Memfd { .. } => Memfd::restore(e, objects),
+        FdKind::Inotify { .. } => Inotify::restore(e, objects),
     }
 }
 
