@@ -21,6 +21,11 @@ pub const REQUIRED_BINS: &[&str] = &[
 
 /// The target programs under `tests/programs/` (each `NAME.c` + `zdtm.c`).
 pub const PROGRAMS: &[&str] = &[
+    "inotify_watch",
+    "fd_refused",
+    "tw_server",
+    "dropped_unix",
+    "peer_server",
     "counter",
     "dropper",
     "ids",
@@ -62,6 +67,7 @@ pub const PROGRAMS: &[&str] = &[
 
 /// Target programs that are scripts (copied, not compiled).
 pub const SCRIPTS: &[&str] = &[
+    "redis_peer",
     "py_threads",
     "pipeline",
     "py_subprocess",

@@ -1,4 +1,4 @@
-//! On-disk layout of an image file, format 2.0 (see `docs/image-format.md`).
+//! On-disk layout of an image file, format 2.1 (see `docs/image-format.md`).
 //!
 //! ```text
 //! offset 0      header (64 bytes)
@@ -38,7 +38,8 @@ pub const ARCH_X86_64: u16 = 62;
 /// `major == FORMAT_MAJOR && minor <= FORMAT_MINOR`.
 pub const FORMAT_MAJOR: u16 = 2;
 /// 2.1: an [`ImageExt`](crate::ImageExt) record after the metadata
-/// (launch id and the checkpoint's set).
+/// (launch id and the checkpoint's set), and the fd kinds `OutsidePeer`
+/// and `Inotify`.
 pub const FORMAT_MINOR: u16 = 1;
 /// Size of the fixed header.
 pub const HEADER_LEN: usize = 64;

@@ -171,6 +171,20 @@ pub fn describe(r: &ImageReader) -> String {
             FdKind::Device { path, flags } => format!("device {path} flags {flags:#o}"),
             FdKind::Inherit { from, what } => format!("inherit from fd {from} ({what})"),
             FdKind::Unsupported { what } => format!("unsupported {what}"),
+            FdKind::Inotify { watches, .. } => format!(
+                "inotify watching {}",
+                watches
+                    .iter()
+                    .map(|(_, _, p)| p.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            FdKind::OutsidePeer {
+                family, sotype, peer, ..
+            } => format!(
+                "socket (family {family}, type {sotype}) to {} outside the computation, reset at restart",
+                peer.as_deref().map_or_else(|| "a peer already gone".to_string(), |p| format!("{} address bytes", p.len()))
+            ),
             FdKind::Listener { family, addr, .. } => {
                 format!(
                     "listening socket (family {family}, {} address bytes)",

@@ -551,6 +551,35 @@ pub enum FdKind {
         seals: i32,
         contents: Option<Vec<u8>>,
     },
+    /// A connected stream socket whose peer is outside the computation (a
+    /// TCP connection to a client or server that is not checkpointed, a
+    /// unix stream or seqpacket socket whose peer is not in the
+    /// computation or is closed), or a TCP socket already reset. It cannot
+    /// be reconnected: at restart it is a socket of the same family and type
+    /// whose peer is gone (a TCP socket in the reset state, a unix socket
+    /// whose other end is closed), so the program sees a dropped connection.
+    /// `id` is the socket inode at checkpoint time (fds with the same id
+    /// share the socket); `queued` holds what was waiting to be read,
+    /// recorded on one fd of the socket only; it is read before the reset.
+    OutsidePeer {
+        id: u64,
+        family: i32,
+        sotype: i32,
+        /// Raw `sockaddr` of this end (`getsockname`) and of the peer
+        /// (`getpeername`; `None` when the socket was already reset).
+        local: Vec<u8>,
+        peer: Option<Vec<u8>>,
+        /// File status flags (`O_NONBLOCK`).
+        flags: i32,
+        queued: Vec<Vec<u8>>,
+    },
+    /// An inotify instance (2.1) and its watches as `(wd, mask, path)`,
+    /// ascending by wd; the path was found from the watched inode. Events
+    /// waiting to be read at checkpoint time are not kept.
+    Inotify {
+        flags: i32,
+        watches: Vec<(i32, u32, String)>,
+    },
 }
 
 /// A memory mapping and its saved pages.

@@ -26,6 +26,7 @@ const TCP_REPAIR_OFF_NO_WP: libc::c_int = -1;
 pub const TCP_ESTABLISHED: u8 = 1;
 pub const TCP_FIN_WAIT1: u8 = 4;
 pub const TCP_FIN_WAIT2: u8 = 5;
+pub const TCP_CLOSE: u8 = 7;
 pub const TCP_CLOSE_WAIT: u8 = 8;
 
 pub fn int_opt(fd: RawFd, level: libc::c_int, opt: libc::c_int) -> io::Result<i32> {
@@ -496,6 +497,80 @@ pub fn describe(addr: &[u8]) -> String {
         }
         f => format!("(family {f}, {} bytes)", addr.len()),
     }
+}
+
+/// `SO_LINGER {on, 0}`: a later `close` resets the connection (RST)
+/// instead of the orderly FIN.
+pub fn set_linger_reset(sock: &OwnedFd) -> io::Result<()> {
+    let l = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: l is a live linger of the size given.
+    let r = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&l as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+    if r < 0 {
+        return Err(os_err("setsockopt(SO_LINGER)".into()));
+    }
+    Ok(())
+}
+
+/// Waits at most `timeout` until `sock` reports `POLLHUP` or `POLLERR`
+/// (its peer is gone); returns whether it did. Consumes nothing.
+pub fn wait_hangup(sock: &OwnedFd, timeout: Duration) -> bool {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let mut pfd = libc::pollfd {
+            fd: sock.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        // SAFETY: pfd is one live pollfd.
+        let r = unsafe { libc::poll(&mut pfd, 1, left.as_millis() as libc::c_int) };
+        if r > 0 && pfd.revents & (libc::POLLHUP | libc::POLLERR) != 0 {
+            return true;
+        }
+        if left.is_zero() {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// Segments a TCP socket ever sent (`tcpi_segs_out`): 0 for a socket that
+/// never tried to connect.
+pub fn tcp_segs_out(fd: RawFd) -> io::Result<u32> {
+    let mut info = [0u8; 256];
+    let mut len = info.len() as libc::socklen_t;
+    // SAFETY: info/len describe a live buffer; the kernel writes at most len bytes.
+    let r = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            info.as_mut_ptr().cast(),
+            &mut len,
+        )
+    };
+    if r < 0 {
+        return Err(os_err("getsockopt(TCP_INFO)".into()));
+    }
+    // struct tcp_info: 8 bytes of u8 fields, 24 u32, 4 u64, then tcpi_segs_out.
+    const SEGS_OUT: usize = 8 + 24 * 4 + 4 * 8;
+    if (len as usize) < SEGS_OUT + 4 {
+        return Ok(0);
+    }
+    Ok(u32::from_ne_bytes(
+        info[SEGS_OUT..SEGS_OUT + 4].try_into().unwrap_or([0; 4]),
+    ))
 }
 
 #[cfg(test)]

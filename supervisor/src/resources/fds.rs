@@ -14,8 +14,8 @@ use dmtcp_image::{FdEntry, FdKind};
 
 use crate::resources::fdshare::FdContext;
 use crate::resources::{
-    anonfd::AnonFd, files::Files, inet::Inet, memfd::Memfd, mqueue::Mqueue, pipes::Pipes, pty::Pty,
-    unix::Unix, FdResource, OpenFd,
+    anonfd::AnonFd, files::Files, inet::Inet, inotify::Inotify, memfd::Memfd, mqueue::Mqueue,
+    pipes::Pipes, pty::Pty, unix::Unix, FdResource, OpenFd,
 };
 
 /// The capture of one fd kind: `None` when the fd is not of that kind.
@@ -32,19 +32,77 @@ pub const CAPTURE_ORDER: &[CaptureFn] = &[
     Pipes::capture,
     Inet::capture,
     Unix::capture,
+    Inotify::capture,
     AnonFd::capture,
 ];
 
-/// What fd `f` is, for the image (`Unsupported` when no kind knows it).
+/// What fd `f` is, for the image. An fd no kind can restore refuses the
+/// checkpoint with one line naming the process, the fd and what it is,
+/// unless `DMTCP_UNSUPPORTED_FDS=accept` (then it is saved as
+/// `Unsupported` and is `/dev/null` after restart, with a warning).
 pub fn capture_kind(f: &OpenFd<'_>, cx: &mut FdContext) -> io::Result<FdKind> {
+    let mut found = None;
     for capture in CAPTURE_ORDER {
         if let Some(kind) = capture(f, cx)? {
-            return Ok(kind);
+            found = Some(kind);
+            break;
         }
     }
-    Ok(FdKind::Unsupported {
-        what: f.target.to_string(),
-    })
+    let what = match found {
+        Some(FdKind::Unsupported { what }) => what,
+        Some(kind) => return Ok(kind),
+        None => describe_unknown(f),
+    };
+    if std::env::var("DMTCP_UNSUPPORTED_FDS").is_ok_and(|v| v == "accept") {
+        tracing::warn!(
+            "pid {} fd {}: {what} cannot be checkpointed; it will be /dev/null after restart (DMTCP_UNSUPPORTED_FDS=accept)",
+            f.pid.0,
+            f.fd
+        );
+        return Ok(FdKind::Unsupported { what });
+    }
+    Err(io::Error::other(format!(
+        "pid {} fd {}: {what} cannot be checkpointed (close it first, or set DMTCP_UNSUPPORTED_FDS=accept to have it /dev/null after restart)",
+        f.pid.0, f.fd
+    )))
+}
+
+/// A readable name for an fd no kind knows: the socket family and type for
+/// sockets, the link target otherwise.
+fn describe_unknown(f: &OpenFd<'_>) -> String {
+    use crate::kernel::netsys::int_opt;
+    if !f.target.starts_with("socket:") {
+        return f.target.to_string();
+    }
+    let Ok(dup) = crate::kernel::sys::steal_fd(f.pid.0, f.fd) else {
+        return f.target.to_string();
+    };
+    let raw = std::os::fd::AsRawFd::as_raw_fd(&dup);
+    let opt = |o| int_opt(raw, libc::SOL_SOCKET, o).unwrap_or(-1);
+    let (family, sotype, proto) = (
+        opt(libc::SO_DOMAIN),
+        opt(libc::SO_TYPE),
+        opt(libc::SO_PROTOCOL),
+    );
+    let fam = match family {
+        libc::AF_UNIX => "unix".to_string(),
+        libc::AF_INET => "IPv4".into(),
+        libc::AF_INET6 => "IPv6".into(),
+        libc::AF_NETLINK => "netlink".into(),
+        libc::AF_PACKET => "packet".into(),
+        f => format!("family {f}"),
+    };
+    let ty = match sotype {
+        libc::SOCK_STREAM => "stream",
+        libc::SOCK_DGRAM => "datagram",
+        libc::SOCK_SEQPACKET => "seqpacket",
+        libc::SOCK_RAW => "raw",
+        _ => "other",
+    };
+    format!(
+        "{} ({fam} {ty} socket, protocol {proto}, not connected to a peer in the computation)",
+        f.target
+    )
 }
 
 /// Opens the object an fd entry describes, at any free number.
@@ -60,12 +118,14 @@ pub fn open_fd(e: &FdEntry, objects: &FdObjects) -> io::Result<OwnedFd> {
         | FdKind::SignalFd { .. }
         | FdKind::TimerFd { .. } => AnonFd::restore(e, objects),
         FdKind::UnixPair { .. } | FdKind::Listener { .. } => Unix::restore(e, objects),
-        FdKind::TcpConn { .. } | FdKind::Udp { .. } | FdKind::UnixNamedPair { .. } => {
-            Inet::restore(e, objects)
-        }
+        FdKind::TcpConn { .. }
+        | FdKind::Udp { .. }
+        | FdKind::UnixNamedPair { .. }
+        | FdKind::OutsidePeer { .. } => Inet::restore(e, objects),
         FdKind::PtyMaster { .. } | FdKind::PtySlave { .. } => Pty::restore(e, objects),
         FdKind::Mqueue { .. } => Mqueue::restore(e, objects),
         FdKind::Memfd { .. } => Memfd::restore(e, objects),
+        FdKind::Inotify { .. } => Inotify::restore(e, objects),
     }
 }
 
@@ -241,11 +301,23 @@ mod tests {
                 ..
             }
         ));
-        // A TCP connection whose peer this context does not know.
+        // A TCP connection whose peer this context does not know (no
+        // examine ran): no kind takes it, so the checkpoint is refused.
         let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        assert!(matches!(
-            classify(client.as_raw_fd(), &mut cx),
-            FdKind::Unsupported { .. }
-        ));
+        let me = HostPid(std::process::id() as i32);
+        let fd = client.as_raw_fd();
+        let target = procfs::link(me, &format!("fd/{fd}")).unwrap();
+        let open = OpenFd {
+            pid: me,
+            fd,
+            target: &target,
+            flags: 0,
+            pos: 0,
+        };
+        let err = capture_kind(&open, &mut cx).unwrap_err().to_string();
+        assert!(
+            err.contains(&format!("fd {fd}")) && err.contains("IPv4 stream socket"),
+            "{err}"
+        );
     }
 }

@@ -139,7 +139,9 @@ impl FdResource for Files {
             open("/dev/null", libc::O_RDWR, 0)
         }),
         FdKind::Unsupported { what } => {
-            eprintln!("dmtcp-restart: fd {} ({what}) cannot be restored yet; it is /dev/null now", e.fd);
+            // Only saved with DMTCP_UNSUPPORTED_FDS=accept (the checkpoint is
+            // refused otherwise).
+            eprintln!("dmtcp-restart: fd {} ({what}) cannot be restored; it is /dev/null now (DMTCP_UNSUPPORTED_FDS=accept)", e.fd);
             open("/dev/null", libc::O_RDWR, 0)
         }
             _ => Err(super::wrong_kind(e, "file")),

@@ -9,6 +9,7 @@ pub mod fds;
 pub mod fdshare;
 pub mod files;
 pub mod inet;
+pub mod inotify;
 pub mod locks;
 pub mod memfd;
 pub mod memory;

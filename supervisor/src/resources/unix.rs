@@ -252,8 +252,54 @@ pub fn listener(sock: &OwnedFd) -> io::Result<Option<(i32, i32, Vec<u8>)>> {
     Ok(Some((family, sotype, bytes.to_vec())))
 }
 
+/// How long a listener's restore waits for TIME_WAIT connections on its
+/// port to end: `DMTCP_LISTEN_WAIT` seconds, default 65 (TIME_WAIT lasts 60).
+fn linger_wait() -> std::time::Duration {
+    let secs = std::env::var("DMTCP_LISTEN_WAIT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(65);
+    std::time::Duration::from_secs(secs)
+}
+
+/// Whether local port `port` has closing TCP sockets (TIME_WAIT, FIN_WAIT,
+/// CLOSING, LAST_ACK) and no listener (`/proc/net/tcp` and `tcp6`, this
+/// network namespace): the port will come free by itself.
+fn lingering_only(port: u16) -> bool {
+    let mut lingering = false;
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(text) = std::fs::read_to_string(table) else {
+            continue;
+        };
+        for line in text.lines().skip(1) {
+            let mut cols = line.split_whitespace();
+            let (Some(local), Some(_remote), Some(state)) = (cols.nth(1), cols.next(), cols.next())
+            else {
+                continue;
+            };
+            let p = local
+                .rsplit_once(':')
+                .and_then(|(_, p)| u16::from_str_radix(p, 16).ok());
+            if p != Some(port) {
+                continue;
+            }
+            // TCP states: 04 FIN_WAIT1, 05 FIN_WAIT2, 06 TIME_WAIT, 09
+            // LAST_ACK, 0B CLOSING: orphans that end by themselves; 0A
+            // LISTEN: someone else has the port.
+            match state {
+                "04" | "05" | "06" | "09" | "0B" => lingering = true,
+                "0A" => return false,
+                _ => {}
+            }
+        }
+    }
+    lingering
+}
+
 /// Recreates a listening socket at `addr` (a unix socket file left by the
-/// dead original is replaced).
+/// dead original is replaced). A TCP port held only by connections of the
+/// old computation that are still closing is waited for (see
+/// [`lingering_only`]), with one line saying so.
 pub fn listen_again(family: i32, sotype: i32, addr: &[u8], backlog: i32) -> io::Result<OwnedFd> {
     // SAFETY: socket takes integers and returns a fresh fd or -1.
     let fd = unsafe { libc::socket(family, sotype | libc::SOCK_CLOEXEC, 0) };
@@ -283,13 +329,37 @@ pub fn listen_again(family: i32, sotype: i32, addr: &[u8], backlog: i32) -> io::
             let _ = std::fs::remove_file(p);
         }
     }
-    // SAFETY: addr holds a sockaddr of addr.len() bytes as getsockname gave it.
-    let r = unsafe {
-        libc::bind(
-            fd.as_raw_fd(),
-            addr.as_ptr().cast(),
-            addr.len() as libc::socklen_t,
-        )
+    let inet = family == libc::AF_INET || family == libc::AF_INET6;
+    let deadline = std::time::Instant::now() + linger_wait();
+    let mut said = false;
+    let r = loop {
+        // SAFETY: addr holds a sockaddr of addr.len() bytes as getsockname gave it.
+        let r = unsafe {
+            libc::bind(
+                fd.as_raw_fd(),
+                addr.as_ptr().cast(),
+                addr.len() as libc::socklen_t,
+            )
+        };
+        let busy = r < 0 && io::Error::last_os_error().raw_os_error() == Some(libc::EADDRINUSE);
+        if !(busy && inet && std::time::Instant::now() < deadline) {
+            break r;
+        }
+        // Connections the old computation closed before its checkpoint,
+        // without SO_REUSEADDR, hold the port until their TIME_WAIT ends
+        // (60 s at most); nobody else listening on it: wait for them.
+        let port = crate::kernel::netsys::port(addr);
+        if !lingering_only(port) {
+            break r;
+        }
+        if !said {
+            eprintln!(
+                "dmtcp-restart: port {port} is held by connections of the old computation in TIME_WAIT (the program did not set SO_REUSEADDR); waiting for them to end (up to {} s)",
+                linger_wait().as_secs()
+            );
+            said = true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(250));
     };
     if r < 0 {
         let e = io::Error::last_os_error();
@@ -336,18 +406,23 @@ impl FdResource for Unix {
                 queued,
             }));
         }
-        Ok(target
+        let Some(dup) = target
             .starts_with("socket:")
             .then(|| crate::kernel::sys::steal_fd(pid.0, fd).ok())
             .flatten()
-            .and_then(|s| listener(&s).ok().flatten())
-            .map(|(family, sotype, addr)| FdKind::Listener {
+        else {
+            return Ok(None);
+        };
+        if let Some((family, sotype, addr)) = listener(&dup).ok().flatten() {
+            return Ok(Some(FdKind::Listener {
                 family,
                 sotype,
                 addr,
                 flags,
                 backlog: 128,
-            }))
+            }));
+        }
+        outside_unix(pid, fd, target, flags, &dup, cx)
     }
 
     fn restore(e: &FdEntry, objects: &FdObjects) -> io::Result<OwnedFd> {
@@ -390,6 +465,64 @@ impl FdResource for Unix {
             _ => Err(super::wrong_kind(e, "unix socket")),
         }
     }
+}
+
+/// A connected unix stream or seqpacket socket whose peer is not in the
+/// computation (outside it, or closed): on fds 0-2 the restarting tool's
+/// own fd takes its place (a journal or a supervisor's socket as stdout);
+/// elsewhere it is saved as dropped ([`FdKind::OutsidePeer`]) with the
+/// bytes waiting to be read, or the checkpoint is refused with
+/// `DMTCP_OUTSIDE_PEERS=refuse`.
+fn outside_unix(
+    pid: crate::kernel::pid::HostPid,
+    fd: i32,
+    target: &str,
+    flags: i32,
+    dup: &OwnedFd,
+    cx: &mut FdContext,
+) -> io::Result<Option<FdKind>> {
+    use crate::kernel::netsys;
+    let raw = dup.as_raw_fd();
+    let opt = |o| netsys::int_opt(raw, libc::SOL_SOCKET, o);
+    if opt(libc::SO_DOMAIN).ok() != Some(libc::AF_UNIX) {
+        return Ok(None);
+    }
+    let sotype = opt(libc::SO_TYPE)?;
+    if !matches!(sotype, libc::SOCK_STREAM | libc::SOCK_SEQPACKET) {
+        return Ok(None);
+    }
+    let Ok(Some(peer)) = netsys::sockaddr(raw, true) else {
+        return Ok(None); // not connected
+    };
+    if fd <= 2 {
+        return Ok(Some(FdKind::Inherit {
+            from: fd,
+            what: target.to_string(),
+        }));
+    }
+    let local = netsys::sockaddr(raw, false)?.unwrap_or_default();
+    let what = format!(
+        "unix socket {} connected to {}, peer outside the computation (or closed)",
+        netsys::describe(&local),
+        netsys::describe(&peer)
+    );
+    crate::resources::inet::capture::outside_peer(pid, fd, &what)?;
+    let ino = socket_inode(target).unwrap_or(0);
+    let queued = if cx.claim_socket_queue(ino) {
+        peek_queue(dup, sotype)
+            .map_err(|e| io::Error::new(e.kind(), format!("reading unix socket fd {fd}: {e}")))?
+    } else {
+        Vec::new()
+    };
+    Ok(Some(FdKind::OutsidePeer {
+        id: ino,
+        family: libc::AF_UNIX,
+        sotype,
+        local,
+        peer: Some(peer),
+        flags,
+        queued,
+    }))
 }
 
 /// Unix socket pairs inside the computation by id, as [end 0, end 1].

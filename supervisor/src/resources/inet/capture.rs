@@ -13,10 +13,18 @@
 //! is full are read from the sender's queue in TCP repair mode, which needs
 //! CAP_NET_ADMIN; without it such a checkpoint fails rather than lose data.
 //!
-//! `SO_REUSEADDR` is switched on for every end of an internal connection
-//! (the original value is saved in the image and put back at restart): the
-//! sockets the killed computation leaves in TIME_WAIT then do not keep the
-//! restarted ends from binding their old ports.
+//! `SO_REUSEADDR` is switched on for every TCP socket of the computation:
+//! listeners (the connections they accept from then on inherit it) and
+//! connections (an internal connection's original value is saved in the
+//! image and put back at restart): the sockets the killed computation leaves
+//! in TIME_WAIT or FIN_WAIT then do not keep the restarted listeners and
+//! ends from binding their old ports. Connections closed before the
+//! checkpoint may linger in TIME_WAIT without it (see `unix::listen_again`).
+//!
+//! A connection whose peer is outside the computation (or a socket already
+//! reset) is saved as [`dmtcp_image::FdKind::OutsidePeer`]: a warning names
+//! the process, fd and peer; `DMTCP_OUTSIDE_PEERS=refuse` refuses the
+//! checkpoint instead.
 //!
 //! [`super::Inet`] then describes one fd: its addresses, options and the bytes
 //! waiting to be read (peeked, `MSG_PEEK` with `SO_PEEK_OFF`, once per
@@ -27,7 +35,9 @@ use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
-use crate::kernel::netsys::{self, TCP_CLOSE_WAIT, TCP_ESTABLISHED, TCP_FIN_WAIT1, TCP_FIN_WAIT2};
+use crate::kernel::netsys::{
+    self, TCP_CLOSE, TCP_CLOSE_WAIT, TCP_ESTABLISHED, TCP_FIN_WAIT1, TCP_FIN_WAIT2,
+};
 use crate::kernel::pid::HostPid;
 
 /// How long a frozen computation may wait for TCP bytes in flight to be
@@ -47,15 +57,41 @@ pub struct NetShare {
     /// The `SO_REUSEADDR` value the program had set.
     pub(super) tcp_reuse: HashMap<u64, bool>,
     pub(super) udp: HashSet<u64>,
-    /// TCP connections with one end outside: inode -> description.
+    /// TCP connections with one end outside (or already reset): inode ->
+    /// description.
     pub(super) outside: HashMap<u64, String>,
 }
 
 struct TcpEnd {
     ino: u64,
+    pid: HostPid,
+    fd: i32,
     dup: OwnedFd,
     local: Vec<u8>,
     peer: Vec<u8>,
+}
+
+/// What to do with a connection whose peer is outside the computation:
+/// `DMTCP_OUTSIDE_PEERS=refuse` refuses the checkpoint, anything else (the
+/// default, `reset`) saves it as a connection that will be reset.
+pub fn refuse_outside_peers() -> bool {
+    std::env::var("DMTCP_OUTSIDE_PEERS").is_ok_and(|v| v == "refuse")
+}
+
+/// Warns (or, with [`refuse_outside_peers`], fails) about fd `fd` of `pid`
+/// whose peer `what` is outside the computation.
+pub fn outside_peer(pid: HostPid, fd: i32, what: &str) -> io::Result<()> {
+    if refuse_outside_peers() {
+        return Err(io::Error::other(format!(
+            "pid {} fd {fd}: {what}: the connection cannot be saved and DMTCP_OUTSIDE_PEERS=refuse",
+            pid.0
+        )));
+    }
+    tracing::warn!(
+        "pid {} fd {fd}: {what}: the connection cannot be saved; after a restart the program sees it reset by the peer",
+        pid.0
+    );
+    Ok(())
 }
 
 /// Examines the sockets `(pid, fd, inode)` (one fd per socket, processes
@@ -63,6 +99,7 @@ struct TcpEnd {
 pub fn examine(socks: &[(HostPid, i32, u64)]) -> io::Result<NetShare> {
     let mut share = NetShare::default();
     let mut tcp = Vec::new();
+    let mut orig_reuse: HashMap<u64, bool> = HashMap::new();
     for &(pid, fd, ino) in socks {
         let Ok(dup) = crate::kernel::sys::steal_fd(pid.0, fd) else {
             continue;
@@ -72,7 +109,13 @@ pub fn examine(socks: &[(HostPid, i32, u64)]) -> io::Result<NetShare> {
         let Ok(family) = opt(libc::SO_DOMAIN) else {
             continue;
         };
-        if !matches!(family, libc::AF_INET | libc::AF_INET6) || opt(libc::SO_ACCEPTCONN)? != 0 {
+        if !matches!(family, libc::AF_INET | libc::AF_INET6) {
+            continue;
+        }
+        if opt(libc::SO_ACCEPTCONN)? != 0 {
+            // Connections accepted from now on inherit SO_REUSEADDR, so
+            // they cannot keep the restarted listener from its port either.
+            let _ = netsys::set_int_opt(raw, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1);
             continue;
         }
         let (sotype, proto) = (opt(libc::SO_TYPE)?, opt(libc::SO_PROTOCOL)?);
@@ -85,6 +128,24 @@ pub fn examine(socks: &[(HostPid, i32, u64)]) -> io::Result<NetShare> {
         }
         let ctx = |e: io::Error| io::Error::new(e.kind(), format!("pid {} fd {fd}: {e}", pid.0));
         let state = netsys::tcp_state(raw).map_err(ctx)?;
+        // Every TCP socket gets SO_REUSEADDR (the program's value is saved
+        // for internal connections): what the killed computation leaves in
+        // TIME_WAIT or FIN_WAIT then does not keep the restarted listeners
+        // and connections from their ports.
+        orig_reuse.insert(ino, opt(libc::SO_REUSEADDR)? != 0);
+        let _ = netsys::set_int_opt(raw, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1);
+        if state == TCP_CLOSE && netsys::tcp_segs_out(raw).map_err(ctx)? > 0 {
+            // Connected once and reset (or refused) since: nothing to rejoin.
+            let local = netsys::sockaddr(raw, false)
+                .map_err(ctx)?
+                .unwrap_or_default();
+            let what = format!(
+                "TCP socket {}, already reset or closed by its peer",
+                netsys::describe(&local)
+            );
+            share.outside.insert(ino, what);
+            continue;
+        }
         if !matches!(
             state,
             TCP_ESTABLISHED | TCP_FIN_WAIT1 | TCP_FIN_WAIT2 | TCP_CLOSE_WAIT
@@ -96,6 +157,8 @@ pub fn examine(socks: &[(HostPid, i32, u64)]) -> io::Result<NetShare> {
         if let (Some(local), Some(peer)) = (local, peer) {
             tcp.push(TcpEnd {
                 ino,
+                pid,
+                fd,
                 dup,
                 local,
                 peer,
@@ -122,7 +185,7 @@ pub fn examine(socks: &[(HostPid, i32, u64)]) -> io::Result<NetShare> {
                     netsys::describe(&e.local),
                     netsys::describe(&e.peer)
                 );
-                tracing::warn!("{what}: not saved, it will be /dev/null after restart");
+                outside_peer(e.pid, e.fd, &what)?;
                 share.outside.insert(e.ino, what);
             }
         }
@@ -180,12 +243,10 @@ pub fn examine(socks: &[(HostPid, i32, u64)]) -> io::Result<NetShare> {
         share.tcp_extra.insert(tcp[j].ino, bytes);
     }
     for &(i, _) in &paired {
-        let raw = tcp[i].dup.as_raw_fd();
-        let reuse = netsys::int_opt(raw, libc::SOL_SOCKET, libc::SO_REUSEADDR)? != 0;
-        share.tcp_reuse.insert(tcp[i].ino, reuse);
-        if !reuse {
-            netsys::set_int_opt(raw, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)?;
-        }
+        let ino = tcp[i].ino;
+        share
+            .tcp_reuse
+            .insert(ino, orig_reuse.get(&ino).copied().unwrap_or(false));
     }
     Ok(share)
 }

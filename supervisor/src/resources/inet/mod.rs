@@ -57,6 +57,11 @@ impl FdResource for Inet {
                 *flags,
                 &format!("unix connection {id} end {end}"),
             ),
+            FdKind::OutsidePeer { id, flags, .. } => dup_socket(
+                objects.net.dropped(*id),
+                *flags,
+                &format!("socket {id} with a peer outside the computation"),
+            ),
             _ => Err(super::wrong_kind(e, "inet socket")),
         }
     }
@@ -102,8 +107,28 @@ fn capture_fd(
             sndbuf: netsys::int_opt(raw, libc::SOL_SOCKET, libc::SO_SNDBUF)?,
         }));
     }
-    if let Some(what) = fdctx.net.outside.get(&ino) {
-        return Ok(Some(FdKind::Unsupported { what: what.clone() }));
+    if fdctx.net.outside.contains_key(&ino) {
+        let dup = crate::kernel::sys::steal_fd(pid.0, fd)?;
+        let raw = dup.as_raw_fd();
+        // A reset socket is not peeked: a peek past its queue would take
+        // the pending ECONNRESET the program has yet to see.
+        let reset = netsys::tcp_state(raw).map_err(ctx)? == netsys::TCP_CLOSE;
+        let queued = if !reset && fdctx.claim_socket_queue(ino) {
+            crate::resources::unix::peek_queue(&dup, libc::SOCK_STREAM).map_err(ctx)?
+        } else {
+            Vec::new()
+        };
+        return Ok(Some(FdKind::OutsidePeer {
+            id: ino,
+            family: netsys::int_opt(raw, libc::SOL_SOCKET, libc::SO_DOMAIN)?,
+            sotype: libc::SOCK_STREAM,
+            local: netsys::sockaddr(raw, false)
+                .map_err(ctx)?
+                .unwrap_or_default(),
+            peer: netsys::sockaddr(raw, true).ok().flatten(),
+            flags,
+            queued,
+        }));
     }
     if fdctx.net.udp.contains(&ino) {
         let dup = crate::kernel::sys::steal_fd(pid.0, fd)?;

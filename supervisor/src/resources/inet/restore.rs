@@ -48,6 +48,8 @@ pub struct NetSockets {
     tcp: HashMap<(u64, u8), OwnedFd>,
     udp: HashMap<u64, OwnedFd>,
     unix: HashMap<(u64, u8), OwnedFd>,
+    /// Sockets whose peer was outside the computation, reset, by id.
+    dropped: HashMap<u64, OwnedFd>,
 }
 
 /// What the image says about one end of a connection (from whichever fd
@@ -122,6 +124,29 @@ impl NetSockets {
                     }
                 }
                 FdKind::Udp { .. } => udp.push(e),
+                FdKind::OutsidePeer {
+                    id,
+                    family,
+                    sotype,
+                    local,
+                    peer,
+                    queued,
+                    ..
+                } => {
+                    // Another fd of the same socket is made again only if
+                    // it carries the queue.
+                    if net.dropped.contains_key(id) && queued.is_empty() {
+                        continue;
+                    }
+                    let s = dropped_socket(*family, *sotype, local, peer.as_deref(), queued)
+                        .map_err(|err| {
+                            io::Error::new(
+                                err.kind(),
+                                format!("fd {} (peer outside the computation): {err}", e.fd),
+                            )
+                        })?;
+                    net.dropped.insert(*id, s);
+                }
                 _ => {}
             }
         }
@@ -219,6 +244,113 @@ impl NetSockets {
     pub fn unix(&self, id: u64, end: u8) -> Option<&OwnedFd> {
         self.unix.get(&(id, end))
     }
+}
+
+impl NetSockets {
+    pub fn dropped(&self, id: u64) -> Option<&OwnedFd> {
+        self.dropped.get(&id)
+    }
+}
+
+/// A socket whose peer is gone, standing for one whose peer was outside
+/// the computation: what a program sees of a connection dropped while it
+/// was not running. `queued` is read first.
+///
+/// - TCP: a connection on loopback made here, its far end closed with
+///   `SO_LINGER {1, 0}` so it sends a reset: the kept end is a real TCP
+///   socket in the reset state (reads give the queued bytes, then
+///   `ECONNRESET` once, then end of file; writes `ECONNRESET`, then `EPIPE`;
+///   poll and epoll report `POLLIN | POLLHUP | POLLRDHUP` and `POLLERR`
+///   until the error is read). The kept end is the accepted one, bound to
+///   the original local address when it can be bound (otherwise loopback,
+///   a fresh port); the far end connects from the original peer address
+///   when it can (otherwise a fresh loopback port). The kept end keeps
+///   `SO_REUSEADDR` on, so it never holds a restored listener's port.
+/// - unix: a `socketpair` of the same type whose other end is closed after
+///   the queue is written into it (reads give the queue, then end of file;
+///   writes `EPIPE`; poll reports `POLLHUP`). Its name is not kept.
+fn dropped_socket(
+    family: i32,
+    sotype: i32,
+    local: &[u8],
+    peer: Option<&[u8]>,
+    queued: &[Vec<u8>],
+) -> io::Result<OwnedFd> {
+    if family == libc::AF_UNIX {
+        let [kept, far] = crate::resources::unix::socketpair(sotype)?;
+        crate::resources::unix::refill(&far, queued)?;
+        drop(far);
+        return Ok(kept);
+    }
+    if !matches!(family, libc::AF_INET | libc::AF_INET6) || sotype != libc::SOCK_STREAM {
+        return Err(io::Error::other(format!(
+            "family {family} type {sotype} cannot stand for a dropped connection"
+        )));
+    }
+    let faithful = || -> io::Result<(OwnedFd, OwnedFd)> {
+        let l = netsys::socket(family, libc::SOCK_STREAM)?;
+        reuse(&l, true)?;
+        netsys::bind(&l, local)?;
+        reset_pair(&l, family, peer)
+    };
+    let (kept, far) = match faithful() {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::debug!(
+                "dropped connection at {}: {e}; loopback is used instead",
+                netsys::describe(local)
+            );
+            let l = netsys::socket(family, libc::SOCK_STREAM)?;
+            reuse(&l, true)?;
+            netsys::bind(&l, &loopback(family))?;
+            reset_pair(&l, family, None)?
+        }
+    };
+    let data = queued.concat();
+    netsys::send_all(&far, &data, WAIT)?;
+    netsys::set_linger_reset(&far)?;
+    drop(far);
+    if !netsys::wait_hangup(&kept, WAIT) {
+        return Err(io::Error::other("the reset did not arrive"));
+    }
+    Ok(kept)
+}
+
+/// Listens on `l` (bound), connects a socket to it (from `from` when that
+/// can be bound) and returns (accepted end, connecting end).
+fn reset_pair(l: &OwnedFd, family: i32, from: Option<&[u8]>) -> io::Result<(OwnedFd, OwnedFd)> {
+    netsys::listen(l, 1)?;
+    let at = netsys::sockaddr(l.as_raw_fd(), false)?.unwrap_or_default();
+    let c = netsys::socket(family, libc::SOCK_STREAM)?;
+    reuse(&c, true)?;
+    if let Some(from) = from.and_then(|f| netsys::in_family(f, family)) {
+        if netsys::bind(&c, &from).is_err() {
+            netsys::bind(&c, &netsys::with_port0(&loopback(family)))?;
+        }
+    }
+    netsys::connect(&c, &netsys::loopback_if_any(&at))?;
+    let key = |a: Option<Vec<u8>>| a.as_deref().and_then(netsys::endpoint_key);
+    let mine = key(netsys::sockaddr(c.as_raw_fd(), false)?);
+    let s = loop {
+        let s = netsys::accept(l, WAIT)?;
+        if key(netsys::sockaddr(s.as_raw_fd(), true)?) == mine {
+            break s;
+        }
+    };
+    Ok((s, c))
+}
+
+/// 127.0.0.1 or ::1, port 0.
+fn loopback(family: i32) -> Vec<u8> {
+    let v4 = [0u8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 127, 0, 0, 1];
+    let mut a = vec![0u8; 28];
+    a[..2].copy_from_slice(&(libc::AF_INET6 as u16).to_ne_bytes());
+    a[8..24].copy_from_slice(&v4);
+    let mut a = netsys::in_family(&a, family).unwrap_or(a);
+    if family == libc::AF_INET6 {
+        a[8..24].copy_from_slice(&[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
+    }
+    a
 }
 
 fn reuse(s: &OwnedFd, on: bool) -> io::Result<()> {
