@@ -230,6 +230,8 @@ pub struct Running<'a> {
     pub images: Vec<PathBuf>,
     pub rounds_done: usize,
     before: Option<procfs::ProcSnapshot>,
+    /// What the last `dmtcp-command -bc` printed on stderr (its warnings).
+    pub ckpt_stderr: String,
 }
 
 impl<'a> Running<'a> {
@@ -242,6 +244,7 @@ impl<'a> Running<'a> {
             images: Vec::new(),
             rounds_done: 0,
             before: None,
+            ckpt_stderr: String::new(),
         }
     }
 
@@ -381,6 +384,7 @@ impl<'a> Running<'a> {
         let old = self.image_ids();
         let t0 = Instant::now();
         let out = self.env.dmtcp_command(&["-bc"], self.sc.ckpt_timeout);
+        self.ckpt_stderr = out.stderr.clone();
         if !out.status.success() {
             self.env
                 .fail(&format!("dmtcp-command -bc failed: {}", out.describe()));

@@ -128,6 +128,15 @@ fn outside_clients_see_a_reset(env: &mut TestEnv) {
         if !log.contains("peer outside the computation") {
             env.fail("the checkpoint did not say that a connection to outside will be dropped");
         }
+        // And the user who asked for the checkpoint is told too.
+        if !r.ckpt_stderr.contains("warning:")
+            || !r.ckpt_stderr.contains("peer outside the computation")
+        {
+            let said = r.ckpt_stderr.clone();
+            env.fail(&format!(
+                "dmtcp-command -bc did not warn about the dropped connection: {said}"
+            ));
+        }
         r.kill();
         drop(client);
         if round == 0 {

@@ -54,11 +54,11 @@ pub fn capture_kind(f: &OpenFd<'_>, cx: &mut FdContext) -> io::Result<FdKind> {
         None => describe_unknown(f),
     };
     if std::env::var("DMTCP_UNSUPPORTED_FDS").is_ok_and(|v| v == "accept") {
-        tracing::warn!(
+        crate::resources::checkpoint_warning(format!(
             "pid {} fd {}: {what} cannot be checkpointed; it will be /dev/null after restart (DMTCP_UNSUPPORTED_FDS=accept)",
             f.pid.0,
             f.fd
-        );
+        ));
         return Ok(FdKind::Unsupported { what });
     }
     Err(io::Error::other(format!(

@@ -113,8 +113,9 @@ fn peek_all(fd: RawFd, sotype: i32) -> io::Result<Vec<Vec<u8>>> {
         }
     }
     if dropped_control {
-        tracing::warn!(
+        crate::resources::checkpoint_warning(
             "a unix socket has file descriptors or credentials in flight; they are not saved"
+                .to_string(),
         );
     }
     Ok(out)

@@ -53,29 +53,8 @@ pub struct SessionConfig {
     pub alone_timeout: Option<Duration>,
 }
 
-/// Warnings of the checkpoint being captured, for the command that asked
-/// for it (see [`checkpoint_warning`]).
-static WARNINGS: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
-
-/// Records a warning about the checkpoint being taken (something saved
-/// differently from what the program has, such as an outside connection
-/// that a restart will drop). It is logged here, and `dmtcp-command -c/-bc`
-/// prints it on its own stderr once the checkpoint is committed (protocol
-/// 2.1 `Warnings`). Call it from the capture code during the Checkpoint
-/// barrier (any thread); warnings of a checkpoint that fails are dropped.
-pub fn checkpoint_warning(msg: String) {
-    warn!("{msg}");
-    if let Ok(mut w) = WARNINGS.lock() {
-        w.push(msg);
-    }
-}
-
-fn take_warnings() -> Vec<String> {
-    WARNINGS
-        .lock()
-        .map(|mut w| std::mem::take(&mut *w))
-        .unwrap_or_default()
-}
+pub use crate::resources::checkpoint_warning;
+use crate::resources::take_warnings;
 
 /// A fresh launch id: 8 random hex digits.
 pub fn new_launch_id() -> String {

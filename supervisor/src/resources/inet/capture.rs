@@ -87,10 +87,10 @@ pub fn outside_peer(pid: HostPid, fd: i32, what: &str) -> io::Result<()> {
             pid.0
         )));
     }
-    tracing::warn!(
+    crate::resources::checkpoint_warning(format!(
         "pid {} fd {fd}: {what}: the connection cannot be saved; after a restart the program sees it reset by the peer",
         pid.0
-    );
+    ));
     Ok(())
 }
 
