@@ -12,7 +12,8 @@ use dmtcp_protocol::auth::MIN_SECRET_LEN;
 use dmtcp_protocol::{Reply, Request, Status};
 
 use crate::client::{self, CoordAddr};
-use crate::server::{self, Config};
+use crate::event::Config;
+use crate::server;
 
 /// `println!` that does not panic when stdout is closed (`dmtcp-command -l |
 /// head -1`): the output is simply dropped, as other command-line tools do.

@@ -9,6 +9,7 @@
 pub mod cli;
 pub mod client;
 pub mod daemon;
+pub mod event;
 pub mod script;
 pub mod server;
 pub mod state;

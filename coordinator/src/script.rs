@@ -7,7 +7,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use anyhow::Context;
 use dmtcp_protocol::ImageEntry;
 
-use crate::server::Config;
+use crate::event::Config;
 
 /// Name of the script in the checkpoint directory.
 pub const SCRIPT_NAME: &str = "dmtcp_restart_script.sh";

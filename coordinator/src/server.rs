@@ -20,7 +20,6 @@ use std::collections::HashMap;
 use std::io::{BufReader, ErrorKind, Read, Write};
 use std::net::{IpAddr, Shutdown, TcpListener, TcpStream};
 use std::os::fd::AsFd;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Sender};
 use std::sync::Arc;
@@ -34,10 +33,8 @@ use dmtcp_protocol::{
     Hello, ProtocolError, ToCoordinator,
 };
 
+use crate::event::{kind, Config, ConnId, Event};
 use crate::state::State;
-
-/// A connection's number, unique for the coordinator's lifetime.
-pub type ConnId = u64;
 
 /// How long a client may take to authenticate, from its connect.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -49,49 +46,6 @@ pub const MAX_PREAUTH_PER_PEER: usize = 16;
 pub const MAX_CLIENTS: usize = 1024;
 /// How long the coordinator waits for a peer to take a frame.
 pub(crate) const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// What the coordinator runs with.
-#[derive(Debug, Clone)]
-pub struct Config {
-    /// Port actually bound (written into the restart script).
-    pub port: u16,
-    /// Host the restart script connects to by default.
-    pub script_host: String,
-    /// Absolute checkpoint directory.
-    pub ckpt_dir: PathBuf,
-    /// Periodic checkpoint interval in seconds (0 = off).
-    pub interval: u32,
-    pub exit_on_last: bool,
-    pub secret: String,
-    /// Longest a single barrier may take before the checkpoint is abandoned.
-    pub barrier_timeout: Duration,
-    /// `dmtcp-restart` as the restart script should call it.
-    pub restart_cmd: String,
-}
-
-/// What reader threads tell the state thread.
-#[derive(Debug)]
-pub enum Event {
-    /// Handshake done (both sides proved the secret); `stream` is the
-    /// connection's write side.
-    Hello {
-        conn: ConnId,
-        hello: Hello,
-        stream: TcpStream,
-    },
-    Frame {
-        conn: ConnId,
-        msg: ToCoordinator,
-    },
-    /// A frame that does not decode: answer with an error and close.
-    Bad {
-        conn: ConnId,
-        reason: String,
-    },
-    Closed {
-        conn: ConnId,
-    },
-}
 
 /// Runs the coordinator on `listener` until a Quit request, or (with
 /// `exit_on_last`) until the last supervisor has gone.
@@ -456,24 +410,5 @@ fn connection(conn: ConnId, stream: TcpStream, hello: Hello, tx: Sender<Event>) 
         if tx.send(ev).is_err() || last {
             return;
         }
-    }
-}
-
-/// Variant name of a message, for logs and errors.
-pub(crate) fn kind(msg: &ToCoordinator) -> &'static str {
-    match msg {
-        ToCoordinator::Hello(_) => "Hello",
-        ToCoordinator::Request(_) => "Request",
-        ToCoordinator::Processes(_) => "Processes",
-        ToCoordinator::Reached { .. } => "Reached",
-        ToCoordinator::ImagesWritten { .. } => "ImagesWritten",
-        ToCoordinator::CheckpointFailed { .. } => "CheckpointFailed",
-        ToCoordinator::Publish { .. } => "Publish",
-        ToCoordinator::Query { .. } => "Query",
-        ToCoordinator::Exited { .. } => "Exited",
-        ToCoordinator::Auth { .. } => "Auth",
-        ToCoordinator::ImagesDurable { .. } => "ImagesDurable",
-        ToCoordinator::Launch { .. } => "Launch",
-        ToCoordinator::Warnings { .. } => "Warnings",
     }
 }

@@ -22,7 +22,7 @@ use dmtcp_protocol::{
     Reply, Request, Role, Status, SupervisorHello, ToCoordinator,
 };
 
-use crate::server::{kind, Config, ConnId, Event};
+use crate::event::{kind, Config, ConnId, Event};
 
 struct Client {
     stream: TcpStream,

@@ -29,8 +29,8 @@ pub enum ImageError {
     /// The format version is not one this reader understands.
     #[error("{}: image format {major}.{minor} is {} than this dmtcp-restart ({}.{})",
         path.display(),
-        if (*major, *minor) > (crate::format::FORMAT_MAJOR, crate::format::FORMAT_MINOR) { "newer" } else { "older" },
-        crate::format::FORMAT_MAJOR, crate::format::FORMAT_MINOR)]
+        if (*major, *minor) > (crate::version::FORMAT_MAJOR, crate::version::FORMAT_MINOR) { "newer" } else { "older" },
+        crate::version::FORMAT_MAJOR, crate::version::FORMAT_MINOR)]
     Version {
         path: PathBuf,
         major: u16,

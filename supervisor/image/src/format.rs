@@ -25,8 +25,8 @@
 //!
 //! [`DataRef`]: crate::model::DataRef
 
+use crate::codec::Codec;
 use crate::error::ImageError;
-use crate::writer::Codec;
 use std::io::{Read, Write};
 use std::path::Path;
 
@@ -34,13 +34,7 @@ use std::path::Path;
 pub const MAGIC: [u8; 8] = *b"DMTCPIMG";
 /// ELF machine of x86_64 (`EM_X86_64`), the architecture tag.
 pub const ARCH_X86_64: u16 = 62;
-/// Format version written by this crate. Readers accept
-/// `major == FORMAT_MAJOR && minor <= FORMAT_MINOR`.
-pub const FORMAT_MAJOR: u16 = 2;
-/// 2.1: an [`ImageExt`](crate::ImageExt) record after the metadata
-/// (launch id and the checkpoint's set), and the fd kinds `OutsidePeer`
-/// and `Inotify`.
-pub const FORMAT_MINOR: u16 = 1;
+pub use crate::version::{FORMAT_MAJOR, FORMAT_MINOR};
 /// Size of the fixed header.
 pub const HEADER_LEN: usize = 64;
 /// Size of the fixed trailer.

@@ -1,8 +1,9 @@
 //! Checkpoint image: data model, on-disk format, writer and reader.
 //!
-//! Format 2.0 is described byte by byte in `docs/image-format.md`; the
+//! Format 2.1 is described byte by byte in `docs/image-format.md`; the
 //! layout constants live in [`format`].
 pub mod chain;
+pub mod codec;
 pub mod core;
 pub mod error;
 pub mod format;
@@ -10,6 +11,7 @@ pub mod inspect;
 pub mod key;
 pub mod model;
 pub mod reader;
+pub mod version;
 pub mod writer;
 
 pub use chain::{ImageChain, Verify};
