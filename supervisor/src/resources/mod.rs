@@ -47,6 +47,29 @@ pub fn checkpoint_warning(msg: String) {
     }
 }
 
+/// What to do with a connection whose peer is outside the computation:
+/// `DMTCP_OUTSIDE_PEERS=refuse` refuses the checkpoint, anything else (the
+/// default, `reset`) saves it as a connection that will be reset.
+pub fn refuse_outside_peers() -> bool {
+    std::env::var("DMTCP_OUTSIDE_PEERS").is_ok_and(|v| v == "refuse")
+}
+
+/// Warns (or, with [`refuse_outside_peers`], fails) about fd `fd` of `pid`
+/// whose peer `what` is outside the computation.
+pub fn outside_peer(pid: HostPid, fd: i32, what: &str) -> io::Result<()> {
+    if refuse_outside_peers() {
+        return Err(io::Error::other(format!(
+            "pid {} fd {fd}: {what}: the connection cannot be saved and DMTCP_OUTSIDE_PEERS=refuse",
+            pid.0
+        )));
+    }
+    crate::resources::checkpoint_warning(format!(
+        "pid {} fd {fd}: {what}: the connection cannot be saved; after a restart the program sees it reset by the peer",
+        pid.0
+    ));
+    Ok(())
+}
+
 /// The warnings recorded since the last call.
 pub fn take_warnings() -> Vec<String> {
     WARNINGS

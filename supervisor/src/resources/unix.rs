@@ -507,7 +507,7 @@ fn outside_unix(
         netsys::describe(&local),
         netsys::describe(&peer)
     );
-    crate::resources::inet::capture::outside_peer(pid, fd, &what)?;
+    crate::resources::outside_peer(pid, fd, &what)?;
     let ino = socket_inode(target).unwrap_or(0);
     let queued = if cx.claim_socket_queue(ino) {
         peek_queue(dup, sotype)

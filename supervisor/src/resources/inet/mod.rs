@@ -1,7 +1,7 @@
 //! TCP connections, UDP sockets and connected named unix sockets: capture
-//! ([`capture`]) and restore ([`restore`]).
+//! (here, on top of the computation-wide analysis in
+//! [`crate::resources::fdshare::net`]) and restore ([`restore`]).
 
-pub mod capture;
 pub mod restore;
 
 use std::io;

@@ -26,7 +26,7 @@
 //! the process, fd and peer; `DMTCP_OUTSIDE_PEERS=refuse` refuses the
 //! checkpoint instead.
 //!
-//! [`super::Inet`] then describes one fd: its addresses, options and the bytes
+//! [`crate::resources::inet::Inet`] then describes one fd: its addresses, options and the bytes
 //! waiting to be read (peeked, `MSG_PEEK` with `SO_PEEK_OFF`, once per
 //! socket).
 
@@ -51,15 +51,15 @@ const STUCK_POLLS: u32 = 10;
 #[derive(Debug, Default)]
 pub struct NetShare {
     /// Socket inode -> (connection id, end) for internal TCP connections.
-    pub(super) tcp_pairs: HashMap<u64, (u64, u8)>,
+    pub(crate) tcp_pairs: HashMap<u64, (u64, u8)>,
     /// Bytes a peer had not delivered yet, to append to this end's queue.
-    pub(super) tcp_extra: HashMap<u64, Vec<u8>>,
+    pub(crate) tcp_extra: HashMap<u64, Vec<u8>>,
     /// The `SO_REUSEADDR` value the program had set.
-    pub(super) tcp_reuse: HashMap<u64, bool>,
-    pub(super) udp: HashSet<u64>,
+    pub(crate) tcp_reuse: HashMap<u64, bool>,
+    pub(crate) udp: HashSet<u64>,
     /// TCP connections with one end outside (or already reset): inode ->
     /// description.
-    pub(super) outside: HashMap<u64, String>,
+    pub(crate) outside: HashMap<u64, String>,
 }
 
 struct TcpEnd {
@@ -69,29 +69,6 @@ struct TcpEnd {
     dup: OwnedFd,
     local: Vec<u8>,
     peer: Vec<u8>,
-}
-
-/// What to do with a connection whose peer is outside the computation:
-/// `DMTCP_OUTSIDE_PEERS=refuse` refuses the checkpoint, anything else (the
-/// default, `reset`) saves it as a connection that will be reset.
-pub fn refuse_outside_peers() -> bool {
-    std::env::var("DMTCP_OUTSIDE_PEERS").is_ok_and(|v| v == "refuse")
-}
-
-/// Warns (or, with [`refuse_outside_peers`], fails) about fd `fd` of `pid`
-/// whose peer `what` is outside the computation.
-pub fn outside_peer(pid: HostPid, fd: i32, what: &str) -> io::Result<()> {
-    if refuse_outside_peers() {
-        return Err(io::Error::other(format!(
-            "pid {} fd {fd}: {what}: the connection cannot be saved and DMTCP_OUTSIDE_PEERS=refuse",
-            pid.0
-        )));
-    }
-    crate::resources::checkpoint_warning(format!(
-        "pid {} fd {fd}: {what}: the connection cannot be saved; after a restart the program sees it reset by the peer",
-        pid.0
-    ));
-    Ok(())
 }
 
 /// Examines the sockets `(pid, fd, inode)` (one fd per socket, processes
@@ -185,7 +162,7 @@ pub fn examine(socks: &[(HostPid, i32, u64)]) -> io::Result<NetShare> {
                     netsys::describe(&e.local),
                     netsys::describe(&e.peer)
                 );
-                outside_peer(e.pid, e.fd, &what)?;
+                crate::resources::outside_peer(e.pid, e.fd, &what)?;
                 share.outside.insert(e.ino, what);
             }
         }

@@ -23,6 +23,8 @@
 //! It also maps process group ids as the supervisor sees them to the ids
 //! inside the namespace (for a terminal's foreground group).
 
+pub mod net;
+
 use std::collections::{HashMap, HashSet};
 use std::io;
 
@@ -62,7 +64,7 @@ pub struct FdContext {
     /// Unix pair ends where at least one end of the pair has a name.
     named_pairs: HashSet<u64>,
     /// TCP and UDP sockets.
-    pub net: crate::resources::inet::capture::NetShare,
+    pub net: net::NetShare,
     /// pts numbers of ptys whose master some process holds.
     internal_ptys: HashSet<u32>,
     /// pts numbers of slaves some process holds.
@@ -189,7 +191,7 @@ impl FdContext {
             })
             .copied()
             .collect();
-        ctx.net = crate::resources::inet::capture::examine(&others)?;
+        ctx.net = net::examine(&others)?;
         Ok(ctx)
     }
 
