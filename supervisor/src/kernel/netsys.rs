@@ -93,8 +93,9 @@ pub fn sockaddr(fd: RawFd, peer: bool) -> io::Result<Option<Vec<u8>>> {
     Ok(Some(bytes.to_vec()))
 }
 
-/// The TCP state of a socket (`tcpi_state`, the first byte of `tcp_info`).
-pub fn tcp_state(fd: RawFd) -> io::Result<u8> {
+/// A socket's `struct tcp_info` (`getsockopt(TCP_INFO)`), and how many of
+/// its bytes the kernel filled in.
+fn tcp_info(fd: RawFd) -> io::Result<([u8; 256], usize)> {
     let mut info = [0u8; 256];
     let mut len = info.len() as libc::socklen_t;
     // SAFETY: info/len describe a live buffer; the kernel writes at most len bytes.
@@ -110,7 +111,12 @@ pub fn tcp_state(fd: RawFd) -> io::Result<u8> {
     if r < 0 {
         return Err(os_err("getsockopt(TCP_INFO)".into()));
     }
-    Ok(info[0])
+    Ok((info, len as usize))
+}
+
+/// The TCP state of a socket (`tcpi_state`, the first byte of `tcp_info`).
+pub fn tcp_state(fd: RawFd) -> io::Result<u8> {
+    Ok(tcp_info(fd)?.0[0])
 }
 
 /// Bytes of a TCP socket's send queue the peer has not acknowledged.
@@ -548,24 +554,10 @@ pub fn wait_hangup(sock: &OwnedFd, timeout: Duration) -> bool {
 /// Segments a TCP socket ever sent (`tcpi_segs_out`): 0 for a socket that
 /// never tried to connect.
 pub fn tcp_segs_out(fd: RawFd) -> io::Result<u32> {
-    let mut info = [0u8; 256];
-    let mut len = info.len() as libc::socklen_t;
-    // SAFETY: info/len describe a live buffer; the kernel writes at most len bytes.
-    let r = unsafe {
-        libc::getsockopt(
-            fd,
-            libc::IPPROTO_TCP,
-            libc::TCP_INFO,
-            info.as_mut_ptr().cast(),
-            &mut len,
-        )
-    };
-    if r < 0 {
-        return Err(os_err("getsockopt(TCP_INFO)".into()));
-    }
+    let (info, len) = tcp_info(fd)?;
     // struct tcp_info: 8 bytes of u8 fields, 24 u32, 4 u64, then tcpi_segs_out.
     const SEGS_OUT: usize = 8 + 24 * 4 + 4 * 8;
-    if (len as usize) < SEGS_OUT + 4 {
+    if len < SEGS_OUT + 4 {
         return Ok(0);
     }
     Ok(u32::from_ne_bytes(
