@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use clap::Parser;
 use dmtcp_protocol::auth::MIN_SECRET_LEN;
-use dmtcp_protocol::{Reply, Request, Status};
+use dmtcp_protocol::{CheckpointProgress, Reply, Request, Status};
 
 use crate::client::{self, CoordAddr};
 use crate::event::Config;
@@ -108,7 +108,16 @@ fn run_coordinator(args: CoordArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot create checkpoint directory {}", ckpt_dir.display()))?;
     let ckpt_dir = std::fs::canonicalize(&ckpt_dir)
         .with_context(|| format!("checkpoint directory {}", ckpt_dir.display()))?;
-    let given_secret = std::env::var("DMTCP_SECRET").ok().filter(|s| !s.is_empty());
+    let given_secret = match std::env::var_os("DMTCP_SECRET_FILE") {
+        // From a client that started us: a private file, read once and removed.
+        Some(f) => {
+            let f = PathBuf::from(f);
+            let s = dmtcp_protocol::runtime::read_private(&f)?;
+            let _ = std::fs::remove_file(&f);
+            Some(s.with_context(|| format!("DMTCP_SECRET_FILE {} is empty", f.display()))?)
+        }
+        None => std::env::var("DMTCP_SECRET").ok().filter(|s| !s.is_empty()),
+    };
     // The runtime directory is checked before anything is listened on.
     let runtime_dir = client::tmpdir()?;
     let barrier_timeout = std::env::var("DMTCP_BARRIER_TIMEOUT")
@@ -281,8 +290,8 @@ fn print_reply(req: &Request, reply: &Reply, addr: &CoordAddr) -> bool {
     match reply {
         Reply::Ok => {
             match req {
-                Request::Kill => println!("kill sent to every process"),
-                Request::Quit => println!("coordinator is quitting"),
+                Request::Kill => println!("every process of the computation has ended"),
+                Request::Quit => println!("every process has ended; the coordinator is quitting"),
                 Request::SetInterval(0) => println!("periodic checkpoints off"),
                 Request::SetInterval(n) => println!("checkpoint interval set to {n} s"),
                 _ => println!("ok"),
@@ -291,6 +300,20 @@ fn print_reply(req: &Request, reply: &Reply, addr: &CoordAddr) -> bool {
         }
         Reply::Status(st) => {
             print_status(st, addr);
+            true
+        }
+        Reply::StatusProgress {
+            status,
+            current,
+            last,
+        } => {
+            print_status(status, addr);
+            if let Some(p) = current {
+                println!("Checkpoint in progress: {}", describe_progress(p));
+            }
+            if let Some(p) = last {
+                println!("Last checkpoint: {}", describe_progress(p));
+            }
             true
         }
         Reply::List(list) => {
@@ -371,6 +394,71 @@ fn print_reply(req: &Request, reply: &Reply, addr: &CoordAddr) -> bool {
             true
         }
     }
+}
+
+/// Bytes as MiB with one decimal.
+fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / (1u64 << 20) as f64)
+}
+
+/// One line of checkpoint figures: bytes written, processes done, time,
+/// rate and (in progress, with a previous checkpoint's size to go by)
+/// time left.
+pub fn describe_progress(p: &CheckpointProgress) -> String {
+    let secs = p.millis as f64 / 1000.0;
+    let rate = if p.millis > 0 {
+        p.bytes as f64 / secs
+    } else {
+        0.0
+    };
+    let mut s = format!(
+        "{} of {} process(es) done, {} written ({} bytes) in {secs:.1} s, {}/s",
+        p.processes_done,
+        p.processes,
+        mib(p.bytes),
+        p.bytes,
+        mib(rate as u64)
+    );
+    if p.processes_done < p.processes && p.expected_bytes > p.bytes && rate > 0.0 {
+        let left = (p.expected_bytes - p.bytes) as f64 / rate;
+        s.push_str(&format!(
+            ", about {left:.0} s left (the last checkpoint wrote {})",
+            mib(p.expected_bytes)
+        ));
+    }
+    s
+}
+
+/// While a blocking checkpoint runs on a terminal: a progress bar on
+/// stderr from the coordinator's status, every 250 ms, until `done`.
+fn progress_bar(
+    addr: CoordAddr,
+    secret: String,
+    done: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        use std::sync::atomic::Ordering;
+        let bar = indicatif::ProgressBar::new(0);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{spinner} checkpoint [{elapsed_precise}] {bar:30} {bytes}/{total_bytes} {bytes_per_sec} eta {eta} {msg}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        while !done.load(Ordering::Relaxed) {
+            if let Ok(Reply::StatusProgress {
+                current: Some(p), ..
+            }) = client::request(&addr, &secret, Request::Status)
+            {
+                bar.set_length(p.expected_bytes.max(p.bytes));
+                bar.set_position(p.bytes);
+                bar.set_message(format!("{}/{} processes", p.processes_done, p.processes));
+            }
+            bar.tick();
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        bar.finish_and_clear();
+    })
 }
 
 fn print_status(st: &Status, addr: &CoordAddr) {
@@ -497,7 +585,7 @@ fn run_command(args: CommandArgs) -> anyhow::Result<bool> {
     };
     let Some(secret) = client::load_secret(&addr)? else {
         // Say "no coordinator" when nothing listens; a missing secret otherwise.
-        let probe = std::net::TcpStream::connect_timeout(
+        let probe = client::connect_reusable(
             &std::net::ToSocketAddrs::to_socket_addrs(&(addr.host.as_str(), addr.port))
                 .with_context(|| format!("cannot resolve {}", addr.host))?
                 .next()
@@ -520,8 +608,18 @@ fn run_command(args: CommandArgs) -> anyhow::Result<bool> {
             client::secret_file(&addr)?.display()
         );
     };
-    let reply = client::request(&addr, &secret, req.clone())?;
-    Ok(print_reply(&req, &reply, &addr))
+    // A progress bar only on a terminal (quiet otherwise).
+    let bar = (args.bcheckpoint && std::io::stderr().is_terminal()).then(|| {
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let h = progress_bar(addr.clone(), secret.clone(), done.clone());
+        (done, h)
+    });
+    let reply = client::request(&addr, &secret, req.clone());
+    if let Some((done, h)) = bar {
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        let _ = h.join();
+    }
+    Ok(print_reply(&req, &reply?, &addr))
 }
 
 #[cfg(test)]

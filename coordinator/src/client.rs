@@ -152,7 +152,9 @@ fn probe(addr: &CoordAddr, secret: Option<String>) -> Probe {
         return Probe::NotCoordinator(e.to_string());
     }
     match conn.recv() {
-        Ok(FromCoordinator::Reply(Reply::Status(_))) => Probe::Coordinator(secret),
+        Ok(FromCoordinator::Reply(Reply::Status(_) | Reply::StatusProgress { .. })) => {
+            Probe::Coordinator(secret)
+        }
         Ok(_) => Probe::NotCoordinator("unexpected answer to a status request".into()),
         Err(e) => Probe::NotCoordinator(e.to_string()),
     }
@@ -214,6 +216,17 @@ fn start_coordinator(addr: &CoordAddr, opts: &StartOptions) -> anyhow::Result<(C
         std::process::id(),
         crate::random_hex16()
     ));
+    // The secret goes to the daemon in a file of the private runtime
+    // directory (removed by the daemon once read), not in its environment:
+    // no process's argv or environment holds it (ssh contagion shares the
+    // runtime directory with other hosts, issue 16).
+    let secret_handoff = dir.join(format!(
+        "coord-start-{}-{}.secret",
+        std::process::id(),
+        crate::random_hex16()
+    ));
+    runtime::write_private(&secret_handoff, secret.as_bytes(), 0o600)
+        .with_context(|| format!("cannot write {}", secret_handoff.display()))?;
     let bin = coordinator_binary();
     let mut cmd = Command::new(&bin);
     cmd.arg("--daemon")
@@ -223,7 +236,8 @@ fn start_coordinator(addr: &CoordAddr, opts: &StartOptions) -> anyhow::Result<(C
         .arg(&port_file)
         .arg("--listen-host")
         .arg(&addr.host)
-        .env("DMTCP_SECRET", &secret)
+        .env_remove("DMTCP_SECRET")
+        .env("DMTCP_SECRET_FILE", &secret_handoff)
         .stdin(Stdio::null())
         .stdout(Stdio::null());
     if opts.exit_on_last {
@@ -242,15 +256,19 @@ fn start_coordinator(addr: &CoordAddr, opts: &StartOptions) -> anyhow::Result<(C
     } else {
         Stdio::piped()
     });
-    let mut child = cmd
-        .spawn()
-        .with_context(|| format!("cannot start coordinator {}", bin.display()))?;
+    let child = cmd.spawn();
+    if child.is_err() {
+        let _ = std::fs::remove_file(&secret_handoff);
+    }
+    let mut child = child.with_context(|| format!("cannot start coordinator {}", bin.display()))?;
     let deadline = Instant::now() + START_TIMEOUT;
     let status = loop {
         if let Some(st) = child
             .try_wait()
             .context("waiting for the coordinator to start")?
         {
+            // The daemon removed it after reading; a failed one may not have.
+            let _ = std::fs::remove_file(&secret_handoff);
             break st;
         }
         if Instant::now() > deadline {
@@ -310,7 +328,7 @@ fn wait_port_file(path: &Path, deadline: Instant) -> anyhow::Result<u16> {
 fn connect_tcp(addr: &CoordAddr) -> std::io::Result<TcpStream> {
     let mut last = None;
     for sa in (addr.host.as_str(), addr.port).to_socket_addrs()? {
-        match TcpStream::connect_timeout(&sa, CONNECT_TIMEOUT) {
+        match connect_reusable(&sa, CONNECT_TIMEOUT) {
             Ok(s) => {
                 let _ = s.set_nodelay(true);
                 return Ok(s);
@@ -319,6 +337,73 @@ fn connect_tcp(addr: &CoordAddr) -> std::io::Result<TcpStream> {
         }
     }
     Err(last.unwrap_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, "no address")))
+}
+
+/// A TCP connection to `sa` from a socket that has `SO_REUSEADDR` before
+/// it connects. The kernel gives one ephemeral port to several connections
+/// with different peers, so a tool's connection to the coordinator may
+/// share its local port with a connection of the program; when the tool's
+/// end closes first, its TIME_WAIT would keep the restarted program's
+/// connection from binding that port again (the program's own sockets get
+/// `SO_REUSEADDR` at checkpoint for the same reason). With the option on
+/// both, the port is free for the restart at once.
+pub fn connect_reusable(
+    sa: &std::net::SocketAddr,
+    timeout: Duration,
+) -> std::io::Result<TcpStream> {
+    use nix::errno::Errno;
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    use nix::sys::socket::{
+        self, sockopt, AddressFamily, SockFlag, SockType, SockaddrIn, SockaddrIn6,
+    };
+    use std::os::fd::{AsFd, AsRawFd};
+
+    let family = if sa.is_ipv4() {
+        AddressFamily::Inet
+    } else {
+        AddressFamily::Inet6
+    };
+    let fd = socket::socket(
+        family,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+        None,
+    )?;
+    socket::setsockopt(&fd, sockopt::ReuseAddr, &true)?;
+    let r = match sa {
+        std::net::SocketAddr::V4(a) => socket::connect(fd.as_raw_fd(), &SockaddrIn::from(*a)),
+        std::net::SocketAddr::V6(a) => socket::connect(fd.as_raw_fd(), &SockaddrIn6::from(*a)),
+    };
+    match r {
+        Ok(()) => {}
+        Err(Errno::EINPROGRESS) => {
+            let deadline = Instant::now() + timeout;
+            loop {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!("connecting to {sa} timed out"),
+                    ));
+                }
+                let ms = u16::try_from(left.as_millis().max(1)).unwrap_or(u16::MAX);
+                let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLOUT)];
+                match poll(&mut fds, PollTimeout::from(ms)) {
+                    Ok(0) | Err(Errno::EINTR) => continue,
+                    Ok(_) => break,
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            let err = socket::getsockopt(&fd, sockopt::SocketError)?;
+            if err != 0 {
+                return Err(std::io::Error::from_raw_os_error(err));
+            }
+        }
+        Err(e) => return Err(e.into()),
+    }
+    let stream = TcpStream::from(fd);
+    stream.set_nonblocking(false)?;
+    Ok(stream)
 }
 
 /// Short cause of a connect failure ("connection refused", "timed out").

@@ -56,19 +56,5 @@ pub enum Event {
 
 /// Variant name of a message, for logs and errors.
 pub(crate) fn kind(msg: &ToCoordinator) -> &'static str {
-    match msg {
-        ToCoordinator::Hello(_) => "Hello",
-        ToCoordinator::Request(_) => "Request",
-        ToCoordinator::Processes(_) => "Processes",
-        ToCoordinator::Reached { .. } => "Reached",
-        ToCoordinator::ImagesWritten { .. } => "ImagesWritten",
-        ToCoordinator::CheckpointFailed { .. } => "CheckpointFailed",
-        ToCoordinator::Publish { .. } => "Publish",
-        ToCoordinator::Query { .. } => "Query",
-        ToCoordinator::Exited { .. } => "Exited",
-        ToCoordinator::Auth { .. } => "Auth",
-        ToCoordinator::ImagesDurable { .. } => "ImagesDurable",
-        ToCoordinator::Launch { .. } => "Launch",
-        ToCoordinator::Warnings { .. } => "Warnings",
-    }
+    msg.kind()
 }

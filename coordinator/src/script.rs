@@ -74,10 +74,17 @@ pub fn render(
     s.push_str(
         "#\n# Usage: dmtcp_restart_script.sh [-h|--coord-host HOST] [-p|--coord-port PORT]\n",
     );
-    s.push_str("# (defaults: $DMTCP_COORD_HOST / $DMTCP_COORD_PORT, else the coordinator that wrote it)\n\n");
+    s.push_str("#          [--hostfile FILE] [--no-pidns] [OLD=NEW ...]\n");
+    s.push_str(
+        "# (defaults: $DMTCP_COORD_HOST / $DMTCP_COORD_PORT, else the coordinator that wrote it)\n",
+    );
+    s.push_str("# Each image restarts on the host it was checkpointed on, over ssh\n");
+    s.push_str("# ($DMTCP_REMOTE_SHELL) for the other hosts; OLD=NEW or a hostfile of\n");
+    s.push_str("# 'OLD NEW' lines places OLD's images on NEW instead.\n\n");
     s.push_str("set -e\n");
     s.push_str(&format!("host=\"${{DMTCP_COORD_HOST:-{host}}}\"\n"));
-    s.push_str(&format!("port=\"${{DMTCP_COORD_PORT:-{port}}}\"\n\n"));
+    s.push_str(&format!("port=\"${{DMTCP_COORD_PORT:-{port}}}\"\n"));
+    s.push_str("hostfile=\nmaps=()\n\n");
     s.push_str(
         r#"while [ $# -gt 0 ]; do
   case "$1" in
@@ -85,13 +92,33 @@ pub fn render(
     -p|--coord-port) port="$2"; shift 2 ;;
     --coord-host=*) host="${1#*=}"; shift ;;
     --coord-port=*) port="${1#*=}"; shift ;;
-    --help) sed -n '2,9p' "$0"; exit 0 ;;
+    --hostfile) hostfile="$2"; shift 2 ;;
+    --hostfile=*) hostfile="${1#*=}"; shift ;;
+    --no-pidns) export DMTCP_NO_PIDNS=1; shift ;;
+    --help) sed -n '2,14p' "$0"; exit 0 ;;
+    ?*=*) maps+=("$1"); shift ;;
     *) echo "$0: unknown argument: $1" >&2; exit 2 ;;
   esac
 done
+if [ -n "$hostfile" ] && [ ! -r "$hostfile" ]; then
+  echo "$0: cannot read host file $hostfile" >&2; exit 2
+fi
 
 "#,
     );
+    s.push_str(&format!("restart={}\n", shell_quote(restart_cmd)));
+    s.push_str("images=(");
+    for img in images {
+        s.push_str(" \\\n  ");
+        s.push_str(&shell_quote(&img.path));
+    }
+    s.push_str("\n)\nimage_hosts=(");
+    for img in images {
+        s.push(' ');
+        s.push_str(&shell_quote(&img.host));
+    }
+    s.push_str(")\n");
+    s.push_str(MULTI_HOST);
     s.push_str(&format!(
         "exec {} --coord-host \"$host\" --coord-port \"$port\"",
         shell_quote(restart_cmd)
@@ -103,6 +130,67 @@ done
     s.push('\n');
     s
 }
+
+/// The part of the script that places images on hosts: when every image
+/// restarts here it falls through to the plain `exec dmtcp-restart`;
+/// otherwise this host's images restart first (starting the coordinator
+/// if none runs), then each other host's over ssh joined to it.
+const MULTI_HOST: &str = r#"
+# Where each host's images go: OLD=NEW arguments, then the host file.
+map_host() {
+  local m
+  for m in "${maps[@]}"; do
+    if [ "${m%%=*}" = "$1" ]; then echo "${m#*=}"; return; fi
+  done
+  if [ -n "$hostfile" ]; then
+    m=$(awk -v h="$1" '!/^[[:space:]]*#/ { sub(/=/, " "); if ($1 == h && $2 != "") { print $2; exit } }' "$hostfile")
+    if [ -n "$m" ]; then echo "$m"; return; fi
+  fi
+  echo "$1"
+}
+me=$(uname -n)
+declare -A group=()
+order=()
+for i in "${!images[@]}"; do
+  t=$(map_host "${image_hosts[$i]}")
+  case "$t" in localhost|127.0.0.1|"$me") t=$me ;; esac
+  if [ -z "${group[$t]+x}" ]; then order+=("$t"); group[$t]=; fi
+  group[$t]+=" $(printf '%q' "${images[$i]}")"
+done
+if [ "${#order[@]}" -gt 1 ] || [ "${order[0]}" != "$me" ]; then
+  rsh=${DMTCP_REMOTE_SHELL:-ssh}
+  rbin=${restart%/*}
+  [ "$rbin" = "$restart" ] && rbin=
+  if [ -n "$DMTCP_PREFIX" ]; then rbin=$DMTCP_PREFIX/bin; fi
+  remote_restart=${rbin:+$rbin/}dmtcp-restart
+  envs=
+  if [ -n "$DMTCP_TMPDIR" ]; then envs="env DMTCP_TMPDIR=$(printf '%q' "$DMTCP_TMPDIR") "; fi
+  pids=()
+  # Each dmtcp-restart is told the size of the whole set: plugins' global
+  # barriers at RESTART wait for every host's processes.
+  if [ -n "${group[$me]+x}" ]; then
+    eval "\"\$restart\" --coord-host \"\$host\" --coord-port \"\$port\" --set-size ${#images[@]} ${group[$me]}" &
+    pids+=($!)
+    # The other hosts join the coordinator this restart finds or starts.
+    command=${restart%/*}/dmtcp-command
+    [ -x "$command" ] || command=dmtcp-command
+    for _ in $(seq 300); do
+      "$command" -h "$host" -p "$port" -s >/dev/null 2>&1 && break
+      kill -0 "${pids[0]}" 2>/dev/null || break
+      sleep 0.1
+    done
+  fi
+  for t in "${order[@]}"; do
+    [ "$t" = "$me" ] && continue
+    $rsh "$t" "${envs}$(printf '%q' "$remote_restart") --join-coordinator --coord-host $(printf '%q' "$host") --coord-port $(printf '%q' "$port") --set-size ${#images[@]}${group[$t]}" </dev/null &
+    pids+=($!)
+  done
+  rc=0
+  for p in "${pids[@]}"; do wait "$p" || rc=$?; done
+  exit "$rc"
+fi
+
+"#;
 
 /// Writes the script (mode 0700: its owner only; a new file under a random name, then renamed) into the checkpoint directory.
 pub fn write_restart_script(

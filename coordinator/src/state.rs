@@ -11,15 +11,15 @@
 //! image anywhere. A failure report, a participant's
 //! disconnect, or a barrier timeout abandons it (`Abort` to the others).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::io::Write;
 use std::net::{Shutdown, TcpStream};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
 use dmtcp_protocol::{
-    write_frame, CheckpointOptions, FromCoordinator, ImageEntry, LaunchProc, Phase, ProcEntry,
-    Reply, Request, Role, Status, SupervisorHello, ToCoordinator,
+    write_frame, CheckpointOptions, CheckpointProgress, FromCoordinator, ImageEntry, LaunchProc,
+    Phase, ProcEntry, Reply, Request, Role, Status, SupervisorHello, ToCoordinator,
 };
 
 use crate::event::{kind, Config, ConnId, Event};
@@ -63,6 +63,35 @@ struct Checkpoint {
     deadline: Instant,
     /// The supervisors' warnings (2.1 `Warnings`), for the waiters.
     warnings: Vec<String>,
+    /// Each participant's last 2.2 `Progress`: (bytes, done, processes).
+    progress: BTreeMap<ConnId, (u64, u32, u32)>,
+    /// Plugin global barriers (2.3 `HookBarrier`): per participant and
+    /// moment, the barrier its hook threads wait at, or `None` once it is
+    /// done with the moment.
+    hooks: BTreeMap<(ConnId, u32), Option<String>>,
+}
+
+/// The barrier phase in which a plugin moment runs (`HookBarrier.moment`:
+/// 1 PRESUSPEND and 2 PRECHECKPOINT in Suspend, 3 RESUME in Resume).
+fn moment_phase(moment: u32) -> Phase {
+    match moment {
+        3 => Phase::Resume,
+        _ => Phase::Suspend,
+    }
+}
+
+/// One supervisor's state at a RESTART barrier of an image set (2.4).
+struct SetMember {
+    /// Its `dmtcp-restart`'s token (`RestartGo` names it).
+    token: String,
+    /// The launch groups of its `dmtcp-restart`.
+    groups: u32,
+    /// The processes it restored.
+    procs: u32,
+    /// The set's size as its `dmtcp-restart` was told (0: not told).
+    set_size: u32,
+    /// The barrier it waits at; `None`: done with RESTART.
+    barrier: Option<String>,
 }
 
 /// Upper-case name of a phase, as `--status` shows it.
@@ -88,14 +117,43 @@ pub struct State {
     last_id: u64,
     ckpt: Option<Checkpoint>,
     last_images: Vec<ImageEntry>,
+    /// Figures of the last completed checkpoint (2.2 status).
+    last_progress: Option<CheckpointProgress>,
     names: HashMap<Vec<u8>, Vec<u8>>,
+    /// RESTART plugin barriers (2.3 `RestartBarrier`): per restart token,
+    /// each supervisor's barrier, or `None` once done.
+    restart_barriers: BTreeMap<String, BTreeMap<ConnId, Option<String>>>,
+    /// RESTART plugin barriers across every `dmtcp-restart` of one image
+    /// set (2.4 `RestartSetBarrier`): per (computation, generation), each
+    /// supervisor's state.
+    restart_sets: BTreeMap<(String, u64), BTreeMap<ConnId, SetMember>>,
+    /// The image set of the last checkpoint this coordinator completed:
+    /// (computation, generation, processes).
+    last_set: Option<(String, u64, usize)>,
+    /// Bytes of keys and values in `names`.
+    names_bytes: usize,
     interval: u32,
     next_periodic: Option<Instant>,
     had_supervisor: bool,
     /// Connections whose writes failed; dropped after the current event.
     dead: Vec<ConnId>,
     quit: bool,
+    /// Clients of `Kill`/`Quit` waiting for every supervisor to have left
+    /// (each leaves once its processes are gone), with their deadline.
+    kill_waiters: Vec<(ConnId, Instant)>,
+    /// Quit once `kill_waiters` are answered.
+    quit_after_kill: bool,
+    /// (2.5) A kill's first step under way: the supervisors asked to halt
+    /// that have not answered yet, and when to kill regardless.
+    halting: Option<(HashSet<ConnId>, Instant)>,
 }
+
+/// How long a kill waits for every supervisor to have stopped its
+/// processes before it kills anyway.
+const HALT_WAIT: Duration = Duration::from_secs(5);
+
+/// How long `Kill` and `Quit` wait for the computation's processes to end.
+const KILL_WAIT: Duration = Duration::from_secs(20);
 
 impl State {
     pub fn new(cfg: Config) -> State {
@@ -108,13 +166,21 @@ impl State {
             last_id: 0,
             ckpt: None,
             last_images: Vec::new(),
+            last_progress: None,
             names: HashMap::new(),
+            restart_barriers: BTreeMap::new(),
+            restart_sets: BTreeMap::new(),
+            last_set: None,
+            names_bytes: 0,
             interval,
             next_periodic: (interval > 0)
                 .then(|| Instant::now() + Duration::from_secs(interval.into())),
             had_supervisor: false,
             dead: Vec::new(),
             quit: false,
+            kill_waiters: Vec::new(),
+            halting: None,
+            quit_after_kill: false,
         }
     }
 
@@ -152,6 +218,16 @@ impl State {
 
     fn next_deadline(&self) -> Option<Instant> {
         let ck = self.ckpt.as_ref().map(|c| c.deadline);
+        let kill = self
+            .kill_waiters
+            .iter()
+            .map(|(_, d)| *d)
+            .chain(self.halting.as_ref().map(|(_, d)| *d))
+            .min();
+        let ck = match (ck, kill) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         let periodic = if self.ckpt.is_none() {
             self.next_periodic
         } else {
@@ -165,6 +241,39 @@ impl State {
 
     fn on_timers(&mut self) {
         let now = Instant::now();
+        if self.halting.as_ref().is_some_and(|(_, d)| now >= *d) {
+            let late: Vec<String> = self.halting.as_ref().map_or(Vec::new(), |(w, _)| {
+                w.iter().map(|c| self.describe(*c)).collect()
+            });
+            tracing::warn!(
+                "kill: not halted after {} s: {}; killing anyway",
+                HALT_WAIT.as_secs(),
+                late.join(", ")
+            );
+            self.kill_halted();
+        }
+        if self.kill_waiters.iter().any(|(_, d)| now >= *d) {
+            let left: Vec<String> = self
+                .supervisors()
+                .into_iter()
+                .map(|c| self.describe(c))
+                .collect();
+            let reason = format!(
+                "kill sent, but after {} s these have not ended: {}",
+                KILL_WAIT.as_secs(),
+                left.join(", ")
+            );
+            let (late, wait): (Vec<_>, Vec<_>) = std::mem::take(&mut self.kill_waiters)
+                .into_iter()
+                .partition(|(_, d)| now >= *d);
+            self.kill_waiters = wait;
+            for (c, _) in late {
+                self.reply(c, Reply::Error(reason.clone()));
+            }
+            if self.kill_waiters.is_empty() && self.quit_after_kill {
+                self.quit = true;
+            }
+        }
         if let Some(ck) = &self.ckpt {
             if now >= ck.deadline {
                 let missing: Vec<String> = if ck.committing {
@@ -350,6 +459,52 @@ impl State {
     }
 
     /// Whether the client speaks protocol 2.1 or later.
+    /// Stores a name service value, within the bounds
+    /// (`dmtcp_protocol::NAME_MAX_*`); beyond them it is dropped (logged).
+    fn publish(&mut self, conn: ConnId, key: Vec<u8>, value: Vec<u8>) -> bool {
+        use dmtcp_protocol::{NAME_MAX_KEY, NAME_MAX_KEYS, NAME_MAX_TOTAL, NAME_MAX_VALUE};
+        let old = self.names.get(&key).map_or(0, |v| key.len() + v.len());
+        let total = self.names_bytes - old + key.len() + value.len();
+        let full = !self.names.contains_key(&key) && self.names.len() >= NAME_MAX_KEYS;
+        if key.len() > NAME_MAX_KEY
+            || value.len() > NAME_MAX_VALUE
+            || total > NAME_MAX_TOTAL
+            || full
+        {
+            tracing::warn!(
+                "connection {conn}: name service publication of {} + {} bytes refused (limits: key {NAME_MAX_KEY}, value {NAME_MAX_VALUE}, total {NAME_MAX_TOTAL}, keys {NAME_MAX_KEYS})",
+                key.len(),
+                value.len()
+            );
+            return false;
+        }
+        self.names_bytes = total;
+        self.names.insert(key, value);
+        true
+    }
+
+    /// `KvOp`: the value before the operation (8 bytes), or None.
+    fn kv_op(&mut self, conn: ConnId, key: &[u8], op: u8, operand: i64) -> Option<Vec<u8>> {
+        let old = self
+            .names
+            .get(key)
+            .and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok())
+            .map_or(0, i64::from_le_bytes);
+        let new = match op {
+            1 => operand,
+            2 => old.wrapping_add(operand),
+            3 => old & operand,
+            4 => old | operand,
+            5 => old ^ operand,
+            6 => old.min(operand),
+            7 => old.max(operand),
+            8 => return Some(old.to_le_bytes().to_vec()),
+            _ => return None,
+        };
+        self.publish(conn, key.to_vec(), new.to_le_bytes().to_vec())
+            .then(|| old.to_le_bytes().to_vec())
+    }
+
     fn speaks_2_1(&self, conn: ConnId) -> bool {
         self.clients.get(&conn).is_some_and(|c| c.minor >= 1)
     }
@@ -359,10 +514,22 @@ impl State {
             return;
         };
         let _ = c.stream.shutdown(Shutdown::Both);
+        self.restart_barriers.retain(|_, st| {
+            st.remove(&conn);
+            !st.is_empty()
+        });
+        // A group that left counts no more; those still waiting may now be
+        // all there is of a set (they wait for the rest until their
+        // timeout, as DMTCP's coordinator waits for every image).
+        self.restart_sets.retain(|_, st| {
+            st.remove(&conn);
+            !st.is_empty()
+        });
         let ClientRole::Supervisor { hello, .. } = c.role else {
             tracing::debug!("connection {conn}: command client left");
             return;
         };
+        self.on_halted(conn);
         tracing::info!("supervisor on {} pid {} left", hello.host, hello.pid);
         if let Some(ck) = &self.ckpt {
             if ck.participants.contains(&conn) {
@@ -382,6 +549,12 @@ impl State {
         if self.num_supervisors() == 0 {
             // The computation is gone; a restart may bring its id back.
             self.computation = None;
+            for (c, _) in std::mem::take(&mut self.kill_waiters) {
+                self.reply(c, Reply::Ok);
+            }
+            if self.quit_after_kill {
+                self.quit = true;
+            }
         }
     }
 
@@ -406,6 +579,11 @@ impl State {
                 | ToCoordinator::Exited { .. }
                 | ToCoordinator::Launch { .. }
                 | ToCoordinator::Warnings { .. }
+                | ToCoordinator::Progress { .. }
+                | ToCoordinator::HookBarrier { .. }
+                | ToCoordinator::RestartBarrier { .. }
+                | ToCoordinator::RestartSetBarrier { .. }
+                | ToCoordinator::Halted
         );
         if supervisor_only && !self.is_supervisor(conn) {
             return self.kick(conn, format!("{} is only for supervisors", kind(&msg)));
@@ -463,7 +641,11 @@ impl State {
                 }
             }
             ToCoordinator::Publish { key, value } => {
-                self.names.insert(key, value);
+                self.publish(conn, key, value);
+            }
+            ToCoordinator::KvOp { key, op, operand } => {
+                let value = self.kv_op(conn, &key, op, operand);
+                self.send(conn, &FromCoordinator::Published { key, value });
             }
             ToCoordinator::Query { key } => {
                 let value = self.names.get(&key).cloned();
@@ -500,6 +682,59 @@ impl State {
                     ck.warnings.extend(warnings);
                 }
             }
+            ToCoordinator::Progress {
+                id,
+                bytes,
+                done,
+                processes,
+            } => {
+                if let Some(ck) = self.ckpt.as_mut().filter(|c| c.options.id == id) {
+                    if ck.participants.contains(&conn) {
+                        ck.progress.insert(conn, (bytes, done, processes));
+                    }
+                }
+            }
+            ToCoordinator::HookBarrier {
+                id,
+                moment,
+                barrier,
+            } => {
+                let Some(ck) = self.ckpt.as_mut().filter(|c| c.options.id == id) else {
+                    return tracing::debug!(
+                        "connection {conn}: stale HookBarrier for checkpoint {id}"
+                    );
+                };
+                if !ck.participants.contains(&conn) {
+                    return;
+                }
+                if let Some(name) = &barrier {
+                    tracing::debug!("checkpoint {id}: connection {conn} at plugin barrier {name:?} (moment {moment})");
+                }
+                ck.hooks.insert((conn, moment), barrier);
+                self.release_hooks();
+            }
+            ToCoordinator::RestartBarrier {
+                restart,
+                groups,
+                barrier,
+            } => self.on_restart_barrier(conn, restart, groups, barrier),
+            ToCoordinator::Halted => self.on_halted(conn),
+            ToCoordinator::RestartSetBarrier {
+                restart,
+                groups,
+                procs,
+                set_size,
+                barrier,
+            } => self.on_restart_set_barrier(
+                conn,
+                SetMember {
+                    token: restart,
+                    groups,
+                    procs,
+                    set_size,
+                    barrier,
+                },
+            ),
             ToCoordinator::Exited { status } => {
                 tracing::info!(
                     "{}: computation exited with status {status}",
@@ -551,8 +786,17 @@ impl State {
                 }
             }
             Request::Status => {
-                let st = self.status();
-                self.reply(conn, Reply::Status(st));
+                let status = self.status();
+                let r = if self.clients.get(&conn).is_some_and(|c| c.minor >= 2) {
+                    Reply::StatusProgress {
+                        status,
+                        current: self.current_progress(),
+                        last: self.last_progress.clone(),
+                    }
+                } else {
+                    Reply::Status(status)
+                };
+                self.reply(conn, r);
             }
             Request::List => {
                 let r = if self.speaks_2_1(conn) {
@@ -564,12 +808,12 @@ impl State {
             }
             Request::Kill => {
                 self.kill_all();
-                self.reply(conn, Reply::Ok);
+                self.answer_when_gone(conn);
             }
             Request::Quit => {
                 self.kill_all();
-                self.reply(conn, Reply::Ok);
-                self.quit = true;
+                self.quit_after_kill = true;
+                self.answer_when_gone(conn);
             }
             Request::SetInterval(n) => {
                 self.interval = n;
@@ -579,6 +823,27 @@ impl State {
                 self.reply(conn, Reply::Ok);
             }
         }
+    }
+
+    /// How far the checkpoint in progress got, from the supervisors'
+    /// `Progress` (processes not yet reported count as not done).
+    fn current_progress(&self) -> Option<CheckpointProgress> {
+        let ck = self.ckpt.as_ref()?;
+        let (mut bytes, mut done, mut reported) = (0, 0, 0);
+        for (b, d, n) in ck.progress.values() {
+            bytes += b;
+            done += d;
+            reported += n;
+        }
+        let listed = self.list().len() as u32;
+        Some(CheckpointProgress {
+            id: ck.options.id,
+            bytes,
+            expected_bytes: self.last_images.iter().map(|i| i.size).sum(),
+            processes_done: done,
+            processes: reported.max(listed),
+            millis: ck.started.elapsed().as_millis() as u64,
+        })
     }
 
     fn status(&self) -> Status {
@@ -640,9 +905,62 @@ impl State {
         out
     }
 
+    /// Answers a `Kill`/`Quit` once no supervisor is left (at once when
+    /// none is), so that the processes are gone when `dmtcp-command`
+    /// returns and a restart that follows meets none of them still writing.
+    fn answer_when_gone(&mut self, conn: ConnId) {
+        if self.num_supervisors() == 0 {
+            self.reply(conn, Reply::Ok);
+            if self.quit_after_kill && self.kill_waiters.is_empty() {
+                self.quit = true;
+            }
+        } else {
+            self.kill_waiters.push((conn, Instant::now() + KILL_WAIT));
+        }
+    }
+
+    /// Kills the computation in two steps when its supervisors speak 2.5:
+    /// `Halt` to all (each stops its processes and answers `Halted`), then
+    /// `Kill` to all, so that no process runs its reaction to another
+    /// launch's death (an MPI launcher would remove the session files its
+    /// image still names). Older supervisors get `Kill` at once.
     fn kill_all(&mut self) {
         if self.ckpt.is_some() {
             self.fail_checkpoint("the computation was killed".into());
+        }
+        if self.halting.is_some() {
+            return;
+        }
+        let sups = self.supervisors();
+        let (new, old): (Vec<ConnId>, Vec<ConnId>) = sups
+            .into_iter()
+            .partition(|c| self.clients.get(c).is_some_and(|cl| cl.minor >= 5));
+        for s in old {
+            self.send(s, &FromCoordinator::Kill);
+        }
+        if new.is_empty() {
+            return;
+        }
+        for s in &new {
+            self.send(*s, &FromCoordinator::Halt);
+        }
+        self.halting = Some((new.into_iter().collect(), Instant::now() + HALT_WAIT));
+    }
+
+    /// `conn` has halted (or left): the kill's second step once all have.
+    fn on_halted(&mut self, conn: ConnId) {
+        let Some((waiting, _)) = self.halting.as_mut() else {
+            return;
+        };
+        waiting.remove(&conn);
+        if waiting.is_empty() {
+            self.kill_halted();
+        }
+    }
+
+    fn kill_halted(&mut self) {
+        if self.halting.take().is_none() {
+            return;
         }
         for s in self.supervisors() {
             self.send(s, &FromCoordinator::Kill);
@@ -680,6 +998,8 @@ impl State {
             started: now,
             deadline: now + self.cfg.barrier_timeout,
             warnings: Vec::new(),
+            progress: BTreeMap::new(),
+            hooks: BTreeMap::new(),
         });
         self.announce_phase();
         self.last_id
@@ -715,7 +1035,8 @@ impl State {
         }
         ck.reached.insert(conn);
         if ck.reached != ck.participants {
-            return;
+            // Done with this phase's plugin moments too.
+            return self.release_hooks();
         }
         ck.reached.clear();
         ck.deadline = Instant::now() + self.cfg.barrier_timeout;
@@ -729,6 +1050,182 @@ impl State {
                 tracing::debug!("checkpoint {id}: every supervisor resumed");
                 self.maybe_commit();
             }
+        }
+    }
+
+    /// Plugin global barriers: for each moment some supervisor waits at,
+    /// once every participant is at a barrier of it or done with it (said
+    /// so, or reached the moment's phase), those waiting go on.
+    fn release_hooks(&mut self) {
+        let Some(ck) = self.ckpt.as_mut() else { return };
+        let id = ck.options.id;
+        let moments: BTreeSet<u32> = ck
+            .hooks
+            .iter()
+            .filter(|(_, b)| b.is_some())
+            .map(|((_, m), _)| *m)
+            .collect();
+        let mut go = Vec::new();
+        for m in moments {
+            let all_there = ck.participants.iter().all(|p| {
+                ck.hooks.contains_key(&(*p, m))
+                    || (ck.phase == moment_phase(m) && ck.reached.contains(p))
+            });
+            if !all_there {
+                continue;
+            }
+            let waiting: Vec<ConnId> = ck
+                .hooks
+                .iter()
+                .filter(|((_, mm), b)| *mm == m && b.is_some())
+                .map(|((c, _), _)| *c)
+                .collect();
+            for c in waiting {
+                ck.hooks.remove(&(c, m));
+                go.push((c, m));
+            }
+        }
+        for (c, moment) in go {
+            tracing::debug!(
+                "checkpoint {id}: plugin barrier of moment {moment} released for connection {c}"
+            );
+            self.send(c, &FromCoordinator::HookGo { id, moment });
+        }
+    }
+
+    /// RESTART plugin barriers of one `dmtcp-restart`'s launch groups: once
+    /// `groups` supervisors of token `restart` are each at a barrier or
+    /// done, those at a barrier go on. A token's states go when every group
+    /// is done (or its supervisors left).
+    fn on_restart_barrier(
+        &mut self,
+        conn: ConnId,
+        restart: String,
+        groups: u32,
+        barrier: Option<String>,
+    ) {
+        if restart.is_empty() || restart.len() > 64 || groups == 0 || groups > 4096 {
+            return self.kick(
+                conn,
+                format!("bad RestartBarrier ({restart:?}, {groups} groups)"),
+            );
+        }
+        // Supervisors that left count no more.
+        let live: BTreeSet<ConnId> = self.clients.keys().copied().collect();
+        let states = self.restart_barriers.entry(restart.clone()).or_default();
+        states.retain(|c, _| live.contains(c));
+        states.insert(conn, barrier);
+        if states.len() < groups as usize {
+            return;
+        }
+        if states.values().all(Option::is_none) {
+            self.restart_barriers.remove(&restart);
+            return;
+        }
+        let waiting: Vec<ConnId> = states
+            .iter()
+            .filter(|(_, b)| b.is_some())
+            .map(|(c, _)| *c)
+            .collect();
+        for c in &waiting {
+            states.remove(c);
+        }
+        for c in waiting {
+            self.send(
+                c,
+                &FromCoordinator::RestartGo {
+                    restart: restart.clone(),
+                },
+            );
+        }
+    }
+
+    /// RESTART plugin barriers of a whole image set (2.4): the groups of
+    /// every `dmtcp-restart` restoring the same computation and generation
+    /// meet once their processes add up to the set's size: the size of the
+    /// set this coordinator's last checkpoint wrote when it is that set, else
+    /// the largest `set_size` a group brought (the restart script passes
+    /// it). With neither, the barrier is that of the group's own
+    /// `dmtcp-restart` (as 2.3's `RestartBarrier`).
+    fn on_restart_set_barrier(&mut self, conn: ConnId, m: SetMember) {
+        if m.token.is_empty() || m.token.len() > 64 || m.groups == 0 || m.groups > 4096 {
+            return self.kick(
+                conn,
+                format!("bad RestartSetBarrier ({:?}, {} groups)", m.token, m.groups),
+            );
+        }
+        let key = match self.clients.get(&conn).map(|c| &c.role) {
+            Some(ClientRole::Supervisor { hello, .. }) => {
+                hello.computation.clone().map(|c| (c, hello.generation))
+            }
+            _ => None,
+        };
+        let Some(key) = key else {
+            return self.on_restart_barrier(conn, m.token, m.groups, m.barrier);
+        };
+        let live: BTreeSet<ConnId> = self.clients.keys().copied().collect();
+        let states = self.restart_sets.entry(key.clone()).or_default();
+        states.retain(|c, _| live.contains(c));
+        states.insert(conn, m);
+        let known = self
+            .last_set
+            .as_ref()
+            .filter(|(c, g, _)| (c, *g) == (&key.0, key.1))
+            .map(|(_, _, n)| *n as u64);
+        let brought = states.values().map(|s| u64::from(s.set_size)).max();
+        let size = known.or(brought.filter(|&n| n > 0));
+        let here: u64 = states.values().map(|s| u64::from(s.procs)).sum();
+        let ready = match size {
+            Some(n) => here >= n,
+            // Unknown set: each dmtcp-restart's groups meet among
+            // themselves (2.3).
+            None => {
+                let mut by_token: BTreeMap<&str, (usize, u32)> = BTreeMap::new();
+                for s in states.values() {
+                    let e = by_token.entry(&s.token).or_insert((0, s.groups));
+                    e.0 += 1;
+                }
+                let token = &states[&conn].token;
+                by_token
+                    .get(token.as_str())
+                    .is_some_and(|(n, g)| *n >= *g as usize)
+            }
+        };
+        tracing::debug!(
+            "restart set {}/{}: connection {conn} at {:?}; {here} of {size:?} processes said",
+            key.0,
+            key.1,
+            states[&conn].barrier
+        );
+        if !ready {
+            return;
+        }
+        // Those released: the whole set, or (unknown set) this token's groups.
+        let token = states[&conn].token.clone();
+        let members: Vec<ConnId> = states
+            .iter()
+            .filter(|(_, s)| size.is_some() || s.token == token)
+            .map(|(c, _)| *c)
+            .collect();
+        if members.iter().all(|c| states[c].barrier.is_none()) {
+            for c in &members {
+                states.remove(c);
+            }
+            if states.is_empty() {
+                self.restart_sets.remove(&key);
+            }
+            return;
+        }
+        let waiting: Vec<(ConnId, String)> = members
+            .iter()
+            .filter(|c| states[c].barrier.is_some())
+            .map(|c| (*c, states[c].token.clone()))
+            .collect();
+        for (c, _) in &waiting {
+            states.remove(c);
+        }
+        for (c, restart) in waiting {
+            self.send(c, &FromCoordinator::RestartGo { restart });
         }
     }
 
@@ -761,8 +1258,20 @@ impl State {
         self.generation = ck.options.generation;
         let mut images: Vec<ImageEntry> = ck.images.into_values().flatten().collect();
         images.sort_by(|a, b| (&a.host, a.vpid).cmp(&(&b.host, b.vpid)));
+        let expected_bytes = self.last_images.iter().map(|i| i.size).sum();
         self.last_images = images.clone();
+        if let Some(c) = &self.computation {
+            self.last_set = Some((c.clone(), self.generation, images.len()));
+        }
         let millis = ck.started.elapsed().as_millis() as u64;
+        self.last_progress = Some(CheckpointProgress {
+            id,
+            bytes: images.iter().map(|i| i.size).sum(),
+            expected_bytes,
+            processes_done: images.len() as u32,
+            processes: images.len() as u32,
+            millis,
+        });
         match crate::script::write_restart_script(
             &self.cfg,
             self.generation,

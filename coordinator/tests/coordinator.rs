@@ -443,11 +443,20 @@ fn restarting_supervisor_brings_computation_and_generation() {
 fn kill_and_quit() {
     let mut coord = Coord::start(&[], &[]);
     let a = FakeSupervisor::start(&coord, 91, 1, Behavior::Good);
-    assert!(coord.command(&["-k"]).status.success());
+    // `-k` returns once the supervisor has left (its processes are gone).
+    let out = coord.command(&["-k"]);
+    assert!(out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("has ended"),
+        "{out:?}"
+    );
+    a.expect("halt", |e| *e == Seen::Halt);
     a.expect("kill", |e| *e == Seen::Kill);
+    a.expect("left", |e| *e == Seen::Done);
+    let b = FakeSupervisor::start(&coord, 92, 1, Behavior::Good);
     let out = coord.command(&["--quit"]);
     assert!(out.status.success());
-    a.expect("kill", |e| *e == Seen::Kill);
+    b.expect("kill", |e| *e == Seen::Kill);
     let st = coord
         .wait_exit(Duration::from_secs(5))
         .expect("coordinator did not quit");
@@ -456,6 +465,41 @@ fn kill_and_quit() {
         .unwrap()
         .collect();
     assert!(secrets.is_empty(), "secret files left behind: {secrets:?}");
+}
+
+/// 2.5: a kill stops every launch before it kills any. Each supervisor gets
+/// `Halt`; `Kill` goes out only once every one has answered `Halted`, or,
+/// when one does not answer, after a few seconds.
+#[test]
+fn kill_halts_every_supervisor_first() {
+    let coord = Coord::start(&[], &[]);
+    let a = FakeSupervisor::start(&coord, 93, 1, Behavior::Good);
+    let b = FakeSupervisor::start(&coord, 94, 1, Behavior::Good);
+    let out = coord.command(&["-k"]);
+    assert!(out.status.success(), "{out:?}");
+    for s in [&a, &b] {
+        s.expect("halt", |e| *e == Seen::Halt);
+        s.expect("kill", |e| *e == Seen::Kill);
+    }
+    // One that never answers the halt: the others wait for it, then all
+    // are killed anyway.
+    let c = FakeSupervisor::start(&coord, 95, 1, Behavior::Good);
+    let d = FakeSupervisor::start(&coord, 96, 1, Behavior::Silent);
+    let started = std::time::Instant::now();
+    let port = coord.port;
+    let tmp = coord.tmp.0.clone();
+    let k = std::thread::spawn(move || common::run_command(&tmp, port, &["-k"]));
+    c.expect("halt", |e| *e == Seen::Halt);
+    d.expect("halt", |e| *e == Seen::Halt);
+    c.expect("kill", |e| *e == Seen::Kill);
+    assert!(
+        started.elapsed() >= Duration::from_secs(4),
+        "killed before the silent supervisor's halt was waited for"
+    );
+    d.expect("kill", |e| *e == Seen::Kill);
+    d.conn.shutdown();
+    let out = k.join().unwrap();
+    assert!(out.status.success(), "{out:?}");
 }
 
 #[test]
@@ -488,4 +532,84 @@ fn periodic_checkpoints() {
 
 fn nix_uid() -> u32 {
     std::os::unix::fs::MetadataExt::uid(&std::fs::metadata("/proc/self").unwrap())
+}
+
+/// 2.4 `RestartSetBarrier`: launch groups of one image set restarted by
+/// separate `dmtcp-restart` commands (separate tokens) meet once their
+/// processes add up to the set's size; a group that is done stays
+/// counted; without a size each token's groups meet among themselves.
+#[test]
+fn restart_set_barrier_spans_separate_restarts() {
+    let coord = Coord::start(&[], &[]);
+    let join = |pid: u32| {
+        let role = Role::Supervisor(SupervisorHello {
+            host: "h".into(),
+            pid,
+            computation: Some("0123456789abcdef".into()),
+            generation: 3,
+        });
+        let (c, _) = Connection::connect(&coord.addr(), &coord.secret(), role).unwrap();
+        c.stream()
+            .set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+        c
+    };
+    let at = |c: &mut Connection, token: &str, procs: u32, set: u32, b: Option<&str>| {
+        c.send(&ToCoordinator::RestartSetBarrier {
+            restart: token.into(),
+            groups: 1,
+            procs,
+            set_size: set,
+            barrier: b.map(str::to_string),
+        })
+        .unwrap();
+    };
+    let go = |c: &mut Connection, token: &str| match c.recv() {
+        Ok(FromCoordinator::RestartGo { restart }) => assert_eq!(restart, token),
+        other => panic!("expected RestartGo {token}: {other:?}"),
+    };
+    let nothing = |c: &mut Connection| {
+        if let Ok(m) = c.recv() {
+            panic!("unexpected {m:?}");
+        }
+    };
+    // A set of 3 processes: a group of 1 (set size said), then one of 2
+    // from another dmtcp-restart, and one of none (no plugins) done.
+    let mut a = join(1);
+    let mut b = join(2);
+    let mut n = join(3);
+    at(&mut a, "aaaa", 1, 3, Some("x"));
+    at(&mut n, "nnnn", 0, 3, None);
+    nothing(&mut a);
+    at(&mut b, "bbbb", 2, 0, Some("x"));
+    go(&mut a, "aaaa");
+    go(&mut b, "bbbb");
+    // The second barrier: b is done, a waits until then.
+    at(&mut a, "aaaa", 1, 3, Some("y"));
+    nothing(&mut a);
+    at(&mut b, "bbbb", 2, 0, None);
+    go(&mut a, "aaaa");
+    at(&mut a, "aaaa", 1, 3, None);
+    drop((a, b, n));
+    // No size known: a token of 2 groups meets alone.
+    let mut c = join(4);
+    let mut d = join(5);
+    let mut e = join(6);
+    let two = |c: &mut Connection, token: &str, b: Option<&str>| {
+        c.send(&ToCoordinator::RestartSetBarrier {
+            restart: token.into(),
+            groups: 2,
+            procs: 1,
+            set_size: 0,
+            barrier: b.map(str::to_string),
+        })
+        .unwrap();
+    };
+    two(&mut c, "cccc", Some("x"));
+    two(&mut e, "eeee", Some("x"));
+    nothing(&mut c);
+    two(&mut d, "cccc", Some("x"));
+    go(&mut c, "cccc");
+    go(&mut d, "cccc");
+    nothing(&mut e);
 }

@@ -36,7 +36,7 @@ fn ensure_starts_finds_and_refuses() {
     assert_ne!(addr.port, 0);
     assert_eq!(read_secret(&addr).as_deref(), Some(secret.as_str()));
     match request(&addr, &secret, Request::Status).unwrap() {
-        Reply::Status(st) => assert_eq!(
+        Reply::Status(st) | Reply::StatusProgress { status: st, .. } => assert_eq!(
             std::path::PathBuf::from(st.ckpt_dir),
             ckpt.canonicalize().unwrap()
         ),

@@ -29,6 +29,44 @@
 //! |     48 |   64 | coord_host     | supervisor, NUL-padded                     |
 //! |    112 |  128 | secret         | supervisor, NUL-padded                     |
 //!
+//! Plugin hook area (present when `size` >= [`HOOKS_SIZE`]; additive, same
+//! ABI version; all zero in a process without plugins):
+//!
+//! | offset | size | field          | written by                                 |
+//! |-------:|-----:|----------------|--------------------------------------------|
+//! |    240 |    4 | hook_version   | library: [`HOOK_VERSION`] once a hook thread runs; supervisor: [`HOOK_HUNG`] after a hung hook |
+//! |    244 |    4 | hook_tid       | library: the hook thread's tid (in the namespace) |
+//! |    248 |    4 | hook_req_fd    | library: write end of the request pipe     |
+//! |    252 |    4 | hook_reply_fd  | library: read end of the reply pipe        |
+//! |    256 |    4 | hook_plugins   | library: number of plugins                 |
+//! |    260 |    4 | hook_busy      | library: 1 while a hook runs               |
+//!
+//! Raw pid calls (at fixed offsets, whatever `size` says; all zero unless
+//! the computation runs without namespaces, see [`vtrap`]):
+//!
+//! | offset | size | field          | written by                                 |
+//! |-------:|-----:|----------------|--------------------------------------------|
+//! |    264 |    4 | trap_filter    | restorer: 1 = the trap filter is the root of every thread's seccomp chain; library: 1 when it finds the filter after an exec |
+//! |    268 |    4 | reserved       | 0                                          |
+//! |    272 |    8 | sigsys_handler | library: address of its SIGSYS handler, once installed |
+//!
+//! Pid table (at a fixed offset, whatever `size` says; all zero unless
+//! the computation runs without namespaces and was restarted):
+//!
+//! | offset | size | field          | written by                                 |
+//! |-------:|-----:|----------------|--------------------------------------------|
+//! |    512 |    4 | pid_count      | restorer: number of pairs that follow      |
+//! |    516 |    4 | tid_offset     | library: where glibc keeps a thread's kernel tid, from its thread pointer (0: not found) |
+//! |    520 | 8 * n| pid pairs      | restorer: i32 virtual, i32 real (pids and tids the program sees / the kernel's) |
+//!
+//! The restorer also writes each restored thread's new kernel tid at
+//! `fs_base + tid_offset`, so that glibc's own uses of it
+//! (`pthread_kill`, `raise`) reach the right thread.
+//! The library translates every pid it passes in or out of libc through
+//! this table ([`PIDMAP_MAX`] pairs at most); a pid not in it is its own
+//! virtual pid. The restorer writes it while the process is stopped,
+//! before any thread runs again; a forked child inherits its parent's copy.
+//!
 //! `coord_seq` is 0 while no coordinator was published, odd while the
 //! supervisor writes the coordinator fields, and even (non-zero) when they
 //! are valid. Bump [`ABI_VERSION`] whenever a field moves or changes meaning;
@@ -46,8 +84,73 @@ pub const STATE_MAPS_NAME: &str = "[anon:dmtcp_state]";
 pub const STATE_MAP_LEN: usize = 4096;
 /// Bytes of the page in use.
 pub const STATE_SIZE: usize = 240;
+/// Bytes of the page in use by a library with plugin hooks (the fields
+/// after [`STATE_SIZE`] are the hook area).
+pub const HOOKS_SIZE: usize = 264;
+/// Version of the hook area and of the pipe messages below.
+pub const HOOK_VERSION: u32 = 1;
+/// `hook_version` written by the supervisor once a hook did not return
+/// within `DMTCP_PLUGIN_TIMEOUT`: the hook thread is stuck in a plugin, so
+/// the process's plugins get no more moments (later checkpoints skip it).
+/// A forked child starts a hook thread of its own and a version of its own.
+pub const HOOK_HUNG: u32 = 0x474e_5548;
 pub const COORD_HOST_LEN: usize = 64;
 pub const SECRET_LEN: usize = 128;
+
+/// Offset of `trap_filter` (see the table above).
+pub const TRAP_FILTER_OFF: usize = 264;
+/// Offset of `sigsys_handler` (see the table above).
+pub const SIGSYS_HANDLER_OFF: usize = 272;
+
+/// The seccomp filter that sends raw pid system calls to the library
+/// without namespaces after a restart (built by the supervisor's
+/// `resources/vpid_trap.rs`, handled by the library's `vpid_trap.rs`).
+pub mod vtrap {
+    /// `SECCOMP_RET_DATA` of its `SECCOMP_RET_TRAP` (the SIGSYS's
+    /// `si_errno`): tells the library's handler the trap is ours.
+    pub const TRAP_DATA: u32 = 0x0d7c;
+    /// `getppid(PROBE)` returns `-PROBE_ERRNO` where the filter is
+    /// installed (how the library finds it after an exec).
+    pub const PROBE: u64 = 0x6474_6d63_7072_6f62;
+    pub const PROBE_ERRNO: u32 = 4000;
+    /// The calls trapped (those `vpid::syscall` translates).
+    pub const CALLS: &[i64] = &[
+        39,  // getpid
+        110, // getppid
+        186, // gettid
+        111, // getpgrp
+        112, // setsid
+        121, // getpgid
+        124, // getsid
+        109, // setpgid
+        62,  // kill
+        200, // tkill
+        234, // tgkill
+        61,  // wait4
+        203, // sched_setaffinity
+        204, // sched_getaffinity
+        144, // sched_setscheduler
+        145, // sched_getscheduler
+        142, // sched_setparam
+        143, // sched_getparam
+        148, // sched_rr_get_interval
+        314, // sched_setattr
+        315, // sched_getattr
+        302, // prlimit64
+        434, // pidfd_open
+        140, // getpriority
+        141, // setpriority
+    ];
+}
+
+/// Offset of the pid table's count (see the table above).
+pub const PIDMAP_OFF: usize = 512;
+/// Offset of the library's `tid_offset` (see the table above).
+pub const TID_OFFSET_OFF: usize = 516;
+/// Offset of its first (virtual, real) pair.
+pub const PIDMAP_PAIRS: usize = 520;
+/// Most pairs the table holds.
+pub const PIDMAP_MAX: usize = (STATE_MAP_LEN - PIDMAP_PAIRS) / 8;
 
 /// Field offsets (see the table above).
 pub mod off {
@@ -62,13 +165,98 @@ pub mod off {
     pub const COORD_PORT: usize = 44;
     pub const COORD_HOST: usize = 48;
     pub const SECRET: usize = 112;
+    pub const HOOK_VERSION: usize = 240;
+    pub const HOOK_TID: usize = 244;
+    pub const HOOK_REQ_FD: usize = 248;
+    pub const HOOK_REPLY_FD: usize = 252;
+    pub const HOOK_PLUGINS: usize = 256;
+    pub const HOOK_BUSY: usize = 260;
+}
+
+/// The pipes between the supervisor and a process's hook thread.
+///
+/// Requests (supervisor to hook thread) are 8 bytes: kind and argument,
+/// both u32 little-endian. Replies (hook thread to supervisor) are a u32
+/// kind, a u32 length and that many bytes of text.
+pub mod hook {
+    /// Run the hooks of a moment (argument: `MOMENT_*`); replied to with
+    /// `REP_START` before each hook, `REP_BARRIER` at each barrier and
+    /// `REP_DONE` at the end.
+    pub const REQ_RUN: u32 = 1;
+    /// Leave the barrier the thread waits at.
+    pub const REQ_GO: u32 = 2;
+    /// User threads run again: deliver `DMTCP_EVENT_RUNNING` (no reply).
+    pub const REQ_RUNNING: u32 = 3;
+    /// The environment of `dmtcp-restart` follows (argument: its length,
+    /// at most [`MAX_ENV`]; `NAME=value` entries, each NUL-terminated), for
+    /// `dmtcp_get_restart_env`. Sent before `REQ_RUN` of RESTART; no reply.
+    pub const REQ_ENV: u32 = 4;
+    /// Longest `REQ_ENV` payload (less than a pipe's buffer, so writing it
+    /// into an empty pipe never blocks).
+    pub const MAX_ENV: usize = 60 << 10;
+
+    pub const MOMENT_PRESUSPEND: u32 = 1;
+    pub const MOMENT_PRECHECKPOINT: u32 = 2;
+    pub const MOMENT_RESUME: u32 = 3;
+    pub const MOMENT_RESTART: u32 = 4;
+
+    /// A hook starts (text: `plugin-name DMTCP_EVENT_NAME`).
+    pub const REP_START: u32 = 1;
+    /// The thread waits at a barrier (text: its name) for `REQ_GO`.
+    pub const REP_BARRIER: u32 = 2;
+    /// Every hook of the moment returned.
+    pub const REP_DONE: u32 = 3;
+    /// The moment could not run (text: why).
+    pub const REP_ERROR: u32 = 4;
+    /// Longest reply text.
+    pub const MAX_TEXT: usize = 4096;
+
+    /// Name of a moment, for messages.
+    pub fn moment_name(m: u32) -> &'static str {
+        match m {
+            MOMENT_PRESUSPEND => "PRESUSPEND",
+            MOMENT_PRECHECKPOINT => "PRECHECKPOINT",
+            MOMENT_RESUME => "RESUME",
+            MOMENT_RESTART => "RESTART",
+            _ => "?",
+        }
+    }
 }
 
 /// Return values of `dmtcp_checkpoint()` (same numbers as DMTCP's `dmtcp.h`).
-pub const DMTCP_NOT_PRESENT: i32 = 0;
+pub const DMTCP_NOT_PRESENT: i32 = 3;
+/// Return value of the `dmtcp_get_*_status` calls under DMTCP.
+pub const DMTCP_IS_PRESENT: i32 = 4;
 pub const DMTCP_AFTER_CHECKPOINT: i32 = 1;
 pub const DMTCP_AFTER_RESTART: i32 = 2;
 
 const _: () = assert!(off::SECRET + SECRET_LEN == STATE_SIZE);
 const _: () = assert!(off::COORD_HOST + COORD_HOST_LEN == off::SECRET);
 const _: () = assert!(STATE_SIZE <= STATE_MAP_LEN);
+const _: () = assert!(off::HOOK_VERSION == STATE_SIZE);
+const _: () = assert!(off::HOOK_BUSY + 4 == HOOKS_SIZE);
+const _: () = assert!(HOOKS_SIZE <= TRAP_FILTER_OFF);
+const _: () = assert!(SIGSYS_HANDLER_OFF + 8 <= PIDMAP_OFF);
+
+/// The seccomp/Landlock log: a separate anonymous mapping of
+/// [`SECLOG_MAP_LEN`] bytes named [`SECLOG_VMA_NAME`], made by the library
+/// the first time the program installs a seccomp filter, enters strict
+/// mode or restricts itself with Landlock through libc (`prctl`,
+/// `syscall`). The supervisor reads it through `/proc/PID/mem` at each
+/// checkpoint. Header: magic u64, used u64 (bytes of entries after the
+/// header), flags u64 ([`SECLOG_OVERFLOW`]); then entries, each
+/// [`SECLOG_ENTRY_HDR`] bytes of little-endian u32 {kind, flags, pid, tid,
+/// len, reserved} followed by `len` bytes padded to 8.
+pub const SECLOG_MAGIC: u64 = u64::from_le_bytes(*b"DMTCPSC1");
+pub const SECLOG_VMA_NAME: &str = "dmtcp_seclog";
+pub const SECLOG_MAPS_NAME: &str = "[anon:dmtcp_seclog]";
+pub const SECLOG_MAP_LEN: usize = 1 << 20;
+pub const SECLOG_HDR: usize = 24;
+pub const SECLOG_ENTRY_HDR: usize = 24;
+/// An entry did not fit: the log is incomplete.
+pub const SECLOG_OVERFLOW: u64 = 1;
+/// Entry kinds: a filter (data: the `sock_filter` array), strict mode, a
+/// Landlock `landlock_restrict_self` (data: none).
+pub const SECLOG_FILTER: u32 = 1;
+pub const SECLOG_STRICT: u32 = 2;
+pub const SECLOG_LANDLOCK: u32 = 3;

@@ -9,7 +9,9 @@ use std::cell::Cell;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use crate::abi::{DMTCP_AFTER_CHECKPOINT, DMTCP_AFTER_RESTART};
+use crate::abi::{
+    DMTCP_AFTER_CHECKPOINT, DMTCP_AFTER_RESTART, DMTCP_IS_PRESENT, DMTCP_NOT_PRESENT,
+};
 use crate::coord::{self, Outcome};
 use crate::state::{self, StatePage};
 use crate::sys::set_errno;
@@ -47,6 +49,11 @@ fn checkpoint() -> i32 {
         set_errno(libc::ENOMEM);
         return -1;
     };
+    if crate::plugins::in_moment() {
+        eprintln!("dmtcp_checkpoint: called inside a plugin hook; not checkpointing");
+        set_errno(libc::EDEADLK);
+        return -1;
+    }
     if DEPTH.with(Cell::get) > 0 {
         eprintln!("dmtcp_checkpoint: called inside dmtcp_disable_ckpt(); not checkpointing");
         set_errno(libc::EDEADLK);
@@ -84,7 +91,7 @@ fn checkpoint() -> i32 {
 #[no_mangle]
 pub extern "C" fn dmtcp_disable_ckpt() -> i32 {
     let Some(st) = state::page() else {
-        return 0;
+        return DMTCP_NOT_PRESENT;
     };
     if DEPTH.with(Cell::get) == 0 {
         wait_pending_checkpoint(st);
@@ -112,7 +119,7 @@ fn wait_pending_checkpoint(st: &StatePage) {
 #[no_mangle]
 pub extern "C" fn dmtcp_enable_ckpt() -> i32 {
     let Some(st) = state::page() else {
-        return 0;
+        return DMTCP_NOT_PRESENT;
     };
     if DEPTH.with(Cell::get) == 0 {
         set_errno(libc::EPERM);
@@ -134,4 +141,16 @@ pub extern "C" fn dmtcp_get_generation() -> i32 {
 #[no_mangle]
 pub extern "C" fn dmtcp_get_restart_count() -> i32 {
     state::page().map_or(0, |st| st.restarts.load(Ordering::Acquire) as i32)
+}
+
+/// DMTCP's `dmtcp_get_local_status`: this process's checkpoints and
+/// restarts, through the (possibly null) pointers.
+#[no_mangle]
+pub extern "C" fn dmtcp_get_local_status(checkpoints: *mut i32, restarts: *mut i32) -> i32 {
+    if state::page().is_none() {
+        return DMTCP_NOT_PRESENT;
+    }
+    crate::sys::store_i32(checkpoints, dmtcp_get_generation());
+    crate::sys::store_i32(restarts, dmtcp_get_restart_count());
+    DMTCP_IS_PRESENT
 }

@@ -18,6 +18,8 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long to wait for the supervisor to publish the coordinator (right
 /// after launch or restart) when the environment does not name one.
 const PUBLISH_WAIT: Duration = Duration::from_secs(3);
+/// The same for the name service calls of plugins.
+const KV_PUBLISH_WAIT: Duration = Duration::from_secs(20);
 
 /// Where the coordinator is and how to prove we belong to the computation.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,6 +70,11 @@ fn from_published(p: Published) -> Target {
 /// old one) `DMTCP_COORD_HOST`/`DMTCP_COORD_PORT`; else wait briefly for the
 /// supervisor's publication; else the environment or DMTCP's default.
 pub fn find(st: &StatePage) -> Target {
+    find_waiting(st, PUBLISH_WAIT)
+}
+
+/// [`find`], waiting up to `wait` for the supervisor's publication.
+pub fn find_waiting(st: &StatePage, wait: Duration) -> Target {
     if let Some(p) = st.published() {
         return from_published(p);
     }
@@ -77,7 +84,7 @@ pub fn find(st: &StatePage) -> Target {
             return t;
         }
     }
-    let deadline = Instant::now() + PUBLISH_WAIT;
+    let deadline = Instant::now() + wait;
     while Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(10));
         if let Some(p) = st.published() {
@@ -164,5 +171,129 @@ pub fn checkpoint(t: &Target) -> Outcome {
             Ok(_) => continue,
             Err(e) => return Outcome::Lost(e.to_string()),
         }
+    }
+}
+
+/// A kept connection for the name service (publish, query, integer
+/// operations), made again when the coordinator changed or the connection
+/// broke (after a restart it is `/dev/null`).
+pub struct KvConn {
+    target: Target,
+    r: BufReader<TcpStream>,
+    w: BufWriter<TcpStream>,
+    /// The coordinator's protocol minor version.
+    pub minor: u16,
+    pub welcome: dmtcp_protocol::auth::Welcome,
+}
+
+static KV: std::sync::Mutex<Option<KvConn>> = std::sync::Mutex::new(None);
+
+fn kv_connect(t: &Target) -> Result<KvConn, String> {
+    let stream = connect(t)?;
+    let w = BufWriter::new(stream.try_clone().map_err(|e| format!("socket: {e}"))?);
+    let mut c = KvConn {
+        target: t.clone(),
+        r: BufReader::new(stream),
+        w,
+        minor: 0,
+        welcome: dmtcp_protocol::auth::Welcome {
+            computation: String::new(),
+            generation: 0,
+            ckpt_dir: String::new(),
+            minor: 0,
+        },
+    };
+    let _ = c.r.get_ref().set_read_timeout(Some(HANDSHAKE_TIMEOUT));
+    let welcome = client_handshake(&mut c.r, &mut c.w, &t.secret, Role::Command)
+        .map_err(|e| format!("coordinator {}:{}: {e}", t.host, t.port))?;
+    let _ =
+        c.r.get_ref()
+            .set_read_timeout(Some(Duration::from_secs(60)));
+    c.minor = welcome.minor;
+    c.welcome = welcome;
+    Ok(c)
+}
+
+impl KvConn {
+    fn send(&mut self, m: &dmtcp_protocol::ToCoordinator) -> Result<(), String> {
+        write_frame(&mut self.w, m)
+            .map_err(|e| e.to_string())
+            .and_then(|()| self.w.flush().map_err(|e| e.to_string()))
+    }
+
+    /// Sends `m` and waits for the name service answer.
+    pub fn ask(&mut self, m: &dmtcp_protocol::ToCoordinator) -> Result<Option<Vec<u8>>, String> {
+        self.send(m)?;
+        loop {
+            match read_frame::<_, FromCoordinator>(&mut self.r).map_err(|e| e.to_string())? {
+                FromCoordinator::Published { value, .. } => return Ok(value),
+                FromCoordinator::Error(e) => return Err(e),
+                _ => continue,
+            }
+        }
+    }
+
+    /// Sends `m` with no answer expected.
+    pub fn tell(&mut self, m: &dmtcp_protocol::ToCoordinator) -> Result<(), String> {
+        self.send(m)
+    }
+}
+
+/// Runs `f` on the name service connection (made or made again as needed;
+/// one retry on a fresh connection).
+pub fn with_kv<T>(
+    st: &StatePage,
+    mut f: impl FnMut(&mut KvConn) -> Result<T, String>,
+) -> Result<T, String> {
+    // A plugin's first call may come right at start-up, before the
+    // supervisor (busy: it publishes at most every 500 ms) has said where
+    // the coordinator is: wait longer than dmtcp_checkpoint() does.
+    let target = find_waiting(st, KV_PUBLISH_WAIT);
+    let mut guard = KV.lock().unwrap_or_else(|e| e.into_inner());
+    if guard.as_ref().is_some_and(|c| c.target != target) {
+        *guard = None;
+    }
+    if let Some(c) = guard.as_mut() {
+        match f(c) {
+            Ok(v) => return Ok(v),
+            Err(_) => *guard = None,
+        }
+    }
+    let mut c = kv_connect(&target)?;
+    let r = f(&mut c);
+    if r.is_ok() {
+        *guard = Some(c);
+    }
+    r
+}
+
+impl KvConn {
+    /// `Request::Status` on this connection.
+    pub fn ask_status(&mut self) -> Result<dmtcp_protocol::Status, String> {
+        self.send(&dmtcp_protocol::ToCoordinator::Request(Request::Status))?;
+        loop {
+            match read_frame::<_, FromCoordinator>(&mut self.r).map_err(|e| e.to_string())? {
+                FromCoordinator::Reply(Reply::Status(s)) => return Ok(s),
+                FromCoordinator::Reply(Reply::Error(e)) | FromCoordinator::Error(e) => {
+                    return Err(e)
+                }
+                _ => continue,
+            }
+        }
+    }
+}
+
+/// Closes the kept name service connection before a checkpoint captures
+/// the process (a connection to the coordinator, outside the computation,
+/// would be saved as a reset socket). `wait`: take the lock even if a
+/// thread is using it (only while the program runs).
+pub fn drop_kv(wait: bool) {
+    let guard = if wait {
+        Some(KV.lock().unwrap_or_else(|e| e.into_inner()))
+    } else {
+        KV.try_lock().ok()
+    };
+    if let Some(mut g) = guard {
+        *g = None;
     }
 }

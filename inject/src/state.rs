@@ -28,11 +28,17 @@ pub struct StatePage {
     pub reserved: AtomicU16,
     pub coord_host: [AtomicU8; abi::COORD_HOST_LEN],
     pub secret: [AtomicU8; abi::SECRET_LEN],
+    pub hook_version: AtomicU32,
+    pub hook_tid: AtomicI32,
+    pub hook_req_fd: AtomicI32,
+    pub hook_reply_fd: AtomicI32,
+    pub hook_plugins: AtomicU32,
+    pub hook_busy: AtomicU32,
 }
 
 const _: () = {
     use std::mem::{offset_of, size_of};
-    assert!(size_of::<StatePage>() == abi::STATE_SIZE);
+    assert!(size_of::<StatePage>() == abi::HOOKS_SIZE);
     assert!(offset_of!(StatePage, magic) == off::MAGIC);
     assert!(offset_of!(StatePage, abi_version) == off::ABI_VERSION);
     assert!(offset_of!(StatePage, size) == off::SIZE);
@@ -44,6 +50,12 @@ const _: () = {
     assert!(offset_of!(StatePage, coord_port) == off::COORD_PORT);
     assert!(offset_of!(StatePage, coord_host) == off::COORD_HOST);
     assert!(offset_of!(StatePage, secret) == off::SECRET);
+    assert!(offset_of!(StatePage, hook_version) == off::HOOK_VERSION);
+    assert!(offset_of!(StatePage, hook_tid) == off::HOOK_TID);
+    assert!(offset_of!(StatePage, hook_req_fd) == off::HOOK_REQ_FD);
+    assert!(offset_of!(StatePage, hook_reply_fd) == off::HOOK_REPLY_FD);
+    assert!(offset_of!(StatePage, hook_plugins) == off::HOOK_PLUGINS);
+    assert!(offset_of!(StatePage, hook_busy) == off::HOOK_BUSY);
 };
 
 /// A coordinator published by the supervisor.
@@ -105,12 +117,19 @@ pub fn init() {
             // (the supervisor's outside writes are to atomics too).
             let st: &'static StatePage = unsafe { &*page };
             st.abi_version.store(abi::ABI_VERSION, Ordering::Relaxed);
-            st.size.store(abi::STATE_SIZE as u32, Ordering::Relaxed);
+            st.size.store(abi::HOOKS_SIZE as u32, Ordering::Relaxed);
             st.magic.store(abi::STATE_MAGIC, Ordering::Release);
             PAGE.store(page, Ordering::Release);
         }
         Err(e) => eprintln!("libdmtcp_inject: cannot map the state page: {e}"),
     });
+}
+
+/// The page's address, null before the constructor mapped it (no
+/// mapping on this path: the pid wrappers call it on every call).
+#[inline]
+pub fn raw() -> *const u8 {
+    PAGE.load(Ordering::Acquire).cast_const().cast()
 }
 
 /// The page, mapping it on first use if the constructor did not run yet.

@@ -94,3 +94,550 @@ pub fn has_file_caps(path: &std::ffi::CStr) -> bool {
     };
     n > 0
 }
+
+// ---------------------------------------------------------------------
+// Plugins: the dynamic loader, pipes, thread set-up.
+
+use std::ffi::{c_char, c_int, c_void, CStr, CString};
+
+/// A plugin's event hook (`DmtcpPluginDescriptor_t::event_hook`) and the
+/// older generation's `dmtcp_process_event`: same C signature.
+pub type HookFn = extern "C" fn(u32, *mut c_void);
+
+fn dlerror_string() -> String {
+    // SAFETY: dlerror returns null or a NUL-terminated string owned by the
+    // loader, valid until the next dl call of this thread; copied at once.
+    let e = unsafe { libc::dlerror() };
+    if e.is_null() {
+        "unknown error".into()
+    } else {
+        // SAFETY: non-null, NUL-terminated (see above).
+        unsafe { CStr::from_ptr(e) }.to_string_lossy().into_owned()
+    }
+}
+
+/// `dlopen(path, RTLD_NOW | RTLD_GLOBAL)`; the loader's message on failure.
+/// The handle is kept (the object stays loaded for the process's life).
+pub fn dlopen_global(path: &str) -> Result<(), String> {
+    let c = CString::new(path).map_err(|_| "path contains a NUL byte".to_string())?;
+    // SAFETY: c is NUL-terminated; loading runs the object's constructors,
+    // which is what loading a plugin means.
+    let h = unsafe { libc::dlopen(c.as_ptr(), libc::RTLD_NOW | libc::RTLD_GLOBAL) };
+    if h.is_null() {
+        Err(dlerror_string())
+    } else {
+        Ok(())
+    }
+}
+
+/// The first definition of `name` in the global scope (program, preloaded
+/// libraries in order, ...).
+fn dlsym_default(name: &CStr) -> Option<*mut c_void> {
+    // SAFETY: RTLD_DEFAULT with a NUL-terminated name only looks up.
+    let p = unsafe { libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr()) };
+    (!p.is_null()).then_some(p)
+}
+
+/// The first `dmtcp_initialize_plugin` (DMTCP_DECL_PLUGIN), which registers
+/// its plugin and calls the next one.
+pub fn plugin_init_chain() -> Option<extern "C" fn()> {
+    let p = dlsym_default(c"dmtcp_initialize_plugin")?;
+    // SAFETY: DMTCP_DECL_PLUGIN defines this symbol as `void (void)`.
+    Some(unsafe { std::mem::transmute::<*mut c_void, extern "C" fn()>(p) })
+}
+
+/// The first `dmtcp_process_event` (older plugin generation); this library
+/// defines none, so it is a plugin's or the program's.
+pub fn process_event_chain() -> Option<HookFn> {
+    let p = dlsym_default(c"dmtcp_process_event")?;
+    // SAFETY: dmtcp.h declares dmtcp_process_event as
+    // `void (DmtcpEvent_t, DmtcpEventData_t *)`; the enum is an int.
+    Some(unsafe { std::mem::transmute::<*mut c_void, HookFn>(p) })
+}
+
+/// File name of the object that contains `addr` (for messages).
+pub fn object_of(addr: *const c_void) -> Option<String> {
+    let mut info = std::mem::MaybeUninit::<libc::Dl_info>::zeroed();
+    // SAFETY: dladdr fills info (zeroed, so valid to read on failure).
+    let r = unsafe { libc::dladdr(addr, info.as_mut_ptr()) };
+    if r == 0 {
+        return None;
+    }
+    // SAFETY: initialised by zeroing and by dladdr.
+    let info = unsafe { info.assume_init() };
+    if info.dli_fname.is_null() {
+        return None;
+    }
+    // SAFETY: dli_fname is the loader's NUL-terminated copy of the name.
+    let s = unsafe { CStr::from_ptr(info.dli_fname) }.to_string_lossy();
+    Some(s.rsplit('/').next().unwrap_or_default().to_string())
+}
+
+/// A C string given by a plugin (descriptor fields), copied.
+pub fn c_str_opt(p: *const c_char) -> Option<String> {
+    if p.is_null() {
+        return None;
+    }
+    // SAFETY: the plugin API requires NUL-terminated strings (or null) that
+    // live as long as the plugin.
+    Some(unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned())
+}
+
+/// `pipe2(O_CLOEXEC)`: (read end, write end).
+pub fn pipe_cloexec() -> io::Result<(i32, i32)> {
+    let mut fds = [0i32; 2];
+    // SAFETY: pipe2 writes two fds into the array.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok((fds[0], fds[1]))
+}
+
+pub fn close(fd: i32) {
+    // SAFETY: closes an fd this library created; errors are irrelevant.
+    unsafe { libc::close(fd) };
+}
+
+/// Reads exactly `buf.len()` bytes (EINTR retried).
+pub fn read_exact(fd: i32, buf: &mut [u8]) -> io::Result<()> {
+    let mut done = 0;
+    while done < buf.len() {
+        // SAFETY: reads into the unfilled tail of buf.
+        let n = unsafe { libc::read(fd, buf[done..].as_mut_ptr().cast(), buf.len() - done) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        if n == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        done += n as usize;
+    }
+    Ok(())
+}
+
+/// Writes all of `buf` (EINTR retried).
+pub fn write_all(fd: i32, buf: &[u8]) -> io::Result<()> {
+    let mut done = 0;
+    while done < buf.len() {
+        // SAFETY: writes from the unsent tail of buf.
+        let n = unsafe { libc::write(fd, buf[done..].as_ptr().cast(), buf.len() - done) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        done += n as usize;
+    }
+    Ok(())
+}
+
+/// The calling thread's id (inside the computation's pid namespace).
+pub fn gettid() -> i32 {
+    // SAFETY: gettid has no arguments and cannot fail.
+    unsafe { libc::gettid() }
+}
+
+/// Blocks every signal in the calling thread (the hook thread: the
+/// program's signals go to its own threads).
+pub fn block_all_signals() {
+    let mut set = std::mem::MaybeUninit::<libc::sigset_t>::zeroed();
+    // SAFETY: sigfillset initialises the set; pthread_sigmask reads it and
+    // changes only this thread's mask.
+    unsafe {
+        libc::sigfillset(set.as_mut_ptr());
+        libc::pthread_sigmask(libc::SIG_BLOCK, set.as_ptr(), std::ptr::null_mut());
+    }
+}
+
+/// `pthread_atfork` with three handlers.
+pub fn at_fork(prepare: extern "C" fn(), parent: extern "C" fn(), child: extern "C" fn()) {
+    // SAFETY: registers handlers that live as long as this library (never
+    // unloaded: it is preloaded).
+    unsafe { libc::pthread_atfork(Some(prepare), Some(parent), Some(child)) };
+}
+
+/// `atexit`.
+pub fn at_exit(f: extern "C" fn()) {
+    // SAFETY: registers a handler that lives as long as the library.
+    unsafe { libc::atexit(f) };
+}
+
+/// `_exit`: leaves at once (plugin check mode, before `main`).
+pub fn exit_now(code: i32) -> ! {
+    // SAFETY: _exit never returns and touches no memory.
+    unsafe { libc::_exit(code) }
+}
+
+/// `getppid`, `getpid` and the process's start time (clock ticks since
+/// boot): DMTCP's unique process id is made of such parts.
+pub fn getpid() -> i32 {
+    // SAFETY: getpid has no arguments and cannot fail.
+    unsafe { libc::getpid() }
+}
+
+/// `gethostid()`.
+pub fn hostid() -> i64 {
+    // SAFETY: gethostid has no arguments.
+    unsafe { libc::gethostid() as i64 }
+}
+
+/// A C string argument (None for null).
+pub fn cstr(p: *const c_char) -> Option<String> {
+    c_str_opt(p)
+}
+
+/// `len` bytes at `p` from C, copied (None for a null pointer with len > 0).
+pub fn cbytes(p: *const c_void, len: u32) -> Option<Vec<u8>> {
+    if len == 0 {
+        return Some(Vec::new());
+    }
+    if p.is_null() {
+        return None;
+    }
+    // SAFETY: the caller (C API contract) passes `len` readable bytes at p.
+    Some(unsafe { std::slice::from_raw_parts(p.cast::<u8>(), len as usize) }.to_vec())
+}
+
+/// Copies `v` to C's buffer `p` of `*len` bytes (at most that many), then
+/// sets `*len` to `v.len()`. Null pointers are skipped.
+pub fn out_bytes(p: *mut u8, len: *mut u32, v: &[u8]) {
+    if len.is_null() {
+        return;
+    }
+    // SAFETY: len is non-null and points to a u32 (C API contract).
+    let cap = unsafe { *len } as usize;
+    if !p.is_null() {
+        let n = cap.min(v.len());
+        // SAFETY: p has `cap` >= n writable bytes (C API contract); v is
+        // ours, so the ranges cannot overlap.
+        unsafe { std::ptr::copy_nonoverlapping(v.as_ptr(), p, n) };
+    }
+    // SAFETY: as above.
+    unsafe { *len = v.len().min(u32::MAX as usize) as u32 };
+}
+
+/// Copies all of `v` to `p` (the caller checked the room).
+pub fn copy_out(p: *mut u8, v: &[u8]) {
+    if p.is_null() {
+        return;
+    }
+    // SAFETY: p has room for v.len() bytes (checked by the caller against
+    // the size the C caller gave).
+    unsafe { std::ptr::copy_nonoverlapping(v.as_ptr(), p, v.len()) };
+}
+
+pub fn store_i32(p: *mut i32, v: i32) {
+    if !p.is_null() {
+        // SAFETY: non-null int pointer from C (API contract).
+        unsafe { *p = v };
+    }
+}
+
+pub fn store_i64(p: *mut i64, v: i64) {
+    if !p.is_null() {
+        // SAFETY: non-null int64_t pointer from C (API contract).
+        unsafe { *p = v };
+    }
+}
+
+/// Whether the object at `path` is loaded in this process.
+pub fn is_loaded(path: &str) -> bool {
+    let Ok(c) = CString::new(path) else {
+        return false;
+    };
+    // SAFETY: RTLD_NOLOAD only looks the object up (and takes a reference
+    // that is never dropped: it is loaded for good anyway).
+    !unsafe { libc::dlopen(c.as_ptr(), libc::RTLD_NOW | libc::RTLD_NOLOAD) }.is_null()
+}
+
+/// A raw system call, bypassing libc (the library's own `syscall` and
+/// `prctl` wrappers must not call themselves).
+pub fn raw_syscall(nr: i64, a: [u64; 6]) -> i64 {
+    let ret: i64;
+    // SAFETY: the `syscall` instruction with the x86-64 Linux convention;
+    // rcx and r11 are clobbered by the kernel and declared so. The calls
+    // passed here (seccomp, prctl, landlock_*) are the caller's own, with the
+    // caller's arguments, exactly as libc would have made them.
+    unsafe {
+        std::arch::asm!(
+            "syscall",
+            inlateout("rax") nr => ret,
+            in("rdi") a[0],
+            in("rsi") a[1],
+            in("rdx") a[2],
+            in("r10") a[3],
+            in("r8") a[4],
+            in("r9") a[5],
+            lateout("rcx") _,
+            lateout("r11") _,
+            options(nostack),
+        );
+    }
+    ret
+}
+
+/// libc's convention for a raw result: -1 and errno on failure.
+pub fn libc_result(r: i64) -> i64 {
+    if (-4095..0).contains(&r) {
+        set_errno((-r) as i32);
+        -1
+    } else {
+        r
+    }
+}
+
+/// Reads `len` bytes at `addr` of our own memory without trusting the
+/// pointer (a bad one gives an error, as the kernel would say EFAULT).
+pub fn read_own(addr: u64, len: usize) -> Option<Vec<u8>> {
+    let mut buf = vec![0u8; len];
+    let local = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: len,
+    };
+    let remote = libc::iovec {
+        iov_base: addr as *mut libc::c_void,
+        iov_len: len,
+    };
+    // SAFETY: process_vm_readv writes only into `buf` (len bytes, owned
+    // here) and reads the remote range through the kernel, which checks it.
+    let n = unsafe { libc::process_vm_readv(libc::getpid(), &local, 1, &remote, 1, 0) };
+    if n == len as isize {
+        return Some(buf);
+    }
+    let e = std::io::Error::last_os_error().raw_os_error();
+    if n < 0 && matches!(e, Some(libc::EPERM) | Some(libc::ENOSYS)) && addr != 0 {
+        // A seccomp policy (Docker's default one) denies process_vm_readv:
+        // read directly what the kernel is about to read anyway.
+        // SAFETY: `addr..addr+len` is the argument of the seccomp or prctl
+        // call being made: the program asserts it is readable; a bad
+        // pointer faults here rather than failing with EFAULT.
+        unsafe { std::ptr::copy_nonoverlapping(addr as *const u8, buf.as_mut_ptr(), len) };
+        return Some(buf);
+    }
+    None
+}
+
+/// Maps the zeroed log area named [`crate::abi::SECLOG_VMA_NAME`], between
+/// two `PROT_NONE` guard pages like the state page (a VMA of its own, found
+/// by size and magic where the kernel cannot name it).
+pub fn map_seclog() -> Option<*mut u8> {
+    use crate::abi::SECLOG_MAP_LEN;
+    let guard = STATE_MAP_LEN;
+    // SAFETY: fresh private anonymous mapping at no fixed address.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            SECLOG_MAP_LEN + 2 * guard,
+            libc::PROT_NONE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+            -1,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return None;
+    }
+    // SAFETY: inside the mapping just made, which nothing else knows about.
+    let area = unsafe { p.cast::<u8>().add(guard) };
+    // SAFETY: changes the protection of our own fresh mapping only.
+    let r = unsafe {
+        libc::mprotect(
+            area.cast(),
+            SECLOG_MAP_LEN,
+            libc::PROT_READ | libc::PROT_WRITE,
+        )
+    };
+    if r != 0 {
+        return None;
+    }
+    let name = b"dmtcp_seclog\0";
+    debug_assert_eq!(
+        &name[..name.len() - 1],
+        crate::abi::SECLOG_VMA_NAME.as_bytes()
+    );
+    raw_syscall(
+        libc::SYS_prctl,
+        [
+            PR_SET_VMA as u64,
+            PR_SET_VMA_ANON_NAME,
+            area as u64,
+            SECLOG_MAP_LEN as u64,
+            name.as_ptr() as u64,
+            0,
+        ],
+    );
+    Some(area)
+}
+
+/// Writes `bytes` at `offset` of the log mapping `base`.
+pub fn seclog_write(base: *mut u8, offset: usize, bytes: &[u8]) {
+    assert!(offset + bytes.len() <= crate::abi::SECLOG_MAP_LEN);
+    // SAFETY: `base` is the SECLOG_MAP_LEN-byte mapping from `map_seclog`
+    // (never unmapped) and the range is inside it (asserted); writers hold
+    // the log's lock.
+    unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), base.add(offset), bytes.len()) };
+}
+
+/// `prctl(2)` as libc exports it: `PR_SET_SECCOMP` is recorded.
+#[no_mangle]
+pub extern "C" fn prctl(option: libc::c_int, a2: u64, a3: u64, a4: u64, a5: u64) -> libc::c_int {
+    libc_result(crate::seclog::prctl(option, [a2, a3, a4, a5])) as libc::c_int
+}
+
+/// `syscall(2)` as libc exports it: `seccomp` and `landlock_restrict_self`
+/// are recorded, the calls that carry pids translated ([`crate::vpid`]),
+/// everything else is passed through unchanged. (x86-64:
+/// variadic integer arguments travel in the same registers and stack slot
+/// as these fixed ones.)
+#[no_mangle]
+pub extern "C" fn syscall(nr: i64, a1: u64, a2: u64, a3: u64, a4: u64, a5: u64, a6: u64) -> i64 {
+    let a = [a1, a2, a3, a4, a5, a6];
+    match crate::vpid::syscall(nr, a) {
+        Some(r) => libc_result(r),
+        None => libc_result(crate::seclog::syscall(nr, a)),
+    }
+}
+
+/// The calling thread's id and its process's id.
+pub fn ids() -> (u32, u32) {
+    (
+        raw_syscall(libc::SYS_getpid, [0; 6]) as u32,
+        raw_syscall(libc::SYS_gettid, [0; 6]) as u32,
+    )
+}
+
+/// A memory file, not closed on exec (the exec "lifeboat" of plugins).
+pub fn memfd_keep_on_exec(name: &CStr) -> io::Result<i32> {
+    // SAFETY: memfd_create reads the NUL-terminated name; no flags.
+    let fd = unsafe { libc::memfd_create(name.as_ptr(), 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(fd)
+}
+
+/// `lseek(fd, 0, SEEK_SET)`.
+pub fn rewind(fd: i32) {
+    // SAFETY: lseek on a descriptor we own; no memory is touched.
+    unsafe { libc::lseek(fd, 0, libc::SEEK_SET) };
+}
+
+/// The process's `environ` (for the exec calls that take none).
+pub fn environ() -> *const *const c_char {
+    extern "C" {
+        static environ: *const *const c_char;
+    }
+    // SAFETY: reading the pointer value of libc's environ; it is only
+    // passed on to plugins as exec's envp would be.
+    unsafe { environ }
+}
+
+/// Where the thread wrappers find the C library's functions.
+static PTHREAD_CREATE: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+static PTHREAD_EXIT: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+
+fn next_fn(cell: &'static std::sync::OnceLock<usize>, name: &CStr) -> usize {
+    *cell.get_or_init(|| {
+        // SAFETY: dlsym with RTLD_NEXT and a NUL-terminated name only reads
+        // the loader's symbol tables.
+        unsafe { libc::dlsym(libc::RTLD_NEXT, name.as_ptr()) as usize }
+    })
+}
+
+type StartFn = extern "C" fn(*mut c_void) -> *mut c_void;
+type CreateFn = unsafe extern "C" fn(
+    *mut libc::pthread_t,
+    *const libc::pthread_attr_t,
+    StartFn,
+    *mut c_void,
+) -> c_int;
+
+/// A thread start routine and its argument, boxed for [`trampoline`].
+struct Start {
+    f: StartFn,
+    arg: *mut c_void,
+}
+
+/// The start routine of a thread created while plugins are active:
+/// `DMTCP_EVENT_PTHREAD_START`, the program's routine, then
+/// `DMTCP_EVENT_PTHREAD_RETURN`.
+extern "C" fn trampoline(p: *mut c_void) -> *mut c_void {
+    // SAFETY: p is the Box<Start> leaked by pthread_create below, handed to
+    // exactly this thread.
+    let s = unsafe { Box::from_raw(p.cast::<Start>()) };
+    crate::plugins::thread_event(crate::plugins::ev::PTHREAD_START);
+    let r = (s.f)(s.arg);
+    crate::plugins::thread_event(crate::plugins::ev::PTHREAD_RETURN);
+    r
+}
+
+/// `pthread_create(3)`: with plugins active (and not for the library's own
+/// hook thread), the new thread starts in [`trampoline`]. Without plugins
+/// it is the C library's call after one atomic load.
+///
+/// # Safety
+/// pthread_create's contract.
+#[no_mangle]
+pub unsafe extern "C" fn pthread_create(
+    thread: *mut libc::pthread_t,
+    attr: *const libc::pthread_attr_t,
+    start: StartFn,
+    arg: *mut c_void,
+) -> c_int {
+    let f = next_fn(&PTHREAD_CREATE, c"pthread_create");
+    if f == 0 {
+        return libc::ENOSYS;
+    }
+    // SAFETY: f is the C library's pthread_create, of this exact type.
+    let real: CreateFn = unsafe { std::mem::transmute::<usize, CreateFn>(f) };
+    if !crate::plugins::wants_thread_events() {
+        // SAFETY: the caller's arguments, unchanged.
+        return unsafe { real(thread, attr, start, arg) };
+    }
+    let b = Box::into_raw(Box::new(Start { f: start, arg })).cast::<c_void>();
+    // SAFETY: the caller's thread and attr; b is freed by the new thread,
+    // or below when none was created.
+    let r = unsafe { real(thread, attr, trampoline, b) };
+    if r != 0 {
+        // SAFETY: no thread took b.
+        drop(unsafe { Box::from_raw(b.cast::<Start>()) });
+    }
+    r
+}
+
+/// `pthread_exit(3)`: `DMTCP_EVENT_PTHREAD_EXIT` first when plugins are
+/// active.
+///
+/// # Safety
+/// pthread_exit's contract.
+#[no_mangle]
+pub unsafe extern "C" fn pthread_exit(retval: *mut c_void) -> ! {
+    if crate::plugins::wants_thread_events() {
+        crate::plugins::thread_event(crate::plugins::ev::PTHREAD_EXIT);
+    }
+    let f = next_fn(&PTHREAD_EXIT, c"pthread_exit");
+    if f == 0 {
+        // SAFETY: no C library pthread_exit: ending the thread directly.
+        unsafe { libc::syscall(libc::SYS_exit, 0) };
+        unreachable!("exit returned");
+    }
+    type ExitFn = unsafe extern "C" fn(*mut c_void) -> !;
+    // SAFETY: f is the C library's pthread_exit, of this exact type.
+    let real: ExitFn = unsafe { std::mem::transmute::<usize, ExitFn>(f) };
+    // SAFETY: the caller's argument.
+    unsafe { real(retval) }
+}
+
+/// Entry `i` of a NULL-terminated C array (None at the terminator).
+pub fn array_entry(v: *const *const c_char, i: usize) -> Option<*const c_char> {
+    // SAFETY: callers pass exec's argv/envp (NULL-terminated) and stop at
+    // the first None, so index i is within the array.
+    let p = unsafe { *v.add(i) };
+    (!p.is_null()).then_some(p)
+}

@@ -39,6 +39,11 @@ struct Args {
     /// one (as `dmtcp-run --incremental`).
     #[arg(long = "incremental", env = "DMTCP_INCREMENTAL", value_parser = clap::builder::BoolishValueParser::new(), num_args = 0, default_missing_value = "true")]
     incremental: bool,
+    /// Pre-copy before each checkpoint's freeze: memory is copied into the
+    /// images while the program runs, and only what it writes meanwhile is
+    /// read while it is frozen (env DMTCP_PRECOPY; see the user guide).
+    #[arg(long = "precopy", env = "DMTCP_PRECOPY", value_parser = clap::builder::BoolishValueParser::new(), num_args = 0, default_missing_value = "true")]
+    precopy: bool,
     /// Copy and check every page before the program runs, instead of
     /// bringing pages in while it runs (`DMTCP_RESTART_LAZY=0`).
     #[arg(long = "no-lazy")]
@@ -68,6 +73,25 @@ struct Args {
         default_value_t = 30
     )]
     coord_timeout: u64,
+    /// Leave files the computation had open for writing as they are. By
+    /// default each one that only grew since the checkpoint, and that no
+    /// process outside the computation has open, is cut back to its
+    /// checkpoint-time size (also DMTCP_NO_TRUNCATE_FILES=1).
+    #[arg(long = "no-truncate-files")]
+    no_truncate_files: bool,
+    /// Root only: restore the processes into the current pid namespace
+    /// with the pids they had on the host (images of a tree attached with
+    /// dmtcp-attach, or restarted with --no-pidns); refused, naming the
+    /// process, when one of those pids is in use (also DMTCP_NO_PIDNS=1).
+    #[arg(long = "no-pidns", env = "DMTCP_NO_PIDNS", value_parser = clap::builder::BoolishValueParser::new(), num_args = 0, default_missing_value = "true")]
+    no_pidns: bool,
+    /// The number of processes of the whole image set these images belong
+    /// to, when other dmtcp-restart commands (on other hosts) restart the
+    /// rest of it: plugins' global barriers at RESTART then wait for all of
+    /// them. The restart script passes it; without it the coordinator knows
+    /// it only for the set its last checkpoint wrote.
+    #[arg(long = "set-size", value_name = "N", default_value_t = 0)]
+    set_size: u32,
     /// Print help.
     #[arg(long = "help", action = clap::ArgAction::Help)]
     help: Option<bool>,
@@ -132,6 +156,10 @@ fn run() -> anyhow::Result<i32> {
         );
         return Ok(0);
     }
+    if args.precopy {
+        // Read by the supervisor at each checkpoint (one thread so far).
+        std::env::set_var("DMTCP_PRECOPY", "1");
+    }
     restart::run(Plan {
         coord: args.coord,
         ckpt_dir: args.ckpt_dir,
@@ -144,6 +172,9 @@ fn run() -> anyhow::Result<i32> {
         new_computation: args.new_computation,
         alone_timeout: (!args.keep_running_alone)
             .then(|| std::time::Duration::from_secs(args.coord_timeout)),
+        no_truncate_files: args.no_truncate_files,
+        no_pidns: args.no_pidns,
+        set_size: args.set_size,
     })
 }
 

@@ -269,6 +269,79 @@ pub fn checkpoint_done(frozen: &[FrozenProcess]) {
     }
 }
 
+/// Without namespaces: writes the (virtual, real) pid table the library
+/// translates with (while the process is stopped, before it runs).
+pub fn set_pid_map(mem: &Mem, addr: RemoteAddr, pairs: &[(i32, i32)]) -> io::Result<()> {
+    read_state(mem, addr)?;
+    if pairs.len() > abi::PIDMAP_MAX {
+        return Err(io::Error::other(format!(
+            "{} processes and threads restored under new pids: the pid table holds {}",
+            pairs.len(),
+            abi::PIDMAP_MAX
+        )));
+    }
+    let mut b = Vec::with_capacity(pairs.len() * 8);
+    for (v, r) in pairs {
+        b.extend_from_slice(&v.to_le_bytes());
+        b.extend_from_slice(&r.to_le_bytes());
+    }
+    mem.write(addr + abi::PIDMAP_PAIRS as u64, &b)?;
+    mem.write(
+        addr + abi::PIDMAP_OFF as u64,
+        &(pairs.len() as u32).to_le_bytes(),
+    )
+}
+
+/// The (virtual, real) pid table of a process (empty before a restart).
+pub fn pid_map(mem: &Mem, addr: RemoteAddr) -> io::Result<Vec<(i32, i32)>> {
+    read_state(mem, addr)?;
+    let mut n = [0u8; 4];
+    mem.read(addr + abi::PIDMAP_OFF as u64, &mut n)?;
+    let n = (u32::from_le_bytes(n) as usize).min(abi::PIDMAP_MAX);
+    let mut b = vec![0u8; n * 8];
+    mem.read(addr + abi::PIDMAP_PAIRS as u64, &mut b)?;
+    Ok(b.chunks_exact(8)
+        .map(|c| {
+            let v = i32::from_le_bytes(c[0..4].try_into().expect("4 bytes"));
+            let r = i32::from_le_bytes(c[4..8].try_into().expect("4 bytes"));
+            (v, r)
+        })
+        .collect())
+}
+
+/// Where glibc keeps a thread's kernel tid, from its thread pointer, as
+/// the library found it (`None`: not found, or an older library).
+pub fn tid_offset(mem: &Mem, addr: RemoteAddr) -> Option<u64> {
+    let mut b = [0u8; 4];
+    mem.read(addr + abi::TID_OFFSET_OFF as u64, &mut b).ok()?;
+    Some(u64::from(u32::from_le_bytes(b))).filter(|&o| o != 0)
+}
+
+/// The address of the library's SIGSYS handler for raw pid calls, as it
+/// wrote it (0: none, or an older library).
+pub fn sigsys_handler(mem: &Mem, addr: RemoteAddr) -> u64 {
+    let mut b = [0u8; 8];
+    match mem.read(addr + abi::SIGSYS_HANDLER_OFF as u64, &mut b) {
+        Ok(()) => u64::from_le_bytes(b),
+        Err(_) => 0,
+    }
+}
+
+/// Whether the state page says the trap filter for raw pid calls is the
+/// root of the process's seccomp chains (`resources::vpid_trap`).
+pub fn trap_filter(mem: &Mem, addr: RemoteAddr) -> io::Result<bool> {
+    let mut b = [0u8; 4];
+    mem.read(addr + abi::TRAP_FILTER_OFF as u64, &mut b)?;
+    Ok(u32::from_le_bytes(b) == 1)
+}
+
+pub fn set_trap_filter(mem: &Mem, addr: RemoteAddr, on: bool) -> io::Result<()> {
+    mem.write(
+        addr + abi::TRAP_FILTER_OFF as u64,
+        &u32::from(on).to_le_bytes(),
+    )
+}
+
 /// A restored process, before it runs: count the restart (no state page:
 /// the library was not loaded, nothing to do).
 pub fn on_restored(pid: HostPid, mem: &Mem) {
@@ -405,6 +478,26 @@ mod tests {
         b[8..12].copy_from_slice(&2u32.to_le_bytes());
         assert!(decode(0, &b).is_err());
         assert!(decode(0, &page()[..100]).is_err());
+    }
+
+    /// The pid table and the tid offset through /proc/self/mem.
+    #[test]
+    fn pid_table_round_trips_through_proc_mem() {
+        let mut b = page();
+        b.resize(abi::STATE_MAP_LEN, 0);
+        // The library's tid offset, as it would write it.
+        b[abi::TID_OFFSET_OFF..abi::TID_OFFSET_OFF + 4].copy_from_slice(&0x2d0u32.to_le_bytes());
+        let addr = RemoteAddr(b.as_mut_ptr() as u64);
+        let me = HostPid(std::process::id() as i32);
+        let mem = Mem::open(me, true).unwrap();
+        assert_eq!(pid_map(&mem, addr).unwrap(), vec![]);
+        let pairs = vec![(100, 4242), (101, 4243), (7, 9)];
+        set_pid_map(&mem, addr, &pairs).unwrap();
+        assert_eq!(pid_map(&mem, addr).unwrap(), pairs);
+        assert_eq!(tid_offset(&mem, addr), Some(0x2d0));
+        let too_many = vec![(1, 2); abi::PIDMAP_MAX + 1];
+        assert!(set_pid_map(&mem, addr, &too_many).is_err());
+        std::hint::black_box(&mut b);
     }
 
     /// Round trip through a real process's memory: our own, via

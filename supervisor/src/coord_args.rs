@@ -1,10 +1,59 @@
-//! The coordinator options `dmtcp-run` and `dmtcp-restart` share, and
-//! finding (or starting) the coordinator they name.
+//! The coordinator options `dmtcp-run`, `dmtcp-attach` and `dmtcp-restart`
+//! share, and finding (or starting) the coordinator they name; the image
+//! options of a new launch (`dmtcp-run`, `dmtcp-attach`).
 
 use std::path::PathBuf;
 
 use anyhow::anyhow;
 use dmtcp_coordinator::client::{ensure_coordinator, load_secret, CoordAddr, StartOptions};
+
+/// Where, how and how often a new launch writes its images.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ImageArgs {
+    /// Directory for checkpoint images (env DMTCP_CHECKPOINT_DIR).
+    #[arg(long = "ckpt-dir", alias = "ckptdir", env = "DMTCP_CHECKPOINT_DIR")]
+    pub ckpt_dir: Option<PathBuf>,
+    /// Do not compress images (same as DMTCP_GZIP=0).
+    #[arg(long = "no-gzip")]
+    pub no_gzip: bool,
+    /// Compress images with gzip (DMTCP's format; the default is zstd).
+    #[arg(long = "gzip")]
+    pub gzip: bool,
+    /// Image codec: gzip, zstd, lz4 or none, zstd and gzip optionally with a level
+    /// (`zstd:-3`, `gzip:6`; env DMTCP_COMPRESS).
+    #[arg(long = "compress")]
+    pub compress: Option<String>,
+    /// Checkpoint every N seconds (env DMTCP_CHECKPOINT_INTERVAL).
+    #[arg(short = 'i', long = "interval", env = "DMTCP_CHECKPOINT_INTERVAL")]
+    pub interval: Option<u32>,
+}
+
+impl ImageArgs {
+    /// The codec and level: `--no-gzip`, `--compress NAME[:LEVEL]`, `--gzip`,
+    /// then the environment.
+    pub fn codec(&self) -> anyhow::Result<(dmtcp_image::Codec, Option<i32>)> {
+        use dmtcp_image::Codec;
+        if self.no_gzip {
+            return Ok((Codec::None, None));
+        }
+        if let Some(c) = &self.compress {
+            return Ok(Codec::parse_spec(c)?);
+        }
+        if self.gzip {
+            return Ok((Codec::Gzip, None));
+        }
+        Ok(Codec::from_env())
+    }
+
+    /// Whether the codec is the default one, chosen by nobody: it is then
+    /// adaptive (`dmtcp_image::WriteOptions::adaptive`).
+    pub fn codec_is_default(&self) -> bool {
+        !self.no_gzip
+            && self.compress.is_none()
+            && !self.gzip
+            && dmtcp_image::Codec::env_is_default()
+    }
+}
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct CoordArgs {

@@ -19,7 +19,9 @@
 pub mod agent;
 pub mod checkpoint;
 pub mod coord_args;
+pub mod hooks;
 pub mod kernel;
+pub mod plugin_load;
 pub mod resources;
 pub mod restart;
 pub mod roles;

@@ -26,7 +26,7 @@ REPO = os.path.dirname(os.path.dirname(HERE))
 MiB = 1 << 20
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 UNITS = {"ns": 1e-9, "µs": 1e-6, "us": 1e-6, "ms": 1e-3, "s": 1.0}
-CODECS = ["gzip", "zstd", "none"]
+CODECS = ["default", "gzip", "zstd", "none"]
 
 
 def log(msg):
@@ -35,7 +35,7 @@ def log(msg):
 
 def parse_dur(text):
     """Rust Debug Duration ('199.1µs', '3.2ms', '1.5s') -> seconds."""
-    m = re.fullmatch(r"([0-9.]+)(ns|µs|us|ms|s)", text.strip())
+    m = re.match(r"([0-9.]+)(ns|µs|us|ms|s)\b", text.strip())
     if not m:
         raise ValueError(f"cannot parse duration {text!r}")
     return float(m.group(1)) * UNITS[m.group(2)]
@@ -102,6 +102,9 @@ class Lines:
             return "\n".join(l for _, l in self.lines[-last:])
 
 
+# From this size on (--large adds it): random data only, skipped when memory or disk is short.
+HUGE_MIB = 16384
+
 # The 16-process workload: 16 processes holding this many MiB of random bytes in all.
 PROCS_MIB = 1024
 
@@ -115,6 +118,8 @@ class Bench:
         self.procs = []  # every Popen we started, for the final cleanup
         self.ports = []
         self.res = {"args": vars(args), "ckpt": [], "overhead": {}, "machine": {}, "criu": None}
+        # Section `unpriv`: the dmtcp commands of ckpt_one run as this uid.
+        self.user = None
 
     # ---------- helpers ----------
     def env(self, tmpdir, debug=True):
@@ -127,6 +132,20 @@ class Bench:
         else:
             e.pop("DMTCP_LOG", None)
         return e
+
+    def u(self, cmd):
+        """`cmd` as self.user (setpriv, no groups, no capabilities), or as is."""
+        if self.user is None:
+            return cmd
+        return ["setpriv", f"--reuid={self.user}", f"--regid={self.user}", "--clear-groups", "--"] + cmd
+
+    def give(self, *paths):
+        """Hands directories made by us to self.user (private to it)."""
+        if self.user is None:
+            return
+        for p in paths:
+            os.chown(p, self.user, self.user)
+            os.chmod(p, 0o700)
 
     def fail(self, what, cmd, detail):
         msg = f"{what}: command `{' '.join(map(str, cmd))}`: {detail.strip()}"
@@ -149,16 +168,17 @@ class Bench:
                 self.procs.remove(p)
 
     def cmd(self, port, flag, env, timeout=300):
-        return subprocess.run([f"{self.bin}/dmtcp-command", "-p", str(port), flag], env=env,
+        return subprocess.run(self.u([f"{self.bin}/dmtcp-command", "-p", str(port), flag]), env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout)
 
     def start_coord(self, work, env):
         pf = os.path.join(work, "port")
         ckpt = os.path.join(work, "ckpt")
         os.makedirs(ckpt, exist_ok=True)
+        self.give(ckpt)
         with open(os.path.join(work, "coord.log"), "ab") as lf:
-            r = subprocess.run([f"{self.bin}/dmtcp-coordinator", "--daemon", "--port", "0",
-                                "--port-file", pf, "--ckpt-dir", ckpt], env=env,
+            r = subprocess.run(self.u([f"{self.bin}/dmtcp-coordinator", "--daemon", "--port", "0",
+                                       "--port-file", pf, "--ckpt-dir", ckpt]), env=env,
                                stdout=lf, stderr=lf, timeout=30)
         if r.returncode != 0:
             raise RuntimeError(f"dmtcp-coordinator exited {r.returncode}")
@@ -199,6 +219,14 @@ class Bench:
         self.oh = os.path.join(self.root, "overhead")
         subprocess.run(["gcc", "-O2", "-Wall", "-o", self.wl, f"{HERE}/workload.c", "-lpthread"], check=True)
         subprocess.run(["gcc", "-O2", "-Wall", "-o", self.oh, f"{HERE}/overhead.c"], check=True)
+        self.wpf = os.path.join(self.root, "wpfloor")
+        subprocess.run(["gcc", "-O2", "-Wall", "-pthread", "-o", self.wpf, f"{HERE}/wpfloor.c"], check=True)
+        self.tf = os.path.join(self.root, "threadfloor")
+        subprocess.run(["gcc", "-O2", "-Wall", "-pthread", "-o", self.tf, f"{HERE}/threadfloor.c"], check=True)
+        progs = os.path.join(REPO, "tests", "programs")
+        self.sc = os.path.join(self.root, "seccomp_own")
+        subprocess.run(["gcc", "-O2", "-Wall", "-o", self.sc, f"{progs}/seccomp_own.c", f"{progs}/zdtm.c",
+                        "-lpthread"], check=True)
 
     # ---------- 1. machine ----------
     def machine(self):
@@ -254,19 +282,108 @@ class Bench:
         os.unlink(f)
         log(f"machine: {m}")
 
+    def fits(self, mib, mem_factor, disk_factor):
+        """Whether mib MiB x mem_factor of memory is available and mib x
+        disk_factor of disk is free in the bench directory; logs a skip."""
+        with open("/proc/meminfo") as f:
+            avail = next((int(l.split()[1]) // 1024 for l in f if l.startswith("MemAvailable:")), 0)
+        st = os.statvfs(self.root)
+        free = st.f_bavail * st.f_frsize // MiB
+        if avail < mib * mem_factor or free < mib * disk_factor:
+            log(f"skipping {mib} MiB: {avail} MiB of memory available, {free} MiB of disk free "
+                f"(needs {mib * mem_factor:.0f} and {mib * disk_factor:.0f})")
+            return False
+        return True
+
+    # ---------- 1b. floors of the memory snapshot (issue 20) ----------
+    def wpfloor(self):
+        """tests/bench/wpfloor.c per size: fork (page-table copy), userfaultfd
+        write-protect, mprotect, the pre-copy PAGEMAP_SCAN, and a model WP
+        snapshot checked for consistency. Root only (a userfaultfd that
+        catches kernel-mode faults)."""
+        self.res["wpfloor"] = []
+        if os.geteuid() != 0:
+            self.res["wpfloor_note"] = "skipped: not root (sync write-protect needs kernel-mode faults)"
+            return
+        for size in self.a.sizes:
+            if not self.fits(size, 2.2, 0):  # the region and the model's copy of it
+                continue
+            for thp in ("0", "1"):
+                cmd = [self.wpf, str(size), str(self.a.reps)]
+                log(f"wpfloor: {size} MiB, THP {thp}")
+                r = subprocess.run(cmd, env=dict(os.environ, WPFLOOR_THP=thp), text=True,
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=900)
+                try:
+                    d = json.loads(r.stdout.strip().splitlines()[-1])
+                except (ValueError, IndexError):
+                    self.fail(f"wpfloor {size} MiB", cmd, f"exit {r.returncode}: {r.stdout}{r.stderr}")
+                    continue
+                d["thp"] = thp == "1"
+                if r.returncode:
+                    self.fail(f"wpfloor {size} MiB (THP {thp})", cmd, f"inconsistent model snapshot: {r.stdout}")
+                self.res["wpfloor"].append(d)
+
+    def wpfloor_report(self, S):
+        L = ["## Frozen time and its floors (issue 20)\n"]
+        W = self.res.get("wpfloor")
+        if not W:
+            return L + [self.res.get("wpfloor_note", "not run (--only)") + "\n"]
+        L.append("Floors from `tests/bench/wpfloor.c` (best of the repetitions), for touched private "
+                 "memory in 4 KiB pages (a heap) and in transparent huge pages: *fork* = the page-table "
+                 "copy that our copy-on-write snapshot child costs; *WP* = `UFFDIO_WRITEPROTECT` of the "
+                 "range (the floor of a userfaultfd write-protect snapshot); *mprotect* = the same "
+                 "page-table walk without userfaultfd; *pre-copy scan* = one `PAGEMAP_SCAN` listing "
+                 "written pages and protecting them again, async WP, nothing / 1% written (the floor "
+                 "of a pre-copy final pass); *model* = a whole WP snapshot in one process (protect, "
+                 "then a writer saves every page while the main thread rewrites the region, a "
+                 "fault thread copying old pages aside): frozen = protect, save time, pages copied "
+                 "aside, consistent. *kernel write* = a read() into a protected page with a "
+                 "userfaultfd that catches kernel faults (root) / `UFFD_USER_MODE_ONLY` (all an "
+                 "unprivileged process may have).\n")
+        L.append("| MiB | pages | fork ms | WP ms | mprotect ms | pre-copy scan ms (0% / 1%) | "
+                 "model frozen ms | model save ms | copied aside | consistent | kernel write root / user |")
+        L.append("|---|---|---|---|---|---|---|---|---|---|---|")
+        for d in W:
+            L.append(f"| {d['mib']} | {'THP' if d.get('thp') else '4 KiB'} | {d['fork_ms']:.1f} | "
+                     f"{d['wp_ms']:.1f} | {d['mprotect_ms']:.1f} | {d['scan_idle_ms']:.2f} / "
+                     f"{d['scan_1pct_ms']:.2f} | {d['snap_frozen_ms']:.1f} | {d['snap_save_ms']:.0f} | "
+                     f"{d['snap_faults']} | {'yes' if d['snap_ok'] else 'NO'} | "
+                     f"{d['kfault_root']} / {d['kfault_user']} |")
+        L.append("\nOurs, same run (codec none): frozen = the whole stop; snapshot = making the "
+                 "snapshot inside it.\n")
+        L.append("| workload | MiB | snapshot | frozen ms | snapshot made ms | fork floor ms | WP floor ms |")
+        L.append("|---|---|---|---|---|---|---|")
+        for (kind, size, codec), s in sorted(S.items()):
+            if codec != "none" or kind not in ("random", "text", "procs"):
+                continue
+            fl = [d for d in W if d["mib"] == size and not d.get("thp")]
+            fk = fl[0]["fork_ms"] if fl else None
+            wp = fl[0]["wp_ms"] if fl else None
+            L.append(f"| {kind} | {size} | {s.get('snapshot')} | {ms(s['frozen'])} | "
+                     f"{ms(s.get('snapshot_made'))} | {fmt(fk, '{:.1f}')} | {fmt(wp, '{:.1f}')} |")
+        L.append("")
+        return L
+
     # ---------- 2. checkpoint / restart ----------
-    def ckpt_one(self, kind, size, codec):
+    def ckpt_one(self, kind, size, codec, extra_env=None):
         """One launch, checkpoint, kill, restart, kill. Returns a dict."""
         work = tempfile.mkdtemp(prefix=f"{kind}-{size}-{codec}.", dir=self.root)
         tmp = os.path.join(work, "tmp")
         os.makedirs(tmp)
+        if self.user is not None:
+            os.chmod(work, 0o755)
+            self.give(tmp)
+            os.chmod(work, 0o777)  # the port file
         env = self.env(tmp)
+        env.update(extra_env or {})
         r = {"kind": kind, "size": size, "codec": codec, "ok": False}
         port = None
         try:
             port, ckpt = self.start_coord(work, env)
-            runcmd = [f"{self.bin}/dmtcp-run", "--coord-port", str(port), "--compress", codec,
-                      "--", self.wl, kind, str(size)]
+            # "default": no --compress (the adaptive default codec).
+            comp = [] if codec == "default" else ["--compress", codec]
+            runcmd = self.u([f"{self.bin}/dmtcp-run", "--coord-port", str(port), *comp,
+                             "--", self.wl, kind, str(size)])
             run = self.popen(runcmd, env=env, stdin=subprocess.DEVNULL,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
             out, err = Lines(run.stdout), Lines(run.stderr)
@@ -276,7 +393,7 @@ class Bench:
                           f"no READY (exit {run.poll()}); stderr:\n{err.text()}")
                 return r
             nerr = len(err.lines)
-            bc = [f"{self.bin}/dmtcp-command", "-p", str(port), "-bc"]
+            bc = self.u([f"{self.bin}/dmtcp-command", "-p", str(port), "-bc"])
             t0 = time.monotonic()
             c = subprocess.run(bc, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                text=True, timeout=600)
@@ -297,20 +414,42 @@ class Bench:
             _, mf = err.wait_for(r"froze \d+ process\(es\) in (\S+)", 1, nerr)
             # Processes are captured one after the other, all frozen.
             _, mc = err.wait_count(r"\): captured in (\S+)", nproc, 5, nerr)
-            _, mi = err.wait_count(r"injected queries (\S+), threads (\S+), memory (\S+), fds (\S+)",
-                                   nproc, 1, nerr)
+            # "map and flags": reading the map (and smaps when read while frozen).
+            _, mi = err.wait_count(
+                r"injected queries (\S+), threads (\S+), (?:map and flags (\S+), )?memory (\S+), fds (\S+)",
+                nproc, 1, nerr)
             r["durable"] = parse_dur(md.group(1)) if md else None
             r["froze"] = parse_dur(mf.group(1)) if mf else None
             r["captured"] = sum(parse_dur(m.group(1)) for m in mc) if len(mc) == nproc else None
-            r["capture_memory"] = sum(parse_dur(m.group(3)) for m in mi) if len(mi) == nproc else None
+            r["capture_memory"] = sum(parse_dur(m.group(4)) for m in mi) if len(mi) == nproc else None
+            r["map_flags"] = (sum(parse_dur(m.group(3)) for m in mi if m.group(3))
+                              if len(mi) == nproc and all(m.group(3) for m in mi) else None)
             _, mt = err.wait_for(r"thawed \d+ process\(es\) in (\S+)", 1, nerr)
             r["thawed"] = parse_dur(mt.group(1)) if mt else None
+            # Which snapshot ran, and how long making it took (within frozen).
+            _, msn = err.wait_count(r"snapshot (\S+) \(.*\) made in (\S+)", nproc, 1, nerr)
+            r["snapshot"] = msn[0].group(1) if msn else "none"
+            r["snapshot_made"] = (sum(parse_dur(m.group(2)) for m in msn)
+                                  if len(msn) == nproc else None)
             r["frozen"] = (r["froze"] + r["captured"] + (r["thawed"] or 0)
                            if (mf and r["captured"] is not None) else None)
+            # Pre-copy (DMTCP_PRECOPY=1): its pass while the program ran, and
+            # which way the residue went (copied while frozen, or the fork).
+            _, mp = err.wait_count(r"pre-copy of (\d+) KiB while running in (\S+)", 10**6, 0, nerr)
+            if mp:
+                r["precopy_kib"] = sum(int(m.group(1)) for m in mp)
+                r["precopy_time"] = sum(parse_dur(m.group(2)) for m in mp)
+                _, mres = err.wait_count(r"pre-copy: (\d+) KiB copied while frozen, no snapshot fork",
+                                         10**6, 0, nerr)
+                if len(mres) == nproc:
+                    r["snapshot"] = "pre-copy"
+                    r["residue_kib"] = sum(int(m.group(1)) for m in mres)
+                else:
+                    r["snapshot"] = "pre-copy+" + r["snapshot"]
             k = self.cmd(port, "-k", env)
             if self.reap(run, 30) is None:
                 pass
-            rscmd = [f"{self.bin}/dmtcp-restart", "-p", str(port)] + paths
+            rscmd = self.u([f"{self.bin}/dmtcp-restart", "-p", str(port)] + paths)
             if codec == "none":
                 # The same restart with every page copied first (what an
                 # unprivileged restart does), for comparison with the lazy one.
@@ -384,6 +523,9 @@ class Bench:
             if kind not in kinds:
                 continue
             for size in sizes:
+                # 16 GiB (--large): random only, and only where it fits.
+                if size >= HUGE_MIB and (kind != "random" or not self.fits(size, 1.2, 1.5)):
+                    continue
                 for codec in codecs:
                     plan.append((kind, size, codec))
         for codec in codecs:
@@ -403,6 +545,221 @@ class Bench:
                     + ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
                                 for k, v in r.items() if k not in ("kind", "size", "codec", "rep"))
                     + f" [{time.monotonic() - t:.1f}s]")
+
+    # ---------- 2a. pre-copy against the fork snapshot ----------
+    def precopy_all(self):
+        """Frozen time of `random` at 1 and 4 GiB (codec none), the fork
+        snapshot and pre-copy (DMTCP_PRECOPY=1) alternating, per repetition."""
+        self.res["precopy"] = []
+        for rep in range(self.a.reps):
+            for size in self.a.precopy_sizes:
+                for mode in ("fork", "precopy"):
+                    extra = {"DMTCP_PRECOPY": "1"} if mode == "precopy" else {"DMTCP_PRECOPY": "0"}
+                    t = time.monotonic()
+                    r = self.ckpt_one("random", size, "none", extra)
+                    r["mode"] = mode
+                    r["rep"] = rep
+                    self.res["precopy"].append(r)
+                    log(f"precopy rep {rep + 1}/{self.a.reps} {size:5} {mode:7}: frozen={r.get('frozen')} "
+                        f"snapshot={r.get('snapshot')} precopy={r.get('precopy_time')} "
+                        f"residue={r.get('residue_kib')} KiB ckpt={r.get('ckpt_wall')} ok={r.get('ok')} "
+                        f"[{time.monotonic() - t:.1f}s]")
+
+    # ---------- 2a'. the runtime cost of pre-copy's armed tracker ----------
+    def precopy_cost_all(self):
+        """`workload rewrite 1024`: the time of a pass writing one word in
+        every page, natively, and under dmtcp-run before and after a
+        checkpoint with the fork snapshot and with pre-copy (whose
+        write-protect tracker stays armed after the checkpoint: the first
+        write to each page then takes a fault)."""
+        self.res["precopy_cost"] = []
+        for rep in range(self.a.reps):
+            for mode in ("native", "fork", "precopy"):
+                r = self.precopy_cost_one(mode)
+                r["rep"] = rep
+                self.res["precopy_cost"].append(r)
+                log(f"precopy-cost rep {rep + 1}/{self.a.reps} {mode:7}: "
+                    + ", ".join(f"{k}={v}" for k, v in r.items() if k not in ("mode", "rep")))
+
+    def precopy_cost_one(self, mode):
+        work = tempfile.mkdtemp(prefix=f"pccost-{mode}.", dir=self.root)
+        tmp = os.path.join(work, "tmp")
+        os.makedirs(tmp)
+        env = self.env(tmp, debug=False)
+        env["DMTCP_PRECOPY"] = "1" if mode == "precopy" else "0"
+        r = {"mode": mode, "ok": False}
+        wl = [self.wl, "rewrite", "1024"]
+        port = None
+        if mode != "native":
+            port, _ = self.start_coord(work, env)
+            wl = [f"{self.bin}/dmtcp-run", "--coord-port", str(port), "--compress", "none", "--"] + wl
+        p = self.popen(wl, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                       stderr=subprocess.DEVNULL, text=True)
+        try:
+            if p.stdout.readline().strip() != "READY":
+                self.fail(f"precopy cost {mode}: launch", wl, "no READY")
+                return r
+
+            def rewrite():
+                p.stdin.write("x\n")
+                p.stdin.flush()
+                line = p.stdout.readline().split()
+                return int(line[1]) / 1e9 if len(line) == 2 and line[0] == "REWROTE" else None
+
+            r["before"] = rewrite()
+            if port is not None:
+                c = self.cmd(port, "-bc", env)
+                if c.returncode != 0:
+                    self.fail(f"precopy cost {mode}: checkpoint", ["-bc"], c.stderr.decode())
+                    return r
+            r["after"] = rewrite()
+            r["again"] = rewrite()
+            r["ok"] = None not in (r["before"], r["after"], r["again"])
+            return r
+        finally:
+            if port is not None:
+                self.cmd(port, "-k", env)
+                self.stop_coord(port, env)
+            else:
+                p.kill()
+            self.reap(p, 30)
+
+    def precopy_cost_report(self):
+        L = ["### The runtime cost of pre-copy's tracker (issue 20)\n"]
+        P = self.res.get("precopy_cost")
+        if not P:
+            return L + ["not run (--only)\n"]
+        L.append("`workload rewrite 1024`: one pass writing one word in each of the 262144 pages of "
+                 "1 GiB of touched memory, before the checkpoint, right after it, and once more; "
+                 "native, under dmtcp-run with the fork snapshot (default) and with pre-copy "
+                 "(`DMTCP_PRECOPY=1`: the write-protect tracker stays armed after the checkpoint). "
+                 "The fork snapshot has a cost too: fork leaves the parent's private pages "
+                 "read-only, and each first write after it takes a fault even once the snapshot "
+                 "child is gone. Medians, ms.\n")
+        L.append("| mode | before ms | first pass after ckpt ms | next pass ms | ok |")
+        L.append("|---|---|---|---|---|")
+        by = {}
+        for r in P:
+            by.setdefault(r["mode"], []).append(r)
+        for mode in ("native", "fork", "precopy"):
+            rs = by.get(mode, [])
+            L.append(f"| {mode} | {ms(med([r.get('before') for r in rs]))} | "
+                     f"{ms(med([r.get('after') for r in rs]))} | {ms(med([r.get('again') for r in rs]))} | "
+                     f"{sum(1 for r in rs if r.get('ok'))}/{len(rs)} |")
+        L.append("")
+        return L
+
+    # ---------- 2c. the floor of freezing 512 threads ----------
+    def threadfloor(self):
+        """`threadfloor 512 REPS`: seize + interrupt + wait + detach of
+        every thread of a process of 512 idle threads, nothing else."""
+        n = max(self.a.reps, 3) * 3
+        r = subprocess.run([self.tf, "512", str(n)], stdout=subprocess.PIPE, text=True, timeout=120)
+        v = [int(l.split()[1]) / 1e9 for l in r.stdout.splitlines() if l.startswith("FLOOR ")]
+        if r.returncode != 0 or not v:
+            self.fail("threadfloor", [self.tf, "512", str(n)], f"exit {r.returncode}")
+        self.res["threadfloor"] = v
+        log(f"threadfloor 512: median {med(v)}")
+
+    def threadfloor_report(self, S):
+        L = ["### 512 threads and 16 processes against their floors (issue 20)\n"]
+        v = self.res.get("threadfloor")
+        if not v:
+            return L + ["not run (--only threadfloor)\n"]
+        floor = med(v)
+        L.append("floor = `tests/bench/threadfloor.c`: seize, interrupt, wait for and detach every "
+                 "thread of a process of 512 idle threads (513 tasks) with nothing else, median of "
+                 f"{len(v)} ({ms(min(v))}-{ms(max(v))} ms); frozen = the checkpoint's frozen time "
+                 "(section above, codec none).\n")
+        L.append("| case | frozen ms | floor ms | ratio (goal <= 2x) |")
+        L.append("|---|---|---|---|")
+        t = S.get(("threads", 512, "none"), {})
+        fr = t.get("frozen")
+        L.append(f"| 512 idle threads | {ms(fr)} | {ms(floor)} | "
+                 f"{f'{fr / floor:.1f}x' if fr and floor else '-'} |")
+        one = S.get(("random", PROCS_MIB, "none"), {}).get("frozen")
+        many = S.get(("procs", PROCS_MIB, "none"), {}).get("frozen")
+        L.append(f"| 16 processes x {PROCS_MIB // 16} MiB against 1 process x {PROCS_MIB} MiB | "
+                 f"{ms(many)} | {ms(one)} | {f'{many / one:.2f}x' if many and one else '-'} "
+                 "(goal <= 1.2x) |")
+        L.append("")
+        return L
+
+    # ---------- 2b. unprivileged against root ----------
+    def unpriv_all(self):
+        """`random` 1 GiB, codec none, as root and as uid 65534 alternating:
+        frozen, checkpoint and copied restart (an unprivileged restart copies
+        its pages: no userfaultfd for kernel faults without privilege)."""
+        self.res["unpriv"] = []
+        for rep in range(self.a.reps):
+            for user in (None, 65534):
+                self.user = user
+                t = time.monotonic()
+                try:
+                    r = self.ckpt_one("random", 1024, "none")
+                finally:
+                    self.user = None
+                r["uid"] = user or 0
+                r["rep"] = rep
+                self.res["unpriv"].append(r)
+                log(f"unpriv rep {rep + 1}/{self.a.reps} uid {r['uid']:5}: frozen={r.get('frozen')} "
+                    f"ckpt={r.get('ckpt_wall')} copied-restart={r.get('restart_eager_wall')} "
+                    f"ok={r.get('ok')} [{time.monotonic() - t:.1f}s]")
+
+    def unpriv_report(self):
+        L = ["### Unprivileged against root (issue 20)\n"]
+        P = self.res.get("unpriv")
+        if not P:
+            return L + ["not run (--only)\n"]
+        L.append("Workload `random` 1 GiB, codec none, the same commands as root and as uid 65534 "
+                 "(`setpriv`, no capabilities: a user namespace of the computation's own), alternating; "
+                 "copied restart = `DMTCP_RESTART_LAZY=0` (what every unprivileged restart does here); "
+                 "medians.\n")
+        L.append("| uid | frozen ms | ckpt ms | copied restart ms | ok |")
+        L.append("|---|---|---|---|---|")
+        by = {}
+        for r in P:
+            by.setdefault(r["uid"], []).append(r)
+        for uid, rs in sorted(by.items()):
+            L.append(f"| {uid} | {ms(med([r.get('frozen') for r in rs]))} | "
+                     f"{ms(med([r.get('ckpt_wall') for r in rs]))} | "
+                     f"{ms(med([r.get('restart_eager_wall') for r in rs]))} | "
+                     f"{sum(1 for r in rs if r.get('ok'))}/{len(rs)} |")
+        if 0 in by and 65534 in by:
+            def ratio(k):
+                a, b = med([r.get(k) for r in by[65534]]), med([r.get(k) for r in by[0]])
+                return f"{a / b:.2f}x" if a and b else "-"
+            L.append(f"| 65534 / 0 | {ratio('frozen')} | {ratio('ckpt_wall')} | "
+                     f"{ratio('restart_eager_wall')} | |")
+        L.append("")
+        return L
+
+    def precopy_report(self):
+        L = ["### Frozen time: pre-copy against the fork snapshot (issue 20)\n"]
+        P = self.res.get("precopy")
+        if not P:
+            return L + ["not run (--only)\n"]
+        L.append("Workload `random`, codec none; fork = the copy-on-write snapshot child (default); "
+                 "pre-copy = `DMTCP_PRECOPY=1` (memory copied while the program runs, only what it "
+                 "wrote since read while frozen). frozen = 'froze' + 'captured' + 'thawed'; ckpt = "
+                 "`dmtcp-command -bc` wall clock (includes the pre-copy pass); medians, with the range.\n")
+        L.append("| MiB | mode | which ran | frozen ms (median) | frozen ms (min-max) | snapshot made ms | "
+                 "pre-copy pass ms | residue KiB | ckpt ms | ok |")
+        L.append("|---|---|---|---|---|---|---|---|---|---|")
+        groups = {}
+        for r in P:
+            groups.setdefault((r["size"], r["mode"]), []).append(r)
+        for (size, mode), rs in sorted(groups.items()):
+            fr = [r["frozen"] for r in rs if r.get("frozen") is not None]
+            L.append(f"| {size} | {mode} | {','.join(sorted({r.get('snapshot') or 'none' for r in rs}))} | "
+                     f"{ms(med(fr))} | {ms(min(fr)) if fr else '-'}-{ms(max(fr)) if fr else '-'} | "
+                     f"{ms(med([r.get('snapshot_made') for r in rs]))} | "
+                     f"{ms(med([r.get('precopy_time') for r in rs]))} | "
+                     f"{fmt(med([r.get('residue_kib') for r in rs]), '{:.0f}')} | "
+                     f"{ms(med([r.get('ckpt_wall') for r in rs]))} | "
+                     f"{sum(1 for r in rs if r.get('ok'))}/{len(rs)} |")
+        L.append("")
+        return L
 
     # ---------- 2b. incremental checkpoints ----------
     def incr_one(self, size, codec):
@@ -528,11 +885,15 @@ class Bench:
         try:
             port, _ = self.start_coord(work, env)
             run = [f"{self.bin}/dmtcp-run", "--coord-port", str(port), "--"]
-            for name, mode, n in (("getpid", "getpid", self.a.getpid_n), ("fork", "fork", self.a.fork_n)):
-                vals = {"native": [], "dmtcp": []}
-                # native and dmtcp alternate, so drift of a shared machine hits both alike
+            sandboxed = [f"{self.bin}/dmtcp-run", "--coord-port", str(port), "--sandbox", "--"]
+            nons = [f"{self.bin}/dmtcp-run", "--coord-port", str(port), "--no-namespaces", "--"]
+            for name, mode, n in (("getpid", "getpid", self.a.getpid_n),
+                                  ("libcgetpid", "libcgetpid", self.a.getpid_n),
+                                  ("fork", "fork", self.a.fork_n)):
+                vals = {"native": [], "dmtcp": [], "sandbox": [], "nons": []}
+                # every way alternates, so drift of a shared machine hits all alike
                 for _ in range(self.a.oh_reps):
-                    for how, pre in (("native", []), ("dmtcp", run)):
+                    for how, pre in (("native", []), ("dmtcp", run), ("sandbox", sandboxed), ("nons", nons)):
                         c = pre + [self.oh, mode, str(n)]
                         p = subprocess.run(c, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                            text=True, timeout=300)
@@ -564,6 +925,210 @@ class Bench:
         finally:
             if port:
                 self.stop_coord(port, env)
+            shutil.rmtree(work, ignore_errors=True)
+
+    # ---------- 3b. attach ----------
+    def attach_one(self, label, mode, n):
+        """A workload started outside dmtcp; `dmtcp-attach`, then `dmtcp-command -bc`.
+        Returns the attach's own stop time (what it prints), the time from
+        starting dmtcp-attach to attached, and to the first checkpoint durable."""
+        work = tempfile.mkdtemp(prefix="attach.", dir=self.root)
+        tmp = os.path.join(work, "tmp")
+        os.makedirs(tmp, mode=0o700)
+        env = self.env(tmp, debug=False)
+        port = None
+        wl = att = None
+        r = {"label": label}
+        try:
+            port, ckpt = self.start_coord(work, env)
+            wl = self.popen([self.wl, mode, str(n)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+            out = Lines(wl.stdout)
+            if out.wait_for(r"^READY$", 120)[0] is None:
+                raise RuntimeError("workload never printed READY")
+            t0 = time.monotonic()
+            att = self.popen([f"{self.bin}/dmtcp-attach", "-p", str(port), str(wl.pid)], env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            err = Lines(att.stderr)
+            t1, m = err.wait_for(r"attached to pid \d+: (\d+) process\(es\), (\d+) thread\(s\), stopped ([0-9.]+) ms", 120)
+            if t1 is None:
+                raise RuntimeError("dmtcp-attach did not attach: " + err.text())
+            r["procs"], r["threads"], r["stopped_s"] = int(m.group(1)), int(m.group(2)), float(m.group(3)) / 1e3
+            r["attach_s"] = t1 - t0
+            c = self.cmd(port, "-bc", env)
+            t2 = time.monotonic()
+            if c.returncode != 0:
+                raise RuntimeError("dmtcp-command -bc: " + c.stderr.decode(errors="replace"))
+            r["first_ckpt_s"] = t2 - t0
+            r["ok"] = True
+        except Exception as e:
+            self.fail(f"attach {label}", [], f"{type(e).__name__}: {e}")
+            r["ok"] = False
+        finally:
+            if wl is not None:
+                self.kill_group(wl.pid)
+                self.reap(wl)
+            if att is not None:
+                self.reap(att)
+            if port:
+                self.stop_coord(port, env)
+            shutil.rmtree(work, ignore_errors=True)
+        log(f"attach {label}: {r}")
+        return r
+
+    def attach_all(self):
+        if not os.access(os.path.join(self.bin, "dmtcp-attach"), os.X_OK):
+            self.res["attach"] = {"skipped": "dmtcp-attach not built"}
+            return
+        rows = []
+        for label, mode, n in (("1 thread", "threads", 0), ("64 threads", "threads", 63),
+                               ("512 threads", "threads", 511), ("100 processes", "tree", 100)):
+            for _ in range(self.a.reps):
+                rows.append(self.attach_one(label, mode, n))
+        self.res["attach"] = {"rows": rows}
+
+    def attach_report(self):
+        L = ["## dmtcp-attach\n"]
+        a = self.res.get("attach")
+        if not a:
+            return L + ["not run (--only)\n"]
+        if "skipped" in a:
+            return L + [a["skipped"] + "\n"]
+        L.append(f"A `workload` started outside dmtcp (own session), idle; medians of {self.a.reps} "
+                 "repetition(s). *stopped*: how long the attach held one process stopped at most (its trial freeze, "
+                 "as dmtcp-attach prints it); *attached*: from starting `dmtcp-attach` to its "
+                 "\"attached\" line; *first checkpoint*: from starting `dmtcp-attach` to `dmtcp-command -bc` "
+                 "returning (images durable).\n")
+        L.append("| workload | processes | threads | stopped (ms) | attached (ms) | first checkpoint (ms) |")
+        L.append("|---|---:|---:|---:|---:|---:|")
+        groups = {}
+        for r in a["rows"]:
+            groups.setdefault(r["label"], []).append(r)
+        for label, rs in groups.items():
+            ok = [r for r in rs if r.get("ok")]
+            if not ok:
+                L.append(f"| {label} | failed | | | | |")
+                continue
+            L.append(f"| {label} | {ok[0]['procs']} | {ok[0]['threads']} | {ms(med([r['stopped_s'] for r in ok]))} "
+                     f"| {ms(med([r['attach_s'] for r in ok]))} | {ms(med([r['first_ckpt_s'] for r in ok]))} |")
+        return L + [""]
+
+    # ---------- 3c. seccomp ----------
+    def seccomp_cost(self):
+        """Checkpoint and restore time of a 3-thread program with 0 and 10 seccomp filters."""
+        o = self.res["overhead"]
+        for n in (0, 10):
+            work = tempfile.mkdtemp(prefix=f"seccomp-{n}.", dir=self.root)
+            tmp = os.path.join(work, "tmp")
+            os.makedirs(tmp)
+            env = dict(self.env(tmp), ZDTM_STOP=os.path.join(work, "stop"))
+            port = None
+            try:
+                port, _ = self.start_coord(work, env)
+                runcmd = [f"{self.bin}/dmtcp-run", "--coord-port", str(port), "--", self.sc, "many", str(n)]
+                run = self.popen(runcmd, env=env, stdin=subprocess.DEVNULL,
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                out, err = Lines(run.stdout), Lines(run.stderr)
+                t, _ = out.wait_for(r"^READY", 60)
+                if t is None:
+                    self.fail(f"seccomp {n} filters: launch", runcmd, err.text())
+                    continue
+                nerr = len(err.lines)
+                bc = [f"{self.bin}/dmtcp-command", "-p", str(port), "-bc"]
+                c = subprocess.run(bc, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                   text=True, timeout=120)
+                if c.returncode:
+                    self.fail(f"seccomp {n} filters: checkpoint", bc, c.stdout + c.stderr)
+                    continue
+                _, mc = err.wait_for(r"\): captured in (\S+)", 5, nerr)
+                o[f"seccomp{n}_captured_s"] = parse_dur(mc.group(1)) if mc else None
+                paths = [l.strip() for l in c.stdout.splitlines() if l.strip().startswith("/")]
+                self.cmd(port, "-k", env)
+                self.reap(run, 30)
+                rscmd = [f"{self.bin}/dmtcp-restart", "-p", str(port)] + paths
+                rs = self.popen(rscmd, env=env, stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                t, ms_ = Lines(rs.stderr).wait_count(r"pid (\d+) restored \((\d+) threads\) in (\S+)", 1, 60)
+                o[f"seccomp{n}_restored_s"] = parse_dur(ms_[-1].group(3)) if t is not None else None
+                log(f"seccomp {n} filters: captured in {o[f'seccomp{n}_captured_s']} s, "
+                    f"restored in {o[f'seccomp{n}_restored_s']} s")
+                self.cmd(port, "-k", env)
+                self.reap(rs, 30)
+            except Exception as e:
+                self.fail(f"seccomp {n} filters", [], f"{type(e).__name__}: {e}")
+            finally:
+                if port:
+                    self.stop_coord(port, env)
+                for p in list(self.procs):
+                    if p.poll() is None:
+                        p.kill()
+                    self.reap(p, 10)
+                shutil.rmtree(work, ignore_errors=True)
+
+    def rawtrap(self):
+        """Inline `syscall` getpid vs glibc's syscall() without namespaces, before and
+        after a restart (after it the inline call is trapped and translated):
+        `overhead rawcost N 20` blocks of 10000, checkpointed and restarted in the middle."""
+        o = self.res["overhead"]
+        work = tempfile.mkdtemp(prefix="rawtrap.", dir=self.root)
+        tmp = os.path.join(work, "tmp")
+        os.makedirs(tmp)
+        env = self.env(tmp, debug=False)
+        outp = os.path.join(work, "out")
+        port = None
+        try:
+            port, _ = self.start_coord(work, env)
+            n = 2_000_000 if not self.a.quick else 600_000
+            runcmd = [f"{self.bin}/dmtcp-run", "--coord-port", str(port), "--no-namespaces", "--",
+                      self.oh, "rawcost", str(n), "20"]
+            with open(outp, "wb") as f:
+                run = self.popen(runcmd, env=env, stdin=subprocess.DEVNULL, stdout=f,
+                                 stderr=subprocess.DEVNULL)
+            deadline = time.monotonic() + 60
+            while open(outp).read().count("BLOCK") < 20 and time.monotonic() < deadline:
+                time.sleep(0.1)
+            bc = [f"{self.bin}/dmtcp-command", "-p", str(port), "-bc"]
+            c = subprocess.run(bc, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, timeout=120)
+            if c.returncode:
+                self.fail("rawtrap: checkpoint", bc, c.stdout + c.stderr)
+                return
+            paths = [l.strip() for l in c.stdout.splitlines() if l.strip().startswith("/")]
+            self.cmd(port, "-k", env)
+            self.reap(run, 30)
+            size = os.path.getsize(outp)
+            rscmd = [f"{self.bin}/dmtcp-restart", "-p", str(port)] + paths
+            rs = self.popen(rscmd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+            err = Lines(rs.stderr)
+            deadline = time.monotonic() + 300
+            while not re.search(r"^NS ", open(outp).read(), re.M) and time.monotonic() < deadline:
+                time.sleep(0.2)
+            self.reap(rs, 30)
+            # The restart cuts the file back to its size at the checkpoint.
+            m = re.search(r"cut back from \d+ to (\d+) bytes", "\n".join(l for _, l in err.lines))
+            cut = int(m.group(1)) if m else size
+            before, after, at = [], [], 0
+            for line in open(outp).read().splitlines(keepends=True):
+                f = line.split()
+                if f and f[0] == "BLOCK":
+                    (before if at < cut else after).append((int(f[1]) / int(f[3]), int(f[2]) / int(f[3])))
+                at += len(line.encode())
+            for key, blocks in (("before", before), ("after", after)):
+                o[f"rawtrap_{key}_inline_ns"] = med([b[0] for b in blocks])
+                o[f"rawtrap_{key}_glibc_ns"] = med([b[1] for b in blocks])
+                o[f"rawtrap_{key}_blocks"] = len(blocks)
+                log(f"rawtrap {key} restart: {len(blocks)} blocks, inline {o[f'rawtrap_{key}_inline_ns']} ns, "
+                    f"glibc {o[f'rawtrap_{key}_glibc_ns']} ns")
+        except Exception as e:
+            self.fail("rawtrap", [], f"{type(e).__name__}: {e}")
+        finally:
+            if port:
+                self.stop_coord(port, env)
+            for p in list(self.procs):
+                if p.poll() is None:
+                    p.kill()
+                self.reap(p, 10)
             shutil.rmtree(work, ignore_errors=True)
 
     # ---------- 4. criu ----------
@@ -719,7 +1284,8 @@ class Bench:
             print("criu >= 4 not found: skipped")
             return
         kinds = self.a.kinds or ["random", "text", "untouched", "threads", "procs"]
-        plan = [(k, s) for k in ("random", "text", "untouched") if k in kinds for s in self.a.sizes]
+        plan = [(k, s) for k in ("random", "text", "untouched") if k in kinds for s in self.a.sizes
+                if s < HUGE_MIB]  # CRIU holds the program frozen while it dumps: not at 16 GiB
         # threads 64 and 512, 16 processes holding 1 GiB; plus whatever the ckpt section
         # ran of these kinds, so that every one of our rows has a CRIU row next to it.
         for kind, base in (("threads", {64, 512, self.a.threads}), ("procs", {PROCS_MIB})):
@@ -749,9 +1315,10 @@ class Bench:
         for key, rs in groups.items():
             s = {"n_ok": sum(1 for r in rs if r.get("ok")), "n": len(rs)}
             for f in ("ckpt_wall", "ckpt_reported", "image_bytes", "durable", "froze", "captured",
-                      "capture_memory", "frozen", "thawed", "restart_wall", "restored_in", "threads",
+                      "capture_memory", "frozen", "thawed", "snapshot_made", "restart_wall", "restored_in", "threads",
                       "restart_eager_wall", "lazy_done"):
                 s[f] = med([r.get(f) for r in rs])
+            s["snapshot"] = ",".join(sorted({r.get("snapshot") or "none" for r in rs}))
             out[key] = s
         return out
 
@@ -805,6 +1372,11 @@ class Bench:
         L.append(f"\n16 processes: a parent and 15 children, {PROCS_MIB // 16} MiB of random data each; "
                  "frozen = freeze of all + the sum of the per-process captures (done one after the "
                  "other) + thaw; restart = until the 16th process is restored.\n")
+        L.extend(self.wpfloor_report(S))
+        L.extend(self.precopy_report())
+        L.extend(self.threadfloor_report(S))
+        L.extend(self.precopy_cost_report())
+        L.extend(self.unpriv_report())
         L.extend(self.incr_report())
         L.append("## Runtime overhead (native vs under dmtcp-run)\n")
         L.append("| test | native | dmtcp-run | ratio | difference |")
@@ -820,6 +1392,40 @@ class Bench:
                  f"{fmt(b / a if a and b else None, '{:.1f}x')} | {fmt((b - a) * 1e3 if a and b else None, '{:+.1f} ms')} |")
         L.append("\nNothing is trapped under dmtcp-run: processes are found in /proc when a checkpoint "
                  "freezes the computation.\n")
+        L.append("## Without namespaces (dmtcp-run --no-namespaces: virtual pids)\n")
+        L.append("| test | native | namespaces | no namespaces | ratio to native (goal <= 1.05x getpid, <= 1.5x fork) |")
+        L.append("|---|---|---|---|---|")
+        for name, label, unit in (("libcgetpid", f"{self.a.getpid_n} x getpid() through libc, per call", "ns"),
+                                  ("getpid", f"{self.a.getpid_n} x syscall(SYS_getpid) (libc's syscall(), translated too), per call", "ns"),
+                                  ("fork", f"{self.a.fork_n} x fork+waitpid, per pair", "us")):
+            a, b, c = o.get(f"{name}_native_ns"), o.get(f"{name}_dmtcp_ns"), o.get(f"{name}_nons_ns")
+            div = 1 if unit == "ns" else 1e3
+            L.append(f"| {label} | {fmt(a and a / div, '{:.2f} ' + unit)} | {fmt(b and b / div, '{:.2f} ' + unit)} | "
+                     f"{fmt(c and c / div, '{:.2f} ' + unit)} | {fmt(c / a if a and c else None, '{:.3f}x')} |")
+        ib, gb = o.get("rawtrap_before_inline_ns"), o.get("rawtrap_before_glibc_ns")
+        ia, ga = o.get("rawtrap_after_inline_ns"), o.get("rawtrap_after_glibc_ns")
+        if ia or ib:
+            L.append(f"\nRaw `syscall` instruction (`overhead rawcost`, median of blocks of 10000 getpid; "
+                     f"{o.get('rawtrap_before_blocks')} blocks before the restart, "
+                     f"{o.get('rawtrap_after_blocks')} after): before the restart inline {fmt(ib, '{:.0f} ns')}, "
+                     f"glibc's syscall() {fmt(gb, '{:.0f} ns')}; after it (inline trapped by the filter and "
+                     f"translated by the SIGSYS handler) inline {fmt(ia, '{:.0f} ns')}, glibc's "
+                     f"{fmt(ga, '{:.0f} ns')} ({fmt(ia / ga if ia and ga else None, '{:.1f}x')}).")
+        L.append("")
+        L.extend(self.attach_report())
+        L.append("## Sandbox (dmtcp-run --sandbox, default policy) and seccomp filters\n")
+        L.append("| test | dmtcp-run | --sandbox | ratio (goal <= 1.05x) |")
+        L.append("|---|---|---|---|")
+        for name, label, unit in (("getpid", f"{self.a.getpid_n} x syscall(SYS_getpid), per call", "ns"),
+                                  ("fork", f"{self.a.fork_n} x fork+waitpid, per pair", "us")):
+            a, b = o.get(f"{name}_dmtcp_ns"), o.get(f"{name}_sandbox_ns")
+            div = 1 if unit == "ns" else 1e3
+            L.append(f"| {label} | {fmt(a and a / div, '{:.2f} ' + unit)} | {fmt(b and b / div, '{:.2f} ' + unit)} | "
+                     f"{fmt(b / a if a and b else None, '{:.3f}x')} |")
+        a0, a10 = o.get("seccomp0_captured_s"), o.get("seccomp10_captured_s")
+        r0, r10 = o.get("seccomp0_restored_s"), o.get("seccomp10_restored_s")
+        L.append(f"\n3 threads, 0 vs 10 seccomp filters: capture {ms(a0)} ms vs {ms(a10)} ms, "
+                 f"restore {ms(r0)} ms vs {ms(r10)} ms.\n")
         L.extend(self.criu_report(S))
         L.append("\n## Goals\n")
         L.append("| goal | target | measured | verdict |")
@@ -1037,7 +1643,7 @@ FONT = {  # 5x7, column-major, bit 0 = top row
     ",": (0x00, 0x50, 0x30, 0x00, 0x00), "%": (0x23, 0x13, 0x08, 0x64, 0x62),
     " ": (0, 0, 0, 0, 0), "=": (0x14, 0x14, 0x14, 0x14, 0x14),
 }
-COLORS = {"gzip": (31, 119, 180), "zstd": (255, 127, 14), "none": (44, 160, 44)}
+COLORS = {"gzip": (31, 119, 180), "zstd": (255, 127, 14), "none": (44, 160, 44), "default": (148, 103, 189)}
 
 
 class Canvas:
@@ -1149,14 +1755,18 @@ def tiny_plot(path, series, titles, sizes):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="sizes 64,256, 1 rep, smaller overhead loops (< 3 min)")
-    ap.add_argument("--large", action="store_true", help="add 4096 MiB")
+    ap.add_argument("--large", action="store_true",
+                    help="add 4096 MiB and 16384 MiB (random only; skipped when memory or disk is short)")
     ap.add_argument("--reps", type=int, default=None, help="repetitions per measurement (default 3, quick 1)")
     ap.add_argument("--sizes", default=None, help="comma-separated MiB (default 64,256,1024)")
     ap.add_argument("--bin", default=None, help="directory with the dmtcp-* binaries")
     ap.add_argument("--dir", default=None, help="parent of the scratch directory (default $TMPDIR or /tmp)")
     ap.add_argument("--out", default=os.path.join(HERE, "results"), help="output directory")
     ap.add_argument("--keep", action="store_true", help="keep the scratch directory")
-    ap.add_argument("--only", default="machine,ckpt,incr,overhead,criu", help="sections to run")
+    ap.add_argument("--only", default="machine,wpfloor,ckpt,precopy,precopycost,unpriv,threadfloor,incr,overhead,rawtrap,attach,seccomp,criu",
+                    help="sections to run")
+    ap.add_argument("--precopy-sizes", default="1024,4096",
+                    help="comma-separated MiB for the precopy section (default 1024,4096)")
     ap.add_argument("--codecs", default=None,
                     help="comma-separated codecs for the ckpt section, with optional level (zstd:-3)")
     ap.add_argument("--kinds", default=None,
@@ -1165,12 +1775,13 @@ def main():
     a = ap.parse_args()
     a.codecs = a.codecs.split(",") if a.codecs else None
     a.kinds = a.kinds.split(",") if a.kinds else None
+    a.precopy_sizes = [int(x) for x in a.precopy_sizes.split(",")]
     if a.sizes:
         a.sizes = [int(s) for s in a.sizes.split(",")]
     else:
         a.sizes = [64, 256] if a.quick else [64, 256, 1024]
     if a.large:
-        a.sizes.append(4096)
+        a.sizes += [4096, HUGE_MIB]
     a.reps = a.reps or (1 if a.quick else 3)
     a.threads = 64
     a.dd_mib = 256 if a.quick else 1024
@@ -1199,12 +1810,28 @@ def main():
         only = a.only.split(",")
         if "machine" in only:
             b.machine()
+        if "wpfloor" in only:
+            b.wpfloor()
         if "ckpt" in only:
             b.ckpt_all()
+        if "precopy" in only:
+            b.precopy_all()
+        if "precopycost" in only:
+            b.precopy_cost_all()
+        if "unpriv" in only:
+            b.unpriv_all()
+        if "threadfloor" in only:
+            b.threadfloor()
         if "incr" in only:
             b.incr_all()
         if "overhead" in only:
             b.overhead()
+        if "rawtrap" in only:
+            b.rawtrap()
+        if "attach" in only:
+            b.attach_all()
+        if "seccomp" in only:
+            b.seccomp_cost()
         if "criu" in only:
             b.criu()
         if "machine" in only:

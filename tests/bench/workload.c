@@ -6,9 +6,15 @@
  *   workload threads N    N threads blocked in pause() (no extra memory)
  *   workload procs N      16 processes (this one and 15 children) holding
  *                         N/16 MiB of pseudo-random bytes each
+ *   workload tree N       N processes (this one and N-1 descendants, a binary
+ *                         tree), no extra memory (dmtcp-attach benchmark)
  *   workload dirty N      N MiB of pseudo-random bytes; each line read from
  *                         stdin rewrites 1% of the pages (random ones), then
  *                         "DIRTIED" is printed (incremental checkpoints)
+ *   workload rewrite N    N MiB of pseudo-random bytes; each line read from
+ *                         stdin writes one word in every page and prints
+ *                         "REWROTE <ns>", the time of that pass (the
+ *                         runtime cost of a pre-copy tracker left armed)
  */
 #define _GNU_SOURCE
 #include <pthread.h>
@@ -17,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <time.h>
 #include <unistd.h>
 
 static uint64_t rng = 0x9E3779B97F4A7C15ULL;
@@ -132,6 +139,62 @@ int main(int argc, char **argv)
 				return 1;
 			}
 		}
+	} else if (!strcmp(mode, "tree")) {
+		/* Process k has children 2k+1 and 2k+2 (k < N); each reports on a
+		 * pipe once its own children exist, the root alone says READY. */
+		int ready[2];
+		if (pipe(ready)) {
+			perror("pipe");
+			return 1;
+		}
+		long k = 0;
+		int is_child = 0;
+		for (int c = 1; c <= 2; c++) {
+			long kid = 2 * k + c;
+			if (kid >= n)
+				continue;
+			pid_t p = fork();
+			if (p < 0) {
+				perror("fork");
+				return 1;
+			}
+			if (p == 0) {
+				k = kid;
+				c = 0; /* start over as process k */
+				is_child = 1;
+			}
+		}
+		if (is_child) {
+			if (write(ready[1], "x", 1) != 1)
+				return 1;
+			for (;;)
+				pause();
+		}
+		for (long i = 1; i < n; i++) {
+			char c;
+			if (read(ready[0], &c, 1) != 1) {
+				perror("read");
+				return 1;
+			}
+		}
+	} else if (!strcmp(mode, "rewrite")) {
+		char *buf = map(size);
+		fill_random(buf, size);
+		printf("READY\n");
+		fflush(stdout);
+		char line[64];
+		while (fgets(line, sizeof line, stdin)) {
+			struct timespec a, b;
+			clock_gettime(CLOCK_MONOTONIC, &a);
+			for (size_t off = 0; off < size; off += 4096)
+				*(volatile uint64_t *)(buf + off) += 1;
+			clock_gettime(CLOCK_MONOTONIC, &b);
+			printf("REWROTE %lld\n",
+			       (long long)(b.tv_sec - a.tv_sec) * 1000000000LL + (b.tv_nsec - a.tv_nsec));
+			fflush(stdout);
+		}
+		for (;;)
+			pause();
 	} else if (!strcmp(mode, "dirty")) {
 		char *buf = map(size);
 		fill_random(buf, size);

@@ -20,7 +20,7 @@
 #include "zdtm.h"
 
 static volatile int stop_critical, bad;
-static int ok_ret = 1; /* what disable/enable return: 1, or 0 without DMTCP */
+static int ok_ret = 1; /* what disable/enable return: 1, or DMTCP_NOT_PRESENT without DMTCP */
 static volatile long sections;
 static char why[256];
 
@@ -99,5 +99,10 @@ int main(int argc, char **argv) {
         zdtm_fail("last dmtcp_checkpoint() = %d (errno %s)", last, strerror(errno));
     if (!bare && g_last != g + 1)
         zdtm_fail("generation %d -> %d across the last checkpoint", g, g_last);
+    int lc = -7, lr = -7;
+    int ls = dmtcp_get_local_status(&lc, &lr);
+    if (bare ? (ls != DMTCP_NOT_PRESENT || lc != -7 || lr != -7)
+             : (ls != DMTCP_IS_PRESENT || lc != g_last || lr != dmtcp_get_restart_count()))
+        zdtm_fail("dmtcp_get_local_status() = %d (%d checkpoints, %d restarts)", ls, lc, lr);
     zdtm_pass();
 }

@@ -1,12 +1,15 @@
 /* procself: /proc is the computation's own. /proc/self, /proc/<getpid()>
  * and /proc/self/status name the pid the program sees, before the
  * checkpoint and after every restart. With argv[1] "in-computation", /proc/1
- * must also be the computation's pid 1 (dmtcp-nsinit). */
+ * must also be the computation's pid 1 (dmtcp-nsinit). An fd of
+ * /proc/self/status held open from the start (DMTCP's procfd1) reads this
+ * process's status after every restart too. */
 #define _GNU_SOURCE
 #include "zdtm.h"
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <fcntl.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -40,6 +43,7 @@ static void read_line(const char *path, char *buf, size_t n)
 }
 
 static int in_computation;
+static int held = -1; /* /proc/self/status, open since the start */
 
 static void check(const char *when)
 {
@@ -62,6 +66,15 @@ static void check(const char *when)
 	read_line(path, buf, sizeof buf);
 	if (strcmp(buf, "procself") != 0)
 		zdtm_fail("%s: %s is \"%s\", expected \"procself\"", when, path, buf);
+	char sb[4096];
+	ssize_t k = pread(held, sb, sizeof sb - 1, 0);
+	if (k <= 0)
+		zdtm_fail("%s: reading the held /proc/self/status fd", when);
+	sb[k] = 0;
+	const char *at = strstr(sb, "\nPid:");
+	if (!at || atol(at + 5) != me)
+		zdtm_fail("%s: the held /proc/self/status fd says Pid %ld, getpid() is %d", when,
+			  at ? atol(at + 5) : -1L, (int)me);
 	if (!in_computation)
 		return;
 	read_line("/proc/1/comm", buf, sizeof buf);
@@ -73,6 +86,9 @@ int main(int argc, char **argv)
 {
 	zdtm_init(argc, argv);
 	in_computation = argc > 1 && strcmp(argv[1], "in-computation") == 0;
+	held = open("/proc/self/status", O_RDONLY);
+	if (held < 0)
+		zdtm_fail("open /proc/self/status");
 	check("at start");
 	zdtm_ready();
 	unsigned long checks = 0;

@@ -215,7 +215,7 @@ impl TestEnv {
     /// environment (tag, `DMTCP_TMPDIR`, `ZDTM_STOP`, PATH with the binaries)
     /// and no inherited `DMTCP_*` settings, in its own process group.
     pub fn command_path(&self, path: &Path) -> Command {
-        let mut cmd = match self.user {
+        let cmd = match self.user {
             User::Current => Command::new(path),
             User::Nobody => {
                 let mut c = Command::new("setpriv");
@@ -229,6 +229,36 @@ impl TestEnv {
                 c
             }
         };
+        self.with_test_env(cmd)
+    }
+
+    /// [`TestEnv::command_path`] on a machine that forbids user namespaces
+    /// (`tests/programs/no_userns.c`, run as root, which drops to uid
+    /// 65534 itself; the test must be root and use [`User::Nobody`]).
+    pub fn command_locked_down(&self, path: &Path) -> Command {
+        let mut cmd = Command::new(self.prog("no_userns"));
+        cmd.arg(path);
+        self.with_test_env(cmd)
+    }
+
+    /// [`TestEnv::command_path`] run as uid 65534 inside the user namespace
+    /// of process `pid` (root only): a tool that must trace the processes
+    /// of a computation [`TestEnv::command_locked_down`] started has to be
+    /// in their user namespace.
+    pub fn command_in_userns_of(&self, pid: i32, path: &Path) -> Command {
+        let mut cmd = Command::new("nsenter");
+        cmd.args(["--user", "--target", &pid.to_string(), "--"])
+            .args([
+                "setpriv",
+                &format!("--reuid={NOBODY}"),
+                &format!("--regid={NOBODY}"),
+            ])
+            .args(["--clear-groups", "--"])
+            .arg(path);
+        self.with_test_env(cmd)
+    }
+
+    fn with_test_env(&self, mut cmd: Command) -> Command {
         for (k, _) in std::env::vars_os() {
             let k = k.to_string_lossy().into_owned();
             if k.starts_with("DMTCP_") && k != "DMTCP_LOG" {

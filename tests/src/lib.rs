@@ -7,10 +7,13 @@
 //! test runs twice, as the current user and as uid 65534 ([`e2e_tests!`]).
 
 pub mod env;
+pub mod hosts;
+pub mod lockdown;
 pub mod procfs;
 pub mod procs;
 pub mod scenario;
 pub mod setup;
+pub mod slurm;
 
 pub use env::{Output, Proc, TestEnv, User, NOBODY};
 pub use scenario::{Mode, ProcCheck, Running, Scenario};

@@ -2,7 +2,7 @@
 //! test started (by an environment tag), killing them and dumping their state
 //! when a test hangs.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::io;
 use std::path::Path;
@@ -63,10 +63,22 @@ pub fn untrack(pid: u32) {
     }
 }
 
-/// Reaps zombie children of this process that nobody waits for.
+/// Untracked zombie children and when [`reap_untracked`] first saw them.
+static SEEN: Mutex<Option<HashMap<i32, Instant>>> = Mutex::new(None);
+
+/// How long an untracked zombie child is left to whoever may wait for it.
+const ZOMBIE_GRACE: Duration = Duration::from_secs(1);
+
+/// Reaps zombie children of this process that nobody waits for. A zombie is
+/// reaped only once it has stayed a zombie for [`ZOMBIE_GRACE`], so a child
+/// some code spawned without [`spawn_tracked`] and is about to wait for is
+/// not stolen from it (its `wait` would fail with ECHILD).
 pub fn reap_untracked() {
     let me = std::process::id() as i32;
     let guard = TRACKED.lock().unwrap_or_else(|e| e.into_inner());
+    let mut seen = SEEN.lock().unwrap_or_else(|e| e.into_inner());
+    let before = seen.take().unwrap_or_default();
+    let mut now = HashMap::new();
     for pid in all_pids() {
         let Some(st) = stat(pid) else { continue };
         if st.ppid != me || st.state != 'Z' {
@@ -75,11 +87,17 @@ pub fn reap_untracked() {
         if guard.as_ref().is_some_and(|s| s.contains(&pid)) {
             continue;
         }
+        let first = before.get(&pid).copied().unwrap_or_else(Instant::now);
+        if first.elapsed() < ZOMBIE_GRACE {
+            now.insert(pid, first);
+            continue;
+        }
         let mut status = 0;
         // SAFETY: waitpid on a specific zombie child we do not track; status
         // points to a live local integer.
         unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
     }
+    *seen = Some(now);
 }
 
 /// Every numeric entry of /proc.
@@ -114,6 +132,17 @@ pub fn stat(pid: i32) -> Option<Stat> {
         state,
         ppid,
         pgrp,
+    })
+}
+
+/// True if `pid` is a process (a thread group's leader), not the tid of
+/// one of its other threads: /proc/TID answers for those too.
+pub fn is_leader(pid: i32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/status")).is_ok_and(|s| {
+        s.lines()
+            .find_map(|l| l.strip_prefix("Tgid:"))
+            .and_then(|v| v.trim().parse::<i32>().ok())
+            == Some(pid)
     })
 }
 

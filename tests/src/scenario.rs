@@ -82,6 +82,12 @@ pub struct Scenario {
     /// A script from `setup::SCRIPTS` that runs the launchers (`dmtcp-run`,
     /// `dmtcp-restart`, the restart script), e.g. `on_pty`.
     pub wrapper: Option<String>,
+    /// Run without namespaces and unprivileged: a restart gives the
+    /// processes new kernel pids (the program sees its old ones) and, for
+    /// a computation with shared memory objects, leaves /proc/PID/exe on
+    /// the restart shell; the /proc comparison after a restart leaves
+    /// those two out.
+    pub kernel_pids_change: bool,
 }
 
 impl Scenario {
@@ -98,6 +104,7 @@ impl Scenario {
             proc_check: ProcCheck::from_env(),
             image_name: None,
             wrapper: None,
+            kernel_pids_change: false,
         }
     }
 
@@ -128,7 +135,8 @@ impl Scenario {
     }
 
     /// Runs every launcher through `script` (one of `setup::SCRIPTS`, given
-    /// the launcher's path and arguments).
+    /// the launcher's path and arguments), or through `no_userns` (a
+    /// machine that forbids user namespaces; root tests as uid 65534 only).
     pub fn wrapper(mut self, script: &str) -> Self {
         self.wrapper = Some(script.into());
         self
@@ -138,6 +146,8 @@ impl Scenario {
     /// script), through the wrapper if there is one.
     fn launcher_command(&self, env: &TestEnv, path: &Path) -> Command {
         match &self.wrapper {
+            // Root runs it; it drops to uid 65534 itself.
+            Some(w) if w == "no_userns" => env.command_locked_down(path),
             Some(w) => {
                 let mut cmd = env.command_path(&env.prog(w));
                 cmd.arg(path);
@@ -145,6 +155,12 @@ impl Scenario {
             }
             None => env.command_path(path),
         }
+    }
+
+    /// See [`Scenario::kernel_pids_change`].
+    pub fn kernel_pids_change(mut self) -> Self {
+        self.kernel_pids_change = true;
+        self
     }
 
     /// The program name images carry, when it is not `prog`.
@@ -230,6 +246,10 @@ pub struct Running<'a> {
     pub images: Vec<PathBuf>,
     pub rounds_done: usize,
     before: Option<procfs::ProcSnapshot>,
+    /// A second look just after the checkpoint: a program that moves
+    /// between two states all the time (a shell script installs a SIGINT
+    /// handler while it waits for each child) may be caught in either.
+    before_alt: Option<procfs::ProcSnapshot>,
     /// What the last `dmtcp-command -bc` printed on stderr (its warnings).
     pub ckpt_stderr: String,
 }
@@ -244,6 +264,7 @@ impl<'a> Running<'a> {
             images: Vec::new(),
             rounds_done: 0,
             before: None,
+            before_alt: None,
             ckpt_stderr: String::new(),
         }
     }
@@ -288,9 +309,16 @@ impl<'a> Running<'a> {
         let comm: String = self.sc.prog.chars().take(15).collect();
         let deadline = Instant::now() + timeout;
         loop {
+            // Not a zombie: the killed computation's processes linger a
+            // moment until the harness reaps them, and a restart without
+            // namespaces lists their (virtual) pids.
             let named = |pids: Vec<i32>| -> Vec<i32> {
                 pids.into_iter()
-                    .filter(|&p| procs::stat(p).is_some_and(|s| s.comm == comm))
+                    .filter(|&p| {
+                        procs::stat(p)
+                            .is_some_and(|s| s.comm == comm && !matches!(s.state, 'Z' | 'X'))
+                            && procs::is_leader(p)
+                    })
                     .collect()
             };
             let mut c = named(procs::descendants(self.launcher.pid()));
@@ -316,9 +344,14 @@ impl<'a> Running<'a> {
                 if top.len() == 1 {
                     return top[0];
                 }
-                self.env.fail(&format!(
-                    "several processes named {comm} in this test: {c:?}"
-                ));
+                // A restart in progress renames its processes one by one
+                // (without namespaces each restart shell even execs the
+                // program first): wait for it to settle.
+                if Instant::now() > deadline {
+                    self.env.fail(&format!(
+                        "several processes named {comm} in this test: {c:?}"
+                    ));
+                }
             }
             if Instant::now() > deadline {
                 self.env.fail(&format!(
@@ -330,6 +363,32 @@ impl<'a> Running<'a> {
     }
 
     /// Integers on the `dmtcp-command -l` lines that mention the program.
+    /// Waits (at most `timeout`, then goes on) until `dmtcp-command -l`
+    /// lists a process with its host pid: a restart lists its processes
+    /// with host pid 0 until every one is restored and runs, and looking
+    /// for the program before that can find a process half restored (with
+    /// the restart shell's name, or without namespaces the program's name
+    /// of a shell that exec'd it for the restore).
+    fn wait_listed_running(&mut self, timeout: Duration) {
+        if self.env.port.is_none() || self.sc.mode == Mode::Bare {
+            return;
+        }
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(st) = self.launcher_exited() {
+                self.env.fail(&format!(
+                    "{} exited with {st} while restoring",
+                    self.launcher.label
+                ));
+            }
+            let out = self.env.dmtcp_command(&["-l"], Duration::from_secs(20));
+            if out.status.success() && !all_list_pids(&out.stdout).is_empty() {
+                return;
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     pub fn list_host_pids(&self) -> Vec<i32> {
         let out = self.env.dmtcp_command(&["-l"], Duration::from_secs(20));
         if !out.status.success() {
@@ -393,8 +452,11 @@ impl<'a> Running<'a> {
         // file, say) may be open in one snapshot and not at checkpoint
         // time: compare only fds open both just before and just after it.
         let now = self.snapshot();
-        if let (Some(before), Some(now)) = (self.before.as_mut(), now) {
+        self.before_alt = None;
+        if let (Some(before), Some(mut now)) = (self.before.as_mut(), now) {
             before.fds.retain(|fd, e| now.fds.get(fd) == Some(e));
+            now.fds.retain(|fd, _| before.fds.contains_key(fd));
+            self.before_alt = Some(now);
         }
         let new = self.image_ids();
         let images: Vec<PathBuf> = new
@@ -487,6 +549,7 @@ impl<'a> Running<'a> {
     /// Waits until the restored program runs (found, not stopped), then
     /// compares its /proc with the snapshot taken before the checkpoint.
     pub fn wait_restored(&mut self) {
+        self.wait_listed_running(Duration::from_secs(60));
         let pid = self.find_target(Duration::from_secs(60));
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
@@ -514,8 +577,34 @@ impl<'a> Running<'a> {
         }
         thread::sleep(Duration::from_millis(300));
         self.host_pid = Some(pid);
+        let alt = self.before_alt.take();
         if let (Some(before), Some(mut after)) = (self.before.take(), self.snapshot()) {
-            let mut diffs = procfs::compare(&before, &after);
+            // The restored state must match the program as seen just before
+            // or just after the checkpoint.
+            let expected = |d: &String| {
+                self.sc.kernel_pids_change
+                    && (d.starts_with("exe: ") || d.starts_with("pid seen by the program"))
+            };
+            let compare = |a: &procfs::ProcSnapshot, b: &procfs::ProcSnapshot| {
+                let mut d = procfs::compare(a, b);
+                d.retain(|d| !expected(d));
+                d
+            };
+            let differ = |after: &procfs::ProcSnapshot| {
+                let diffs = compare(&before, after);
+                match &alt {
+                    Some(alt) if !diffs.is_empty() => {
+                        let other = compare(alt, after);
+                        if other.is_empty() {
+                            other
+                        } else {
+                            diffs
+                        }
+                    }
+                    _ => diffs,
+                }
+            };
+            let mut diffs = differ(&after);
             // A program that opens and closes fds all the time (a client
             // connecting every 100 ms) can be caught with one open: only a
             // difference that is still there a moment later counts.
@@ -527,7 +616,7 @@ impl<'a> Running<'a> {
                 match self.snapshot() {
                     Some(again) => {
                         after = again;
-                        diffs = procfs::compare(&before, &after);
+                        diffs = differ(&after);
                     }
                     None => break,
                 }
@@ -619,20 +708,39 @@ pub fn create_stop_file(path: &Path) {
     fs::write(path, b"stop\n").unwrap_or_else(|e| panic!("create {}: {e}", path.display()));
 }
 
-/// Integers on the lines of a `dmtcp-command -l` output that mention `prog`
-/// as a whole word (the format is parsed defensively: any column order).
+/// The (host pid, program) rows of a `dmtcp-command -l` output with a
+/// host pid (not 0: a restart lists its processes with 0 until they run).
+/// Only the HOST_PID column and the PROGRAM one after it: other columns
+/// hold numbers too (the vpid, the supervisor's pid, digit runs of the hex
+/// launch id), and one of them can be the tid of a thread of the program.
+fn list_rows(out: &str) -> Vec<(i32, &str)> {
+    let mut lines = out.lines();
+    let Some(col) = lines
+        .next()
+        .and_then(|h| h.split_whitespace().position(|w| w == "HOST_PID"))
+    else {
+        return Vec::new();
+    };
+    lines
+        .filter_map(|l| {
+            let w: Vec<&str> = l.split_whitespace().collect();
+            let pid = w.get(col)?.parse::<i32>().ok().filter(|&n| n > 1)?;
+            Some((pid, w.get(col + 1).copied().unwrap_or("")))
+        })
+        .collect()
+}
+
+/// The non-zero host pids `dmtcp-command -l` lists, whatever the program.
+fn all_list_pids(out: &str) -> Vec<i32> {
+    list_rows(out).into_iter().map(|(p, _)| p).collect()
+}
+
+/// The host pids `dmtcp-command -l` lists for program `prog`.
 pub fn parse_list_pids(out: &str, prog: &str) -> Vec<i32> {
-    out.lines()
-        .filter(|l| {
-            l.split(|c: char| c.is_whitespace() || c == ',' || c == '|' || c == '/')
-                .any(|w| w == prog)
-        })
-        .flat_map(|l| {
-            l.split(|c: char| !c.is_ascii_digit())
-                .filter_map(|w| w.parse::<i32>().ok())
-                .filter(|&n| n > 1)
-                .collect::<Vec<_>>()
-        })
+    list_rows(out)
+        .into_iter()
+        .filter(|&(_, name)| name == prog)
+        .map(|(p, _)| p)
         .collect()
 }
 
@@ -645,5 +753,9 @@ mod tests {
         let out = "VPID  HOST_PID  PROGRAM  HOST\n1  4242  counter  box\n2 4343 other box\n";
         assert_eq!(parse_list_pids(out, "counter"), vec![4242]);
         assert!(parse_list_pids(out, "heap256").is_empty());
+        // The launch id's digits and the supervisor's pid are not pids of
+        // the program; a restart not finished yet lists host pid 0.
+        let out = "  VPID  HOST_PID  PROGRAM  LAUNCH  SUPERVISOR  HOST\n     2       0  idle512  c512b4b2  32764  vm\n     3    4444  idle512  8a311dd0  32764  vm\n";
+        assert_eq!(parse_list_pids(out, "idle512"), vec![4444]);
     }
 }

@@ -21,12 +21,20 @@ pub const REQUIRED_BINS: &[&str] = &[
 
 /// The target programs under `tests/programs/` (each `NAME.c` + `zdtm.c`).
 pub const PROGRAMS: &[&str] = &[
+    "no_userns",
+    "thread_storm",
+    "timer_thread",
+    "noreserve",
+    "forkflags",
+    "ghost",
     "inotify_watch",
     "fd_refused",
     "tw_server",
     "dropped_unix",
     "peer_server",
     "counter",
+    "attach_tree",
+    "nondumpable",
     "dropper",
     "ids",
     "heap256",
@@ -36,6 +44,7 @@ pub const PROGRAMS: &[&str] = &[
     "threads",
     "idle512",
     "api",
+    "presuspend_kill",
     "signals",
     "avx512",
     "epoll_pipe",
@@ -49,6 +58,7 @@ pub const PROGRAMS: &[&str] = &[
     "listener",
     "counter_static",
     "incremental",
+    "heap_rewrite",
     "popen",
     "tcp_stream",
     "tcp_full",
@@ -63,10 +73,20 @@ pub const PROGRAMS: &[&str] = &[
     "clocks",
     "transient",
     "gdbstack",
+    "tcp_hosts",
+    "tcp_ring",
+    "seccomp_own",
+    "sandboxed",
+    "steps",
+    "vpids",
+    "ucred",
+    "rawpid",
+    "rawpid_static",
 ];
 
 /// Target programs that are scripts (copied, not compiled).
 pub const SCRIPTS: &[&str] = &[
+    "append_log",
     "redis_peer",
     "py_threads",
     "pipeline",
@@ -247,10 +267,9 @@ fn compile_programs() -> Result<PathBuf> {
     Ok(dst)
 }
 
-/// `cmd.output()`, with the child registered so the zombie reaper of a
-/// test running at the same time does not collect its status first
-/// (`output()` would then fail with ECHILD).
-fn output_tracked(cmd: &mut Command) -> std::io::Result<std::process::Output> {
+/// `cmd.output()` for a child the harness's reaper leaves alone (an
+/// untracked child may be reaped before `output` waits for it: ECHILD).
+pub fn output_tracked(cmd: &mut Command) -> std::io::Result<std::process::Output> {
     cmd.stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped());
@@ -276,4 +295,32 @@ pub fn file_name(p: &Path) -> String {
         .unwrap_or(OsStr::new("?"))
         .to_string_lossy()
         .into_owned()
+}
+
+/// `tests/programs/mpi_ring.c` compiled with `mpicc` (once per test
+/// process), or why it cannot be (the MPI tests then skip).
+pub fn mpi_ring() -> std::result::Result<PathBuf, String> {
+    static RING: OnceLock<std::result::Result<PathBuf, String>> = OnceLock::new();
+    RING.get_or_init(|| {
+        if output_tracked(Command::new("mpirun").arg("--version")).is_err() {
+            return Err("mpirun not found (install openmpi-bin)".into());
+        }
+        let out = base_dir().join("mpi_ring");
+        let src = crate_dir().join("programs/mpi_ring.c");
+        let r = output_tracked(
+            Command::new("mpicc")
+                .args(["-O1", "-g", "-o"])
+                .arg(&out)
+                .arg(&src),
+        )
+        .map_err(|e| format!("mpicc not found (install libopenmpi-dev): {e}"))?;
+        if !r.status.success() {
+            return Err(format!(
+                "mpicc failed: {}",
+                String::from_utf8_lossy(&r.stderr)
+            ));
+        }
+        Ok(out)
+    })
+    .clone()
 }

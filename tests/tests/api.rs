@@ -3,7 +3,8 @@
 //! returns DMTCP_AFTER_RESTART), goes through the usual checkpoint/restart
 //! rounds while a thread keeps opening 300 ms `dmtcp_disable_ckpt()`
 //! sections (no checkpoint may land inside one), and checkpoints itself
-//! once more at the end (the coordinator is found after restarts).
+//! once more at the end (the coordinator is found after restarts). Also a
+//! program whose own plugin ends a process in PRESUSPEND.
 
 use std::fs;
 use std::path::PathBuf;
@@ -12,6 +13,15 @@ use dmtcp_tests::{e2e_tests, Mode, Scenario, TestEnv};
 
 e2e_tests! {
     api => api_checkpoint_restart;
+    presuspend_kill => presuspend_kill;
+}
+
+/// A process may end during PRESUSPEND (DMTCP's `presuspend` test): the
+/// program's own plugin kills and reaps its child there; each checkpoint
+/// goes on without it and the parent forks a new one after RESUME or
+/// RESTART (the program checks).
+fn presuspend_kill(env: &mut TestEnv) {
+    Scenario::new("presuspend_kill").run(env);
 }
 
 fn api_checkpoint_restart(env: &mut TestEnv) {

@@ -8,6 +8,7 @@ use std::time::Duration;
 use dmtcp_tests::{e2e_tests, setup, Scenario, TestEnv};
 
 e2e_tests! {
+    checkpoints_in_one_sleep_then_restart => checkpoints_in_one_sleep;
     unknown_option_refused => unknown_option_refused;
     launched_shell_backgrounds_child => launched_shell_backgrounds_child;
     private_proc => private_proc;
@@ -17,8 +18,8 @@ e2e_tests! {
 }
 
 /// Every binary refuses an option it does not know, naming it, before doing
-/// anything: `dmtcp-run --sandbox -- touch F` must not run `--sandbox` (nor
-/// `touch`).
+/// anything: `dmtcp-run --frobnicate -- touch F` must not run `--frobnicate`
+/// (nor `touch`).
 fn unknown_option_refused(env: &mut TestEnv) {
     env.start_coordinator();
     let port = env.port().to_string();
@@ -30,7 +31,7 @@ fn unknown_option_refused(env: &mut TestEnv) {
             vec![
                 "--coord-port".into(),
                 port.clone().into(),
-                "--sandbox".into(),
+                "--frobnicate".into(),
                 "--".into(),
                 "touch".into(),
                 mark.clone().into(),
@@ -41,7 +42,7 @@ fn unknown_option_refused(env: &mut TestEnv) {
             vec![
                 "--coord-port".into(),
                 port.clone().into(),
-                "--sandbox".into(),
+                "--frobnicate".into(),
                 "touch".into(),
                 mark.clone().into(),
             ],
@@ -51,25 +52,25 @@ fn unknown_option_refused(env: &mut TestEnv) {
             vec![
                 "--coord-port".into(),
                 port.clone().into(),
-                "--sandbox".into(),
+                "--frobnicate".into(),
                 image.into(),
             ],
         ),
         (
             "dmtcp-command",
-            vec!["-p".into(), port.clone().into(), "--sandbox".into()],
+            vec!["-p".into(), port.clone().into(), "--frobnicate".into()],
         ),
-        ("dmtcp-coordinator", vec!["--sandbox".into()]),
+        ("dmtcp-coordinator", vec!["--frobnicate".into()]),
     ];
     for (bin, args) in cases {
         let mut cmd = env.command(bin);
         cmd.env_remove("DMTCP_LOG").args(&args);
-        let out = env.run(cmd, &format!("{bin}-sandbox"), Duration::from_secs(30));
+        let out = env.run(cmd, &format!("{bin}-frobnicate"), Duration::from_secs(30));
         // Exit status 2 and the option named: the argument parser's usage
         // error, not a failure to run `--sandbox` as a program.
-        if out.status.code() != Some(2) || !out.stderr.contains("'--sandbox'") {
+        if out.status.code() != Some(2) || !out.stderr.contains("'--frobnicate'") {
             env.fail(&format!(
-                "{bin} {args:?}: expected a usage error (exit 2) naming '--sandbox', got {}",
+                "{bin} {args:?}: expected a usage error (exit 2) naming '--frobnicate', got {}",
                 out.describe()
             ));
         }
@@ -284,6 +285,30 @@ fn stale_image_skipped(env: &mut TestEnv) {
         env.fail(&format!(
             "dmtcp-restart did not say it skipped {stale}: stderr {err:?}"
         ));
+    }
+    r.finish();
+}
+
+/// Checkpoints in a row catch a thread in the same interrupted sleep: the
+/// first thaw lets it go on through `restart_syscall`, and the next freeze
+/// finds it there. A restart from that image re-issues the original sleep
+/// (a restored thread has no restart block): the sleeper sees no EINTR
+/// and no short sleep, after two such rounds.
+fn checkpoints_in_one_sleep(env: &mut TestEnv) {
+    env.start_coordinator();
+    let sc = Scenario::new("sleeper");
+    let mut r = sc.launch(env);
+    for round in 0..2 {
+        thread::sleep(Duration::from_millis(300));
+        r.checkpoint();
+        r.checkpoint();
+        let images = r.checkpoint();
+        r.kill();
+        if round == 0 {
+            r.restart_from_images(&images);
+        } else {
+            r.restart_from_script();
+        }
     }
     r.finish();
 }

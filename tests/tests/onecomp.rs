@@ -19,6 +19,7 @@ e2e_tests! {
     quit_racing_restart_leaves_no_process => quit_racing_restart_leaves_no_process;
     restarted_computation_ends_without_coordinator => restarted_computation_ends_without_coordinator;
     newest_complete_set_restarted => newest_complete_set_restarted;
+    kill_returns_when_processes_are_gone => kill_returns_when_processes_are_gone;
 }
 
 /// `dmtcp-run --coord-port P -- sleeper` in the background, READY awaited.
@@ -208,11 +209,26 @@ fn restart_refused_while_running(env: &mut TestEnv) {
             "two copies (two launches) should give two images, got {all:?}"
         ));
     }
-    r.finish();
+    // Both copies poll the same stop file every 200 ms; `finish` removes it
+    // as soon as the original has ended, which the copy could miss: stop
+    // both here and wait for both, then read both verdicts.
+    thread::sleep(Duration::from_millis(500));
+    dmtcp_tests::scenario::create_stop_file(&env.stop_file());
     let st = env.wait(&mut second, Duration::from_secs(60));
     if !st.success() {
         env.fail(&format!("the --new-computation restart exited with {st}"));
     }
+    let st = env.wait(&mut r.launcher, Duration::from_secs(60));
+    if !st.success() {
+        env.fail(&format!("the original dmtcp-run exited with {st}"));
+    }
+    let result = read_lossy(&env.work.join("zdtm.result"));
+    let passes = result.lines().filter(|l| *l == "sleeper: PASS").count();
+    if passes != 2 || result.contains("FAIL") {
+        env.fail(&format!("expected two sleeper: PASS, got {result:?}"));
+    }
+    let _ = std::fs::remove_file(env.stop_file());
+    env.assert_no_computation_left("after both copies passed", Duration::from_secs(15));
 }
 
 /// After a restart, generations go on from the images' (2, 3, ...), while
@@ -413,4 +429,33 @@ fn newest_complete_set_restarted(env: &mut TestEnv) {
         ));
     }
     r.kill();
+}
+
+/// `dmtcp-command -k` returns only once every process of the computation
+/// has ended, so the usual `dmtcp-command -k; dmtcp-restart ckpt_*` never
+/// meets the old processes (a restart refused as "still running", or the
+/// killed program still writing to a file the restart has just cut back:
+/// the stray line of issue 21, item 10).
+fn kill_returns_when_processes_are_gone(env: &mut TestEnv) {
+    env.start_coordinator();
+    let sc = Scenario::new("sleeper");
+    let mut r = sc.launch(env);
+    thread::sleep(Duration::from_millis(300));
+    let images = r.checkpoint();
+    let out = env.dmtcp_command(&["-k"], Duration::from_secs(30));
+    let left: Vec<i32> = procs::tagged(&env.tag)
+        .into_iter()
+        .filter(|&p| procs::stat(p).is_some_and(|s| s.comm == "sleeper"))
+        .collect();
+    if !out.status.success() || !left.is_empty() {
+        env.fail(&format!(
+            "dmtcp-command -k returned ({}) while {left:?} still ran",
+            out.describe()
+        ));
+    }
+    env.wait(&mut r.launcher, Duration::from_secs(30));
+    r.host_pid = None;
+    r.restart_from_images(&images);
+    r.wait_restored();
+    r.finish();
 }

@@ -199,10 +199,11 @@ fn outside_peers_refused_on_request(env: &mut TestEnv) {
 /// connected at checkpoint: restarted twice, it answers new clients, and
 /// the old client's connection is gone.
 fn redis_with_an_outside_client(env: &mut TestEnv) {
-    let have = std::process::Command::new("sh")
-        .args(["-c", "command -v redis-server && command -v redis-cli"])
-        .output()
-        .is_ok_and(|o| o.status.success());
+    let have = dmtcp_tests::setup::output_tracked(
+        std::process::Command::new("sh")
+            .args(["-c", "command -v redis-server && command -v redis-cli"]),
+    )
+    .is_ok_and(|o| o.status.success());
     if !have {
         eprintln!(
             "[{}] skipped: redis-server or redis-cli is not installed",

@@ -51,21 +51,7 @@ struct FakeCoord {
 }
 
 fn kind(m: &ToCoordinator) -> &'static str {
-    match m {
-        ToCoordinator::Hello(_) => "Hello",
-        ToCoordinator::Auth { .. } => "Auth",
-        ToCoordinator::Request(_) => "Request",
-        ToCoordinator::Processes(_) => "Processes",
-        ToCoordinator::Reached { .. } => "Reached",
-        ToCoordinator::ImagesWritten { .. } => "ImagesWritten",
-        ToCoordinator::CheckpointFailed { .. } => "CheckpointFailed",
-        ToCoordinator::Publish { .. } => "Publish",
-        ToCoordinator::Query { .. } => "Query",
-        ToCoordinator::Exited { .. } => "Exited",
-        ToCoordinator::ImagesDurable { .. } => "ImagesDurable",
-        ToCoordinator::Launch { .. } => "Launch",
-        ToCoordinator::Warnings { .. } => "Warnings",
-    }
+    m.kind()
 }
 
 fn orders(evil_dir: &Path) -> Vec<FromCoordinator> {

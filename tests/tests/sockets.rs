@@ -15,6 +15,14 @@ e2e_tests! {
     tcp_full => tcp_bytes_held_by_a_blocked_sender;
     udp => udp_sockets_keep_addresses_and_queues;
     unix_named => named_unix_connections_keep_names;
+    ucred => unix_credentials_kept;
+}
+
+/// A socket with `SO_PASSCRED` keeps it: messages sent with and without
+/// `SCM_CREDENTIALS` still arrive with the sender's credentials, naming
+/// the pid `fork` gave the parent.
+fn unix_credentials_kept(env: &mut TestEnv) {
+    Scenario::new("ucred").run(env);
 }
 
 /// A client and a forked server exchange numbered streams over IPv4 and

@@ -11,33 +11,9 @@ use dmtcp_tests::{e2e_tests, procs, Running, Scenario, TestEnv};
 e2e_tests! {
     supervisor_killed_while_idle_program_runs_on => killed_idle;
     restart_supervisor_killed_program_runs_on => killed_after_restart;
-}
-
-/// Known failure (about half the runs here): when the supervisor dies while
-/// it runs injected syscalls in the program (its registers redirected to a
-/// `syscall` instruction), the kernel resumes the program with those
-/// registers and it crashes ("trap stack segment" in dmesg). Not ignored
-/// silently: run with `--ignored` to see it.
-mod supervisor_killed_mid_checkpoint_program_runs_on {
-    #[test]
-    #[ignore = "known failure: the program crashes when the supervisor dies mid-injection (docs/security.md)"]
-    fn as_current_user() {
-        dmtcp_tests::run_e2e(
-            "supervisor_killed_mid_checkpoint_program_runs_on",
-            dmtcp_tests::User::Current,
-            super::killed_mid_checkpoint,
-        )
-    }
-
-    #[test]
-    #[ignore = "known failure: the program crashes when the supervisor dies mid-injection (docs/security.md)"]
-    fn as_uid_65534() {
-        dmtcp_tests::run_e2e(
-            "supervisor_killed_mid_checkpoint_program_runs_on",
-            dmtcp_tests::User::Nobody,
-            super::killed_mid_checkpoint,
-        )
-    }
+    supervisor_killed_mid_checkpoint_program_runs_on => killed_mid_checkpoint;
+    supervisor_killed_inside_injected_code_program_runs_on => killed_in_injected_code;
+    computation_taken_back_after_supervisor_death => taken_back;
 }
 
 fn sigkill(pid: i32) {
@@ -229,4 +205,156 @@ fn debris(env: &TestEnv) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// `SigBlk` of every thread of `pid`.
+fn blocked_masks(pid: i32) -> Vec<(i32, u64)> {
+    thread_states(pid)
+        .into_iter()
+        .filter_map(|(tid, _)| {
+            let st = fs::read_to_string(format!("/proc/{pid}/task/{tid}/status")).ok()?;
+            let hex = st.lines().find_map(|l| l.strip_prefix("SigBlk:"))?.trim();
+            Some((tid, u64::from_str_radix(hex, 16).ok()?))
+        })
+        .collect()
+}
+
+/// The supervisor is killed while threads of the program have their
+/// registers pointed at injected code (the supervisor is made to pause
+/// there, `DMTCP_FAULT_INJECTED_PAUSE_MS`), at several points of the
+/// capture: the program's threads go back to where they were, with their
+/// own signal masks, and the program passes its own checks.
+fn killed_in_injected_code(env: &mut TestEnv) {
+    env.start_coordinator();
+    let result = env.work.join("zdtm.result");
+    // Each injected call pauses 300 ms (13 of them for this program, with
+    // the per-thread queries 12th, about 3.6 s in): the kills land in the
+    // first call (made from the library's stub), one in the middle, the
+    // per-thread query code (every thread), and the snapshot's clone or
+    // the unmapping of the scratch page.
+    for delay_ms in [150u64, 1950, 3800, 4450] {
+        let _ = fs::remove_file(&result);
+        let _ = fs::remove_file(env.stop_file());
+        let sc = Scenario::new("threads").env("DMTCP_FAULT_INJECTED_PAUSE_MS", "300");
+        let mut r = sc.launch(env);
+        let target = r.host_pid.expect("threads pid");
+        thread::sleep(Duration::from_millis(300));
+        let before = blocked_masks(target);
+        let mut ckpt = env.command("dmtcp-command");
+        ckpt.args(["-p", &env.port().to_string(), "-bc"]);
+        let mut ckpt = env.spawn(ckpt, "checkpoint");
+        thread::sleep(Duration::from_millis(delay_ms));
+        let nsinit = kill_supervisor(env, &mut r);
+        let _ = env.wait(&mut ckpt, Duration::from_secs(30));
+        thread::sleep(Duration::from_millis(300));
+        if !procs::alive(target) {
+            env.fail(&format!(
+                "threads died when its supervisor was killed {delay_ms} ms into a checkpoint"
+            ));
+        }
+        let after = blocked_masks(target);
+        if after != before {
+            env.fail(&format!(
+                "signal masks changed after the supervisor died {delay_ms} ms into a checkpoint: {before:x?} -> {after:x?}"
+            ));
+        }
+        dmtcp_tests::scenario::create_stop_file(&env.stop_file());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while procs::alive(target) {
+            if Instant::now() > deadline {
+                env.fail("threads did not end within 30 s of its stop file");
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+        let text = fs::read_to_string(&result).unwrap_or_default();
+        if !text.lines().any(|l| l.trim() == "threads: PASS") {
+            env.fail(&format!(
+                "threads did not pass after its supervisor died {delay_ms} ms into a checkpoint: {text:?}"
+            ));
+        }
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while procs::alive(nsinit) {
+            if Instant::now() > deadline {
+                env.fail("dmtcp-nsinit did not exit after the last process ended");
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+    let _ = fs::remove_file(env.stop_file());
+    // A static program has no library: after the first call, calls run
+    // from stubs written into the scratch mapping.
+    let out = env.work.join("counter.txt");
+    let sc = Scenario::new("counter_static")
+        .arg(&out)
+        .env("DMTCP_FAULT_INJECTED_PAUSE_MS", "300");
+    let mut r = sc.launch(env);
+    let target = r.host_pid.expect("counter_static pid");
+    thread::sleep(Duration::from_millis(300));
+    let mut ckpt = env.command("dmtcp-command");
+    ckpt.args(["-p", &env.port().to_string(), "-bc"]);
+    let mut ckpt = env.spawn(ckpt, "checkpoint");
+    thread::sleep(Duration::from_millis(1050));
+    let nsinit = kill_supervisor(env, &mut r);
+    let _ = env.wait(&mut ckpt, Duration::from_secs(30));
+    let len = |p: &std::path::Path| fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+    let before = len(&out);
+    thread::sleep(Duration::from_secs(1));
+    let after = len(&out);
+    if !procs::alive(target) || after <= before {
+        env.fail(&format!(
+            "the static counter (alive: {}) stopped counting after its supervisor died inside injected code: {before} -> {after} bytes",
+            procs::alive(target)
+        ));
+    }
+    end_with_nsinit(env, nsinit);
+}
+
+fn counter_len(p: &std::path::Path) -> u64 {
+    fs::metadata(p).map(|m| m.len()).unwrap_or(0)
+}
+
+/// The supervisor dies; `dmtcp-attach NSINIT_PID` takes the computation
+/// back: checkpoints go on under the same launch (the same image names),
+/// `--kill` works, and the images restart into a counter that counts on.
+fn taken_back(env: &mut TestEnv) {
+    env.start_coordinator();
+    let out = env.work.join("counter.txt");
+    let sc = Scenario::new("counter").arg(&out);
+    let mut r = sc.launch(env);
+    thread::sleep(Duration::from_millis(300));
+    let mut first = r.checkpoint();
+    let nsinit = kill_supervisor(env, &mut r);
+    let mut cmd = env.command("dmtcp-attach");
+    cmd.args(["-p", &env.port().to_string(), &nsinit.to_string()]);
+    r.launcher = env.spawn(cmd, "take-back");
+    env.wait_for(
+        "the computation to be listed again",
+        Duration::from_secs(20),
+        || {
+            let listed = env
+                .dmtcp_command(&["-l"], Duration::from_secs(10))
+                .stdout
+                .contains("counter");
+            if !listed {
+                thread::sleep(Duration::from_millis(300));
+            }
+            listed
+        },
+    );
+    let mut again = r.checkpoint();
+    first.sort();
+    again.sort();
+    if first != again {
+        env.fail(&format!(
+            "the taken-back computation wrote other images ({again:?}) than its first supervisor ({first:?})"
+        ));
+    }
+    r.kill();
+    let before = counter_len(&out);
+    r.restart_from_images(&again);
+    thread::sleep(Duration::from_secs(1));
+    if counter_len(&out) <= before {
+        env.fail("the counter restarted from the taken-back computation's images does not count");
+    }
+    r.kill();
 }

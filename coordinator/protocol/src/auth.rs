@@ -209,6 +209,9 @@ fn variant(m: &FromCoordinator) -> &'static str {
         FromCoordinator::Challenge { .. } => "Challenge",
         FromCoordinator::Commit { .. } => "Commit",
         FromCoordinator::Version { .. } => "Version",
+        FromCoordinator::HookGo { .. } => "HookGo",
+        FromCoordinator::RestartGo { .. } => "RestartGo",
+        FromCoordinator::Halt => "Halt",
     }
 }
 

@@ -22,7 +22,21 @@ pub const MAJOR: u16 = 2;
 /// Protocol minor version: bumped when variants are added at the end of an enum.
 /// 1: launch ids, checkpoint warnings, generations in checkpoint replies
 /// (`Version`, `Launch`, `Warnings`, `Launches`, `Committed`, `Started`).
-pub const MINOR: u16 = 1;
+/// 2: checkpoint progress (`ToCoordinator::Progress`, `Reply::StatusProgress`);
+/// atomic integer operations of the name service (`KvOp`).
+/// 3: plugin global barriers across supervisors (`HookBarrier`, `HookGo`,
+/// `RestartBarrier`, `RestartGo`).
+/// 4: RESTART barriers across separate `dmtcp-restart` commands
+/// (`RestartSetBarrier`).
+/// 5: kill in two steps: every launch stopped before any is killed
+/// (`Halt`, `Halted`).
+pub const MINOR: u16 = 5;
+/// Name service bounds (the coordinator ignores a publication beyond
+/// them): longest key, longest value, total bytes and number of keys.
+pub const NAME_MAX_KEY: usize = 64 << 10;
+pub const NAME_MAX_VALUE: usize = 4 << 20;
+pub const NAME_MAX_TOTAL: usize = 256 << 20;
+pub const NAME_MAX_KEYS: usize = 1 << 20;
 /// Largest frame payload either side accepts, in bytes.
 pub const MAX_FRAME: u32 = 16 << 20;
 

@@ -194,6 +194,29 @@ pub enum Reply {
         id: u64,
         generation: u64,
     },
+    /// (2.2, replaces `Status` for clients of minor 2 or more) the status
+    /// with the progress of the checkpoint in progress and the figures of
+    /// the last completed one.
+    StatusProgress {
+        status: Status,
+        current: Option<CheckpointProgress>,
+        last: Option<CheckpointProgress>,
+    },
+}
+
+/// How far a checkpoint got (2.2): bytes of images written so far (on disk,
+/// every supervisor), processes whose image is complete, out of how many,
+/// and milliseconds since it started. `expected_bytes` is the size of the
+/// previous checkpoint's images (0 when there was none): what a time-left
+/// estimate can go by.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckpointProgress {
+    pub id: u64,
+    pub bytes: u64,
+    pub expected_bytes: u64,
+    pub processes_done: u32,
+    pub processes: u32,
+    pub millis: u64,
 }
 
 /// One process of the computation and the launch it belongs to (2.1).
@@ -270,6 +293,68 @@ pub enum ToCoordinator {
         id: u64,
         warnings: Vec<String>,
     },
+    /// Supervisor role (2.2): while the images of checkpoint `id` are
+    /// written, every ~250 ms: `bytes` of its images on disk so far,
+    /// `done` of its `processes` images complete. Sent only to a
+    /// coordinator of minor 2 or more, before `ImagesDurable`.
+    Progress {
+        id: u64,
+        bytes: u64,
+        done: u32,
+        processes: u32,
+    },
+    /// (2.2) Name service: an atomic integer operation on the value under
+    /// `key` (8 bytes little-endian; a missing value or one of another
+    /// length counts as 0). Answered with [`FromCoordinator::Published`]
+    /// carrying the value before the operation (`None`: unknown `op`, or
+    /// the store is full). `op`: 1 set, 2 add, 3 and, 4 or, 5 xor, 6 min,
+    /// 7 max, 8 get (operand ignored). Sent only to coordinators of minor 2
+    /// or more.
+    KvOp {
+        key: Vec<u8>,
+        op: u8,
+        operand: i64,
+    },
+    /// Supervisor role (2.3): plugin hooks of moment `moment` (the
+    /// `MOMENT_*` of the inject library's hook ABI) in checkpoint `id`:
+    /// every hook thread of this supervisor is at a global barrier
+    /// (`Some(name)`) or done with the moment (`None`). Sent only to a
+    /// coordinator of minor 3 or more, only by a supervisor with plugins.
+    HookBarrier {
+        id: u64,
+        moment: u32,
+        barrier: Option<String>,
+    },
+    /// Supervisor role (2.3): plugin hooks of RESTART in launch group
+    /// `restart` (a token shared by the `groups` launch groups one
+    /// `dmtcp-restart` restarts): every hook thread of this supervisor is at
+    /// a global barrier (`Some(name)`) or done (`None`). Sent only to a
+    /// coordinator of minor 3 or more.
+    RestartBarrier {
+        restart: String,
+        groups: u32,
+        barrier: Option<String>,
+    },
+    /// Supervisor role (2.4): [`ToCoordinator::RestartBarrier`] for a
+    /// launch group that restores `procs` processes of a computation whose
+    /// complete image set (of the generation in this supervisor's Hello) has
+    /// `set_size` processes (0: unknown to the supervisor). Once the
+    /// coordinator knows the set's size (from the checkpoint it completed,
+    /// else from `set_size`), the barrier spans every launch group of that
+    /// computation and generation, whichever `dmtcp-restart` restarts it; it
+    /// is released when the groups' `procs` add up to the set's size. Sent
+    /// only to a coordinator of minor 4 or more, by every restarted group
+    /// (one `None` from a group without plugins).
+    RestartSetBarrier {
+        restart: String,
+        groups: u32,
+        procs: u32,
+        set_size: u32,
+        barrier: Option<String>,
+    },
+    /// (2.5) Supervisor role: every process of this launch is stopped
+    /// (answer to [`FromCoordinator::Halt`]).
+    Halted,
 }
 
 /// Frames the coordinator sends.
@@ -324,4 +409,54 @@ pub enum FromCoordinator {
     Version {
         minor: u16,
     },
+    /// (2.3) Supervisor role: every participant of checkpoint `id` is at a
+    /// global plugin barrier of `moment` or done with it: the hook threads
+    /// waiting at it go on. Sent only to supervisors that sent
+    /// [`ToCoordinator::HookBarrier`].
+    HookGo {
+        id: u64,
+        moment: u32,
+    },
+    /// (2.3) Supervisor role: every launch group of restart `restart` is at
+    /// a global plugin barrier of RESTART or done: go on. Sent only to
+    /// supervisors that sent [`ToCoordinator::RestartBarrier`] or (2.4)
+    /// [`ToCoordinator::RestartSetBarrier`] (then `restart` is its token).
+    RestartGo {
+        restart: String,
+    },
+    /// (2.5) Supervisor role: the first step of a kill. Stop every process
+    /// of the launch (`SIGSTOP`, so none runs its cleanup when another
+    /// launch dies first, e.g. an MPI launcher removing its session files
+    /// when a remote daemon's connection closes) and answer
+    /// [`ToCoordinator::Halted`]; [`FromCoordinator::Kill`] follows once
+    /// every supervisor has answered or a few seconds have passed. Sent only
+    /// to supervisors of minor 5 or more.
+    Halt,
+}
+
+impl ToCoordinator {
+    /// Variant name of the message, for logs and errors.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ToCoordinator::Hello(_) => "Hello",
+            ToCoordinator::Request(_) => "Request",
+            ToCoordinator::Processes(_) => "Processes",
+            ToCoordinator::Reached { .. } => "Reached",
+            ToCoordinator::ImagesWritten { .. } => "ImagesWritten",
+            ToCoordinator::CheckpointFailed { .. } => "CheckpointFailed",
+            ToCoordinator::Publish { .. } => "Publish",
+            ToCoordinator::Query { .. } => "Query",
+            ToCoordinator::Exited { .. } => "Exited",
+            ToCoordinator::Auth { .. } => "Auth",
+            ToCoordinator::ImagesDurable { .. } => "ImagesDurable",
+            ToCoordinator::Launch { .. } => "Launch",
+            ToCoordinator::Warnings { .. } => "Warnings",
+            ToCoordinator::Progress { .. } => "Progress",
+            ToCoordinator::KvOp { .. } => "KvOp",
+            ToCoordinator::HookBarrier { .. } => "HookBarrier",
+            ToCoordinator::RestartBarrier { .. } => "RestartBarrier",
+            ToCoordinator::RestartSetBarrier { .. } => "RestartSetBarrier",
+            ToCoordinator::Halted => "Halted",
+        }
+    }
 }

@@ -191,6 +191,7 @@ pub enum Seen {
     Barrier(Phase),
     Abort(String),
     Kill,
+    Halt,
     Commit,
     Done,
 }
@@ -298,8 +299,21 @@ impl FakeSupervisor {
                     FromCoordinator::Abort { reason, .. } => {
                         let _ = tx.send(Seen::Abort(reason));
                     }
+                    FromCoordinator::Halt => {
+                        let _ = tx.send(Seen::Halt);
+                        // A real supervisor stops its processes, then says so.
+                        if behavior != Behavior::Silent {
+                            conn.send(&ToCoordinator::Halted).unwrap();
+                        }
+                    }
                     FromCoordinator::Kill => {
                         let _ = tx.send(Seen::Kill);
+                        // A real supervisor kills its processes, then leaves.
+                        if behavior != Behavior::Silent {
+                            conn.shutdown();
+                            let _ = tx.send(Seen::Done);
+                            return;
+                        }
                     }
                     other => panic!("supervisor got {other:?}"),
                 }

@@ -152,14 +152,16 @@ fn main() {
         (Codec::Zstd, 3),
         (Codec::Zstd, 1),
         (Codec::Gzip, 1),
+        (Codec::Lz4, 0),
     ] {
         let path = dir.join(format!("codec_speed_{}.dmtcp", std::process::id()));
         let opts = WriteOptions {
             codec,
-            level: Some(level),
+            level: (codec != Codec::Lz4).then_some(level),
             threads,
             block_size: 4 << 20,
             key: None,
+            adaptive: false,
         };
         let t = Instant::now();
         let mut w = ImageWriter::create(&path, opts).expect("create");
@@ -182,6 +184,7 @@ fn main() {
                 coord_port: 0,
                 launch: String::new(),
                 set: Vec::new(),
+                no_namespaces: false,
             },
             process: bench_process(),
             threads: vec![],
@@ -200,6 +203,8 @@ fn main() {
             parent: None,
             ipc: None,
             clocks: None,
+            security: Default::default(),
+            passcred_fds: Vec::new(),
         };
         let size = w.finish(&meta).expect("finish");
         let wt = t.elapsed().as_secs_f64();

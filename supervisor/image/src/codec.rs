@@ -12,15 +12,20 @@ pub enum Codec {
     Gzip,
     /// zstd, one frame per block.
     Zstd,
+    /// LZ4 block format (lz4_flex), one block per block, no frame (the
+    /// block table has both lengths). The fastest codec here, at a lower
+    /// ratio than zstd; format 2.3.
+    Lz4,
 }
 
 impl Codec {
-    /// `none`, `gzip` or `zstd` (case-insensitive; `off`/`raw` mean none, `gz` gzip).
+    /// `none`, `gzip`, `zstd` or `lz4` (case-insensitive; `off`/`raw` mean none, `gz` gzip).
     pub fn parse(s: &str) -> Result<Codec, ImageError> {
         match s.trim().to_ascii_lowercase().as_str() {
             "none" | "off" | "raw" => Ok(Codec::None),
             "gzip" | "gz" => Ok(Codec::Gzip),
             "zstd" | "zst" => Ok(Codec::Zstd),
+            "lz4" => Ok(Codec::Lz4),
             _ => Err(ImageError::UnknownCodec {
                 name: s.to_string(),
             }),
@@ -32,6 +37,7 @@ impl Codec {
             Codec::None => "none",
             Codec::Gzip => "gzip",
             Codec::Zstd => "zstd",
+            Codec::Lz4 => "lz4",
         }
     }
 
@@ -47,7 +53,7 @@ impl Codec {
                 "codec level `{level}` for {}: expected {}",
                 codec.name(),
                 match codec {
-                    Codec::None => "no level",
+                    Codec::None | Codec::Lz4 => "no level",
                     Codec::Gzip => "0..=9",
                     Codec::Zstd => "-7..=22",
                 }
@@ -55,7 +61,7 @@ impl Codec {
         };
         let n: i32 = level.trim().parse().map_err(|_| bad())?;
         let ok = match codec {
-            Codec::None => false,
+            Codec::None | Codec::Lz4 => false,
             Codec::Gzip => (0..=9).contains(&n),
             Codec::Zstd => (-7..=22).contains(&n) && n != 0,
         };
@@ -87,11 +93,19 @@ impl Codec {
         }
     }
 
+    /// Whether the environment leaves the codec to us (neither
+    /// `DMTCP_GZIP` nor `DMTCP_COMPRESS` set): the default codec is then
+    /// adaptive (see [`crate::WriteOptions::adaptive`]).
+    pub fn env_is_default() -> bool {
+        let set = |k: &str| std::env::var(k).is_ok_and(|v| !v.trim().is_empty());
+        !set("DMTCP_GZIP") && !set("DMTCP_COMPRESS")
+    }
+
     /// The level used when none is given: the fastest setting whose ratio
     /// is still no worse than gzip -1 (docs/performance.md).
     pub fn default_level(self) -> Option<i32> {
         match self {
-            Codec::None => None,
+            Codec::None | Codec::Lz4 => None,
             Codec::Gzip => Some(1),
             Codec::Zstd => Some(1),
         }

@@ -70,6 +70,7 @@ pub(crate) fn codec_id(c: Codec) -> u8 {
         Codec::None => 0,
         Codec::Gzip => 1,
         Codec::Zstd => 2,
+        Codec::Lz4 => 3,
     }
 }
 
@@ -78,6 +79,7 @@ pub(crate) fn codec_from_id(id: u8) -> Option<Codec> {
         0 => Some(Codec::None),
         1 => Some(Codec::Gzip),
         2 => Some(Codec::Zstd),
+        3 => Some(Codec::Lz4),
         _ => None,
     }
 }
@@ -443,6 +445,11 @@ fn compress_once(
             let mut c = zstd::bulk::Compressor::new(lvl).map_err(|e| e.to_string())?;
             c.compress_to_buffer(raw, out).map_err(|e| e.to_string())?;
         }
+        Codec::Lz4 => {
+            out.resize(lz4_flex::block::get_maximum_output_size(raw.len()), 0);
+            let n = lz4_flex::block::compress_into(raw, out).map_err(|e| e.to_string())?;
+            out.truncate(n);
+        }
     }
     Ok(())
 }
@@ -476,6 +483,12 @@ pub fn decompress(codec: Codec, stored: &[u8], out: &mut [u8]) -> Result<(), Str
             let n = d
                 .decompress_to_buffer(stored, out)
                 .map_err(|e| e.to_string())?;
+            if n != out.len() {
+                return Err(format!("got {n} bytes, expected {}", out.len()));
+            }
+        }
+        Codec::Lz4 => {
+            let n = lz4_flex::block::decompress_into(stored, out).map_err(|e| e.to_string())?;
             if n != out.len() {
                 return Err(format!("got {n} bytes, expected {}", out.len()));
             }

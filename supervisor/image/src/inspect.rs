@@ -34,6 +34,9 @@ pub fn describe(r: &ImageReader) -> String {
     if !c.launch.is_empty() {
         let _ = writeln!(s, "  launch      {}", c.launch);
     }
+    if c.no_namespaces {
+        let _ = writeln!(s, "  pids        virtual (run without namespaces)");
+    }
     if !c.set.is_empty() {
         let set: Vec<String> = c
             .set
@@ -55,6 +58,37 @@ pub fn describe(r: &ImageReader) -> String {
             s,
             "  parent      {} (generation {}): incremental image",
             parent.file, parent.generation
+        );
+    }
+    if let Some(sb) = &m.security.sandbox {
+        let _ = writeln!(
+            s,
+            "  sandbox     policy {:?} (uid {}), net {}, read {:?}, write {:?}",
+            sb.policy,
+            sb.owner_uid,
+            if sb.net_none { "none" } else { "shared" },
+            sb.allow_read,
+            sb.allow_write
+        );
+    }
+    if !m.security.filters.is_empty() || m.security.threads.iter().any(|t| t.strict) {
+        let chains: Vec<String> = m
+            .security
+            .threads
+            .iter()
+            .map(|t| {
+                if t.strict {
+                    format!("{}:strict", t.vtid)
+                } else {
+                    format!("{}:{:?}", t.vtid, t.chain)
+                }
+            })
+            .collect();
+        let _ = writeln!(
+            s,
+            "  seccomp     {} filter(s); per thread {}",
+            m.security.filters.len(),
+            chains.join(" ")
         );
     }
 
@@ -168,6 +202,24 @@ pub fn describe(r: &ImageReader) -> String {
                 };
                 format!("file {path} flags {flags:#o} offset {offset}{del}")
             }
+            FdKind::Ghost {
+                path,
+                flags,
+                offset,
+                size,
+                contents,
+                ..
+            } => format!(
+                "unlinked file {path} flags {flags:#o} offset {offset} size {size}{}",
+                if contents.is_some() { " (contents saved here)" } else { "" }
+            ),
+            FdKind::WrittenFile {
+                path,
+                flags,
+                offset,
+                size,
+                ..
+            } => format!("file {path} flags {flags:#o} offset {offset} (size {size} at checkpoint)"),
             FdKind::Device { path, flags } => format!("device {path} flags {flags:#o}"),
             FdKind::Inherit { from, what } => format!("inherit from fd {from} ({what})"),
             FdKind::Unsupported { what } => format!("unsupported {what}"),
@@ -178,6 +230,17 @@ pub fn describe(r: &ImageReader) -> String {
                     .map(|(_, _, p)| p.as_str())
                     .collect::<Vec<_>>()
                     .join(", ")
+            ),
+            FdKind::TcpRemote {
+                key,
+                peer_launch,
+                queued,
+                unsent,
+                ..
+            } => format!(
+                "tcp connection {key} to launch {peer_launch} ({} bytes queued, {} unsent)",
+                queued.len(),
+                unsent.len()
             ),
             FdKind::OutsidePeer {
                 family, sotype, peer, ..
@@ -347,6 +410,9 @@ pub fn describe(r: &ImageReader) -> String {
             }
             VmaKind::SysvShm { id, offset } => (*offset, format!("SysV shm id {id}")),
             VmaKind::Memfd { id, name, offset } => (*offset, format!("memfd:{name} (object {id})")),
+            VmaKind::Ghost { id, path, offset } => {
+                (*offset, format!("{path} (unlinked, object {id:#x})"))
+            }
         };
         let gd = if v.growsdown { " growsdown" } else { "" };
         let _ = writeln!(

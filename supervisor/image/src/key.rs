@@ -349,7 +349,10 @@ fn load_or_create(path: &Path) -> Result<ImageKey, ImageError> {
     match load(path, uid) {
         Ok(k) => return Ok(k),
         Err(ImageError::Key { .. }) if !path_exists_nofollow(path) => {}
-        Err(e) => return Err(e),
+        // Another supervisor (several launches checkpoint at once) may
+        // have created it between the failed open and the check: once
+        // more, now that it exists.
+        Err(_) => return load(path, uid),
     }
     let mut bytes = [0u8; KEY_LEN];
     getrandom(&mut bytes).map_err(|e| key_err(path, format!("getrandom: {e}")))?;

@@ -26,6 +26,17 @@ pub struct ProcessImage {
     /// The computation's clocks at the checkpoint (`None` when they could
     /// not be read: the restart then cannot keep them continuous).
     pub clocks: Option<Clocks>,
+    /// Format 2.2: the process's seccomp filters and the computation's
+    /// sandbox. Stored in the [`ImageExt2`] record after the 2.1 record,
+    /// not in the metadata itself; `Default` (nothing) in older images.
+    #[serde(skip)]
+    pub security: Security,
+    /// Format 2.5: the fds of the process whose socket had `SO_PASSCRED`
+    /// set (a unix socket that receives its senders' credentials), set
+    /// again at restart. Stored in the [`ImageExt4`] record; empty in older
+    /// images.
+    #[serde(skip)]
+    pub passcred_fds: Vec<i32>,
 }
 
 /// CLOCK_MONOTONIC and CLOCK_BOOTTIME as the computation saw them (in its
@@ -116,6 +127,13 @@ pub struct ComputationInfo {
     /// (the set a restart of this generation needs); empty in 2.0 images.
     #[serde(skip)]
     pub set: Vec<SetMember>,
+    /// Format 2.4: the computation ran without namespaces of its own
+    /// (`dmtcp-run --no-namespaces`): its processes had the pids the kernel
+    /// gave them, and the program saw the virtual pids the inject library
+    /// translates (`vpid` and the other ids here are those virtual ones).
+    /// Stored in the [`ImageExt3`] record; `false` in older images.
+    #[serde(skip)]
+    pub no_namespaces: bool,
 }
 
 /// One process of a checkpoint's set (format 2.1).
@@ -131,6 +149,72 @@ pub struct SetMember {
 pub struct ImageExt {
     pub launch: String,
     pub set: Vec<SetMember>,
+}
+
+/// The record that follows [`ImageExt`] in format 2.2 images.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ImageExt2 {
+    pub security: Security,
+}
+
+/// The record that follows [`ImageExt3`] in format 2.5 images.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ImageExt4 {
+    /// See [`ProcessImage::passcred_fds`].
+    pub passcred_fds: Vec<i32>,
+}
+
+/// The record that follows [`ImageExt2`] in format 2.4 images.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ImageExt3 {
+    /// See [`ComputationInfo::no_namespaces`].
+    pub no_namespaces: bool,
+}
+
+/// Seccomp state of one process and the sandbox of its computation
+/// (format 2.2).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Security {
+    /// Every distinct filter of the process, parents before children.
+    pub filters: Vec<SeccompFilter>,
+    /// Per thread: which filters it runs, oldest first (indices into
+    /// `filters`), and whether it is in strict mode.
+    pub threads: Vec<ThreadSeccomp>,
+    /// The computation's `--sandbox`, when it has one.
+    pub sandbox: Option<SandboxInfo>,
+}
+
+/// One classic-BPF seccomp program.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct SeccompFilter {
+    /// `struct sock_filter` array, 8 bytes per instruction.
+    pub prog: Vec<u8>,
+    /// `SECCOMP_FILTER_FLAG_*` it was installed with.
+    pub flags: u32,
+    /// The sandbox's own filter (installed by the tool, not the program).
+    pub sandbox: bool,
+}
+
+/// One thread's seccomp mode.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ThreadSeccomp {
+    pub vtid: u32,
+    pub chain: Vec<u32>,
+    pub strict: bool,
+}
+
+/// What `dmtcp-run --sandbox` set up, so a restart sets up the same.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct SandboxInfo {
+    /// "default" or the profile file's path, for messages.
+    pub policy: String,
+    /// Uid that ran `dmtcp-run`: a restart by another user is refused.
+    pub owner_uid: u32,
+    /// Landlock read-only and read-write paths (empty: none).
+    pub allow_read: Vec<String>,
+    pub allow_write: Vec<String>,
+    /// `--net=none`.
+    pub net_none: bool,
 }
 
 /// Process-wide state.
@@ -580,6 +664,77 @@ pub enum FdKind {
         flags: i32,
         watches: Vec<(i32, u32, String)>,
     },
+    /// A regular file unlinked while open (2.2; CRIU's ghost file). `id`
+    /// names the file (its inode, top bit set; fds and mappings with the
+    /// same id, in any process, share it). `size`, `mode`, `uid`, `gid`
+    /// and `contents` (the whole file) are recorded on one fd of the file
+    /// only, `contents: None` on the others. At restart it is a new file
+    /// that is already unlinked (in the same directory when possible), with
+    /// the same contents, size and mode, at the saved offset.
+    Ghost {
+        id: u64,
+        /// Its last path (without ` (deleted)`).
+        path: String,
+        flags: i32,
+        offset: u64,
+        size: u64,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+        contents: Option<Vec<u8>>,
+    },
+    /// A regular file open for writing (2.2), reopened by path and seeked
+    /// like `File`. `size`, `dev`, `ino` and `tail_crc` (crc32 of the last
+    /// `min(size, 4096)` bytes before `size`) are the file at checkpoint
+    /// time: a restart cuts it back to `size` when it only grew since (see
+    /// `resources/files.rs`, `cut_back`).
+    WrittenFile {
+        path: String,
+        flags: i32,
+        offset: u64,
+        size: u64,
+        dev: u64,
+        ino: u64,
+        tail_crc: u32,
+    },
+    /// (2.3) One end of a TCP connection whose other end is in another
+    /// launch of the computation (another `dmtcp-run` joined to the same
+    /// coordinator, or another host). The two ends found each other at
+    /// checkpoint through the coordinator's name service; at restart they
+    /// meet again through it (one listens, the other connects) and each
+    /// end's bytes are sent again by its peer. `key` names the connection
+    /// the same way on both ends (`tcpx/<generation>/<end>/<end>`, the ends
+    /// in ascending order); `listen` says which end listens at restart.
+    TcpRemote {
+        /// The socket's inode at checkpoint time (fds with the same id are
+        /// the same socket).
+        id: u64,
+        key: String,
+        listen: bool,
+        family: i32,
+        /// Raw `sockaddr` of this end (`getsockname`) and of its peer.
+        local: Vec<u8>,
+        peer: Vec<u8>,
+        /// File status flags (`O_NONBLOCK`).
+        flags: i32,
+        /// Bytes waiting to be read on this end (its receive queue),
+        /// recorded on one fd of the socket only.
+        queued: Vec<u8>,
+        /// Bytes this end had sent that were not yet in the peer's receive
+        /// queue (read in TCP repair mode), sent again after the peer's
+        /// queue; on the same fd as `queued`.
+        unsent: Vec<u8>,
+        /// This end had shut down writing (`FIN_WAIT1`/`FIN_WAIT2`).
+        shut_wr: bool,
+        nodelay: bool,
+        keepalive: bool,
+        reuseaddr: bool,
+        /// The peer's launch id (for messages).
+        peer_launch: String,
+        /// At restart only: nsinit's fd holding the rebuilt socket (set by
+        /// `dmtcp-restart` after the rendezvous; -1 in images).
+        inherited: i32,
+    },
 }
 
 /// A memory mapping and its saved pages.
@@ -670,6 +825,19 @@ pub enum VmaKind {
     Memfd {
         id: u64,
         name: String,
+        offset: u64,
+    },
+    /// A shared mapping of a regular file unlinked while mapped (2.2): `id`
+    /// is the file's id as in [`FdKind::Ghost`], `offset` where the mapping
+    /// starts in it. When no fd of the computation holds the file, every
+    /// page of the mapping is saved here (the file is rebuilt from them);
+    /// otherwise the fd's `FdKind::Ghost` carries the contents. At restart
+    /// every mapping with the same id maps the same (unlinked) file again.
+    /// (A private mapping of an unlinked file is saved as `Anon` with all
+    /// its pages.)
+    Ghost {
+        id: u64,
+        path: String,
         offset: u64,
     },
 }

@@ -255,18 +255,29 @@ impl ImageReader {
                     detail: e.to_string(),
                 }
             })?;
-        // Decoded by version: 2.1 has the ImageExt record after the metadata.
+        // One record after the metadata per minor version that added one,
+        // decoded by version (bincode, in the same compressed and
+        // authenticated bytes).
         if header.minor >= 1 {
-            let (ext, n): (crate::ImageExt, usize) =
-                bincode::serde::decode_from_slice(&raw[used..], format::bincode_config()).map_err(
-                    |e| ImageError::Metadata {
-                        path: p(),
-                        detail: format!("format 2.1 record: {e}"),
-                    },
-                )?;
+            let (ext, n): (crate::ImageExt, usize) = decode_record(&raw[used..], "2.1", path)?;
             used += n;
             meta.computation.launch = ext.launch;
             meta.computation.set = ext.set;
+        }
+        if header.minor >= 2 {
+            let (ext2, n): (crate::ImageExt2, usize) = decode_record(&raw[used..], "2.2", path)?;
+            used += n;
+            meta.security = ext2.security;
+        }
+        if header.minor >= 4 {
+            let (ext3, n): (crate::ImageExt3, usize) = decode_record(&raw[used..], "2.4", path)?;
+            used += n;
+            meta.computation.no_namespaces = ext3.no_namespaces;
+        }
+        if header.minor >= 5 {
+            let (ext4, n): (crate::ImageExt4, usize) = decode_record(&raw[used..], "2.5", path)?;
+            used += n;
+            meta.passcred_fds = ext4.passcred_fds;
         }
         if used != raw.len() {
             return Err(ImageError::Metadata {
@@ -776,4 +787,19 @@ fn parallel_for<T: Sync>(
         Ok(None) => Ok(()),
         Err(_) => Err(ImageError::WorkerPanicked),
     }
+}
+
+/// Decodes one record that follows the metadata (added by format
+/// `version`): the record and the bytes it took.
+fn decode_record<T: serde::de::DeserializeOwned>(
+    bytes: &[u8],
+    version: &str,
+    path: &Path,
+) -> Result<(T, usize), ImageError> {
+    bincode::serde::decode_from_slice(bytes, format::bincode_config()).map_err(|e| {
+        ImageError::Metadata {
+            path: path.to_path_buf(),
+            detail: format!("format {version} record: {e}"),
+        }
+    })
 }

@@ -28,6 +28,13 @@ pub struct WriteOptions {
     /// Key the image is authenticated with; `None` = the user's key
     /// ([`ImageKey::user`], created if missing).
     pub key: Option<Arc<ImageKey>>,
+    /// The codec is the default one, not asked for: a block encoded by a
+    /// [`BlockEncoder`] may be stored raw without trying to compress it,
+    /// when the caller says compressing would not pay (the writer is
+    /// waiting for blocks, so the CPU and not the disk is what the
+    /// checkpoint waits for) or when recent blocks did not compress.
+    /// Blocks stored raw in a compressed image are part of the format.
+    pub adaptive: bool,
 }
 
 impl Default for WriteOptions {
@@ -38,6 +45,7 @@ impl Default for WriteOptions {
             threads: 0,
             block_size: 4 << 20,
             key: None,
+            adaptive: false,
         }
     }
 }
@@ -66,7 +74,21 @@ pub struct BlockEncoder {
     codec: Codec,
     compressor: format::BlockCompressor,
     key: Option<Arc<ImageKey>>,
+    adaptive: bool,
+    /// Adaptive: blocks still to store raw without trying, after one that
+    /// did not compress, and how many the next such block makes it skip
+    /// (doubling while blocks keep not compressing).
+    skip: u32,
+    backoff: u32,
 }
+
+/// Adaptive encoding: a block that compresses to more than this share of
+/// its size (15/16) is taken as incompressible data...
+const POOR_RATIO: (usize, usize) = (15, 16);
+/// ...and the next blocks of the encoder are stored raw without trying
+/// (random data, already compressed data): 2 after the first such block,
+/// twice as many after each next one, this many at most.
+const MAX_SKIP: u32 = 64;
 
 impl BlockEncoder {
     pub fn new(opts: &WriteOptions) -> BlockEncoder {
@@ -74,7 +96,63 @@ impl BlockEncoder {
             codec: opts.codec,
             compressor: format::BlockCompressor::new(opts.codec, opts.level),
             key: opts.key.clone().or_else(|| ImageKey::user().ok()),
+            adaptive: opts.adaptive && opts.codec != Codec::None,
+            skip: 0,
+            backoff: 0,
         }
+    }
+
+    /// Whether this encoder chooses per block ([`WriteOptions::adaptive`]).
+    pub fn adaptive(&self) -> bool {
+        self.adaptive
+    }
+
+    /// [`encode`](Self::encode), compressing only when `compress` is true
+    /// or the encoder is not adaptive; an adaptive encoder also skips a
+    /// few blocks after one that did not compress.
+    pub fn encode_choosing(
+        &mut self,
+        raw: Vec<u8>,
+        out: Vec<u8>,
+        compress: bool,
+    ) -> Result<EncodedBlock, ImageError> {
+        if !self.adaptive {
+            return self.encode(raw, out);
+        }
+        if !compress || self.skip > 0 {
+            self.skip = self.skip.saturating_sub(1);
+            return self.store_raw(raw, out);
+        }
+        let b = self.encode(raw, out)?;
+        if b.stored.len() * POOR_RATIO.1 > b.raw_len as usize * POOR_RATIO.0 {
+            self.backoff = (self.backoff * 2).clamp(2, MAX_SKIP);
+            self.skip = self.backoff;
+        } else {
+            self.backoff = 0;
+        }
+        Ok(b)
+    }
+
+    fn store_raw(&mut self, raw: Vec<u8>, out: Vec<u8>) -> Result<EncodedBlock, ImageError> {
+        Self::check_len(&raw)?;
+        Ok(EncodedBlock {
+            raw_len: raw.len() as u64,
+            crc: crc32fast::hash(&raw),
+            mac: self.mac(&raw),
+            stored: raw,
+            codec: Codec::None,
+            spare: out,
+        })
+    }
+
+    fn check_len(raw: &[u8]) -> Result<(), ImageError> {
+        if raw.len() % PAGE as usize != 0 || raw.len() as u64 > format::MAX_BLOCK {
+            return Err(ImageError::InvalidArgument(format!(
+                "block of {} bytes is not a multiple of 4096 of at most 1 GiB",
+                raw.len()
+            )));
+        }
+        Ok(())
     }
 
     fn mac(&self, stored: &[u8]) -> Option<([u8; KEY_ID_LEN], [u8; MAC_LEN])> {
@@ -84,12 +162,7 @@ impl BlockEncoder {
     /// Encodes `raw` (a multiple of 4096 bytes, at most 1 GiB); `out` is a
     /// buffer to compress into (reused).
     pub fn encode(&mut self, raw: Vec<u8>, mut out: Vec<u8>) -> Result<EncodedBlock, ImageError> {
-        if raw.len() % PAGE as usize != 0 || raw.len() as u64 > format::MAX_BLOCK {
-            return Err(ImageError::InvalidArgument(format!(
-                "block of {} bytes is not a multiple of 4096 of at most 1 GiB",
-                raw.len()
-            )));
-        }
+        Self::check_len(&raw)?;
         let raw_len = raw.len() as u64;
         if self.codec != Codec::None {
             self.compressor
@@ -110,14 +183,7 @@ impl BlockEncoder {
                 });
             }
         }
-        Ok(EncodedBlock {
-            raw_len,
-            crc: crc32fast::hash(&raw),
-            mac: self.mac(&raw),
-            stored: raw,
-            codec: Codec::None,
-            spare: out,
-        })
+        self.store_raw(raw, out)
     }
 }
 
@@ -628,18 +694,33 @@ impl ImageWriter {
                     detail: e.to_string(),
                 }
             })?;
-        // 2.1: the ImageExt record follows the metadata.
-        let ext = crate::ImageExt {
-            launch: meta.computation.launch.clone(),
-            set: meta.computation.set.clone(),
-        };
-        raw_meta.extend(
-            bincode::serde::encode_to_vec(&ext, format::bincode_config()).map_err(|e| {
-                ImageError::Encode {
-                    detail: e.to_string(),
-                }
-            })?,
-        );
+        // The records format versions added after the metadata, in order:
+        // 2.1 ImageExt, 2.2 ImageExt2, 2.4 ImageExt3, 2.5 ImageExt4.
+        encode_record(
+            &mut raw_meta,
+            &crate::ImageExt {
+                launch: meta.computation.launch.clone(),
+                set: meta.computation.set.clone(),
+            },
+        )?;
+        encode_record(
+            &mut raw_meta,
+            &crate::ImageExt2 {
+                security: meta.security.clone(),
+            },
+        )?;
+        encode_record(
+            &mut raw_meta,
+            &crate::ImageExt3 {
+                no_namespaces: meta.computation.no_namespaces,
+            },
+        )?;
+        encode_record(
+            &mut raw_meta,
+            &crate::ImageExt4 {
+                passcred_fds: meta.passcred_fds.clone(),
+            },
+        )?;
         let mut stored_meta = Vec::new();
         format::compress(
             self.opts.codec,
@@ -918,4 +999,16 @@ fn pid_alive(pid: i32) -> bool {
     // SAFETY: kill with signal 0 only checks that the process exists.
     let rc = unsafe { libc::kill(pid, 0) };
     rc == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
+}
+
+/// Appends one record that follows the metadata (bincode).
+fn encode_record<T: serde::Serialize>(out: &mut Vec<u8>, record: &T) -> Result<(), ImageError> {
+    out.extend(
+        bincode::serde::encode_to_vec(record, format::bincode_config()).map_err(|e| {
+            ImageError::Encode {
+                detail: e.to_string(),
+            }
+        })?,
+    );
+    Ok(())
 }

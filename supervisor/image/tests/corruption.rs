@@ -22,6 +22,7 @@ fn small_image(dir: &Path, codec: Codec) -> (std::path::PathBuf, Vec<Vec<u8>>) {
             threads: 2,
             block_size: 2 * 4096,
             key: None,
+            adaptive: false,
         },
         &chunks,
     );
@@ -43,7 +44,7 @@ fn open_and_read(path: &Path, chunks: &[Vec<u8>]) -> Result<(), ImageError> {
 #[test]
 fn truncated_anywhere_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    for codec in [Codec::None, Codec::Gzip, Codec::Zstd] {
+    for codec in [Codec::None, Codec::Gzip, Codec::Zstd, Codec::Lz4] {
         let (path, chunks) = small_image(dir.path(), codec);
         let full = std::fs::read(&path).unwrap();
         let cut = dir.path().join("cut.dmtcp");
@@ -69,7 +70,7 @@ fn truncated_anywhere_is_refused() {
 #[test]
 fn any_flipped_byte_is_detected() {
     let dir = tempfile::tempdir().unwrap();
-    for codec in [Codec::None, Codec::Gzip, Codec::Zstd] {
+    for codec in [Codec::None, Codec::Gzip, Codec::Zstd, Codec::Lz4] {
         let (path, chunks) = small_image(dir.path(), codec);
         let full = std::fs::read(&path).unwrap();
         let bad = dir.path().join("bad.dmtcp");
@@ -148,25 +149,25 @@ fn crc32(b: &[u8]) -> u32 {
 
 #[test]
 fn versions() {
-    assert_eq!((FORMAT_MAJOR, FORMAT_MINOR), (2, 1));
+    assert_eq!((FORMAT_MAJOR, FORMAT_MINOR), (2, 5));
     let dir = tempfile::tempdir().unwrap();
     let (path, chunks) = small_image(dir.path(), Codec::Gzip);
     // Re-crafting the current version is accepted (the crc recomputation is right).
-    set_version(&path, 2, 1);
+    set_version(&path, 2, 5);
     open_and_read(&path, &chunks).unwrap();
 
     set_version(&path, 3, 0);
     let msg = ImageReader::open(&path).unwrap_err().to_string();
     assert!(
-        msg.ends_with("image format 3.0 is newer than this dmtcp-restart (2.1)"),
+        msg.ends_with("image format 3.0 is newer than this dmtcp-restart (2.5)"),
         "{msg}"
     );
 
     // A newer minor may carry metadata this reader cannot decode: refused.
-    set_version(&path, 2, 2);
+    set_version(&path, 2, 6);
     let msg = ImageReader::open(&path).unwrap_err().to_string();
     assert!(
-        msg.ends_with("image format 2.2 is newer than this dmtcp-restart (2.1)"),
+        msg.ends_with("image format 2.6 is newer than this dmtcp-restart (2.5)"),
         "{msg}"
     );
 
@@ -174,7 +175,7 @@ fn versions() {
     set_version(&path, 1, 0);
     let msg = ImageReader::open(&path).unwrap_err().to_string();
     assert!(
-        msg.ends_with("image format 1.0 is older than this dmtcp-restart (2.1)"),
+        msg.ends_with("image format 1.0 is older than this dmtcp-restart (2.5)"),
         "{msg}"
     );
 
@@ -204,6 +205,7 @@ fn keyed_image(dir: &Path, codec: Codec) -> (std::path::PathBuf, Vec<Vec<u8>>) {
             threads: 2,
             block_size: 2 * 4096,
             key: Some(test_key()),
+            adaptive: false,
         },
         &chunks,
     );

@@ -26,6 +26,7 @@ fn opts() -> WriteOptions {
         threads: 1,
         block_size: 2 * 4096,
         key: Some(test_key()),
+        adaptive: false,
     }
 }
 

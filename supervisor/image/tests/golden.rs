@@ -51,6 +51,7 @@ fn golden_opts(codec: Codec) -> WriteOptions {
         threads: 1,
         block_size: 2 * 4096,
         key: Some(golden_key()),
+        adaptive: false,
     }
 }
 
@@ -86,7 +87,7 @@ fn write_missing_golden() {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
-    for codec in [Codec::None, Codec::Gzip, Codec::Zstd] {
+    for codec in [Codec::None, Codec::Gzip, Codec::Zstd, Codec::Lz4] {
         let name = format!("v{FORMAT_MAJOR}_{FORMAT_MINOR}-{}.dmtcp", codec.name());
         let path = golden_dir().join(&name);
         let (_, bytes) = encode(tmp.path(), codec);
@@ -156,7 +157,7 @@ fn every_golden_image() {
     current.sort();
     assert_eq!(
         current,
-        ["gzip", "none", "zstd"],
+        ["gzip", "lz4", "none", "zstd"],
         "golden files of the current format {FORMAT_MAJOR}.{FORMAT_MINOR} are missing: \
          create them once with DMTCP_WRITE_GOLDEN=1 (see the top of tests/golden.rs)"
     );

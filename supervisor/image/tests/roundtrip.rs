@@ -3,7 +3,7 @@ use common::*;
 use dmtcp_image::*;
 use std::sync::Mutex;
 
-const CODECS: [Codec; 3] = [Codec::None, Codec::Gzip, Codec::Zstd];
+const CODECS: [Codec; 4] = [Codec::None, Codec::Gzip, Codec::Zstd, Codec::Lz4];
 
 fn opts(codec: Codec, block_pages: usize) -> WriteOptions {
     WriteOptions {
@@ -12,6 +12,7 @@ fn opts(codec: Codec, block_pages: usize) -> WriteOptions {
         threads: 2,
         block_size: block_pages * 4096,
         key: None,
+        adaptive: false,
     }
 }
 
@@ -136,6 +137,57 @@ fn add_pages_rejects_partial_pages() {
         }
     )
     .is_err());
+}
+
+/// The adaptive default codec stores a block raw without trying when told
+/// compressing would not pay, and backs off after a block that did not
+/// compress: raw and compressed blocks mix in one image, and every page
+/// reads back.
+#[test]
+fn adaptive_encoder_mixes_raw_and_compressed_blocks() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = Rng(7);
+    let mut o = opts(Codec::Zstd, 8);
+    o.adaptive = true;
+    let mut enc = BlockEncoder::new(&o);
+    assert!(enc.adaptive());
+    // text, text (told not to compress), random, text, text, text
+    let chunks: Vec<Vec<u8>> = (0..6)
+        .map(|i| {
+            if i == 2 {
+                random_pages(&mut rng, 8)
+            } else {
+                text_pages(&mut rng, 8)
+            }
+        })
+        .collect();
+    let path = dir.path().join("mixed.dmtcp");
+    write_image_with(&path, o, &chunks, |w, i, c| {
+        let b = enc.encode_choosing(c.to_vec(), Vec::new(), i != 1).unwrap();
+        let (block, _, _) = w.add_encoded(b).unwrap();
+        DataRef { block, offset: 0 }
+    });
+    let r = ImageReader::open(&path).unwrap();
+    let codecs: Vec<Codec> = r.blocks().iter().map(|b| b.codec).collect();
+    // Block 2 did not compress: the next two are stored raw untried.
+    assert_eq!(
+        codecs,
+        [
+            Codec::Zstd,
+            Codec::None,
+            Codec::None,
+            Codec::None,
+            Codec::None,
+            Codec::Zstd
+        ]
+    );
+    check_contents(&r, &chunks);
+    // Not adaptive: every block is tried, whatever the caller says.
+    let mut plain = BlockEncoder::new(&opts(Codec::Zstd, 8));
+    let b = plain
+        .encode_choosing(chunks[0].clone(), Vec::new(), false)
+        .unwrap();
+    assert_eq!(b.codec, Codec::Zstd);
 }
 
 #[test]
@@ -308,7 +360,10 @@ fn describe_shows_everything() {
     let r = ImageReader::open(&path).unwrap();
     let s = describe(&r);
     for want in [
-        "format      2.1",
+        "format      2.5",
+        "pids        virtual (run without namespaces)",
+        "sandbox     policy \"default\" (uid 1000), net none",
+        "seccomp     2 filter(s); per thread 42:[0, 1]",
         "launch      0a1b2c3d",
         "set         2 process(es): 0a1b2c3d/42 0a1b2c3d/43",
         "authenticated",

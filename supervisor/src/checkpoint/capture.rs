@@ -20,19 +20,33 @@ use dmtcp_image::{
 
 use crate::kernel::freeze::FrozenProcess;
 use crate::kernel::pid::{HostPid, RemoteAddr};
-use crate::kernel::procfs::{self, Mem};
+use crate::kernel::procfs::{self, Mem, Pagemap};
 use crate::kernel::ptrace;
-use crate::kernel::remote::{syscall_insn, Injector};
+use crate::kernel::remote::{
+    install_stubs, library_stubs, syscall_insn, write_rescue_blocks, Injector, Rescue,
+};
 use crate::resources::capture_ctx as ctx;
 use crate::resources::fds;
 use crate::resources::fdshare::FdContext;
-use crate::resources::memory::capture::{capture_memory, MapReader};
+use crate::resources::memory::capture::{
+    capture_memory, flags_from_snapshot, MapReader, MemoryPlan,
+};
 pub use crate::resources::memory::capture::{Deferred, DirtyScan};
+use crate::resources::memory::precopy::{max_residue, AtFreeze};
 use crate::resources::signals::parse_timers;
 use crate::resources::threads::{
-    capture_threads, per_thread_queries, ThreadQuery, QUERY_SLOT, SCRATCH_SLOTS,
+    capture_threads, mark_signal, per_thread_queries, QueryRescue, ThreadQuery, QUERY_SLOT,
+    SCRATCH_SLOTS, STUBS_OFF,
 };
 use crate::resources::OpenFd;
+
+/// Where injected calls can run from: a `syscall` in the vdso, and the
+/// rescue stubs of the process's own inject library if it has them.
+#[derive(Clone, Copy)]
+struct CallSites {
+    insn: RemoteAddr,
+    lib_stubs: Option<(RemoteAddr, RemoteAddr)>,
+}
 
 /// State only syscalls inside the target can tell.
 struct InjectedState {
@@ -66,13 +80,12 @@ fn read_u64s(mem: &Mem, addr: u64, n: usize) -> io::Result<Vec<u64>> {
 
 fn inject_queries(
     fp: &mut FrozenProcess,
-    insn: RemoteAddr,
+    sites: CallSites,
     mem: &Mem,
     caught_or_ignored: u64,
     want_snapshot: bool,
     want_uffd: bool,
 ) -> io::Result<InjectedState> {
-    let leader = fp.threads[0].tid;
     // Signals arriving while we run syscalls in a thread must pend, not be
     // delivered to (or swallowed by) our injected code: block them all in
     // every thread for the duration and put the masks back afterwards.
@@ -81,15 +94,15 @@ fn inject_queries(
         .iter()
         .map(|t| ptrace::get_sigmask(t.tid))
         .collect::<io::Result<_>>()?;
-    for t in &fp.threads {
-        ptrace::set_sigmask(t.tid, u64::MAX)?;
-    }
+    // The leader now; the others only while they run the per-thread
+    // queries (so that a supervisor dying meanwhile leaves them their own).
+    ptrace::set_sigmask(fp.threads[0].tid, u64::MAX)?;
     let result = inject_queries_blocked(
         fp,
-        insn,
+        sites,
         mem,
         caught_or_ignored,
-        leader,
+        &masks,
         want_snapshot,
         want_uffd,
     );
@@ -103,15 +116,32 @@ fn inject_queries(
 
 fn inject_queries_blocked(
     fp: &mut FrozenProcess,
-    insn: RemoteAddr,
+    sites: CallSites,
     mem: &Mem,
     caught_or_ignored: u64,
-    leader: HostPid,
+    masks: &[u64],
     want_snapshot: bool,
     want_uffd: bool,
 ) -> io::Result<InjectedState> {
     let pid = fp.pid;
+    let leader = fp.threads[0].tid;
+    let CallSites { insn, lib_stubs } = sites;
     let mut inj = Injector::new(leader, insn)?;
+    // From here on, a supervisor that dies leaves no thread in our code:
+    // every thread gets a rescue block, and calls run from the library's
+    // stubs (or, without the library, from stubs in the scratch mapping
+    // once it exists).
+    let blocks = rescue_blocks(fp, masks);
+    let rescue_at = |(stub, clone_stub): (RemoteAddr, RemoteAddr)| {
+        blocks.as_ref().map(|b| Rescue {
+            stub,
+            clone_stub,
+            block: b[0],
+        })
+    };
+    let from_library = lib_stubs.and_then(rescue_at);
+    inj.set_rescue(from_library);
+    inj.seccomp = fp.threads[0].seccomp.clone();
     // Scratch: the per-thread query code at 0, results from SCRATCH_SLOTS.
     let scratch_len =
         (SCRATCH_SLOTS + fp.threads.len() as u64 * QUERY_SLOT).next_multiple_of(PAGE_SIZE);
@@ -130,6 +160,25 @@ fn inject_queries_blocked(
         ],
     )?;
     fp.threads[0].touched = true;
+    if from_library.is_none() && blocks.is_some() {
+        let stubs = Mem::open(pid, true).and_then(|w| install_stubs(&w, scratch + STUBS_OFF));
+        match stubs {
+            Ok(s) => inj.set_rescue(rescue_at(s)),
+            Err(e) => tracing::debug!("pid {pid}: no rescue stubs: {e}"),
+        }
+    }
+    let mark = mark_signal(caught_or_ignored)
+        .filter(|_| crate::resources::seccomp::rescue_calls_allowed(fp));
+    let query_rescue = match (&blocks, mark) {
+        (Some(b), Some(mark)) => Some(QueryRescue {
+            mark,
+            blocks: b.clone(),
+        }),
+        _ => {
+            tracing::debug!("pid {pid}: per-thread queries without a rescue");
+            None
+        }
+    };
     let result = (|| {
         let brk = inj.syscall(libc::SYS_brk, [0; 6])?;
         let dumpable = inj.syscall(
@@ -167,7 +216,22 @@ fn inject_queries_blocked(
         }
         // First: it also learns each thread's tid in the namespace.
         let tq = std::time::Instant::now();
-        let per_thread = per_thread_queries(fp, mem, scratch)?;
+        let per_thread = per_thread_queries(fp, mem, scratch, masks, query_rescue.as_ref())?;
+        // Without a rescue the queries end in `int3`, a forced SIGTRAP: with every signal
+        // blocked the kernel resets its disposition to SIG_DFL. Put the
+        // program's own back (a JIT or in-process debugger keeps its handler).
+        let trap = &sigactions[(libc::SIGTRAP - 1) as usize];
+        if query_rescue.is_none() && caught_or_ignored & (1 << (libc::SIGTRAP - 1)) != 0 {
+            let bytes: Vec<u8> = [trap.handler, trap.flags, trap.restorer, trap.mask]
+                .iter()
+                .flat_map(|w| w.to_ne_bytes())
+                .collect();
+            Mem::open(pid, true)?.write(RemoteAddr(scratch), &bytes)?;
+            inj.syscall(
+                libc::SYS_rt_sigaction,
+                [libc::SIGTRAP as u64, scratch, 0, 8, 0, 0],
+            )?;
+        }
         tracing::debug!(
             "pid {pid}: per-thread queries of {} threads in {:?}",
             fp.threads.len(),
@@ -195,9 +259,14 @@ fn inject_queries_blocked(
             sigmasks: Vec::new(),
         })
     })();
-    let unmap = inj.syscall(libc::SYS_munmap, [scratch, scratch_len, 0, 0, 0, 0]);
-    let mut state = ctx(result, pid, "querying state inside the process")?;
-    ctx(unmap, pid, "unmapping the scratch page")?;
+    let mut state = match ctx(result, pid, "querying state inside the process") {
+        Ok(state) => state,
+        Err(e) => {
+            inj.set_rescue(from_library);
+            let _ = inj.syscall(libc::SYS_munmap, [scratch, scratch_len, 0, 0, 0, 0]);
+            return Err(e);
+        }
+    };
     if want_uffd {
         match make_uffd(&mut inj, pid) {
             Ok(fd) => state.uffd = Some(fd),
@@ -211,15 +280,50 @@ fn inject_queries_blocked(
         // the process's memory at this instant.
         let ts = std::time::Instant::now();
         let snap = make_snapshot(&mut inj);
-        tracing::debug!("pid {pid}: snapshot made in {:?}", ts.elapsed());
         match snap {
-            Ok(s) => state.snapshot = Some(s),
+            Ok(s) => {
+                // Which snapshot ran (the benchmark reads this line): the
+                // forked child. A userfaultfd write-protect snapshot was
+                // measured and not taken (docs/performance.md, issue 20).
+                tracing::info!(
+                    "pid {pid}: snapshot fork (copy-on-write child) made in {:?}",
+                    ts.elapsed()
+                );
+                state.snapshot = Some(s)
+            }
             Err(e) => tracing::warn!(
                 "pid {pid}: no copy-on-write snapshot ({e}); memory is read while frozen"
             ),
         }
     }
+    // Last: stubs in the scratch mapping go with it, so without the
+    // library this call runs from the vdso's `syscall`, without a rescue.
+    inj.set_rescue(from_library);
+    let unmap = inj.syscall(libc::SYS_munmap, [scratch, scratch_len, 0, 0, 0, 0]);
+    if let Err(e) = ctx(unmap, pid, "unmapping the scratch page") {
+        if let Some((snap, _)) = state.snapshot.take() {
+            let _ = ptrace::kill(snap, libc::SIGKILL);
+        }
+        return Err(e);
+    }
     Ok(state)
+}
+
+/// A rescue block on every thread's stack ([`crate::kernel::remote`]), so
+/// that no thread is left running our code if the supervisor dies; `None`
+/// (and a log line) when one cannot be written (a stack at its very
+/// limit): the checkpoint goes on without the rescue.
+fn rescue_blocks(fp: &FrozenProcess, masks: &[u64]) -> Option<Vec<u64>> {
+    let pid = fp.pid;
+    let threads: Vec<_> = fp
+        .threads
+        .iter()
+        .zip(masks)
+        .map(|(t, m)| (t.regs, *m))
+        .collect();
+    let made = write_rescue_blocks(pid, &threads);
+    made.map_err(|e| tracing::debug!("pid {pid}: no rescue if the supervisor dies: {e}"))
+        .ok()
 }
 
 /// Forks the process from inside (an injected `clone` in a stopped thread)
@@ -256,6 +360,16 @@ fn make_uffd(inj: &mut Injector, pid: HostPid) -> io::Result<OwnedFd> {
     let ours = crate::kernel::sys::steal_fd(pid.0, fd as i32);
     inj.syscall(libc::SYS_close, [fd, 0, 0, 0, 0, 0])?;
     ours
+}
+
+/// A userfaultfd for running `pid` (pre-copy): its leader thread alone is
+/// stopped for the injected `userfaultfd()` and `close()`, as in
+/// [`crate::resources::memory::capture::reap_in`].
+pub fn make_uffd_running(pid: HostPid) -> io::Result<OwnedFd> {
+    let mut fp = crate::kernel::freeze::freeze_threads(pid, &[pid])?;
+    let result = crate::kernel::remote::in_stopped_leader(&mut fp, pid, |inj| make_uffd(inj, pid));
+    fp.thaw()?;
+    result
 }
 
 fn mm_fields(pid: HostPid, brk: u64) -> io::Result<MmFields> {
@@ -368,7 +482,7 @@ fn rlimits(pid: HostPid) -> Vec<(u32, u64, u64)> {
 /// pool) must not inherit the pinning.
 fn inject_pinned(
     fp: &mut FrozenProcess,
-    insn: RemoteAddr,
+    sites: CallSites,
     mem: &Mem,
     caught: u64,
     snapshot: bool,
@@ -377,7 +491,7 @@ fn inject_pinned(
     let cpu = ptrace::current_cpu();
     let my_mask = ptrace::pin_to_cpu(HostPid(0), cpu).ok();
     fp.pin_leader(cpu);
-    let injected = inject_queries(fp, insn, mem, caught, snapshot, want_uffd);
+    let injected = inject_queries(fp, sites, mem, caught, snapshot, want_uffd);
     if let Some(m) = my_mask {
         let _ = ptrace::set_affinity(HostPid(0), &m);
     }
@@ -461,11 +575,15 @@ fn process_info(
         mm: ctx(mm_fields(pid, injected.brk), pid, "mm fields")?,
         auxv: ctx(procfs::auxv(pid), pid, "auxv")?,
         sigactions: injected.sigactions,
-        shared_pending: ctx(
-            ptrace::pending_signals(fp.threads[0].tid, true),
-            pid,
-            "pending signals",
-        )?,
+        shared_pending: {
+            let mut p = ctx(
+                ptrace::pending_signals(fp.threads[0].tid, true),
+                pid,
+                "pending signals",
+            )?;
+            crate::resources::signals::convert_senders(&mut p, crate::kernel::pid::virt::of_real);
+            p
+        },
         itimers: injected.itimers,
         child_subreaper: injected.child_subreaper,
         posix_timers: injected.posix_timers,
@@ -485,18 +603,46 @@ pub fn capture(
     fdctx: &mut FdContext,
     snapshot: bool,
     dirty: Option<DirtyScan<'_>>,
+    precopy: Option<AtFreeze>,
 ) -> io::Result<(ProcessImage, Option<Deferred>)> {
     let pid = fp.pid;
+    let t_frozen = std::time::Instant::now();
     let status = ctx(procfs::status(pid), pid, "status")?;
     let maps = ctx(procfs::maps(pid), pid, "maps")?;
     let mem = ctx(Mem::open(pid, false), pid, "mem")?;
     let insn = ctx(syscall_insn(pid, &maps, &mem), pid, "syscall instruction")?;
+    let sites = CallSites {
+        insn,
+        lib_stubs: library_stubs(&maps, &mem),
+    };
+    // First: it arms the check of our injected calls against the program's
+    // own seccomp filters.
+    let security = ctx(
+        crate::resources::seccomp::capture(fp, &maps, &mem),
+        pid,
+        "seccomp",
+    )?;
+    ctx(
+        crate::resources::seccomp::check_query_code(fp),
+        pid,
+        "seccomp",
+    )?;
     let caught = procfs::hex_field(&status, "SigCgt") | procfs::hex_field(&status, "SigIgn");
+    // Pre-copy: a small residue is copied now, without a snapshot fork.
+    let residue = precopy.as_ref().map(|a| {
+        Pagemap::open(pid)
+            .map(|pm| a.residue(&maps, &pm))
+            .unwrap_or(u64::MAX)
+    });
+    let max = max_residue();
+    let snapshot = snapshot && residue.is_none_or(|r| r > max);
     let t0 = std::time::Instant::now();
     // Started before we pin ourselves: it runs on another CPU.
-    let map_reader = MapReader::start(pid);
+    // With a snapshot, only the map: smaps would hold the lock the fork
+    // needs while it walks every page table.
+    let map_reader = MapReader::start(pid, !snapshot && precopy.is_none());
     let want_uffd = dirty.as_ref().is_some_and(|d| d.tracker.needs_uffd(pid));
-    let mut injected = inject_pinned(fp, insn, &mem, caught, snapshot, want_uffd)?;
+    let mut injected = inject_pinned(fp, sites, &mem, caught, snapshot, want_uffd)?;
     let t_inject = t0.elapsed();
 
     let threads = capture_threads(fp, &injected.per_thread, &injected.sigmasks)?;
@@ -505,16 +651,45 @@ pub fn capture(
     let map = match map_reader {
         Ok(r) => r.finish(injected.scratch),
         // No thread for it: read it now (the scratch mapping is gone).
-        Err(_) => procfs::maps(pid).map(|m| (m, procfs::vm_flags(pid).unwrap_or_default())),
+        Err(_) => procfs::maps(pid).map(|m| (m, None)),
     };
-    let map = ctx(map, pid, "memory map")?;
+    let (maps, flags) = ctx(map, pid, "memory map")?;
+    // The VM flags: read above, or (with a snapshot child) mostly from the
+    // child after the thaw, or from smaps now.
+    let from_precopy = precopy
+        .as_ref()
+        .filter(|_| injected.snapshot.is_none())
+        .map(|a| match a.flags_for(&maps) {
+            Some(f) => f,
+            None => {
+                tracing::debug!(
+                    "pid {pid}: mappings new since the pre-copy: VM flags read while frozen"
+                );
+                procfs::vm_flags(pid).unwrap_or_default()
+            }
+        });
+    let (flags, flags_pending) = match (flags.or(from_precopy), injected.snapshot) {
+        (Some(f), _) => (f, false),
+        (None, Some((child, _))) => match flags_from_snapshot(pid, &maps, child) {
+            Some(f) => (f, true),
+            None => (procfs::vm_flags(pid).unwrap_or_default(), false),
+        },
+        (None, None) => (procfs::vm_flags(pid).unwrap_or_default(), false),
+    };
+    let t_flags = t0.elapsed();
     let (vmas, deferred, parent) = ctx(
         capture_memory(
             pid,
-            map,
+            (maps, flags),
             &mem,
             writer,
-            injected.snapshot,
+            match (injected.snapshot, precopy.as_ref()) {
+                (Some((c, v)), Some(a)) => MemoryPlan::SnapshotAfterCopy(c, v, a),
+                (Some((c, v)), None) => MemoryPlan::Snapshot(c, v),
+                (None, Some(a)) => MemoryPlan::Copy(a),
+                (None, None) => MemoryPlan::Now,
+            },
+            flags_pending,
             dirty,
             injected.uffd.take(),
             fdctx,
@@ -524,14 +699,31 @@ pub fn capture(
     )?;
     let t_memory = t0.elapsed();
     let fds = ctx(capture_fds(pid, fdctx), pid, "file descriptors")?;
+    let passcred_fds = crate::resources::unix::passcred_fds(pid, &fds);
     let ctty = ctx(controlling_tty(pid, fdctx), pid, "controlling terminal")?;
     tracing::debug!(
-        "pid {pid}: injected queries {t_inject:?}, threads {:?}, memory {:?}, fds {:?}",
+        "pid {pid}: injected queries {t_inject:?}, threads {:?}, map and flags {:?}, memory {:?}, fds {:?}",
         t_threads - t_inject,
-        t_memory - t_threads,
+        t_flags - t_threads,
+        t_memory - t_flags,
         t0.elapsed() - t_memory
     );
 
+    if let Some(r) = residue {
+        // Which snapshot ran (the benchmark reads this line).
+        match (&deferred, injected.snapshot.is_some()) {
+            (Some(d), false) => tracing::info!(
+                "pid {pid}: pre-copy: {} KiB copied while frozen, no snapshot fork; memory captured in {:?} since the capture began",
+                d.copied_bytes() >> 10,
+                t_frozen.elapsed()
+            ),
+            _ => tracing::info!(
+                "pid {pid}: pre-copy: residue of up to {} KiB above {} KiB: the snapshot fork reads it",
+                r >> 10,
+                max >> 10
+            ),
+        }
+    }
     let process = process_info(fp, &status, injected, ctty)?;
     Ok((
         ProcessImage {
@@ -549,6 +741,8 @@ pub fn capture(
                     None
                 }
             },
+            security,
+            passcred_fds,
         },
         deferred,
     ))

@@ -30,6 +30,9 @@ pub struct FrozenThread {
     pub touched: bool,
     /// CPU affinity before we pinned the thread next to the tracer.
     pub affinity: Option<libc::cpu_set_t>,
+    /// The thread's own seccomp filters when they apply to what we inject
+    /// (set by the capture; `None`: no filter or suspended).
+    pub seccomp: Option<std::sync::Arc<crate::kernel::seccomp::Chain>>,
 }
 
 /// A process with every thread in a ptrace stop.
@@ -55,6 +58,18 @@ fn tracer_of(pid: HostPid) -> String {
         .unwrap_or_else(|| "another tracer".into())
 }
 
+/// Whether thread `tid` of `pid` is exiting or gone: its state is `Z` or
+/// `X` (an exit state), or it is no longer listed.
+fn exiting(pid: HostPid, tid: HostPid) -> bool {
+    match std::fs::read_to_string(format!("/proc/{}/task/{}/stat", pid.0, tid.0)) {
+        Ok(s) => s
+            .rsplit_once(") ")
+            .and_then(|(_, rest)| rest.chars().next())
+            .is_some_and(|c| c == 'Z' || c == 'X'),
+        Err(_) => true,
+    }
+}
+
 /// Stops every thread of `pid`. On error nothing stays stopped.
 pub fn freeze(pid: HostPid) -> io::Result<FrozenProcess> {
     freeze_threads(pid, &[])
@@ -77,6 +92,8 @@ pub fn freeze_threads(pid: HostPid, only: &[HostPid]) -> io::Result<FrozenProces
                 .ok()
                 .and_then(|kv| procfs::innermost_pid(&kv))
                 .unwrap_or(VirtPid(pid.0));
+            // Without namespaces: the pid the program sees.
+            let vpid = VirtPid(crate::kernel::pid::virt::of_real(vpid.0));
             Ok(FrozenProcess {
                 pid,
                 vpid,
@@ -131,6 +148,22 @@ fn freeze_into(
                     gone.push(tid);
                     continue;
                 }
+                // The kernel refuses to seize a thread that is exiting
+                // (EPERM for a task with an exit state, traced by nobody):
+                // it runs no more code, so it is left out, unless it is
+                // the leader of a process whose other threads live on.
+                Err(e) if ptrace::errno(&e) == Some(libc::EPERM) && exiting(pid, tid) => {
+                    if tid == pid && procfs::tasks(pid).is_ok_and(|t| t.len() > 1) {
+                        return Err(io::Error::new(
+                            e.kind(),
+                            format!(
+                                "cannot stop pid {pid}: its main thread has exited (pthread_exit) while other threads run, which cannot be checkpointed yet"
+                            ),
+                        ));
+                    }
+                    gone.push(tid);
+                    continue;
+                }
                 Err(e) if ptrace::errno(&e) == Some(libc::EPERM) => {
                     return Err(io::Error::new(
                         e.kind(),
@@ -166,6 +199,7 @@ fn freeze_into(
         if !seized.contains_key(&tid) {
             continue;
         }
+        ptrace::suspend_seccomp(tid, 0)?;
         let regs = ptrace::get_regs(tid)?;
         seized.insert(
             tid,
@@ -176,35 +210,59 @@ fn freeze_into(
                 pending_signal: pending,
                 touched: false,
                 affinity: None,
+                seccomp: None,
             }),
         );
     }
     Ok(())
 }
 
+/// Lets one stopped thread run from its (saved or changed) registers.
+fn thaw_one(pid: HostPid, t: &FrozenThread) -> io::Result<()> {
+    let mut regs = t.regs;
+    ptrace::note_continued_call(t.tid, &regs);
+    let fixed = ptrace::fix_interrupted_syscall(&mut regs, true);
+    if let Some(mask) = &t.affinity {
+        ptrace::set_affinity(t.tid, mask)?;
+    }
+    if fixed || t.touched {
+        ptrace::set_regs(t.tid, &regs)?;
+    }
+    match t.pending_signal {
+        Some((sig, _)) if !t.touched => ptrace::detach(t.tid, sig),
+        Some((sig, _)) => {
+            ptrace::detach(t.tid, 0)?;
+            ptrace::tgkill(pid, t.tid, sig)
+        }
+        None => ptrace::detach(t.tid, 0),
+    }
+}
+
 impl FrozenProcess {
+    /// Lets one thread run again, exactly where it was (a plugin hook
+    /// thread while the others stay stopped); it is no longer part of this
+    /// frozen process. Unknown tids are ignored.
+    pub fn thaw_thread(&mut self, tid: HostPid) -> io::Result<()> {
+        let Some(i) = self.threads.iter().position(|t| t.tid == tid) else {
+            return Ok(());
+        };
+        let t = self.threads.remove(i);
+        thaw_one(self.pid, &t)
+    }
+
+    /// Stops `tid` again (after [`thaw_thread`](Self::thaw_thread)) and
+    /// makes it part of this frozen process once more.
+    pub fn refreeze_thread(&mut self, tid: HostPid) -> io::Result<()> {
+        let fp = freeze_threads(self.pid, &[tid])?;
+        self.threads.extend(fp.threads);
+        Ok(())
+    }
+
     /// Lets every thread run again, exactly where it was.
     pub fn thaw(self) -> io::Result<()> {
         let mut first_err = None;
         for t in &self.threads {
-            let mut regs = t.regs;
-            let fixed = ptrace::fix_interrupted_syscall(&mut regs, true);
-            let r = (|| {
-                if let Some(mask) = &t.affinity {
-                    ptrace::set_affinity(t.tid, mask)?;
-                }
-                if fixed || t.touched {
-                    ptrace::set_regs(t.tid, &regs)?;
-                }
-                match t.pending_signal {
-                    Some((sig, _)) if !t.touched => ptrace::detach(t.tid, sig),
-                    Some((sig, _)) => {
-                        ptrace::detach(t.tid, 0)?;
-                        ptrace::tgkill(self.pid, t.tid, sig)
-                    }
-                    None => ptrace::detach(t.tid, 0),
-                }
-            })();
+            let r = thaw_one(self.pid, t);
             if let Err(e) = r {
                 if ptrace::errno(&e) != Some(libc::ESRCH) && first_err.is_none() {
                     first_err = Some(e);
@@ -224,5 +282,78 @@ impl FrozenProcess {
                 t.affinity = ptrace::pin_to_cpu(t.tid, cpu).ok();
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// A seized thread that has not stopped yet runs its own code under its
+    /// own seccomp filters: suspending them (root) waits for the stop.
+    #[test]
+    fn filters_hold_until_the_thread_stops() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: suspending seccomp filters needs root");
+            return;
+        }
+        // ld nr; jeq getppid ? errno(EPERM) : allow.
+        let ins = |code: u16, jt: u8, jf: u8, k: u32| libc::sock_filter { code, jt, jf, k };
+        let filter = [
+            ins(0x20, 0, 0, 0),
+            ins(0x15, 0, 1, libc::SYS_getppid as u32),
+            ins(0x06, 0, 0, 0x0005_0000 | libc::EPERM as u32),
+            ins(0x06, 0, 0, 0x7fff_0000),
+        ];
+        let prog = libc::sock_fprog {
+            len: filter.len() as u16,
+            filter: filter.as_ptr() as *mut libc::sock_filter,
+        };
+        let mut fds = [0; 2];
+        // SAFETY: fds is an array of two ints for pipe2 to fill.
+        let r = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK) };
+        assert_eq!(r, 0, "pipe2");
+        // SAFETY: the child only makes async-signal-safe system calls
+        // (prctl, seccomp, getppid, write, _exit) on memory it owns.
+        let child = unsafe { libc::fork() };
+        assert!(child >= 0, "fork");
+        if child == 0 {
+            // SAFETY: as above; `prog` lives on this (copied) stack.
+            unsafe {
+                libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
+                if libc::syscall(libc::SYS_seccomp, 1, 0, &prog) != 0 {
+                    libc::_exit(2);
+                }
+                for _ in 0..2_000_000_000u64 {
+                    if libc::syscall(libc::SYS_getppid) > 0 {
+                        libc::write(fds[1], b"A".as_ptr().cast(), 1);
+                        libc::_exit(1);
+                    }
+                }
+                libc::_exit(0);
+            }
+        }
+        let pid = HostPid(child);
+        std::thread::sleep(Duration::from_millis(50));
+        ptrace::seize(pid, 0).expect("seize");
+        // Seized but running: the filter must still deny getppid.
+        std::thread::sleep(Duration::from_millis(100));
+        let mut b = [0u8; 1];
+        // SAFETY: b is a one-byte buffer.
+        let n = unsafe { libc::read(fds[0], b.as_mut_ptr().cast(), 1) };
+        let fp = freeze(pid);
+        // SAFETY: kill and waitpid take no pointers but the status.
+        unsafe {
+            libc::kill(child, libc::SIGKILL);
+            libc::waitpid(child, std::ptr::null_mut(), 0);
+            libc::close(fds[0]);
+            libc::close(fds[1]);
+        }
+        drop(fp);
+        assert_ne!(
+            n, 1,
+            "getppid was allowed while the thread was seized and running"
+        );
     }
 }

@@ -308,10 +308,72 @@ pub fn fdinfo(pid: HostPid, fd: i32) -> io::Result<(u64, i32)> {
     Ok((pos, flags))
 }
 
+/// The ELF class of the file at `path`: `Some(1)` for a 32-bit ELF file,
+/// `Some(2)` for a 64-bit one, `None` for anything else (a script, an
+/// unreadable file).
+pub fn elf_class(path: &std::path::Path) -> Option<u8> {
+    let mut head = [0u8; 5];
+    fs::File::open(path).ok()?.read_exact(&mut head).ok()?;
+    (head[..4] == *b"\x7fELF").then_some(head[4])
+}
+
+/// Whether process `pid` runs a 32-bit program (its executable is a
+/// 32-bit ELF file).
+pub fn is_32bit(pid: HostPid) -> bool {
+    elf_class(&proc_path(pid, "exe")) == Some(1)
+}
+
+/// The file `execvp` would run for `prog`: itself when it has a `/`, else
+/// the first executable regular file of that name in `$PATH`.
+pub fn resolve_program(prog: &std::ffi::OsStr) -> Option<PathBuf> {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::PermissionsExt;
+    if prog.as_bytes().contains(&b'/') {
+        return Some(PathBuf::from(prog));
+    }
+    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
+    std::env::split_paths(&path)
+        .map(|d| d.join(prog))
+        .find(|p| fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0))
+}
+
 /// Pagemap bits.
 pub const PM_PRESENT: u64 = 1 << 63;
 pub const PM_SWAPPED: u64 = 1 << 62;
 pub const PM_FILE_OR_SHARED: u64 = 1 << 61;
+
+/// `_IOWR('f', 16, struct pm_scan_arg)`.
+pub const PAGEMAP_SCAN: u64 = 0xc060_6610;
+const PAGE_IS_PRESENT: u64 = 1 << 3;
+const PAGE_IS_SWAPPED: u64 = 1 << 4;
+
+/// `struct page_region`.
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+pub struct PageRegion {
+    pub start: u64,
+    pub end: u64,
+    pub categories: u64,
+}
+
+/// `struct pm_scan_arg`.
+#[repr(C)]
+#[derive(Default)]
+pub struct PmScanArg {
+    pub size: u64,
+    pub flags: u64,
+    pub start: u64,
+    pub end: u64,
+    pub walk_end: u64,
+    pub vec: u64,
+    pub vec_len: u64,
+    pub max_pages: u64,
+    pub category_inverted: u64,
+    pub category_mask: u64,
+    pub category_anyof_mask: u64,
+    pub return_mask: u64,
+}
+const _: () = assert!(std::mem::size_of::<PmScanArg>() == 96);
 
 /// Reads pagemap entries for `[start, end)`.
 pub struct Pagemap {
@@ -328,6 +390,81 @@ impl Pagemap {
 
     pub fn file(&self) -> &fs::File {
         &self.file
+    }
+
+    /// The ranges of `[start, end)` with pages present or swapped, by the
+    /// `PAGEMAP_SCAN` ioctl (Linux 6.7+): a walk of the page tables that
+    /// skips what was never touched, so a huge sparse mapping costs what
+    /// it holds, not its size. Errors on kernels without it.
+    pub fn populated(&self, start: u64, end: u64) -> io::Result<Vec<(u64, u64)>> {
+        use std::os::fd::AsRawFd;
+        let mut regions = vec![PageRegion::default(); 256];
+        let mut out: Vec<(u64, u64)> = Vec::new();
+        let mut from = start;
+        while from < end {
+            let mut arg = PmScanArg {
+                size: std::mem::size_of::<PmScanArg>() as u64,
+                start: from,
+                end,
+                vec: regions.as_mut_ptr() as u64,
+                vec_len: regions.len() as u64,
+                category_anyof_mask: PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
+                return_mask: PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
+                ..Default::default()
+            };
+            // SAFETY: PAGEMAP_SCAN reads `arg` and writes at most `vec_len`
+            // page_region structs to `vec`, which points into `regions`,
+            // alive and unaliased for the call.
+            let n = unsafe { libc::ioctl(self.file.as_raw_fd(), PAGEMAP_SCAN as _, &mut arg) };
+            if n < 0 {
+                let e = io::Error::last_os_error();
+                return Err(io::Error::new(
+                    e.kind(),
+                    format!("PAGEMAP_SCAN {from:#x}-{end:#x}: {e}"),
+                ));
+            }
+            for r in &regions[..n as usize] {
+                match out.last_mut() {
+                    Some(last) if last.1 == r.start => last.1 = r.end,
+                    _ => out.push((r.start, r.end)),
+                }
+            }
+            if arg.walk_end <= from {
+                return Err(io::Error::other("PAGEMAP_SCAN made no progress"));
+            }
+            from = arg.walk_end;
+        }
+        Ok(out)
+    }
+
+    /// Whether `[start, end)` has any page present or swapped: a
+    /// `PAGEMAP_SCAN` that stops at the first one (Linux 6.7+).
+    pub fn any_populated(&self, start: u64, end: u64) -> io::Result<bool> {
+        use std::os::fd::AsRawFd;
+        let mut region = [PageRegion::default()];
+        let mut arg = PmScanArg {
+            size: std::mem::size_of::<PmScanArg>() as u64,
+            start,
+            end,
+            vec: region.as_mut_ptr() as u64,
+            vec_len: 1,
+            max_pages: 1,
+            category_anyof_mask: PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
+            return_mask: PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
+            ..Default::default()
+        };
+        // SAFETY: PAGEMAP_SCAN reads `arg` and writes at most one
+        // page_region struct to `vec`, which points into `region`, alive
+        // and unaliased for the call.
+        let n = unsafe { libc::ioctl(self.file.as_raw_fd(), PAGEMAP_SCAN as _, &mut arg) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            return Err(io::Error::new(
+                e.kind(),
+                format!("PAGEMAP_SCAN {start:#x}-{end:#x}: {e}"),
+            ));
+        }
+        Ok(n > 0)
     }
 
     pub fn entries(&self, start: u64, end: u64) -> io::Result<Vec<u64>> {
@@ -386,16 +523,6 @@ impl Mem {
         })
     }
 
-    /// Reads a big run: `process_vm_readv` (faster), then `/proc/PID/mem`
-    /// for whatever it could not read (protected pages).
-    pub fn read_fast(&self, addr: RemoteAddr, buf: &mut [u8]) -> io::Result<()> {
-        let done = crate::kernel::sys::vm_read(self.pid.0, addr.0, buf);
-        if done < buf.len() {
-            self.read(addr + done as u64, &mut buf[done..])?;
-        }
-        Ok(())
-    }
-
     /// Writes a big run: `process_vm_writev` (faster), then `/proc/PID/mem`
     /// for whatever it could not write (read-only pages).
     pub fn write_fast(&self, addr: RemoteAddr, buf: &[u8]) -> io::Result<()> {
@@ -425,6 +552,72 @@ pub fn fdinfo_tty_index(fdinfo: &str) -> Option<u32> {
         .lines()
         .find_map(|l| l.strip_prefix("tty-index:"))
         .and_then(|v| v.trim().parse().ok())
+}
+
+/// The processes (pid, name) with an fd open on the file `(dev, ino)`,
+/// but `except`; those of other users cannot be seen and are not listed.
+pub fn file_holders(dev: u64, ino: u64, except: i32) -> Vec<(i32, String)> {
+    use std::os::unix::fs::MetadataExt;
+    let mut out = Vec::new();
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for p in procs.flatten() {
+        let Some(pid) = p.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        if pid == except {
+            continue;
+        }
+        let Ok(fds) = std::fs::read_dir(p.path().join("fd")) else {
+            continue;
+        };
+        let holds = fds
+            .flatten()
+            .any(|fd| std::fs::metadata(fd.path()).is_ok_and(|m| m.dev() == dev && m.ino() == ino));
+        if holds {
+            let comm = std::fs::read_to_string(p.path().join("comm")).unwrap_or_default();
+            out.push((pid, comm.trim().to_string()));
+        }
+    }
+    out
+}
+
+/// For each socket inode of `inodes`, a process that has it open (pid and
+/// comm), from `/proc/*/fd` (the processes this /proc shows and we may
+/// look into).
+pub fn socket_owners(
+    inodes: impl IntoIterator<Item = u64>,
+) -> std::collections::HashMap<u64, (i32, String)> {
+    let wanted: std::collections::HashSet<u64> = inodes.into_iter().collect();
+    let mut out = std::collections::HashMap::new();
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for p in procs.flatten() {
+        let Some(pid) = p.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        let Ok(fds) = std::fs::read_dir(p.path().join("fd")) else {
+            continue;
+        };
+        for fd in fds.flatten() {
+            let Ok(target) = std::fs::read_link(fd.path()) else {
+                continue;
+            };
+            let Some(inode) = target
+                .to_str()
+                .and_then(crate::kernel::sockdiag::socket_inode)
+            else {
+                continue;
+            };
+            if wanted.contains(&inode) && !out.contains_key(&inode) {
+                let comm = std::fs::read_to_string(p.path().join("comm")).unwrap_or_default();
+                out.insert(inode, (pid, comm.trim().to_string()));
+            }
+        }
+    }
+    out
 }
 
 #[cfg(test)]

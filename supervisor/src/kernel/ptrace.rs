@@ -72,12 +72,63 @@ unsafe fn raw(req: libc::c_uint, tid: HostPid, addr: usize, data: usize) -> libc
     unsafe { libc::ptrace(req, tid.0, addr, data) }
 }
 
-/// `PTRACE_SEIZE` with `PTRACE_O_TRACESYSGOOD` (and `extra` options).
+/// `PTRACE_O_SUSPEND_SECCOMP`: the tracee's seccomp filters do not apply
+/// while we trace it (needs `CAP_SYS_ADMIN` in the initial user namespace).
+const PTRACE_O_SUSPEND_SECCOMP: i32 = 1 << 21;
+/// 0: not tried yet, 1: works (we are privileged), 2: not available.
+static SUSPEND_SECCOMP: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+
+fn suspend_bit() -> i32 {
+    use std::sync::atomic::Ordering;
+    if SUSPEND_SECCOMP.load(Ordering::Relaxed) == 2 || !nix::unistd::geteuid().is_root() {
+        0
+    } else {
+        PTRACE_O_SUSPEND_SECCOMP
+    }
+}
+
+/// Whether the threads we trace have their seccomp filters suspended (we
+/// run as real root): injected calls then need no check against them.
+pub fn seccomp_suspended() -> bool {
+    SUSPEND_SECCOMP.load(std::sync::atomic::Ordering::Relaxed) == 1
+}
+
+/// `PTRACE_SEIZE` with `PTRACE_O_TRACESYSGOOD` (and `extra` options). The
+/// program's seccomp filters stay in force: a seized thread runs its own
+/// code until it stops, so they are suspended only once it has stopped
+/// ([`suspend_seccomp`]).
 pub fn seize(tid: HostPid, extra: i32) -> io::Result<()> {
     let opts = libc::PTRACE_O_TRACESYSGOOD | extra;
     // SAFETY: SEIZE takes no pointers; data is an option bit mask.
     let r = unsafe { raw(libc::PTRACE_SEIZE, tid, 0, opts as usize) };
     check(r, "PTRACE_SEIZE", tid).map(drop)
+}
+
+/// Adds `PTRACE_O_SUSPEND_SECCOMP` to a thread seized with `extra` options,
+/// when we may (real root), so the calls we inject are not checked against
+/// the program's filters. Only for a thread in a ptrace stop: with the
+/// option set at `PTRACE_SEIZE`, a thread still running between the seize
+/// and its stop ran its own code with its filters lifted (a filtered call
+/// was allowed in that window).
+pub fn suspend_seccomp(tid: HostPid, extra: i32) -> io::Result<()> {
+    use std::sync::atomic::Ordering;
+    let bit = suspend_bit();
+    if bit == 0 {
+        return Ok(());
+    }
+    let opts = libc::PTRACE_O_TRACESYSGOOD | extra | bit;
+    // SAFETY: SETOPTIONS takes an option bit mask as data, no pointers.
+    let r = unsafe { raw(libc::PTRACE_SETOPTIONS, tid, 0, opts as usize) };
+    if r == 0 {
+        SUSPEND_SECCOMP.store(1, Ordering::Relaxed);
+        return Ok(());
+    }
+    if std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM) {
+        tracing::debug!("PTRACE_O_SUSPEND_SECCOMP refused: the program's filters stay active");
+        SUSPEND_SECCOMP.store(2, Ordering::Relaxed);
+        return Ok(());
+    }
+    check(r, "PTRACE_SETOPTIONS", tid).map(drop)
 }
 
 pub fn interrupt(tid: HostPid) -> io::Result<()> {
@@ -377,6 +428,61 @@ const ERESTARTNOINTR: i64 = -513;
 const ERESTARTNOHAND: i64 = -514;
 const ERESTART_RESTARTBLOCK: i64 = -516;
 
+/// Syscalls a thaw continued through `restart_syscall` (a sleep interrupted
+/// by our freeze goes on with its remaining time): tid, the call's
+/// arguments and its number. A later freeze that finds the thread inside
+/// `restart_syscall` needs the number for the image: a restored thread has
+/// no restart block, so it must re-issue the original call.
+static CONTINUED: std::sync::Mutex<Vec<(i32, [u64; 4], u64)>> = std::sync::Mutex::new(Vec::new());
+
+/// Size of [`CONTINUED`] at which notes of threads that are gone are dropped.
+const CONTINUED_PRUNE_AT: usize = 256;
+
+fn call_args(r: &Regs) -> [u64; 4] {
+    [r.rdi, r.rsi, r.rdx, r.r10]
+}
+
+/// Notes, before a live thaw, that `tid` (stopped with `r`) will go on
+/// through `restart_syscall`.
+pub fn note_continued_call(tid: HostPid, r: &Regs) {
+    if r.orig_rax as i64 >= 0
+        && r.orig_rax != libc::SYS_restart_syscall as u64
+        && r.rax as i64 == ERESTART_RESTARTBLOCK
+    {
+        let mut v = CONTINUED.lock().unwrap_or_else(|e| e.into_inner());
+        v.retain(|(t, _, _)| *t != tid.0);
+        if v.len() >= CONTINUED_PRUNE_AT {
+            // Threads that exited since they were noted are never asked
+            // about again: forget them.
+            v.retain(|(t, _, _)| std::path::Path::new(&format!("/proc/{t}")).exists());
+        }
+        v.push((tid.0, call_args(r), r.orig_rax));
+    }
+}
+
+/// Registers for an image: a thread found inside `restart_syscall` that a
+/// thaw of ours put there gets its original call back in `orig_rax` (same
+/// arguments: the registers still hold them), so the restore re-issues it.
+pub fn original_call(tid: HostPid, r: &Regs) -> Regs {
+    let mut out = *r;
+    if r.orig_rax != libc::SYS_restart_syscall as u64 {
+        // The continued call has ended: its note is of no more use.
+        CONTINUED
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|(t, _, _)| *t != tid.0);
+    } else {
+        let v = CONTINUED.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, _, nr)) = v
+            .iter()
+            .find(|(t, args, _)| *t == tid.0 && *args == call_args(r))
+        {
+            out.orig_rax = *nr;
+        }
+    }
+    out
+}
+
 /// Fix up the registers of a thread that was stopped inside a syscall so
 /// that, when it runs again from these registers, the call is re-issued
 /// instead of leaking a kernel-internal restart code or an EINTR that the
@@ -386,20 +492,10 @@ const ERESTART_RESTARTBLOCK: i64 = -516;
 /// so a `restart_syscall` can continue a sleep with its remaining time; a
 /// restored thread has no restart block and re-issues the original call.
 pub fn fix_interrupted_syscall(r: &mut Regs, live: bool) -> bool {
-    let orig = r.orig_rax as i64;
-    if orig < 0 {
+    if !reissued(r) {
         return false;
     }
     let rax = r.rax as i64;
-    let reissue = match rax {
-        ERESTARTSYS | ERESTARTNOINTR | ERESTARTNOHAND => true,
-        ERESTART_RESTARTBLOCK => true,
-        x if x == -(libc::EINTR as i64) => EINTR_AFTER_STOP.contains(&r.orig_rax),
-        _ => false,
-    };
-    if !reissue {
-        return false;
-    }
     r.rax = if rax == ERESTART_RESTARTBLOCK && live {
         libc::SYS_restart_syscall as u64
     } else {
@@ -407,6 +503,54 @@ pub fn fix_interrupted_syscall(r: &mut Regs, live: bool) -> bool {
     };
     r.rip -= 2;
     r.orig_rax = u64::MAX; // -1: no further restart processing on resume
+    true
+}
+
+/// Whether a thread stopped with `r` is inside a call that
+/// [`fix_interrupted_syscall`] makes it issue again.
+pub fn reissued(r: &Regs) -> bool {
+    if (r.orig_rax as i64) < 0 {
+        return false;
+    }
+    match r.rax as i64 {
+        ERESTARTSYS | ERESTARTNOINTR | ERESTARTNOHAND | ERESTART_RESTARTBLOCK => true,
+        x if x == -(libc::EINTR as i64) => EINTR_AFTER_STOP.contains(&r.orig_rax),
+        _ => false,
+    }
+}
+
+/// Without namespaces, a thread blocked in `wait4` or `waitid` (libc's
+/// `waitpid`, `system`'s own wait, ...) when its process was checkpointed
+/// holds the kernel pid of the awaited process (or group) in an argument
+/// register, and issues the call again with those registers when
+/// restored, where that process has another kernel pid: the call would
+/// fail with ECHILD. Translates those arguments with `conv` (kernel to
+/// virtual for the image, virtual to the new kernel pid at restore) when
+/// the call is one that will be issued again; returns whether anything
+/// changed. `wait4(-PGID)` keeps its sign; 0, -1 and `P_ALL`/`P_PIDFD`
+/// are left alone.
+pub fn convert_pid_args(r: &mut Regs, conv: impl Fn(i32) -> i32) -> bool {
+    if !reissued(r) {
+        return false;
+    }
+    let reg = match r.orig_rax as i64 {
+        libc::SYS_wait4 => &mut r.rdi,
+        libc::SYS_waitid if r.rdi as u32 == libc::P_PID || r.rdi as u32 == libc::P_PGID => {
+            &mut r.rsi
+        }
+        _ => return false,
+    };
+    let id = *reg as i32;
+    let new = match id {
+        id if id > 0 => conv(id),
+        id if id < -1 => -conv(-id),
+        id => id,
+    };
+    if new == id {
+        return false;
+    }
+    // An int argument: the kernel reads the low 32 bits.
+    *reg = new as i64 as u64;
     true
 }
 
@@ -524,7 +668,76 @@ pub fn pending_signals(tid: HostPid, shared: bool) -> io::Result<Vec<Vec<u8>>> {
 
 /// `PTRACE_SETOPTIONS`.
 pub fn set_options(tid: HostPid, opts: i32) -> io::Result<()> {
+    let opts = if seccomp_suspended() {
+        opts | PTRACE_O_SUSPEND_SECCOMP
+    } else {
+        opts
+    };
     // SAFETY: SETOPTIONS takes an option bit mask as data, no pointers.
     let r = unsafe { raw(libc::PTRACE_SETOPTIONS, tid, 0, opts as usize) };
     check(r, "PTRACE_SETOPTIONS", tid).map(drop)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn blocked(nr: i64, rdi: u64, rsi: u64) -> Regs {
+        // SAFETY: user_regs_struct is plain integers; zero is valid.
+        let mut r: Regs = unsafe { std::mem::zeroed() };
+        r.orig_rax = nr as u64;
+        r.rax = ERESTARTSYS as u64;
+        r.rdi = rdi;
+        r.rsi = rsi;
+        r
+    }
+
+    fn conv(p: i32) -> i32 {
+        match p {
+            100 => 200,
+            300 => 400,
+            p => p,
+        }
+    }
+
+    #[test]
+    fn awaited_pids_of_a_reissued_wait_are_translated() {
+        let mut r = blocked(libc::SYS_wait4, 100, 0);
+        assert!(convert_pid_args(&mut r, conv));
+        assert_eq!(r.rdi, 200);
+        // A process group: wait4(-PGID).
+        let mut r = blocked(libc::SYS_wait4, (-300i64) as u64, 0);
+        assert!(convert_pid_args(&mut r, conv));
+        assert_eq!(r.rdi as i64, -400);
+        for any in [0i64, -1] {
+            let mut r = blocked(libc::SYS_wait4, any as u64, 0);
+            assert!(!convert_pid_args(&mut r, conv));
+            assert_eq!(r.rdi as i64, any);
+        }
+        let mut r = blocked(libc::SYS_waitid, libc::P_PID as u64, 300);
+        assert!(convert_pid_args(&mut r, conv));
+        assert_eq!((r.rdi, r.rsi), (libc::P_PID as u64, 400));
+        let mut r = blocked(libc::SYS_waitid, libc::P_PGID as u64, 100);
+        assert!(convert_pid_args(&mut r, conv));
+        assert_eq!(r.rsi, 200);
+        let mut r = blocked(libc::SYS_waitid, libc::P_ALL as u64, 100);
+        assert!(!convert_pid_args(&mut r, conv));
+        assert_eq!(r.rsi, 100);
+    }
+
+    #[test]
+    fn finished_calls_and_other_calls_keep_their_registers() {
+        // Returned: rdi is the program's again, not an argument to redo.
+        let mut r = blocked(libc::SYS_wait4, 100, 0);
+        r.rax = 100;
+        assert!(!convert_pid_args(&mut r, conv));
+        assert_eq!(r.rdi, 100);
+        // Not stopped in a call.
+        let mut r = blocked(libc::SYS_wait4, 100, 0);
+        r.orig_rax = u64::MAX;
+        assert!(!convert_pid_args(&mut r, conv));
+        let mut r = blocked(libc::SYS_read, 100, 0);
+        assert!(!convert_pid_args(&mut r, conv));
+        assert_eq!(r.rdi, 100);
+    }
 }

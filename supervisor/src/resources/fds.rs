@@ -14,8 +14,8 @@ use dmtcp_image::{FdEntry, FdKind};
 
 use crate::resources::fdshare::FdContext;
 use crate::resources::{
-    anonfd::AnonFd, files::Files, inet::Inet, inotify::Inotify, memfd::Memfd, mqueue::Mqueue,
-    pipes::Pipes, pty::Pty, unix::Unix, FdResource, OpenFd,
+    anonfd::AnonFd, files::Files, ghost::Ghost, inet::Inet, inotify::Inotify, memfd::Memfd,
+    mqueue::Mqueue, pipes::Pipes, pty::Pty, unix::Unix, FdResource, OpenFd,
 };
 
 /// The capture of one fd kind: `None` when the fd is not of that kind.
@@ -28,6 +28,7 @@ pub const CAPTURE_ORDER: &[CaptureFn] = &[
     Memfd::capture,
     Mqueue::capture,
     Pty::capture,
+    Ghost::capture,
     Files::capture,
     Pipes::capture,
     Inet::capture,
@@ -109,6 +110,7 @@ fn describe_unknown(f: &OpenFd<'_>) -> String {
 pub fn open_fd(e: &FdEntry, objects: &FdObjects) -> io::Result<OwnedFd> {
     match &e.kind {
         FdKind::File { .. }
+        | FdKind::WrittenFile { .. }
         | FdKind::Device { .. }
         | FdKind::Inherit { .. }
         | FdKind::Unsupported { .. } => Files::restore(e, objects),
@@ -119,6 +121,7 @@ pub fn open_fd(e: &FdEntry, objects: &FdObjects) -> io::Result<OwnedFd> {
         | FdKind::TimerFd { .. } => AnonFd::restore(e, objects),
         FdKind::UnixPair { .. } | FdKind::Listener { .. } => Unix::restore(e, objects),
         FdKind::TcpConn { .. }
+        | FdKind::TcpRemote { .. }
         | FdKind::Udp { .. }
         | FdKind::UnixNamedPair { .. }
         | FdKind::OutsidePeer { .. } => Inet::restore(e, objects),
@@ -126,6 +129,7 @@ pub fn open_fd(e: &FdEntry, objects: &FdObjects) -> io::Result<OwnedFd> {
         FdKind::Mqueue { .. } => Mqueue::restore(e, objects),
         FdKind::Memfd { .. } => Memfd::restore(e, objects),
         FdKind::Inotify { .. } => Inotify::restore(e, objects),
+        FdKind::Ghost { .. } => Ghost::restore(e, objects),
     }
 }
 
@@ -142,6 +146,10 @@ pub struct FdObjects {
     /// Ptys made inside the computation, by pts number at checkpoint.
     pub(crate) ptys: crate::resources::pty::Ptys,
     pub(crate) memfds: crate::resources::memfd::Memfds,
+    /// Files unlinked while open or mapped, by id.
+    pub(crate) ghosts: crate::resources::ghost::Ghosts,
+    /// Names of message queues unlinked at checkpoint time.
+    pub(crate) mq_names: crate::resources::mqueue::UnlinkedNames,
 }
 
 impl FdObjects {
@@ -151,11 +159,13 @@ impl FdObjects {
         let mut p = FdObjects {
             net: crate::resources::inet::restore::NetSockets::create(entries)?,
             ptys: crate::resources::pty::Ptys::create(entries)?,
+            mq_names: crate::resources::mqueue::UnlinkedNames::new(entries),
             ..FdObjects::default()
         };
         for e in entries {
             match &e.kind {
                 FdKind::Memfd { .. } => p.memfds.add(e)?,
+                FdKind::Ghost { .. } => p.ghosts.add(e)?,
                 FdKind::UnixPair { .. } => p.pairs.add(e)?,
                 FdKind::Pipe { .. } => p.pipes.add(e)?,
                 _ => {}
@@ -172,6 +182,17 @@ impl FdObjects {
     /// Memfd `id` (raw fd) and whether it may be mapped writable (no write seal).
     pub fn memfd(&self, id: u64) -> io::Result<(i32, bool)> {
         self.memfds.for_mapping(id)
+    }
+
+    /// Makes the unlinked file `id` (last at `path`), `size` bytes long, if
+    /// it is new.
+    pub fn ensure_ghost(&mut self, id: u64, path: &str, size: u64) -> io::Result<()> {
+        self.ghosts.ensure(id, path, size)
+    }
+
+    /// The unlinked file `id` (raw fd, open for reading and writing).
+    pub fn ghost(&self, id: u64) -> io::Result<i32> {
+        self.ghosts.raw(id)
     }
 
     /// Adds the saved seals to every memfd (after filling and parking).
@@ -219,19 +240,29 @@ mod tests {
         let mut file = std::fs::File::create(&dir).unwrap();
         file.write_all(b"hello").unwrap();
         match classify(file.as_raw_fd(), &mut cx) {
-            FdKind::File {
+            FdKind::WrittenFile {
                 path,
                 offset: 5,
-                deleted: false,
+                size: 5,
+                tail_crc,
                 ..
-            } => assert_eq!(std::path::Path::new(&path), dir),
-            other => panic!("regular file: {other:?}"),
+            } => {
+                assert_eq!(std::path::Path::new(&path), dir);
+                assert_eq!(tail_crc, crc32fast::hash(b"hello"));
+            }
+            other => panic!("regular file open for writing: {other:?}"),
         }
+        let reader = std::fs::File::open(&dir).unwrap();
+        assert!(matches!(
+            classify(reader.as_raw_fd(), &mut cx),
+            FdKind::File { deleted: false, .. }
+        ));
         std::fs::remove_file(&dir).unwrap();
         match classify(file.as_raw_fd(), &mut cx) {
-            FdKind::File {
-                deleted: true,
+            FdKind::Ghost {
                 contents: Some(c),
+                size: 5,
+                offset: 5,
                 ..
             } => assert_eq!(c, b"hello"),
             other => panic!("deleted file: {other:?}"),

@@ -158,9 +158,156 @@ pub fn capture(pid: HostPid, fd: i32, messages: bool) -> io::Result<Queue> {
     Ok(out)
 }
 
+/// Marks the saved name of a queue that was unlinked while open.
+pub const UNLINKED: &str = " (deleted ";
+
+/// The names unlinked queues are recreated under, by saved name: their old
+/// name when no other queue of the restart has it, else the saved name.
+#[derive(Default)]
+pub struct UnlinkedNames(std::collections::HashMap<String, String>);
+
+impl UnlinkedNames {
+    pub fn new(entries: &[dmtcp_image::FdEntry]) -> UnlinkedNames {
+        let mut saved: Vec<&String> = entries
+            .iter()
+            .filter_map(|e| match &e.kind {
+                dmtcp_image::FdKind::Mqueue { name, .. } => Some(name),
+                _ => None,
+            })
+            .collect();
+        saved.sort();
+        saved.dedup();
+        let mut taken: std::collections::HashSet<String> = saved
+            .iter()
+            .filter(|n| !n.contains(UNLINKED))
+            .map(|n| n.to_string())
+            .collect();
+        let mut out = std::collections::HashMap::new();
+        for n in saved {
+            if let Some((old, _)) = n.split_once(UNLINKED) {
+                let to = if taken.insert(old.to_string()) {
+                    old.to_string()
+                } else {
+                    n.clone()
+                };
+                out.insert(n.clone(), to);
+            }
+        }
+        UnlinkedNames(out)
+    }
+
+    /// The name to open the queue saved as `name` by.
+    pub fn get<'a>(&'a self, name: &'a str) -> &'a str {
+        self.0.get(name).map_or(name, String::as_str)
+    }
+}
+
+/// Unlinks again the queues that were unlinked at checkpoint time, once
+/// every fd on them is open.
+pub fn unlink_restored(entries: &[dmtcp_image::FdEntry], objects: &FdObjects) -> io::Result<()> {
+    let mut done = std::collections::HashSet::new();
+    for e in entries {
+        if let dmtcp_image::FdKind::Mqueue { name, .. } = &e.kind {
+            if name.contains(UNLINKED) && done.insert(name.clone()) {
+                let name = objects.mq_names.get(name);
+                let c = CString::new(name).map_err(|_| io::Error::other("NUL in queue name"))?;
+                // SAFETY: c is a valid C string.
+                if unsafe { libc::syscall(libc::SYS_mq_unlink, c.as_ptr()) } < 0 {
+                    return Err(os_err(format!("mq_unlink /{name}")));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Without an IPC namespace (a computation run without namespaces) the
+/// queues live in the host's, where a queue outlives its processes: the
+/// killed computation's is still there, holding what was sent after the
+/// checkpoint. Before anything is recreated, each queue the images name
+/// that exists already is removed, so that the restart brings back the
+/// checkpoint's queue (attributes, mode, messages) and not a mix; a queue
+/// that another user owns, or that a live process outside the restart has
+/// open, is refused in one line naming its owner or holders, and left alone.
+pub fn reclaim_host_queues(
+    entries: &[dmtcp_image::FdEntry],
+    objects: &FdObjects,
+) -> io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let mut done = std::collections::HashSet::new();
+    // SAFETY: geteuid cannot fail and touches no memory.
+    let me = unsafe { libc::geteuid() };
+    for e in entries {
+        let dmtcp_image::FdKind::Mqueue { name, .. } = &e.kind else {
+            continue;
+        };
+        let name = objects.mq_names.get(name);
+        if !done.insert(name.to_string()) {
+            continue;
+        }
+        let c = CString::new(name).map_err(|_| io::Error::other("NUL in queue name"))?;
+        // SAFETY: c is a valid C string and the attributes pointer null
+        // (the kernel reads it when it is not, O_CREAT or not); returns a
+        // fresh fd or -1.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_mq_open,
+                c.as_ptr(),
+                libc::O_RDONLY | libc::O_NONBLOCK | libc::O_CLOEXEC,
+                0,
+                std::ptr::null::<libc::mq_attr>(),
+            )
+        };
+        if r < 0 {
+            let err = io::Error::last_os_error();
+            match err.raw_os_error() {
+                Some(libc::ENOENT) => continue,
+                _ => {
+                    return Err(io::Error::new(
+                        err.kind(),
+                        format!(
+                            "POSIX message queue /{name} exists already on this machine and cannot be opened ({err}); the computation runs without an IPC namespace of its own, so it would share it: remove it (mq_unlink) or restart elsewhere"
+                        ),
+                    ))
+                }
+            }
+        }
+        // SAFETY: r is a fresh fd nothing else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(r as i32) };
+        let meta = std::fs::metadata(format!("/proc/self/fd/{}", fd.as_raw_fd()))?;
+        if meta.uid() != me {
+            return Err(io::Error::other(format!(
+                "POSIX message queue /{name} exists already on this machine and belongs to uid {}; the computation runs without an IPC namespace of its own, so it would share it: restart where the name is free",
+                meta.uid()
+            )));
+        }
+        let holders =
+            crate::kernel::procfs::file_holders(meta.dev(), meta.ino(), std::process::id() as i32);
+        if !holders.is_empty() {
+            let who: Vec<String> = holders
+                .iter()
+                .map(|(pid, comm)| format!("pid {pid} {comm}"))
+                .collect();
+            return Err(io::Error::other(format!(
+                "POSIX message queue /{name} is open in {} outside the restart; the computation runs without an IPC namespace of its own, so it would share it: end them (or restart elsewhere)",
+                who.join(", ")
+            )));
+        }
+        drop(fd);
+        // SAFETY: c is a valid C string.
+        if unsafe { libc::syscall(libc::SYS_mq_unlink, c.as_ptr()) } < 0 {
+            return Err(os_err(format!(
+                "mq_unlink /{name} (left by the killed computation)"
+            )));
+        }
+        tracing::info!("removed the queue /{name} left in the host IPC namespace");
+    }
+    Ok(())
+}
+
 /// Creates every queue the entries name that has saved messages, and puts
 /// the messages back in order. Call once, before the fds are opened.
-pub fn refill(entries: &[dmtcp_image::FdEntry]) -> io::Result<()> {
+pub fn refill(entries: &[dmtcp_image::FdEntry], objects: &FdObjects) -> io::Result<()> {
     for e in entries {
         if let dmtcp_image::FdKind::Mqueue {
             name,
@@ -172,6 +319,7 @@ pub fn refill(entries: &[dmtcp_image::FdEntry]) -> io::Result<()> {
         } = &e.kind
         {
             if !messages.is_empty() {
+                let name = objects.mq_names.get(name);
                 open_queue(name, libc::O_WRONLY, *mode, *maxmsg, *msgsize, messages)?;
             }
         }
@@ -237,21 +385,27 @@ fn mqueue_kind(
     flags: i32,
     fdctx: &mut FdContext,
 ) -> io::Result<FdKind> {
-    if target.ends_with(" (deleted)") {
-        tracing::warn!("pid {pid} fd {fd}: message queue {target} was unlinked; not saved");
-        return Ok(FdKind::Unsupported {
-            what: target.to_string(),
-        });
-    }
     let err = |e: io::Error| io::Error::new(e.kind(), format!("message queue fd {fd}: {e}"));
     let ino = capture(pid, fd, false).map_err(err)?.inode;
+    // An unlinked queue is saved under a name no program gives (its old
+    // name, " (deleted", its inode, ")"): recreated under that name at
+    // restart, opened by every fd, then unlinked again.
+    let name = match target.strip_suffix(" (deleted)") {
+        Some(old) => {
+            // A queue restored unlinked keeps its first name.
+            let old = old.trim_start_matches('/');
+            let old = old.split_once(UNLINKED).map_or(old, |(n, _)| n);
+            format!("{old}{UNLINKED}{ino})")
+        }
+        None => target.trim_start_matches('/').to_string(),
+    };
     let take = fdctx.mqueue_unclaimed(ino);
     let q = capture(pid, fd, take).map_err(err)?;
     if take {
         fdctx.claim_mqueue(ino);
     }
     Ok(FdKind::Mqueue {
-        name: target.trim_start_matches('/').to_string(),
+        name,
         flags: flags & (libc::O_ACCMODE | libc::O_NONBLOCK),
         mode: q.mode,
         maxmsg: q.maxmsg,
@@ -271,7 +425,7 @@ impl FdResource for Mqueue {
         mqueue_kind(f.pid, f.fd, f.target, f.flags, cx).map(Some)
     }
 
-    fn restore(e: &FdEntry, _objects: &FdObjects) -> io::Result<OwnedFd> {
+    fn restore(e: &FdEntry, objects: &FdObjects) -> io::Result<OwnedFd> {
         let FdKind::Mqueue {
             name,
             flags,
@@ -283,6 +437,6 @@ impl FdResource for Mqueue {
         else {
             return Err(super::wrong_kind(e, "message queue"));
         };
-        open(name, *flags, *mode, *maxmsg, *msgsize)
+        open(objects.mq_names.get(name), *flags, *mode, *maxmsg, *msgsize)
     }
 }

@@ -10,6 +10,7 @@ use std::io;
 use dmtcp_image::{PosixTimer, ProcessImage};
 
 use crate::kernel::freeze::FrozenProcess;
+use crate::kernel::pid::virt;
 use crate::kernel::remote::Shell;
 use crate::resources::restore_err as err;
 
@@ -48,9 +49,14 @@ pub(crate) fn parse_timers(fp: &FrozenProcess) -> io::Result<Vec<PosixTimer>> {
             }
             "notify" => {
                 if let Some(t) = out.last_mut() {
+                    // "signal/pid.N", "none/pid.N", or for SIGEV_THREAD_ID
+                    // (glibc's SIGEV_THREAD helper threads among others)
+                    // "signal/tid.N": the kind is printed without the
+                    // THREAD_ID bit, the target says it.
                     let (kind, target) = v.split_once('/').unwrap_or((v, ""));
                     t.notify = match kind {
                         "none" => libc::SIGEV_NONE,
+                        _ if target.starts_with("tid.") => libc::SIGEV_THREAD_ID,
                         "thread" => libc::SIGEV_THREAD_ID,
                         _ => libc::SIGEV_SIGNAL,
                     };
@@ -141,29 +147,92 @@ pub(crate) fn restore_posix_timers(sh: &mut Shell, p: &dmtcp_image::ProcessInfo)
     Ok(())
 }
 
-pub(crate) fn requeue_signals(sh: &mut Shell, meta: &ProcessImage) -> io::Result<()> {
-    let vpid = meta.process.vpid as u64;
+/// Whether a siginfo (raw bytes) of its signal carries a sender's pid in
+/// `si_pid` (offset 16): sent by kill, sigqueue, tgkill, mq_notify, or a
+/// child's state change.
+fn carries_pid(info: &[u8]) -> bool {
+    if info.len() < 20 {
+        return false;
+    }
+    let int = |o: usize| i32::from_ne_bytes(info[o..o + 4].try_into().expect("4 bytes"));
+    let (signo, code) = (int(0), int(8));
+    matches!(code, 0 | -1 | -3 | -6) || (signo == libc::SIGCHLD && code > 0)
+}
+
+/// Without namespaces, the senders' pids in saved siginfos as the program
+/// sees them (`conv`: [`virt::of_real`] at capture, [`virt::real_of`]
+/// at restore); nothing in the namespace mode.
+pub(crate) fn convert_senders(infos: &mut [Vec<u8>], conv: fn(i32) -> i32) {
+    if !virt::enabled() {
+        return;
+    }
+    for info in infos.iter_mut().filter(|i| carries_pid(i)) {
+        let p = i32::from_ne_bytes(info[16..20].try_into().expect("4 bytes"));
+        info[16..20].copy_from_slice(&conv(p).to_ne_bytes());
+    }
+}
+
+/// Puts the saved pending signals back: process-wide ones from the leader,
+/// each thread's own from that thread (`threads`: the threads other than
+/// the leader with their injectors).
+pub(crate) fn requeue_signals(
+    sh: &mut Shell,
+    meta: &ProcessImage,
+    threads: &mut [(&dmtcp_image::ThreadState, crate::kernel::remote::Injector)],
+) -> io::Result<()> {
+    // The kernel's ids of the targets (without namespaces, not the
+    // virtual ones the image records) and of the senders.
+    let real = virt::enabled();
+    let vpid = if real {
+        sh.pid.0 as u64
+    } else {
+        meta.process.vpid as u64
+    };
     let any = !meta.process.shared_pending.is_empty()
         || meta.threads.iter().any(|t| !t.pending.is_empty());
     if !any {
         return Ok(());
     }
     let signo = |info: &[u8]| i32::from_ne_bytes(info[0..4].try_into().expect("4 bytes")) as u64;
-    for info in &meta.process.shared_pending {
+    let mut shared = meta.process.shared_pending.clone();
+    convert_senders(&mut shared, virt::real_of);
+    for info in &shared {
         let a = sh.put(info)?;
         sh.call(libc::SYS_rt_sigqueueinfo, [vpid, signo(info), a, 0, 0, 0])
             .map_err(|e| err(sh.pid, "re-queueing a process signal", e))?;
     }
-    // All from the leader: the kernel lets a process queue a signal with
-    // any si_code only to itself, judged by the caller's tid == tgid.
+    // Each from its own thread: the kernel lets a thread queue a signal
+    // with a user si_code (SI_USER, SI_TKILL from pthread_kill, ...) only
+    // to itself, judged by the caller's tid == the target tid (from the
+    // leader, a signal another thread had pending failed with EPERM).
     for t in &meta.threads {
-        for info in &t.pending {
+        let mut pending = t.pending.clone();
+        convert_senders(&mut pending, virt::real_of);
+        for info in &pending {
             let a = sh.put(info)?;
-            sh.call(
-                libc::SYS_rt_tgsigqueueinfo,
-                [vpid, t.vtid as u64, signo(info), a, 0, 0],
-            )
-            .map_err(|e| err(sh.pid, "re-queueing a thread signal", e))?;
+            let r = match threads.iter_mut().find(|(s, _)| s.vtid == t.vtid) {
+                Some((_, inj)) => {
+                    let tid = if real {
+                        inj.tid.0 as u64
+                    } else {
+                        t.vtid as u64
+                    };
+                    let args = [vpid, tid, signo(info), a, 0, 0];
+                    inj.syscall(libc::SYS_rt_tgsigqueueinfo, args)
+                }
+                // The leader: its tid is the pid.
+                None => sh.call(
+                    libc::SYS_rt_tgsigqueueinfo,
+                    [vpid, vpid, signo(info), a, 0, 0],
+                ),
+            };
+            r.map_err(|e| {
+                err(
+                    sh.pid,
+                    &format!("re-queueing signal {} of thread {}", signo(info), t.vtid),
+                    e,
+                )
+            })?;
         }
     }
     Ok(())

@@ -16,7 +16,7 @@ use crate::kernel::freeze::FrozenProcess;
 use crate::kernel::pid::{HostPid, RemoteAddr};
 use crate::kernel::procfs::{self, Mem};
 use crate::kernel::ptrace::{self, Stop};
-use crate::kernel::remote::{Injector, Shell, SCRATCH_OFF};
+use crate::kernel::remote::{Injector, Shell, RESCUE_TAIL, SCRATCH_OFF};
 use crate::resources::capture_ctx as ctx;
 use crate::resources::restore_err as err;
 use dmtcp_image::{Capabilities, Rseq, ThreadState, PAGE_SIZE};
@@ -298,16 +298,28 @@ pub(crate) struct ThreadQuery {
 }
 
 /// Where per-thread results start in the scratch area, and their size.
-pub(crate) const SCRATCH_SLOTS: u64 = 256;
-pub(crate) const QUERY_SLOT: u64 = 80;
+/// Below the slots: the query code at 0 (also a data buffer for the
+/// leader's injected calls once the code has run) and the rescue stubs at
+/// [`STUBS_OFF`].
+pub(crate) const SCRATCH_SLOTS: u64 = 512;
+pub(crate) const QUERY_SLOT: u64 = 104;
+/// Where [`crate::kernel::remote::install_stubs`] puts the rescue stubs.
+pub(crate) const STUBS_OFF: u64 = 384;
+
+/// Slot words the code reads when it ends with a rescue (see
+/// [`QUERY_END_RESCUE`]): the thread's rescue block, the signal set of the
+/// mark signal, the mark signal's number.
+const SLOT_RESCUE_BLOCK: usize = 80;
+const SLOT_MARK_SET: usize = 88;
+const SLOT_MARK_SIG: usize = 96;
 
 /// x86-64 code run by every thread at once, writing to its slot at r12:
 /// `prctl(PR_GET_TID_ADDRESS, r12)`, `sigaltstack(NULL, r12+8)`,
 /// `gettid()` to r12+32, `prctl(PR_GET_NAME, r12+40)`,
-/// `get_robust_list(0, r12+56, r12+64)`, then `int3` to stop. One ptrace
-/// stop per thread instead of four per injected syscall, and the threads
-/// run it in parallel.
-const THREAD_QUERY_CODE: [u8; 78] = [
+/// `get_robust_list(0, r12+56, r12+64)`; then it stops for us, with
+/// [`QUERY_END_RESCUE`] or `int3`. One ptrace stop per thread instead of
+/// four per injected syscall, and the threads run it in parallel.
+const THREAD_QUERY_CODE: [u8; 77] = [
     0xb8, 0x9d, 0x00, 0x00, 0x00, // mov eax, SYS_prctl (157)
     0xbf, 0x28, 0x00, 0x00, 0x00, // mov edi, PR_GET_TID_ADDRESS (40)
     0x4c, 0x89, 0xe6, // mov rsi, r12
@@ -328,8 +340,66 @@ const THREAD_QUERY_CODE: [u8; 78] = [
     0x49, 0x8d, 0x74, 0x24, 0x38, // lea rsi, [r12+56]
     0x49, 0x8d, 0x54, 0x24, 0x40, // lea rdx, [r12+64]
     0x0f, 0x05, // syscall
-    0xcc, // int3
 ];
+
+/// The end of the query code when the supervisor's death must not crash
+/// the thread: unblock the mark signal (a signal whose default action is
+/// to ignore it, and which the program does not catch) and send it to the
+/// thread itself. Traced, the thread stops in signal-delivery-stop there,
+/// which is our "done" (the signal is discarded when it runs again).
+/// Untraced (the supervisor is gone), the kernel ignores it and the thread
+/// runs on into the rescue tail, from its rescue block.
+const QUERY_END_RESCUE: [u8; 60] = [
+    0xb8, 0x0e, 0x00, 0x00, 0x00, // mov eax, SYS_rt_sigprocmask (14)
+    0xbf, 0x01, 0x00, 0x00, 0x00, // mov edi, SIG_UNBLOCK
+    0x49, 0x8d, 0x74, 0x24, 0x58, // lea rsi, [r12+88] (SLOT_MARK_SET)
+    0x31, 0xd2, // xor edx, edx
+    0x41, 0xba, 0x08, 0x00, 0x00, 0x00, // mov r10d, 8
+    0x0f, 0x05, // syscall
+    0xb8, 0x27, 0x00, 0x00, 0x00, // mov eax, SYS_getpid (39)
+    0x0f, 0x05, // syscall
+    0x89, 0xc7, // mov edi, eax
+    0xb8, 0xba, 0x00, 0x00, 0x00, // mov eax, SYS_gettid (186)
+    0x0f, 0x05, // syscall
+    0x89, 0xc6, // mov esi, eax
+    0x41, 0x8b, 0x54, 0x24, 0x60, // mov edx, [r12+96] (SLOT_MARK_SIG)
+    0xb8, 0xea, 0x00, 0x00, 0x00, // mov eax, SYS_tgkill (234)
+    0x0f, 0x05, // syscall: the stop; rip is then at MARK_STOP_OFF
+    0x49, 0x8b, 0x64, 0x24, 0x50, // mov rsp, [r12+80] (SLOT_RESCUE_BLOCK)
+];
+
+/// Offset in [`QUERY_END_RESCUE`] right after the `tgkill`.
+const MARK_STOP_OFF: usize = 55;
+
+/// Signals whose default action is to ignore them, tried in order as the
+/// mark signal.
+const MARK_SIGNALS: [i32; 2] = [libc::SIGURG, libc::SIGWINCH];
+
+/// The rescue of per-thread queries: the mark signal and each thread's
+/// rescue block (in `FrozenProcess::threads` order).
+pub(crate) struct QueryRescue {
+    pub(crate) mark: i32,
+    pub(crate) blocks: Vec<u64>,
+}
+
+/// The mark signal for a process whose caught or ignored signals are
+/// `caught_or_ignored`, if one is free.
+pub(crate) fn mark_signal(caught_or_ignored: u64) -> Option<i32> {
+    MARK_SIGNALS
+        .into_iter()
+        .find(|&s| caught_or_ignored & (1 << (s - 1)) == 0)
+}
+
+fn query_code(rescue: bool) -> Vec<u8> {
+    let mut code = THREAD_QUERY_CODE.to_vec();
+    if rescue {
+        code.extend_from_slice(&QUERY_END_RESCUE);
+        code.extend_from_slice(&RESCUE_TAIL);
+    } else {
+        code.push(0xcc); // int3
+    }
+    code
+}
 
 /// Runs [`THREAD_QUERY_CODE`] in every thread concurrently, each writing
 /// its own slot, and fills in each thread's `vtid`.
@@ -337,12 +407,33 @@ pub(crate) fn per_thread_queries(
     fp: &mut FrozenProcess,
     mem: &Mem,
     scratch: u64,
+    masks: &[u64],
+    rescue: Option<&QueryRescue>,
 ) -> io::Result<Vec<ThreadQuery>> {
     // The code goes in through /proc/PID/mem: the scratch mapping is ours.
     let wmem = Mem::open(fp.pid, true)?;
-    wmem.write(RemoteAddr(scratch), &THREAD_QUERY_CODE)?;
+    let code = query_code(rescue.is_some());
+    debug_assert!(code.len() as u64 <= STUBS_OFF);
+    wmem.write(RemoteAddr(scratch), &code)?;
     let slot = |i: usize| scratch + SCRATCH_SLOTS + i as u64 * QUERY_SLOT;
+    let mark_rip = scratch + (THREAD_QUERY_CODE.len() + MARK_STOP_OFF) as u64;
+    if let Some(rs) = rescue {
+        for (i, block) in rs.blocks.iter().enumerate() {
+            let mut words = [0u8; 24];
+            words[..8].copy_from_slice(&block.to_ne_bytes());
+            words[8..16].copy_from_slice(&(1u64 << (rs.mark - 1)).to_ne_bytes());
+            words[16..].copy_from_slice(&(rs.mark as u64).to_ne_bytes());
+            wmem.write(RemoteAddr(slot(i) + SLOT_RESCUE_BLOCK as u64), &words)?;
+        }
+        debug_assert_eq!(SLOT_MARK_SET, SLOT_RESCUE_BLOCK + 8);
+        debug_assert_eq!(SLOT_MARK_SIG, SLOT_RESCUE_BLOCK + 16);
+    }
+    // Signals pend while a thread runs our code (the leader's are blocked
+    // already, for all of the injected queries).
     for (i, t) in fp.threads.iter_mut().enumerate() {
+        if i > 0 {
+            ptrace::set_sigmask(t.tid, u64::MAX)?;
+        }
         let mut r = t.regs;
         r.rip = scratch;
         r.r12 = slot(i);
@@ -351,26 +442,39 @@ pub(crate) fn per_thread_queries(
         ptrace::set_regs(t.tid, &r)?;
         t.touched = true;
     }
+    crate::kernel::remote::fault_pause();
     for t in &fp.threads {
         ptrace::cont(t.tid, 0)?;
     }
-    for t in &fp.threads {
+    for (i, t) in fp.threads.iter().enumerate() {
         loop {
             match ptrace::wait_alive(t.tid)? {
-                ptrace::Stop::Signal(libc::SIGTRAP) => break,
-                ptrace::Stop::Exited(_) | ptrace::Stop::Killed(_) => {
+                Stop::Signal(libc::SIGTRAP) if rescue.is_none() => break,
+                Stop::Signal(sig)
+                    if rescue.is_some_and(|rs| rs.mark == sig)
+                        && ptrace::get_regs(t.tid)?.rip == mark_rip =>
+                {
+                    break
+                }
+                Stop::Exited(_) | Stop::Killed(_) => {
                     return Err(io::Error::other(format!(
                         "tid {} died during the queries",
                         t.tid
                     )))
                 }
-                // Signals are blocked; anything else just lets it go on.
+                // Signals are blocked (a mark signal from outside, which the
+                // program ignores anyway, is dropped); anything else just
+                // lets it go on.
                 _ => ptrace::cont(t.tid, 0)?,
             }
         }
-        // Back to where the freeze found it (the SIGTRAP stop is discarded
-        // when it runs again).
+        // Back to where the freeze found it (the stop's signal is discarded
+        // when it runs again), with its own mask unless it is the leader,
+        // which runs more of our calls.
         ptrace::set_regs(t.tid, &t.regs)?;
+        if i > 0 {
+            ptrace::set_sigmask(t.tid, masks[i])?;
+        }
     }
     let n = fp.threads.len();
     let mut all = vec![0u8; n * QUERY_SLOT as usize];
@@ -417,6 +521,9 @@ pub(crate) fn create_thread(sh: &mut Shell, t: &ThreadState) -> io::Result<Injec
     // struct clone_args (11 words) followed by the one-entry set_tid array.
     let args_addr = sh.scratch();
     let set_tid_addr = args_addr + 11 * 8;
+    // Without namespaces: the tid the kernel gives (the program keeps
+    // seeing the old one through the pid table).
+    let virtual_pids = crate::kernel::pid::virt::enabled();
     let words: [u64; 12] = [
         flags,
         0,
@@ -426,8 +533,8 @@ pub(crate) fn create_thread(sh: &mut Shell, t: &ThreadState) -> io::Result<Injec
         0,
         0,
         0,
-        set_tid_addr,
-        1,
+        if virtual_pids { 0 } else { set_tid_addr },
+        u64::from(!virtual_pids),
         0,
         t.vtid as u64,
     ];
@@ -436,7 +543,9 @@ pub(crate) fn create_thread(sh: &mut Shell, t: &ThreadState) -> io::Result<Injec
     let vtid = sh
         .call(libc::SYS_clone3, [args_addr, 88, 0, 0, 0, 0])
         .map_err(|e| err(pid, &format!("creating thread {}", t.vtid), e))?;
-    if vtid != t.vtid as u64 {
+    if virtual_pids {
+        crate::kernel::pid::virt::insert(t.vtid as i32, vtid as i32);
+    } else if vtid != t.vtid as u64 {
         return Err(err(
             pid,
             "thread",
@@ -511,6 +620,9 @@ pub(crate) fn restore_thread_state(
 pub(crate) fn load_registers(tid: HostPid, t: &ThreadState) -> io::Result<()> {
     let mut regs = ptrace::regs_from_words(&t.regs)
         .ok_or_else(|| err(tid, "registers", "wrong size in image"))?;
+    // Without namespaces: a wait for a process by its pid waits for its
+    // new kernel pid (the image has the virtual one).
+    ptrace::convert_pid_args(&mut regs, crate::kernel::pid::virt::real_of);
     ptrace::fix_interrupted_syscall(&mut regs, false);
     ptrace::set_xstate(tid, &t.xstate).map_err(|e| err(tid, "xstate", e))?;
     ptrace::set_regs(tid, &regs).map_err(|e| err(tid, "registers", e))?;
@@ -602,10 +714,17 @@ pub(crate) fn capture_threads(
         if let Some((_, info)) = t.pending_signal {
             pending.push(info.to_vec());
         }
+        crate::resources::signals::convert_senders(&mut pending, crate::kernel::pid::virt::of_real);
         threads.push(ThreadState {
             vtid: t.vtid as u32,
             name: q.name.clone(),
-            regs: ptrace::regs_to_words(&t.regs),
+            regs: ptrace::regs_to_words(&{
+                let mut r = ptrace::original_call(t.tid, &t.regs);
+                // Without namespaces, images record the virtual pid a
+                // blocked wait awaits.
+                ptrace::convert_pid_args(&mut r, crate::kernel::pid::virt::of_real);
+                r
+            }),
             xstate,
             sigmask: *sigmask,
             pending,

@@ -67,6 +67,8 @@ pub fn image(pid: HostPid, computation: ComputationInfo) -> io::Result<ProcessIm
         parent: None,
         ipc: None,
         clocks: None,
+        security: Default::default(),
+        passcred_fds: Vec::new(),
     })
 }
 

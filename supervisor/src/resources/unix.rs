@@ -263,35 +263,91 @@ fn linger_wait() -> std::time::Duration {
     std::time::Duration::from_secs(secs)
 }
 
-/// Whether local port `port` has closing TCP sockets (TIME_WAIT, FIN_WAIT,
-/// CLOSING, LAST_ACK) and no listener (`/proc/net/tcp` and `tcp6`, this
-/// network namespace): the port will come free by itself.
-fn lingering_only(port: u16) -> bool {
-    let mut lingering = false;
+/// The TCP sockets on local port `port` in this network namespace
+/// (`/proc/net/tcp` and `tcp6`): state (hex, as the kernel writes it),
+/// local and remote address (hex) and inode.
+fn tcp_sockets_on(port: u16) -> Vec<(String, String, String, u64)> {
+    let mut out = Vec::new();
     for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
         let Ok(text) = std::fs::read_to_string(table) else {
             continue;
         };
         for line in text.lines().skip(1) {
-            let mut cols = line.split_whitespace();
-            let (Some(local), Some(_remote), Some(state)) = (cols.nth(1), cols.next(), cols.next())
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            let (Some(local), Some(remote), Some(state)) = (cols.get(1), cols.get(2), cols.get(3))
             else {
                 continue;
             };
             let p = local
                 .rsplit_once(':')
                 .and_then(|(_, p)| u16::from_str_radix(p, 16).ok());
-            if p != Some(port) {
-                continue;
+            if p == Some(port) {
+                let inode = cols.get(9).and_then(|i| i.parse().ok()).unwrap_or(0);
+                out.push((
+                    state.to_string(),
+                    local.to_string(),
+                    remote.to_string(),
+                    inode,
+                ));
             }
-            // TCP states: 04 FIN_WAIT1, 05 FIN_WAIT2, 06 TIME_WAIT, 09
-            // LAST_ACK, 0B CLOSING: orphans that end by themselves; 0A
-            // LISTEN: someone else has the port.
-            match state {
-                "04" | "05" | "06" | "09" | "0B" => lingering = true,
-                "0A" => return false,
-                _ => {}
+        }
+    }
+    out
+}
+
+/// What holds local port `port`, for an error: e.g. `LISTEN 0100007F:1F90
+/// -> 00000000:0000 inode 123 (pid 45 sshd)`.
+pub(crate) fn port_holders(port: u16) -> String {
+    const STATES: [&str; 12] = [
+        "?",
+        "ESTABLISHED",
+        "SYN_SENT",
+        "SYN_RECV",
+        "FIN_WAIT1",
+        "FIN_WAIT2",
+        "TIME_WAIT",
+        "CLOSE",
+        "CLOSE_WAIT",
+        "LAST_ACK",
+        "LISTEN",
+        "CLOSING",
+    ];
+    let found = tcp_sockets_on(port);
+    if found.is_empty() {
+        return "no TCP socket shows on that port".into();
+    }
+    let owners = crate::kernel::procfs::socket_owners(found.iter().map(|f| f.3));
+    found
+        .iter()
+        .map(|(state, local, remote, inode)| {
+            let st = usize::from_str_radix(state, 16)
+                .ok()
+                .and_then(|i| STATES.get(i))
+                .unwrap_or(&"?");
+            match owners.get(inode) {
+                Some((pid, comm)) => {
+                    format!("{st} {local} -> {remote} inode {inode} (pid {pid} {comm})")
+                }
+                None => format!("{st} {local} -> {remote} inode {inode}"),
             }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Whether local port `port` has closing TCP sockets (TIME_WAIT, FIN_WAIT,
+/// CLOSING, LAST_ACK) and no listener (`/proc/net/tcp` and `tcp6`, this
+/// network namespace): the port will come free by itself.
+fn lingering_only(port: u16) -> bool {
+    let mut lingering = false;
+    for (state, ..) in tcp_sockets_on(port) {
+        // TCP states: 04 FIN_WAIT1, 05 FIN_WAIT2, 06 TIME_WAIT, 09
+        // LAST_ACK, 0B CLOSING: orphans that end by themselves; 0A
+        // LISTEN: someone else has the port.
+        match state.as_str() {
+            "04" | "05" | "06" | "09" | "0B" => lingering = true,
+            "0A" => return false,
+            _ => {}
         }
     }
     lingering
@@ -332,7 +388,11 @@ pub fn listen_again(family: i32, sotype: i32, addr: &[u8], backlog: i32) -> io::
     }
     let inet = family == libc::AF_INET || family == libc::AF_INET6;
     let deadline = std::time::Instant::now() + linger_wait();
+    // Sockets of the killed computation may still be going away (not yet
+    // shown as closing) for a moment after its processes died.
+    let settle = std::time::Instant::now() + std::time::Duration::from_secs(3);
     let mut said = false;
+    let mut tried_v6only = false;
     let r = loop {
         // SAFETY: addr holds a sockaddr of addr.len() bytes as getsockname gave it.
         let r = unsafe {
@@ -343,6 +403,22 @@ pub fn listen_again(family: i32, sotype: i32, addr: &[u8], backlog: i32) -> io::
             )
         };
         let busy = r < 0 && io::Error::last_os_error().raw_os_error() == Some(libc::EADDRINUSE);
+        if busy && family == libc::AF_INET6 && !tried_v6only {
+            // An IPv6 listener that shared its port with an IPv4 one (Open
+            // MPI's TCP transport) was IPv6-only: the IPv4 listener, bound
+            // again first, holds the port for both families otherwise.
+            tried_v6only = true;
+            if crate::kernel::netsys::set_int_opt(
+                fd.as_raw_fd(),
+                libc::IPPROTO_IPV6,
+                libc::IPV6_V6ONLY,
+                1,
+            )
+            .is_ok()
+            {
+                continue;
+            }
+        }
         if !(busy && inet && std::time::Instant::now() < deadline) {
             break r;
         }
@@ -351,11 +427,27 @@ pub fn listen_again(family: i32, sotype: i32, addr: &[u8], backlog: i32) -> io::
         // (60 s at most); nobody else listening on it: wait for them.
         let port = crate::kernel::netsys::port(addr);
         if !lingering_only(port) {
+            if std::time::Instant::now() < settle {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+                continue;
+            }
             break r;
+        }
+        // Root: the old computation's closing sockets are destroyed
+        // (sock_diag SOCK_DESTROY) and the bind tried again at once.
+        match crate::kernel::tcpdiag::destroy_closing(port) {
+            Ok(n) if n > 0 => {
+                tracing::debug!(
+                    "port {port}: destroyed {n} closing socket(s) of the old computation"
+                );
+                continue;
+            }
+            Ok(_) => {}
+            Err(e) => tracing::debug!("port {port}: cannot destroy closing sockets: {e}"),
         }
         if !said {
             eprintln!(
-                "dmtcp-restart: port {port} is held by connections of the old computation in TIME_WAIT (the program did not set SO_REUSEADDR); waiting for them to end (up to {} s)",
+                "dmtcp-restart: port {port} is held by connections of the old computation in TIME_WAIT (the program did not set SO_REUSEADDR, and destroying them needs CAP_NET_ADMIN); waiting for them to end (up to {} s)",
                 linger_wait().as_secs()
             );
             said = true;
@@ -364,10 +456,14 @@ pub fn listen_again(family: i32, sotype: i32, addr: &[u8], backlog: i32) -> io::
     };
     if r < 0 {
         let e = io::Error::last_os_error();
-        let hint = if e.raw_os_error() == Some(libc::EADDRINUSE) {
-            " (connections of the old process may linger in TIME_WAIT: a listener that set SO_REUSEADDR can be bound again at once)"
+        let hint = if e.raw_os_error() == Some(libc::EADDRINUSE) && inet {
+            format!(
+                " (port {} holds: {})",
+                crate::kernel::netsys::port(addr),
+                port_holders(crate::kernel::netsys::port(addr))
+            )
         } else {
-            ""
+            String::new()
         };
         return Err(io::Error::new(
             e.kind(),
@@ -524,6 +620,41 @@ fn outside_unix(
         flags,
         queued,
     }))
+}
+
+/// The fds of `pid` among `fds` whose socket has `SO_PASSCRED` set (it
+/// receives its senders' credentials with every message): the option is
+/// not part of any fd kind, and a restart sets it again
+/// ([`set_passcred`]). A socket that cannot be read is left out.
+pub fn passcred_fds(pid: crate::kernel::pid::HostPid, fds: &[FdEntry]) -> Vec<i32> {
+    fds.iter()
+        .filter(|e| {
+            matches!(
+                e.kind,
+                FdKind::UnixPair { .. }
+                    | FdKind::UnixNamedPair { .. }
+                    | FdKind::Listener { .. }
+                    | FdKind::OutsidePeer { .. }
+            )
+        })
+        .filter(|e| {
+            crate::kernel::sys::steal_fd(pid.0, e.fd).is_ok_and(|dup| {
+                crate::kernel::netsys::int_opt(dup.as_raw_fd(), libc::SOL_SOCKET, libc::SO_PASSCRED)
+                    .is_ok_and(|v| v != 0)
+            })
+        })
+        .map(|e| e.fd)
+        .collect()
+}
+
+/// Sets `SO_PASSCRED` again on the restored fds `fds` (see
+/// [`passcred_fds`]).
+pub fn set_passcred(fds: &[i32]) -> io::Result<()> {
+    for &fd in fds {
+        crate::kernel::netsys::set_int_opt(fd, libc::SOL_SOCKET, libc::SO_PASSCRED, 1)
+            .map_err(|e| io::Error::new(e.kind(), format!("fd {fd}: SO_PASSCRED: {e}")))?;
+    }
+    Ok(())
 }
 
 /// Unix socket pairs inside the computation by id, as [end 0, end 1].

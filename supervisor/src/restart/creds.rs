@@ -217,7 +217,23 @@ pub fn apply_ids(inj: &mut Injector, mem: &Mem, tramp: u64, g: &Granted) -> io::
             [libc::PR_SET_SECUREBITS as u64, bits, 0, 0, 0, 0],
         )
     };
-    prctl(inj, SECBIT_NO_SETUID_FIXUP).map_err(|e| err(tid, "securebits", e))?;
+    // Without namespaces and without root, the shell has no capability:
+    // the ids are ours already (checked by `grant`), and securebits take
+    // CAP_SETPCAP even to be set to what they are.
+    let unprivileged = crate::kernel::pid::virt::enabled() && !nix::unistd::geteuid().is_root();
+    if unprivileged && g.securebits != 0 {
+        return Err(err(
+            tid,
+            "securebits",
+            format!(
+                "{:#x} cannot be set again without privileges (restarted without namespaces)",
+                g.securebits
+            ),
+        ));
+    }
+    if !unprivileged {
+        prctl(inj, SECBIT_NO_SETUID_FIXUP).map_err(|e| err(tid, "securebits", e))?;
+    }
     if let Some(groups) = &g.groups {
         let bytes: Vec<u8> = groups.iter().flat_map(|x| x.to_ne_bytes()).collect();
         let a = put_scratch(mem, tramp, &bytes)?;
@@ -246,7 +262,9 @@ pub fn apply_ids(inj: &mut Injector, mem: &Mem, tramp: u64, g: &Granted) -> io::
             ),
         ));
     }
-    prctl(inj, g.securebits as u64).map_err(|e| err(tid, "securebits", e))?;
+    if !unprivileged {
+        prctl(inj, g.securebits as u64).map_err(|e| err(tid, "securebits", e))?;
+    }
     Ok(())
 }
 

@@ -39,19 +39,21 @@ const ALL_SIGNALS: u64 = u64::MAX;
 /// shells: big enough for every piece any process maps, at addresses free
 /// in every image (so moving pieces into place never clobbers another).
 pub fn park_shared_memory(images: &[&ImageReader]) -> Vec<ParkedMemory> {
-    let mut sizes: std::collections::BTreeMap<u64, (u64, Option<String>)> = Default::default();
+    type Object = (u64, Option<String>, Option<String>);
+    let mut sizes: std::collections::BTreeMap<u64, Object> = Default::default();
     let mut taken: Vec<(u64, u64)> = Vec::new();
     for r in images {
         for v in &r.meta().vmas {
             taken.push((v.start, v.end));
-            let (id, offset, memfd) = match &v.kind {
-                VmaKind::SharedAnon { id, offset } => (*id, *offset, None),
+            let (id, offset, memfd, ghost) = match &v.kind {
+                VmaKind::SharedAnon { id, offset } => (*id, *offset, None, None),
                 VmaKind::Memfd { id, name, offset } if v.shared => {
-                    (*id, *offset, Some(name.clone()))
+                    (*id, *offset, Some(name.clone()), None)
                 }
+                VmaKind::Ghost { id, path, offset } => (*id, *offset, None, Some(path.clone())),
                 _ => continue,
             };
-            let s = sizes.entry(id).or_insert((0, memfd));
+            let s = sizes.entry(id).or_insert((0, memfd, ghost));
             s.0 = s.0.max(offset + v.len());
         }
     }
@@ -59,7 +61,7 @@ pub fn park_shared_memory(images: &[&ImageReader]) -> Vec<ParkedMemory> {
     let mut out = Vec::new();
     // Above 8 GiB: clear of PIE executables' low addresses and of nsinit.
     let mut next = 0x2_0000_0000u64;
-    for (id, (size, memfd)) in sizes {
+    for (id, (size, memfd, ghost)) in sizes {
         loop {
             let end = next + size + PAGE_SIZE;
             match taken.iter().find(|(s, e)| *s < end && *e > next) {
@@ -72,6 +74,7 @@ pub fn park_shared_memory(images: &[&ImageReader]) -> Vec<ParkedMemory> {
             addr: next,
             size,
             memfd,
+            ghost,
         });
         taken.push((next, next + size));
         next += size + PAGE_SIZE;
@@ -106,7 +109,9 @@ fn seize_shell(pid: HostPid) -> io::Result<()> {
     ptrace::interrupt(pid)?;
     loop {
         match ptrace::wait(pid)? {
-            Stop::Event { event, .. } if event == ptrace::PTRACE_EVENT_STOP => return Ok(()),
+            Stop::Event { event, .. } if event == ptrace::PTRACE_EVENT_STOP => {
+                return ptrace::suspend_seccomp(pid, libc::PTRACE_O_TRACECLONE)
+            }
             Stop::Exited(c) => return Err(io::Error::other(format!("shell exited ({c})"))),
             Stop::Killed(s) => return Err(io::Error::other(format!("shell killed by signal {s}"))),
             _ => ptrace::cont(pid, 0)?,
@@ -130,6 +135,16 @@ impl Restored {
     /// The process's host pid.
     pub fn pid(&self) -> HostPid {
         self.pid
+    }
+
+    /// Lets one thread run (a plugin hook thread, before the others).
+    pub fn release_thread(&mut self, tid: HostPid) -> io::Result<()> {
+        let Some(i) = self.threads.iter().position(|&t| t == tid) else {
+            return Ok(());
+        };
+        self.threads.remove(i);
+        ptrace::set_affinity(tid, &self.mask)?;
+        ptrace::detach(tid, 0).map_err(|e| err(tid, "detach", e))
     }
 
     /// Lets every thread run from its saved registers.
@@ -201,6 +216,11 @@ fn restore_pinned(
         .position(|t| t.vtid == meta.process.vpid)
         .ok_or_else(|| err(pid, "threads", "no thread has the process id"))?;
     let mut sh = take_shell(pid, meta, cpu)?;
+    // 0. Without namespaces and privileges, the program's executable for
+    //    /proc/PID/exe: the shell execs it.
+    if exec_wanted(pid, meta, parked) {
+        sh = exec_program(sh, meta)?;
+    }
     // 1. The shell's rseq area is about to disappear.
     unregister_rseq(&mut sh)?;
     // 2. Trampoline: one page holding `syscall` and our scratch data.
@@ -247,6 +267,112 @@ fn take_shell(pid: HostPid, meta: &ProcessImage, cpu: usize) -> io::Result<Shell
     })
 }
 
+/// Whether the shell should exec the program's executable before it is
+/// restored: only where `PR_SET_MM_MAP` cannot set the executable link
+/// (it takes CAP_CHECKPOINT_RESTORE or CAP_SYS_ADMIN over the process's
+/// user namespace, i.e. an unprivileged restart without namespaces), where
+/// nothing parked in the shell's memory for the restore would be lost with
+/// it (shared memory objects), and where the executable is still there to
+/// be read (a deleted one keeps the shell's link).
+fn exec_wanted(pid: HostPid, meta: &ProcessImage, parked: &[ParkedMemory]) -> bool {
+    const CAP_SYS_ADMIN: u64 = 1 << 21;
+    const CAP_CHECKPOINT_RESTORE: u64 = 1 << 40;
+    if !crate::kernel::pid::virt::enabled() || !parked.is_empty() {
+        return false;
+    }
+    let caps = procfs::status(pid)
+        .map(|st| procfs::hex_field(&st, "CapEff"))
+        .unwrap_or(0);
+    if caps & (CAP_SYS_ADMIN | CAP_CHECKPOINT_RESTORE) != 0 {
+        return false;
+    }
+    let exe = &meta.process.exe;
+    !exe.is_empty() && !exe.ends_with(" (deleted)") && std::fs::File::open(exe).is_ok()
+}
+
+/// Makes the shell exec the program's executable (stopped by us at the
+/// exit of `execve`, before the program runs one instruction), so that
+/// `/proc/PID/exe` names the program after the restore, as it does with
+/// namespaces. Everything exec drops is restored afterwards anyway
+/// (memory, signal handlers, timers, the name) except the shell's
+/// close-on-exec fds, which are already the program's: their flag is
+/// cleared before and set again after. Returns the shell, now in the
+/// program's executable (a failed `execve` leaves it as it was).
+fn exec_program(mut sh: Shell, meta: &ProcessImage) -> io::Result<Shell> {
+    let pid = sh.pid;
+    let exe = &meta.process.exe;
+    let mut cloexec = Vec::new();
+    for fd in procfs::fds(pid)? {
+        let (_, flags) = procfs::fdinfo(pid, fd)?;
+        if flags & libc::O_CLOEXEC != 0 {
+            sh.call(
+                libc::SYS_fcntl,
+                [fd as u64, libc::F_SETFD as u64, 0, 0, 0, 0],
+            )
+            .map_err(|e| err(pid, "clearing FD_CLOEXEC before exec", e))?;
+            cloexec.push(fd);
+        }
+    }
+    let page = scratch_page(&mut sh, "mapping the exec arguments")?;
+    // argv = { exe, NULL } at the page's start, envp = { NULL }, then the path.
+    let path = page + 32;
+    let mut block = Vec::with_capacity(32 + exe.len() + 1);
+    for w in [path, 0, 0, 0] {
+        block.extend_from_slice(&w.to_ne_bytes());
+    }
+    block.extend_from_slice(exe.as_bytes());
+    block.push(0);
+    if block.len() as u64 > PAGE_SIZE {
+        return Err(err(pid, "exec", "executable path too long"));
+    }
+    sh.mem.write(RemoteAddr(page), &block)?;
+    let r = sh
+        .inj
+        .raw_syscall(libc::SYS_execve, [path, page, page + 16, 0, 0, 0])?;
+    if r < 0 {
+        let e = io::Error::from_raw_os_error((-r) as i32);
+        debug!("pid {pid}: exec of {exe} for /proc/PID/exe failed: {e}");
+        sh.call(libc::SYS_munmap, [page, PAGE_SIZE, 0, 0, 0, 0])?;
+        set_cloexec(
+            &mut sh,
+            &cloexec,
+            "setting FD_CLOEXEC again after a failed exec",
+        )?;
+        return Ok(sh);
+    }
+    // A new address space: a new /proc/PID/mem, a new vdso, a new place
+    // for the trampoline.
+    let mem = Mem::open(pid, true)?;
+    let maps = procfs::maps(pid)?;
+    let insn = crate::kernel::remote::syscall_insn(pid, &maps, &mem)?;
+    let inj = Injector::new(pid, insn)?;
+    let tramp = trampoline_address(&maps, &meta.vmas)?;
+    let mut sh = Shell {
+        pid,
+        inj,
+        mem,
+        tramp,
+    };
+    set_cloexec(&mut sh, &cloexec, "setting FD_CLOEXEC again after exec")?;
+    // exec named the process after the file: its own name at once (a
+    // process mid-restore is not taken for another one of the program).
+    if let Some(t) = meta.threads.iter().find(|t| t.vtid == meta.process.vpid) {
+        let mut name = t.name.as_bytes().to_vec();
+        name.truncate(15);
+        name.push(0);
+        // A page of the new address space (wiped with the rest of it).
+        let page = scratch_page(&mut sh, "a page after exec")?;
+        sh.mem.write(RemoteAddr(page), &name)?;
+        sh.call(
+            libc::SYS_prctl,
+            [libc::PR_SET_NAME as u64, page, 0, 0, 0, 0],
+        )
+        .map_err(|e| err(pid, "process name after exec", e))?;
+    }
+    debug!("pid {pid}: the shell execs {exe} (/proc/PID/exe)");
+    Ok(sh)
+}
+
 /// Unregisters the shell's rseq area (its memory is about to go).
 fn unregister_rseq(sh: &mut Shell) -> io::Result<()> {
     let pid = sh.pid;
@@ -266,6 +392,43 @@ fn unregister_rseq(sh: &mut Shell) -> io::Result<()> {
         .map_err(|e| err(pid, "unregistering the shell's rseq", e))?;
     }
     Ok(())
+}
+
+/// Puts `FD_CLOEXEC` back on `fds` (cleared for the exec).
+fn set_cloexec(sh: &mut Shell, fds: &[i32], what: &str) -> io::Result<()> {
+    let pid = sh.pid;
+    for &fd in fds {
+        sh.call(
+            libc::SYS_fcntl,
+            [
+                fd as u64,
+                libc::F_SETFD as u64,
+                libc::FD_CLOEXEC as u64,
+                0,
+                0,
+                0,
+            ],
+        )
+        .map_err(|e| err(pid, what, e))?;
+    }
+    Ok(())
+}
+
+/// A fresh private read-write page in the process `sh` drives.
+fn scratch_page(sh: &mut Shell, what: &str) -> io::Result<u64> {
+    let pid = sh.pid;
+    sh.call(
+        libc::SYS_mmap,
+        [
+            0,
+            PAGE_SIZE,
+            (libc::PROT_READ | libc::PROT_WRITE) as u64,
+            (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64,
+            u64::MAX,
+            0,
+        ],
+    )
+    .map_err(|e| err(pid, what, e))
 }
 
 /// Maps the one-page trampoline (`syscall` plus scratch data) and moves
@@ -399,6 +562,21 @@ fn thread_kernel_state(
         bounding_to_drop(pid, &granted.caps)?,
     )
     .map_err(|e| err(pid, "thread state", e))?;
+    // The setup code ends in `int3`, a forced SIGTRAP that (all signals
+    // blocked) resets the disposition to SIG_DFL: set the saved one again.
+    let trap = &meta.process.sigactions.get((libc::SIGTRAP - 1) as usize);
+    if let Some(sa) = trap.filter(|sa| sa.handler != 0 || sa.flags != 0) {
+        let bytes: Vec<u8> = [sa.handler, sa.flags, sa.restorer, sa.mask]
+            .iter()
+            .flat_map(|w| w.to_ne_bytes())
+            .collect();
+        let a = sh.put(&bytes)?;
+        sh.call(
+            libc::SYS_rt_sigaction,
+            [libc::SIGTRAP as u64, a, 0, 8, 0, 0],
+        )
+        .map_err(|e| err(pid, "sigaction SIGTRAP", e))?;
+    }
     restore_caps(&mut sh.inj, &sh.mem, sh.tramp, &granted.caps)?;
     restore_thread_state(&mut sh.inj, &sh.mem, sh.tramp, &meta.threads[leader_idx])?;
 
@@ -418,7 +596,7 @@ fn finish<'m>(
     // 8. Pending signals go back into the queues with every signal blocked
     //    (so none is delivered to our injected code); the saved masks are
     //    loaded at the end and whatever they allow is delivered on detach.
-    requeue_signals(&mut sh, meta)?;
+    requeue_signals(&mut sh, meta, threads)?;
 
     // Application API state page (inject): count the restart.
     crate::agent::on_restored(pid, &sh.mem);
@@ -433,6 +611,35 @@ fn finish<'m>(
     sh.call(libc::SYS_munmap, [tramp, PAGE_SIZE, 0, 0, 0, 0])
         .map_err(|e| err(pid, "unmapping the trampoline", e))?;
     threads.push((&meta.threads[leader_idx], sh.inj));
+    // 10. Seccomp filters and strict mode, after every other injected call
+    //     (through the vDSO's `syscall`: the trampoline is gone).
+    let landlock = meta
+        .security
+        .sandbox
+        .as_ref()
+        .filter(|s| !s.allow_read.is_empty() || !s.allow_write.is_empty());
+    //     Without namespaces, the trap filter for raw pid calls first.
+    let (trap, state) = crate::resources::vpid_trap::wanted(pid, meta, &sh.mem);
+    if !meta.security.threads.is_empty() || landlock.is_some() || trap.is_some() {
+        let maps = procfs::maps(pid)?;
+        let insn = crate::kernel::remote::syscall_insn(pid, &maps, &sh.mem)
+            .map_err(|e| err(pid, "seccomp", e))?;
+        if let Some(info) = landlock {
+            crate::resources::sandbox::landlock::restore(pid, info, threads, &sh.mem, insn)?;
+        }
+        crate::resources::seccomp::restore(
+            pid,
+            &meta.security,
+            trap.as_deref(),
+            threads,
+            &sh.mem,
+            insn,
+        )?;
+    }
+    if let Some(addr) = state {
+        crate::agent::set_trap_filter(&sh.mem, addr, trap.is_some())
+            .map_err(|e| err(pid, "the state page's trap flag", e))?;
+    }
     for (t, inj) in threads.iter() {
         load_registers(inj.tid, t)?;
     }

@@ -17,6 +17,8 @@ pub enum BarrierError {
     NoProcess,
     #[error("pid {pid} kept checkpoints disabled ({sections} open dmtcp_disable_ckpt sections)")]
     CkptDisabled { pid: HostPid, sections: i32 },
+    #[error("pid {vpid} ({prog}) runs a 32-bit program (exec'd inside the computation); only 64-bit (x86_64) programs can be checkpointed")]
+    ThirtyTwoBit { vpid: u32, prog: String },
     #[error("freezing pid {vpid} ({prog}): {source}")]
     Freeze {
         vpid: u32,
@@ -38,6 +40,9 @@ pub enum BarrierError {
     /// names the pid and step).
     #[error(transparent)]
     Io(#[from] io::Error),
+    /// A plugin hook failed, hung or crashed (names the pid, plugin, hook).
+    #[error("{0}")]
+    Plugin(String),
     /// Writing an image, or a bad codec in the checkpoint request.
     #[error(transparent)]
     Image(#[from] ImageError),

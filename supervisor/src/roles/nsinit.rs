@@ -26,6 +26,14 @@ pub enum InitRequest {
     Launch {
         argv: Vec<Vec<u8>>,
         preload: Option<String>,
+        /// `--sandbox`: the BPF program installed (with `no_new_privs`)
+        /// in the program's process just before the exec.
+        seccomp: Option<Vec<u8>>,
+        /// `--net=none`: a network namespace with only loopback.
+        net_none: bool,
+        /// `--allow-read`, `--allow-write`: a Landlock domain made in the
+        /// program's process just before the exec.
+        landlock: Option<(Vec<String>, Vec<String>)>,
     },
     /// Create one parked shell per plan, each with its original pid.
     /// Shared anonymous memory objects are mapped first (at the given
@@ -41,6 +49,8 @@ pub enum InitRequest {
         shared_memory: Vec<ParkedMemory>,
         ipc: bool,
         clocks: Option<dmtcp_image::Clocks>,
+        /// `--net=none` at launch: the same private network again.
+        net_none: bool,
     },
     /// Later requests, once the computation runs: list the SysV IPC objects
     /// of the namespace with their contents (answered by `InitReply::Ipc`
@@ -54,6 +64,23 @@ pub enum InitRequest {
     /// On while a lazy restore still holds pages only the supervisor can
     /// bring in.
     Lifeline(bool),
+    /// Who the computation is, kept for a supervisor that adopts it after
+    /// its own died (answered by `Done`).
+    Identity(Identity),
+    /// Asked by an adopting supervisor: answered by `InitReply::Identity`.
+    WhoAreYou,
+}
+
+/// What an adopting supervisor needs to go on as the dead one's successor:
+/// the computation it belongs to and its launch id (so images keep their
+/// names and the restart sees one launch).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Identity {
+    pub computation: String,
+    pub launch: String,
+    /// The computation runs without namespaces (virtual pids): the
+    /// successor reads the pid table back from the processes.
+    pub virtual_pids: bool,
 }
 
 /// The part of a process a shell sets up in ordinary code before the
@@ -79,6 +106,8 @@ pub struct ShellPlan {
     /// (its fds, its cwd, the files it maps) are opened with that user's
     /// access, never root's (`restart::creds::Granted::open_as`).
     pub open_as: Option<crate::restart::creds::OpenAs>,
+    /// Fds whose socket gets `SO_PASSCRED` again (image format 2.5).
+    pub passcred_fds: Vec<i32>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -88,11 +117,16 @@ pub enum InitReply {
     },
     ShellsReady {
         vpids: Vec<i32>,
+        /// Without namespaces: (pid in the image, kernel pid) of every
+        /// shell; empty otherwise (each shell has its image's pid).
+        real: Vec<(u32, i32)>,
     },
     Failed(String),
     /// The IPC state follows on the stream (`sysvipc::send`).
     Ipc,
     Done,
+    /// Who the computation is (`None`: never told).
+    Identity(Option<Identity>),
 }
 
 /// Exit status nsinit uses when the root process was killed by a signal.
@@ -126,8 +160,18 @@ fn run() -> io::Result<i32> {
             io::Error::other("DMTCP_NSINIT_FD not set: run through dmtcp-run or dmtcp-restart")
         })?;
     std::env::remove_var(crate::roles::spawn::NSINIT_FD_ENV);
-    // Our own mount namespace: a /proc of the computation's pid namespace.
-    if let Err(e) = crate::kernel::nsview::mount_private_proc() {
+    let host_pids = std::env::var_os(crate::roles::spawn::NSINIT_HOST_PIDS_ENV).is_some();
+    std::env::remove_var(crate::roles::spawn::NSINIT_HOST_PIDS_ENV);
+    if std::env::var_os(crate::roles::spawn::NSINIT_VIRTUAL_ENV).is_some() {
+        crate::kernel::pid::virt::enable();
+    }
+    std::env::remove_var(crate::roles::spawn::NSINIT_VIRTUAL_ENV);
+    if host_pids {
+        // `dmtcp-restart --no-pidns`: no namespace of our own, so not pid 1;
+        // orphans of the computation come to us all the same.
+        crate::kernel::sys::set_child_subreaper()?;
+    } else if let Err(e) = crate::kernel::nsview::mount_private_proc() {
+        // Our own mount namespace: a /proc of the computation's pid namespace.
         eprintln!("dmtcp-nsinit: warning: /proc stays the host's: {e}");
     }
     // SAFETY: the supervisor passed us this fd as our control socket and
@@ -142,11 +186,36 @@ fn run() -> io::Result<i32> {
         InitRequest::Restore { clocks, .. } => *clocks,
         _ => None,
     };
-    if let Err(e) = crate::kernel::nsview::enter_new_time_namespace(clocks) {
+    let net_none = match &req {
+        InitRequest::Restore { net_none, .. } | InitRequest::Launch { net_none, .. } => *net_none,
+        _ => false,
+    };
+    if net_none {
+        if let Err(e) = crate::kernel::sys::private_network_with_loopback() {
+            let msg = format!("--net=none: {e}");
+            let _ = dmtcp_protocol::write_local_frame(&mut ctrl, &InitReply::Failed(msg));
+            return Err(io::Error::other("--net=none failed"));
+        }
+    }
+    // Without namespaces, none: unprivileged, it could not be made (the
+    // clocks jump at restart).
+    if crate::kernel::pid::virt::enabled() {
+    } else if let Err(e) = crate::kernel::nsview::enter_new_time_namespace(clocks) {
         eprintln!("dmtcp-nsinit: warning: no time namespace, clocks will jump at restart: {e}");
     }
     let (reply, root) = match req {
-        InitRequest::Launch { argv, preload } => match launch(&argv, preload.as_deref()) {
+        InitRequest::Launch {
+            argv,
+            preload,
+            seccomp,
+            landlock,
+            ..
+        } => match launch(
+            &argv,
+            preload.as_deref(),
+            seccomp.as_deref(),
+            landlock.as_ref(),
+        ) {
             Ok(pid) => (InitReply::Launched { vpid: pid }, Some(pid)),
             Err(e) => (InitReply::Failed(e.to_string()), None),
         },
@@ -157,9 +226,9 @@ fn run() -> io::Result<i32> {
             ..
         } => match recreate_ipc(&mut ctrl, ipc).and_then(|()| make_shells(&shells, &shared_memory))
         {
-            Ok(pids) => {
+            Ok((pids, real)) => {
                 let root = pids.first().copied();
-                (InitReply::ShellsReady { vpids: pids }, root)
+                (InitReply::ShellsReady { vpids: pids, real }, root)
             }
             Err(e) => (InitReply::Failed(e.to_string()), None),
         },
@@ -196,6 +265,9 @@ fn serve_and_reap(root: i32, ctrl: UnixStream) -> i32 {
     };
     let mut ctrl = Some(ctrl);
     let mut lifeline = false;
+    let mut identity: Option<Identity> = None;
+    // After the supervisor died: where a new one can adopt the computation.
+    let mut adopt: Option<AdoptListener> = None;
     // The computation lives while any of its processes lives: the root's
     // status is kept until the last process (orphans reparented to us
     // included) is gone.
@@ -228,9 +300,14 @@ fn serve_and_reap(root: i32, ctrl: UnixStream) -> i32 {
                 events: libc::POLLIN,
                 revents: 0,
             },
+            libc::pollfd {
+                fd: adopt.as_ref().map_or(-1, |a| a.listener.as_raw_fd()),
+                events: libc::POLLIN,
+                revents: 0,
+            },
         ];
-        // SAFETY: fds is a live array of two pollfds (a negative fd is ignored).
-        let n = unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) };
+        // SAFETY: fds is a live array of three pollfds (a negative fd is ignored).
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), 3, -1) };
         if n < 0 {
             continue; // EINTR
         }
@@ -238,15 +315,70 @@ fn serve_and_reap(root: i32, ctrl: UnixStream) -> i32 {
             while let Ok(Some(_)) = sfd.read_signal() {}
         }
         if fds[1].revents != 0 {
-            let keep = ctrl.as_mut().is_some_and(|c| serve_one(c, &mut lifeline));
+            let keep = ctrl
+                .as_mut()
+                .is_some_and(|c| serve_one(c, &mut lifeline, &mut identity));
             if !keep {
                 ctrl = None;
                 if lifeline {
                     // Exiting as pid 1 kills every process of the namespace.
                     return 128 + libc::SIGKILL;
                 }
+                adopt = AdoptListener::open();
             }
         }
+        if fds[2].revents != 0 {
+            if let Some(stream) = adopt.as_ref().and_then(AdoptListener::accept) {
+                ctrl = Some(stream);
+                adopt = None;
+            }
+        }
+    }
+}
+
+/// The socket a supervisor that adopts an orphaned computation connects to
+/// (`dmtcp-attach NSINIT_PID`): `adopt-<random>.sock` in the user's private
+/// runtime directory (owner and mode checked), removed when dropped. Only a
+/// client of our own uid is taken; it proves which nsinit it reached by the
+/// peer pid it sees.
+struct AdoptListener {
+    listener: std::os::unix::net::UnixListener,
+    path: std::path::PathBuf,
+}
+
+impl AdoptListener {
+    fn open() -> Option<AdoptListener> {
+        let dir = dmtcp_protocol::runtime::dir()
+            .map_err(|e| eprintln!("dmtcp-nsinit: no socket to adopt the computation: {e}"))
+            .ok()?;
+        let name = format!("adopt-{}.sock", crate::roles::session::new_launch_id());
+        let path = dir.join(&name);
+        // Bound through the directory's fd: the full path may be longer
+        // than a socket address holds (108 bytes).
+        let listener = crate::kernel::sys::short_path(&dir, &name)
+            .and_then(|(_dirfd, short)| std::os::unix::net::UnixListener::bind(short))
+            .map_err(|e| eprintln!("dmtcp-nsinit: {}: {e}", path.display()))
+            .ok()?;
+        let _ = listener.set_nonblocking(true);
+        Some(AdoptListener { listener, path })
+    }
+
+    fn accept(&self) -> Option<UnixStream> {
+        let (stream, _) = self.listener.accept().ok()?;
+        let cred =
+            nix::sys::socket::getsockopt(&stream, nix::sys::socket::sockopt::PeerCredentials)
+                .ok()?;
+        if cred.uid() != nix::unistd::getuid().as_raw() {
+            return None;
+        }
+        stream.set_nonblocking(false).ok()?;
+        Some(stream)
+    }
+}
+
+impl Drop for AdoptListener {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
     }
 }
 
@@ -260,7 +392,7 @@ fn recreate_ipc(ctrl: &mut UnixStream, ipc: bool) -> io::Result<()> {
 }
 
 /// Answers one request on the control socket; false once it is closed.
-fn serve_one(ctrl: &mut UnixStream, lifeline: &mut bool) -> bool {
+fn serve_one(ctrl: &mut UnixStream, lifeline: &mut bool, identity: &mut Option<Identity>) -> bool {
     let Ok(req) = dmtcp_protocol::read_frame::<_, InitRequest>(ctrl) else {
         return false;
     };
@@ -269,6 +401,11 @@ fn serve_one(ctrl: &mut UnixStream, lifeline: &mut bool) -> bool {
             *lifeline = on;
             reply(ctrl, InitReply::Done)
         }
+        InitRequest::Identity(id) => {
+            *identity = Some(id);
+            reply(ctrl, InitReply::Done)
+        }
+        InitRequest::WhoAreYou => reply(ctrl, InitReply::Identity(identity.clone())),
         InitRequest::DumpIpc => match crate::resources::sysv::dump() {
             Ok((state, bytes)) => reply(ctrl, InitReply::Ipc)
                 .and_then(|()| crate::resources::sysv::send(ctrl, &state, &bytes)),
@@ -335,7 +472,12 @@ fn cstring(b: &[u8]) -> io::Result<CString> {
 }
 
 /// Forks and execs the target; returns its pid (in our namespace).
-fn launch(argv: &[Vec<u8>], preload: Option<&str>) -> io::Result<i32> {
+fn launch(
+    argv: &[Vec<u8>],
+    preload: Option<&str>,
+    seccomp: Option<&[u8]>,
+    landlock: Option<&(Vec<String>, Vec<String>)>,
+) -> io::Result<i32> {
     if argv.is_empty() {
         return Err(io::Error::other("no program given"));
     }
@@ -347,6 +489,13 @@ fn launch(argv: &[Vec<u8>], preload: Option<&str>) -> io::Result<i32> {
             _ => lib.to_string(),
         };
         std::env::set_var("LD_PRELOAD", v);
+        // `preload` is the inject library then the plugins, in order: the
+        // plugins are named for launches the computation starts on other
+        // hosts (ssh and srun contagion pass them on to `dmtcp-run`).
+        match lib.split_once(':') {
+            Some((_, plugins)) if !plugins.is_empty() => std::env::set_var(PLUGINS_ENV, plugins),
+            _ => std::env::remove_var(PLUGINS_ENV),
+        }
     }
     // A CLOEXEC pipe tells us whether exec worked: EOF means yes.
     let (mut rd, wr) = crate::kernel::sys::pipe_cloexec()?;
@@ -357,7 +506,25 @@ fn launch(argv: &[Vec<u8>], preload: Option<&str>) -> io::Result<i32> {
     }
     if pid == 0 {
         drop(rd);
-        let err = exec_target(&c_argv);
+        let confined = match landlock {
+            Some((read, write)) => crate::resources::sandbox::landlock::restrict_self(read, write),
+            None => Ok(None),
+        };
+        let confined = match confined {
+            Ok(Some(warning)) => {
+                eprintln!("dmtcp-run: {warning}");
+                Ok(())
+            }
+            Ok(None) => Ok(()),
+            Err(e) => Err(io::Error::other(e)),
+        };
+        let err = match confined.and_then(|()| match seccomp {
+            Some(p) => crate::kernel::seccomp::install_self(p),
+            None => Ok(()),
+        }) {
+            Err(e) => io::Error::other(format!("installing the sandbox: {e}")),
+            Ok(()) => exec_target(&c_argv),
+        };
         let mut wr = std::fs::File::from(wr);
         let _ = wr.write_all(err.to_string().as_bytes());
         // SAFETY: _exit in the forked child, no destructors must run.
@@ -407,6 +574,9 @@ fn park_memory(
 ) -> io::Result<()> {
     for o in objects {
         let (fd, prot, anon) = match &o.memfd {
+            None if o.ghost.is_some() => {
+                (pipes.ghost(o.id)?, libc::PROT_READ | libc::PROT_WRITE, 0)
+            }
             Some(_) => {
                 let (fd, writable) = pipes.memfd(o.id)?;
                 let prot = if writable {
@@ -460,9 +630,21 @@ struct Universe<'a> {
     descs: std::collections::HashMap<u64, OwnedFd>,
     keys: Vec<Vec<u64>>,
     ready: Vec<OwnedFd>,
+    /// The parked unlinked files, in the order of `parked`: every shell
+    /// holds them at `ghost_shell_fd` until the restorer has mapped them.
+    ghosts: Vec<OwnedFd>,
+    /// Where each shell puts them: the parked objects.
+    parked: &'a [ParkedMemory],
+    /// Without namespaces: each shell's kernel pid, by plan index (its
+    /// parent writes it after the fork, the shell itself too).
+    slots: Option<crate::kernel::sys::SharedSlots>,
 }
 
 /// Lets nsinit hold many fds: soft RLIMIT_NOFILE up to the hard limit.
+/// The computation's plugins (`A.so:B.so`) in its processes' environment
+/// (the inject library reads it for ssh and srun contagion).
+pub const PLUGINS_ENV: &str = "DMTCP_PLUGINS_LOADED";
+
 fn raise_nofile() {
     let mut lim = libc::rlimit64 {
         rlim_cur: 0,
@@ -477,10 +659,13 @@ fn raise_nofile() {
     }
 }
 
-/// Creates the shells with their original pids, parents, sessions and
-/// groups; returns the pids of the ones nsinit itself is parent of, once
-/// every shell has set itself up and parked in `pause()`.
-fn make_shells(plans: &[ShellPlan], parked: &[ParkedMemory]) -> io::Result<Vec<i32>> {
+/// Creates the shells with their original pids (without namespaces: the
+/// kernel's), parents, sessions and groups; returns the pids of the ones
+/// nsinit itself is parent of, once every shell has set itself up and
+/// parked in `pause()`, and without namespaces each shell's kernel pid.
+type Shells = (Vec<i32>, Vec<(u32, i32)>);
+
+fn make_shells(plans: &[ShellPlan], parked: &[ParkedMemory]) -> io::Result<Shells> {
     raise_nofile();
     let all: Vec<FdEntry> = plans.iter().flat_map(|p| p.fds.iter().cloned()).collect();
     let base = all.iter().map(|e| e.fd).max().unwrap_or(2) + 1;
@@ -489,35 +674,82 @@ fn make_shells(plans: &[ShellPlan], parked: &[ParkedMemory]) -> io::Result<Vec<i
         if let Some(name) = &o.memfd {
             pipes.ensure_memfd(o.id, name, o.size)?;
         }
+        if let Some(path) = &o.ghost {
+            pipes.ensure_ghost(o.id, path, o.size)?;
+        }
     }
     park_memory(parked, &pipes)?;
     // Seals last: a write seal forbids the filling and writable mappings.
     pipes.seal_memfds()?;
-    crate::resources::mqueue::refill(&all)?;
+    if crate::kernel::pid::virt::enabled() {
+        crate::resources::mqueue::reclaim_host_queues(&all, &pipes)?;
+    }
+    crate::resources::mqueue::refill(&all, &pipes)?;
     let mut u = Universe {
         plans,
         descs: Default::default(),
         keys: Vec::new(),
         ready: Vec::new(),
+        ghosts: Vec::new(),
+        parked,
+        slots: if crate::kernel::pid::virt::enabled() {
+            Some(crate::kernel::sys::SharedSlots::new(plans.len())?)
+        } else {
+            None
+        },
     };
     let mut unique = 0;
+    let all_keys: Vec<Vec<u64>> = plans
+        .iter()
+        .map(|p| {
+            p.fds
+                .iter()
+                .map(|e| {
+                    unique += 1;
+                    desc_key(e, unique)
+                })
+                .collect()
+        })
+        .collect();
+    // IPv4 listeners first: an IPv6 listener that shared its port with one
+    // (IPv6-only, as Open MPI's are) is then bound IPv6-only (see
+    // `unix::listen_again`) instead of taking the port for both families
+    // before the IPv4 one is back.
+    for (p, keys) in plans.iter().zip(&all_keys) {
+        for (e, &key) in p.fds.iter().zip(keys) {
+            let dmtcp_image::FdKind::Listener { family, .. } = e.kind else {
+                continue;
+            };
+            if family != libc::AF_INET || u.descs.contains_key(&key) {
+                continue;
+            }
+            let fd = crate::resources::fds::open_fd(e, &pipes).map_err(|err| {
+                io::Error::new(err.kind(), format!("pid {} fd {}: {err}", p.vpid, e.fd))
+            })?;
+            u.descs
+                .insert(key, crate::kernel::sys::dup_above(fd.as_raw_fd(), base)?);
+        }
+    }
     let own_groups = nix::unistd::getgroups()
         .map_err(|e| io::Error::other(format!("getgroups: {e}")))?
         .iter()
         .map(|g| g.as_raw())
         .collect::<Vec<u32>>();
-    for p in plans {
+    for (p, plan_keys) in plans.iter().zip(&all_keys) {
         let mut keys = Vec::new();
         // Another user's process: its files are opened with its access.
         if let Some(a) = &p.open_as {
             crate::kernel::sys::set_fs_ids(a.uid, a.gid, &a.groups)
                 .map_err(|e| io::Error::new(e.kind(), format!("pid {}: {e}", p.vpid)))?;
         }
-        for e in &p.fds {
-            unique += 1;
-            let key = desc_key(e, unique);
+        for (e, &key) in p.fds.iter().zip(plan_keys) {
             if let std::collections::hash_map::Entry::Vacant(slot) = u.descs.entry(key) {
-                let fd = crate::resources::fds::open_fd(e, &pipes)
+                // A place held for a /proc/PID file the shell opens itself.
+                let opened = match crate::resources::files::proc_pid_file(e) {
+                    Some(_) => crate::resources::files::open_dev_null(),
+                    None => crate::resources::fds::open_fd(e, &pipes),
+                };
+                let fd = opened
                     .and_then(|fd| {
                         crate::resources::locks::take_description_locks(&fd, &e.locks).map(|()| fd)
                     })
@@ -533,6 +765,11 @@ fn make_shells(plans: &[ShellPlan], parked: &[ParkedMemory]) -> io::Result<Vec<i
         }
         u.keys.push(keys);
     }
+    for o in parked.iter().filter(|o| o.ghost.is_some()) {
+        u.ghosts
+            .push(crate::kernel::sys::dup_above(pipes.ghost(o.id)?, base)?);
+    }
+    crate::resources::mqueue::unlink_restored(&all, &pipes)?;
     drop(pipes);
     let mut readers = Vec::new();
     for _ in plans {
@@ -550,6 +787,7 @@ fn make_shells(plans: &[ShellPlan], parked: &[ParkedMemory]) -> io::Result<Vec<i
             roots.push(spawn_shell(&u, i)?);
         }
     }
+    let slots = u.slots.take();
     drop(u);
     for (p, mut rd) in plans.iter().zip(readers) {
         let mut msg = String::new();
@@ -562,19 +800,34 @@ fn make_shells(plans: &[ShellPlan], parked: &[ParkedMemory]) -> io::Result<Vec<i
             )));
         }
     }
-    Ok(roots)
+    let real = match slots {
+        Some(s) => plans
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (p.vpid, s.get(i)))
+            .collect(),
+        None => Vec::new(),
+    };
+    Ok((roots, real))
 }
 
 fn spawn_shell(u: &Universe, i: usize) -> io::Result<i32> {
     let plan = &u.plans[i];
-    let pid = crate::kernel::sys::clone_with_pid(VirtPid::from_image(plan.vpid)).map_err(|e| {
+    let want = u.slots.is_none().then(|| VirtPid::from_image(plan.vpid));
+    let pid = crate::kernel::sys::clone_shell(want).map_err(|e| {
         io::Error::new(
             e.kind(),
             format!("cannot create process with pid {}: {e}", plan.vpid),
         )
     })?;
     if pid == 0 {
+        if let Some(s) = &u.slots {
+            s.set(i, std::process::id() as i32);
+        }
         shell_main(u, i);
+    }
+    if let Some(s) = &u.slots {
+        s.set(i, pid);
     }
     Ok(pid)
 }
@@ -620,11 +873,20 @@ fn shell_main(u: &Universe, i: usize) -> ! {
         for k in kids {
             spawn_shell(u, k)?;
         }
+        // Without namespaces, the group's leader has another pid now.
+        let pgid = match &u.slots {
+            Some(s) => u
+                .plans
+                .iter()
+                .position(|p| p.vpid == plan.vpgid)
+                .map_or(0, |k| s.get(k)),
+            None => plan.vpgid as i32,
+        };
         // SAFETY: getpgid/setpgid take integers only.
         unsafe {
-            if plan.vpgid != 0 && plan.vpgid != plan.vpid && libc::getpgid(0) != plan.vpgid as i32 {
+            if plan.vpgid != 0 && plan.vpgid != plan.vpid && pgid > 0 && libc::getpgid(0) != pgid {
                 // The group's leader may be gone; keep going in our parent's group.
-                libc::setpgid(0, plan.vpgid as i32);
+                libc::setpgid(0, pgid);
             }
         }
         // From here on (cwd, /dev/tty, and the files the supervisor maps
@@ -638,13 +900,20 @@ fn shell_main(u: &Universe, i: usize) -> ! {
             let fd = crate::kernel::sys::dup_above(u.descs[key].as_raw_fd(), 0)?;
             placed.push((e.fd, fd, e.cloexec));
         }
+        for (o, fd) in u.parked.iter().filter(|o| o.ghost.is_some()).zip(&u.ghosts) {
+            let at = crate::resources::memory::ghost_shell_fd(&plan.fds, u.parked, o.id)
+                .expect("a parked unlinked file");
+            placed.push((at, crate::kernel::sys::dup_above(fd.as_raw_fd(), 0)?, true));
+        }
         let ready = place_fds(placed, ready_fd)?;
         reopen_dev_tty(&plan.fds)?;
+        crate::resources::files::reopen_proc_files(&plan.fds)?;
         // After the last close of any fd (a close drops the process's
         // record locks on that file).
         crate::resources::locks::take_process_locks(&plan.fds)?;
         set_rlimits(&plan.rlimits);
         crate::resources::anonfd::add_epoll_watches(&plan.fds)?;
+        crate::resources::unix::set_passcred(&plan.passcred_fds)?;
         Ok(ready)
     })();
     match result {

@@ -7,7 +7,7 @@ use std::os::unix::net::UnixStream;
 
 use dmtcp_image::IpcState;
 
-use crate::roles::nsinit::{InitReply, InitRequest};
+use crate::roles::nsinit::{Identity, InitReply, InitRequest};
 
 /// The supervisor's end of nsinit's control socket, for requests while the
 /// computation runs.
@@ -49,6 +49,26 @@ impl NsinitCtrl {
         match self.ask(&InitRequest::RemoveShm { ids })? {
             InitReply::Done => Ok(()),
             InitReply::Failed(m) => Err(io::Error::other(m)),
+            other => Err(io::Error::other(format!(
+                "unexpected answer from dmtcp-nsinit: {other:?}"
+            ))),
+        }
+    }
+
+    /// Tells nsinit who the computation is (kept for an adopter).
+    pub fn set_identity(&mut self, id: Identity) -> io::Result<()> {
+        match self.ask(&InitRequest::Identity(id))? {
+            InitReply::Done => Ok(()),
+            other => Err(io::Error::other(format!(
+                "unexpected answer from dmtcp-nsinit: {other:?}"
+            ))),
+        }
+    }
+
+    /// Who the computation is, as the previous supervisor told nsinit.
+    pub fn identity(&mut self) -> io::Result<Option<Identity>> {
+        match self.ask(&InitRequest::WhoAreYou)? {
+            InitReply::Identity(id) => Ok(id),
             other => Err(io::Error::other(format!(
                 "unexpected answer from dmtcp-nsinit: {other:?}"
             ))),

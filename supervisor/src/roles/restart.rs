@@ -19,6 +19,7 @@ use dmtcp_image::{Codec, ImageChain, ImageReader, IpcState, Verify, WriteOptions
 use crate::coord_args::CoordArgs;
 use crate::kernel::pid::{HostPid, VirtPid};
 use crate::kernel::procfs;
+use crate::resources::files;
 use crate::resources::memory::lazy;
 use crate::resources::memory::ParkedMemory;
 use crate::resources::pty;
@@ -56,6 +57,16 @@ pub struct Plan {
     /// How long the restarted computation may be without a coordinator
     /// before it ends (`None`: `--keep-running-alone`).
     pub alone_timeout: Option<std::time::Duration>,
+    /// Leave files the computation wrote after the checkpoint as they are
+    /// (`--no-truncate-files`, `DMTCP_NO_TRUNCATE_FILES`).
+    pub no_truncate_files: bool,
+    /// Root only: restore into the current pid namespace with the host pids
+    /// of the images (`--no-pidns`), nsinit a child subreaper instead of
+    /// pid 1 of a namespace ([`check_host_pids`]).
+    pub no_pidns: bool,
+    /// Processes of the whole image set when other `dmtcp-restart`
+    /// commands restart the rest of it (`--set-size`; 0: not said).
+    pub set_size: u32,
 }
 
 /// The images of one launch: each launch that joined the computation was
@@ -101,11 +112,19 @@ fn group_by_launch(images: &[ImageChain]) -> Vec<LaunchGroup> {
 
 /// Refuses, in one line naming them, to restart a computation whose
 /// processes still run under this coordinator: two copies of one process
-/// would share its pid and its image names.
-fn refuse_if_running(cfg: &SessionConfig, computation: &str) -> anyhow::Result<()> {
+/// would share its pid and its image names. When the coordinator names
+/// the launches (protocol 2.1), only a running launch that is one of
+/// `ours` conflicts: the restart script restarts the launches of several
+/// hosts with one `dmtcp-restart` per host, and the later ones join the
+/// computation the first one brought back (issue 16).
+fn refuse_if_running(
+    cfg: &SessionConfig,
+    computation: &str,
+    ours: &HashSet<String>,
+) -> anyhow::Result<()> {
     use dmtcp_protocol::{Reply, Request};
     let status = match dmtcp_coordinator::client::request(&cfg.addr, &cfg.secret, Request::Status) {
-        Ok(Reply::Status(s)) => s,
+        Ok(Reply::Status(s)) | Ok(Reply::StatusProgress { status: s, .. }) => s,
         Ok(_) | Err(_) => return Ok(()),
     };
     if status.computation != computation || status.num_supervisors == 0 {
@@ -113,7 +132,22 @@ fn refuse_if_running(cfg: &SessionConfig, computation: &str) -> anyhow::Result<(
     }
     let procs = match dmtcp_coordinator::client::request(&cfg.addr, &cfg.secret, Request::List) {
         Ok(Reply::List(l)) => l,
-        Ok(Reply::Launches(l)) => l.into_iter().map(|l| l.process).collect(),
+        Ok(Reply::Launches(l)) => {
+            let clash: Vec<_> = l
+                .iter()
+                .filter(|l| !l.launch.is_empty() && ours.contains(&l.launch))
+                .map(|l| l.process.clone())
+                .collect();
+            let named = l.iter().any(|l| !l.launch.is_empty());
+            if named && clash.is_empty() {
+                return Ok(());
+            }
+            if named {
+                clash
+            } else {
+                l.into_iter().map(|l| l.process).collect()
+            }
+        }
         _ => Vec::new(),
     };
     let names: Vec<String> = procs
@@ -265,6 +299,59 @@ fn grant_credentials(images: &[ImageChain]) -> anyhow::Result<Vec<Granted>> {
         .collect()
 }
 
+/// Files carry no bytes from the lost future: each file the computation had
+/// open for writing is cut back to its checkpoint-time size where that is
+/// safe (`files::cut_back`), once every process is restored and before
+/// any runs (`ours`: their host pids, nsinit's and ours, which may hold
+/// the files), with the access of the image's owner. Says which files
+/// were cut.
+fn cut_back_files(images: &[ImageChain], grants: &[Granted], ours: &[i32]) -> anyhow::Result<()> {
+    let mut seen = HashSet::new();
+    for (c, g) in images.iter().zip(grants) {
+        for e in &c.top().meta().fds {
+            let dmtcp_image::FdKind::WrittenFile {
+                path,
+                size,
+                dev,
+                ino,
+                ..
+            } = &e.kind
+            else {
+                continue;
+            };
+            if !seen.insert((*dev, *ino)) {
+                continue;
+            }
+            if let Some(a) = &g.open_as {
+                crate::kernel::sys::set_fs_ids(a.uid, a.gid, &a.groups)?;
+            }
+            let r = files::cut_back(e, ours);
+            if g.open_as.is_some() {
+                crate::kernel::sys::set_fs_ids(0, 0, &own_groups()?)?;
+            }
+            match r {
+                Ok(files::Cut::Cut { from }) => eprintln!(
+                    "dmtcp-restart: {path}: cut back from {from} to {size} bytes (written after the checkpoint; --no-truncate-files keeps them)"
+                ),
+                Ok(files::Cut::Kept(why)) => {
+                    tracing::debug!("{path}: not cut back to {size} bytes: {why}")
+                }
+                Err(err) => tracing::warn!("{path}: not cut back to {size} bytes: {err}"),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Our supplementary groups.
+fn own_groups() -> anyhow::Result<Vec<u32>> {
+    Ok(nix::unistd::getgroups()
+        .map_err(|e| anyhow!("getgroups: {e}"))?
+        .iter()
+        .map(|g| g.as_raw())
+        .collect())
+}
+
 fn shell_plan(c: &ImageChain, granted: &Granted) -> ShellPlan {
     let r = c.top();
     let p = &r.meta().process;
@@ -280,6 +367,7 @@ fn shell_plan(c: &ImageChain, granted: &Granted) -> ShellPlan {
         fds: r.meta().fds.clone(),
         ctty_pty: p.ctty.as_ref().and_then(|c| c.pty),
         open_as: granted.open_as.clone(),
+        passcred_fds: r.meta().passcred_fds.clone(),
     }
 }
 
@@ -335,8 +423,115 @@ fn foreground_groups(images: &[&ImageReader]) -> std::collections::HashMap<u32, 
     out
 }
 
-/// The host pid of the shell that has pid `vpid` in the namespace.
+/// `--no-pidns`: choosing pids in the current pid namespace (clone3 with
+/// `set_tid`) takes CAP_SYS_ADMIN or CAP_CHECKPOINT_RESTORE over it, i.e.
+/// root; refused in one line otherwise.
+fn may_choose_host_pids() -> anyhow::Result<()> {
+    const CAP_SYS_ADMIN: u64 = 1 << 21;
+    const CAP_CHECKPOINT_RESTORE: u64 = 1 << 40;
+    let eff = procfs::status(HostPid(std::process::id() as i32))
+        .map(|st| procfs::hex_field(&st, "CapEff"))
+        .unwrap_or(0);
+    if eff & (CAP_SYS_ADMIN | CAP_CHECKPOINT_RESTORE) == 0 {
+        bail!(
+            "--no-pidns needs root: restoring processes with their host pids in the current pid namespace takes CAP_SYS_ADMIN or CAP_CHECKPOINT_RESTORE, which uid {} does not have here; restart without --no-pidns (a pid namespace of the computation's own, same pids)",
+            nix::unistd::geteuid()
+        );
+    }
+    Ok(())
+}
+
+/// `--no-pidns`, before anything is created: every image must hold host
+/// pids (its process ran in the namespace we are in: a tree attached with
+/// `dmtcp-attach`, or restarted with `--no-pidns`; a launched computation's
+/// pids are its own namespace's), and every pid and thread id they name
+/// must be free here. Refused in one line naming each busy pid and the
+/// process holding it.
+fn check_host_pids(images: &[ImageChain]) -> anyhow::Result<()> {
+    // A tree just killed (`dmtcp-command --kill`) leaves zombies until
+    // their parent, often init, reaps them: give those a moment.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    loop {
+        match busy_host_pids(images)? {
+            busy if busy.is_empty() => return Ok(()),
+            busy if busy.iter().all(|(_, zombie)| *zombie)
+                && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            busy => {
+                let names: Vec<String> = busy.into_iter().map(|(b, _)| b).collect();
+                bail!(
+                    "--no-pidns: {}; end it or restart without --no-pidns",
+                    names.join(", ")
+                );
+            }
+        }
+    }
+}
+
+/// The pids and thread ids of `images` in use here, each described with
+/// its holder, and whether that holder is a zombie.
+fn busy_host_pids(images: &[ImageChain]) -> anyhow::Result<Vec<(String, bool)>> {
+    let mut busy = Vec::new();
+    for c in images {
+        let meta = c.top().meta();
+        let p = &meta.process;
+        if p.vpid != p.host_pid {
+            bail!(
+                "{}: --no-pidns restores only images whose pids are host pids (a tree attached with dmtcp-attach, or restarted with --no-pidns); pid {} ({}) ran as host pid {} in a pid namespace of its computation: restart without --no-pidns",
+                c.top().path().display(),
+                p.vpid,
+                p.comm,
+                p.host_pid
+            );
+        }
+        let mut ids = vec![p.vpid];
+        ids.extend(meta.threads.iter().map(|t| t.vtid).filter(|&t| t != p.vpid));
+        for id in ids {
+            if let Some((holder, zombie)) = pid_holder(id) {
+                busy.push((
+                    format!("pid {id} (of {}) is in use by {holder}", p.comm),
+                    zombie,
+                ));
+            }
+        }
+    }
+    Ok(busy)
+}
+
+/// Who holds pid (or thread id) `id` in our pid namespace: "process P
+/// (comm)", or "thread T of process P (comm)", and whether it is a zombie;
+/// `None` when it is free.
+fn pid_holder(id: u32) -> Option<(String, bool)> {
+    let st = match procfs::status(HostPid(id as i32)) {
+        Ok(st) => st,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+        Err(_) => return Some((format!("process {id}"), false)),
+    };
+    let zombie = procfs::field(&st, "State").is_some_and(|s| s.starts_with('Z'));
+    let name = procfs::field(&st, "Name").unwrap_or_default().to_string();
+    let tgid = procfs::field(&st, "Tgid").and_then(|t| t.parse::<u32>().ok());
+    let holder = match tgid {
+        Some(t) if t != id => {
+            let leader = procfs::comm(HostPid(t as i32), None).unwrap_or(name);
+            format!("thread {id} of process {t} ({leader})")
+        }
+        _ if zombie => format!(
+            "process {id} ({name}, a zombie its parent {} has not reaped)",
+            procfs::field(&st, "PPid").unwrap_or("?")
+        ),
+        _ => format!("process {id} ({name})"),
+    };
+    Some((holder, zombie))
+}
+
+/// The host pid of the shell that has pid `vpid` in the namespace
+/// (without namespaces: the kernel pid nsinit reported for it).
 fn host_pid_of(nsinit: HostPid, vpid: VirtPid) -> Option<HostPid> {
+    if crate::kernel::pid::virt::enabled() {
+        return Some(HostPid(crate::kernel::pid::virt::real_of(vpid.0)));
+    }
     procfs::descendants(nsinit).into_iter().find(|p| {
         procfs::status(*p)
             .ok()
@@ -352,11 +547,64 @@ fn host_pid_of(nsinit: HostPid, vpid: VirtPid) -> Option<HostPid> {
 /// coordinator) are restarted each launch in a pid namespace of its own,
 /// by a supervisor of its own: one process per launch, forked here before
 /// any thread exists, each joining the coordinator like the launch did.
+/// The computation's `--sandbox`, from its images: it is reinstalled in
+/// every process and recorded again at later checkpoints. Only the user who
+/// ran the sandboxed `dmtcp-run` may restart it.
+fn sandbox_of_images(images: &[ImageChain]) -> anyhow::Result<()> {
+    for c in images {
+        let meta = c.top().meta();
+        if let Some((info, prog)) = crate::resources::seccomp::sandbox_of(&meta.security) {
+            let uid = nix::unistd::getuid().as_raw();
+            if info.owner_uid != uid {
+                bail!(
+                    "{}: the computation runs in a sandbox set up by uid {}; restarting it as \
+                     uid {uid} is refused",
+                    c.top().path().display(),
+                    info.owner_uid
+                );
+            }
+            crate::resources::seccomp::set_sandbox(info, prog);
+        }
+    }
+    Ok(())
+}
+
 pub fn run(plan: Plan) -> anyhow::Result<i32> {
+    crate::resources::files::hold_closed_stdio();
+    if plan.no_pidns {
+        may_choose_host_pids()?;
+    }
     if plan.no_lazy {
         lazy::disable();
     }
     let images = open_images(&plan.images)?;
+    let no_namespaces = images
+        .iter()
+        .any(|c| c.top().meta().computation.no_namespaces);
+    if no_namespaces {
+        if plan.no_pidns {
+            bail!(
+                "--no-pidns: {} was checkpointed without namespaces (virtual pids): restart it without --no-pidns",
+                images[0].top().path().display()
+            );
+        }
+        // The processes take the pids the kernel gives them; the program
+        // keeps seeing its old ones (the inject library's pid table).
+        crate::roles::spawn::set_host_pids();
+        crate::kernel::pid::virt::enable();
+        lazy::disable();
+    }
+    if plan.no_pidns {
+        check_host_pids(&images)?;
+        crate::roles::spawn::set_host_pids();
+        // A lazy restore ties the computation's life to ours through nsinit
+        // as pid 1 (its death ends the namespace): not without one.
+        lazy::disable();
+    }
+    if !no_namespaces {
+        supervise::check_namespaces()?;
+    }
+    sandbox_of_images(&images)?;
     // Who each process will be, decided (or refused) for every image before
     // anything runs (each launch decides again for its own).
     grant_credentials(&images)?;
@@ -365,7 +613,8 @@ pub fn run(plan: Plan) -> anyhow::Result<i32> {
     if plan.new_computation {
         cfg.computation = None;
     } else {
-        refuse_if_running(&cfg, &computation)?;
+        let ours: HashSet<String> = images.iter().map(launch_of).collect();
+        refuse_if_running(&cfg, &computation, &ours)?;
     }
     let groups = group_by_launch(&images);
     drop(images);
@@ -373,6 +622,11 @@ pub fn run(plan: Plan) -> anyhow::Result<i32> {
         Some(l) if !plan.new_computation => l.clone(),
         _ => session::new_launch_id(),
     };
+    let _ = RESTART_GROUPS.set(RestartGroups {
+        token: session::new_launch_id(),
+        groups: groups.len() as u32,
+        set_size: plan.set_size,
+    });
     let mut children = Vec::new();
     for g in &groups[1..] {
         let mut cfg = cfg.clone();
@@ -387,7 +641,7 @@ pub fn run(plan: Plan) -> anyhow::Result<i32> {
                 std::io::Error::last_os_error()
             ),
             0 => {
-                let code = match restart_launch(cfg, &g.paths, plan.stop) {
+                let code = match restart_launch(cfg, &g.paths, plan.stop, plan.no_truncate_files) {
                     Ok(c) => c,
                     Err(e) => {
                         eprintln!("dmtcp-restart: {e:#}");
@@ -400,7 +654,7 @@ pub fn run(plan: Plan) -> anyhow::Result<i32> {
         }
     }
     cfg.launch = launch_of(&groups[0]);
-    let first = restart_launch(cfg, &groups[0].paths, plan.stop);
+    let first = restart_launch(cfg, &groups[0].paths, plan.stop, plan.no_truncate_files);
     // The other launches' supervisors: the restart ends with the last one.
     let mut code = 0;
     for pid in children {
@@ -425,10 +679,56 @@ pub fn run(plan: Plan) -> anyhow::Result<i32> {
 }
 
 /// Restarts the processes of one launch and supervises them until they end.
-fn restart_launch(cfg: SessionConfig, paths: &[PathBuf], stop: bool) -> anyhow::Result<i32> {
+fn restart_launch(
+    cfg: SessionConfig,
+    paths: &[PathBuf],
+    stop: bool,
+    no_truncate_files: bool,
+) -> anyhow::Result<i32> {
     let images = open_images(paths)?;
     let grants = grant_credentials(&images)?;
-    let (conn, computation, _) = session::connect(&cfg)?;
+    let (mut conn, computation, _) = session::connect(&cfg)?;
+    if conn.coordinator_minor() >= 1 {
+        // The rendezvous of TCP connections between launches, and plugins'
+        // RESTART barriers, wait for other launches, whose restarts (other
+        // dmtcp-restart commands) ask the coordinator whether their own
+        // launch still runs: say at once which launch and processes we are
+        // bringing back (host pid 0 until they run).
+        conn.send(&dmtcp_protocol::ToCoordinator::Launch {
+            id: cfg.launch.clone(),
+        })?;
+        let host = session::hostname();
+        conn.send(&dmtcp_protocol::ToCoordinator::Processes(
+            images
+                .iter()
+                .map(|c| {
+                    let p = &c.top().meta().process;
+                    dmtcp_protocol::ProcEntry {
+                        vpid: p.vpid,
+                        host_pid: 0,
+                        prog: p.comm.clone(),
+                        host: host.clone(),
+                    }
+                })
+                .collect(),
+        ))?;
+    }
+    // TCP connections to other launches of the computation: rebuilt with
+    // them through the coordinator before nsinit opens any fd; nsinit
+    // inherits the sockets (`inherited` in their fd entries).
+    let rebuilt = crate::resources::inet::remote::rendezvous(
+        &mut conn,
+        images
+            .iter()
+            .flat_map(|c| c.top().meta().fds.iter().map(|e| &e.kind)),
+    )?;
+    let mut inherited = std::collections::HashMap::new();
+    let mut held_for_nsinit = Vec::new();
+    for (id, sock) in rebuilt {
+        let fd = crate::kernel::sys::dup_inheritable(&sock, 600)?;
+        inherited.insert(id, std::os::fd::AsRawFd::as_raw_fd(&fd));
+        held_for_nsinit.push(fd);
+    }
 
     supervise::block_signals()?;
     // Its threads start here: after the signals the supervisor reads from
@@ -449,7 +749,10 @@ fn restart_launch(cfg: SessionConfig, paths: &[PathBuf], stop: bool) -> anyhow::
     let tops: Vec<&ImageReader> = images.iter().map(|c| c.top()).collect();
     let shared_memory = restore::park_shared_memory(&tops);
     let ipc = load_ipc(&tops)?;
-    let (nsinit, mut ctrl) = start_shells(&images, &grants, &shared_memory, ipc.as_ref())?;
+    let started = start_shells(&images, &grants, &shared_memory, ipc.as_ref(), &inherited);
+    // nsinit holds them now (or failed).
+    drop(held_for_nsinit);
+    let (nsinit, mut ctrl) = started?;
     let kill_ns = || supervise::kill_and_reap(nsinit);
     let on_terminal = restore_terminal_settings(&tops);
     let restored = match restore_all(&images, &grants, nsinit, &shared_memory, ipc.as_ref()) {
@@ -459,11 +762,30 @@ fn restart_launch(cfg: SessionConfig, paths: &[PathBuf], stop: bool) -> anyhow::
             return Err(e);
         }
     };
+    if crate::kernel::pid::virt::enabled() {
+        if let Err(e) = write_pid_tables(&images, &restored) {
+            kill_ns();
+            return Err(e);
+        }
+    }
+    // Every process is in place (none runs yet): only now, so that a
+    // restart that fails changes no file, cut back what was written after
+    // the checkpoint. The computation's own processes hold those files.
+    if !no_truncate_files && !files::truncation_disabled() {
+        let mut ours: Vec<i32> = restored.iter().map(|r| r.pid().0).collect();
+        ours.extend([nsinit.0, std::process::id() as i32]);
+        if let Err(e) = cut_back_files(&images, &grants, &ours) {
+            kill_ns();
+            return Err(e);
+        }
+    }
     let held = if stop {
         held_processes(&images, &restored)
     } else {
         Vec::new()
     };
+    let mut restored = restored;
+    let (mut hooks, early) = restart_hooks(&mut restored, &cfg, &mut conn);
     let started =
         start_computation(restored, &mut ctrl, ipc.as_ref(), on_terminal, stop).and_then(|l| {
             if stop {
@@ -480,8 +802,244 @@ fn restart_launch(cfg: SessionConfig, paths: &[PathBuf], stop: bool) -> anyhow::
             return Err(e);
         }
     };
-    let session = Session::new(cfg, nsinit, ctrl, conn, computation).with_lifeline(lifeline);
+    crate::hooks::running(&mut hooks);
+    let session =
+        Session::new_after(cfg, nsinit, ctrl, conn, computation, early).with_lifeline(lifeline);
     Ok(supervise::supervise(session, nsinit))
+}
+
+/// Without namespaces: every restored process gets the table of the
+/// computation's (virtual, real) pids and tids in its state page before
+/// it runs. A process without the inject library cannot translate: it
+/// sees its new pids (said on stderr).
+fn write_pid_tables(images: &[ImageChain], restored: &[restore::Restored]) -> anyhow::Result<()> {
+    let pairs = crate::kernel::pid::virt::pairs();
+    tracing::debug!("pid table (virtual, real): {pairs:?}");
+    let live = images
+        .iter()
+        .map(|c| &c.top().meta().process)
+        .filter(|p| p.zombie.is_none());
+    for (p, r) in live.zip(restored) {
+        let pid = r.pid();
+        let Some(addr) = crate::agent::find_state(pid) else {
+            if pairs.iter().any(|&(v, _)| v == p.vpid as i32) {
+                eprintln!(
+                    "dmtcp-restart: pid {} ({}) runs without the inject library: it sees its new pid {pid}",
+                    p.vpid, p.comm
+                );
+            }
+            continue;
+        };
+        let mem = procfs::Mem::open(pid, true).map_err(|e| anyhow!("pid {}: {e}", p.vpid))?;
+        crate::agent::set_pid_map(&mem, addr, &pairs)
+            .map_err(|e| anyhow!("pid {} ({}): the pid table: {e}", p.vpid, p.comm))?;
+        // glibc's own copy of each thread's tid (pthread_kill, raise).
+        if let Some(off) = crate::agent::tid_offset(&mem, addr) {
+            for t in &meta_of(images, p.vpid).threads {
+                let Some(&fs_base) = t.regs.get(FS_BASE) else {
+                    continue;
+                };
+                let real = crate::kernel::pid::virt::real_of(t.vtid as i32);
+                if fs_base == 0 || real == t.vtid as i32 {
+                    continue;
+                }
+                mem.write(
+                    crate::kernel::pid::RemoteAddr(fs_base + off),
+                    &real.to_le_bytes(),
+                )
+                .map_err(|e| anyhow!("pid {} thread {}: its tid in glibc: {e}", p.vpid, t.vtid))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `fs_base` in `struct user_regs_struct` (27 words), x86-64.
+const FS_BASE: usize = 21;
+
+fn meta_of(images: &[ImageChain], vpid: u32) -> &dmtcp_image::ProcessImage {
+    images
+        .iter()
+        .map(|c| c.top().meta())
+        .find(|m| m.process.vpid == vpid)
+        .expect("an image of every restored process")
+}
+
+/// Plugins: the hook threads of the restored processes run RESTART (with
+/// the new coordinator published, for publish/subscribe) before any other
+/// thread runs. A failure is reported; the computation starts anyway.
+/// Also returns the coordinator's frames read while at a RESTART barrier,
+/// for the session.
+fn restart_hooks(
+    restored: &mut [restore::Restored],
+    cfg: &SessionConfig,
+    conn: &mut dmtcp_coordinator::client::Connection,
+) -> (
+    Vec<crate::hooks::HookProc>,
+    Vec<dmtcp_protocol::FromCoordinator>,
+) {
+    let pids: Vec<HostPid> = restored.iter().map(|r| r.pid()).collect();
+    let mut hooks = crate::hooks::find(&pids);
+    let minor = conn.coordinator_minor();
+    let mut global = RESTART_GROUPS
+        .get()
+        .filter(|_| minor >= 3)
+        .map(|g| RestartBarrier {
+            conn,
+            token: g.token.clone(),
+            groups: g.groups,
+            // 2.4: the barrier spans the whole image set.
+            set: (minor >= 4).then_some((pids.len() as u32, g.set_size)),
+            kept: Vec::new(),
+        });
+    if hooks.is_empty() {
+        // Other launch groups (of this dmtcp-restart or, 2.4, of the image
+        // set) may wait at a RESTART barrier: we are done.
+        if let Some(g) = global.as_mut() {
+            if g.groups > 1 || g.set.is_some() {
+                use crate::hooks::Global;
+                g.done(crate::agent::abi::hook::MOMENT_RESTART);
+            }
+        }
+        return (hooks, Vec::new());
+    }
+    for h in &hooks {
+        if let (Some(addr), Ok(mem)) = (
+            crate::agent::find_state(h.pid),
+            crate::kernel::procfs::Mem::open(h.pid, true),
+        ) {
+            let a = &cfg.addr;
+            if let Err(e) = crate::agent::set_coordinator(&mem, addr, &a.host, a.port, &cfg.secret)
+            {
+                tracing::warn!("pid {}: publishing the coordinator: {e}", h.pid);
+            }
+        }
+        if let Some(r) = restored.iter_mut().find(|r| r.pid() == h.pid) {
+            if let Err(e) = r.release_thread(h.tid) {
+                tracing::warn!("pid {}: starting the plugin hook thread: {e}", h.pid);
+            }
+        }
+    }
+    crate::hooks::send_restart_env(&mut hooks);
+    // Global barriers meet the other launch groups of this dmtcp-restart
+    // (2.3), or of the whole image set (2.4), at the coordinator.
+    let result = crate::hooks::run_with(
+        &mut hooks,
+        crate::agent::abi::hook::MOMENT_RESTART,
+        global.as_mut().map(|g| g as _),
+    );
+    if let Err(e) = result {
+        tracing::error!("restart: {e}");
+        eprintln!("dmtcp-restart: {e}");
+    }
+    (hooks, global.map(|g| g.kept).unwrap_or_default())
+}
+
+/// The launch groups of this `dmtcp-restart` (set before the groups are
+/// forked, so each has it), for RESTART global barriers.
+static RESTART_GROUPS: std::sync::OnceLock<RestartGroups> = std::sync::OnceLock::new();
+
+struct RestartGroups {
+    /// A random token of this `dmtcp-restart`.
+    token: String,
+    /// Its launch groups.
+    groups: u32,
+    /// `--set-size` (0: not said).
+    set_size: u32,
+}
+
+/// RESTART global barriers through the coordinator (`RestartBarrier`,
+/// `RestartGo`). No session reads the connection yet: frames other than
+/// our `RestartGo` are kept for the session (a checkpoint asked meanwhile
+/// goes on once it runs); a `Kill` also ends the wait (the barrier fails,
+/// the session then kills the computation).
+struct RestartBarrier<'a> {
+    conn: &'a mut dmtcp_coordinator::client::Connection,
+    token: String,
+    groups: u32,
+    /// 2.4 (`RestartSetBarrier`): the processes this group restored and
+    /// the image set's size (0: not said).
+    set: Option<(u32, u32)>,
+    /// Other frames read while waiting, in order.
+    kept: Vec<dmtcp_protocol::FromCoordinator>,
+}
+
+impl RestartBarrier<'_> {
+    fn tell(&mut self, barrier: Option<String>) -> Result<(), String> {
+        let msg = match self.set {
+            Some((procs, set_size)) => dmtcp_protocol::ToCoordinator::RestartSetBarrier {
+                restart: self.token.clone(),
+                groups: self.groups,
+                procs,
+                set_size,
+                barrier,
+            },
+            None => dmtcp_protocol::ToCoordinator::RestartBarrier {
+                restart: self.token.clone(),
+                groups: self.groups,
+                barrier,
+            },
+        };
+        self.conn
+            .send(&msg)
+            .map_err(|e| format!("telling the coordinator: {e}"))
+    }
+}
+
+impl crate::hooks::Global for RestartBarrier<'_> {
+    fn wait(
+        &mut self,
+        _moment: u32,
+        name: &str,
+        deadline: std::time::Instant,
+    ) -> Result<(), String> {
+        self.tell(Some(name.to_string()))?;
+        let result = loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                break Err(if self.set.is_some() {
+                    "the processes of the image set were not all at it in time (DMTCP_PLUGIN_TIMEOUT; is every host's dmtcp-restart running, with --set-size if the coordinator is new?)"
+                } else {
+                    "not every launch group of the restart reached it in time (DMTCP_PLUGIN_TIMEOUT)"
+                }
+                .to_string());
+            }
+            if let Err(e) = self.conn.stream().set_read_timeout(Some(left)) {
+                break Err(format!("coordinator connection: {e}"));
+            }
+            match self.conn.recv() {
+                Ok(dmtcp_protocol::FromCoordinator::RestartGo { restart })
+                    if restart == self.token =>
+                {
+                    break Ok(())
+                }
+                Ok(dmtcp_protocol::FromCoordinator::Halt) => {
+                    // The group's processes wait at this barrier: halted
+                    // as they are; the kill follows.
+                    if let Err(e) = self.conn.send(&dmtcp_protocol::ToCoordinator::Halted) {
+                        break Err(format!("telling the coordinator: {e}"));
+                    }
+                }
+                Ok(dmtcp_protocol::FromCoordinator::Kill) => {
+                    self.kept.push(dmtcp_protocol::FromCoordinator::Kill);
+                    break Err("the computation is being killed".to_string());
+                }
+                Ok(other) => {
+                    tracing::debug!("restart: {other:?} kept for later: at a plugin barrier");
+                    self.kept.push(other);
+                }
+                Err(e) => break Err(format!("waiting for the coordinator: {e}")),
+            }
+        };
+        let _ = self.conn.stream().set_read_timeout(None);
+        result
+    }
+
+    fn done(&mut self, _moment: u32) {
+        if let Err(e) = self.tell(None) {
+            tracing::debug!("restart plugin barrier: {e}");
+        }
+    }
 }
 
 /// The coordinator to join (started if need be) and how later checkpoints
@@ -513,13 +1071,20 @@ fn session_config(plan: &Plan, images: &[ImageChain]) -> anyhow::Result<SessionC
         secret,
         computation: Some(first.id.clone()),
         generation: first.generation,
-        write: WriteOptions {
-            codec: if plan.no_gzip {
+        write: {
+            let codec = if plan.no_gzip {
                 Codec::None
             } else {
                 images[0].top().codec()
-            },
-            ..WriteOptions::default()
+            };
+            WriteOptions {
+                codec,
+                // The image does not say whether its codec was asked for:
+                // the default codec stays adaptive unless this restart's
+                // environment names one.
+                adaptive: codec == Codec::DEFAULT && Codec::env_is_default(),
+                ..WriteOptions::default()
+            }
         },
         ckpt_dir,
         incremental: plan.incremental,
@@ -549,11 +1114,23 @@ fn start_shells(
     grants: &[Granted],
     shared_memory: &[ParkedMemory],
     ipc: Option<&(IpcState, ShmBytes)>,
+    inherited: &std::collections::HashMap<u64, i32>,
 ) -> anyhow::Result<(HostPid, NsinitCtrl)> {
     let shells = images
         .iter()
         .zip(grants)
-        .map(|(c, g)| shell_plan(c, g))
+        .map(|(c, g)| {
+            let mut plan = shell_plan(c, g);
+            for e in &mut plan.fds {
+                if let dmtcp_image::FdKind::TcpRemote {
+                    id, inherited: at, ..
+                } = &mut e.kind
+                {
+                    *at = inherited.get(id).copied().unwrap_or(-1);
+                }
+            }
+            plan
+        })
         .collect();
     let (nsinit, reply, ctrl) = supervise::start_nsinit(
         &InitRequest::Restore {
@@ -569,6 +1146,7 @@ fn start_shells(
                     monotonic_ns: a.monotonic_ns.max(b.monotonic_ns),
                     boottime_ns: a.boottime_ns.max(b.boottime_ns),
                 }),
+            net_none: crate::resources::seccomp::net_none(),
         },
         ipc.map(|(s, b)| (s, b)),
     )?;
@@ -576,14 +1154,20 @@ fn start_shells(
     // Corrupt page data found while a lazy restore brings pages in: the
     // program must not run on without them.
     lazy::on_fatal(move |msg| {
-        // SAFETY: kill with integer arguments; nsinit is our child, and its
-        // death takes every process of the namespace with it.
-        unsafe { libc::kill(nsinit.0, libc::SIGKILL) };
+        // Every process is killed and gone (nsinit reaped: a pid
+        // namespace's init ends only after all its processes) before we
+        // exit: our exit closes the userfaultfds, and a thread waiting for
+        // a page still to come would then get a page of zeros and run on
+        // with it for a moment (seen: the program wrote a FAIL line).
+        supervise::kill_and_reap(nsinit);
         eprintln!("dmtcp-restart: {msg}; restart abandoned, the computation was stopped");
         std::process::exit(1);
     });
     match reply {
-        InitReply::ShellsReady { .. } => Ok((nsinit, ctrl)),
+        InitReply::ShellsReady { real, .. } => {
+            outside_ids(images, nsinit, &real);
+            Ok((nsinit, ctrl))
+        }
         InitReply::Failed(msg) => {
             kill_ns();
             bail!("{msg}");
@@ -591,6 +1175,38 @@ fn start_shells(
         other => {
             kill_ns();
             bail!("unexpected answer from dmtcp-nsinit: {other:?}");
+        }
+    }
+}
+
+/// Without namespaces: the pid table gets every shell's kernel pid, and
+/// the ids outside the computation the processes saw (their parent
+/// nsinit, the group and session of the shell dmtcp-run ran in) are
+/// mapped to their counterparts now: this nsinit, the group and session
+/// each shell is in.
+fn outside_ids(images: &[ImageChain], nsinit: HostPid, real: &[(u32, i32)]) {
+    use crate::kernel::pid::virt;
+    let vpids: HashSet<u32> = real.iter().map(|&(v, _)| v).collect();
+    for &(v, r) in real {
+        virt::insert(v as i32, r);
+    }
+    for c in images {
+        let p = &c.top().meta().process;
+        let Some(&(_, r)) = real.iter().find(|(v, _)| *v == p.vpid) else {
+            continue;
+        };
+        let Some(st) = crate::roles::members::proc_stat(r) else {
+            continue;
+        };
+        let outside = |id: u32| id != 0 && !vpids.contains(&id);
+        if outside(p.vppid) {
+            virt::insert(p.vppid as i32, nsinit.0);
+        }
+        if outside(p.vpgid) {
+            virt::insert(p.vpgid as i32, st.pgid);
+        }
+        if outside(p.vsid) {
+            virt::insert(p.vsid as i32, st.sid);
         }
     }
 }
@@ -610,13 +1226,25 @@ fn restore_all(
         .collect();
     let foreground = foreground_groups(&tops);
     let mut restored = Vec::with_capacity(images.len());
-    for (r, granted) in images
+    let size = |c: &ImageChain| -> u64 {
+        c.readers()
+            .iter()
+            .map(|r| r.file().metadata().map_or(0, |m| m.len()))
+            .sum()
+    };
+    let live: Vec<(&ImageChain, &Granted)> = images
         .iter()
         .zip(grants)
         .filter(|(c, _)| c.top().meta().process.zombie.is_none())
-    {
+        .collect();
+    let n = live.len();
+    let bar = crate::roles::progress::RestartBar::new(live.iter().map(|(c, _)| size(c)).sum(), n);
+    for (r, granted) in live {
         let vpid = VirtPid::from_image(r.top().meta().process.vpid);
-        let fg = foreground.get(&r.top().meta().process.vpid).copied();
+        // Without namespaces, the group's kernel id now.
+        let fg = foreground
+            .get(&r.top().meta().process.vpid)
+            .map(|&g| crate::kernel::pid::virt::real_of(g as i32) as u32);
         let res = host_pid_of(nsinit, vpid)
             .ok_or_else(|| anyhow!("shell for pid {vpid} not found"))
             .and_then(|pid| {
@@ -625,9 +1253,14 @@ fn restore_all(
             });
         match res {
             Ok(p) => restored.push(p),
-            Err(e) => return Err(e.context(format!("{}", r.top().path().display()))),
+            Err(e) => {
+                bar.finish();
+                return Err(e.context(format!("{}", r.top().path().display())));
+            }
         }
+        bar.process_done(restored.len(), n, size(r));
     }
+    bar.finish();
     Ok(restored)
 }
 

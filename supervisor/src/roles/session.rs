@@ -8,6 +8,7 @@
 //! coordinator goes away the computation keeps running and the session
 //! reconnects when a coordinator answers again.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
@@ -27,6 +28,7 @@ use crate::kernel::freeze::{self, FrozenProcess};
 use crate::kernel::pid::HostPid;
 use crate::kernel::procfs;
 use crate::resources::memory::incremental::{ChainFiles, Chains};
+use crate::resources::memory::precopy::PreCopied;
 use crate::roles::barrier::BarrierError;
 
 /// Settings of a supervisor session.
@@ -56,6 +58,51 @@ pub struct SessionConfig {
 pub use crate::resources::checkpoint_warning;
 use crate::resources::take_warnings;
 
+/// The session settings of a new launch (`dmtcp-run`, `dmtcp-attach`):
+/// the checkpoint directory made if given, the coordinator joined or
+/// started (`tool` names us in its messages), the codec.
+pub fn new_launch_config(
+    coord: &crate::coord_args::CoordArgs,
+    image: &crate::coord_args::ImageArgs,
+    tool: &str,
+    incremental: bool,
+) -> anyhow::Result<SessionConfig> {
+    let ckpt_dir = image
+        .ckpt_dir
+        .as_deref()
+        .map(crate::roles::supervise::absolute);
+    if let Some(d) = &ckpt_dir {
+        dmtcp_protocol::runtime::create_ckpt_dir(d)
+            .map_err(|e| anyhow::anyhow!("checkpoint directory {}: {e}", d.display()))?;
+    }
+    let (addr, secret) = coord.coordinator(
+        tool,
+        dmtcp_coordinator::client::StartOptions {
+            ckpt_dir: ckpt_dir.clone(),
+            interval: image.interval,
+            exit_on_last: true,
+        },
+    )?;
+    let (codec, level) = image.codec()?;
+    Ok(SessionConfig {
+        addr,
+        secret,
+        computation: None,
+        generation: 0,
+        write: dmtcp_image::WriteOptions {
+            codec,
+            level,
+            adaptive: image.codec_is_default(),
+            ..dmtcp_image::WriteOptions::default()
+        },
+        ckpt_dir,
+        incremental,
+        launch: new_launch_id(),
+        // A launched computation outlives its coordinator and reconnects.
+        alone_timeout: None,
+    })
+}
+
 /// A fresh launch id: 8 random hex digits.
 pub fn new_launch_id() -> String {
     let mut b = [0u8; 4];
@@ -70,6 +117,13 @@ pub fn new_launch_id() -> String {
         b = (t ^ std::process::id().rotate_left(16)).to_le_bytes();
     }
     b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Pre-copy before each freeze (`DMTCP_PRECOPY=1`, or `dmtcp-run
+/// --precopy` / `dmtcp-restart --precopy`): off by default.
+fn precopy_enabled() -> bool {
+    std::env::var("DMTCP_PRECOPY")
+        .is_ok_and(|v| matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on"))
 }
 
 /// The program's name as the user typed it: the base name of its argv[0]
@@ -200,12 +254,63 @@ struct Committed {
     chain: ChainFiles,
 }
 
+/// Where the processes of a computation are found.
+pub enum Tree {
+    /// Launched or restarted: every descendant of nsinit; its control
+    /// socket reads the SysV IPC objects for us.
+    Nsinit {
+        pid: HostPid,
+        ctrl: crate::roles::nsinit_ctrl::NsinitCtrl,
+    },
+    /// Attached by `dmtcp-attach`: the members it tracks (no SysV IPC of
+    /// ours: the tree shares the host's IPC namespace).
+    Attached(crate::roles::members::Members),
+}
+
+/// Parent, group, session and terminal foreground group of a process of an
+/// attached tree, from its host ids (its pids are its host pids): ids of
+/// processes outside the tree become 0, as in a launched computation.
+fn attached_tree_ids(p: &mut dmtcp_image::ProcessInfo, members: &std::collections::HashSet<i32>) {
+    let Some(st) = crate::roles::members::proc_stat(p.host_pid as i32) else {
+        return;
+    };
+    let is_member = |id: i32| members.contains(&id);
+    (p.vppid, p.vpgid, p.vsid) = crate::roles::members::tree_ids_in(&st, is_member);
+    if let Some(c) = p.ctty.as_mut() {
+        if !is_member(c.fg_vpgid as i32) {
+            c.fg_vpgid = 0;
+        }
+    }
+}
+
+/// Without namespaces: the ids an image records are the virtual ones the
+/// program sees, not the kernel's (`kernel::pid::virt`), and a parent,
+/// group or session outside the computation (nsinit, the shell dmtcp-run
+/// ran in) is kept too: the restart maps it to its counterpart then
+/// (nsinit, the group and session dmtcp-restart runs in), so that the
+/// program sees the same ids there as well.
+fn virtual_ids(meta: &mut dmtcp_image::ProcessImage) {
+    use crate::kernel::pid::virt::of_real_u32 as v;
+    let p = &mut meta.process;
+    if let Some(st) = crate::roles::members::proc_stat(p.host_pid as i32) {
+        (p.vppid, p.vpgid, p.vsid) = (st.ppid as u32, st.pgid as u32, st.sid as u32);
+    }
+    (p.vpid, p.vppid, p.vpgid, p.vsid) = (v(p.vpid), v(p.vppid), v(p.vpgid), v(p.vsid));
+    if let Some(c) = p.ctty.as_mut() {
+        c.fg_vpgid = v(c.fg_vpgid);
+    }
+    for t in &mut meta.threads {
+        t.vtid = v(t.vtid);
+    }
+    for t in &mut meta.security.threads {
+        t.vtid = v(t.vtid);
+    }
+}
+
 /// A running session; `run` returns when `done` is set (the computation ended).
 pub struct Session {
     cfg: SessionConfig,
-    nsinit: HostPid,
-    /// nsinit's control socket: it reads the SysV IPC objects for us.
-    ctrl: crate::roles::nsinit_ctrl::NsinitCtrl,
+    tree: Tree,
     computation: String,
     conn: Option<Connection>,
     /// Coordinator frames (from the reader thread) and wake-ups.
@@ -230,13 +335,96 @@ pub struct Session {
     agent: crate::agent::Publisher,
     /// Incremental checkpoints: dirty-page tracking and image chains.
     chains: Chains,
+    /// Pre-copy (`DMTCP_PRECOPY`): per process, the image path, its writer
+    /// holding the pages copied while the program ran, and what was copied.
+    precopies: HashMap<HostPid, (PathBuf, ImageWriter, PreCopied)>,
     /// Warnings of the checkpoint in progress, sent with its images.
     warnings: Vec<String>,
+    /// Processes with plugin hooks in the checkpoint in progress.
+    hooks: Vec<crate::hooks::HookProc>,
+    /// TCP ends whose peer may be in another launch, during a checkpoint.
+    tcpx: Tcpx,
+    /// Events read while waiting for a plugin global barrier, handled next.
+    stash: std::collections::VecDeque<Event>,
+    /// The checkpoint whose barrier runs (for plugin global barriers).
+    cur_id: u64,
+    /// PRESUSPEND hooks ran and RUNNING has not followed yet: a checkpoint
+    /// abandoned now still owes the plugins their RUNNING.
+    owes_running: bool,
     /// The coordinator killed the computation: losing it is no news.
     killed: bool,
+    /// The coordinator halted the computation (a kill's first step): if it
+    /// is lost before the kill, the kill is done here.
+    halted: bool,
     /// Since when no coordinator has been connected.
     lost_since: Option<Instant>,
     pub done: Arc<AtomicBool>,
+}
+
+/// A supervisor's side of plugin global barriers: says where its hook
+/// threads are (`HookBarrier`) and waits for the coordinator's `HookGo`;
+/// other events read meanwhile are kept for the session loop.
+struct CoordBarrier<'a> {
+    conn: &'a mut Option<Connection>,
+    rx: &'a Receiver<Event>,
+    stash: &'a mut std::collections::VecDeque<Event>,
+    gen: u64,
+    id: u64,
+}
+
+impl CoordBarrier<'_> {
+    fn tell(&mut self, moment: u32, barrier: Option<String>) -> Result<(), String> {
+        let Some(c) = self.conn.as_mut() else {
+            return Err("no coordinator connection".into());
+        };
+        let id = self.id;
+        c.send(&ToCoordinator::HookBarrier {
+            id,
+            moment,
+            barrier,
+        })
+        .map_err(|e| format!("telling the coordinator: {e}"))
+    }
+}
+
+impl crate::hooks::Global for CoordBarrier<'_> {
+    fn wait(&mut self, moment: u32, name: &str, deadline: Instant) -> Result<(), String> {
+        self.tell(moment, Some(name.to_string()))?;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(
+                    "not every launch of the computation reached it in time (DMTCP_PLUGIN_TIMEOUT)"
+                        .into(),
+                );
+            }
+            match self.rx.recv_timeout(left) {
+                Ok(Event::Coord(g, FromCoordinator::HookGo { id, moment: m }))
+                    if g == self.gen && id == self.id && m == moment =>
+                {
+                    return Ok(())
+                }
+                Ok(ev @ Event::Coord(g, FromCoordinator::Abort { .. }))
+                | Ok(ev @ Event::Lost(g, _))
+                    if g == self.gen =>
+                {
+                    self.stash.push_back(ev);
+                    return Err("the checkpoint was abandoned".into());
+                }
+                Ok(ev) => self.stash.push_back(ev),
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    return Err("the coordinator reader is gone".into())
+                }
+            }
+        }
+    }
+
+    fn done(&mut self, moment: u32) {
+        if let Err(e) = self.tell(moment, None) {
+            debug!("plugin moment {moment}: {e}");
+        }
+    }
 }
 
 fn spawn_reader(mut conn: Connection, tx: Sender<Event>, gen: u64) {
@@ -258,6 +446,20 @@ fn spawn_reader(mut conn: Connection, tx: Sender<Event>, gen: u64) {
         .expect("spawning the coordinator reader thread");
 }
 
+/// A checkpoint's search for TCP connections between launches
+/// (`resources::inet::remote`).
+#[derive(Default)]
+struct Tcpx {
+    /// This launch's ends whose peer is not in the launch.
+    ends: Vec<crate::resources::inet::remote::Candidate>,
+    /// Queries not answered yet: key -> index in `ends`, and the checkpoint.
+    asked: std::collections::HashMap<Vec<u8>, usize>,
+    waiting: Option<u64>,
+    generation: u64,
+    /// Ends whose peer is an end of another launch, by socket inode.
+    found: std::collections::HashMap<u64, crate::resources::inet::remote::RemoteEnd>,
+}
+
 impl Session {
     pub fn new(
         cfg: SessionConfig,
@@ -266,34 +468,38 @@ impl Session {
         conn: Connection,
         computation: String,
     ) -> Session {
-        let reader = conn
-            .try_clone()
-            .expect("cloning the coordinator connection");
-        let (tx, rx) = mpsc::channel();
-        spawn_reader(reader, tx.clone(), 1);
-        Session {
-            cfg,
-            nsinit,
-            ctrl,
-            computation,
-            tx,
-            rx,
-            conn_gen: 1,
-            last_attempt: Instant::now(),
-            lifeline: false,
-            conn: Some(conn),
-            frozen: Vec::new(),
-            zombies: Vec::new(),
-            pending: Vec::new(),
-            prepared: None,
-            last_list: Vec::new(),
-            agent: Default::default(),
-            chains: Default::default(),
-            warnings: Vec::new(),
-            killed: false,
-            lost_since: None,
-            done: Arc::new(AtomicBool::new(false)),
+        Session::new_after(cfg, nsinit, ctrl, conn, computation, Vec::new())
+    }
+
+    /// [`Session::new`] on a connection from which `early` frames were
+    /// already read (a restart's plugin barrier kept them): they are
+    /// handled first, in order.
+    pub fn new_after(
+        cfg: SessionConfig,
+        nsinit: HostPid,
+        ctrl: crate::roles::nsinit_ctrl::NsinitCtrl,
+        conn: Connection,
+        computation: String,
+        early: Vec<FromCoordinator>,
+    ) -> Session {
+        let mut ctrl = ctrl;
+        // Kept by nsinit for a supervisor that takes the computation back
+        // if we die (`roles/adopt.rs`).
+        let id = crate::roles::nsinit::Identity {
+            computation: computation.clone(),
+            launch: cfg.launch.clone(),
+            virtual_pids: crate::kernel::pid::virt::enabled(),
+        };
+        if let Err(e) = ctrl.set_identity(id) {
+            tracing::debug!("{e}");
         }
+        Session::with_tree(
+            cfg,
+            Tree::Nsinit { pid: nsinit, ctrl },
+            conn,
+            computation,
+            early,
+        )
     }
 
     /// Says our launch id to a coordinator that knows the word (2.1).
@@ -321,11 +527,126 @@ impl Session {
         }
     }
 
-    /// The processes of the computation: every descendant of nsinit.
+    /// An attached computation (`dmtcp-attach`): the same session on the
+    /// members `members` tracks.
+    pub fn attached(
+        cfg: SessionConfig,
+        members: crate::roles::members::Members,
+        conn: Connection,
+        computation: String,
+    ) -> Session {
+        Session::with_tree(cfg, Tree::Attached(members), conn, computation, Vec::new())
+    }
+
+    /// A session of `tree` on the coordinator connection `conn`, whose
+    /// frames a reader thread turns into events (after `early`, frames
+    /// read from it before).
+    fn with_tree(
+        cfg: SessionConfig,
+        tree: Tree,
+        conn: Connection,
+        computation: String,
+        early: Vec<FromCoordinator>,
+    ) -> Session {
+        let (tx, rx) = mpsc::channel();
+        for m in early {
+            let _ = tx.send(Event::Coord(1, m));
+        }
+        let reader = conn
+            .try_clone()
+            .expect("cloning the coordinator connection");
+        spawn_reader(reader, tx.clone(), 1);
+        Session {
+            cfg,
+            tree,
+            computation,
+            tx,
+            rx,
+            conn_gen: 1,
+            last_attempt: Instant::now(),
+            lifeline: false,
+            conn: Some(conn),
+            frozen: Vec::new(),
+            zombies: Vec::new(),
+            pending: Vec::new(),
+            prepared: None,
+            last_list: Vec::new(),
+            agent: Default::default(),
+            chains: Default::default(),
+            precopies: HashMap::new(),
+            warnings: Vec::new(),
+            hooks: Vec::new(),
+            tcpx: Tcpx::default(),
+            stash: Default::default(),
+            cur_id: 0,
+            owes_running: false,
+            killed: false,
+            halted: false,
+            lost_since: None,
+            done: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// Looks for new members of an attached computation (a no-op for a
+    /// launched one, whose processes are found anew each time).
+    fn refresh_members(&mut self) {
+        if let Tree::Attached(m) = &mut self.tree {
+            m.refresh();
+        }
+    }
+
+    /// Ends the computation: SIGKILL to nsinit, or to every member of an
+    /// attached tree.
+    /// Stops every process with `SIGSTOP` (the first step of a kill, see
+    /// `FromCoordinator::Halt`): until the kill, none runs, so none reacts
+    /// to another launch of the computation dying first.
+    fn halt_computation(&mut self) {
+        let n = match &self.tree {
+            Tree::Nsinit { pid, .. } => {
+                let nsinit = *pid;
+                crate::roles::supervise::stop_all(|| procfs::descendants(nsinit))
+            }
+            // Not an attached tree: its parent outside the computation (a
+            // shell) would see its child stop; it is killed as before.
+            Tree::Attached(_) => 0,
+        };
+        debug!("halted {n} process(es)");
+    }
+
+    fn kill_computation(&mut self) {
+        match &mut self.tree {
+            Tree::Nsinit { pid, .. } => crate::roles::supervise::kill_computation(*pid),
+            Tree::Attached(m) => {
+                // Until none is left: a member may fork meanwhile.
+                for _ in 0..400 {
+                    let pids = m.refresh();
+                    if pids.is_empty() {
+                        break;
+                    }
+                    for p in pids {
+                        // SAFETY: kill with integer arguments.
+                        unsafe { libc::kill(p.0, libc::SIGKILL) };
+                    }
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                // Nothing is left to supervise: end now, so a restart can
+                // follow at once.
+                if m.is_empty() {
+                    self.done.store(true, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+
+    /// The processes of the computation: every descendant of nsinit, or
+    /// the members of an attached tree.
     pub fn processes(&self) -> Vec<(HostPid, ProcEntry)> {
         let host = hostname();
-        procfs::descendants(self.nsinit)
-            .into_iter()
+        let pids = match &self.tree {
+            Tree::Nsinit { pid, .. } => procfs::descendants(*pid),
+            Tree::Attached(m) => m.pids(),
+        };
+        pids.into_iter()
             .filter_map(|p| {
                 let st = procfs::status(p).ok()?;
                 let vpid = procfs::innermost_pid(&st)?;
@@ -352,6 +673,7 @@ impl Session {
     }
 
     fn refresh_list(&mut self) {
+        self.refresh_members();
         let list: Vec<ProcEntry> = self.processes().into_iter().map(|(_, e)| e).collect();
         if list != self.last_list {
             self.last_list = list.clone();
@@ -378,13 +700,22 @@ impl Session {
     /// Drops a checkpoint in progress: its images, and (as tracking was
     /// reset at its freeze) the bases of incremental images.
     fn abandon(&mut self) {
+        self.tcpx = Tcpx::default();
+        self.hooks.clear();
         self.pending.clear();
         self.warnings.clear();
         take_warnings();
         // Prepared but uncommitted images: their temp files go.
         self.prepared = None;
+        self.precopies.clear();
         self.chains.abandon();
         self.thaw_all();
+        if std::mem::take(&mut self.owes_running) {
+            // The program runs again: plugins (a Python one holds its
+            // interpreter lock from PRESUSPEND) hear it.
+            let pids: Vec<HostPid> = self.processes().into_iter().map(|(p, _)| p).collect();
+            crate::hooks::running(&mut crate::hooks::find(&pids));
+        }
     }
 
     fn fail(&mut self, id: u64, reason: String) {
@@ -395,9 +726,23 @@ impl Session {
 
     /// Freezes everything; while a process is inside `dmtcp_disable_ckpt()`
     /// thaws, waits 10 ms and tries again (application API, `agent`).
-    fn suspend(&mut self) -> Result<(), BarrierError> {
+    fn suspend(&mut self, opts: &CheckpointOptions) -> Result<(), BarrierError> {
         // Lazily restored memory must be in place before it is read.
         crate::resources::memory::lazy::wait_until_restored();
+        self.precopies.clear();
+        // Plugins: PRESUSPEND while the program still runs.
+        let pids: Vec<HostPid> = self.processes().into_iter().map(|(p, _)| p).collect();
+        let mut hooks = crate::hooks::find(&pids);
+        if !hooks.is_empty() {
+            self.owes_running = true;
+            let moment = crate::agent::abi::hook::MOMENT_PRESUSPEND;
+            let mut g = self.coord_barrier();
+            crate::hooks::run_with(&mut hooks, moment, g.as_mut().map(|g| g as _))
+                .map_err(BarrierError::Plugin)?;
+        }
+        if precopy_enabled() {
+            self.precopy_all(opts)?;
+        }
         let deadline = Instant::now() + crate::agent::critical_section_wait();
         loop {
             self.freeze_all()?;
@@ -414,10 +759,63 @@ impl Session {
         }
         let a = &self.cfg.addr;
         crate::agent::prepare_capture(&self.frozen, &a.host, a.port, &self.cfg.secret);
-        Ok(())
+        // Plugins: PRECHECKPOINT with only the hook threads running.
+        let pids: Vec<HostPid> = self.frozen.iter().map(|f| f.pid).collect();
+        self.hooks = crate::hooks::find(&pids);
+        self.run_hooks_alone(crate::agent::abi::hook::MOMENT_PRECHECKPOINT, true)
+            .map_err(BarrierError::Plugin)
+    }
+
+    /// Runs a moment in the hook threads of `self.hooks` while every other
+    /// thread stays frozen; with `refreeze`, the hook threads are frozen
+    /// again afterwards (they are captured like any thread).
+    fn run_hooks_alone(&mut self, moment: u32, refreeze: bool) -> Result<(), String> {
+        if self.hooks.is_empty() {
+            return Ok(());
+        }
+        for h in &self.hooks {
+            if let Some(fp) = self.frozen.iter_mut().find(|f| f.pid == h.pid) {
+                fp.thaw_thread(h.tid)
+                    .map_err(|e| format!("pid {}: resuming the plugin hook thread: {e}", h.pid))?;
+            }
+        }
+        let mut hooks = std::mem::take(&mut self.hooks);
+        let result = {
+            let mut g = self.coord_barrier();
+            crate::hooks::run_with(&mut hooks, moment, g.as_mut().map(|g| g as _))
+        };
+        self.hooks = hooks;
+        if refreeze {
+            for h in &self.hooks {
+                if let Some(fp) = self.frozen.iter_mut().find(|f| f.pid == h.pid) {
+                    if let Err(e) = fp.refreeze_thread(h.tid) {
+                        if result.is_ok() {
+                            return Err(format!(
+                                "pid {}: stopping the plugin hook thread again: {e}",
+                                h.pid
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        result
+    }
+
+    /// Plugin global barriers through a coordinator that knows them (2.3).
+    fn coord_barrier(&mut self) -> Option<CoordBarrier<'_>> {
+        let minor = self.conn.as_ref().map_or(0, |c| c.coordinator_minor());
+        (minor >= 3).then_some(CoordBarrier {
+            conn: &mut self.conn,
+            rx: &self.rx,
+            stash: &mut self.stash,
+            gen: self.conn_gen,
+            id: self.cur_id,
+        })
     }
 
     fn freeze_all(&mut self) -> Result<(), BarrierError> {
+        self.refresh_members();
         let procs = self.processes();
         if procs.is_empty() {
             return Err(BarrierError::NoProcess);
@@ -437,6 +835,12 @@ impl Session {
                     self.zombies.push(pid);
                     continue;
                 }
+                if procfs::is_32bit(pid) {
+                    return Err(BarrierError::ThirtyTwoBit {
+                        vpid: e.vpid,
+                        prog: e.prog.clone(),
+                    });
+                }
                 match freeze::freeze(pid) {
                     Ok(fp) => self.frozen.push(fp),
                     Err(err) if crate::kernel::ptrace::errno(&err) == Some(libc::ESRCH) => {
@@ -454,6 +858,7 @@ impl Session {
             if !fresh {
                 break;
             }
+            self.refresh_members();
             procs = self.processes();
         }
         debug!(
@@ -464,7 +869,11 @@ impl Session {
         Ok(())
     }
 
-    fn checkpoint(&mut self, opts: &CheckpointOptions) -> Result<(), BarrierError> {
+    /// The directory the images go to (created) and how they are written.
+    fn image_target(
+        &self,
+        opts: &CheckpointOptions,
+    ) -> Result<(PathBuf, WriteOptions), BarrierError> {
         // Our own --ckpt-dir first; the (authenticated) coordinator's only
         // if it is a clean absolute path to a directory of ours.
         let dir = match self.cfg.ckpt_dir.clone() {
@@ -479,7 +888,101 @@ impl Session {
         let mut write = self.cfg.write.clone();
         if !opts.codec.is_empty() {
             (write.codec, write.level) = dmtcp_image::Codec::parse_spec(&opts.codec)?;
+            write.adaptive = false;
         }
+        Ok((dir, write))
+    }
+
+    /// The image file of `pid` (image vpid `vpid`) in this checkpoint.
+    fn image_path(
+        &self,
+        dir: &std::path::Path,
+        generation: u64,
+        pid: HostPid,
+        vpid: u32,
+    ) -> PathBuf {
+        let name = image_file_name(
+            &program_name(pid),
+            &self.computation,
+            &self.cfg.launch,
+            vpid,
+        );
+        // With chains, a new image must not replace the one it builds on.
+        if self.chains.active() {
+            let stem = name.trim_end_matches(".dmtcp");
+            dir.join(format!("{stem}_g{generation}.dmtcp"))
+        } else {
+            dir.join(name)
+        }
+    }
+
+    /// Pre-copy, while the program runs: each process's private memory
+    /// goes into its image writer, with the dirty tracker armed
+    /// (`resources/memory/precopy.rs`). A process it fails for is
+    /// checkpointed without (logged).
+    fn precopy_all(&mut self, opts: &CheckpointOptions) -> Result<(), BarrierError> {
+        let t = Instant::now();
+        let (dir, write) = self.image_target(opts)?;
+        if opts.incremental || self.cfg.incremental {
+            self.chains.activate();
+        }
+        let keep = self.chains.active();
+        let incremental = opts.incremental || self.cfg.incremental;
+        let mut total = 0u64;
+        for (pid, _) in self.processes() {
+            if crate::resources::tree::is_zombie(pid) || procfs::is_32bit(pid) {
+                continue;
+            }
+            let Some(vpid) = procfs::status(pid)
+                .ok()
+                .and_then(|st| procfs::innermost_pid(&st))
+            else {
+                continue;
+            };
+            let vpid = crate::kernel::pid::virt::of_real(vpid.0) as u32;
+            let path = self.image_path(&dir, opts.generation, pid, vpid);
+            let t0 = Instant::now();
+            let result = (|| -> Result<_, BarrierError> {
+                let mut writer = ImageWriter::create(&path, write.clone())?;
+                let with_base = self.chains.has_base(pid, incremental);
+                let tracker = self.chains.tracker();
+                let uffd = if tracker.needs_uffd(pid) {
+                    Some(capture::make_uffd_running(pid)?)
+                } else {
+                    None
+                };
+                let pre = crate::resources::memory::precopy::precopy(
+                    pid,
+                    tracker,
+                    uffd,
+                    keep,
+                    with_base,
+                    &mut writer,
+                )?;
+                Ok((writer, pre))
+            })();
+            match result {
+                Ok((writer, pre)) => {
+                    info!(
+                        "pid {pid}: pre-copy of {} KiB while running in {:?}",
+                        pre.bytes >> 10,
+                        t0.elapsed()
+                    );
+                    total += pre.bytes;
+                    self.precopies.insert(pid, (path, writer, pre));
+                }
+                Err(e) => {
+                    self.chains.tracker().forget(pid);
+                    warn!("pid {pid}: no pre-copy ({e}); checkpointed without it");
+                }
+            }
+        }
+        debug!("pre-copy of {} MiB in {:?}", total >> 20, t.elapsed());
+        Ok(())
+    }
+
+    fn checkpoint(&mut self, opts: &CheckpointOptions) -> Result<(), BarrierError> {
+        let (dir, write) = self.image_target(opts)?;
         let taken_at = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_nanos() as u64)
@@ -492,6 +995,7 @@ impl Session {
             coord_host: self.cfg.addr.host.clone(),
             coord_port: self.cfg.addr.port,
             launch: self.cfg.launch.clone(),
+            no_namespaces: crate::kernel::pid::virt::enabled(),
             // Every process this launch saves (zombies included): a restart
             // of this generation needs each one's image.
             set: {
@@ -504,7 +1008,7 @@ impl Session {
                             .iter()
                             .filter_map(|&z| procfs::status(z).ok())
                             .filter_map(|st| procfs::innermost_pid(&st))
-                            .map(|v| v.to_image()),
+                            .map(|v| crate::kernel::pid::virt::of_real_u32(v.to_image())),
                     )
                     .map(|vpid| dmtcp_image::SetMember {
                         launch: self.cfg.launch.clone(),
@@ -524,6 +1028,9 @@ impl Session {
         self.pending.clear();
         take_warnings();
         let result = self.capture_all(&dir, &write, &info, incremental, &mut images);
+        // Our duplicates of the program's sockets must not outlive the
+        // checkpoint (a socket the program closes would stay open).
+        self.tcpx = Tcpx::default();
         self.pending = images;
         self.warnings = take_warnings();
         result
@@ -552,21 +1059,90 @@ impl Session {
                 name
             }
         };
-        let mut fdctx =
-            crate::resources::fdshare::FdContext::build(&pids).map_err(BarrierError::Fds)?;
+        let mut fdctx = crate::resources::fdshare::FdContext::build_with(&pids, &self.tcpx.found)
+            .map_err(BarrierError::Fds)?;
         // Computation-wide, so recorded once: in the lowest pid's image.
-        let mut ipc = Some(self.ctrl.dump_ipc()?);
+        // With host pids (`--no-pidns`), nsinit is in the host's IPC
+        // namespace: not the computation's to save, like an attached tree's.
+        let host_pids = crate::roles::spawn::host_pids();
+        let mut ipc = match &mut self.tree {
+            Tree::Nsinit { ctrl, .. } if !host_pids => Some(ctrl.dump_ipc()?),
+            Tree::Nsinit { .. } | Tree::Attached(_) => None,
+        };
         let lowest = self.frozen.iter().map(|f| f.vpid).min();
+        // An attached tree: which pids its images may name as parent,
+        // group or session.
+        let attached: Option<std::collections::HashSet<i32>> = match &self.tree {
+            Tree::Nsinit { .. } if !host_pids => None,
+            Tree::Attached(_) | Tree::Nsinit { .. } => Some(
+                self.frozen
+                    .iter()
+                    .map(|f| f.pid.0)
+                    .chain(self.zombies.iter().map(|z| z.0))
+                    .collect(),
+            ),
+        };
+        // Without namespaces, SysV objects live in the host's IPC namespace
+        // with host ids: a restart could not give them back.
+        if crate::kernel::pid::virt::enabled() {
+            if let Some(set) = &attached {
+                if let Some(what) = crate::kernel::sysvuse::used_by(set) {
+                    return Err(BarrierError::Io(std::io::Error::other(format!(
+                        "{what} was used by the computation, which runs without namespaces: SysV IPC objects cannot be kept across a restart without an IPC namespace of its own (run it with namespaces)"
+                    ))));
+                }
+            }
+        }
         for fp in self.frozen.iter_mut() {
             let t = Instant::now();
             // Images are named after the program (DMTCP's habit), not the
             // 15-character comm.
             let comm = program_name(fp.pid);
             let path = dir.join(file_name(&comm, fp.vpid.to_image()));
-            let mut writer = ImageWriter::create(&path, write.clone())?;
+            // Pre-copied into a writer for this very path: kept.
+            let (mut writer, precopied) = match self.precopies.remove(&fp.pid) {
+                Some((p, w, pre)) if p == path => {
+                    match pre.at_freeze(fp.pid, self.chains.tracker()) {
+                        Ok(a) => (w, Some(a)),
+                        Err(e) => {
+                            warn!("pid {}: pre-copy lost at the freeze ({e})", fp.pid);
+                            self.chains.tracker().forget(fp.pid);
+                            drop(w);
+                            (ImageWriter::create(&path, write.clone())?, None)
+                        }
+                    }
+                }
+                other => {
+                    drop(other);
+                    (ImageWriter::create(&path, write.clone())?, None)
+                }
+            };
             let dirty = self.chains.scan_for(fp.pid, incremental);
-            let (mut meta, deferred) =
-                capture::capture(fp, &mut writer, info.clone(), &mut fdctx, true, dirty)?;
+            let (mut meta, deferred) = capture::capture(
+                fp,
+                &mut writer,
+                info.clone(),
+                &mut fdctx,
+                true,
+                dirty,
+                precopied,
+            )?;
+            if let Some(set) = &attached {
+                attached_tree_ids(&mut meta.process, set);
+                if crate::kernel::pid::virt::enabled() {
+                    virtual_ids(&mut meta);
+                }
+                // The host's SysV segments are not the tree's to save.
+                if let Some(id) = meta.vmas.iter().find_map(|v| match v.kind {
+                    dmtcp_image::VmaKind::SysvShm { id, .. } => Some(id),
+                    _ => None,
+                }) {
+                    return Err(BarrierError::Io(std::io::Error::other(format!(
+                        "pid {} has SysV shared memory segment {id} attached: not saved for an attached tree (it belongs to the host's IPC namespace)",
+                        fp.pid
+                    ))));
+                }
+            }
             if Some(fp.vpid) == lowest {
                 if let Some((mut state, bytes)) = ipc.take() {
                     for (g, b) in state.shm.iter_mut().zip(&bytes) {
@@ -601,8 +1177,14 @@ impl Session {
             });
         }
         for &pid in &self.zombies {
-            let meta = crate::resources::tree::image(pid, info.clone())
+            let mut meta = crate::resources::tree::image(pid, info.clone())
                 .map_err(|source| BarrierError::Zombie { pid, source })?;
+            if let Some(set) = &attached {
+                attached_tree_ids(&mut meta.process, set);
+                if crate::kernel::pid::virt::enabled() {
+                    virtual_ids(&mut meta);
+                }
+            }
             let vpid = meta.process.vpid;
             let comm = meta.process.comm.clone();
             let path = dir.join(file_name(&comm, vpid));
@@ -638,6 +1220,16 @@ impl Session {
         // name before any replaces the previous generation.
         let mut failure = None;
         let mut ready = Vec::new();
+        // 2.2 coordinators hear how far the images got (dmtcp-command -s).
+        let reporter = self
+            .conn
+            .as_ref()
+            .filter(|c| c.coordinator_minor() >= 2)
+            .and_then(|c| c.try_clone().ok())
+            .map(|c| {
+                let paths = self.pending.iter().map(|o| PathBuf::from(&o.entry.path));
+                crate::roles::progress::Reporter::start(c, id, paths.collect())
+            });
         for open in std::mem::take(&mut self.pending) {
             if failure.is_some() {
                 continue; // dropping releases the snapshot and the temp file
@@ -654,9 +1246,17 @@ impl Session {
                 );
                 Ok((pending, entry))
             }) {
-                Ok(x) => ready.push(x),
+                Ok(x) => {
+                    if let Some(r) = &reporter {
+                        r.image_done();
+                    }
+                    ready.push(x)
+                }
                 Err(e) => failure = Some(e),
             }
+        }
+        if let Some(r) = reporter {
+            r.stop();
         }
         if let Some(reason) = failure {
             let reason = reason.to_string();
@@ -811,24 +1411,150 @@ impl Session {
 
     fn on_barrier(&mut self, phase: Phase, opts: CheckpointOptions) {
         let id = opts.id;
+        self.cur_id = id;
         debug!("checkpoint {id}: barrier {phase:?}");
         let result = match phase {
-            Phase::Suspend => self.suspend(),
+            Phase::Suspend => self.suspend(&opts),
             Phase::Checkpoint => self.checkpoint(&opts),
             Phase::Resume => {
                 // The program runs again first; then the images become durable.
                 crate::agent::checkpoint_done(&self.frozen);
+                // Plugins: RESUME before the user threads run. The images
+                // are taken already: a failure is only reported.
+                let moment = crate::agent::abi::hook::MOMENT_RESUME;
+                if let Err(e) = self.run_hooks_alone(moment, false) {
+                    warn!("checkpoint {id}: {e}");
+                    self.warnings.push(e);
+                }
                 self.thaw_all();
+                crate::hooks::running(&mut self.hooks);
+                self.owes_running = false;
+                self.hooks.clear();
                 self.send(ToCoordinator::Reached { id, phase });
                 self.prepare_images(id);
                 return;
             }
-            Phase::FdLeaderElection | Phase::Drain | Phase::Refill => Ok(()),
+            Phase::FdLeaderElection => {
+                self.tcpx_publish(&opts);
+                Ok(())
+            }
+            Phase::Drain => {
+                if self.tcpx_ask(&opts) {
+                    // Reached once every answer is in (`tcpx_answer`).
+                    return;
+                }
+                self.tcpx_drain()
+            }
+            Phase::Refill => Ok(()),
         };
         match result {
             Ok(()) => self.send(ToCoordinator::Reached { id, phase }),
             Err(reason) => self.fail(id, reason.to_string()),
         }
+    }
+
+    /// `FdLeaderElection` (every launch frozen): publishes this launch's
+    /// TCP ends whose peer is not in it.
+    fn tcpx_publish(&mut self, opts: &CheckpointOptions) {
+        use crate::resources::inet::remote;
+        let pids: Vec<HostPid> = self.frozen.iter().map(|f| f.pid).collect();
+        self.tcpx = Tcpx {
+            ends: remote::scan(&pids, &hostname()),
+            generation: opts.generation,
+            ..Tcpx::default()
+        };
+        let launch = self.cfg.launch.clone().into_bytes();
+        let keys: Vec<Vec<u8>> = self
+            .tcpx
+            .ends
+            .iter()
+            .map(|e| remote::ckpt_key(opts.id, &e.lname, &e.pname))
+            .collect();
+        for key in keys {
+            self.send(ToCoordinator::Publish {
+                key,
+                value: launch.clone(),
+            });
+        }
+    }
+
+    /// `Drain`: asks, for each end, whether its peer was published by
+    /// another launch; true while answers are awaited.
+    fn tcpx_ask(&mut self, opts: &CheckpointOptions) -> bool {
+        use crate::resources::inet::remote;
+        let asks: Vec<(Vec<u8>, usize)> = self
+            .tcpx
+            .ends
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (remote::ckpt_key(opts.id, &e.pname, &e.lname), i))
+            .collect();
+        if asks.is_empty() {
+            return false;
+        }
+        for (key, i) in asks {
+            self.tcpx.asked.insert(key.clone(), i);
+            self.send(ToCoordinator::Query { key });
+        }
+        self.tcpx.waiting = Some(opts.id);
+        true
+    }
+
+    /// A name service answer during `Drain`.
+    fn tcpx_answer(&mut self, key: Vec<u8>, value: Option<Vec<u8>>) {
+        use crate::resources::inet::remote;
+        let Some(i) = self.tcpx.asked.remove(&key) else {
+            return;
+        };
+        if let Some(peer_launch) = value.filter(|v| !v.is_empty()) {
+            let e = &self.tcpx.ends[i];
+            let peer_launch = String::from_utf8_lossy(&peer_launch).into_owned();
+            if peer_launch != self.cfg.launch {
+                debug!(
+                    "pid {} fd {}: TCP {} -> {} is a connection to launch {peer_launch}",
+                    e.pid, e.fd, e.lname, e.pname
+                );
+                let end = remote::RemoteEnd {
+                    key: remote::conn_key(self.tcpx.generation, &e.lname, &e.pname),
+                    listen: e.lname < e.pname,
+                    peer_launch,
+                    unsent: Vec::new(),
+                };
+                self.tcpx.found.insert(e.ino, end);
+            }
+        }
+        if self.tcpx.asked.is_empty() {
+            if let Some(id) = self.tcpx.waiting.take() {
+                match self.tcpx_drain() {
+                    Ok(()) => self.send(ToCoordinator::Reached {
+                        id,
+                        phase: Phase::Drain,
+                    }),
+                    Err(reason) => self.fail(id, reason.to_string()),
+                }
+            }
+        }
+    }
+
+    /// Waits until the ends to other launches have no bytes in flight.
+    fn tcpx_drain(&mut self) -> Result<(), BarrierError> {
+        use crate::resources::inet::remote;
+        let ends: Vec<&remote::Candidate> = self
+            .tcpx
+            .ends
+            .iter()
+            .filter(|e| self.tcpx.found.contains_key(&e.ino))
+            .collect();
+        if ends.is_empty() {
+            return Ok(());
+        }
+        let held = remote::drain(&ends).map_err(BarrierError::Fds)?;
+        for (ino, bytes) in held {
+            if let Some(r) = self.tcpx.found.get_mut(&ino) {
+                r.unsent = bytes;
+            }
+        }
+        Ok(())
     }
 
     fn on_lost(&mut self, why: String) {
@@ -848,7 +1574,12 @@ impl Session {
         self.conn_gen += 1;
         self.last_attempt = Instant::now();
         self.lost_since.get_or_insert_with(Instant::now);
-        if self.killed {
+        if self.halted && !self.killed {
+            warn!("coordinator lost between halt and kill ({why}); killing the halted computation");
+            self.killed = true;
+            self.thaw_all();
+            self.kill_computation();
+        } else if self.killed {
             debug!("coordinator connection closed after the kill ({why})");
         } else if !self.done.load(Ordering::Relaxed) {
             warn!("coordinator connection lost ({why}); the computation keeps running");
@@ -901,8 +1632,7 @@ impl Session {
         );
         self.killed = true;
         self.thaw_all();
-        // SAFETY: kill with integer arguments; nsinit is our child.
-        unsafe { libc::kill(self.nsinit.0, libc::SIGKILL) };
+        self.kill_computation();
     }
 
     /// Application API: tells new processes where the coordinator is.
@@ -919,7 +1649,10 @@ impl Session {
         self.publish_coordinator();
         let mut last_refresh = Instant::now();
         while !self.done.load(Ordering::Relaxed) {
-            let ev = self.rx.recv_timeout(Duration::from_millis(500));
+            let ev = match self.stash.pop_front() {
+                Some(e) => Ok(e),
+                None => self.rx.recv_timeout(Duration::from_millis(500)),
+            };
             match ev {
                 Ok(Event::Coord(g, _)) | Ok(Event::Lost(g, _)) if g != self.conn_gen => {}
                 Ok(Event::Coord(_, FromCoordinator::Barrier { phase, options })) => {
@@ -930,12 +1663,22 @@ impl Session {
                     self.abandon();
                 }
                 Ok(Event::Coord(_, FromCoordinator::Commit { id })) => self.commit_prepared(id),
+                Ok(Event::Coord(_, FromCoordinator::Published { key, value })) => {
+                    self.tcpx_answer(key, value)
+                }
+                Ok(Event::Coord(_, FromCoordinator::Halt)) => {
+                    info!(
+                        "halt requested by the coordinator: every process stopped before the kill"
+                    );
+                    self.halted = true;
+                    self.halt_computation();
+                    self.send(ToCoordinator::Halted);
+                }
                 Ok(Event::Coord(_, FromCoordinator::Kill)) => {
                     info!("kill requested by the coordinator");
                     self.killed = true;
                     self.thaw_all();
-                    // SAFETY: kill with integer arguments; nsinit is our child.
-                    unsafe { libc::kill(self.nsinit.0, libc::SIGKILL) };
+                    self.kill_computation();
                 }
                 Ok(Event::Coord(_, other)) => debug!("ignoring {other:?}"),
                 Ok(Event::Lost(_, why)) => self.on_lost(why),
@@ -949,9 +1692,11 @@ impl Session {
             }
             self.end_if_alone_too_long();
             if self.lifeline && !crate::resources::memory::lazy::busy() {
-                match self.ctrl.lifeline(false) {
-                    Ok(()) => debug!("memory in place: the computation may outlive us again"),
-                    Err(e) => warn!("{e}"),
+                if let Tree::Nsinit { ctrl, .. } = &mut self.tree {
+                    match ctrl.lifeline(false) {
+                        Ok(()) => debug!("memory in place: the computation may outlive us again"),
+                        Err(e) => warn!("{e}"),
+                    }
                 }
                 self.lifeline = false;
             }
@@ -959,6 +1704,11 @@ impl Session {
             if refresh && self.frozen.is_empty() {
                 self.refresh_list();
                 last_refresh = Instant::now();
+                // An attached tree ends when its last member is gone.
+                if matches!(&self.tree, Tree::Attached(m) if m.is_empty()) {
+                    info!("every attached process has ended");
+                    self.done.store(true, Ordering::Relaxed);
+                }
             }
             if self.frozen.is_empty() && (refresh || self.agent.pending()) {
                 self.publish_coordinator();

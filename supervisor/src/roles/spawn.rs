@@ -14,6 +14,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use crate::kernel::pid::HostPid;
+use crate::kernel::userns::why_no_userns;
 
 /// Everything the child needs, prepared before clone (no allocation after).
 struct ChildPlan {
@@ -28,18 +29,46 @@ struct ChildPlan {
 /// Environment variable naming the control socket fd of `dmtcp-nsinit`.
 pub const NSINIT_FD_ENV: &str = "DMTCP_NSINIT_FD";
 
+/// Set (to 1) for a `dmtcp-nsinit` started without namespaces
+/// (`dmtcp-restart --no-pidns`): it is then a child subreaper, not pid 1.
+pub const NSINIT_HOST_PIDS_ENV: &str = "DMTCP_NSINIT_HOST_PIDS";
+
+/// Set (to 1) for a `dmtcp-nsinit` of a computation without namespaces
+/// (`dmtcp-run --no-namespaces`, and restarts of its images): restart
+/// shells take the pids the kernel gives (no `set_tid`), and there is no
+/// time namespace.
+pub const NSINIT_VIRTUAL_ENV: &str = "DMTCP_NSINIT_VIRTUAL_PIDS";
+
+/// `dmtcp-restart --no-pidns`: the computation lives in our own pid, mount
+/// and IPC namespaces with its host pids; nsinit is a child subreaper.
+static HOST_PIDS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// From now on, nsinit is started without namespaces (`--no-pidns`).
+pub fn set_host_pids() {
+    HOST_PIDS.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Whether the computation runs with its host pids in our namespaces.
+pub fn host_pids() -> bool {
+    HOST_PIDS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Spawns `nsinit` in new namespaces with `ctrl` as its control socket.
 /// Returns the host pid of the new pid 1.
 pub fn spawn_nsinit(nsinit: &Path, ctrl: &OwnedFd) -> io::Result<HostPid> {
     // SAFETY: geteuid/getegid cannot fail and touch no memory.
     let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
-    let userns = uid != 0;
+    let host_pids = host_pids();
+    let userns = uid != 0 && !host_pids;
     let cstr = |s: &[u8]| {
         CString::new(s).map_err(|_| io::Error::other("NUL byte in an argument or environment"))
     };
     let mut envp = Vec::new();
     for (k, v) in std::env::vars_os() {
-        if k.as_bytes() == NSINIT_FD_ENV.as_bytes() {
+        if k.as_bytes() == NSINIT_FD_ENV.as_bytes()
+            || k.as_bytes() == NSINIT_HOST_PIDS_ENV.as_bytes()
+            || k.as_bytes() == NSINIT_VIRTUAL_ENV.as_bytes()
+        {
             continue;
         }
         let mut kv = k.as_bytes().to_vec();
@@ -50,6 +79,12 @@ pub fn spawn_nsinit(nsinit: &Path, ctrl: &OwnedFd) -> io::Result<HostPid> {
     envp.push(cstr(
         format!("{NSINIT_FD_ENV}={}", ctrl.as_raw_fd()).as_bytes(),
     )?);
+    if host_pids {
+        envp.push(cstr(format!("{NSINIT_HOST_PIDS_ENV}=1").as_bytes())?);
+    }
+    if crate::kernel::pid::virt::enabled() {
+        envp.push(cstr(format!("{NSINIT_VIRTUAL_ENV}=1").as_bytes())?);
+    }
     let plan = ChildPlan {
         path: cstr(nsinit.as_os_str().as_bytes())?,
         argv: vec![cstr(b"dmtcp-nsinit")?],
@@ -71,7 +106,13 @@ pub fn spawn_nsinit(nsinit: &Path, ctrl: &OwnedFd) -> io::Result<HostPid> {
     // belong to the computation, so a restart can recreate them unchanged.
     // Its own mount namespace, for a /proc of its pid namespace
     // (`kernel::nsview::mount_private_proc`, done by nsinit).
-    let mut flags = (libc::CLONE_NEWPID | libc::CLONE_NEWIPC | libc::CLONE_NEWNS) as u64;
+    // With --no-pidns, none: the processes come back into the namespaces
+    // they were attached in, the caller's.
+    let mut flags = if host_pids {
+        0
+    } else {
+        (libc::CLONE_NEWPID | libc::CLONE_NEWIPC | libc::CLONE_NEWNS) as u64
+    };
     if userns {
         flags |= libc::CLONE_NEWUSER as u64;
     }
@@ -90,6 +131,9 @@ pub fn spawn_nsinit(nsinit: &Path, ctrl: &OwnedFd) -> io::Result<HostPid> {
     };
     if r == -1 {
         let e = io::Error::last_os_error();
+        if userns && userns_refused(&e) {
+            return Err(io::Error::new(e.kind(), why_no_userns(&e)));
+        }
         return Err(io::Error::new(
             e.kind(),
             format!(
@@ -104,6 +148,16 @@ pub fn spawn_nsinit(nsinit: &Path, ctrl: &OwnedFd) -> io::Result<HostPid> {
         unsafe { child_main(&plan, &argv_ptrs, &envp_ptrs) }
     }
     Ok(HostPid(r as i32))
+}
+
+/// Whether a failed clone3 with CLONE_NEWUSER failed because of the user
+/// namespace: a user namespace alone is tried to tell (ENOSPC and EPERM
+/// also come from the pid or mount namespace limits).
+fn userns_refused(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::ENOSPC | libc::EPERM | libc::EACCES | libc::EUSERS)
+    ) && crate::kernel::sys::try_new_userns().is_err()
 }
 
 /// Writes `data` to a /proc file; async-signal-safe.

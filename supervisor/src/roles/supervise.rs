@@ -20,6 +20,28 @@ use crate::roles::nsinit_ctrl::NsinitCtrl;
 use crate::roles::session::Session;
 
 /// A binary that ships next to the running executable (or `$DMTCP_<NAME>`).
+/// Fails, in one sentence naming the cause, when this user cannot make the
+/// user namespace an unprivileged computation needs; checked before a
+/// coordinator is started or anything runs.
+pub fn check_namespaces() -> anyhow::Result<()> {
+    if nix::unistd::geteuid().is_root() {
+        return Ok(());
+    }
+    crate::kernel::sys::try_new_userns()
+        .map_err(|e| anyhow::anyhow!(crate::kernel::userns::why_no_userns(&e)))
+}
+
+/// Why this user cannot make a user namespace (a clause naming the
+/// setting), `None` when one can be made or when root needs none.
+pub fn userns_cause() -> Option<String> {
+    if nix::unistd::geteuid().is_root() {
+        return None;
+    }
+    crate::kernel::sys::try_new_userns()
+        .err()
+        .and_then(|e| crate::kernel::userns::userns_cause(&e))
+}
+
 pub fn sibling(name: &str, env: &str) -> io::Result<PathBuf> {
     if let Some(p) = std::env::var_os(env) {
         return Ok(PathBuf::from(p));
@@ -109,8 +131,7 @@ pub fn wait_nsinit(pid: HostPid) -> i32 {
 /// process is reaped by its tracer (us), so we reap everything we are owed
 /// until nsinit itself is gone.
 pub fn kill_and_reap(nsinit: HostPid) {
-    // SAFETY: kill with integer arguments; nsinit is our child.
-    unsafe { libc::kill(nsinit.0, libc::SIGKILL) };
+    kill_computation(nsinit);
     loop {
         let mut st = 0;
         // SAFETY: st is a live c_int.
@@ -122,6 +143,68 @@ pub fn kill_and_reap(nsinit: HostPid) {
             return;
         }
     }
+}
+
+/// Ends the computation under `nsinit`: SIGKILL to nsinit, whose death
+/// as pid 1 ends its pid namespace. Without one (`--no-pidns`, nsinit a
+/// child subreaper) the processes are killed one by one: see
+/// [`stop_then_kill`].
+pub fn kill_computation(nsinit: HostPid) {
+    if crate::roles::spawn::host_pids() {
+        stop_then_kill(|| procfs::descendants(nsinit));
+    }
+    // SAFETY: kill with integer arguments; nsinit is our child.
+    unsafe { libc::kill(nsinit.0, libc::SIGKILL) };
+}
+
+/// Kills every process `live` lists (parents before their children), as
+/// the death of a pid namespace's init does, with no process seeing
+/// another die: killed one by one, a process would run on for a moment
+/// after its peer's death, see its pipe or socket closed (EPIPE, ECONNRESET,
+/// EOF) and act on it, writing a failure to a file by path, say. So every
+/// process is stopped first (SIGSTOP, parents first, so no parent is left
+/// running to see a child stop), until a look finds none it has not
+/// stopped (a fork under way when its parent got SIGSTOP is restarted by
+/// the kernel; a child made before shows up in the next look), and only
+/// then killed, until none is left. The killed ones stay their reaper's
+/// zombies.
+pub fn stop_then_kill(mut live: impl FnMut() -> Vec<HostPid>) {
+    stop_all(&mut live);
+    let alive = |p: &HostPid| crate::roles::members::proc_stat(p.0).is_some_and(|st| !st.zombie);
+    for _ in 0..400 {
+        let left: Vec<HostPid> = live().into_iter().filter(alive).collect();
+        if left.is_empty() {
+            break;
+        }
+        for p in left {
+            let _ = crate::kernel::ptrace::kill(p, libc::SIGKILL);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
+/// The stopping half of [`stop_then_kill`], also the first step of a kill
+/// across launches (`FromCoordinator::Halt`): every process `live` lists
+/// gets SIGSTOP (in the order listed: parents first), until a look finds
+/// none it has not stopped. Returns how many were stopped.
+pub fn stop_all(mut live: impl FnMut() -> Vec<HostPid>) -> usize {
+    let alive = |p: &HostPid| crate::roles::members::proc_stat(p.0).is_some_and(|st| !st.zombie);
+    let mut stopped = std::collections::HashSet::new();
+    for _ in 0..400 {
+        let new: Vec<HostPid> = live()
+            .into_iter()
+            .filter(|p| !stopped.contains(&p.0) && alive(p))
+            .collect();
+        if new.is_empty() {
+            break;
+        }
+        for p in new {
+            // Gone meanwhile: nothing to stop.
+            let _ = crate::kernel::ptrace::kill(p, libc::SIGSTOP);
+            stopped.insert(p.0);
+        }
+    }
+    stopped.len()
 }
 
 /// Runs the session on its own thread and waits for the computation to end,

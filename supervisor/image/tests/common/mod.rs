@@ -77,6 +77,7 @@ pub fn sample_image(vmas: Vec<Vma>) -> ProcessImage {
                     vpid: 43,
                 },
             ],
+            no_namespaces: true,
         },
         process: ProcessInfo {
             vpid: 42,
@@ -254,6 +255,33 @@ pub fn sample_image(vmas: Vec<Vma>) -> ProcessImage {
             monotonic_ns: 123_456_789_012,
             boottime_ns: 223_456_789_012,
         }),
+        security: Security {
+            filters: vec![
+                SeccompFilter {
+                    prog: vec![6, 0, 0, 0, 0, 0, 0xff, 0x7f],
+                    flags: 0,
+                    sandbox: true,
+                },
+                SeccompFilter {
+                    prog: vec![6, 0, 0, 0, 1, 0, 5, 0],
+                    flags: 1,
+                    sandbox: false,
+                },
+            ],
+            threads: vec![ThreadSeccomp {
+                vtid: 42,
+                chain: vec![0, 1],
+                strict: false,
+            }],
+            sandbox: Some(SandboxInfo {
+                policy: "default".into(),
+                owner_uid: 1000,
+                allow_read: vec!["/usr".into()],
+                allow_write: vec!["/tmp".into()],
+                net_none: true,
+            }),
+        },
+        passcred_fds: vec![5, 7],
     }
 }
 
@@ -265,11 +293,22 @@ pub fn write_image(
     opts: WriteOptions,
     chunks: &[Vec<u8>],
 ) -> (ProcessImage, u64) {
+    write_image_with(path, opts, chunks, |w, _, c| w.add_pages(c).unwrap())
+}
+
+/// [`write_image`], each chunk's pages handed to the writer by `add`
+/// (chunk index, its bytes), which says where they went.
+pub fn write_image_with(
+    path: &std::path::Path,
+    opts: WriteOptions,
+    chunks: &[Vec<u8>],
+    mut add: impl FnMut(&mut ImageWriter, usize, &[u8]) -> DataRef,
+) -> (ProcessImage, u64) {
     let mut w = ImageWriter::create(path, opts).unwrap();
     let mut vmas = Vec::new();
     let mut addr = 0x10_0000_0000u64;
     for (i, c) in chunks.iter().enumerate() {
-        let at = w.add_pages(c).unwrap();
+        let at = add(&mut w, i, c);
         let npages = (c.len() / 4096) as u64;
         vmas.push(Vma {
             start: addr,

@@ -78,6 +78,10 @@ pub struct FdContext {
     memfds: HashSet<u64>,
     /// Memfds whose contents are already saved.
     saved_memfds: HashSet<u64>,
+    /// Files unlinked while open (ghost ids) some fd of the computation holds.
+    ghosts: HashSet<u64>,
+    /// Ghost files whose contents are already saved.
+    saved_ghosts: HashSet<u64>,
 }
 
 /// Whether a link target is a pty master (`/dev/ptmx`, `/dev/pts/ptmx`).
@@ -88,6 +92,16 @@ pub fn is_ptmx(target: &str) -> bool {
 impl FdContext {
     /// Examines every fd of `procs` (which must all be frozen).
     pub fn build(procs: &[HostPid]) -> io::Result<FdContext> {
+        Self::build_with(procs, &std::collections::HashMap::new())
+    }
+
+    /// [`build`](Self::build), knowing which TCP ends (by socket inode)
+    /// have their peer in another launch of the computation
+    /// (`inet::remote`).
+    pub fn build_with(
+        procs: &[HostPid],
+        remote: &std::collections::HashMap<u64, crate::resources::inet::remote::RemoteEnd>,
+    ) -> io::Result<FdContext> {
         let mut ctx = FdContext::default();
         let mut readers = HashSet::new();
         let mut writers = HashSet::new();
@@ -114,8 +128,9 @@ impl FdContext {
                     .split_whitespace()
                     .filter_map(|v| v.parse().ok())
                     .collect();
-                if let (Some(&host), Some(&inner), true) = (ids.first(), ids.last(), ids.len() > 1)
-                {
+                // Without a pid namespace of the computation's own
+                // (`--no-pidns`, no namespaces at all) the one id is both.
+                if let (Some(&host), Some(&inner)) = (ids.first(), ids.last()) {
                     if inner > 0 {
                         ctx.vpgids.insert(host as i32, inner as u32);
                     }
@@ -167,6 +182,15 @@ impl FdContext {
                         ctx.memfds.insert(std::os::unix::fs::MetadataExt::ino(&m));
                     }
                 }
+                if target.starts_with('/') && target.ends_with(" (deleted)") {
+                    if let Ok(m) = std::fs::metadata(format!("/proc/{}/fd/{fd}", pid.0)) {
+                        use std::os::unix::fs::MetadataExt;
+                        if m.file_type().is_file() && m.nlink() == 0 {
+                            ctx.ghosts
+                                .insert(crate::resources::ghost::ghost_id(m.ino()));
+                        }
+                    }
+                }
                 let reps = buckets.entry(target).or_default();
                 let id = match reps.iter().find(|(r, _)| same_description(*r, (pid, fd))) {
                     Some((_, id)) => *id,
@@ -191,7 +215,7 @@ impl FdContext {
             })
             .copied()
             .collect();
-        ctx.net = net::examine(&others)?;
+        ctx.net = net::examine(&others, remote)?;
         Ok(ctx)
     }
 
@@ -255,6 +279,17 @@ impl FdContext {
     /// are then saved with the fd, not with its mappings).
     pub fn memfd_has_fd(&self, ino: u64) -> bool {
         self.memfds.contains(&ino)
+    }
+
+    /// Whether some fd of the computation holds the unlinked file `id`.
+    pub fn ghost_has_fd(&self, id: u64) -> bool {
+        self.ghosts.contains(&id)
+    }
+
+    /// True the first time it is asked for an unlinked file: that fd saves
+    /// its contents.
+    pub fn claim_ghost(&mut self, id: u64) -> bool {
+        self.saved_ghosts.insert(id)
     }
 
     /// True the first time it is asked for a memfd: that fd saves its contents.

@@ -60,6 +60,8 @@ pub struct NetShare {
     /// TCP connections with one end outside (or already reset): inode ->
     /// description.
     pub(crate) outside: HashMap<u64, String>,
+    /// TCP ends whose peer is in another launch (`inet::remote`).
+    pub(crate) remote: HashMap<u64, crate::resources::inet::remote::RemoteEnd>,
 }
 
 struct TcpEnd {
@@ -73,7 +75,10 @@ struct TcpEnd {
 
 /// Examines the sockets `(pid, fd, inode)` (one fd per socket, processes
 /// frozen) that are not unix sockets.
-pub fn examine(socks: &[(HostPid, i32, u64)]) -> io::Result<NetShare> {
+pub fn examine(
+    socks: &[(HostPid, i32, u64)],
+    remote: &HashMap<u64, crate::resources::inet::remote::RemoteEnd>,
+) -> io::Result<NetShare> {
     let mut share = NetShare::default();
     let mut tcp = Vec::new();
     let mut orig_reuse: HashMap<u64, bool> = HashMap::new();
@@ -155,6 +160,12 @@ pub fn examine(socks: &[(HostPid, i32, u64)]) -> io::Result<NetShare> {
                 let id = e.ino.min(tcp[j].ino);
                 share.tcp_pairs.insert(e.ino, (id, u8::from(e.ino != id)));
                 paired.push((i, j));
+            }
+            _ if remote.contains_key(&e.ino) => {
+                share.remote.insert(e.ino, remote[&e.ino].clone());
+                share
+                    .tcp_reuse
+                    .insert(e.ino, orig_reuse.get(&e.ino).copied().unwrap_or(false));
             }
             _ => {
                 let what = format!(

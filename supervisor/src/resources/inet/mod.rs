@@ -2,6 +2,7 @@
 //! (here, on top of the computation-wide analysis in
 //! [`crate::resources::fdshare::net`]) and restore ([`restore`]).
 
+pub mod remote;
 pub mod restore;
 
 use std::io;
@@ -48,6 +49,11 @@ impl FdResource for Inet {
                 objects.net.tcp(*id, *end),
                 *flags,
                 &format!("tcp connection {id} end {end}"),
+            ),
+            FdKind::TcpRemote { id, key, flags, .. } => dup_socket(
+                objects.net.remote(*id),
+                *flags,
+                &format!("tcp connection {key} (peer in another launch)"),
             ),
             FdKind::Udp { id, flags, .. } => {
                 dup_socket(objects.net.udp(*id), *flags, &format!("udp socket {id}"))
@@ -106,6 +112,14 @@ fn capture_fd(
             rcvbuf: netsys::int_opt(raw, libc::SOL_SOCKET, libc::SO_RCVBUF)?,
             sndbuf: netsys::int_opt(raw, libc::SOL_SOCKET, libc::SO_SNDBUF)?,
         }));
+    }
+    if let Some(r) = fdctx.net.remote.get(&ino).cloned() {
+        let dup = crate::kernel::sys::steal_fd(pid.0, fd)?;
+        let claim = fdctx.claim_socket_queue(ino);
+        let reuse = fdctx.net.tcp_reuse.get(&ino).copied().unwrap_or(false);
+        return remote::capture(&dup, ino, flags, &r, claim, reuse)
+            .map(Some)
+            .map_err(ctx);
     }
     if fdctx.net.outside.contains_key(&ino) {
         let dup = crate::kernel::sys::steal_fd(pid.0, fd)?;

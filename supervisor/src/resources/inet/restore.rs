@@ -11,9 +11,14 @@
 //!   (the port is taken by someone else), a fresh port of the same address
 //!   is used and a warning printed. Each end's saved bytes are sent from the
 //!   other end (buffers are enlarged first for large queues), then ends that had shut down writing do so again, and
-//!   `TCP_NODELAY`, `SO_KEEPALIVE` and `SO_REUSEADDR` are set as saved.
-//!   All of this happens before any listener of the computation is bound
-//!   again (a temporary listener cannot share a port with a real one).
+//!   `TCP_NODELAY` and `SO_KEEPALIVE` are set as saved; `SO_REUSEADDR` stays
+//!   on until every listener of the computation is bound again (an accepted
+//!   connection restored on a listener's port would otherwise keep it from
+//!   binding), then the saved value is set (`NetSockets`'s `Drop`). All of
+//!   this happens before any listener of the computation is bound again (a
+//!   temporary listener cannot share a port with a real one). A port held
+//!   by the killed computation's closing sockets (TIME_WAIT...) is freed
+//!   by destroying them when we may (root, `kernel::tcpdiag`).
 //! - **UDP**: every socket is recreated bound to its address and connected
 //!   to its peer; then queued datagrams are sent again to their socket from
 //!   the restored socket that had their source address (or a temporary
@@ -50,6 +55,35 @@ pub struct NetSockets {
     unix: HashMap<(u64, u8), OwnedFd>,
     /// Sockets whose peer was outside the computation, reset, by id.
     dropped: HashMap<u64, OwnedFd>,
+    /// The `SO_REUSEADDR` each TCP end had: the ends keep it on until the
+    /// restore is over (every fd open, every listener bound again), so that
+    /// a listener whose accepted connections are restored before it can
+    /// still bind its port; then [`Drop`] puts the program's values back.
+    tcp_reuse: HashMap<(u64, u8), bool>,
+    /// Ends whose peer is in another launch, rebuilt by `dmtcp-restart`
+    /// (`inet::remote::rendezvous`) and inherited, by socket id, with the
+    /// program's `SO_REUSEADDR`.
+    remote: HashMap<u64, (OwnedFd, bool)>,
+}
+
+impl Drop for NetSockets {
+    /// The end of the restore (nsinit drops the objects once every fd of
+    /// every process is open): the programs' own `SO_REUSEADDR` values go
+    /// back on their connections (the processes hold duplicates of these
+    /// very sockets).
+    fn drop(&mut self) {
+        for (key, s) in &self.tcp {
+            let on = self.tcp_reuse.get(key).copied().unwrap_or(false);
+            if let Err(e) = reuse(s, on) {
+                tracing::debug!("tcp connection {}: SO_REUSEADDR: {e}", key.0);
+            }
+        }
+        for (id, (s, on)) in &self.remote {
+            if let Err(e) = reuse(s, *on) {
+                tracing::debug!("tcp connection {id}: SO_REUSEADDR: {e}");
+            }
+        }
+    }
 }
 
 /// What the image says about one end of a connection (from whichever fd
@@ -123,6 +157,25 @@ impl NetSockets {
                         });
                     }
                 }
+                FdKind::TcpRemote {
+                    id,
+                    key,
+                    inherited,
+                    reuseaddr,
+                    ..
+                } => {
+                    if net.remote.contains_key(id) {
+                        continue;
+                    }
+                    if *inherited < 0 {
+                        return Err(io::Error::other(format!(
+                            "fd {}: tcp connection {key} (peer in another launch) was not rebuilt",
+                            e.fd
+                        )));
+                    }
+                    let s = crate::kernel::sys::adopt_inherited(*inherited)?;
+                    net.remote.insert(*id, (s, *reuseaddr));
+                }
                 FdKind::Udp { .. } => udp.push(e),
                 FdKind::OutsidePeer {
                     id,
@@ -161,6 +214,8 @@ impl NetSockets {
             let [s0, s1] = pair;
             net.tcp.insert((id, 0), s0);
             net.tcp.insert((id, 1), s1);
+            net.tcp_reuse.insert((id, 0), a.reuseaddr);
+            net.tcp_reuse.insert((id, 1), b.reuseaddr);
         }
         for (id, (sotype, ends)) in unix {
             let [Some(a), Some(b)] = ends else {
@@ -249,6 +304,10 @@ impl NetSockets {
 impl NetSockets {
     pub fn dropped(&self, id: u64) -> Option<&OwnedFd> {
         self.dropped.get(&id)
+    }
+
+    pub fn remote(&self, id: u64) -> Option<&OwnedFd> {
+        self.remote.get(&id).map(|(s, _)| s)
     }
 }
 
@@ -362,15 +421,31 @@ fn reuse(s: &OwnedFd, on: bool) -> io::Result<()> {
     )
 }
 
-/// Binds `s` to `addr`, or to a fresh port of the same address (warning).
+/// Binds `s` to `addr`; when the killed computation's closing connections
+/// (TIME_WAIT...) hold the port and we may destroy them (root), after
+/// destroying them; else to a fresh port of the same address (warning).
 fn bind_or_fresh(s: &OwnedFd, addr: &[u8], what: &str) -> io::Result<()> {
-    match netsys::bind(s, addr) {
+    match bind_freeing(s, addr) {
         Ok(()) => Ok(()),
         Err(e) if netsys::port(addr) != 0 => {
             warn(format!("{what}: {e}; a fresh port is used instead"));
             netsys::bind(s, &netsys::with_port0(addr))
         }
         Err(e) => Err(e),
+    }
+}
+
+/// `bind`, tried once more after destroying the closing TCP sockets that
+/// hold the port (nothing listening on it; see `kernel::tcpdiag`).
+pub(super) fn bind_freeing(s: &OwnedFd, addr: &[u8]) -> io::Result<()> {
+    match netsys::bind(s, addr) {
+        Err(e) if e.kind() == io::ErrorKind::AddrInUse && netsys::port(addr) != 0 => {
+            match crate::kernel::tcpdiag::destroy_closing(netsys::port(addr)) {
+                Ok(n) if n > 0 => netsys::bind(s, addr),
+                _ => Err(e),
+            }
+        }
+        r => r,
     }
 }
 
@@ -416,7 +491,7 @@ fn tcp_pair(a: &End, b: &End) -> io::Result<[OwnedFd; 2]> {
         let c = netsys::socket(a.family, libc::SOCK_STREAM)?;
         reuse(&c, true)?;
         grow_buffers(&c, need);
-        netsys::bind(&c, addr)?;
+        bind_freeing(&c, addr)?;
         netsys::connect(&c, &to)?;
         Ok(c)
     };
@@ -459,7 +534,8 @@ fn tcp_pair(a: &End, b: &End) -> io::Result<[OwnedFd; 2]> {
             libc::SO_KEEPALIVE,
             i32::from(end.keepalive),
         )?;
-        reuse(sock, end.reuseaddr)?;
+        // On until the restore is over (see `NetSockets::tcp_reuse`).
+        reuse(sock, true)?;
         if need > GROW_ABOVE {
             // Back to the sizes of checkpoint time (the queue stays, the
             // window opens as the program reads): enlarged buffers kept
@@ -477,7 +553,7 @@ fn tcp_pair(a: &End, b: &End) -> io::Result<[OwnedFd; 2]> {
 /// effort: a refill that still does not fit fails with its own error. After
 /// the refill such an end gets its checkpoint-time sizes back, fixed (no
 /// longer autotuned).
-fn grow_buffers(s: &OwnedFd, need: usize) {
+pub(super) fn grow_buffers(s: &OwnedFd, need: usize) {
     if need <= GROW_ABOVE {
         return;
     }

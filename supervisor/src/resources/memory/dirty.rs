@@ -27,40 +27,12 @@ use crate::kernel::uffd::{self, UFFDIO_REGISTER_MODE_WP, UFFD_FEATURE_WP_ASYNC};
 /// `userfaultfd` flag: faults from user space only (what unprivileged
 /// processes may ask for; asynchronous write-protect needs nothing more).
 pub const UFFD_USER_MODE_ONLY: u64 = 1;
-/// `_IOWR('f', 16, struct pm_scan_arg)`.
-const PAGEMAP_SCAN: u64 = 0xc060_6610;
+use crate::kernel::procfs::{PageRegion, PmScanArg, PAGEMAP_SCAN};
 const PM_SCAN_WP_MATCHING: u64 = 1 << 0;
 const PAGE_IS_WRITTEN: u64 = 1 << 1;
 
-#[repr(C)]
-#[derive(Clone, Copy, Default)]
-struct PageRegion {
-    start: u64,
-    end: u64,
-    categories: u64,
-}
-
-#[repr(C)]
-#[derive(Default)]
-struct PmScanArg {
-    size: u64,
-    flags: u64,
-    start: u64,
-    end: u64,
-    walk_end: u64,
-    vec: u64,
-    vec_len: u64,
-    max_pages: u64,
-    category_inverted: u64,
-    category_mask: u64,
-    category_anyof_mask: u64,
-    return_mask: u64,
-}
-
-const _: () = assert!(std::mem::size_of::<PmScanArg>() == 96);
-
 /// What one freeze learned about a process's memory.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Written {
     /// Ranges registered before this freeze: only pages inside them can
     /// have stayed unchanged. Sorted, disjoint.
@@ -89,11 +61,21 @@ impl Written {
     }
 }
 
+/// What [`DirtyTracker::arm`] returns: the ranges now tracked, and what
+/// is known since the last freeze so far (when kept).
+pub type Armed = (Vec<(u64, u64)>, Option<Written>);
+
 /// One tracked process.
 struct Tracked {
     uffd: OwnedFd,
-    /// Ranges registered with `uffd`, as the mappings were at the last freeze.
+    /// Ranges registered with `uffd`, as the mappings were at the last freeze
+    /// (or at the last pre-copy arm).
     registered: Vec<(u64, u64)>,
+    /// What scans before the freeze (pre-copy, [`DirtyTracker::arm`]) found
+    /// since the last freeze: the next [`DirtyTracker::scan`] adds it to its
+    /// own, so that an incremental image still sees every page written
+    /// since the previous checkpoint.
+    carried: Option<Written>,
 }
 
 /// Dirty-page tracking for the processes of a computation.
@@ -150,6 +132,7 @@ impl DirtyTracker {
                 Tracked {
                     uffd: fd,
                     registered: Vec::new(),
+                    carried: None,
                 },
             );
         }
@@ -165,6 +148,9 @@ impl DirtyTracker {
             }
             // "uw": registered for write-protect. Ours only if inside a range
             // we registered; a program's own userfaultfd is left alone.
+            // Without "uw" (flags not read from smaps at this freeze, see
+            // `flags_from_snapshot`) the range is registered again: a no-op
+            // for a range our userfaultfd holds, EBUSY for the program's own.
             let ours = flags.iter().any(|f| f == "uw")
                 && before.iter().any(|&(s, e)| s <= m.start && m.end <= e);
             if !ours {
@@ -197,10 +183,79 @@ impl DirtyTracker {
         }
         let t = self.procs.get_mut(&pid).expect("tracked above");
         t.registered = merge(now);
-        Ok(Written {
+        let mut w = Written {
             tracked: merge(before),
             written: merge(written),
-        })
+        };
+        if let Some(c) = t.carried.take() {
+            // Tracked since the previous freeze: what the earliest scan
+            // since then called tracked; written: anything any scan saw.
+            w.tracked = c.tracked;
+            w.written.extend(c.written);
+            w.written = merge(std::mem::take(&mut w.written));
+        }
+        Ok(w)
+    }
+
+    /// Pre-copy, while `pid` runs: registers and write-protects its
+    /// trackable mappings (as [`scan`](Self::scan) does at a freeze) and
+    /// returns the ranges now tracked (from here on every write into them
+    /// is seen by [`written_since_arm`](Self::written_since_arm)) and, with
+    /// `keep`, what is known since the last freeze so far. With
+    /// `keep`, what this scan found is kept for the next `scan` (incremental
+    /// images: the pages written before the arm are still new to the next
+    /// image).
+    pub fn arm(
+        &mut self,
+        pid: HostPid,
+        uffd: Option<OwnedFd>,
+        maps: &[(&MapEntry, &[String])],
+        keep: bool,
+    ) -> io::Result<Armed> {
+        let earlier = self.procs.get_mut(&pid).and_then(|t| t.carried.take());
+        let w = self.scan(pid, uffd, maps)?;
+        let t = self.procs.get_mut(&pid).expect("tracked by scan");
+        t.carried = keep.then(|| match earlier {
+            Some(mut e) => {
+                e.written.extend(w.written);
+                e.written = merge(std::mem::take(&mut e.written));
+                e
+            }
+            None => w,
+        });
+        Ok((t.registered.clone(), t.carried.clone()))
+    }
+
+    /// At the freeze after [`arm`](Self::arm): the pages written since,
+    /// inside the ranges it returned, write-protected again. They are also
+    /// carried to the next [`scan`](Self::scan) when the arm kept its own.
+    pub fn written_since_arm(&mut self, pid: HostPid) -> io::Result<Vec<(u64, u64)>> {
+        let t = self
+            .procs
+            .get_mut(&pid)
+            .ok_or_else(|| io::Error::other("process not tracked"))?;
+        let pagemap = crate::kernel::procfs::Pagemap::open(pid)?;
+        let mut written = Vec::new();
+        for &(s, e) in &t.registered {
+            // Registered again first: a no-op for the mappings the arm
+            // registered; a mapping made since in their place is not ours
+            // yet (the walk would skip it) and its pages become written.
+            // A range no longer fully mapped counts as written whole.
+            if let Err(err) = register(&t.uffd, s, e - s) {
+                tracing::debug!("pid {pid}: {s:#x}-{e:#x} changed since the arm: {err}");
+                written.push((s, e));
+                continue;
+            }
+            scan_and_protect(pagemap.file(), s, e, &mut written).map_err(|err| {
+                io::Error::new(err.kind(), format!("PAGEMAP_SCAN {s:#x}-{e:#x}: {err}"))
+            })?;
+        }
+        let written = merge(written);
+        if let Some(c) = t.carried.as_mut() {
+            c.written.extend(written.iter().copied());
+            c.written = merge(std::mem::take(&mut c.written));
+        }
+        Ok(written)
     }
 }
 

@@ -58,6 +58,11 @@ impl Chains {
         self.active
     }
 
+    /// The dirty tracker, for pre-copy (whether or not chains are on).
+    pub fn tracker(&mut self) -> &mut DirtyTracker {
+        &mut self.tracker
+    }
+
     /// Forgets processes that are gone.
     pub fn retain(&mut self, alive: &[HostPid]) {
         self.tracker.retain(alive);
@@ -79,6 +84,17 @@ impl Chains {
             tracker: &mut self.tracker,
             base,
         })
+    }
+
+    /// Whether the next image of `pid` builds on a parent (what
+    /// [`scan_for`](Self::scan_for) will decide).
+    pub fn has_base(&self, pid: HostPid, incremental: bool) -> bool {
+        self.active
+            && incremental
+            && self
+                .bases
+                .get(&pid)
+                .is_some_and(|b| b.chain.len() < MAX_DEPTH)
     }
 
     /// The files of a new image at `path`, given the parent it names.

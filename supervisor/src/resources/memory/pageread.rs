@@ -2,7 +2,7 @@
 //!
 //! The pages to save are cut into pieces of one image block each. Worker
 //! threads (one per core) take the pieces in order: each reads its piece
-//! (`process_vm_readv`, `/proc/PID/mem` for protected pages), drops
+//! (`/proc/PID/mem`, see [`PageSource`] for `Mem`), drops
 //! all-zero pages of anonymous memory, and encodes what is left as one block
 //! (compressed, or raw with its crc). The calling thread writes the blocks in
 //! order. Reading, the zero-page scan and compression so run in parallel,
@@ -19,6 +19,83 @@ use crate::kernel::pid::RemoteAddr;
 use crate::kernel::procfs::Mem;
 
 const PAGE: usize = PAGE_SIZE as usize;
+
+/// Where pages are read from: a process (`/proc/PID/mem`), or pages
+/// copied aside while it was frozen ([`Buffered`]).
+pub trait PageSource: Sync {
+    fn read_pages(&self, addr: u64, buf: &mut [u8]) -> io::Result<()>;
+}
+
+/// Pages are read through `/proc/PID/mem`, never `process_vm_readv`: that
+/// one pins the pages it reads, and the kernel unshares (copies) a
+/// copy-on-write page before it lets it be pinned. Reading the snapshot
+/// child that way copied every page it read (all of them are shared with
+/// the program it was forked from): a checkpoint of 4 GiB took 4 GiB more
+/// memory while it was written, a 16 GiB program on a 24 GiB machine was
+/// killed by the OOM killer, and the copying made the writer slower than
+/// the disk. `/proc/PID/mem` takes page references without pinning.
+impl PageSource for Mem {
+    fn read_pages(&self, addr: u64, buf: &mut [u8]) -> io::Result<()> {
+        self.read(RemoteAddr(addr), buf)
+    }
+}
+
+/// Pages copied out of a frozen process into our memory, to be encoded
+/// into the image after the thaw: `ranges` (address order), their bytes
+/// one after the other in `data`.
+pub struct Buffered {
+    /// (address, offset in `data`, length)
+    at: Vec<(u64, usize, usize)>,
+    data: Vec<u8>,
+}
+
+impl Buffered {
+    /// Copies `ranges` out of the process behind `mem`.
+    pub fn copy(mem: &Mem, ranges: &[Range]) -> io::Result<Buffered> {
+        let total: usize = ranges.iter().map(|r| r.npages as usize * PAGE).sum();
+        let mut data = vec![0u8; total];
+        let mut at = Vec::with_capacity(ranges.len());
+        let mut off = 0;
+        for r in ranges {
+            let len = r.npages as usize * PAGE;
+            // Through /proc/PID/mem: see `impl PageSource for Mem` (the
+            // program's pages may be shared copy-on-write with its children).
+            mem.read(RemoteAddr(r.addr), &mut data[off..off + len])?;
+            at.push((r.addr, off, len));
+            off += len;
+        }
+        Ok(Buffered { at, data })
+    }
+
+    pub fn len(&self) -> usize {
+        self.data.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.data.is_empty()
+    }
+}
+
+impl PageSource for Buffered {
+    fn read_pages(&self, addr: u64, buf: &mut [u8]) -> io::Result<()> {
+        let mut addr = addr;
+        let mut done = 0;
+        while done < buf.len() {
+            let i = self.at.partition_point(|&(a, _, l)| a + l as u64 <= addr);
+            let Some(&(a, off, l)) = self.at.get(i).filter(|(a, _, _)| *a <= addr) else {
+                return Err(io::Error::other(format!(
+                    "page {addr:#x} was not copied while frozen"
+                )));
+            };
+            let skip = (addr - a) as usize;
+            let n = (l - skip).min(buf.len() - done);
+            buf[done..done + n].copy_from_slice(&self.data[off + skip..off + skip + n]);
+            done += n;
+            addr += n as u64;
+        }
+        Ok(())
+    }
+}
 
 /// Pages to read: `npages` from `addr`, belonging to the caller's mapping
 /// number `vma`. In `anon` memory an all-zero page is not stored (a fresh
@@ -97,12 +174,16 @@ fn is_zero(b: &[u8]) -> bool {
 
 /// Reads one piece into `buf`, squeezes out zero pages of anonymous memory
 /// and returns the runs of what is left, in `buf[..len]`.
-fn read_piece(mem: &Mem, piece: &Piece, buf: &mut Vec<u8>) -> io::Result<(Vec<RunAt>, usize)> {
+fn read_piece<S: PageSource>(
+    mem: &S,
+    piece: &Piece,
+    buf: &mut Vec<u8>,
+) -> io::Result<(Vec<RunAt>, usize)> {
     buf.resize(piece.bytes, 0);
     let mut at = 0;
     for r in &piece.ranges {
         let len = r.npages as usize * PAGE;
-        mem.read_fast(RemoteAddr(r.addr), &mut buf[at..at + len])?;
+        mem.read_pages(r.addr, &mut buf[at..at + len])?;
         at += len;
     }
     // Keep the non-zero pages, moved down over the zero ones.
@@ -133,8 +214,8 @@ fn read_piece(mem: &Mem, piece: &Piece, buf: &mut Vec<u8>) -> io::Result<(Vec<Ru
 /// Reads `ranges` (address order) from the process behind `mem` into
 /// `writer`, on every core, and returns the page runs of each mapping
 /// (indexed by [`Range::vma`], `nvmas` of them).
-pub fn read_into_image(
-    mem: &Mem,
+pub fn read_into_image<S: PageSource>(
+    mem: &S,
     ranges: &[Range],
     nvmas: usize,
     writer: &mut ImageWriter,
@@ -152,6 +233,12 @@ pub fn read_into_image(
         .max(1);
     let next = AtomicUsize::new(0);
     let stop = AtomicBool::new(false);
+    // Encoded blocks the writer has not written yet. With the default
+    // codec (adaptive), a worker compresses its block only while the
+    // writer has one queued for every worker: then the disk is what the
+    // checkpoint waits for, and smaller blocks save its time; otherwise
+    // the writer waits for blocks, and a block is stored raw at once.
+    let ready = AtomicUsize::new(0);
     // Buffers go round: workers read into them, the writer gives them back.
     let free: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
     let take = || {
@@ -164,7 +251,7 @@ pub fn read_into_image(
     std::thread::scope(|s| -> io::Result<()> {
         for _ in 0..threads {
             let tx = tx.clone();
-            let (next, stop, work, opts) = (&next, &stop, &work, &opts);
+            let (next, stop, work, opts, ready) = (&next, &stop, &work, &opts, &ready);
             let take = &take;
             s.spawn(move || {
                 let mut enc = BlockEncoder::new(opts);
@@ -182,9 +269,11 @@ pub fn read_into_image(
                             });
                         }
                         buf.truncate(len);
+                        let compress = ready.load(Ordering::Relaxed) >= threads;
                         let block = enc
-                            .encode(buf, take())
+                            .encode_choosing(buf, take(), compress)
                             .map_err(|e| io::Error::other(e.to_string()))?;
+                        ready.fetch_add(1, Ordering::Relaxed);
                         Ok(Done {
                             seq,
                             runs,
@@ -223,6 +312,7 @@ pub fn read_into_image(
                     let (index, a, b) = writer
                         .add_encoded(block)
                         .map_err(|e| io::Error::other(e.to_string()))?;
+                    ready.fetch_sub(1, Ordering::Relaxed);
                     give(a);
                     give(b);
                     for (vma, addr, npages, offset) in d.runs {

@@ -133,6 +133,10 @@ fn map_all(
     let pid = sh.pid;
     let mut fds: HashMap<(String, bool), u64> = HashMap::new();
     let mut reprotect = Vec::new();
+    // VM_ACCOUNT was read for this image (every process has accounted
+    // writable private memory): a writable private mapping without it was
+    // made with MAP_NORESERVE.
+    let flags_known = meta.vmas.iter().any(|v| v.account);
     for v in &meta.vmas {
         let mut flags = libc::MAP_FIXED_NOREPLACE;
         flags |= if v.shared {
@@ -142,6 +146,14 @@ fn map_all(
         };
         if v.growsdown {
             flags |= libc::MAP_GROWSDOWN;
+        }
+        if flags_known
+            && !v.shared
+            && !v.account
+            && v.prot & libc::PROT_WRITE as u32 != 0
+            && matches!(v.kind, VmaKind::Anon { .. } | VmaKind::File { .. })
+        {
+            flags |= libc::MAP_NORESERVE;
         }
         // /proc/PID/mem writes into private mappings whatever their protection
         // (copy-on-write); shared ones must be writable while we fill them.
@@ -182,7 +194,16 @@ fn map_all(
                 let path = format!("/proc/self/fd/{}", held.fd);
                 (open_for_mapping(sh, &mut fds, &path, false)?, *offset)
             }
-            VmaKind::SharedAnon { id, offset } | VmaKind::Memfd { id, offset, .. } => {
+            VmaKind::Ghost { id, path, offset } if !v.shared => {
+                // Mapped from the recreated file, which the shell holds at
+                // a number of its own (closed below).
+                let fd = super::ghost_shell_fd(&meta.fds, parked, *id)
+                    .ok_or_else(|| err(pid, &format!("unlinked file {path}"), "not recreated"))?;
+                (fd as u64, *offset)
+            }
+            VmaKind::SharedAnon { id, offset }
+            | VmaKind::Memfd { id, offset, .. }
+            | VmaKind::Ghost { id, offset, .. } => {
                 // The object was mapped by nsinit before the fork: take this
                 // piece of it (the parked copy stays for other pieces).
                 let o = parked
@@ -238,11 +259,19 @@ fn map_all(
     for fd in fds.into_values() {
         sh.call(libc::SYS_close, [fd, 0, 0, 0, 0, 0])?;
     }
+    let ghosts = parked.iter().filter(|o| o.ghost.is_some()).count() as u64;
+    if ghosts > 0 {
+        let base = super::ghost_shell_base(&meta.fds) as u64;
+        for fd in base..base + ghosts {
+            sh.call(libc::SYS_close, [fd, 0, 0, 0, 0, 0])?;
+        }
+    }
     Ok(reprotect)
 }
 
 /// `struct prctl_mm_map`.
 #[repr(C)]
+#[derive(Clone, Copy)]
 struct PrctlMmMap {
     start_code: u64,
     end_code: u64,
@@ -270,9 +299,15 @@ fn as_bytes<T>(v: &T) -> &[u8] {
 pub fn set_mm(sh: &mut Shell, meta: &ProcessImage) -> io::Result<()> {
     let pid = sh.pid;
     let p = &meta.process;
-    let exe = sh.put_cstr(&p.exe)?;
-    let exe_fd = sh
-        .call(
+    // Already the program's (the shell exec'd it, `restart::process`):
+    // left as it is, which needs no privilege.
+    let exe_set = crate::kernel::pid::virt::enabled()
+        && crate::kernel::procfs::link(pid, "exe").is_ok_and(|l| l == p.exe);
+    let exe_fd = if exe_set {
+        u64::from(u32::MAX)
+    } else {
+        let exe = sh.put_cstr(&p.exe)?;
+        sh.call(
             libc::SYS_openat,
             [
                 libc::AT_FDCWD as u64,
@@ -283,7 +318,8 @@ pub fn set_mm(sh: &mut Shell, meta: &ProcessImage) -> io::Result<()> {
                 0,
             ],
         )
-        .map_err(|e| err(pid, &format!("opening executable {}", p.exe), e))?;
+        .map_err(|e| err(pid, &format!("opening executable {}", p.exe), e))?
+    };
     let auxv: Vec<u8> = p.auxv.iter().flat_map(|w| w.to_ne_bytes()).collect();
     let auxv_addr = sh.scratch() + 128;
     sh.mem.write(RemoteAddr(auxv_addr), &auxv)?;
@@ -306,18 +342,38 @@ pub fn set_mm(sh: &mut Shell, meta: &ProcessImage) -> io::Result<()> {
     };
     let map_addr = sh.scratch();
     sh.mem.write(RemoteAddr(map_addr), as_bytes(&map))?;
-    let r = sh.call(
-        libc::SYS_prctl,
-        [
-            libc::PR_SET_MM as u64,
-            libc::PR_SET_MM_MAP as u64,
-            map_addr,
-            std::mem::size_of::<PrctlMmMap>() as u64,
-            0,
-            0,
-        ],
-    );
-    sh.call(libc::SYS_close, [exe_fd, 0, 0, 0, 0, 0])?;
+    let set = |sh: &mut Shell| {
+        sh.call(
+            libc::SYS_prctl,
+            [
+                libc::PR_SET_MM as u64,
+                libc::PR_SET_MM_MAP as u64,
+                map_addr,
+                std::mem::size_of::<PrctlMmMap>() as u64,
+                0,
+                0,
+            ],
+        )
+    };
+    let mut r = set(sh);
+    if !exe_set
+        && crate::kernel::pid::virt::enabled()
+        && matches!(&r, Err(e) if e.kind() == io::ErrorKind::PermissionDenied)
+    {
+        // Without namespaces and without privileges, the executable link
+        // cannot be changed (it takes CAP_CHECKPOINT_RESTORE): the rest of
+        // the mm fields can; /proc/PID/exe stays the restart shell's.
+        tracing::debug!("pid {pid}: /proc/PID/exe not restored (no CAP_CHECKPOINT_RESTORE)");
+        let no_exe = PrctlMmMap {
+            exe_fd: u32::MAX,
+            ..map
+        };
+        sh.mem.write(RemoteAddr(map_addr), as_bytes(&no_exe))?;
+        r = set(sh);
+    }
+    if !exe_set {
+        sh.call(libc::SYS_close, [exe_fd, 0, 0, 0, 0, 0])?;
+    }
     r.map_err(|e| err(pid, "prctl(PR_SET_MM_MAP)", e))?;
     Ok(())
 }

@@ -1,0 +1,1335 @@
+//! Virtual pids, for computations run without namespaces
+//! (`dmtcp-run --no-namespaces`): the libc calls that take or return a pid,
+//! a tid, a process group or a session id, interposed by the preload.
+//!
+//! The processes keep the pids the kernel gives them. Until their first
+//! restart, those are the pids the program sees, and the pid table in the
+//! state page is empty: every wrapper then costs one load and one branch
+//! besides the call it wraps. A restart gives every process and thread a
+//! new kernel pid; the restorer writes the table of (virtual, real) pairs
+//! into each restored process ([`crate::abi::PIDMAP_OFF`]) before it runs,
+//! and the wrappers translate: real to virtual on the way out, virtual to
+//! real on the way in. A pid not in the table is its own virtual pid
+//! (processes born after the restart, processes outside the computation).
+//!
+//! `fork` makes sure a child's real pid is not a virtual pid the program
+//! already knows (it would name two processes): such a child exits at
+//! once, is reaped, and the fork is tried again. `vfork` is not wrapped
+//! (a wrapper cannot return twice from one stack frame): its child's pid
+//! is its kernel pid, not checked against the virtual ones.
+//!
+//! Calls through libc's `syscall()` function are translated too
+//! ([`syscall`], from the library's `syscall` export), and so are
+//! `si_pid` of `SA_SIGINFO` handlers ([`sigaction`] installs them behind
+//! [`trampoline`]), fcntl's owners, the pid of the `sched_*`, `prlimit`,
+//! `get/setpriority` and `pidfd_open` calls, and `/proc/PID/...` paths
+//! given to the open/stat/access/readlink/opendir family
+//! ([`proc_path`]). Not translated (see docs/user-guide.md): the
+//! `syscall` instruction itself (statically linked programs, Go), the
+//! children of glibc's internal forks are not checked against virtual
+//! pids (`posix_spawn`, `system`), pids inside `/proc` files, `si_pid`
+//! read through signalfd. The pid of `SO_PEERCRED` and of
+//! `SCM_CREDENTIALS` messages ([`recvmsg`], [`sendmsg`]) is translated.
+
+use std::ffi::{c_int, c_void};
+use std::sync::atomic::{AtomicI32, AtomicU32, Ordering};
+use std::sync::OnceLock;
+
+use libc::pid_t;
+
+use crate::abi::{PIDMAP_MAX, PIDMAP_OFF, PIDMAP_PAIRS};
+use crate::exec::next;
+
+/// The pairs of the table, empty when there is none.
+#[inline]
+fn table() -> &'static [[AtomicI32; 2]] {
+    let page = crate::state::raw();
+    if page.is_null() {
+        return &[];
+    }
+    // SAFETY: a non-null page is the state mapping (STATE_MAP_LEN bytes,
+    // page-aligned, never unmapped); PIDMAP_OFF is 4-aligned and inside it.
+    let n = unsafe { &*page.add(PIDMAP_OFF).cast::<AtomicU32>() }.load(Ordering::Relaxed) as usize;
+    if n == 0 {
+        return &[];
+    }
+    // SAFETY: the pairs start at PIDMAP_PAIRS (8-aligned) and PIDMAP_MAX of
+    // them fit in the mapping; all-bit patterns are valid i32 atomics.
+    unsafe {
+        std::slice::from_raw_parts(
+            page.add(PIDMAP_PAIRS).cast::<[AtomicI32; 2]>(),
+            n.min(PIDMAP_MAX),
+        )
+    }
+}
+
+/// Finds where glibc keeps the calling thread's kernel tid in its thread
+/// descriptor (the thread pointer is the descriptor on x86-64) and tells
+/// the restorer through the state page; called once by the constructor,
+/// on the main thread, whose tid is the pid.
+pub fn find_tid_offset() {
+    let page = crate::state::raw();
+    if page.is_null() {
+        return;
+    }
+    let tid = crate::sys::raw_syscall(libc::SYS_gettid, [0; 6]) as i32;
+    // SAFETY: pthread_self has no preconditions.
+    let tp = unsafe { libc::pthread_self() } as usize;
+    // glibc's `struct pthread` is larger than 0x400 bytes: the scanned
+    // range is inside it. The tcbhead_t header (self pointers, guards)
+    // comes first; the tid follows it.
+    let found = (0x100..0x400).step_by(4).find(|&off| {
+        // SAFETY: tp + off lies inside the calling thread's descriptor
+        // (see above), 4-aligned, readable.
+        unsafe { std::ptr::read_volatile((tp + off) as *const i32) == tid }
+    });
+    if let Some(off) = found {
+        // SAFETY: TID_OFFSET_OFF is 4-aligned and inside the state mapping.
+        unsafe { &*page.add(crate::abi::TID_OFFSET_OFF).cast::<AtomicU32>() }
+            .store(off as u32, Ordering::Relaxed);
+    }
+}
+
+/// The virtual id of a real one (ids <= 0 and ids not in the table are
+/// unchanged).
+#[inline]
+pub fn to_virt(real: pid_t) -> pid_t {
+    if real <= 0 {
+        return real;
+    }
+    table()
+        .iter()
+        .find(|p| p[1].load(Ordering::Relaxed) == real)
+        .map_or(real, |p| p[0].load(Ordering::Relaxed))
+}
+
+/// The real id of a virtual one.
+#[inline]
+pub fn to_real(virt: pid_t) -> pid_t {
+    if virt <= 0 {
+        return virt;
+    }
+    table()
+        .iter()
+        .find(|p| p[0].load(Ordering::Relaxed) == virt)
+        .map_or(virt, |p| p[1].load(Ordering::Relaxed))
+}
+
+/// A pid argument of kill/waitpid: > 0 a process, < -1 a process group.
+#[inline]
+fn target_to_real(pid: pid_t) -> pid_t {
+    if pid < -1 {
+        -to_real(-pid)
+    } else {
+        to_real(pid)
+    }
+}
+
+/// Whether real pid `p` is the virtual pid of another process.
+fn taken_as_virtual(p: pid_t) -> bool {
+    table()
+        .iter()
+        .any(|e| e[0].load(Ordering::Relaxed) == p && e[1].load(Ordering::Relaxed) != p)
+}
+
+/// A system call with the libc convention (-1 and errno on failure).
+fn sys(nr: libc::c_long, a: [u64; 6]) -> i64 {
+    crate::sys::libc_result(crate::sys::raw_syscall(nr, a))
+}
+
+fn sys0(nr: libc::c_long) -> pid_t {
+    sys(nr, [0; 6]) as pid_t
+}
+
+fn sys1(nr: libc::c_long, a: pid_t) -> pid_t {
+    sys(nr, [a as u64, 0, 0, 0, 0, 0]) as pid_t
+}
+
+/// An id argument as a raw syscall takes it (sign-extended).
+fn arg(id: pid_t) -> u64 {
+    id as i64 as u64
+}
+
+/// The pid-carrying system calls made through libc's `syscall()`: the
+/// raw result (-errno on failure), or `None` for any other call.
+pub fn syscall(nr: i64, a: [u64; 6]) -> Option<i64> {
+    let id = |i: usize| a[i] as i32;
+    let raw = |nr: i64, b: [u64; 6]| crate::sys::raw_syscall(nr, b);
+    let out = |r: i64| {
+        if r > 0 {
+            i64::from(to_virt(r as pid_t))
+        } else {
+            r
+        }
+    };
+    let mut b = a;
+    Some(match nr {
+        libc::SYS_getpid
+        | libc::SYS_getppid
+        | libc::SYS_gettid
+        | libc::SYS_getpgrp
+        | libc::SYS_setsid => out(raw(nr, a)),
+        libc::SYS_getpgid | libc::SYS_getsid => {
+            b[0] = arg(to_real(id(0)));
+            out(raw(nr, b))
+        }
+        libc::SYS_setpgid => {
+            b[0] = arg(to_real(id(0)));
+            b[1] = arg(to_real(id(1)));
+            raw(nr, b)
+        }
+        libc::SYS_kill => {
+            b[0] = arg(target_to_real(id(0)));
+            raw(nr, b)
+        }
+        libc::SYS_tkill => {
+            b[0] = arg(to_real(id(0)));
+            raw(nr, b)
+        }
+        libc::SYS_tgkill => {
+            b[0] = arg(to_real(id(0)));
+            b[1] = arg(to_real(id(1)));
+            raw(nr, b)
+        }
+        libc::SYS_wait4 => {
+            b[0] = arg(target_to_real(id(0)));
+            out(raw(nr, b))
+        }
+        libc::SYS_sched_setaffinity
+        | libc::SYS_sched_getaffinity
+        | libc::SYS_sched_setscheduler
+        | libc::SYS_sched_getscheduler
+        | libc::SYS_sched_setparam
+        | libc::SYS_sched_getparam
+        | libc::SYS_sched_rr_get_interval
+        | libc::SYS_sched_setattr
+        | libc::SYS_sched_getattr
+        | libc::SYS_prlimit64
+        | libc::SYS_pidfd_open => {
+            b[0] = arg(to_real(id(0)));
+            raw(nr, b)
+        }
+        libc::SYS_getpriority | libc::SYS_setpriority => {
+            b[1] = prio_who(id(0), a[1] as libc::id_t) as u64;
+            raw(nr, b)
+        }
+        _ => return None,
+    })
+}
+
+#[no_mangle]
+pub extern "C" fn getpid() -> pid_t {
+    to_virt(sys0(libc::SYS_getpid))
+}
+
+#[no_mangle]
+pub extern "C" fn getppid() -> pid_t {
+    to_virt(sys0(libc::SYS_getppid))
+}
+
+#[no_mangle]
+pub extern "C" fn gettid() -> pid_t {
+    to_virt(sys0(libc::SYS_gettid))
+}
+
+#[no_mangle]
+pub extern "C" fn getpgrp() -> pid_t {
+    to_virt(sys1(libc::SYS_getpgid, 0))
+}
+
+#[no_mangle]
+pub extern "C" fn getpgid(pid: pid_t) -> pid_t {
+    to_virt(sys1(libc::SYS_getpgid, to_real(pid)))
+}
+
+#[no_mangle]
+pub extern "C" fn getsid(pid: pid_t) -> pid_t {
+    to_virt(sys1(libc::SYS_getsid, to_real(pid)))
+}
+
+#[no_mangle]
+pub extern "C" fn setsid() -> pid_t {
+    to_virt(sys0(libc::SYS_setsid))
+}
+
+#[no_mangle]
+pub extern "C" fn setpgid(pid: pid_t, pgid: pid_t) -> c_int {
+    sys(
+        libc::SYS_setpgid,
+        [arg(to_real(pid)), arg(to_real(pgid)), 0, 0, 0, 0],
+    ) as c_int
+}
+
+#[no_mangle]
+pub extern "C" fn kill(pid: pid_t, sig: c_int) -> c_int {
+    sys(
+        libc::SYS_kill,
+        [arg(target_to_real(pid)), sig as u64, 0, 0, 0, 0],
+    ) as c_int
+}
+
+#[no_mangle]
+pub extern "C" fn killpg(pgrp: pid_t, sig: c_int) -> c_int {
+    if pgrp < 0 {
+        crate::sys::set_errno(libc::EINVAL);
+        return -1;
+    }
+    sys(
+        libc::SYS_kill,
+        [arg(-to_real(pgrp)), sig as u64, 0, 0, 0, 0],
+    ) as c_int
+}
+
+#[no_mangle]
+pub extern "C" fn tgkill(tgid: pid_t, tid: pid_t, sig: c_int) -> c_int {
+    sys(
+        libc::SYS_tgkill,
+        [arg(to_real(tgid)), arg(to_real(tid)), sig as u64, 0, 0, 0],
+    ) as c_int
+}
+
+static WAITPID: OnceLock<usize> = OnceLock::new();
+static WAIT: OnceLock<usize> = OnceLock::new();
+static WAIT3: OnceLock<usize> = OnceLock::new();
+static WAIT4: OnceLock<usize> = OnceLock::new();
+static WAITID: OnceLock<usize> = OnceLock::new();
+static FORK: OnceLock<usize> = OnceLock::new();
+static TCGETPGRP: OnceLock<usize> = OnceLock::new();
+static TCSETPGRP: OnceLock<usize> = OnceLock::new();
+static TCGETSID: OnceLock<usize> = OnceLock::new();
+
+/// glibc's definition, or ENOSYS when there is none.
+macro_rules! real {
+    ($cell:expr, $name:expr, $ty:ty) => {{
+        let f = next(&$cell, $name);
+        if f == 0 {
+            crate::sys::set_errno(libc::ENOSYS);
+            return -1;
+        }
+        // SAFETY: f is glibc's definition of this name, found by dlsym,
+        // whose C type is $ty.
+        unsafe { std::mem::transmute::<usize, $ty>(f) }
+    }};
+}
+
+/// `waitpid(2)`.
+///
+/// # Safety
+/// `status` is null or points to a writable int.
+#[no_mangle]
+pub unsafe extern "C" fn waitpid(pid: pid_t, status: *mut c_int, options: c_int) -> pid_t {
+    let f = real!(
+        WAITPID,
+        c"waitpid",
+        unsafe extern "C" fn(pid_t, *mut c_int, c_int) -> pid_t
+    );
+    // SAFETY: the caller's pointer, passed on.
+    to_virt(unsafe { f(target_to_real(pid), status, options) })
+}
+
+/// `wait(2)`.
+///
+/// # Safety
+/// `status` is null or points to a writable int.
+#[no_mangle]
+pub unsafe extern "C" fn wait(status: *mut c_int) -> pid_t {
+    let f = real!(WAIT, c"wait", unsafe extern "C" fn(*mut c_int) -> pid_t);
+    // SAFETY: the caller's pointer, passed on.
+    to_virt(unsafe { f(status) })
+}
+
+/// `wait3(2)`.
+///
+/// # Safety
+/// `status` and `rusage` are null or writable.
+#[no_mangle]
+pub unsafe extern "C" fn wait3(status: *mut c_int, options: c_int, rusage: *mut c_void) -> pid_t {
+    let f = real!(
+        WAIT3,
+        c"wait3",
+        unsafe extern "C" fn(*mut c_int, c_int, *mut c_void) -> pid_t
+    );
+    // SAFETY: the caller's pointers, passed on.
+    to_virt(unsafe { f(status, options, rusage) })
+}
+
+/// `wait4(2)`.
+///
+/// # Safety
+/// `status` and `rusage` are null or writable.
+#[no_mangle]
+pub unsafe extern "C" fn wait4(
+    pid: pid_t,
+    status: *mut c_int,
+    options: c_int,
+    rusage: *mut c_void,
+) -> pid_t {
+    let f = real!(
+        WAIT4,
+        c"wait4",
+        unsafe extern "C" fn(pid_t, *mut c_int, c_int, *mut c_void) -> pid_t
+    );
+    // SAFETY: the caller's pointers, passed on.
+    to_virt(unsafe { f(target_to_real(pid), status, options, rusage) })
+}
+
+/// Byte offset of `si_pid` in a `siginfo_t` (x86_64).
+const SI_PID: usize = 16;
+
+/// `waitid(2)`: the id in, `si_pid` out.
+///
+/// # Safety
+/// `infop` is null or points to a writable `siginfo_t`.
+#[no_mangle]
+pub unsafe extern "C" fn waitid(
+    idtype: libc::idtype_t,
+    id: libc::id_t,
+    infop: *mut libc::siginfo_t,
+    options: c_int,
+) -> c_int {
+    let f = real!(
+        WAITID,
+        c"waitid",
+        unsafe extern "C" fn(libc::idtype_t, libc::id_t, *mut libc::siginfo_t, c_int) -> c_int
+    );
+    let id = match idtype {
+        libc::P_PID | libc::P_PGID => to_real(id as pid_t) as libc::id_t,
+        _ => id,
+    };
+    // SAFETY: the caller's pointer, passed on.
+    let r = unsafe { f(idtype, id, infop, options) };
+    if r == 0 && !infop.is_null() && !table().is_empty() {
+        // SAFETY: infop points to a siginfo_t the call filled; si_pid is
+        // an aligned int inside it.
+        unsafe {
+            let p = infop.cast::<u8>().add(SI_PID).cast::<pid_t>();
+            *p = to_virt(*p);
+        }
+    }
+    r
+}
+
+/// `fork(2)`, with a child whose pid is no virtual pid the program knows.
+#[no_mangle]
+pub extern "C" fn fork() -> pid_t {
+    let f = real!(FORK, c"fork", unsafe extern "C" fn() -> pid_t);
+    for _ in 0..1000 {
+        // SAFETY: glibc's fork, with its atfork handlers.
+        let r = unsafe { f() };
+        if r < 0 {
+            return r;
+        }
+        if r == 0 {
+            if taken_as_virtual(sys0(libc::SYS_getpid)) {
+                // SAFETY: leave at once: the parent reaps us and forks again.
+                unsafe { libc::_exit(0) };
+            }
+            return 0;
+        }
+        if !taken_as_virtual(r) {
+            return to_virt(r);
+        }
+        // SAFETY: reaping the child just made (it exits at once).
+        unsafe {
+            libc::syscall(
+                libc::SYS_wait4,
+                r,
+                std::ptr::null_mut::<c_int>(),
+                libc::__WALL,
+                0,
+            )
+        };
+    }
+    crate::sys::set_errno(libc::EAGAIN);
+    -1
+}
+
+#[no_mangle]
+pub extern "C" fn tcgetpgrp(fd: c_int) -> pid_t {
+    let f = real!(
+        TCGETPGRP,
+        c"tcgetpgrp",
+        unsafe extern "C" fn(c_int) -> pid_t
+    );
+    // SAFETY: an integer argument.
+    to_virt(unsafe { f(fd) })
+}
+
+#[no_mangle]
+pub extern "C" fn tcsetpgrp(fd: c_int, pgrp: pid_t) -> c_int {
+    let f = real!(
+        TCSETPGRP,
+        c"tcsetpgrp",
+        unsafe extern "C" fn(c_int, pid_t) -> c_int
+    );
+    // SAFETY: integer arguments.
+    unsafe { f(fd, to_real(pgrp)) }
+}
+
+#[no_mangle]
+pub extern "C" fn tcgetsid(fd: c_int) -> pid_t {
+    let f = real!(TCGETSID, c"tcgetsid", unsafe extern "C" fn(c_int) -> pid_t);
+    // SAFETY: an integer argument.
+    to_virt(unsafe { f(fd) })
+}
+
+// ---------------------------------------------------------------------
+// Signal handlers: `si_pid` seen by SA_SIGINFO handlers.
+// ---------------------------------------------------------------------
+
+/// The program's SA_SIGINFO handlers, by signal number; the kernel holds
+/// [`trampoline`] in their place.
+static HANDLERS: [std::sync::atomic::AtomicUsize; 65] =
+    [const { std::sync::atomic::AtomicUsize::new(0) }; 65];
+static SIGACTION: OnceLock<usize> = OnceLock::new();
+
+/// Byte offset of `si_code` in a `siginfo_t`.
+const SI_CODE: usize = 8;
+
+/// Whether a siginfo of signal `sig` with code `code` carries a sender's
+/// pid in `si_pid`: sent by kill/sigqueue/tgkill/mq_notify, or a child's
+/// state change (SIGCHLD from the kernel). Not SI_TIMER, SI_SIGIO and the
+/// kernel's fault codes (their field holds something else).
+fn carries_pid(sig: c_int, code: c_int) -> bool {
+    matches!(
+        code,
+        libc::SI_USER | libc::SI_QUEUE | libc::SI_TKILL | libc::SI_MESGQ
+    ) || (sig == libc::SIGCHLD && code > 0)
+}
+
+type Handler = unsafe extern "C" fn(c_int, *mut libc::siginfo_t, *mut c_void);
+
+/// The environment variable the supervisor of a computation without
+/// namespaces gives the program (inherited across exec, kept in the
+/// restored environment): only then are `SA_SIGINFO` handlers installed
+/// behind [`trampoline`]; with namespaces the kernel's pids are the
+/// program's and handlers are left exactly as the program gave them.
+pub const VIRTUAL_PIDS_ENV: &str = "DMTCP_VIRTUAL_PIDS";
+
+static TRAMPOLINES: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Constructor: whether this computation runs without namespaces.
+pub fn init() {
+    if std::env::var_os(VIRTUAL_PIDS_ENV).is_some_and(|v| v == "1") {
+        TRAMPOLINES.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Whether this computation runs without namespaces (after [`init`]).
+pub fn virtual_pids() -> bool {
+    TRAMPOLINES.load(Ordering::Relaxed)
+}
+
+/// Runs the program's handler with `si_pid` translated to a virtual pid
+/// (the siginfo on the signal frame is the handler's own copy).
+unsafe extern "C" fn trampoline(sig: c_int, info: *mut libc::siginfo_t, ctx: *mut c_void) {
+    let h = HANDLERS
+        .get(sig as usize)
+        .map_or(0, |h| h.load(Ordering::Relaxed));
+    if !info.is_null() && !table().is_empty() {
+        // SAFETY: the kernel's siginfo on this frame, writable; si_code
+        // and si_pid are aligned ints inside it.
+        unsafe {
+            let base = info.cast::<u8>();
+            if carries_pid(sig, *base.add(SI_CODE).cast::<c_int>()) {
+                let p = base.add(SI_PID).cast::<pid_t>();
+                *p = to_virt(*p);
+            }
+        }
+    }
+    if h > 1 {
+        // SAFETY: h is the SA_SIGINFO handler the program installed for
+        // this signal, called as the kernel would have.
+        unsafe { std::mem::transmute::<usize, Handler>(h)(sig, info, ctx) }
+    }
+}
+
+/// `sigaction(2)`: an SA_SIGINFO handler is installed behind
+/// [`trampoline`]; the old action reads back as the program's handler.
+///
+/// # Safety
+/// `act` is null or a valid `struct sigaction`; `old` is null or writable.
+#[no_mangle]
+pub unsafe extern "C" fn sigaction(
+    sig: c_int,
+    act: *const libc::sigaction,
+    old: *mut libc::sigaction,
+) -> c_int {
+    let f = real!(
+        SIGACTION,
+        c"sigaction",
+        unsafe extern "C" fn(c_int, *const libc::sigaction, *mut libc::sigaction) -> c_int
+    );
+    // SAFETY: the caller's pointers, passed on.
+    if let Some(r) = unsafe { crate::vpid_trap::sigaction(sig, act, old) } {
+        return r;
+    }
+    let slot = usize::try_from(sig)
+        .ok()
+        .filter(|_| TRAMPOLINES.load(Ordering::Relaxed))
+        .and_then(|s| HANDLERS.get(s));
+    let prev = slot.map_or(0, |s| s.load(Ordering::Relaxed));
+    let mut mine: libc::sigaction;
+    let mut act2 = act;
+    if let Some(slot) = slot {
+        // SAFETY: the caller's valid sigaction, read only.
+        if let Some(a) = unsafe { act.as_ref() } {
+            if a.sa_flags & libc::SA_SIGINFO != 0
+                && a.sa_sigaction != libc::SIG_DFL
+                && a.sa_sigaction != libc::SIG_IGN
+            {
+                slot.store(a.sa_sigaction, Ordering::Relaxed);
+                mine = *a;
+                mine.sa_sigaction = trampoline as *const () as usize;
+                act2 = &mine;
+            }
+        }
+    }
+    // SAFETY: valid pointers (ours or the caller's), passed on.
+    let r = unsafe { f(sig, act2, old) };
+    if r == 0 {
+        // SAFETY: the call filled *old when it is not null.
+        if let Some(o) = unsafe { old.as_mut() } {
+            if o.sa_sigaction == trampoline as *const () as usize {
+                o.sa_sigaction = prev;
+            }
+        }
+    }
+    r
+}
+
+static SIGWAITINFO: OnceLock<usize> = OnceLock::new();
+static SIGTIMEDWAIT: OnceLock<usize> = OnceLock::new();
+
+/// `si_pid` of a signal taken by sigwaitinfo/sigtimedwait (`sig` > 0).
+///
+/// # Safety
+/// `info` is null or a siginfo the call filled.
+unsafe fn taken_siginfo(sig: c_int, info: *mut libc::siginfo_t) {
+    if sig <= 0 || info.is_null() || table().is_empty() {
+        return;
+    }
+    // SAFETY: a filled siginfo; si_code and si_pid are aligned ints in it.
+    unsafe {
+        let base = info.cast::<u8>();
+        if carries_pid(sig, *base.add(SI_CODE).cast::<c_int>()) {
+            let p = base.add(SI_PID).cast::<pid_t>();
+            *p = to_virt(*p);
+        }
+    }
+}
+
+/// `sigwaitinfo(2)`.
+///
+/// # Safety
+/// `set` is a valid signal set; `info` is null or writable.
+#[no_mangle]
+pub unsafe extern "C" fn sigwaitinfo(
+    set: *const libc::sigset_t,
+    info: *mut libc::siginfo_t,
+) -> c_int {
+    let f = real!(
+        SIGWAITINFO,
+        c"sigwaitinfo",
+        unsafe extern "C" fn(*const libc::sigset_t, *mut libc::siginfo_t) -> c_int
+    );
+    // SAFETY: the caller's pointers, passed on.
+    let r = unsafe { f(set, info) };
+    // SAFETY: filled when r > 0.
+    unsafe { taken_siginfo(r, info) };
+    r
+}
+
+/// `sigtimedwait(2)`.
+///
+/// # Safety
+/// `set` is a valid signal set; `info` null or writable; `timeout` null
+/// or readable.
+#[no_mangle]
+pub unsafe extern "C" fn sigtimedwait(
+    set: *const libc::sigset_t,
+    info: *mut libc::siginfo_t,
+    timeout: *const libc::timespec,
+) -> c_int {
+    let f = real!(
+        SIGTIMEDWAIT,
+        c"sigtimedwait",
+        unsafe extern "C" fn(
+            *const libc::sigset_t,
+            *mut libc::siginfo_t,
+            *const libc::timespec,
+        ) -> c_int
+    );
+    // SAFETY: the caller's pointers, passed on.
+    let r = unsafe { f(set, info, timeout) };
+    // SAFETY: filled when r > 0.
+    unsafe { taken_siginfo(r, info) };
+    r
+}
+
+// ---------------------------------------------------------------------
+// Calls that take a pid: scheduling, limits, priorities, pidfds, fcntl.
+// ---------------------------------------------------------------------
+
+static SCHED_SETAFFINITY: OnceLock<usize> = OnceLock::new();
+static SCHED_GETAFFINITY: OnceLock<usize> = OnceLock::new();
+static SCHED_SETSCHEDULER: OnceLock<usize> = OnceLock::new();
+static SCHED_GETSCHEDULER: OnceLock<usize> = OnceLock::new();
+static SCHED_SETPARAM: OnceLock<usize> = OnceLock::new();
+static SCHED_GETPARAM: OnceLock<usize> = OnceLock::new();
+static SCHED_RR_GET_INTERVAL: OnceLock<usize> = OnceLock::new();
+static PRLIMIT: OnceLock<usize> = OnceLock::new();
+static PRLIMIT64: OnceLock<usize> = OnceLock::new();
+static GETPRIORITY: OnceLock<usize> = OnceLock::new();
+static SETPRIORITY: OnceLock<usize> = OnceLock::new();
+static PIDFD_OPEN: OnceLock<usize> = OnceLock::new();
+static FCNTL: OnceLock<usize> = OnceLock::new();
+static FCNTL64: OnceLock<usize> = OnceLock::new();
+
+/// `sched_setaffinity(2)`.
+///
+/// # Safety
+/// `mask` points to `size` readable bytes.
+#[no_mangle]
+pub unsafe extern "C" fn sched_setaffinity(pid: pid_t, size: usize, mask: *const c_void) -> c_int {
+    let f = real!(
+        SCHED_SETAFFINITY,
+        c"sched_setaffinity",
+        unsafe extern "C" fn(pid_t, usize, *const c_void) -> c_int
+    );
+    // SAFETY: the caller's pointer, passed on.
+    unsafe { f(to_real(pid), size, mask) }
+}
+
+/// `sched_getaffinity(2)`.
+///
+/// # Safety
+/// `mask` points to `size` writable bytes.
+#[no_mangle]
+pub unsafe extern "C" fn sched_getaffinity(pid: pid_t, size: usize, mask: *mut c_void) -> c_int {
+    let f = real!(
+        SCHED_GETAFFINITY,
+        c"sched_getaffinity",
+        unsafe extern "C" fn(pid_t, usize, *mut c_void) -> c_int
+    );
+    // SAFETY: the caller's pointer, passed on.
+    unsafe { f(to_real(pid), size, mask) }
+}
+
+/// `sched_setscheduler(2)`.
+///
+/// # Safety
+/// `param` points to a readable `struct sched_param`.
+#[no_mangle]
+pub unsafe extern "C" fn sched_setscheduler(
+    pid: pid_t,
+    policy: c_int,
+    param: *const c_void,
+) -> c_int {
+    let f = real!(
+        SCHED_SETSCHEDULER,
+        c"sched_setscheduler",
+        unsafe extern "C" fn(pid_t, c_int, *const c_void) -> c_int
+    );
+    // SAFETY: the caller's pointer, passed on.
+    unsafe { f(to_real(pid), policy, param) }
+}
+
+#[no_mangle]
+pub extern "C" fn sched_getscheduler(pid: pid_t) -> c_int {
+    let f = real!(
+        SCHED_GETSCHEDULER,
+        c"sched_getscheduler",
+        unsafe extern "C" fn(pid_t) -> c_int
+    );
+    // SAFETY: an integer argument.
+    unsafe { f(to_real(pid)) }
+}
+
+/// `sched_setparam(2)`.
+///
+/// # Safety
+/// `param` points to a readable `struct sched_param`.
+#[no_mangle]
+pub unsafe extern "C" fn sched_setparam(pid: pid_t, param: *const c_void) -> c_int {
+    let f = real!(
+        SCHED_SETPARAM,
+        c"sched_setparam",
+        unsafe extern "C" fn(pid_t, *const c_void) -> c_int
+    );
+    // SAFETY: the caller's pointer, passed on.
+    unsafe { f(to_real(pid), param) }
+}
+
+/// `sched_getparam(2)`.
+///
+/// # Safety
+/// `param` points to a writable `struct sched_param`.
+#[no_mangle]
+pub unsafe extern "C" fn sched_getparam(pid: pid_t, param: *mut c_void) -> c_int {
+    let f = real!(
+        SCHED_GETPARAM,
+        c"sched_getparam",
+        unsafe extern "C" fn(pid_t, *mut c_void) -> c_int
+    );
+    // SAFETY: the caller's pointer, passed on.
+    unsafe { f(to_real(pid), param) }
+}
+
+/// `sched_rr_get_interval(2)`.
+///
+/// # Safety
+/// `tp` points to a writable `struct timespec`.
+#[no_mangle]
+pub unsafe extern "C" fn sched_rr_get_interval(pid: pid_t, tp: *mut c_void) -> c_int {
+    let f = real!(
+        SCHED_RR_GET_INTERVAL,
+        c"sched_rr_get_interval",
+        unsafe extern "C" fn(pid_t, *mut c_void) -> c_int
+    );
+    // SAFETY: the caller's pointer, passed on.
+    unsafe { f(to_real(pid), tp) }
+}
+
+type PrlimitFn = unsafe extern "C" fn(pid_t, c_int, *const c_void, *mut c_void) -> c_int;
+
+/// `prlimit(2)`.
+///
+/// # Safety
+/// `new` is null or readable, `old` null or writable `struct rlimit`s.
+#[no_mangle]
+pub unsafe extern "C" fn prlimit(
+    pid: pid_t,
+    resource: c_int,
+    new: *const c_void,
+    old: *mut c_void,
+) -> c_int {
+    let f = real!(PRLIMIT, c"prlimit", PrlimitFn);
+    // SAFETY: the caller's pointers, passed on.
+    unsafe { f(to_real(pid), resource, new, old) }
+}
+
+/// `prlimit64(2)`.
+///
+/// # Safety
+/// `new` is null or readable, `old` null or writable `struct rlimit64`s.
+#[no_mangle]
+pub unsafe extern "C" fn prlimit64(
+    pid: pid_t,
+    resource: c_int,
+    new: *const c_void,
+    old: *mut c_void,
+) -> c_int {
+    let f = real!(PRLIMIT64, c"prlimit64", PrlimitFn);
+    // SAFETY: the caller's pointers, passed on.
+    unsafe { f(to_real(pid), resource, new, old) }
+}
+
+/// The `who` of get/setpriority: a process or a process group is a pid.
+fn prio_who(which: c_int, who: libc::id_t) -> libc::id_t {
+    if which == libc::PRIO_PROCESS as c_int || which == libc::PRIO_PGRP as c_int {
+        to_real(who as pid_t) as libc::id_t
+    } else {
+        who
+    }
+}
+
+#[no_mangle]
+pub extern "C" fn getpriority(which: c_int, who: libc::id_t) -> c_int {
+    let f = real!(
+        GETPRIORITY,
+        c"getpriority",
+        unsafe extern "C" fn(c_int, libc::id_t) -> c_int
+    );
+    // SAFETY: integer arguments.
+    unsafe { f(which, prio_who(which, who)) }
+}
+
+#[no_mangle]
+pub extern "C" fn setpriority(which: c_int, who: libc::id_t, prio: c_int) -> c_int {
+    let f = real!(
+        SETPRIORITY,
+        c"setpriority",
+        unsafe extern "C" fn(c_int, libc::id_t, c_int) -> c_int
+    );
+    // SAFETY: integer arguments.
+    unsafe { f(which, prio_who(which, who), prio) }
+}
+
+#[no_mangle]
+pub extern "C" fn pidfd_open(pid: pid_t, flags: libc::c_uint) -> c_int {
+    let f = real!(
+        PIDFD_OPEN,
+        c"pidfd_open",
+        unsafe extern "C" fn(pid_t, libc::c_uint) -> c_int
+    );
+    // SAFETY: integer arguments.
+    unsafe { f(to_real(pid), flags) }
+}
+
+/// An owner of F_SETOWN/F_GETOWN: > 0 a process, < 0 a process group.
+fn owner(id: pid_t, conv: fn(pid_t) -> pid_t) -> pid_t {
+    if id < 0 {
+        -conv(-id)
+    } else {
+        conv(id)
+    }
+}
+
+/// `F_SETOWN_EX` and `F_GETOWN_EX` (linux/fcntl.h), and their struct.
+const F_SETOWN_EX: c_int = 15;
+const F_GETOWN_EX: c_int = 16;
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct FOwnerEx {
+    kind: c_int,
+    pid: pid_t,
+}
+
+type FcntlFn = unsafe extern "C" fn(c_int, c_int, usize) -> c_int;
+
+/// fcntl's owner commands translated, every other command passed on.
+/// fcntl is variadic; on x86-64 a variadic caller passes its one extra
+/// argument (an int or a pointer) in the register a third fixed argument
+/// uses.
+///
+/// # Safety
+/// fcntl's contract for `cmd` and `a`.
+unsafe fn fcntl_like(
+    cell: &'static OnceLock<usize>,
+    name: &std::ffi::CStr,
+    fd: c_int,
+    cmd: c_int,
+    a: usize,
+) -> c_int {
+    let f = real!(*cell, name, FcntlFn);
+    if table().is_empty() {
+        // SAFETY: the caller's arguments, unchanged.
+        return unsafe { f(fd, cmd, a) };
+    }
+    match cmd {
+        libc::F_SETOWN => {
+            let id = owner(a as c_int, to_real);
+            // SAFETY: an integer argument.
+            unsafe { f(fd, cmd, id as usize) }
+        }
+        libc::F_GETOWN => {
+            // SAFETY: no argument.
+            let r = unsafe { f(fd, cmd, a) };
+            if r == -1 {
+                r
+            } else {
+                owner(r, to_virt)
+            }
+        }
+        F_SETOWN_EX => {
+            // SAFETY: a valid struct f_owner_ex (caller's contract), copied.
+            let Some(o) = (unsafe { (a as *const FOwnerEx).as_ref() }) else {
+                // SAFETY: passed on for the kernel's EFAULT.
+                return unsafe { f(fd, cmd, a) };
+            };
+            let mut o2 = *o;
+            o2.pid = to_real(o2.pid);
+            // SAFETY: a valid struct of ours.
+            unsafe { f(fd, cmd, &o2 as *const FOwnerEx as usize) }
+        }
+        F_GETOWN_EX => {
+            // SAFETY: the caller's pointer, passed on.
+            let r = unsafe { f(fd, cmd, a) };
+            if r == 0 {
+                // SAFETY: the call filled the caller's struct.
+                if let Some(o) = unsafe { (a as *mut FOwnerEx).as_mut() } {
+                    o.pid = to_virt(o.pid);
+                }
+            }
+            r
+        }
+        // SAFETY: the caller's arguments, unchanged.
+        _ => unsafe { f(fd, cmd, a) },
+    }
+}
+
+/// `fcntl(2)`.
+///
+/// # Safety
+/// fcntl's contract.
+#[no_mangle]
+pub unsafe extern "C" fn fcntl(fd: c_int, cmd: c_int, a: usize) -> c_int {
+    // SAFETY: forwarded contract.
+    unsafe { fcntl_like(&FCNTL, c"fcntl", fd, cmd, a) }
+}
+
+/// `fcntl64(2)` (glibc's name for the same call on x86-64).
+///
+/// # Safety
+/// fcntl's contract.
+#[no_mangle]
+pub unsafe extern "C" fn fcntl64(fd: c_int, cmd: c_int, a: usize) -> c_int {
+    // SAFETY: forwarded contract.
+    unsafe { fcntl_like(&FCNTL64, c"fcntl64", fd, cmd, a) }
+}
+
+// ---------------------------------------------------------------------
+// Credentials on unix sockets: `SO_PEERCRED`, `SCM_CREDENTIALS`.
+// ---------------------------------------------------------------------
+
+static GETSOCKOPT: OnceLock<usize> = OnceLock::new();
+static RECVMSG: OnceLock<usize> = OnceLock::new();
+static SENDMSG: OnceLock<usize> = OnceLock::new();
+
+/// Rewrites the pid of every `SCM_CREDENTIALS` message in `msg`'s control
+/// data with `map`.
+///
+/// # Safety
+/// `msg` points to a valid `msghdr` whose control buffer (if any) holds
+/// `msg_controllen` readable and writable bytes.
+unsafe fn map_cred_pids(msg: *mut libc::msghdr, map: fn(pid_t) -> pid_t) {
+    // SAFETY: the caller's valid msghdr; CMSG_FIRSTHDR/CMSG_NXTHDR stay
+    // inside its control buffer and return null at its end.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(msg);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_SOCKET
+                && (*c).cmsg_type == libc::SCM_CREDENTIALS
+                && (*c).cmsg_len as usize
+                    >= libc::CMSG_LEN(std::mem::size_of::<libc::ucred>() as u32) as usize
+            {
+                let u = libc::CMSG_DATA(c).cast::<libc::ucred>();
+                let mut cr = std::ptr::read_unaligned(u);
+                cr.pid = map(cr.pid);
+                std::ptr::write_unaligned(u, cr);
+            }
+            c = libc::CMSG_NXTHDR(msg, c);
+        }
+    }
+}
+
+/// Whether `msg` carries an `SCM_CREDENTIALS` message.
+///
+/// # Safety
+/// As [`map_cred_pids`], the buffer only read.
+unsafe fn has_creds(msg: *const libc::msghdr) -> bool {
+    // SAFETY: as in map_cred_pids.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(msg);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_CREDENTIALS {
+                return true;
+            }
+            c = libc::CMSG_NXTHDR(msg, c);
+        }
+    }
+    false
+}
+
+/// `getsockopt(2)`: the pid of `SO_PEERCRED` is a virtual one.
+///
+/// # Safety
+/// getsockopt's contract.
+#[no_mangle]
+pub unsafe extern "C" fn getsockopt(
+    fd: c_int,
+    level: c_int,
+    name: c_int,
+    val: *mut c_void,
+    len: *mut libc::socklen_t,
+) -> c_int {
+    let f = real!(
+        GETSOCKOPT,
+        c"getsockopt",
+        unsafe extern "C" fn(c_int, c_int, c_int, *mut c_void, *mut libc::socklen_t) -> c_int
+    );
+    // SAFETY: the caller's arguments, passed on.
+    let r = unsafe { f(fd, level, name, val, len) };
+    if r == 0
+        && level == libc::SOL_SOCKET
+        && name == libc::SO_PEERCRED
+        && !val.is_null()
+        && !len.is_null()
+        && !table().is_empty()
+    {
+        // SAFETY: the call wrote *len bytes of a ucred to val.
+        unsafe {
+            if *len as usize >= std::mem::size_of::<libc::ucred>() {
+                let u = val.cast::<libc::ucred>();
+                let mut cr = std::ptr::read_unaligned(u);
+                cr.pid = to_virt(cr.pid);
+                std::ptr::write_unaligned(u, cr);
+            }
+        }
+    }
+    r
+}
+
+/// `recvmsg(2)`: the pid of `SCM_CREDENTIALS` is a virtual one.
+///
+/// # Safety
+/// recvmsg's contract.
+#[no_mangle]
+pub unsafe extern "C" fn recvmsg(fd: c_int, msg: *mut libc::msghdr, flags: c_int) -> isize {
+    let f = real!(
+        RECVMSG,
+        c"recvmsg",
+        unsafe extern "C" fn(c_int, *mut libc::msghdr, c_int) -> isize
+    );
+    // SAFETY: the caller's arguments, passed on.
+    let r = unsafe { f(fd, msg, flags) };
+    if r >= 0 && !msg.is_null() && !table().is_empty() {
+        // SAFETY: the call filled the caller's msghdr and its control
+        // buffer (msg_controllen now says how much of it).
+        unsafe { map_cred_pids(msg, to_virt) };
+    }
+    r
+}
+
+/// `sendmsg(2)`: a pid given in `SCM_CREDENTIALS` is a virtual one (the
+/// kernel wants the sender's own kernel pid): sent with the real one,
+/// from a copy of the control data.
+///
+/// # Safety
+/// sendmsg's contract.
+#[no_mangle]
+pub unsafe extern "C" fn sendmsg(fd: c_int, msg: *const libc::msghdr, flags: c_int) -> isize {
+    let f = real!(
+        SENDMSG,
+        c"sendmsg",
+        unsafe extern "C" fn(c_int, *const libc::msghdr, c_int) -> isize
+    );
+    // SAFETY: read only; a null or control-less msghdr is passed on.
+    let creds = !msg.is_null()
+        && !table().is_empty()
+        && unsafe { !(*msg).msg_control.is_null() && has_creds(msg) };
+    if !creds {
+        // SAFETY: the caller's arguments, passed on.
+        return unsafe { f(fd, msg, flags) };
+    }
+    // SAFETY: msg is the caller's valid msghdr; its control buffer holds
+    // msg_controllen bytes, copied into an 8-aligned buffer of ours.
+    unsafe {
+        let mut m = *msg;
+        let len = m.msg_controllen;
+        let mut control = vec![0u64; len.div_ceil(8)];
+        std::ptr::copy_nonoverlapping(m.msg_control.cast::<u8>(), control.as_mut_ptr().cast(), len);
+        m.msg_control = control.as_mut_ptr().cast();
+        map_cred_pids(&mut m, to_real);
+        f(fd, &m, flags)
+    }
+}
+
+// ---------------------------------------------------------------------
+// `/proc/PID/...` and `/proc/self/task/TID/...` paths.
+// ---------------------------------------------------------------------
+
+/// Longest path rewritten (longer ones are passed on unchanged).
+const PATH_BUF: usize = 512;
+
+/// A path being rewritten, on the stack (no allocation: open may be
+/// called from a signal handler).
+struct PathBuf {
+    b: [u8; PATH_BUF],
+    n: usize,
+}
+
+impl PathBuf {
+    /// Appends `s`; false when it does not fit with the final NUL.
+    fn push(&mut self, s: &[u8]) -> bool {
+        if self.n + s.len() >= PATH_BUF {
+            return false;
+        }
+        self.b[self.n..self.n + s.len()].copy_from_slice(s);
+        self.n += s.len();
+        true
+    }
+
+    fn push_id(&mut self, mut id: pid_t) -> bool {
+        let mut d = [0u8; 12];
+        let mut i = d.len();
+        loop {
+            i -= 1;
+            d[i] = b'0' + (id % 10) as u8;
+            id /= 10;
+            if id == 0 {
+                break;
+            }
+        }
+        self.push(&d[i..])
+    }
+}
+
+/// Copies the decimal id at the start of `rest` into `out` as the real
+/// id of the virtual one; returns the bytes of `rest` consumed, or `None`
+/// when `rest` does not start with an id ended by `/` or the end.
+fn rewrite_id(rest: &[u8], out: &mut PathBuf) -> Option<usize> {
+    let n = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+    if n == 0 || n > 9 || rest.get(n).is_some_and(|&b| b != b'/') {
+        return None;
+    }
+    let v = rest[..n]
+        .iter()
+        .fold(0i32, |v, &d| v * 10 + i32::from(d - b'0'));
+    let r = to_real(v);
+    if r <= 0 || !out.push_id(r) {
+        return None;
+    }
+    Some(n)
+}
+
+/// The path with its pids real, NUL-terminated in `out`, when it is
+/// `/proc/VPID[/...]` (and `/proc/VPID/task/VTID[/...]`) or
+/// `/proc/self/task/VTID[/...]`; false for every other path.
+fn proc_path(path: &[u8], out: &mut PathBuf) -> bool {
+    let Some(rest) = path.strip_prefix(b"/proc/") else {
+        return false;
+    };
+    out.push(b"/proc/");
+    let mut at = 0;
+    let mut changed = false;
+    if let Some(rel) = rest.strip_prefix(b"self") {
+        if !rel.is_empty() && rel[0] != b'/' {
+            return false;
+        }
+        out.push(b"self");
+        at += 4;
+    } else {
+        let Some(n) = rewrite_id(rest, out) else {
+            return false;
+        };
+        at += n;
+        changed = true;
+    }
+    if let Some(t) = rest[at..].strip_prefix(b"/task/") {
+        let keep = out.n;
+        out.push(b"/task/");
+        match rewrite_id(t, out) {
+            Some(n) => {
+                at += 6 + n;
+                changed = true;
+            }
+            None => out.n = keep,
+        }
+    }
+    changed && out.push(&rest[at..]) && out.push(b"\0")
+}
+
+/// The path to pass on: the rewritten one in `buf`, or the caller's.
+///
+/// # Safety
+/// `path` is null or a NUL-terminated string.
+unsafe fn real_path(path: *const libc::c_char, buf: &mut PathBuf) -> *const libc::c_char {
+    if path.is_null() {
+        return path;
+    }
+    // SAFETY: a NUL-terminated string (caller's contract).
+    let bytes = unsafe { std::ffi::CStr::from_ptr(path) }.to_bytes();
+    if proc_path(bytes, buf) {
+        buf.b.as_ptr().cast()
+    } else {
+        path
+    }
+}
+
+/// Wrappers of path calls: the path argument rewritten, the rest passed
+/// on. `$name` is the symbol, `$ty` glibc's type.
+macro_rules! path_wrapper {
+    ($cell:ident, $name:ident, $sym:expr, ($($pre:ident: $pret:ty,)*) path ($($a:ident: $t:ty),*) -> $ret:ty, $fail:expr) => {
+        static $cell: OnceLock<usize> = OnceLock::new();
+        /// The libc call of the same name with `/proc/PID` paths translated.
+        ///
+        /// # Safety
+        /// The libc call's contract.
+        #[no_mangle]
+        pub unsafe extern "C" fn $name($($pre: $pret,)* path: *const libc::c_char $(, $a: $t)*) -> $ret {
+            let f = next(&$cell, $sym);
+            if f == 0 {
+                crate::sys::set_errno(libc::ENOSYS);
+                return $fail;
+            }
+            // SAFETY: f is glibc's definition of this name, of this type.
+            let f = unsafe {
+                std::mem::transmute::<usize, unsafe extern "C" fn($($pret,)* *const libc::c_char $(, $t)*) -> $ret>(f)
+            };
+            let mut buf;
+            let p = if table().is_empty() {
+                path
+            } else {
+                buf = PathBuf { b: [0; PATH_BUF], n: 0 };
+                // SAFETY: the caller's string (its contract).
+                unsafe { real_path(path, &mut buf) }
+            };
+            // SAFETY: the caller's arguments, the path maybe ours.
+            unsafe { f($($pre,)* p $(, $a)*) }
+        }
+    };
+}
+
+// open and openat are variadic: on x86-64 the mode a variadic caller
+// passes is in the register a fixed third (fourth) argument uses.
+path_wrapper!(OPEN, open, c"open", () path (flags: c_int, mode: libc::c_uint) -> c_int, -1);
+path_wrapper!(OPEN64, open64, c"open64", () path (flags: c_int, mode: libc::c_uint) -> c_int, -1);
+path_wrapper!(OPENAT, openat, c"openat", (dirfd: c_int,) path (flags: c_int, mode: libc::c_uint) -> c_int, -1);
+path_wrapper!(OPENAT64, openat64, c"openat64", (dirfd: c_int,) path (flags: c_int, mode: libc::c_uint) -> c_int, -1);
+path_wrapper!(FOPEN, fopen, c"fopen", () path (mode: *const libc::c_char) -> *mut libc::FILE, std::ptr::null_mut());
+path_wrapper!(FOPEN64, fopen64, c"fopen64", () path (mode: *const libc::c_char) -> *mut libc::FILE, std::ptr::null_mut());
+path_wrapper!(STAT, stat, c"stat", () path (buf: *mut c_void) -> c_int, -1);
+path_wrapper!(STAT64, stat64, c"stat64", () path (buf: *mut c_void) -> c_int, -1);
+path_wrapper!(LSTAT, lstat, c"lstat", () path (buf: *mut c_void) -> c_int, -1);
+path_wrapper!(LSTAT64, lstat64, c"lstat64", () path (buf: *mut c_void) -> c_int, -1);
+path_wrapper!(FSTATAT, fstatat, c"fstatat", (dirfd: c_int,) path (buf: *mut c_void, flags: c_int) -> c_int, -1);
+path_wrapper!(FSTATAT64, fstatat64, c"fstatat64", (dirfd: c_int,) path (buf: *mut c_void, flags: c_int) -> c_int, -1);
+path_wrapper!(STATX, statx, c"statx", (dirfd: c_int,) path (flags: c_int, mask: libc::c_uint, buf: *mut c_void) -> c_int, -1);
+path_wrapper!(ACCESS, access, c"access", () path (mode: c_int) -> c_int, -1);
+path_wrapper!(FACCESSAT, faccessat, c"faccessat", (dirfd: c_int,) path (mode: c_int, flags: c_int) -> c_int, -1);
+path_wrapper!(READLINK, readlink, c"readlink", () path (buf: *mut libc::c_char, len: usize) -> isize, -1);
+path_wrapper!(READLINKAT, readlinkat, c"readlinkat", (dirfd: c_int,) path (buf: *mut libc::c_char, len: usize) -> isize, -1);
+path_wrapper!(OPENDIR, opendir, c"opendir", () path () -> *mut libc::DIR, std::ptr::null_mut());
+
+#[cfg(test)]
+mod tests {
+    use super::{proc_path, PathBuf, PATH_BUF};
+
+    /// The rewritten path (ids map to themselves without a table), or
+    /// `None` when the path is passed on as it is.
+    fn rewrite(p: &str) -> Option<String> {
+        let mut b = PathBuf {
+            b: [0; PATH_BUF],
+            n: 0,
+        };
+        proc_path(p.as_bytes(), &mut b).then(|| {
+            assert_eq!(b.b[b.n - 1], 0, "NUL-terminated");
+            String::from_utf8(b.b[..b.n - 1].to_vec()).unwrap()
+        })
+    }
+
+    #[test]
+    fn proc_paths_with_pids_are_rewritten_and_others_left() {
+        for p in [
+            "/proc/123",
+            "/proc/123/",
+            "/proc/123/comm",
+            "/proc/123/task/456/stat",
+            "/proc/self/task/456",
+            "/proc/self/task/456/comm",
+            "/proc/1/task",
+        ] {
+            assert_eq!(rewrite(p).as_deref(), Some(p), "{p}");
+        }
+        for p in [
+            "/proc",
+            "/proc/",
+            "/proc/self",
+            "/proc/self/status",
+            "/proc/selfish/task/1",
+            "/proc/thread-self/comm",
+            "/proc/12a/comm",
+            "/proc/self/task/",
+            "/proc/self/task/x",
+            "/proc/1234567890/comm",
+            "/sys/123",
+            "proc/123",
+        ] {
+            assert_eq!(rewrite(p), None, "{p}");
+        }
+        let long = format!("/proc/1/{}", "a".repeat(PATH_BUF));
+        assert_eq!(rewrite(&long), None, "too long for the buffer");
+    }
+}

@@ -1,0 +1,53 @@
+//! Shared pieces of the locked-down-machine tests (`tests/tests/lockdown*.rs`):
+//! a machine where user namespaces are forbidden is made by
+//! `tests/programs/no_userns.c` (root only), in which uid 65534 runs the
+//! computation, without namespaces.
+
+use std::process::{Child, Command};
+
+use crate::{procs, Running, TestEnv};
+
+/// The launcher's stderr holds exactly one line, the notice that the
+/// computation runs without namespaces, naming the cause.
+pub fn check_notice(env: &TestEnv, r: &Running) {
+    let err = crate::env::read_lossy(&r.launcher.stderr);
+    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+    if lines.len() != 1
+        || !lines[0].contains("user.max_user_namespaces = 0")
+        || !lines[0].contains("running without namespaces")
+    {
+        env.fail(&format!(
+            "dmtcp-run on the locked-down machine: expected one notice line, got {lines:?}"
+        ));
+    }
+}
+
+/// Makes the next pid the kernel gives be `pid` (root: ns_last_pid), and
+/// starts a process there that is not part of the computation; `None` when
+/// another process took it first every time.
+pub fn hold_pid(pid: i32) -> Option<Child> {
+    for _ in 0..20 {
+        if procs::alive(pid) {
+            return None;
+        }
+        std::fs::write("/proc/sys/kernel/ns_last_pid", format!("{}", pid - 1)).ok()?;
+        let mut cmd = Command::new("sleep");
+        cmd.arg("600");
+        let child = procs::spawn_tracked(&mut cmd).ok()?;
+        if child.id() as i32 == pid {
+            return Some(child);
+        }
+        let mut child = child;
+        let _ = child.kill();
+        let _ = child.wait();
+        procs::untrack(child.id());
+    }
+    None
+}
+
+/// Ends a process [`hold_pid`] started.
+pub fn release(mut holder: Child) {
+    let _ = holder.kill();
+    let _ = holder.wait();
+    procs::untrack(holder.id());
+}

@@ -1,0 +1,166 @@
+//! A checkpoint taken while the program rewrites its whole heap in a loop
+//! saves the memory of one instant (issue 20): `heap_rewrite` checks every
+//! page against its restored cursor before it touches it again, and the
+//! whole heap at stop (see tests/programs/heap_rewrite.c).
+
+use std::thread;
+use std::time::Duration;
+
+use dmtcp_tests::{e2e_tests, Mode, ProcCheck, Scenario, TestEnv};
+
+e2e_tests! {
+    snapshot_consistency => heap_rewritten_during_checkpoints;
+    snapshot_consistency_incremental => heap_rewritten_during_incremental_checkpoints;
+    snapshot_consistency_lz4 => heap_rewritten_during_lz4_checkpoints;
+    snapshot_consistency_precopy => heap_rewritten_during_precopy;
+    snapshot_consistency_precopy_fork => heap_rewritten_during_precopy_then_fork;
+    snapshot_consistency_precopy_incremental => heap_rewritten_during_incremental_precopy;
+    snapshot_consistency_precopy_maps => maps_changed_during_precopy;
+}
+
+/// Pre-copy (`DMTCP_PRECOPY=1`) with any residue copied while frozen (no
+/// snapshot fork): the heap is rewritten while it is pre-copied and while
+/// the checkpoint runs; two rounds. The logs must show that pre-copy ran
+/// and took the path asked for.
+fn heap_rewritten_during_precopy(env: &mut TestEnv) {
+    precopy_rounds(env, "100000", "no snapshot fork");
+}
+
+/// The same with the residue always left to the snapshot fork.
+fn heap_rewritten_during_precopy_then_fork(env: &mut TestEnv) {
+    precopy_rounds(env, "0", "the snapshot fork reads it");
+}
+
+/// Pre-copy while the program also changes its memory map at every pass
+/// over its heap (`heap_rewrite 8 maps`, a small heap for many passes):
+/// the heap moves back and forth with mremap, a side mapping is unmapped
+/// and made again at the same address with new contents, and a third one
+/// is alternately filled and dropped with `MADV_DONTNEED`, so mappings
+/// identical in /proc/PID/maps at the freeze may hold other pages than at
+/// the pre-copy.
+fn maps_changed_during_precopy(env: &mut TestEnv) {
+    precopy_program(env, &["8", "maps"], "100000", "no snapshot fork");
+}
+
+fn precopy_rounds(env: &mut TestEnv, max_residue_mb: &str, path: &str) {
+    precopy_program(env, &["32"], max_residue_mb, path);
+}
+
+fn precopy_program(env: &mut TestEnv, args: &[&str], max_residue_mb: &str, path: &str) {
+    let mut sc = Scenario::new("heap_rewrite");
+    for a in args {
+        sc = sc.arg(*a);
+    }
+    let mut sc = sc
+        .env("DMTCP_PRECOPY", "1")
+        .env("DMTCP_PRECOPY_MAX_RESIDUE_MB", max_residue_mb)
+        .env("DMTCP_LOG", "info")
+        .restart_env("DMTCP_LOG", "info")
+        .restart_env("DMTCP_PRECOPY", "1")
+        .restart_env("DMTCP_PRECOPY_MAX_RESIDUE_MB", max_residue_mb)
+        .settle(Duration::from_millis(400));
+    sc.mode = Mode::Rounds(2);
+    if args.contains(&"maps") {
+        // The program swaps its heap between two addresses all the time
+        // (mremap): its maps alternate, so /proc before the checkpoint and
+        // after the restart may show either order. Its own check of every
+        // page is the test.
+        sc.proc_check = ProcCheck::Off;
+    }
+    sc.run(env);
+    expect_in_logs(env, &["pre-copy of", path]);
+}
+
+/// Pre-copy (`dmtcp-run --precopy`) with incremental images: the second
+/// image builds on the first; every page written since the first (before the pre-copy and
+/// during it) must be in it. Restarted from the chain.
+fn heap_rewritten_during_incremental_precopy(env: &mut TestEnv) {
+    env.start_coordinator();
+    let sc = Scenario::new("heap_rewrite")
+        .arg("32")
+        .env("DMTCP_PRECOPY_MAX_RESIDUE_MB", "100000")
+        .env("DMTCP_LOG", "info")
+        .run_flag("--precopy")
+        .run_flag("--incremental")
+        .run_flag("--compress")
+        .run_flag("none");
+    let mut r = sc.launch(env);
+    thread::sleep(Duration::from_millis(300));
+    r.checkpoint();
+    thread::sleep(Duration::from_millis(300));
+    let incr = r.checkpoint();
+    r.kill();
+    r.restart_from_images(&incr);
+    r.finish();
+    expect_in_logs(env, &["pre-copy of", "no snapshot fork"]);
+}
+
+/// Every `want` appears in the test's logs.
+fn expect_in_logs(env: &TestEnv, want: &[&str]) {
+    let mut text = String::new();
+    if let Ok(rd) = std::fs::read_dir(&env.logs) {
+        for e in rd.flatten() {
+            text.push_str(&String::from_utf8_lossy(
+                &std::fs::read(e.path()).unwrap_or_default(),
+            ));
+        }
+    }
+    for w in want {
+        if !text.contains(w) {
+            env.fail(&format!("no \"{w}\" in the logs"));
+        }
+    }
+}
+
+/// Two rounds (restart from the images, then from the script), default codec.
+fn heap_rewritten_during_checkpoints(env: &mut TestEnv) {
+    let mut sc = Scenario::new("heap_rewrite")
+        .arg("32")
+        .settle(Duration::from_millis(400));
+    sc.mode = Mode::Rounds(2);
+    sc.run(env);
+}
+
+/// Uncompressed (a lazy restart where the user may have one), and the second
+/// image incremental on the first while every page keeps changing; restarted
+/// from the chain.
+fn heap_rewritten_during_incremental_checkpoints(env: &mut TestEnv) {
+    env.start_coordinator();
+    let sc = Scenario::new("heap_rewrite")
+        .arg("32")
+        .run_flag("--incremental")
+        .run_flag("--compress")
+        .run_flag("none");
+    let mut r = sc.launch(env);
+    thread::sleep(Duration::from_millis(300));
+    r.checkpoint();
+    thread::sleep(Duration::from_millis(300));
+    let incr = r.checkpoint();
+    r.kill();
+    r.restart_from_images(&incr);
+    r.finish();
+}
+
+/// The same with LZ4 images (`--compress lz4`; `--inspect` shows the codec).
+fn heap_rewritten_during_lz4_checkpoints(env: &mut TestEnv) {
+    env.start_coordinator();
+    let sc = Scenario::new("heap_rewrite")
+        .arg("32")
+        .run_flag("--compress")
+        .run_flag("lz4");
+    let mut r = sc.launch(env);
+    thread::sleep(Duration::from_millis(300));
+    let images = r.checkpoint();
+    let mut inspect = env.command("dmtcp-restart");
+    inspect.arg("--inspect").args(&images);
+    let out = env.run(inspect, "inspect", Duration::from_secs(60));
+    if !out.status.success() || !out.stdout.contains("lz4") {
+        env.fail(&format!(
+            "--inspect of {images:?} does not show an lz4 image: {}",
+            out.describe()
+        ));
+    }
+    r.kill();
+    r.restart_from_images(&images);
+    r.finish();
+}
