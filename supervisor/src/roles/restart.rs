@@ -641,7 +641,9 @@ pub fn run(plan: Plan) -> anyhow::Result<i32> {
                 std::io::Error::last_os_error()
             ),
             0 => {
-                let code = match restart_launch(cfg, &g.paths, plan.stop, plan.no_truncate_files) {
+                let r = restart_launch(cfg, &g.paths, plan.stop, plan.no_truncate_files);
+                lazy::hold_if_fatal();
+                let code = match r {
                     Ok(c) => c,
                     Err(e) => {
                         eprintln!("dmtcp-restart: {e:#}");
@@ -655,6 +657,7 @@ pub fn run(plan: Plan) -> anyhow::Result<i32> {
     }
     cfg.launch = launch_of(&groups[0]);
     let first = restart_launch(cfg, &groups[0].paths, plan.stop, plan.no_truncate_files);
+    lazy::hold_if_fatal();
     // The other launches' supervisors: the restart ends with the last one.
     let mut code = 0;
     for pid in children {
@@ -1159,7 +1162,11 @@ fn start_shells(
         // exit: our exit closes the userfaultfds, and a thread waiting for
         // a page still to come would then get a page of zeros and run on
         // with it for a moment (seen: the program wrote a FAIL line).
-        supervise::kill_and_reap(nsinit);
+        // The main thread may reap nsinit first (it then waits in
+        // `lazy::hold_if_fatal` for this hook to end the process): wait
+        // for nsinit alone, never for any child, which could block.
+        supervise::kill_computation(nsinit);
+        supervise::reap(nsinit);
         eprintln!("dmtcp-restart: {msg}; restart abandoned, the computation was stopped");
         std::process::exit(1);
     });

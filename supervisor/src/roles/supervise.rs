@@ -145,6 +145,20 @@ pub fn kill_and_reap(nsinit: HostPid) {
     }
 }
 
+/// Waits until `nsinit` is reaped, by us or by another thread of ours.
+pub fn reap(nsinit: HostPid) {
+    loop {
+        let mut st = 0;
+        // SAFETY: st is a live c_int.
+        let r = unsafe { libc::waitpid(nsinit.0, &mut st, libc::__WALL) };
+        if r == nsinit.0
+            || (r == -1 && io::Error::last_os_error().raw_os_error() != Some(libc::EINTR))
+        {
+            return;
+        }
+    }
+}
+
 /// Ends the computation under `nsinit`: SIGKILL to nsinit, whose death
 /// as pid 1 ends its pid namespace. Without one (`--no-pidns`, nsinit a
 /// child subreaper) the processes are killed one by one: see

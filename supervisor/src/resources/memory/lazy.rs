@@ -611,10 +611,27 @@ pub fn on_fatal(hook: impl Fn(&str) + Send + Sync + 'static) {
     let _ = ON_FATAL.set(Box::new(hook));
 }
 
+/// Set once a fatal error is being handled by the hook.
+static FATAL: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 fn fatal(msg: &str) {
+    FATAL.store(true, std::sync::atomic::Ordering::SeqCst);
     match ON_FATAL.get() {
         Some(h) => h(msg),
         None => error!("lazy restore: {msg}"),
+    }
+}
+
+/// Called by a thread about to end the process: if the server thread is
+/// handling corrupt page data, its hook stops the computation, says why
+/// and ends the process; this thread must not end it first (with the
+/// status of the computation the hook killed, and no message), so it
+/// waits for that.
+pub fn hold_if_fatal() {
+    if FATAL.load(std::sync::atomic::Ordering::SeqCst) {
+        loop {
+            std::thread::park();
+        }
     }
 }
 
