@@ -549,7 +549,7 @@ fn run_moment(m: u32) {
 
 fn reply(kind: u32, text: &str) {
     let fd = REP_WR.load(Ordering::Acquire);
-    if fd < 0 {
+    if fd < 0 || !sys::is_pipe_end(fd, true) {
         return;
     }
     let t = text.as_bytes();
@@ -563,7 +563,14 @@ fn reply(kind: u32, text: &str) {
 
 fn read_request() -> std::io::Result<(u32, u32)> {
     let mut b = [0u8; 8];
-    sys::read_exact(REQ_RD.load(Ordering::Acquire), &mut b)?;
+    let fd = REQ_RD.load(Ordering::Acquire);
+    // The program may have closed our pipe and got its number for a file
+    // or socket of its own (ssh closes every fd above 2 at start): never
+    // read its data.
+    if !sys::is_pipe_end(fd, false) {
+        return Err(std::io::ErrorKind::NotConnected.into());
+    }
+    sys::read_exact(fd, &mut b)?;
     let kind = u32::from_le_bytes(b[..4].try_into().expect("4 bytes"));
     let arg = u32::from_le_bytes(b[4..].try_into().expect("4 bytes"));
     Ok((kind, arg))
@@ -606,7 +613,16 @@ fn hook_thread_main(rd: i32) {
             }
             Ok((hook::REQ_RUNNING, _)) => dispatch(ev::RUNNING, false),
             Ok(_) => {}
-            Err(_) => return,
+            Err(_) => {
+                // The pipe is gone (closed by the program, or EOF): the
+                // supervisor must not use its fd numbers any more.
+                if REQ_RD.load(Ordering::Acquire) == rd {
+                    if let Some(st) = state::page() {
+                        st.hook_version.store(0, Ordering::Release);
+                    }
+                }
+                return;
+            }
         }
     }
 }
@@ -614,8 +630,8 @@ fn hook_thread_main(rd: i32) {
 /// Creates the pipes, publishes them in the state page and starts the
 /// thread.
 fn start_hook_thread() -> std::io::Result<()> {
-    let (req_rd, req_wr) = sys::pipe_cloexec()?;
-    let (rep_rd, rep_wr) = match sys::pipe_cloexec() {
+    let (req_rd, req_wr) = sys::pipe_cloexec_high()?;
+    let (rep_rd, rep_wr) = match sys::pipe_cloexec_high() {
         Ok(p) => p,
         Err(e) => {
             sys::close(req_rd);

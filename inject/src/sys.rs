@@ -193,6 +193,65 @@ pub fn pipe_cloexec() -> io::Result<(i32, i32)> {
     Ok((fds[0], fds[1]))
 }
 
+/// The lowest fd number this library's own fds move to: high, so that a
+/// program that closes every fd (OpenSSH's `closefrom(3)`) and opens new
+/// ones does not get our numbers back at once (the kernel gives the lowest
+/// free one). Just below the soft `RLIMIT_NOFILE` (at most 900, as DMTCP's
+/// protected fds), never below 3.
+fn high_fd_base() -> i32 {
+    let mut r = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one rlimit into r.
+    let soft = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) } == 0 {
+        r.rlim_cur.min(i32::MAX as u64) as i32
+    } else {
+        1024
+    };
+    (soft - 64).clamp(3, 900)
+}
+
+/// `pipe2(O_CLOEXEC)` with both ends moved to high fd numbers (see
+/// [`high_fd_base`]); where no high number is free, an end stays where
+/// the kernel put it.
+pub fn pipe_cloexec_high() -> io::Result<(i32, i32)> {
+    let (rd, wr) = pipe_cloexec()?;
+    let base = high_fd_base();
+    let high = |fd: i32| {
+        // SAFETY: F_DUPFD_CLOEXEC on an fd we own; no pointer involved.
+        let h = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, base) };
+        if h < 0 {
+            fd
+        } else {
+            close(fd);
+            h
+        }
+    };
+    Ok((high(rd), high(wr)))
+}
+
+/// Whether `fd` is still a pipe end open for reading (`write` false) or
+/// writing: the program may have closed our fd and opened something else
+/// that got its number, which we must then never read or write.
+pub fn is_pipe_end(fd: i32, write: bool) -> bool {
+    // SAFETY: zeroed stat is a valid out-parameter for fstat.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: fstat writes one stat into st.
+    if unsafe { libc::fstat(fd, &mut st) } != 0 || st.st_mode & libc::S_IFMT != libc::S_IFIFO {
+        return false;
+    }
+    // SAFETY: F_GETFL on an fd number; no pointer involved.
+    let fl = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    fl >= 0
+        && (fl & libc::O_ACCMODE)
+            == if write {
+                libc::O_WRONLY
+            } else {
+                libc::O_RDONLY
+            }
+}
+
 pub fn close(fd: i32) {
     // SAFETY: closes an fd this library created; errors are irrelevant.
     unsafe { libc::close(fd) };

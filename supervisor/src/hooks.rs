@@ -90,8 +90,20 @@ fn find_one(pid: HostPid) -> Option<HookProc> {
     let req_fd = u32_at(&b, off::HOOK_REQ_FD) as i32;
     let rep_fd = u32_at(&b, off::HOOK_REPLY_FD) as i32;
     let tid = host_tid(pid, vtid)?;
+    // Only pipes: the program may have closed the library's fds and got
+    // their numbers for files or sockets of its own, whose data we must
+    // never read or write.
     let steal = |fd| match crate::kernel::sys::steal_fd(pid.0, fd) {
-        Ok(f) => Some(File::from(f)),
+        Ok(f) => {
+            let f = File::from(f);
+            let pipe = f
+                .metadata()
+                .is_ok_and(|m| std::os::unix::fs::FileTypeExt::is_fifo(&m.file_type()));
+            if !pipe {
+                tracing::debug!("pid {pid}: fd {fd} is no longer the plugin hook pipe");
+            }
+            pipe.then_some(f)
+        }
         Err(e) => {
             tracing::warn!("pid {pid}: plugin hook pipe (fd {fd}): {e}");
             None

@@ -32,6 +32,7 @@ e2e_tests! {
     global_barrier_across_restarts => global_barrier_across_restarts;
     kill_while_at_restart_barrier => kill_while_at_restart_barrier;
     thread_events => thread_events;
+    program_closes_library_fds => program_closes_library_fds;
 }
 
 /// Watchdog of every wait (not a timed assertion): generous, the test machine
@@ -1252,6 +1253,35 @@ fn thread_events(env: &mut TestEnv) {
         env.fail(&format!(
             "stdout {out:?}, events {events:?} (expected {want:?}), log:\n{}",
             log(env)
+        ));
+    }
+}
+
+/// A program that closes every fd above 2 at start, as OpenSSH's client
+/// does, and gets the plugin hook pipes' numbers for sockets of its own:
+/// neither the hook thread nor the supervisor may read or write them (an
+/// ssh started by a computation with plugins once lost bytes of sshd's
+/// banner that way). Checkpoint, restart, checkpoint: every byte the
+/// program sends through its sockets comes back intact.
+fn program_closes_library_fds(env: &mut TestEnv) {
+    let dir = build(env);
+    env.start_coordinator();
+    let mut run = launch(env, &dir, &so(&dir, &["event_logger"]), "closefrom", &[]);
+    env.wait_for("the program to run", T, || ticks(env) > 2);
+    checkpoint(env);
+    kill(env, &mut run);
+    let before = ticks(env);
+    let mut r = restart(env, &[]);
+    env.wait_for("the restarted program to run on", T, || {
+        ticks(env) > before + 2
+    });
+    checkpoint(env);
+    stop(env, &mut r);
+    // The restored program writes to its stdout of before: the launch's.
+    let out = fs::read_to_string(&run.stdout).unwrap_or_default();
+    if !out.contains("closefrom ok") {
+        env.fail(&format!(
+            "the program's sockets lost or gained bytes: {out}"
         ));
     }
 }

@@ -15,14 +15,26 @@
  *                      safe_point_begin() and safe_point_end() (weak: the
  *                      safe_point plugin's) until the stop file, then
  *                      prints "a=N b=N".
+ *   plugin_host closefrom does what OpenSSH's client does at start: closes
+ *                      every fd above 2 (close_range), then puts one end of
+ *                      a socketpair on every fd number it had open before
+ *                      (where a tool that kept using its old numbers would
+ *                      meet the program's sockets), and until the stop file
+ *                      sends a counter both ways through each pair, checking
+ *                      every byte; prints "closefrom ok N" (N rounds) or
+ *                      "closefrom FAIL ..." and exits 1.
  * Nothing here knows about plugins: they are loaded by dmtcp-run. */
 #define _GNU_SOURCE
+#include <dirent.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -63,9 +75,94 @@ static void *exits(void *arg)
   pthread_exit((void *)((uintptr_t)arg + 2));
 }
 
+/* Reads 8 bytes from fd within 5 s: 0 on success. */
+static int read8(int fd, uint64_t *v)
+{
+  size_t got = 0;
+  while (got < sizeof *v) {
+    struct pollfd p = { .fd = fd, .events = POLLIN };
+    if (poll(&p, 1, 5000) != 1) {
+      return -1;
+    }
+    ssize_t n = read(fd, (char *)v + got, sizeof *v - got);
+    if (n <= 0) {
+      return -1;
+    }
+    got += (size_t)n;
+  }
+  return 0;
+}
+
+static int closefrom_mode(void)
+{
+  int old[64], n_old = 0;
+  DIR *d = opendir("/proc/self/fd");
+  if (d == NULL) {
+    perror("opendir");
+    return 1;
+  }
+  struct dirent *e;
+  while ((e = readdir(d)) != NULL && n_old < 64) {
+    int fd = atoi(e->d_name);
+    if (fd > 2 && fd != dirfd(d)) {
+      old[n_old++] = fd;
+    }
+  }
+  closedir(d);
+  if (syscall(SYS_close_range, 3U, ~0U, 0) != 0) {
+    perror("close_range");
+    return 1;
+  }
+  int peer[64];
+  for (int i = 0; i < n_old; i++) {
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv) != 0) {
+      perror("socketpair");
+      return 1;
+    }
+    peer[i] = fcntl(sv[1], F_DUPFD, 100);
+    close(sv[1]);
+    if (sv[0] != old[i]) {
+      if (dup2(sv[0], old[i]) != old[i]) {
+        perror("dup2");
+        return 1;
+      }
+      close(sv[0]);
+    }
+  }
+  int ticks = open("ticks", O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  uint64_t round = 0;
+  while (!stop_requested()) {
+    round++;
+    for (int i = 0; i < n_old; i++) {
+      uint64_t there = 0, back = 0, want = round * 1000 + (uint64_t)i;
+      if (write(old[i], &want, sizeof want) != sizeof want || read8(peer[i], &there) != 0 ||
+          write(peer[i], &there, sizeof there) != sizeof there || read8(old[i], &back) != 0 ||
+          there != want || back != want) {
+        printf("closefrom FAIL: fd %d round %lu: sent %lu, got %lu there, %lu back\n", old[i],
+               (unsigned long)round, (unsigned long)want, (unsigned long)there,
+               (unsigned long)back);
+        return 1;
+      }
+    }
+    char t[32];
+    int len = snprintf(t, sizeof t, "%020lu\n", (unsigned long)round);
+    if (ticks >= 0 && pwrite(ticks, t, (size_t)len, 0) != len) {
+      perror("pwrite");
+      return 1;
+    }
+    usleep(10000);
+  }
+  printf("closefrom ok %lu (%d fds)\n", (unsigned long)round, n_old);
+  return 0;
+}
+
 int main(int argc, char **argv)
 {
   const char *mode = argc > 1 ? argv[1] : "single";
+  if (strcmp(mode, "closefrom") == 0) {
+    return closefrom_mode();
+  }
   if (strcmp(mode, "sleep") == 0) {
     sleep(0);
     printf("slept\n");
