@@ -508,6 +508,13 @@ struct CommandArgs {
     /// one (the first such checkpoint is full and starts tracking).
     #[arg(long)]
     incremental: bool,
+    /// With a checkpoint: copy the program's memory into the images while
+    /// it runs, then freeze it only for what changed meanwhile (shorter
+    /// frozen time for large memory; needs a coordinator and supervisors
+    /// of protocol 2.6; `DMTCP_PRECOPY=1` does it for every checkpoint of a
+    /// launch).
+    #[arg(long)]
+    precopy: bool,
     /// Show the coordinator's status.
     #[arg(short = 's', long, group = "action")]
     status: bool,
@@ -560,16 +567,27 @@ fn run_command(args: CommandArgs) -> anyhow::Result<bool> {
     init_logging();
     let addr = CoordAddr::from_args(args.coord_host.clone(), args.coord_port);
     let incremental = args.incremental;
+    let checkpoint = |blocking: bool| {
+        if args.precopy {
+            Request::CheckpointWith {
+                blocking,
+                incremental,
+                precopy: true,
+            }
+        } else {
+            Request::Checkpoint {
+                blocking,
+                incremental,
+            }
+        }
+    };
+    if args.precopy && !(args.checkpoint || args.bcheckpoint) {
+        bail!("--precopy goes with a checkpoint (-c or -bc)");
+    }
     let req = if args.checkpoint {
-        Request::Checkpoint {
-            blocking: false,
-            incremental,
-        }
+        checkpoint(false)
     } else if args.bcheckpoint {
-        Request::Checkpoint {
-            blocking: true,
-            incremental,
-        }
+        checkpoint(true)
     } else if args.status {
         Request::Status
     } else if args.list {
@@ -638,6 +656,13 @@ mod tests {
         let a = CommandArgs::parse_from(dmtcp_argv(argv.into_iter()));
         assert_eq!(a.interval, Some(30));
         assert_eq!(a.coord_host.as_deref(), Some("node2"));
+    }
+
+    #[test]
+    fn precopy_parsed() {
+        let argv = ["dmtcp_command", "-bc", "--precopy"].map(String::from);
+        let a = CommandArgs::parse_from(dmtcp_argv(argv.into_iter()));
+        assert!(a.bcheckpoint && a.precopy);
     }
 
     #[test]

@@ -520,6 +520,13 @@ impl Connection {
 /// A blocking checkpoint waits as long as the checkpoint takes.
 pub fn request(addr: &CoordAddr, secret: &str, req: Request) -> anyhow::Result<Reply> {
     let (mut conn, _) = Connection::connect(addr, secret, Role::Command)?;
+    if matches!(req, Request::CheckpointWith { .. }) && conn.minor < 6 {
+        bail!(
+            "the coordinator at {addr} speaks protocol {}.{}; --precopy needs 2.6 (a newer dmtcp-coordinator)",
+            dmtcp_protocol::MAJOR,
+            conn.minor
+        );
+    }
     conn.send(&ToCoordinator::Request(req.clone()))
         .with_context(|| format!("sending {req:?} to coordinator at {addr}"))?;
     loop {

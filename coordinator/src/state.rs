@@ -316,7 +316,7 @@ impl State {
                     self.next_periodic = Some(now + Duration::from_secs(self.interval.into()));
                     if self.num_supervisors() > 0 {
                         tracing::info!("periodic checkpoint");
-                        self.start_checkpoint(None, false);
+                        self.start_checkpoint(None, false, false);
                     }
                 }
             }
@@ -751,40 +751,54 @@ impl State {
         }
     }
 
+    /// A checkpoint request (`precopy`: 2.6 pre-copy on request).
+    fn on_checkpoint_request(
+        &mut self,
+        conn: ConnId,
+        blocking: bool,
+        incremental: bool,
+        precopy: bool,
+    ) {
+        if let Some(ck) = &self.ckpt {
+            let id = ck.options.id;
+            return self.reply(
+                conn,
+                Reply::Error(format!("checkpoint {id} is already in progress")),
+            );
+        }
+        if self.num_supervisors() == 0 {
+            return self.reply(
+                conn,
+                Reply::CheckpointFailed {
+                    id: 0,
+                    reason: "no processes to checkpoint".into(),
+                },
+            );
+        }
+        let id = self.start_checkpoint(blocking.then_some(conn), incremental, precopy);
+        if !blocking {
+            let generation = self.generation + 1;
+            let r = if self.speaks_2_1(conn) {
+                Reply::Started { id, generation }
+            } else {
+                Reply::CheckpointStarted { id }
+            };
+            self.reply(conn, r);
+        }
+    }
+
     fn on_request(&mut self, conn: ConnId, req: Request) {
         tracing::debug!("connection {conn}: request {req:?}");
         match req {
             Request::Checkpoint {
                 blocking,
                 incremental,
-            } => {
-                if let Some(ck) = &self.ckpt {
-                    let id = ck.options.id;
-                    return self.reply(
-                        conn,
-                        Reply::Error(format!("checkpoint {id} is already in progress")),
-                    );
-                }
-                if self.num_supervisors() == 0 {
-                    return self.reply(
-                        conn,
-                        Reply::CheckpointFailed {
-                            id: 0,
-                            reason: "no processes to checkpoint".into(),
-                        },
-                    );
-                }
-                let id = self.start_checkpoint(blocking.then_some(conn), incremental);
-                if !blocking {
-                    let generation = self.generation + 1;
-                    let r = if self.speaks_2_1(conn) {
-                        Reply::Started { id, generation }
-                    } else {
-                        Reply::CheckpointStarted { id }
-                    };
-                    self.reply(conn, r);
-                }
-            }
+            } => self.on_checkpoint_request(conn, blocking, incremental, false),
+            Request::CheckpointWith {
+                blocking,
+                incremental,
+                precopy,
+            } => self.on_checkpoint_request(conn, blocking, incremental, precopy),
             Request::Status => {
                 let status = self.status();
                 let r = if self.clients.get(&conn).is_some_and(|c| c.minor >= 2) {
@@ -968,7 +982,12 @@ impl State {
     }
 
     /// Starts a checkpoint (there must be none running); returns its id.
-    fn start_checkpoint(&mut self, waiter: Option<ConnId>, incremental: bool) -> u64 {
+    fn start_checkpoint(
+        &mut self,
+        waiter: Option<ConnId>,
+        incremental: bool,
+        precopy: bool,
+    ) -> u64 {
         self.last_id += 1;
         let options = CheckpointOptions {
             id: self.last_id,
@@ -1001,6 +1020,20 @@ impl State {
             progress: BTreeMap::new(),
             hooks: BTreeMap::new(),
         });
+        if precopy {
+            // Before the Suspend barrier, on the same connection: each
+            // supervisor knows it when the barrier comes.
+            let msg = FromCoordinator::Precopy { id: self.last_id };
+            let to: Vec<ConnId> = self
+                .ckpt
+                .iter()
+                .flat_map(|ck| ck.participants.iter().copied())
+                .filter(|c| self.clients.get(c).is_some_and(|cl| cl.minor >= 6))
+                .collect();
+            for c in to {
+                self.send(c, &msg);
+            }
+        }
         self.announce_phase();
         self.last_id
     }

@@ -502,6 +502,37 @@ fn kill_halts_every_supervisor_first() {
     assert!(out.status.success(), "{out:?}");
 }
 
+/// 2.6: `dmtcp-command -bc --precopy` makes each supervisor hear
+/// `Precopy` with the checkpoint's id before that checkpoint's Suspend
+/// barrier; a plain `-bc` sends none.
+#[test]
+fn precopy_on_request() {
+    let coord = Coord::start(&[], &[]);
+    let a = FakeSupervisor::start(&coord, 97, 1, Behavior::Good);
+    let out = coord.command(&["-bc", "--precopy"]);
+    assert!(out.status.success(), "{out:?}");
+    let first = a
+        .events
+        .recv_timeout(Duration::from_secs(10))
+        .expect("an event");
+    assert!(matches!(first, Seen::Precopy(_)), "{first:?}");
+    a.expect("suspend", |e| *e == Seen::Barrier(Phase::Suspend));
+    a.expect("commit", |e| *e == Seen::Commit);
+    let out = coord.command(&["-bc"]);
+    assert!(out.status.success(), "{out:?}");
+    let next = a
+        .events
+        .recv_timeout(Duration::from_secs(10))
+        .expect("an event");
+    assert_eq!(next, Seen::Barrier(Phase::Suspend));
+    let out = coord.command(&["-s", "--precopy"]);
+    assert!(!out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--precopy goes with a checkpoint"),
+        "{out:?}"
+    );
+}
+
 #[test]
 fn exit_on_last_supervisor() {
     let mut coord = Coord::start(&[], &["--exit-on-last"]);

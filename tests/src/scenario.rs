@@ -439,14 +439,24 @@ impl<'a> Running<'a> {
     /// `dmtcp-command -bc`: must succeed and (re)write at least one
     /// `ckpt_<prog>_*.dmtcp`; the program keeps running.
     pub fn checkpoint(&mut self) -> Vec<PathBuf> {
+        self.checkpoint_with(&[])
+    }
+
+    /// [`checkpoint`](Self::checkpoint) with more `dmtcp-command -bc`
+    /// options (`--precopy`, `--incremental`).
+    pub fn checkpoint_with(&mut self, extra: &[&str]) -> Vec<PathBuf> {
         self.before = self.snapshot();
         let old = self.image_ids();
         let t0 = Instant::now();
-        let out = self.env.dmtcp_command(&["-bc"], self.sc.ckpt_timeout);
+        let mut args = vec!["-bc"];
+        args.extend_from_slice(extra);
+        let out = self.env.dmtcp_command(&args, self.sc.ckpt_timeout);
         self.ckpt_stderr = out.stderr.clone();
         if !out.status.success() {
-            self.env
-                .fail(&format!("dmtcp-command -bc failed: {}", out.describe()));
+            self.env.fail(&format!(
+                "dmtcp-command {args:?} failed: {}",
+                out.describe()
+            ));
         }
         // An fd the program opens and closes all the time (to re-read a
         // file, say) may be open in one snapshot and not at checkpoint

@@ -16,6 +16,7 @@ e2e_tests! {
     snapshot_consistency_precopy_fork => heap_rewritten_during_precopy_then_fork;
     snapshot_consistency_precopy_incremental => heap_rewritten_during_incremental_precopy;
     snapshot_consistency_precopy_maps => maps_changed_during_precopy;
+    snapshot_consistency_precopy_on_request => heap_rewritten_during_precopy_on_request;
 }
 
 /// Pre-copy (`DMTCP_PRECOPY=1`) with any residue copied while frozen (no
@@ -93,6 +94,45 @@ fn heap_rewritten_during_incremental_precopy(env: &mut TestEnv) {
     r.restart_from_images(&incr);
     r.finish();
     expect_in_logs(env, &["pre-copy of", "no snapshot fork"]);
+}
+
+/// Pre-copy asked for by one checkpoint (`dmtcp-command -bc --precopy`,
+/// protocol 2.6), not by the launch: that checkpoint pre-copies, the next
+/// plain one does not; the heap is rewritten all the while and the
+/// restart from the pre-copied image checks every page.
+fn heap_rewritten_during_precopy_on_request(env: &mut TestEnv) {
+    env.start_coordinator();
+    let sc = Scenario::new("heap_rewrite")
+        .arg("32")
+        .env("DMTCP_PRECOPY_MAX_RESIDUE_MB", "100000")
+        .env("DMTCP_LOG", "info");
+    let mut r = sc.launch(env);
+    thread::sleep(Duration::from_millis(300));
+    let pre = r.checkpoint_with(&["--precopy"]);
+    expect_in_logs(env, &["pre-copy of", "no snapshot fork"]);
+    let count = |env: &TestEnv| count_in_logs(env, "pre-copy of");
+    let after_first = count(env);
+    thread::sleep(Duration::from_millis(300));
+    r.checkpoint();
+    if count(env) != after_first {
+        env.fail("a plain checkpoint after `-bc --precopy` pre-copied too");
+    }
+    r.kill();
+    r.restart_from_images(&pre);
+    r.finish();
+}
+
+/// How many times `what` appears in the test's logs.
+fn count_in_logs(env: &TestEnv, what: &str) -> usize {
+    let mut n = 0;
+    if let Ok(rd) = std::fs::read_dir(&env.logs) {
+        for e in rd.flatten() {
+            n += String::from_utf8_lossy(&std::fs::read(e.path()).unwrap_or_default())
+                .matches(what)
+                .count();
+        }
+    }
+    n
 }
 
 /// Every `want` appears in the test's logs.

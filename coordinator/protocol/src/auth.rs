@@ -212,6 +212,7 @@ fn variant(m: &FromCoordinator) -> &'static str {
         FromCoordinator::HookGo { .. } => "HookGo",
         FromCoordinator::RestartGo { .. } => "RestartGo",
         FromCoordinator::Halt => "Halt",
+        FromCoordinator::Precopy { .. } => "Precopy",
     }
 }
 

@@ -30,7 +30,9 @@ pub const MAJOR: u16 = 2;
 /// (`RestartSetBarrier`).
 /// 5: kill in two steps: every launch stopped before any is killed
 /// (`Halt`, `Halted`).
-pub const MINOR: u16 = 5;
+/// 6: a checkpoint with pre-copy on request (`Request::CheckpointWith`,
+/// `FromCoordinator::Precopy`).
+pub const MINOR: u16 = 6;
 /// Name service bounds (the coordinator ignores a publication beyond
 /// them): longest key, longest value, total bytes and number of keys.
 pub const NAME_MAX_KEY: usize = 64 << 10;

@@ -136,6 +136,16 @@ pub enum Request {
     Quit,
     /// Checkpoint every N seconds (0 = off).
     SetInterval(u32),
+    /// (2.6) [`Request::Checkpoint`] with options added since:
+    /// `precopy`: every supervisor copies the program's memory into its
+    /// images while the program runs, before freezing it (as
+    /// `DMTCP_PRECOPY=1` does for every checkpoint of one launch). Sent
+    /// only to coordinators of minor 6 or more.
+    CheckpointWith {
+        blocking: bool,
+        incremental: bool,
+        precopy: bool,
+    },
 }
 
 /// Coordinator's view of the computation, for `--status`.
@@ -432,6 +442,13 @@ pub enum FromCoordinator {
     /// every supervisor has answered or a few seconds have passed. Sent only
     /// to supervisors of minor 5 or more.
     Halt,
+    /// (2.6) Supervisor role: checkpoint `id`, whose Suspend barrier
+    /// follows, pre-copies memory while the program runs
+    /// ([`Request::CheckpointWith`]). Sent only to supervisors of minor 6
+    /// or more; older ones take the checkpoint without pre-copy.
+    Precopy {
+        id: u64,
+    },
 }
 
 impl ToCoordinator {

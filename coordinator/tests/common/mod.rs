@@ -194,6 +194,7 @@ pub enum Seen {
     Halt,
     Commit,
     Done,
+    Precopy(u64),
 }
 
 pub struct FakeSupervisor {
@@ -298,6 +299,9 @@ impl FakeSupervisor {
                     }
                     FromCoordinator::Abort { reason, .. } => {
                         let _ = tx.send(Seen::Abort(reason));
+                    }
+                    FromCoordinator::Precopy { id } => {
+                        let _ = tx.send(Seen::Precopy(id));
                     }
                     FromCoordinator::Halt => {
                         let _ = tx.send(Seen::Halt);

@@ -351,6 +351,9 @@ pub struct Session {
     /// PRESUSPEND hooks ran and RUNNING has not followed yet: a checkpoint
     /// abandoned now still owes the plugins their RUNNING.
     owes_running: bool,
+    /// The checkpoint whose pre-copy the coordinator asked for (2.6
+    /// `Precopy`, from `dmtcp-command --precopy`).
+    precopy_for: Option<u64>,
     /// The coordinator killed the computation: losing it is no news.
     killed: bool,
     /// The coordinator halted the computation (a kill's first step): if it
@@ -580,6 +583,7 @@ impl Session {
             stash: Default::default(),
             cur_id: 0,
             owes_running: false,
+            precopy_for: None,
             killed: false,
             halted: false,
             lost_since: None,
@@ -740,7 +744,8 @@ impl Session {
             crate::hooks::run_with(&mut hooks, moment, g.as_mut().map(|g| g as _))
                 .map_err(BarrierError::Plugin)?;
         }
-        if precopy_enabled() {
+        let asked = self.precopy_for.take();
+        if precopy_enabled() || asked == Some(opts.id) {
             self.precopy_all(opts)?;
         }
         let deadline = Instant::now() + crate::agent::critical_section_wait();
@@ -1663,6 +1668,10 @@ impl Session {
                     self.abandon();
                 }
                 Ok(Event::Coord(_, FromCoordinator::Commit { id })) => self.commit_prepared(id),
+                Ok(Event::Coord(_, FromCoordinator::Precopy { id })) => {
+                    debug!("checkpoint {id}: pre-copy asked for");
+                    self.precopy_for = Some(id);
+                }
                 Ok(Event::Coord(_, FromCoordinator::Published { key, value })) => {
                     self.tcpx_answer(key, value)
                 }
