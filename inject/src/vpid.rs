@@ -31,7 +31,7 @@
 //! read through signalfd. The pid of `SO_PEERCRED` and of
 //! `SCM_CREDENTIALS` messages ([`recvmsg`], [`sendmsg`]) is translated.
 
-use std::ffi::{c_int, c_void};
+use std::ffi::{c_int, c_ulong, c_void};
 use std::sync::atomic::{AtomicI32, AtomicU32, Ordering};
 use std::sync::OnceLock;
 
@@ -967,6 +967,74 @@ pub unsafe extern "C" fn fcntl(fd: c_int, cmd: c_int, a: usize) -> c_int {
 pub unsafe extern "C" fn fcntl64(fd: c_int, cmd: c_int, a: usize) -> c_int {
     // SAFETY: forwarded contract.
     unsafe { fcntl_like(&FCNTL64, c"fcntl64", fd, cmd, a) }
+}
+
+// ---------------------------------------------------------------------
+// ioctl: the terminal's process group and session, a socket's owner.
+// ---------------------------------------------------------------------
+
+static IOCTL: OnceLock<usize> = OnceLock::new();
+
+/// ioctl requests that carry a pid through an `int *` (asm-generic
+/// ioctls.h and sockios.h): the terminal's foreground group (get, set), its
+/// session (get), a socket's owner (set and get, a process or, negative, a
+/// group).
+const TIOCGPGRP: c_ulong = 0x540F;
+const TIOCSPGRP: c_ulong = 0x5410;
+const TIOCGSID: c_ulong = 0x5429;
+const FIOSETOWN: c_ulong = 0x8901;
+const SIOCSPGRP: c_ulong = 0x8902;
+const FIOGETOWN: c_ulong = 0x8903;
+const SIOCGPGRP: c_ulong = 0x8904;
+
+/// `ioctl(2)`, variadic in C like fcntl (see [`fcntl_like`]): the pid
+/// requests above translated, every other request passed on unchanged.
+/// glibc's own `tcgetpgrp` and friends call the kernel directly, not
+/// through this symbol (they are wrapped themselves).
+///
+/// # Safety
+/// ioctl's contract for `req` and `a`.
+#[no_mangle]
+pub unsafe extern "C" fn ioctl(fd: c_int, req: c_ulong, a: usize) -> c_int {
+    type IoctlFn = unsafe extern "C" fn(c_int, c_ulong, usize) -> c_int;
+    let f = real!(IOCTL, c"ioctl", IoctlFn);
+    if table().is_empty() {
+        // SAFETY: the caller's arguments, unchanged.
+        return unsafe { f(fd, req, a) };
+    }
+    match req {
+        TIOCSPGRP | FIOSETOWN | SIOCSPGRP => {
+            // SAFETY: the caller's `const int *` (ioctl's contract), read once.
+            let Some(&v) = (unsafe { (a as *const pid_t).as_ref() }) else {
+                // SAFETY: passed on for the kernel's EFAULT.
+                return unsafe { f(fd, req, a) };
+            };
+            let conv = if req == TIOCSPGRP {
+                to_real(v)
+            } else {
+                owner(v, to_real)
+            };
+            // SAFETY: a pointer to our own int, live for the call.
+            unsafe { f(fd, req, &conv as *const pid_t as usize) }
+        }
+        TIOCGPGRP | TIOCGSID | FIOGETOWN | SIOCGPGRP => {
+            // SAFETY: the caller's `int *`, passed on.
+            let r = unsafe { f(fd, req, a) };
+            if r == 0 {
+                // SAFETY: the call filled the caller's int.
+                if let Some(v) = unsafe { (a as *mut pid_t).as_mut() } {
+                    *v = if matches!(req, TIOCGPGRP | TIOCGSID) {
+                        to_virt(*v)
+                    } else {
+                        owner(*v, to_virt)
+                    };
+                }
+            }
+            r
+        }
+        // SAFETY: the caller's arguments, unchanged.
+        _ => unsafe { f(fd, req, a) },
+    }
 }
 
 // ---------------------------------------------------------------------

@@ -8,7 +8,7 @@
  * terminal's foreground group and waits for it. The child answers every
  * line "REQ n" with "REP n" and checks, before each answer, that the slave
  * is still its controlling terminal with its group in the foreground
- * (tcgetsid, tcgetpgrp, /dev/tty opened anew and an fd on /dev/tty kept
+ * (tcgetsid, tcgetpgrp and their ioctls, /dev/tty opened anew and an fd on /dev/tty kept
  * open since the start, ttyname, /proc/self/stat tty_nr).
  * The parent keeps WINDOW requests in flight and always half of the next
  * one written (a partial line in the slave's canonical-mode buffer), so
@@ -53,6 +53,12 @@ static const char *ctty_problem(void) {
         return "we lead no process group";
     if (tcgetpgrp(0) != getpgrp())
         return "tcgetpgrp(0) is not our group";
+    /* The same through ioctl, as programs that skip libc's tc* calls ask. */
+    pid_t pg = -1, sid = -1;
+    if (ioctl(0, TIOCGPGRP, &pg) || pg != getpgrp())
+        return "ioctl(TIOCGPGRP) is not our group";
+    if (ioctl(0, TIOCGSID, &sid) || sid != getsid(0))
+        return "ioctl(TIOCGSID) is not our session";
     int t = open("/dev/tty", O_RDWR | O_NOCTTY);
     if (t < 0)
         return "no /dev/tty (no controlling terminal)";
