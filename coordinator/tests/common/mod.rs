@@ -229,6 +229,28 @@ impl FakeSupervisor {
             })
             .collect();
         conn.send(&ToCoordinator::Processes(list.clone())).unwrap();
+        // The coordinator reads each connection on its own: a command sent
+        // right after this could be served before our list. Wait until
+        // the list is in, as a real supervisor's processes are before
+        // anyone can ask for them.
+        if procs > 0 {
+            let want = list[0].host_pid;
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                let listed =
+                    match dmtcp_coordinator::client::request(&coord.addr(), &secret, Request::List)
+                    {
+                        Ok(Reply::List(l)) => l.iter().any(|p| p.host_pid == want),
+                        Ok(Reply::Launches(l)) => l.iter().any(|p| p.process.host_pid == want),
+                        _ => false,
+                    };
+                if listed {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "supervisor {pid}: never listed");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
         let keep = conn.try_clone().unwrap();
         let (tx, events) = mpsc::channel();
         let thread = std::thread::spawn(move || {
