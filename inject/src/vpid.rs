@@ -1184,6 +1184,103 @@ pub unsafe extern "C" fn sendmsg(fd: c_int, msg: *const libc::msghdr, flags: c_i
     }
 }
 
+static RECVMMSG: OnceLock<usize> = OnceLock::new();
+static SENDMMSG: OnceLock<usize> = OnceLock::new();
+
+/// `recvmmsg(2)`: as [`recvmsg`] for every message received.
+///
+/// # Safety
+/// recvmmsg's contract.
+#[no_mangle]
+pub unsafe extern "C" fn recvmmsg(
+    fd: c_int,
+    vec: *mut libc::mmsghdr,
+    vlen: std::ffi::c_uint,
+    flags: c_int,
+    timeout: *mut libc::timespec,
+) -> c_int {
+    let f = real!(
+        RECVMMSG,
+        c"recvmmsg",
+        unsafe extern "C" fn(
+            c_int,
+            *mut libc::mmsghdr,
+            std::ffi::c_uint,
+            c_int,
+            *mut libc::timespec,
+        ) -> c_int
+    );
+    // SAFETY: the caller's arguments, passed on.
+    let r = unsafe { f(fd, vec, vlen, flags, timeout) };
+    if r > 0 && !vec.is_null() && !table().is_empty() {
+        for i in 0..r.min(vlen as c_int) as usize {
+            // SAFETY: the call filled the first r entries of the caller's
+            // array and their control buffers.
+            unsafe { map_cred_pids(&mut (*vec.add(i)).msg_hdr, to_virt) };
+        }
+    }
+    r
+}
+
+/// `sendmmsg(2)`: as [`sendmsg`] for every message; the kernel's
+/// `msg_len` of each message sent is written back to the caller's array.
+///
+/// # Safety
+/// sendmmsg's contract.
+#[no_mangle]
+pub unsafe extern "C" fn sendmmsg(
+    fd: c_int,
+    vec: *mut libc::mmsghdr,
+    vlen: std::ffi::c_uint,
+    flags: c_int,
+) -> c_int {
+    let f = real!(
+        SENDMMSG,
+        c"sendmmsg",
+        unsafe extern "C" fn(c_int, *mut libc::mmsghdr, std::ffi::c_uint, c_int) -> c_int
+    );
+    let n = vlen.min(1024) as usize;
+    // SAFETY: read only: the caller's array of vlen valid mmsghdrs.
+    let creds = !vec.is_null()
+        && !table().is_empty()
+        && (0..n).any(|i| unsafe {
+            let m = &(*vec.add(i)).msg_hdr;
+            !m.msg_control.is_null() && has_creds(m)
+        });
+    if !creds {
+        // SAFETY: the caller's arguments, passed on.
+        return unsafe { f(fd, vec, vlen, flags) };
+    }
+    // SAFETY: as in sendmsg, for each of the first n entries: headers and
+    // control buffers copied into buffers of ours, pids made real there.
+    unsafe {
+        let mut controls: Vec<Vec<u64>> = Vec::with_capacity(n);
+        let mut copy: Vec<libc::mmsghdr> = Vec::with_capacity(n);
+        for i in 0..n {
+            let mut e = *vec.add(i);
+            let len = e.msg_hdr.msg_controllen;
+            if !e.msg_hdr.msg_control.is_null() && len > 0 {
+                let mut control = vec![0u64; len.div_ceil(8)];
+                std::ptr::copy_nonoverlapping(
+                    e.msg_hdr.msg_control.cast::<u8>(),
+                    control.as_mut_ptr().cast(),
+                    len,
+                );
+                e.msg_hdr.msg_control = control.as_mut_ptr().cast();
+                map_cred_pids(&mut e.msg_hdr, to_real);
+                controls.push(control);
+            }
+            copy.push(e);
+        }
+        let r = f(fd, copy.as_mut_ptr(), n as std::ffi::c_uint, flags);
+        for (i, e) in copy.iter().take(r.max(0) as usize).enumerate() {
+            (*vec.add(i)).msg_len = e.msg_len;
+        }
+        drop(controls);
+        r
+    }
+}
+
 // ---------------------------------------------------------------------
 // `/proc/PID/...` and `/proc/self/task/TID/...` paths.
 // ---------------------------------------------------------------------
