@@ -706,6 +706,70 @@ class Bench:
                     f"ckpt={r.get('ckpt_wall')} copied-restart={r.get('restart_eager_wall')} "
                     f"ok={r.get('ok')} [{time.monotonic() - t:.1f}s]")
 
+    # ---------- 2d. checkpoint against dd of the same size (issue 20) ----------
+    def dd_fsync_s(self, mib):
+        """Seconds of `dd bs=1M count=mib conv=fsync` into the scratch directory."""
+        f = os.path.join(self.root, "ddfile-size")
+        cmd = ["dd", "if=/dev/zero", f"of={f}", "bs=1M", f"count={mib}", "conv=fsync"]
+        t = time.monotonic()
+        r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        dt = time.monotonic() - t
+        try:
+            os.unlink(f)
+        except OSError:
+            pass
+        if r.returncode:
+            self.fail("dd", cmd, r.stderr)
+            return None
+        return dt
+
+    def diskspeed_all(self):
+        """For each size of --disk-sizes (and 16 processes of 64 MiB): `dd`
+        of the same number of bytes with fsync right before and right after
+        a durable uncompressed checkpoint of that much random memory; the
+        checkpoint's wall time against the faster dd of the pair (this disk
+        drifts)."""
+        self.res["diskspeed"] = []
+        plan = [("random", s) for s in self.a.disk_sizes if self.fits(s, 1.2, 2.5)]
+        plan.append(("procs", PROCS_MIB))
+        for rep in range(self.a.reps):
+            for kind, size in plan:
+                before = self.dd_fsync_s(size)
+                r = self.ckpt_one(kind, size, "none")
+                after = self.dd_fsync_s(size)
+                r.update(rep=rep, dd_before=before, dd_after=after)
+                self.res["diskspeed"].append(r)
+                log(f"diskspeed rep {rep + 1}/{self.a.reps} {kind} {size}: ckpt={r.get('ckpt_wall')} "
+                    f"dd before={before} after={after} ok={r.get('ok')}")
+
+    def diskspeed_report(self):
+        L = ["### Durable checkpoint against dd of the same size (issue 20)\n"]
+        P = self.res.get("diskspeed")
+        if not P:
+            return L + ["not run (--only diskspeed)\n"]
+        L.append("Random memory, codec none, `dmtcp-command -bc` (returns once the images are "
+                 "fsync'ed) against `dd if=/dev/zero bs=1M conv=fsync` of the same number of bytes "
+                 "into the same directory right before and right after it; ratio = checkpoint / the "
+                 "faster dd of its pair, median over the repetitions (goal <= 1.15x). `procs` = 16 "
+                 "processes of 64 MiB.\n")
+        L.append("| workload | MiB | ckpt ms | dd ms (faster of pair) | ratio | ok |")
+        L.append("|---|---|---|---|---|---|")
+        by = {}
+        for r in P:
+            by.setdefault((r["kind"], r["size"]), []).append(r)
+        for (kind, size), rs in by.items():
+            ratios, dds = [], []
+            for r in rs:
+                d = min([x for x in (r.get("dd_before"), r.get("dd_after")) if x], default=None)
+                dds.append(d)
+                if d and r.get("ckpt_wall"):
+                    ratios.append(r["ckpt_wall"] / d)
+            rt = med(ratios)
+            L.append(f"| {kind} | {size} | {ms(med([r.get('ckpt_wall') for r in rs]))} | {ms(med(dds))} | "
+                     f"{f'{rt:.2f}x' if rt else '-'} | {sum(1 for r in rs if r.get('ok'))}/{len(rs)} |")
+        L.append("")
+        return L
+
     def unpriv_report(self):
         L = ["### Unprivileged against root (issue 20)\n"]
         P = self.res.get("unpriv")
@@ -1377,6 +1441,7 @@ class Bench:
         L.extend(self.threadfloor_report(S))
         L.extend(self.precopy_cost_report())
         L.extend(self.unpriv_report())
+        L.extend(self.diskspeed_report())
         L.extend(self.incr_report())
         L.append("## Runtime overhead (native vs under dmtcp-run)\n")
         L.append("| test | native | dmtcp-run | ratio | difference |")
@@ -1763,8 +1828,10 @@ def main():
     ap.add_argument("--dir", default=None, help="parent of the scratch directory (default $TMPDIR or /tmp)")
     ap.add_argument("--out", default=os.path.join(HERE, "results"), help="output directory")
     ap.add_argument("--keep", action="store_true", help="keep the scratch directory")
-    ap.add_argument("--only", default="machine,wpfloor,ckpt,precopy,precopycost,unpriv,threadfloor,incr,overhead,rawtrap,attach,seccomp,criu",
+    ap.add_argument("--only", default="machine,wpfloor,ckpt,precopy,precopycost,unpriv,diskspeed,threadfloor,incr,overhead,rawtrap,attach,seccomp,criu",
                     help="sections to run")
+    ap.add_argument("--disk-sizes", default="1024,4096",
+                    help="comma-separated MiB for the diskspeed section (default 1024,4096)")
     ap.add_argument("--precopy-sizes", default="1024,4096",
                     help="comma-separated MiB for the precopy section (default 1024,4096)")
     ap.add_argument("--codecs", default=None,
@@ -1776,6 +1843,7 @@ def main():
     a.codecs = a.codecs.split(",") if a.codecs else None
     a.kinds = a.kinds.split(",") if a.kinds else None
     a.precopy_sizes = [int(x) for x in a.precopy_sizes.split(",")]
+    a.disk_sizes = [int(x) for x in a.disk_sizes.split(",")]
     if a.sizes:
         a.sizes = [int(s) for s in a.sizes.split(",")]
     else:
@@ -1820,6 +1888,8 @@ def main():
             b.precopy_cost_all()
         if "unpriv" in only:
             b.unpriv_all()
+        if "diskspeed" in only:
+            b.diskspeed_all()
         if "threadfloor" in only:
             b.threadfloor()
         if "incr" in only:
