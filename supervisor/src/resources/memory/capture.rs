@@ -15,7 +15,9 @@ use crate::resources::ghost::{ghost_id, is_unlinked_mapping};
 use crate::resources::memfd::memfd_name;
 use crate::resources::memory::dirty::{DirtyTracker, Written};
 use crate::resources::memory::pageread;
-use crate::resources::memory::precopy::{restrict_runs, AtFreeze, Reuse};
+use crate::resources::memory::precopy::{
+    intersect, merge, restrict_runs, subtract, AtFreeze, Reuse,
+};
 
 /// Dirty-page tracking for one capture (incremental checkpoints).
 pub struct DirtyScan<'a> {
@@ -106,7 +108,7 @@ pub(crate) fn plan_vma(
     object: bool,
     pagemap: &Pagemap,
     unchanged: Option<&[bool]>,
-    clean: Option<&[bool]>,
+    clean: Option<&[(u64, u64)]>,
 ) -> io::Result<PlannedVma> {
     let mut kept: Vec<(u64, u64)> = Vec::new();
     let mut from_parent: Vec<PageSpan> = Vec::new();
@@ -144,6 +146,26 @@ pub(crate) fn plan_vma(
             }
         }
     };
+    // Pre-copied memory, not incremental: the populated ranges split into
+    // those kept (clean) and those to read, range by range (no per-page
+    // work while the program is frozen).
+    if let (Some(p), Some(c), None) = (populated.as_ref(), clean, unchanged) {
+        let p = merge(p.clone());
+        let kept = intersect(&p, c)
+            .into_iter()
+            .map(|(s, e)| (s, (e - s) / PAGE_SIZE))
+            .collect();
+        let ranges = subtract(&p, c)
+            .into_iter()
+            .map(|(s, e)| pageread::Range {
+                vma,
+                addr: s,
+                npages: (e - s) / PAGE_SIZE,
+                anon,
+            })
+            .collect();
+        return Ok((ranges, from_parent, kept));
+    }
     let mut pages: Vec<usize> = Vec::new();
     match populated {
         Some(p) => {
@@ -163,8 +185,16 @@ pub(crate) fn plan_vma(
             }
         }
     }
+    // The clean ranges, walked alongside the pages (both in address order).
+    let mut clean_at = 0;
     for i in pages {
         let addr = m.start + i as u64 * PAGE_SIZE;
+        let is_clean = clean.is_some_and(|c| {
+            while clean_at < c.len() && c[clean_at].1 <= addr {
+                clean_at += 1;
+            }
+            clean_at < c.len() && c[clean_at].0 <= addr
+        });
         if unchanged.is_some_and(|u| u[i]) {
             match from_parent.last_mut() {
                 Some(s) if s.end() == addr => s.npages += 1,
@@ -172,7 +202,7 @@ pub(crate) fn plan_vma(
             }
             continue;
         }
-        if clean.is_some_and(|c| c[i]) {
+        if is_clean {
             match kept.last_mut() {
                 Some(k) if k.0 + k.1 * PAGE_SIZE == addr => k.1 += 1,
                 _ => kept.push((addr, 1)),

@@ -177,6 +177,61 @@ impl pageread::PageSource for Tolerant<'_> {
     }
 }
 
+/// Sorted ranges with the overlapping and touching ones joined.
+pub(crate) fn merge(sorted: Vec<(u64, u64)>) -> Vec<(u64, u64)> {
+    let mut out: Vec<(u64, u64)> = Vec::with_capacity(sorted.len());
+    for (s, e) in sorted {
+        match out.last_mut() {
+            Some(l) if s <= l.1 => l.1 = l.1.max(e),
+            _ => out.push((s, e)),
+        }
+    }
+    out
+}
+
+/// `a` less `b`; both sorted and disjoint, the result too.
+pub(crate) fn subtract(a: &[(u64, u64)], b: &[(u64, u64)]) -> Vec<(u64, u64)> {
+    let mut out = Vec::with_capacity(a.len());
+    let mut j = 0;
+    for &(s, e) in a {
+        let mut from = s;
+        while j < b.len() && b[j].1 <= from {
+            j += 1;
+        }
+        let mut k = j;
+        while k < b.len() && b[k].0 < e {
+            if b[k].0 > from {
+                out.push((from, b[k].0));
+            }
+            from = from.max(b[k].1);
+            k += 1;
+        }
+        if from < e {
+            out.push((from, e));
+        }
+    }
+    out
+}
+
+/// `a` and `b`; both sorted and disjoint, the result too.
+pub(crate) fn intersect(a: &[(u64, u64)], b: &[(u64, u64)]) -> Vec<(u64, u64)> {
+    let mut out = Vec::new();
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() && j < b.len() {
+        let s = a[i].0.max(b[j].0);
+        let e = a[i].1.min(b[j].1);
+        if s < e {
+            out.push((s, e));
+        }
+        if a[i].1 < b[j].1 {
+            i += 1;
+        } else {
+            j += 1;
+        }
+    }
+    out
+}
+
 /// The pages `(addr, npages)` less the byte ranges `failed`.
 fn cut(addr: u64, npages: u64, failed: &[(u64, u64)]) -> Vec<(u64, u64)> {
     let mut out = Vec::new();
@@ -200,8 +255,9 @@ fn cut(addr: u64, npages: u64, failed: &[(u64, u64)]) -> Vec<(u64, u64)> {
 /// Pre-copied pages still good at the freeze, for one mapping.
 #[derive(Debug, Clone)]
 pub struct Reuse {
-    /// Per page of the mapping: read by the pre-copy and not written since.
-    pub clean: Vec<bool>,
+    /// The pages of the mapping read by the pre-copy and not written
+    /// since: sorted, disjoint byte ranges `[start, end)`, page-aligned.
+    pub clean: Vec<(u64, u64)>,
     /// The pre-copied runs (restricted to the pages kept by the caller).
     pub runs: Vec<PageRun>,
 }
@@ -247,20 +303,23 @@ impl AtFreeze {
     /// The pre-copied pages of `m` still good, when `m` is unchanged.
     pub fn reuse(&self, m: &MapEntry) -> Option<Reuse> {
         let v = self.pre.vmas.iter().find(|v| same(&v.m, m))?;
-        let n = ((m.end - m.start) / PAGE_SIZE) as usize;
-        let mut clean = vec![false; n];
-        for &(addr, npages) in &v.read {
-            let a = ((addr - m.start) / PAGE_SIZE) as usize;
-            clean[a..a + npages as usize].fill(true);
-        }
+        // Ranges, not a flag per page: a 4 GiB heap is a million pages,
+        // and this runs while the program is frozen.
+        let mut read: Vec<(u64, u64)> = v
+            .read
+            .iter()
+            .map(|&(a, n)| (a.max(m.start), (a + n * PAGE_SIZE).min(m.end)))
+            .filter(|(a, e)| a < e)
+            .collect();
+        read.sort_unstable();
         let first = self.written.partition_point(|r| r.1 <= m.start);
-        for &(s, e) in self.written[first..].iter().take_while(|r| r.0 < m.end) {
-            let a = ((s.max(m.start) - m.start) / PAGE_SIZE) as usize;
-            let b = ((e.min(m.end) - m.start) / PAGE_SIZE) as usize;
-            clean[a..b].fill(false);
-        }
+        let written: Vec<(u64, u64)> = self.written[first..]
+            .iter()
+            .take_while(|r| r.0 < m.end)
+            .map(|&(s, e)| (s.max(m.start), e.min(m.end)))
+            .collect();
         Some(Reuse {
-            clean,
+            clean: subtract(&merge(read), &written),
             runs: v.runs.clone(),
         })
     }
@@ -336,6 +395,22 @@ pub fn restrict_runs(runs: &[PageRun], keep: &[(u64, u64)]) -> Vec<PageRun> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn range_sets() {
+        let a = merge(vec![(0, 10), (5, 20), (20, 30), (40, 50)]);
+        assert_eq!(a, vec![(0, 30), (40, 50)]);
+        assert_eq!(
+            subtract(&a, &[(2, 4), (25, 45), (49, 60)]),
+            vec![(0, 2), (4, 25), (45, 49)]
+        );
+        assert_eq!(subtract(&a, &[]), a);
+        assert_eq!(
+            intersect(&a, &[(2, 4), (25, 45), (49, 60)]),
+            vec![(2, 4), (25, 30), (40, 45), (49, 50)]
+        );
+        assert!(intersect(&a, &[(30, 40)]).is_empty());
+    }
 
     #[test]
     fn runs_cut_to_the_kept_pages() {
