@@ -13,11 +13,9 @@ use crate::kernel::ptrace;
 use crate::resources::fdshare::FdContext;
 use crate::resources::ghost::{ghost_id, is_unlinked_mapping};
 use crate::resources::memfd::memfd_name;
-use crate::resources::memory::dirty::{DirtyTracker, Written};
+use crate::resources::memory::dirty::{merge, DirtyTracker, Written};
 use crate::resources::memory::pageread;
-use crate::resources::memory::precopy::{
-    intersect, merge, restrict_runs, subtract, AtFreeze, Reuse,
-};
+use crate::resources::memory::precopy::{intersect, restrict_runs, subtract, AtFreeze, Reuse};
 
 /// Dirty-page tracking for one capture (incremental checkpoints).
 pub struct DirtyScan<'a> {

@@ -30,7 +30,7 @@ use crate::kernel::pid::HostPid;
 use crate::kernel::procfs::{self, MapEntry, Mem, Pagemap};
 use crate::resources::ghost::is_unlinked_mapping;
 use crate::resources::memory::capture::{plan_vma, vm_flags_of, VmFlags};
-use crate::resources::memory::dirty::DirtyTracker;
+use crate::resources::memory::dirty::{merge, DirtyTracker};
 use crate::resources::memory::pageread;
 
 /// Largest residue (pages to read at the freeze) copied while frozen
@@ -177,18 +177,6 @@ impl pageread::PageSource for Tolerant<'_> {
     }
 }
 
-/// Sorted ranges with the overlapping and touching ones joined.
-pub(crate) fn merge(sorted: Vec<(u64, u64)>) -> Vec<(u64, u64)> {
-    let mut out: Vec<(u64, u64)> = Vec::with_capacity(sorted.len());
-    for (s, e) in sorted {
-        match out.last_mut() {
-            Some(l) if s <= l.1 => l.1 = l.1.max(e),
-            _ => out.push((s, e)),
-        }
-    }
-    out
-}
-
 /// `a` less `b`; both sorted and disjoint, the result too.
 pub(crate) fn subtract(a: &[(u64, u64)], b: &[(u64, u64)]) -> Vec<(u64, u64)> {
     let mut out = Vec::with_capacity(a.len());
@@ -305,13 +293,12 @@ impl AtFreeze {
         let v = self.pre.vmas.iter().find(|v| same(&v.m, m))?;
         // Ranges, not a flag per page: a 4 GiB heap is a million pages,
         // and this runs while the program is frozen.
-        let mut read: Vec<(u64, u64)> = v
+        let read: Vec<(u64, u64)> = v
             .read
             .iter()
             .map(|&(a, n)| (a.max(m.start), (a + n * PAGE_SIZE).min(m.end)))
             .filter(|(a, e)| a < e)
             .collect();
-        read.sort_unstable();
         let first = self.written.partition_point(|r| r.1 <= m.start);
         let written: Vec<(u64, u64)> = self.written[first..]
             .iter()
