@@ -140,6 +140,9 @@ pub mod vtrap {
         434, // pidfd_open
         140, // getpriority
         141, // setpriority
+        129, // rt_sigqueueinfo
+        297, // rt_tgsigqueueinfo
+        247, // waitid
     ];
 }
 

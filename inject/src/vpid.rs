@@ -213,8 +213,60 @@ pub fn syscall(nr: i64, a: [u64; 6]) -> Option<i64> {
             b[1] = prio_who(id(0), a[1] as libc::id_t) as u64;
             raw(nr, b)
         }
+        libc::SYS_rt_sigqueueinfo => {
+            b[0] = arg(to_real(id(0)));
+            let mut info = [0u8; SIGINFO_LEN];
+            b[2] = sender_info(a[2], &mut info);
+            raw(nr, b)
+        }
+        libc::SYS_rt_tgsigqueueinfo => {
+            b[0] = arg(to_real(id(0)));
+            b[1] = arg(to_real(id(1)));
+            let mut info = [0u8; SIGINFO_LEN];
+            b[3] = sender_info(a[3], &mut info);
+            raw(nr, b)
+        }
+        libc::SYS_waitid => {
+            if matches!(a[0] as libc::idtype_t, libc::P_PID | libc::P_PGID) {
+                b[1] = arg(to_real(id(1))) & 0xffff_ffff;
+            }
+            let r = raw(nr, b);
+            if r == 0 && a[2] != 0 {
+                // SAFETY: the call filled the caller's siginfo_t at a[2];
+                // si_pid is an aligned int inside it.
+                unsafe {
+                    let p = (a[2] as *mut u8).add(SI_PID).cast::<pid_t>();
+                    *p = to_virt(*p);
+                }
+            }
+            r
+        }
         _ => return None,
     })
+}
+
+/// Size of a `siginfo_t`.
+const SIGINFO_LEN: usize = 128;
+
+/// The siginfo a program queues with a signal (`rt_sigqueueinfo`,
+/// `rt_tgsigqueueinfo`): its sender pid, a virtual one, becomes the real
+/// one in a copy (`buf`), as the kernel fills it for `kill`; the receiver's
+/// library turns it back. Returns the address to pass (the caller's when
+/// null or unreadable).
+fn sender_info(ptr: u64, buf: &mut [u8; SIGINFO_LEN]) -> u64 {
+    if ptr == 0 {
+        return ptr;
+    }
+    // SAFETY: the caller's `siginfo_t *` (the system call's contract),
+    // SIGINFO_LEN bytes, copied.
+    unsafe { std::ptr::copy_nonoverlapping(ptr as *const u8, buf.as_mut_ptr(), SIGINFO_LEN) };
+    let at = |o: usize| i32::from_ne_bytes(buf[o..o + 4].try_into().expect("4 bytes"));
+    // Only where the field is a sender's pid (as the receiving side reads it).
+    if carries_pid(at(0), at(SI_CODE)) {
+        let pid = at(SI_PID);
+        buf[SI_PID..SI_PID + 4].copy_from_slice(&to_real(pid).to_ne_bytes());
+    }
+    buf.as_ptr() as u64
 }
 
 #[no_mangle]
@@ -407,6 +459,23 @@ pub unsafe extern "C" fn waitid(
         }
     }
     r
+}
+
+static SIGQUEUE: OnceLock<usize> = OnceLock::new();
+
+/// `sigqueue(3)`: glibc fills the sender pid with the kernel's `getpid`
+/// and queues to the pid as given; here the target is made real (the
+/// sender pid is already real, and the receiver's library makes it
+/// virtual).
+#[no_mangle]
+pub extern "C" fn sigqueue(pid: pid_t, sig: c_int, value: libc::sigval) -> c_int {
+    let f = real!(
+        SIGQUEUE,
+        c"sigqueue",
+        unsafe extern "C" fn(pid_t, c_int, libc::sigval) -> c_int
+    );
+    // SAFETY: integer arguments and a union passed by value.
+    unsafe { f(to_real(pid), sig, value) }
 }
 
 /// `fork(2)`, with a child whose pid is no virtual pid the program knows.

@@ -275,6 +275,9 @@ mod tests {
             libc::SYS_pidfd_open,
             libc::SYS_getpriority,
             libc::SYS_setpriority,
+            libc::SYS_rt_sigqueueinfo,
+            libc::SYS_rt_tgsigqueueinfo,
+            libc::SYS_waitid,
         ];
         assert_eq!(crate::abi::vtrap::CALLS, &want[..]);
     }

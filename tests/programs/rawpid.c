@@ -6,7 +6,9 @@
  * survive restarts); kill(self, 0) and tgkill(self, self, 0) through the
  * raw instruction succeed, and a raw tgkill(self, self, SIGUSR1) reaches
  * the program's handler; a second thread checks its own tid the same way
- * (raw gettid, raw tgkill 0). Prints "raw start PID TID PPID" once ready and
+ * (raw gettid, raw tgkill 0). A raw rt_tgsigqueueinfo(self, self, SIGUSR1)
+ * with SI_QUEUE reaches the handler too, and a raw rt_sigqueueinfo(self, 0)
+ * finds the process. Prints "raw start PID TID PPID" once ready and
  * "raw end ..." before PASS (the test compares them).
  *
  * With --own-filter the program first installs a seccomp filter of its
@@ -18,7 +20,9 @@
  * that exec'd this program again (--child: for 200 ms, raw getpid and
  * gettid equal libc's and raw kill(self, 0) works, exit 0): after a
  * restart such a child runs under the trap filter it inherited, and
- * checkpoints catch some of them. The parent checks every exit status.
+ * checkpoints catch some of them. The parent reaps each with a raw
+ * waitid(P_PID, child) (the child alive at a checkpoint is reaped after
+ * the restart by its old pid) and checks its pid and exit status.
  *
  * Statically linked (rawpid_static) it runs the same checks; without the
  * inject library nothing translates its raw calls after a restart without
@@ -44,6 +48,17 @@
 static long raw0(long nr) {
     long r;
     __asm__ volatile("syscall" : "=a"(r) : "a"(nr) : "rcx", "r11", "memory");
+    return r;
+}
+
+static long raw5(long nr, long a, long b, long c, long d, long e) {
+    long r;
+    register long r10 __asm__("r10") = d;
+    register long r8 __asm__("r8") = e;
+    __asm__ volatile("syscall"
+                     : "=a"(r)
+                     : "a"(nr), "D"(a), "S"(b), "d"(c), "r"(r10), "r"(r8)
+                     : "rcx", "r11", "memory");
     return r;
 }
 
@@ -114,6 +129,21 @@ static void check(void) {
     if (k != 0 || usr1 != before + 1)
         zdtm_fail("raw tgkill(%ld, %ld, SIGUSR1): %ld, handler ran %d times", pid, tid, k,
                   (int)(usr1 - before));
+    siginfo_t si;
+    memset(&si, 0, sizeof si);
+    si.si_signo = SIGUSR1;
+    si.si_code = SI_QUEUE;
+    si.si_pid = pid;
+    si.si_uid = getuid();
+    before = usr1;
+    k = raw5(SYS_rt_tgsigqueueinfo, pid, tid, SIGUSR1, (long)&si, 0);
+    if (k != 0 || usr1 != before + 1)
+        zdtm_fail("raw rt_tgsigqueueinfo(%ld, %ld, SIGUSR1): %ld, handler ran %d times", pid, tid,
+                  k, (int)(usr1 - before));
+    si.si_signo = 0;
+    k = raw3(SYS_rt_sigqueueinfo, pid, 0, (long)&si);
+    if (k != 0)
+        zdtm_fail("raw rt_sigqueueinfo(%ld, 0): %ld", pid, k);
     if (own) {
         sig_atomic_t t = own_traps;
         long r = syscall(SYS_acct, NULL);
@@ -169,14 +199,16 @@ static long children;
 /* --exec: one child at a time, forked and exec'd again. */
 static void exec_child(void) {
     if (child > 0) {
-        int st;
-        pid_t w = waitpid(child, &st, WNOHANG);
+        siginfo_t si;
+        memset(&si, 0, sizeof si);
+        long w = raw5(SYS_waitid, P_PID, child, (long)&si, WEXITED | WNOHANG, 0);
         if (w < 0)
-            zdtm_fail("waitpid %d: %s", child, strerror(errno));
-        if (w == 0)
+            zdtm_fail("raw waitid(P_PID, %d): %ld", child, w);
+        if (si.si_pid == 0)
             return;
-        if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
-            zdtm_fail("exec'd child %d: status %#x", child, st);
+        if (si.si_pid != child || si.si_code != CLD_EXITED || si.si_status != 0)
+            zdtm_fail("exec'd child %d: raw waitid gave pid %d, code %d, status %d", child,
+                      si.si_pid, si.si_code, si.si_status);
         children++;
     }
     child = fork();

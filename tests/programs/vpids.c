@@ -16,7 +16,8 @@
  * their pids through sched_*, prlimit, get/setpriority, pidfd_open,
  * F_SETOWN/F_GETOWN(_EX) and /proc/PID paths (open, fopen, stat, lstat,
  * access, readlink, opendir, /proc/self/task/TID); the child and the
- * grandkid check si_pid of every SIGUSR1 (the sender is their parent) and
+ * grandkid check si_pid of every SIGUSR1 (the sender is their parent; the
+ * child sends the grandkid's by kill and by sigqueue in turn) and
  * the parent si_pid of SIGCHLD when the child exits; the grandkid takes
  * the child's SIGUSR2 with sigtimedwait and sigwaitinfo and checks its
  * si_pid.
@@ -50,7 +51,7 @@ static void on_usr1(int s, siginfo_t *si, void *ctx) {
     (void)s;
     (void)ctx;
     usr1++;
-    if (si->si_code == SI_USER && si->si_pid != usr1_from)
+    if ((si->si_code == SI_USER || si->si_code == SI_QUEUE) && si->si_pid != usr1_from)
         usr1_bad = si->si_pid;
 }
 static void on_chld(int s, siginfo_t *si, void *ctx) {
@@ -174,9 +175,13 @@ static int child(void) {
         exit(grandkid());
     }
     sigprocmask(SIG_SETMASK, &was, NULL);
+    long sends = 0;
     while (!term) {
         check("child", me);
-        if (kill(g, SIGUSR1) || kill(g, SIGUSR2) || killpg(me.pgid, 0) || kill(-me.pgid, 0) || getpgid(g) != me.pgid ||
+        /* SIGUSR1 by kill and by sigqueue in turn (a value and si_pid). */
+        union sigval v = { .sival_int = (int)sends };
+        int sent = (sends++ & 1) ? sigqueue(g, SIGUSR1, v) : kill(g, SIGUSR1);
+        if (sent || kill(g, SIGUSR2) || killpg(me.pgid, 0) || kill(-me.pgid, 0) || getpgid(g) != me.pgid ||
             getsid(g) != me.sid)
             zdtm_fail("child: the grandkid %d is not where it was", g);
         if (usr1_bad)
