@@ -22,14 +22,16 @@
 //! ([`syscall`], from the library's `syscall` export), and so are
 //! `si_pid` of `SA_SIGINFO` handlers ([`sigaction`] installs them behind
 //! [`trampoline`]), fcntl's owners, the pid of the `sched_*`, `prlimit`,
-//! `get/setpriority` and `pidfd_open` calls, and `/proc/PID/...` paths
-//! given to the open/stat/access/readlink/opendir family
-//! ([`proc_path`]). Not translated (see docs/user-guide.md): the
-//! `syscall` instruction itself (statically linked programs, Go), the
-//! children of glibc's internal forks are not checked against virtual
-//! pids (`posix_spawn`, `system`), pids inside `/proc` files, `si_pid`
-//! read through signalfd. The pid of `SO_PEERCRED` and of
-//! `SCM_CREDENTIALS` messages ([`recvmsg`], [`sendmsg`]) is translated.
+//! `get/setpriority` and `pidfd_open` calls, the target of [`sigqueue`],
+//! the pid requests of [`ioctl`], and `/proc/PID/...` paths given to the
+//! open/stat/access/readlink/opendir family ([`proc_path`]). Not
+//! translated (see docs/user-guide.md): the `syscall` instruction in
+//! statically linked programs (Go; in the program's own code elsewhere it
+//! is trapped, see `vpid_trap`), the children of glibc's internal forks
+//! are not checked against virtual pids (`posix_spawn`, `system`), pids
+//! inside `/proc` files, `si_pid` read through signalfd. The pid of
+//! `SO_PEERCRED` and of `SCM_CREDENTIALS` messages ([`recvmsg`],
+//! [`sendmsg`], [`recvmmsg`], [`sendmmsg`]) is translated.
 
 use std::ffi::{c_int, c_ulong, c_void};
 use std::sync::atomic::{AtomicI32, AtomicU32, Ordering};
