@@ -551,19 +551,26 @@ class Bench:
         """Frozen time of `random` at 1 and 4 GiB (codec none), the fork
         snapshot and pre-copy (DMTCP_PRECOPY=1) alternating, per repetition."""
         self.res["precopy"] = []
+        plan = [(kind, uid, size, mode) for kind in self.a.precopy_kinds for uid in self.a.precopy_users
+                for size in self.a.precopy_sizes for mode in ("fork", "precopy")]
         for rep in range(self.a.reps):
-            for size in self.a.precopy_sizes:
-                for mode in ("fork", "precopy"):
-                    extra = {"DMTCP_PRECOPY": "1"} if mode == "precopy" else {"DMTCP_PRECOPY": "0"}
-                    t = time.monotonic()
-                    r = self.ckpt_one("random", size, "none", extra)
-                    r["mode"] = mode
-                    r["rep"] = rep
-                    self.res["precopy"].append(r)
-                    log(f"precopy rep {rep + 1}/{self.a.reps} {size:5} {mode:7}: frozen={r.get('frozen')} "
-                        f"snapshot={r.get('snapshot')} precopy={r.get('precopy_time')} "
-                        f"residue={r.get('residue_kib')} KiB ckpt={r.get('ckpt_wall')} ok={r.get('ok')} "
-                        f"[{time.monotonic() - t:.1f}s]")
+            for kind, uid, size, mode in plan:
+                extra = {"DMTCP_PRECOPY": "1"} if mode == "precopy" else {"DMTCP_PRECOPY": "0"}
+                t = time.monotonic()
+                self.user = uid or None
+                try:
+                    r = self.ckpt_one(kind, size, "none", extra)
+                finally:
+                    self.user = None
+                r["mode"] = mode
+                r["rep"] = rep
+                r["uid"] = uid
+                self.res["precopy"].append(r)
+                log(f"precopy rep {rep + 1}/{self.a.reps} {kind} uid {uid} {size:5} {mode:7}: "
+                    f"frozen={r.get('frozen')} "
+                    f"snapshot={r.get('snapshot')} precopy={r.get('precopy_time')} "
+                    f"residue={r.get('residue_kib')} KiB ckpt={r.get('ckpt_wall')} ok={r.get('ok')} "
+                    f"[{time.monotonic() - t:.1f}s]")
 
     # ---------- 2a'. the runtime cost of pre-copy's armed tracker ----------
     def precopy_cost_all(self):
@@ -829,19 +836,20 @@ class Bench:
         P = self.res.get("precopy")
         if not P:
             return L + ["not run (--only)\n"]
-        L.append("Workload `random`, codec none; fork = the copy-on-write snapshot child (default); "
+        L.append("Codec none; fork = the copy-on-write snapshot child (default); "
                  "pre-copy = `DMTCP_PRECOPY=1` (memory copied while the program runs, only what it "
                  "wrote since read while frozen). frozen = 'froze' + 'captured' + 'thawed'; ckpt = "
                  "`dmtcp-command -bc` wall clock (includes the pre-copy pass); medians, with the range.\n")
-        L.append("| MiB | mode | which ran | frozen ms (median) | frozen ms (min-max) | snapshot made ms | "
-                 "pre-copy pass ms | residue KiB | ckpt ms | ok |")
-        L.append("|---|---|---|---|---|---|---|---|---|---|")
+        L.append("| workload | uid | MiB | mode | which ran | frozen ms (median) | frozen ms (min-max) | "
+                 "snapshot made ms | pre-copy pass ms | residue KiB | ckpt ms | ok |")
+        L.append("|---|---|---|---|---|---|---|---|---|---|---|---|")
         groups = {}
         for r in P:
-            groups.setdefault((r["size"], r["mode"]), []).append(r)
-        for (size, mode), rs in sorted(groups.items()):
+            groups.setdefault((r["kind"], r.get("uid", 0), r["size"], r["mode"]), []).append(r)
+        for (kind, uid, size, mode), rs in sorted(groups.items()):
             fr = [r["frozen"] for r in rs if r.get("frozen") is not None]
-            L.append(f"| {size} | {mode} | {','.join(sorted({r.get('snapshot') or 'none' for r in rs}))} | "
+            L.append(f"| {kind} | {uid} | {size} | {mode} | "
+                     f"{','.join(sorted({r.get('snapshot') or 'none' for r in rs}))} | "
                      f"{ms(med(fr))} | {ms(min(fr)) if fr else '-'}-{ms(max(fr)) if fr else '-'} | "
                      f"{ms(med([r.get('snapshot_made') for r in rs]))} | "
                      f"{ms(med([r.get('precopy_time') for r in rs]))} | "
@@ -1858,6 +1866,10 @@ def main():
                     help="sections to run")
     ap.add_argument("--disk-sizes", default="1024,4096",
                     help="comma-separated MiB for the diskspeed section (default 1024,4096)")
+    ap.add_argument("--precopy-kinds", default="random",
+                    help="comma-separated workloads for the precopy section (default random; random,text)")
+    ap.add_argument("--precopy-users", default="0",
+                    help="comma-separated uids for the precopy section (default 0; 0,65534)")
     ap.add_argument("--precopy-sizes", default="1024,4096",
                     help="comma-separated MiB for the precopy section (default 1024,4096)")
     ap.add_argument("--codecs", default=None,
@@ -1870,6 +1882,8 @@ def main():
     a.kinds = a.kinds.split(",") if a.kinds else None
     a.precopy_sizes = [int(x) for x in a.precopy_sizes.split(",")]
     a.disk_sizes = [int(x) for x in a.disk_sizes.split(",")]
+    a.precopy_kinds = a.precopy_kinds.split(",")
+    a.precopy_users = [int(x) for x in a.precopy_users.split(",")]
     if a.sizes:
         a.sizes = [int(s) for s in a.sizes.split(",")]
     else:
