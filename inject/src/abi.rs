@@ -47,7 +47,7 @@
 //! | offset | size | field          | written by                                 |
 //! |-------:|-----:|----------------|--------------------------------------------|
 //! |    264 |    4 | trap_filter    | restorer: 1 = the trap filter is the root of every thread's seccomp chain; library: 1 when it finds the filter after an exec |
-//! |    268 |    4 | reserved       | 0                                          |
+//! |    268 |    4 | pid_prev       | restorer: 1 = the pid table's previous-real column follows its pairs |
 //! |    272 |    8 | sigsys_handler | library: address of its SIGSYS handler, once installed |
 //!
 //! Pid table (at a fixed offset, whatever `size` says; all zero unless
@@ -58,6 +58,17 @@
 //! |    512 |    4 | pid_count      | restorer: number of pairs that follow      |
 //! |    516 |    4 | tid_offset     | library: where glibc keeps a thread's kernel tid, from its thread pointer (0: not found) |
 //! |    520 | 8 * n| pid pairs      | restorer: i32 virtual, i32 real (pids and tids the program sees / the kernel's) |
+//! | 520+8n | 4 * n| previous reals | restorer, when `pid_prev` is 1: row i's real id before this restart (its virtual id before the first; 0 rows: see below) |
+//!
+//! A thread can be stopped for a checkpoint between a system call and the
+//! translation of the id the call returned, or between the translation of
+//! an id and the call that takes it: it then holds a real id of the run
+//! the image was taken in. The library notes `restarts` around each such
+//! call: when it changed, an id returned is looked up among the current
+//! real ids, then among the previous ones, and a call that found no such
+//! process is made again ([`crate::vpid`]). Previous real ids of processes
+//! that no longer exist (reaped before the checkpoint) have rows of their
+//! own with real id 0 (never a match for a virtual id).
 //!
 //! The restorer also writes each restored thread's new kernel tid at
 //! `fs_base + tid_offset`, so that glibc's own uses of it
@@ -154,6 +165,10 @@ pub const TID_OFFSET_OFF: usize = 516;
 pub const PIDMAP_PAIRS: usize = 520;
 /// Most pairs the table holds.
 pub const PIDMAP_MAX: usize = (STATE_MAP_LEN - PIDMAP_PAIRS) / 8;
+/// Offset of `pid_prev` (see the table above).
+pub const PIDMAP_PREV_OFF: usize = 268;
+/// Most rows the table holds with its previous-real column.
+pub const PIDMAP_PREV_MAX: usize = (STATE_MAP_LEN - PIDMAP_PAIRS) / 12;
 
 /// Field offsets (see the table above).
 pub mod off {

@@ -34,7 +34,7 @@
 //! [`sendmsg`], [`recvmmsg`], [`sendmmsg`]) is translated.
 
 use std::ffi::{c_int, c_ulong, c_void};
-use std::sync::atomic::{AtomicI32, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering};
 use std::sync::OnceLock;
 
 use libc::pid_t;
@@ -113,7 +113,7 @@ pub fn to_real(virt: pid_t) -> pid_t {
     }
     table()
         .iter()
-        .find(|p| p[0].load(Ordering::Relaxed) == virt)
+        .find(|p| p[0].load(Ordering::Relaxed) == virt && p[1].load(Ordering::Relaxed) > 0)
         .map_or(virt, |p| p[1].load(Ordering::Relaxed))
 }
 
@@ -129,9 +129,127 @@ fn target_to_real(pid: pid_t) -> pid_t {
 
 /// Whether real pid `p` is the virtual pid of another process.
 fn taken_as_virtual(p: pid_t) -> bool {
-    table()
-        .iter()
-        .any(|e| e[0].load(Ordering::Relaxed) == p && e[1].load(Ordering::Relaxed) != p)
+    table().iter().any(|e| {
+        let real = e[1].load(Ordering::Relaxed);
+        e[0].load(Ordering::Relaxed) == p && real != p && real > 0
+    })
+}
+
+// ---------------------------------------------------------------------
+// Restarts in the middle of a call. A checkpoint stops a thread wherever
+// it is: between a system call and the translation of the id it returned,
+// or between the translation of an id and the call. The thread then goes
+// on after the restart with a real id of the run before. Each wrapper
+// notes the restart count around its call (it changes only while every
+// thread is stopped, with the table) and makes up for it.
+// ---------------------------------------------------------------------
+
+/// The state page's restart count (0 without a page).
+#[inline]
+fn epoch() -> u64 {
+    let page = crate::state::raw();
+    if page.is_null() {
+        return 0;
+    }
+    // SAFETY: a non-null page is the state mapping; RESTARTS is an
+    // 8-aligned u64 inside it.
+    unsafe { &*page.add(crate::abi::off::RESTARTS).cast::<AtomicU64>() }.load(Ordering::Acquire)
+}
+
+/// `f` (a call with its translations) made again until no restart came in
+/// the middle: for calls that may be made twice (reading ids, setting a
+/// value to the same value again).
+#[inline]
+fn stable<T>(mut f: impl FnMut() -> T) -> T {
+    loop {
+        let e = epoch();
+        let v = f();
+        if epoch() == e {
+            return v;
+        }
+    }
+}
+
+/// `f` (a call taking translated ids, raw result) made again when a
+/// restart came in the middle and it found no such process or child: it
+/// may have been made with a real id of the run before. One that
+/// succeeded was made before the checkpoint and is not repeated.
+#[inline]
+fn again(mut f: impl FnMut() -> i64) -> i64 {
+    loop {
+        let e = epoch();
+        let r = f();
+        if epoch() == e || !(r == -i64::from(libc::ESRCH) || r == -i64::from(libc::ECHILD)) {
+            return r;
+        }
+    }
+}
+
+/// [`again`] for a libc function (-1 and errno on failure).
+#[inline]
+fn again_libc<T: Copy + PartialEq + From<i8>>(mut f: impl FnMut() -> T) -> T {
+    loop {
+        let e = epoch();
+        let r = f();
+        if epoch() == e || r != T::from(-1) {
+            return r;
+        }
+        let err = std::io::Error::last_os_error().raw_os_error();
+        if err != Some(libc::ESRCH) && err != Some(libc::ECHILD) {
+            return r;
+        }
+    }
+}
+
+/// The virtual id of a real one that a call made after restart count
+/// `e` was read returned: when a restart came in the middle, the id is
+/// one of this run (a current real id) or of the run before (a previous
+/// real id, [`crate::abi::PIDMAP_PREV_OFF`]).
+fn virt_since(e: u64, real: pid_t) -> pid_t {
+    if real <= 0 {
+        return real;
+    }
+    loop {
+        let now = epoch();
+        let v = if now == e {
+            to_virt(real)
+        } else {
+            to_virt_either(real)
+        };
+        if epoch() == now {
+            return v;
+        }
+    }
+}
+
+/// A current real id's virtual id, else a previous real id's.
+fn to_virt_either(real: pid_t) -> pid_t {
+    let t = table();
+    if let Some(p) = t.iter().find(|p| p[1].load(Ordering::Relaxed) == real) {
+        return p[0].load(Ordering::Relaxed);
+    }
+    let page = crate::state::raw();
+    // SAFETY: a non-empty table comes from the state mapping; pid_prev is
+    // a 4-aligned u32 inside it.
+    let with_prev = !t.is_empty()
+        && unsafe { &*page.add(crate::abi::PIDMAP_PREV_OFF).cast::<AtomicU32>() }
+            .load(Ordering::Relaxed)
+            == 1
+        && t.len() <= crate::abi::PIDMAP_PREV_MAX;
+    if !with_prev {
+        return real;
+    }
+    // SAFETY: with pid_prev set, t.len() i32s follow the pairs, inside the
+    // mapping (t.len() <= PIDMAP_PREV_MAX); 4-aligned.
+    let prev = unsafe {
+        std::slice::from_raw_parts(
+            page.add(PIDMAP_PAIRS + 8 * t.len()).cast::<AtomicI32>(),
+            t.len(),
+        )
+    };
+    prev.iter()
+        .position(|p| p.load(Ordering::Relaxed) == real)
+        .map_or(real, |i| t[i][0].load(Ordering::Relaxed))
 }
 
 /// A system call with the libc convention (-1 and errno on failure).
@@ -164,38 +282,52 @@ pub fn syscall(nr: i64, a: [u64; 6]) -> Option<i64> {
             r
         }
     };
-    let mut b = a;
+    // The arguments with some of them replaced.
+    let with = |set: &[(usize, u64)]| {
+        let mut b = a;
+        for &(i, v) in set {
+            b[i] = v;
+        }
+        b
+    };
     Some(match nr {
-        libc::SYS_getpid
-        | libc::SYS_getppid
-        | libc::SYS_gettid
-        | libc::SYS_getpgrp
-        | libc::SYS_setsid => out(raw(nr, a)),
+        libc::SYS_getpid | libc::SYS_getppid | libc::SYS_gettid | libc::SYS_getpgrp => {
+            stable(|| out(raw(nr, a)))
+        }
+        libc::SYS_setsid => {
+            let e = epoch();
+            let r = raw(nr, a);
+            if r > 0 {
+                i64::from(virt_since(e, r as pid_t))
+            } else {
+                r
+            }
+        }
         libc::SYS_getpgid | libc::SYS_getsid => {
-            b[0] = arg(to_real(id(0)));
-            out(raw(nr, b))
+            stable(|| out(raw(nr, with(&[(0, arg(to_real(id(0))))]))))
         }
-        libc::SYS_setpgid => {
-            b[0] = arg(to_real(id(0)));
-            b[1] = arg(to_real(id(1)));
-            raw(nr, b)
-        }
-        libc::SYS_kill => {
-            b[0] = arg(target_to_real(id(0)));
-            raw(nr, b)
-        }
-        libc::SYS_tkill => {
-            b[0] = arg(to_real(id(0)));
-            raw(nr, b)
-        }
-        libc::SYS_tgkill => {
-            b[0] = arg(to_real(id(0)));
-            b[1] = arg(to_real(id(1)));
-            raw(nr, b)
-        }
+        libc::SYS_setpgid => again(|| {
+            raw(
+                nr,
+                with(&[(0, arg(to_real(id(0)))), (1, arg(to_real(id(1))))]),
+            )
+        }),
+        libc::SYS_kill => again(|| raw(nr, with(&[(0, arg(target_to_real(id(0))))]))),
+        libc::SYS_tkill => again(|| raw(nr, with(&[(0, arg(to_real(id(0))))]))),
+        libc::SYS_tgkill => again(|| {
+            raw(
+                nr,
+                with(&[(0, arg(to_real(id(0)))), (1, arg(to_real(id(1))))]),
+            )
+        }),
         libc::SYS_wait4 => {
-            b[0] = arg(target_to_real(id(0)));
-            out(raw(nr, b))
+            let e = epoch();
+            let r = again(|| raw(nr, with(&[(0, arg(target_to_real(id(0))))])));
+            if r > 0 {
+                i64::from(virt_since(e, r as pid_t))
+            } else {
+                r
+            }
         }
         libc::SYS_sched_setaffinity
         | libc::SYS_sched_getaffinity
@@ -206,39 +338,40 @@ pub fn syscall(nr: i64, a: [u64; 6]) -> Option<i64> {
         | libc::SYS_sched_rr_get_interval
         | libc::SYS_sched_setattr
         | libc::SYS_sched_getattr
-        | libc::SYS_prlimit64
-        | libc::SYS_pidfd_open => {
-            b[0] = arg(to_real(id(0)));
-            raw(nr, b)
-        }
+        | libc::SYS_prlimit64 => stable(|| raw(nr, with(&[(0, arg(to_real(id(0))))]))),
+        libc::SYS_pidfd_open => again(|| raw(nr, with(&[(0, arg(to_real(id(0))))]))),
         libc::SYS_getpriority | libc::SYS_setpriority => {
-            b[1] = prio_who(id(0), a[1] as libc::id_t) as u64;
-            raw(nr, b)
+            stable(|| raw(nr, with(&[(1, prio_who(id(0), a[1] as libc::id_t) as u64)])))
         }
-        libc::SYS_rt_sigqueueinfo => {
-            b[0] = arg(to_real(id(0)));
+        libc::SYS_rt_sigqueueinfo => again(|| {
             let mut info = [0u8; SIGINFO_LEN];
-            b[2] = sender_info(a[2], &mut info);
+            let b = with(&[(0, arg(to_real(id(0)))), (2, sender_info(a[2], &mut info))]);
             raw(nr, b)
-        }
-        libc::SYS_rt_tgsigqueueinfo => {
-            b[0] = arg(to_real(id(0)));
-            b[1] = arg(to_real(id(1)));
+        }),
+        libc::SYS_rt_tgsigqueueinfo => again(|| {
             let mut info = [0u8; SIGINFO_LEN];
-            b[3] = sender_info(a[3], &mut info);
+            let b = with(&[
+                (0, arg(to_real(id(0)))),
+                (1, arg(to_real(id(1)))),
+                (3, sender_info(a[3], &mut info)),
+            ]);
             raw(nr, b)
-        }
+        }),
         libc::SYS_waitid => {
-            if matches!(a[0] as libc::idtype_t, libc::P_PID | libc::P_PGID) {
-                b[1] = arg(to_real(id(1))) & 0xffff_ffff;
-            }
-            let r = raw(nr, b);
+            let e = epoch();
+            let r = again(|| {
+                if matches!(a[0] as libc::idtype_t, libc::P_PID | libc::P_PGID) {
+                    raw(nr, with(&[(1, arg(to_real(id(1))) & 0xffff_ffff)]))
+                } else {
+                    raw(nr, a)
+                }
+            });
             if r == 0 && a[2] != 0 {
                 // SAFETY: the call filled the caller's siginfo_t at a[2];
                 // si_pid is an aligned int inside it.
                 unsafe {
                     let p = (a[2] as *mut u8).add(SI_PID).cast::<pid_t>();
-                    *p = to_virt(*p);
+                    *p = virt_since(e, *p);
                 }
             }
             r
@@ -273,53 +406,58 @@ fn sender_info(ptr: u64, buf: &mut [u8; SIGINFO_LEN]) -> u64 {
 
 #[no_mangle]
 pub extern "C" fn getpid() -> pid_t {
-    to_virt(sys0(libc::SYS_getpid))
+    stable(|| to_virt(sys0(libc::SYS_getpid)))
 }
 
 #[no_mangle]
 pub extern "C" fn getppid() -> pid_t {
-    to_virt(sys0(libc::SYS_getppid))
+    stable(|| to_virt(sys0(libc::SYS_getppid)))
 }
 
 #[no_mangle]
 pub extern "C" fn gettid() -> pid_t {
-    to_virt(sys0(libc::SYS_gettid))
+    stable(|| to_virt(sys0(libc::SYS_gettid)))
 }
 
 #[no_mangle]
 pub extern "C" fn getpgrp() -> pid_t {
-    to_virt(sys1(libc::SYS_getpgid, 0))
+    stable(|| to_virt(sys1(libc::SYS_getpgid, 0)))
 }
 
 #[no_mangle]
 pub extern "C" fn getpgid(pid: pid_t) -> pid_t {
-    to_virt(sys1(libc::SYS_getpgid, to_real(pid)))
+    stable(|| to_virt(sys1(libc::SYS_getpgid, to_real(pid))))
 }
 
 #[no_mangle]
 pub extern "C" fn getsid(pid: pid_t) -> pid_t {
-    to_virt(sys1(libc::SYS_getsid, to_real(pid)))
+    stable(|| to_virt(sys1(libc::SYS_getsid, to_real(pid))))
 }
 
 #[no_mangle]
 pub extern "C" fn setsid() -> pid_t {
-    to_virt(sys0(libc::SYS_setsid))
+    let e = epoch();
+    virt_since(e, sys0(libc::SYS_setsid))
 }
 
 #[no_mangle]
 pub extern "C" fn setpgid(pid: pid_t, pgid: pid_t) -> c_int {
-    sys(
-        libc::SYS_setpgid,
-        [arg(to_real(pid)), arg(to_real(pgid)), 0, 0, 0, 0],
-    ) as c_int
+    again_libc(|| {
+        sys(
+            libc::SYS_setpgid,
+            [arg(to_real(pid)), arg(to_real(pgid)), 0, 0, 0, 0],
+        ) as c_int
+    })
 }
 
 #[no_mangle]
 pub extern "C" fn kill(pid: pid_t, sig: c_int) -> c_int {
-    sys(
-        libc::SYS_kill,
-        [arg(target_to_real(pid)), sig as u64, 0, 0, 0, 0],
-    ) as c_int
+    again_libc(|| {
+        sys(
+            libc::SYS_kill,
+            [arg(target_to_real(pid)), sig as u64, 0, 0, 0, 0],
+        ) as c_int
+    })
 }
 
 #[no_mangle]
@@ -328,18 +466,22 @@ pub extern "C" fn killpg(pgrp: pid_t, sig: c_int) -> c_int {
         crate::sys::set_errno(libc::EINVAL);
         return -1;
     }
-    sys(
-        libc::SYS_kill,
-        [arg(-to_real(pgrp)), sig as u64, 0, 0, 0, 0],
-    ) as c_int
+    again_libc(|| {
+        sys(
+            libc::SYS_kill,
+            [arg(-to_real(pgrp)), sig as u64, 0, 0, 0, 0],
+        ) as c_int
+    })
 }
 
 #[no_mangle]
 pub extern "C" fn tgkill(tgid: pid_t, tid: pid_t, sig: c_int) -> c_int {
-    sys(
-        libc::SYS_tgkill,
-        [arg(to_real(tgid)), arg(to_real(tid)), sig as u64, 0, 0, 0],
-    ) as c_int
+    again_libc(|| {
+        sys(
+            libc::SYS_tgkill,
+            [arg(to_real(tgid)), arg(to_real(tid)), sig as u64, 0, 0, 0],
+        ) as c_int
+    })
 }
 
 static WAITPID: OnceLock<usize> = OnceLock::new();
@@ -377,8 +519,10 @@ pub unsafe extern "C" fn waitpid(pid: pid_t, status: *mut c_int, options: c_int)
         c"waitpid",
         unsafe extern "C" fn(pid_t, *mut c_int, c_int) -> pid_t
     );
+    let e = epoch();
     // SAFETY: the caller's pointer, passed on.
-    to_virt(unsafe { f(target_to_real(pid), status, options) })
+    let r = again_libc(|| unsafe { f(target_to_real(pid), status, options) });
+    virt_since(e, r)
 }
 
 /// `wait(2)`.
@@ -388,8 +532,9 @@ pub unsafe extern "C" fn waitpid(pid: pid_t, status: *mut c_int, options: c_int)
 #[no_mangle]
 pub unsafe extern "C" fn wait(status: *mut c_int) -> pid_t {
     let f = real!(WAIT, c"wait", unsafe extern "C" fn(*mut c_int) -> pid_t);
+    let e = epoch();
     // SAFETY: the caller's pointer, passed on.
-    to_virt(unsafe { f(status) })
+    virt_since(e, unsafe { f(status) })
 }
 
 /// `wait3(2)`.
@@ -403,8 +548,9 @@ pub unsafe extern "C" fn wait3(status: *mut c_int, options: c_int, rusage: *mut 
         c"wait3",
         unsafe extern "C" fn(*mut c_int, c_int, *mut c_void) -> pid_t
     );
+    let e = epoch();
     // SAFETY: the caller's pointers, passed on.
-    to_virt(unsafe { f(status, options, rusage) })
+    virt_since(e, unsafe { f(status, options, rusage) })
 }
 
 /// `wait4(2)`.
@@ -423,8 +569,10 @@ pub unsafe extern "C" fn wait4(
         c"wait4",
         unsafe extern "C" fn(pid_t, *mut c_int, c_int, *mut c_void) -> pid_t
     );
+    let e = epoch();
     // SAFETY: the caller's pointers, passed on.
-    to_virt(unsafe { f(target_to_real(pid), status, options, rusage) })
+    let r = again_libc(|| unsafe { f(target_to_real(pid), status, options, rusage) });
+    virt_since(e, r)
 }
 
 /// Byte offset of `si_pid` in a `siginfo_t` (x86_64).
@@ -446,18 +594,19 @@ pub unsafe extern "C" fn waitid(
         c"waitid",
         unsafe extern "C" fn(libc::idtype_t, libc::id_t, *mut libc::siginfo_t, c_int) -> c_int
     );
-    let id = match idtype {
+    let real_id = || match idtype {
         libc::P_PID | libc::P_PGID => to_real(id as pid_t) as libc::id_t,
         _ => id,
     };
+    let e = epoch();
     // SAFETY: the caller's pointer, passed on.
-    let r = unsafe { f(idtype, id, infop, options) };
+    let r = again_libc(|| unsafe { f(idtype, real_id(), infop, options) });
     if r == 0 && !infop.is_null() && !table().is_empty() {
         // SAFETY: infop points to a siginfo_t the call filled; si_pid is
         // an aligned int inside it.
         unsafe {
             let p = infop.cast::<u8>().add(SI_PID).cast::<pid_t>();
-            *p = to_virt(*p);
+            *p = virt_since(e, *p);
         }
     }
     r
@@ -477,7 +626,7 @@ pub extern "C" fn sigqueue(pid: pid_t, sig: c_int, value: libc::sigval) -> c_int
         unsafe extern "C" fn(pid_t, c_int, libc::sigval) -> c_int
     );
     // SAFETY: integer arguments and a union passed by value.
-    unsafe { f(to_real(pid), sig, value) }
+    again_libc(|| unsafe { f(to_real(pid), sig, value) })
 }
 
 /// `fork(2)`, with a child whose pid is no virtual pid the program knows.
@@ -485,6 +634,7 @@ pub extern "C" fn sigqueue(pid: pid_t, sig: c_int, value: libc::sigval) -> c_int
 pub extern "C" fn fork() -> pid_t {
     let f = real!(FORK, c"fork", unsafe extern "C" fn() -> pid_t);
     for _ in 0..1000 {
+        let e = epoch();
         // SAFETY: glibc's fork, with its atfork handlers.
         let r = unsafe { f() };
         if r < 0 {
@@ -498,7 +648,7 @@ pub extern "C" fn fork() -> pid_t {
             return 0;
         }
         if !taken_as_virtual(r) {
-            return to_virt(r);
+            return virt_since(e, r);
         }
         // SAFETY: reaping the child just made (it exits at once).
         unsafe {
@@ -523,7 +673,7 @@ pub extern "C" fn tcgetpgrp(fd: c_int) -> pid_t {
         unsafe extern "C" fn(c_int) -> pid_t
     );
     // SAFETY: an integer argument.
-    to_virt(unsafe { f(fd) })
+    stable(|| to_virt(unsafe { f(fd) }))
 }
 
 #[no_mangle]
@@ -534,14 +684,14 @@ pub extern "C" fn tcsetpgrp(fd: c_int, pgrp: pid_t) -> c_int {
         unsafe extern "C" fn(c_int, pid_t) -> c_int
     );
     // SAFETY: integer arguments.
-    unsafe { f(fd, to_real(pgrp)) }
+    stable(|| unsafe { f(fd, to_real(pgrp)) })
 }
 
 #[no_mangle]
 pub extern "C" fn tcgetsid(fd: c_int) -> pid_t {
     let f = real!(TCGETSID, c"tcgetsid", unsafe extern "C" fn(c_int) -> pid_t);
     // SAFETY: an integer argument.
-    to_virt(unsafe { f(fd) })
+    stable(|| to_virt(unsafe { f(fd) }))
 }
 
 // ---------------------------------------------------------------------
@@ -676,7 +826,7 @@ static SIGTIMEDWAIT: OnceLock<usize> = OnceLock::new();
 ///
 /// # Safety
 /// `info` is null or a siginfo the call filled.
-unsafe fn taken_siginfo(sig: c_int, info: *mut libc::siginfo_t) {
+unsafe fn taken_siginfo(e: u64, sig: c_int, info: *mut libc::siginfo_t) {
     if sig <= 0 || info.is_null() || table().is_empty() {
         return;
     }
@@ -685,7 +835,7 @@ unsafe fn taken_siginfo(sig: c_int, info: *mut libc::siginfo_t) {
         let base = info.cast::<u8>();
         if carries_pid(sig, *base.add(SI_CODE).cast::<c_int>()) {
             let p = base.add(SI_PID).cast::<pid_t>();
-            *p = to_virt(*p);
+            *p = virt_since(e, *p);
         }
     }
 }
@@ -704,10 +854,11 @@ pub unsafe extern "C" fn sigwaitinfo(
         c"sigwaitinfo",
         unsafe extern "C" fn(*const libc::sigset_t, *mut libc::siginfo_t) -> c_int
     );
+    let e = epoch();
     // SAFETY: the caller's pointers, passed on.
     let r = unsafe { f(set, info) };
     // SAFETY: filled when r > 0.
-    unsafe { taken_siginfo(r, info) };
+    unsafe { taken_siginfo(e, r, info) };
     r
 }
 
@@ -731,10 +882,11 @@ pub unsafe extern "C" fn sigtimedwait(
             *const libc::timespec,
         ) -> c_int
     );
+    let e = epoch();
     // SAFETY: the caller's pointers, passed on.
     let r = unsafe { f(set, info, timeout) };
     // SAFETY: filled when r > 0.
-    unsafe { taken_siginfo(r, info) };
+    unsafe { taken_siginfo(e, r, info) };
     r
 }
 
@@ -769,7 +921,7 @@ pub unsafe extern "C" fn sched_setaffinity(pid: pid_t, size: usize, mask: *const
         unsafe extern "C" fn(pid_t, usize, *const c_void) -> c_int
     );
     // SAFETY: the caller's pointer, passed on.
-    unsafe { f(to_real(pid), size, mask) }
+    stable(|| unsafe { f(to_real(pid), size, mask) })
 }
 
 /// `sched_getaffinity(2)`.
@@ -784,7 +936,7 @@ pub unsafe extern "C" fn sched_getaffinity(pid: pid_t, size: usize, mask: *mut c
         unsafe extern "C" fn(pid_t, usize, *mut c_void) -> c_int
     );
     // SAFETY: the caller's pointer, passed on.
-    unsafe { f(to_real(pid), size, mask) }
+    stable(|| unsafe { f(to_real(pid), size, mask) })
 }
 
 /// `sched_setscheduler(2)`.
@@ -803,7 +955,7 @@ pub unsafe extern "C" fn sched_setscheduler(
         unsafe extern "C" fn(pid_t, c_int, *const c_void) -> c_int
     );
     // SAFETY: the caller's pointer, passed on.
-    unsafe { f(to_real(pid), policy, param) }
+    stable(|| unsafe { f(to_real(pid), policy, param) })
 }
 
 #[no_mangle]
@@ -814,7 +966,7 @@ pub extern "C" fn sched_getscheduler(pid: pid_t) -> c_int {
         unsafe extern "C" fn(pid_t) -> c_int
     );
     // SAFETY: an integer argument.
-    unsafe { f(to_real(pid)) }
+    stable(|| unsafe { f(to_real(pid)) })
 }
 
 /// `sched_setparam(2)`.
@@ -829,7 +981,7 @@ pub unsafe extern "C" fn sched_setparam(pid: pid_t, param: *const c_void) -> c_i
         unsafe extern "C" fn(pid_t, *const c_void) -> c_int
     );
     // SAFETY: the caller's pointer, passed on.
-    unsafe { f(to_real(pid), param) }
+    stable(|| unsafe { f(to_real(pid), param) })
 }
 
 /// `sched_getparam(2)`.
@@ -844,7 +996,7 @@ pub unsafe extern "C" fn sched_getparam(pid: pid_t, param: *mut c_void) -> c_int
         unsafe extern "C" fn(pid_t, *mut c_void) -> c_int
     );
     // SAFETY: the caller's pointer, passed on.
-    unsafe { f(to_real(pid), param) }
+    stable(|| unsafe { f(to_real(pid), param) })
 }
 
 /// `sched_rr_get_interval(2)`.
@@ -859,7 +1011,7 @@ pub unsafe extern "C" fn sched_rr_get_interval(pid: pid_t, tp: *mut c_void) -> c
         unsafe extern "C" fn(pid_t, *mut c_void) -> c_int
     );
     // SAFETY: the caller's pointer, passed on.
-    unsafe { f(to_real(pid), tp) }
+    stable(|| unsafe { f(to_real(pid), tp) })
 }
 
 type PrlimitFn = unsafe extern "C" fn(pid_t, c_int, *const c_void, *mut c_void) -> c_int;
@@ -877,7 +1029,7 @@ pub unsafe extern "C" fn prlimit(
 ) -> c_int {
     let f = real!(PRLIMIT, c"prlimit", PrlimitFn);
     // SAFETY: the caller's pointers, passed on.
-    unsafe { f(to_real(pid), resource, new, old) }
+    stable(|| unsafe { f(to_real(pid), resource, new, old) })
 }
 
 /// `prlimit64(2)`.
@@ -893,7 +1045,7 @@ pub unsafe extern "C" fn prlimit64(
 ) -> c_int {
     let f = real!(PRLIMIT64, c"prlimit64", PrlimitFn);
     // SAFETY: the caller's pointers, passed on.
-    unsafe { f(to_real(pid), resource, new, old) }
+    stable(|| unsafe { f(to_real(pid), resource, new, old) })
 }
 
 /// The `who` of get/setpriority: a process or a process group is a pid.
@@ -913,7 +1065,7 @@ pub extern "C" fn getpriority(which: c_int, who: libc::id_t) -> c_int {
         unsafe extern "C" fn(c_int, libc::id_t) -> c_int
     );
     // SAFETY: integer arguments.
-    unsafe { f(which, prio_who(which, who)) }
+    stable(|| unsafe { f(which, prio_who(which, who)) })
 }
 
 #[no_mangle]
@@ -924,7 +1076,7 @@ pub extern "C" fn setpriority(which: c_int, who: libc::id_t, prio: c_int) -> c_i
         unsafe extern "C" fn(c_int, libc::id_t, c_int) -> c_int
     );
     // SAFETY: integer arguments.
-    unsafe { f(which, prio_who(which, who), prio) }
+    stable(|| unsafe { f(which, prio_who(which, who), prio) })
 }
 
 #[no_mangle]
@@ -935,7 +1087,7 @@ pub extern "C" fn pidfd_open(pid: pid_t, flags: libc::c_uint) -> c_int {
         unsafe extern "C" fn(pid_t, libc::c_uint) -> c_int
     );
     // SAFETY: integer arguments.
-    unsafe { f(to_real(pid), flags) }
+    again_libc(|| unsafe { f(to_real(pid), flags) })
 }
 
 /// An owner of F_SETOWN/F_GETOWN: > 0 a process, < 0 a process group.
@@ -974,50 +1126,61 @@ unsafe fn fcntl_like(
     a: usize,
 ) -> c_int {
     let f = real!(*cell, name, FcntlFn);
-    if table().is_empty() {
+    if !matches!(
+        cmd,
+        libc::F_SETOWN | libc::F_GETOWN | F_SETOWN_EX | F_GETOWN_EX
+    ) {
         // SAFETY: the caller's arguments, unchanged.
         return unsafe { f(fd, cmd, a) };
     }
-    match cmd {
-        libc::F_SETOWN => {
-            let id = owner(a as c_int, to_real);
-            // SAFETY: an integer argument.
-            unsafe { f(fd, cmd, id as usize) }
+    // Setting an owner twice sets it once: made again after a restart in
+    // the middle.
+    stable(|| {
+        if table().is_empty() {
+            // SAFETY: the caller's arguments, unchanged.
+            return unsafe { f(fd, cmd, a) };
         }
-        libc::F_GETOWN => {
-            // SAFETY: no argument.
-            let r = unsafe { f(fd, cmd, a) };
-            if r == -1 {
-                r
-            } else {
-                owner(r, to_virt)
+        match cmd {
+            libc::F_SETOWN => {
+                let id = owner(a as c_int, to_real);
+                // SAFETY: an integer argument.
+                unsafe { f(fd, cmd, id as usize) }
             }
-        }
-        F_SETOWN_EX => {
-            // SAFETY: a valid struct f_owner_ex (caller's contract), copied.
-            let Some(o) = (unsafe { (a as *const FOwnerEx).as_ref() }) else {
-                // SAFETY: passed on for the kernel's EFAULT.
-                return unsafe { f(fd, cmd, a) };
-            };
-            let mut o2 = *o;
-            o2.pid = to_real(o2.pid);
-            // SAFETY: a valid struct of ours.
-            unsafe { f(fd, cmd, &o2 as *const FOwnerEx as usize) }
-        }
-        F_GETOWN_EX => {
-            // SAFETY: the caller's pointer, passed on.
-            let r = unsafe { f(fd, cmd, a) };
-            if r == 0 {
-                // SAFETY: the call filled the caller's struct.
-                if let Some(o) = unsafe { (a as *mut FOwnerEx).as_mut() } {
-                    o.pid = to_virt(o.pid);
+            libc::F_GETOWN => {
+                // SAFETY: no argument.
+                let r = unsafe { f(fd, cmd, a) };
+                if r == -1 {
+                    r
+                } else {
+                    owner(r, to_virt)
                 }
             }
-            r
+            F_SETOWN_EX => {
+                // SAFETY: a valid struct f_owner_ex (caller's contract), copied.
+                let Some(o) = (unsafe { (a as *const FOwnerEx).as_ref() }) else {
+                    // SAFETY: passed on for the kernel's EFAULT.
+                    return unsafe { f(fd, cmd, a) };
+                };
+                let mut o2 = *o;
+                o2.pid = to_real(o2.pid);
+                // SAFETY: a valid struct of ours.
+                unsafe { f(fd, cmd, &o2 as *const FOwnerEx as usize) }
+            }
+            F_GETOWN_EX => {
+                // SAFETY: the caller's pointer, passed on.
+                let r = unsafe { f(fd, cmd, a) };
+                if r == 0 {
+                    // SAFETY: the call filled the caller's struct.
+                    if let Some(o) = unsafe { (a as *mut FOwnerEx).as_mut() } {
+                        o.pid = to_virt(o.pid);
+                    }
+                }
+                r
+            }
+            // SAFETY: the caller's arguments, unchanged.
+            _ => unsafe { f(fd, cmd, a) },
         }
-        // SAFETY: the caller's arguments, unchanged.
-        _ => unsafe { f(fd, cmd, a) },
-    }
+    })
 }
 
 /// `fcntl(2)`.
@@ -1069,43 +1232,53 @@ const SIOCGPGRP: c_ulong = 0x8904;
 pub unsafe extern "C" fn ioctl(fd: c_int, req: c_ulong, a: usize) -> c_int {
     type IoctlFn = unsafe extern "C" fn(c_int, c_ulong, usize) -> c_int;
     let f = real!(IOCTL, c"ioctl", IoctlFn);
-    if table().is_empty() {
+    if !matches!(
+        req,
+        TIOCSPGRP | FIOSETOWN | SIOCSPGRP | TIOCGPGRP | TIOCGSID | FIOGETOWN | SIOCGPGRP
+    ) {
         // SAFETY: the caller's arguments, unchanged.
         return unsafe { f(fd, req, a) };
     }
-    match req {
-        TIOCSPGRP | FIOSETOWN | SIOCSPGRP => {
-            // SAFETY: the caller's `const int *` (ioctl's contract), read once.
-            let Some(&v) = (unsafe { (a as *const pid_t).as_ref() }) else {
-                // SAFETY: passed on for the kernel's EFAULT.
-                return unsafe { f(fd, req, a) };
-            };
-            let conv = if req == TIOCSPGRP {
-                to_real(v)
-            } else {
-                owner(v, to_real)
-            };
-            // SAFETY: a pointer to our own int, live for the call.
-            unsafe { f(fd, req, &conv as *const pid_t as usize) }
+    // Made again after a restart in the middle (see [`fcntl_like`]).
+    stable(|| {
+        if table().is_empty() {
+            // SAFETY: the caller's arguments, unchanged.
+            return unsafe { f(fd, req, a) };
         }
-        TIOCGPGRP | TIOCGSID | FIOGETOWN | SIOCGPGRP => {
-            // SAFETY: the caller's `int *`, passed on.
-            let r = unsafe { f(fd, req, a) };
-            if r == 0 {
-                // SAFETY: the call filled the caller's int.
-                if let Some(v) = unsafe { (a as *mut pid_t).as_mut() } {
-                    *v = if matches!(req, TIOCGPGRP | TIOCGSID) {
-                        to_virt(*v)
-                    } else {
-                        owner(*v, to_virt)
-                    };
-                }
+        match req {
+            TIOCSPGRP | FIOSETOWN | SIOCSPGRP => {
+                // SAFETY: the caller's `const int *` (ioctl's contract), read once.
+                let Some(&v) = (unsafe { (a as *const pid_t).as_ref() }) else {
+                    // SAFETY: passed on for the kernel's EFAULT.
+                    return unsafe { f(fd, req, a) };
+                };
+                let conv = if req == TIOCSPGRP {
+                    to_real(v)
+                } else {
+                    owner(v, to_real)
+                };
+                // SAFETY: a pointer to our own int, live for the call.
+                unsafe { f(fd, req, &conv as *const pid_t as usize) }
             }
-            r
+            TIOCGPGRP | TIOCGSID | FIOGETOWN | SIOCGPGRP => {
+                // SAFETY: the caller's `int *`, passed on.
+                let r = unsafe { f(fd, req, a) };
+                if r == 0 {
+                    // SAFETY: the call filled the caller's int.
+                    if let Some(v) = unsafe { (a as *mut pid_t).as_mut() } {
+                        *v = if matches!(req, TIOCGPGRP | TIOCGSID) {
+                            to_virt(*v)
+                        } else {
+                            owner(*v, to_virt)
+                        };
+                    }
+                }
+                r
+            }
+            // SAFETY: the caller's arguments, unchanged.
+            _ => unsafe { f(fd, req, a) },
         }
-        // SAFETY: the caller's arguments, unchanged.
-        _ => unsafe { f(fd, req, a) },
-    }
+    })
 }
 
 // ---------------------------------------------------------------------

@@ -271,6 +271,14 @@ pub fn checkpoint_done(frozen: &[FrozenProcess]) {
 
 /// Without namespaces: writes the (virtual, real) pid table the library
 /// translates with (while the process is stopped, before it runs).
+///
+/// The table it replaces (the one of the run the image was taken from)
+/// gives each row its previous real id, in a column after the pairs: a
+/// thread stopped between a system call and the translation of the id it
+/// returned holds an id of that run ([`abi::PIDMAP_PREV_OFF`]). Ids of
+/// that run no process has now (processes reaped before the checkpoint)
+/// get rows of their own, with real id 0. The column is left out when it
+/// does not fit.
 pub fn set_pid_map(mem: &Mem, addr: RemoteAddr, pairs: &[(i32, i32)]) -> io::Result<()> {
     read_state(mem, addr)?;
     if pairs.len() > abi::PIDMAP_MAX {
@@ -280,16 +288,50 @@ pub fn set_pid_map(mem: &Mem, addr: RemoteAddr, pairs: &[(i32, i32)]) -> io::Res
             abi::PIDMAP_MAX
         )));
     }
-    let mut b = Vec::with_capacity(pairs.len() * 8);
-    for (v, r) in pairs {
+    let old = pid_map(mem, addr)?;
+    let rows = with_previous(pairs, &old);
+    let (rows, prev) = if rows.len() <= abi::PIDMAP_PREV_MAX {
+        (rows, true)
+    } else {
+        (pairs.iter().map(|&(v, r)| (v, r, v)).collect(), false)
+    };
+    let mut b = Vec::with_capacity(rows.len() * 12);
+    for (v, r, _) in &rows {
         b.extend_from_slice(&v.to_le_bytes());
         b.extend_from_slice(&r.to_le_bytes());
     }
+    if prev {
+        for (_, _, p) in &rows {
+            b.extend_from_slice(&p.to_le_bytes());
+        }
+    }
     mem.write(addr + abi::PIDMAP_PAIRS as u64, &b)?;
     mem.write(
+        addr + abi::PIDMAP_PREV_OFF as u64,
+        &u32::from(prev).to_le_bytes(),
+    )?;
+    mem.write(
         addr + abi::PIDMAP_OFF as u64,
-        &(pairs.len() as u32).to_le_bytes(),
+        &(rows.len() as u32).to_le_bytes(),
     )
+}
+
+/// Rows (virtual, real, previous real) of a new table `pairs` replacing
+/// `old`: an id not in the old table was its own real id; the old table's
+/// ids that are not in the new one follow with real id 0.
+fn with_previous(pairs: &[(i32, i32)], old: &[(i32, i32)]) -> Vec<(i32, i32, i32)> {
+    let before = |v: i32| {
+        old.iter()
+            .find(|&&(ov, or)| ov == v && or > 0)
+            .map_or(v, |&(_, or)| or)
+    };
+    let mut rows: Vec<(i32, i32, i32)> = pairs.iter().map(|&(v, r)| (v, r, before(v))).collect();
+    for &(ov, or) in old {
+        if or > 0 && or != ov && !pairs.iter().any(|&(v, _)| v == ov) {
+            rows.push((ov, 0, or));
+        }
+    }
+    rows
 }
 
 /// The (virtual, real) pid table of a process (empty before a restart).
@@ -495,8 +537,33 @@ mod tests {
         set_pid_map(&mem, addr, &pairs).unwrap();
         assert_eq!(pid_map(&mem, addr).unwrap(), pairs);
         assert_eq!(tid_offset(&mem, addr), Some(0x2d0));
+        let i32_at = |b: &[u8], o: usize| i32::from_le_bytes(b[o..o + 4].try_into().unwrap());
+        let prev_of = |b: &[u8], n: usize| -> Vec<i32> {
+            (0..n)
+                .map(|i| i32_at(b, abi::PIDMAP_PAIRS + 8 * n + 4 * i))
+                .collect()
+        };
+        // First restart: the previous real ids are the virtual ones.
+        assert_eq!(i32_at(&b, abi::PIDMAP_PREV_OFF), 1);
+        assert_eq!(prev_of(&b, 3), vec![100, 101, 7]);
+        // Second restart: 101 was reaped before the checkpoint, 102 was
+        // born after the first restart (its own real id then).
+        let next = vec![(100, 5000), (7, 5001), (102, 5002)];
+        set_pid_map(&mem, addr, &next).unwrap();
+        assert_eq!(
+            pid_map(&mem, addr).unwrap(),
+            vec![(100, 5000), (7, 5001), (102, 5002), (101, 0)]
+        );
+        assert_eq!(prev_of(&b, 4), vec![4242, 9, 102, 4243]);
         let too_many = vec![(1, 2); abi::PIDMAP_MAX + 1];
         assert!(set_pid_map(&mem, addr, &too_many).is_err());
+        // A table too long for the column is written without it.
+        let long: Vec<(i32, i32)> = (0..abi::PIDMAP_PREV_MAX as i32 + 1)
+            .map(|i| (i + 1, i + 10_000))
+            .collect();
+        set_pid_map(&mem, addr, &long).unwrap();
+        assert_eq!(pid_map(&mem, addr).unwrap(), long);
+        assert_eq!(i32_at(&b, abi::PIDMAP_PREV_OFF), 0);
         std::hint::black_box(&mut b);
     }
 

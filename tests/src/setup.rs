@@ -79,6 +79,7 @@ pub const PROGRAMS: &[&str] = &[
     "sandboxed",
     "steps",
     "vpids",
+    "vpid_spin",
     "ucred",
     "rawpid",
     "rawpid_static",

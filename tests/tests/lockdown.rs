@@ -117,6 +117,11 @@ fn locked_down_rounds(prog: &str, name: &str, args: &[std::ffi::OsString]) {
 /// restart script; the program's own PASS decides, and every restart must
 /// have given it a new kernel pid.
 fn locked_down_scenario(sc: Scenario, name: &str) {
+    locked_down_scenario_rounds(sc, name, 2);
+}
+
+/// [`locked_down_scenario`] with `rounds` rounds (at least 2).
+fn locked_down_scenario_rounds(sc: Scenario, name: &str, rounds: usize) {
     if !procs::is_root() {
         eprintln!("skipped: making a machine without user namespaces needs root");
         return;
@@ -133,7 +138,9 @@ fn locked_down_scenario(sc: Scenario, name: &str) {
     if r.host_pid == first {
         env.fail("the restarted program kept its kernel pid: restarted with set_tid?");
     }
-    r.round();
+    for _ in 1..rounds {
+        r.round();
+    }
     check_exe(&env, &r, prog != "shmem");
     r.finish();
     if prog == "vpids" {
@@ -178,6 +185,19 @@ fn check_exe(env: &TestEnv, r: &Running, program: bool) {
 #[test]
 fn no_namespaces_tree_keeps_its_pids() {
     locked_down_rounds("vpids", "lockdown-vpids", &[]);
+}
+
+/// Threads and a child that read and use their ids without pause (getpid,
+/// gettid, getppid through libc and `syscall()`, kill and tgkill of 0,
+/// getpgid, waitpid with WNOHANG) through four rounds: a checkpoint that
+/// stops a thread between a call and the translation of its result, or
+/// between a translation and the call, must not leave it an id of the run
+/// before (seen in CI: a thread's `syscall(SYS_gettid)` answered its kernel
+/// tid of the first restart after the second).
+#[test]
+fn no_namespaces_ids_read_while_frozen() {
+    let sc = Scenario::new("vpid_spin").settle(Duration::from_millis(300));
+    locked_down_scenario_rounds(sc, "lockdown-vpid-spin", 4);
 }
 
 /// The counter (one process, a file offset) the same way.

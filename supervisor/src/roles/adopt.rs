@@ -88,7 +88,13 @@ pub fn adopt(pid: HostPid, mut cfg: SessionConfig) -> anyhow::Result<i32> {
                 let mem = crate::kernel::procfs::Mem::open(p, false).ok()?;
                 crate::agent::pid_map(&mem, addr).ok()
             });
-            for (v, r) in table.unwrap_or_default() {
+            // Rows of processes reaped before the last checkpoint have
+            // real id 0.
+            for (v, r) in table
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|&(_, r)| r > 0)
+            {
                 crate::kernel::pid::virt::insert(v, r);
             }
         }
