@@ -440,6 +440,8 @@ unsafe fn spawn_like(
     // SAFETY: f is glibc's posix_spawn or posix_spawnp, of this type (the
     // action and attribute pointers are passed through opaque).
     let real: SpawnFn = unsafe { std::mem::transmute::<usize, SpawnFn>(f) };
+    crate::vpid::skip_known_pids();
+    let e = crate::vpid::epoch();
     // SAFETY: argv and file follow exec's contract.
     let r = match unsafe { rewritten(file, argv, envp, search) } {
         // SAFETY: NULL-terminated array of live strings; the rest unchanged.
@@ -449,7 +451,7 @@ unsafe fn spawn_like(
     };
     if r == 0 && !pid.is_null() {
         // SAFETY: the call wrote the child's pid to the caller's pointer.
-        unsafe { *pid = crate::vpid::to_virt(*pid) };
+        unsafe { *pid = crate::vpid::virt_since(e, *pid) };
     }
     r
 }

@@ -27,9 +27,12 @@
 //! open/stat/access/readlink/opendir family ([`proc_path`]). Not
 //! translated (see docs/user-guide.md): the `syscall` instruction in
 //! statically linked programs (Go; in the program's own code elsewhere it
-//! is trapped, see `vpid_trap`), the children of glibc's internal forks
-//! are not checked against virtual pids (`posix_spawn`, `system`), pids
-//! inside `/proc` files, `si_pid` read through signalfd. The pid of
+//! is trapped, see `vpid_trap`), children made by `vfork` and `clone`
+//! are not checked against virtual pids (those of `posix_spawn`,
+//! `system` and `popen` are, [`skip_known_pids`], up to a race with other
+//! processes), pids inside `/proc` files, `si_pid` read through signalfd.
+//! A checkpoint that stops a thread in the middle of a wrapper is made up
+//! for ([`stable`], [`again`], [`virt_since`]). The pid of
 //! `SO_PEERCRED` and of `SCM_CREDENTIALS` messages ([`recvmsg`],
 //! [`sendmsg`], [`recvmmsg`], [`sendmmsg`]) is translated.
 
@@ -146,7 +149,7 @@ fn taken_as_virtual(p: pid_t) -> bool {
 
 /// The state page's restart count (0 without a page).
 #[inline]
-fn epoch() -> u64 {
+pub(crate) fn epoch() -> u64 {
     let page = crate::state::raw();
     if page.is_null() {
         return 0;
@@ -205,7 +208,7 @@ fn again_libc<T: Copy + PartialEq + From<i8>>(mut f: impl FnMut() -> T) -> T {
 /// `e` was read returned: when a restart came in the middle, the id is
 /// one of this run (a current real id) or of the run before (a previous
 /// real id, [`crate::abi::PIDMAP_PREV_OFF`]).
-fn virt_since(e: u64, real: pid_t) -> pid_t {
+pub(crate) fn virt_since(e: u64, real: pid_t) -> pid_t {
     if real <= 0 {
         return real;
     }
@@ -665,6 +668,91 @@ pub extern "C" fn fork() -> pid_t {
     -1
 }
 
+/// Before a child is made by a call that cannot make it again
+/// (`posix_spawn`, `system`, `popen`: the child may have run by the time
+/// its pid is known): while the pid the kernel gives next (the one after
+/// `/proc/sys/kernel/ns_last_pid`) is a virtual pid the program knows, it
+/// is used up by a child of our own that exits at once, so that the new
+/// child does not get a pid that names another process. Another process
+/// may take pids in between (then the child can still get such a pid; a
+/// `fork` checks its child itself, see [`fork`]). Nothing before the
+/// first restart (no table).
+pub fn skip_known_pids() {
+    if table().is_empty() {
+        return;
+    }
+    for _ in 0..64 {
+        let Some(last) = std::fs::read_to_string("/proc/sys/kernel/ns_last_pid")
+            .ok()
+            .and_then(|s| s.trim().parse::<pid_t>().ok())
+        else {
+            return;
+        };
+        if !taken_as_virtual(last + 1) {
+            return;
+        }
+        // A child without exit signal (the program's waits without
+        // __WALL never see it, no SIGCHLD), reaped at once.
+        let c = crate::sys::raw_syscall(libc::SYS_clone, [0; 6]);
+        if c == 0 {
+            crate::sys::raw_syscall(libc::SYS_exit_group, [0; 6]);
+        }
+        if c < 0 {
+            return;
+        }
+        crate::sys::raw_syscall(libc::SYS_wait4, [c as u64, 0, libc::__WALL as u64, 0, 0, 0]);
+    }
+}
+
+static SYSTEM: OnceLock<usize> = OnceLock::new();
+static POPEN: OnceLock<usize> = OnceLock::new();
+
+/// `system(3)`: glibc spawns its shell without the `posix_spawn` symbol;
+/// see [`skip_known_pids`].
+///
+/// # Safety
+/// `command` is null or a NUL-terminated string.
+#[no_mangle]
+pub unsafe extern "C" fn system(command: *const std::ffi::c_char) -> c_int {
+    let f = real!(
+        SYSTEM,
+        c"system",
+        unsafe extern "C" fn(*const std::ffi::c_char) -> c_int
+    );
+    skip_known_pids();
+    // SAFETY: the caller's string, passed on.
+    unsafe { f(command) }
+}
+
+/// `popen(3)`, as [`system`].
+///
+/// # Safety
+/// `command` and `mode` are NUL-terminated strings.
+#[no_mangle]
+pub unsafe extern "C" fn popen(
+    command: *const std::ffi::c_char,
+    mode: *const std::ffi::c_char,
+) -> *mut libc::FILE {
+    let f = next(&POPEN, c"popen");
+    if f == 0 {
+        crate::sys::set_errno(libc::ENOSYS);
+        return std::ptr::null_mut();
+    }
+    // SAFETY: f is glibc's popen, of this type.
+    let f = unsafe {
+        std::mem::transmute::<
+            usize,
+            unsafe extern "C" fn(
+                *const std::ffi::c_char,
+                *const std::ffi::c_char,
+            ) -> *mut libc::FILE,
+        >(f)
+    };
+    skip_known_pids();
+    // SAFETY: the caller's strings, passed on.
+    unsafe { f(command, mode) }
+}
+
 #[no_mangle]
 pub extern "C" fn tcgetpgrp(fd: c_int) -> pid_t {
     let f = real!(
@@ -753,8 +841,11 @@ unsafe extern "C" fn trampoline(sig: c_int, info: *mut libc::siginfo_t, ctx: *mu
         unsafe {
             let base = info.cast::<u8>();
             if carries_pid(sig, *base.add(SI_CODE).cast::<c_int>()) {
+                // The signal may have come before a restart that stopped
+                // this thread on its way here: a current real id, else
+                // one of the run before.
                 let p = base.add(SI_PID).cast::<pid_t>();
-                *p = to_virt(*p);
+                *p = stable(|| to_virt_either(*p));
             }
         }
     }

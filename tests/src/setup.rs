@@ -80,6 +80,7 @@ pub const PROGRAMS: &[&str] = &[
     "steps",
     "vpids",
     "vpid_spin",
+    "spawn_pids",
     "ucred",
     "rawpid",
     "rawpid_static",
