@@ -200,46 +200,6 @@ fn no_namespaces_ids_read_while_frozen() {
     locked_down_scenario_rounds(sc, "lockdown-vpid-spin", 4);
 }
 
-/// Children made by `posix_spawn`, `system` and `popen` after restarts
-/// without namespaces must not get a pid the program already knows. After
-/// each restart the program's child has another kernel pid, and its
-/// virtual pid is free in the kernel: the test makes it the kernel's next
-/// pid (`ns_last_pid`), as a pid wrap would, while the program spawns
-/// every few milliseconds and checks each spawned pid against its own,
-/// its parent's and its child's.
-#[test]
-fn no_namespaces_spawned_children_get_unknown_pids() {
-    if !procs::is_root() {
-        eprintln!("skipped: making a machine without user namespaces needs root");
-        return;
-    }
-    let mut env = TestEnv::new("lockdown-spawn", User::Nobody);
-    env.start_coordinator();
-    let sc = Scenario::new("spawn_pids")
-        .wrapper("no_userns")
-        .kernel_pids_change();
-    let mut r = sc.launch(&env);
-    let out = env.launcher_stdout();
-    let Some(child) = out
-        .lines()
-        .find_map(|l| l.strip_prefix("ids child "))
-        .and_then(|v| v.trim().parse::<i32>().ok())
-    else {
-        env.fail("spawn_pids did not print its child's pid");
-    };
-    for _ in 0..2 {
-        r.round();
-        for _ in 0..5 {
-            if !procs::alive(child) {
-                let _ = std::fs::write("/proc/sys/kernel/ns_last_pid", format!("{}", child - 1));
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-    r.finish();
-    env.finish();
-}
-
 /// The counter (one process, a file offset) the same way.
 #[test]
 fn no_namespaces_counter_two_rounds() {
