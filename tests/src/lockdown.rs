@@ -51,3 +51,26 @@ pub fn release(mut holder: Child) {
     let _ = holder.wait();
     procs::untrack(holder.id());
 }
+
+/// The `ids start|end NAME ...` lines `vpids` printed: every process's end
+/// line must repeat its start line (the program checks the same all the
+/// time; this shows it in its own output).
+pub fn check_ids_lines(env: &TestEnv) {
+    let out = env.launcher_stdout();
+    let lines: Vec<&str> = out.lines().filter(|l| l.starts_with("ids ")).collect();
+    for name in ["parent", "child", "grandkid"] {
+        let of = |when: &str| -> Vec<&str> {
+            let head = format!("ids {when} {name} ");
+            lines
+                .iter()
+                .filter_map(|l| l.strip_prefix(head.as_str()))
+                .collect()
+        };
+        let (start, end) = (of("start"), of("end"));
+        if start.len() != 1 || end.len() != 1 || start != end {
+            env.fail(&format!(
+                "vpids {name}: ids at start {start:?}, at the end {end:?}"
+            ));
+        }
+    }
+}

@@ -13,7 +13,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use dmtcp_tests::lockdown::{check_notice, hold_pid};
+use dmtcp_tests::lockdown::{check_ids_lines, check_notice};
 use dmtcp_tests::{procs, Running, Scenario, TestEnv, User};
 
 /// Runs `bin args...` as uid 65534 on the locked-down "machine".
@@ -79,29 +79,6 @@ fn launch_and_restart_say_why_user_namespaces_are_missing() {
     check_refusal(&env, "dmtcp-restart", &out);
     env.assert_no_computation_left("after the refused restart", Duration::from_secs(10));
     env.finish();
-}
-
-/// The `ids start|end NAME ...` lines `vpids` printed: every process's end
-/// line must repeat its start line (the program checks the same all the
-/// time; this shows it in its own output).
-fn check_ids_lines(env: &TestEnv) {
-    let out = env.launcher_stdout();
-    let lines: Vec<&str> = out.lines().filter(|l| l.starts_with("ids ")).collect();
-    for name in ["parent", "child", "grandkid"] {
-        let of = |when: &str| -> Vec<&str> {
-            let head = format!("ids {when} {name} ");
-            lines
-                .iter()
-                .filter_map(|l| l.strip_prefix(head.as_str()))
-                .collect()
-        };
-        let (start, end) = (of("start"), of("end"));
-        if start.len() != 1 || end.len() != 1 || start != end {
-            env.fail(&format!(
-                "vpids {name}: ids at start {start:?}, at the end {end:?}"
-            ));
-        }
-    }
 }
 
 fn locked_down_rounds(prog: &str, name: &str, args: &[std::ffi::OsString]) {
@@ -382,40 +359,6 @@ fn interpreter(path: &str) -> String {
     real.file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default()
-}
-
-/// A restart while a process outside the computation holds the old pid
-/// of its root: the program comes back under another kernel pid and
-/// still sees its own.
-#[test]
-fn no_namespaces_restart_while_old_pid_is_taken() {
-    if !procs::is_root() {
-        eprintln!("skipped: making a machine without user namespaces needs root");
-        return;
-    }
-    let mut env = TestEnv::new("lockdown-taken", User::Nobody);
-    env.start_coordinator();
-    let sc = Scenario::new("vpids")
-        .wrapper("no_userns")
-        .kernel_pids_change();
-    let mut r = sc.launch(&env);
-    std::thread::sleep(Duration::from_millis(500));
-    let old = r.host_pid.expect("the program's pid");
-    let images = r.checkpoint();
-    r.kill();
-    let Some(mut holder) = hold_pid(old) else {
-        env.fail(&format!("could not start a process with pid {old}"));
-    };
-    r.restart_from_images(&images);
-    if r.host_pid == Some(old) {
-        env.fail("the restarted program has the pid another process holds");
-    }
-    r.finish();
-    let _ = holder.kill();
-    let _ = holder.wait();
-    procs::untrack(holder.id());
-    check_ids_lines(&env);
-    env.finish();
 }
 
 /// Without namespaces, SysV objects belong to the host's IPC namespace: a

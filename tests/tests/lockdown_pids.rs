@@ -1,15 +1,18 @@
-//! Children made by `posix_spawn`, `system` and `popen` on a locked-down
-//! machine (no user namespaces, uid 65534, `tests/src/lockdown.rs`) after
-//! restarts must not get a pid the program already knows
-//! (`inject/src/vpid.rs`, `skip_known_pids`).
+//! Kernel pids taken on purpose on a locked-down machine (no user
+//! namespaces, uid 65534, `tests/src/lockdown.rs`): a restart while
+//! another process holds the old pid, and children made by
+//! `posix_spawn`, `system` and `popen` after restarts, which must not get
+//! a pid the program already knows (`inject/src/vpid.rs`,
+//! `skip_known_pids`).
 //!
-//! A test binary of its own: it moves the host's pid counter back
+//! A test binary of its own: both move the host's pid counter back
 //! (`/proc/sys/kernel/ns_last_pid`), which would hand pids just freed by
 //! other tests running at the same time back to them (cargo runs test
 //! binaries one after another).
 
 use std::time::Duration;
 
+use dmtcp_tests::lockdown::{check_ids_lines, hold_pid};
 use dmtcp_tests::{procs, Scenario, TestEnv, User};
 
 /// Children made by `posix_spawn`, `system` and `popen` after restarts
@@ -49,5 +52,39 @@ fn no_namespaces_spawned_children_get_unknown_pids() {
         }
     }
     r.finish();
+    env.finish();
+}
+
+/// A restart while a process outside the computation holds the old pid
+/// of its root: the program comes back under another kernel pid and
+/// still sees its own.
+#[test]
+fn no_namespaces_restart_while_old_pid_is_taken() {
+    if !procs::is_root() {
+        eprintln!("skipped: making a machine without user namespaces needs root");
+        return;
+    }
+    let mut env = TestEnv::new("lockdown-taken", User::Nobody);
+    env.start_coordinator();
+    let sc = Scenario::new("vpids")
+        .wrapper("no_userns")
+        .kernel_pids_change();
+    let mut r = sc.launch(&env);
+    std::thread::sleep(Duration::from_millis(500));
+    let old = r.host_pid.expect("the program's pid");
+    let images = r.checkpoint();
+    r.kill();
+    let Some(mut holder) = hold_pid(old) else {
+        env.fail(&format!("could not start a process with pid {old}"));
+    };
+    r.restart_from_images(&images);
+    if r.host_pid == Some(old) {
+        env.fail("the restarted program has the pid another process holds");
+    }
+    r.finish();
+    let _ = holder.kill();
+    let _ = holder.wait();
+    procs::untrack(holder.id());
+    check_ids_lines(&env);
     env.finish();
 }
