@@ -14,9 +14,11 @@
 //!
 //! `fork` makes sure a child's real pid is not a virtual pid the program
 //! already knows (it would name two processes): such a child exits at
-//! once, is reaped, and the fork is tried again. `vfork` is not wrapped
-//! (a wrapper cannot return twice from one stack frame): its child's pid
-//! is its kernel pid, not checked against the virtual ones.
+//! once, is reaped, and the fork is tried again. The children of
+//! `vfork`, `posix_spawn`, `system` and `popen` cannot be made again (a
+//! `vfork` wrapper cannot return twice from one stack frame; a spawned
+//! child may already run its program): before them the pids that would
+//! clash are used up ([`skip_known_pids`]).
 //!
 //! Calls through libc's `syscall()` function are translated too
 //! ([`syscall`], from the library's `syscall` export), and so are
@@ -27,9 +29,9 @@
 //! open/stat/access/readlink/opendir family ([`proc_path`]). Not
 //! translated (see docs/user-guide.md): the `syscall` instruction in
 //! statically linked programs (Go; in the program's own code elsewhere it
-//! is trapped, see `vpid_trap`), children made by `vfork` and `clone`
-//! are not checked against virtual pids (those of `posix_spawn`,
-//! `system` and `popen` are, [`skip_known_pids`], up to a race with other
+//! is trapped, see `vpid_trap`), children made by `clone` are not
+//! checked against virtual pids (those of `posix_spawn`, `system`,
+//! `popen` and `vfork` are, [`skip_known_pids`], up to a race with other
 //! processes), pids inside `/proc` files, `si_pid` read through signalfd.
 //! A checkpoint that stops a thread in the middle of a wrapper is made up
 //! for ([`stable`], [`again`], [`virt_since`]). The pid of
@@ -669,8 +671,8 @@ pub extern "C" fn fork() -> pid_t {
 }
 
 /// Before a child is made by a call that cannot make it again
-/// (`posix_spawn`, `system`, `popen`: the child may have run by the time
-/// its pid is known): while the pid the kernel gives next (the one after
+/// (`posix_spawn`, `system`, `popen`, `vfork`: the child may have run by
+/// the time its pid is known, or shares the parent's stack): while the pid the kernel gives next (the one after
 /// `/proc/sys/kernel/ns_last_pid`) is a virtual pid the program knows, it
 /// is used up by a child of our own that exits at once, so that the new
 /// child does not get a pid that names another process. Another process
@@ -702,6 +704,41 @@ pub fn skip_known_pids() {
         }
         crate::sys::raw_syscall(libc::SYS_wait4, [c as u64, 0, libc::__WALL as u64, 0, 0, 0]);
     }
+}
+
+static VFORK: OnceLock<usize> = OnceLock::new();
+
+/// The first half of [`vfork`]: uses up known pids ([`skip_known_pids`])
+/// and returns glibc's `vfork` (0 when there is none).
+extern "C" fn vfork_prepare() -> usize {
+    skip_known_pids();
+    next(&VFORK, c"vfork")
+}
+
+/// `vfork(2)`. A function cannot return twice from one stack frame, so
+/// this one makes no frame: after [`vfork_prepare`] it jumps to glibc's
+/// `vfork` with the stack as the caller left it (glibc keeps the return
+/// address in a register, out of the child's reach). Without glibc's, it
+/// jumps to [`fork`] (a valid `vfork`).
+// SAFETY: the body keeps the System V ABI: the stack is aligned for the
+// call (entry rsp is 8 mod 16), vfork_prepare takes no argument and
+// returns in rax, and the jump leaves rsp and the callee-saved registers
+// as the caller set them, so glibc's vfork (or fork) returns to it.
+#[unsafe(naked)]
+#[no_mangle]
+pub extern "C" fn vfork() -> pid_t {
+    std::arch::naked_asm!(
+        "sub rsp, 8",
+        "call {prepare}",
+        "add rsp, 8",
+        "test rax, rax",
+        "jz 2f",
+        "jmp rax",
+        "2:",
+        "jmp {fork}",
+        prepare = sym vfork_prepare,
+        fork = sym fork,
+    )
 }
 
 static SYSTEM: OnceLock<usize> = OnceLock::new();

@@ -197,6 +197,15 @@ pub fn kill_all(pids: &[i32]) {
     }
 }
 
+/// Sends `sig` to process `pid` (> 1).
+pub fn signal(pid: i32, sig: i32) {
+    if pid > 1 {
+        // SAFETY: kill(2) has no memory effects; pid > 1 so we never signal
+        // init, a group or "every process".
+        unsafe { libc::kill(pid, sig) };
+    }
+}
+
 /// Kills every process carrying the tag until none is left (or 10 s pass).
 /// Returns the pids that were still alive when this was called.
 pub fn kill_tagged(tag: &str) -> Vec<i32> {

@@ -1,33 +1,39 @@
 //! Kernel pids taken on purpose on a locked-down machine (no user
 //! namespaces, uid 65534, `tests/src/lockdown.rs`): a restart while
-//! another process holds the old pid, and children made by
-//! `posix_spawn`, `system` and `popen` after restarts, which must not get
-//! a pid the program already knows (`inject/src/vpid.rs`,
+//! another process holds the old pid, restarts whose own processes get
+//! the program's old pids, and children made by
+//! `posix_spawn`, `vfork`, `system` and `popen` after restarts, which must
+//! not get a pid the program already knows (`inject/src/vpid.rs`,
 //! `skip_known_pids`).
 //!
-//! A test binary of its own: both move the host's pid counter back
-//! (`/proc/sys/kernel/ns_last_pid`), which would hand pids just freed by
-//! other tests running at the same time back to them (cargo runs test
-//! binaries one after another).
+//! One at a time ([`PID_COUNTER`]), in a test binary of its own: both move
+//! the host's pid counter back (`/proc/sys/kernel/ns_last_pid`), which
+//! would hand pids just freed by other tests running at the same time back
+//! to them (cargo runs test binaries one after another).
 
+use std::sync::Mutex;
 use std::time::Duration;
 
 use dmtcp_tests::lockdown::{check_ids_lines, hold_pid};
 use dmtcp_tests::{procs, Scenario, TestEnv, User};
 
-/// Children made by `posix_spawn`, `system` and `popen` after restarts
+/// Held by each test while it moves the pid counter: one at a time.
+static PID_COUNTER: Mutex<()> = Mutex::new(());
+
+/// Children made by `posix_spawn`, `vfork`, `system` and `popen` after restarts
 /// without namespaces must not get a pid the program already knows. After
 /// each restart the program's child has another kernel pid, and its
 /// virtual pid is free in the kernel: the test makes it the kernel's next
-/// pid (`ns_last_pid`), as a pid wrap would, while the program spawns
-/// every few milliseconds and checks each spawned pid against its own,
-/// its parent's and its child's.
+/// pid (`ns_last_pid`), as a pid wrap would, and asks the program for a
+/// burst of children (SIGUSR1), each checked against its own pid, its
+/// parent's and its child's.
 #[test]
 fn no_namespaces_spawned_children_get_unknown_pids() {
     if !procs::is_root() {
         eprintln!("skipped: making a machine without user namespaces needs root");
         return;
     }
+    let _counter = PID_COUNTER.lock().unwrap_or_else(|e| e.into_inner());
     let mut env = TestEnv::new("lockdown-spawn", User::Nobody);
     env.start_coordinator();
     let sc = Scenario::new("spawn_pids")
@@ -42,11 +48,26 @@ fn no_namespaces_spawned_children_get_unknown_pids() {
     else {
         env.fail("spawn_pids did not print its child's pid");
     };
-    for _ in 0..2 {
+    for round in 1..=2 {
         r.round();
-        for _ in 0..5 {
-            if !procs::alive(child) {
-                let _ = std::fs::write("/proc/sys/kernel/ns_last_pid", format!("{}", child - 1));
+        if !procs::alive(child) {
+            let _ = std::fs::write("/proc/sys/kernel/ns_last_pid", format!("{}", child - 1));
+        }
+        // A burst of children, none of them alive at the next checkpoint.
+        let pid = r.host_pid.expect("the restored program");
+        procs::signal(pid, libc::SIGUSR1);
+        let done = format!("burst {round} done");
+        let t = std::time::Instant::now();
+        loop {
+            let out = env.launcher_stdout();
+            if out.lines().any(|l| l == done) {
+                break;
+            }
+            if let Some(l) = out.lines().find(|l| l.starts_with("FAIL: ")) {
+                env.fail(&format!("spawn_pids reported {l}"));
+            }
+            if t.elapsed() > Duration::from_secs(60) {
+                env.fail(&format!("spawn_pids did not print '{done}'"));
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -64,6 +85,7 @@ fn no_namespaces_restart_while_old_pid_is_taken() {
         eprintln!("skipped: making a machine without user namespaces needs root");
         return;
     }
+    let _counter = PID_COUNTER.lock().unwrap_or_else(|e| e.into_inner());
     let mut env = TestEnv::new("lockdown-taken", User::Nobody);
     env.start_coordinator();
     let sc = Scenario::new("vpids")
@@ -85,6 +107,46 @@ fn no_namespaces_restart_while_old_pid_is_taken() {
     let _ = holder.kill();
     let _ = holder.wait();
     procs::untrack(holder.id());
+    check_ids_lines(&env);
+    env.finish();
+}
+
+/// Restarts whose own processes (the wrapper, `dmtcp-restart`, nsinit,
+/// the restart shells) get the program's old kernel pids, as after a pid
+/// wrap: before each restart the pid counter is moved to just below the
+/// program's virtual pid. Its kernel pid then names one of those
+/// processes while the program still sees it as its own, and the next
+/// checkpoint must still record the program under its virtual pid (an
+/// image recorded under another one made the restart from the script
+/// refuse the set as incomplete).
+#[test]
+fn no_namespaces_restart_takes_old_pids() {
+    if !procs::is_root() {
+        eprintln!("skipped: making a machine without user namespaces needs root");
+        return;
+    }
+    let _counter = PID_COUNTER.lock().unwrap_or_else(|e| e.into_inner());
+    let mut env = TestEnv::new("lockdown-reuse", User::Nobody);
+    env.start_coordinator();
+    let sc = Scenario::new("vpids")
+        .wrapper("no_userns")
+        .kernel_pids_change();
+    let mut r = sc.launch(&env);
+    let first = r.host_pid.expect("the program's pid");
+    // How far below: which of the restart's processes lands on which of
+    // the program's pids (each of these failed before the fix).
+    for (round, back) in [1, 4, 6].into_iter().enumerate() {
+        std::thread::sleep(Duration::from_millis(300));
+        let images = r.checkpoint();
+        r.kill();
+        let _ = std::fs::write("/proc/sys/kernel/ns_last_pid", format!("{}", first - back));
+        if round == 0 {
+            r.restart_from_images(&images);
+        } else {
+            r.restart_from_script();
+        }
+    }
+    r.finish();
     check_ids_lines(&env);
     env.finish();
 }

@@ -364,7 +364,7 @@ impl ImageReader {
         if b >= self.blocks.len() {
             return Err(bad("no such block"));
         }
-        if run.data.offset % PAGE != 0 || run.data.offset >= self.blocks[b].raw_len {
+        if !run.data.offset.is_multiple_of(PAGE) || run.data.offset >= self.blocks[b].raw_len {
             return Err(bad("offset not a page inside the block"));
         }
         let start = self.starts[b] + run.data.offset;
@@ -645,7 +645,7 @@ impl ImageReader {
             }
         }
         let off = self.blocks[first].offset + (sp.start - self.starts[first]);
-        (off % PAGE == 0).then_some(off)
+        off.is_multiple_of(PAGE).then_some(off)
     }
 }
 

@@ -146,7 +146,7 @@ impl BlockEncoder {
     }
 
     fn check_len(raw: &[u8]) -> Result<(), ImageError> {
-        if raw.len() % PAGE as usize != 0 || raw.len() as u64 > format::MAX_BLOCK {
+        if !raw.len().is_multiple_of(PAGE as usize) || raw.len() as u64 > format::MAX_BLOCK {
             return Err(ImageError::InvalidArgument(format!(
                 "block of {} bytes is not a multiple of 4096 of at most 1 GiB",
                 raw.len()
@@ -332,7 +332,7 @@ impl ImageWriter {
     /// Creates `<final_path>.tmp.<pid>` next to final_path (error naming the dir if not writable).
     pub fn create(final_path: &Path, opts: WriteOptions) -> Result<ImageWriter, ImageError> {
         if opts.block_size == 0
-            || opts.block_size % PAGE as usize != 0
+            || !opts.block_size.is_multiple_of(PAGE as usize)
             || opts.block_size as u64 > format::MAX_BLOCK
         {
             return Err(ImageError::InvalidArgument(format!(
@@ -436,7 +436,7 @@ impl ImageWriter {
     /// run may span blocks. Memory stays bounded: at most `2 * threads`
     /// blocks are being compressed at once; beyond that this call waits.
     pub fn add_pages(&mut self, data: &[u8]) -> Result<DataRef, ImageError> {
-        if data.len() % PAGE as usize != 0 {
+        if !data.len().is_multiple_of(PAGE as usize) {
             return Err(ImageError::InvalidArgument(format!(
                 "add_pages: length {} is not a multiple of 4096",
                 data.len()
@@ -496,7 +496,7 @@ impl ImageWriter {
     /// its pages start at offset 0 in it. Gives the buffers back.
     pub fn add_encoded(&mut self, b: EncodedBlock) -> Result<(u32, Vec<u8>, Vec<u8>), ImageError> {
         if b.raw_len == 0
-            || b.raw_len % PAGE != 0
+            || !b.raw_len.is_multiple_of(PAGE)
             || (self.opts.codec == Codec::None && b.codec != Codec::None)
         {
             return Err(ImageError::InvalidArgument(format!(

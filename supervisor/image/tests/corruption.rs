@@ -438,7 +438,7 @@ fn fuzz_reader_and_inspect() {
         let base = &bases[(rng.next() % bases.len() as u64) as usize];
         let mut b = base.clone();
         let what = mutate(&mut rng, &mut b);
-        let resealed = rng.next() % 2 == 0;
+        let resealed = rng.next().is_multiple_of(2);
         if resealed {
             reseal(&mut b, Some(&test_key()));
         }

@@ -295,7 +295,12 @@ fn virtual_ids(meta: &mut dmtcp_image::ProcessImage) {
     if let Some(st) = crate::roles::members::proc_stat(p.host_pid as i32) {
         (p.vppid, p.vpgid, p.vsid) = (st.ppid as u32, st.pgid as u32, st.sid as u32);
     }
-    (p.vpid, p.vppid, p.vpgid, p.vsid) = (v(p.vpid), v(p.vppid), v(p.vpgid), v(p.vsid));
+    // From the kernel's pid, translated once: `vpid` may be virtual
+    // already (a frozen process's), and translating a virtual id again
+    // turns it into another process's wherever a restart gave that one a
+    // kernel pid equal to it (pids reused after a wrap).
+    p.vpid = v(p.host_pid);
+    (p.vppid, p.vpgid, p.vsid) = (v(p.vppid), v(p.vpgid), v(p.vsid));
     if let Some(c) = p.ctty.as_mut() {
         c.fg_vpgid = v(c.fg_vpgid);
     }
