@@ -866,6 +866,28 @@ pub fn virtual_pids() -> bool {
     TRAMPOLINES.load(Ordering::Relaxed)
 }
 
+/// The virtual pid of a signal's sender as a handler sees it: a current
+/// real id's, else, for a signal sent before a restart that stopped this
+/// thread on its way to the handler, the previous real id's, but only
+/// while no process has that kernel pid now (a sender born after the
+/// restart may have been given a pid of the run before, after a wrap).
+fn sender_virt(real: pid_t) -> pid_t {
+    let v = to_virt(real);
+    if v != real {
+        return v;
+    }
+    let before = to_virt_either(real);
+    let gone = || {
+        crate::sys::raw_syscall(libc::SYS_kill, [real as u64, 0, 0, 0, 0, 0])
+            == -i64::from(libc::ESRCH)
+    };
+    if before != real && gone() {
+        before
+    } else {
+        real
+    }
+}
+
 /// Runs the program's handler with `si_pid` translated to a virtual pid
 /// (the siginfo on the signal frame is the handler's own copy).
 unsafe extern "C" fn trampoline(sig: c_int, info: *mut libc::siginfo_t, ctx: *mut c_void) {
@@ -878,11 +900,8 @@ unsafe extern "C" fn trampoline(sig: c_int, info: *mut libc::siginfo_t, ctx: *mu
         unsafe {
             let base = info.cast::<u8>();
             if carries_pid(sig, *base.add(SI_CODE).cast::<c_int>()) {
-                // The signal may have come before a restart that stopped
-                // this thread on its way here: a current real id, else
-                // one of the run before.
                 let p = base.add(SI_PID).cast::<pid_t>();
-                *p = stable(|| to_virt_either(*p));
+                *p = stable(|| sender_virt(*p));
             }
         }
     }
