@@ -5,7 +5,28 @@
 
 use std::process::{Child, Command};
 
-use crate::{procs, Running, TestEnv};
+use crate::{procs, Running, Scenario, TestEnv, User};
+
+/// The opening of a test on the locked-down machine: `None` (skipped, said
+/// on stderr) unless root, else a test env of uid 65534 with its
+/// coordinator started.
+pub fn locked_down_env(name: &str) -> Option<TestEnv> {
+    if !procs::is_root() {
+        eprintln!("skipped: making a machine without user namespaces needs root");
+        return None;
+    }
+    let mut env = TestEnv::new(name, User::Nobody);
+    env.start_coordinator();
+    Some(env)
+}
+
+/// `prog` run on the locked-down machine: its kernel pids change at each
+/// restart.
+pub fn locked_down(prog: &str) -> Scenario {
+    Scenario::new(prog)
+        .wrapper("no_userns")
+        .kernel_pids_change()
+}
 
 /// The launcher's stderr holds exactly one line, the notice that the
 /// computation runs without namespaces, naming the cause.

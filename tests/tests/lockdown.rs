@@ -13,7 +13,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use dmtcp_tests::lockdown::{check_ids_lines, check_notice};
+use dmtcp_tests::lockdown::{check_ids_lines, check_notice, locked_down, locked_down_env};
 use dmtcp_tests::{procs, Running, Scenario, TestEnv, User};
 
 /// Runs `bin args...` as uid 65534 on the locked-down "machine".
@@ -99,12 +99,9 @@ fn locked_down_scenario(sc: Scenario, name: &str) {
 
 /// [`locked_down_scenario`] with `rounds` rounds (at least 2).
 fn locked_down_scenario_rounds(sc: Scenario, name: &str, rounds: usize) {
-    if !procs::is_root() {
-        eprintln!("skipped: making a machine without user namespaces needs root");
+    let Some(env) = locked_down_env(name) else {
         return;
-    }
-    let mut env = TestEnv::new(name, User::Nobody);
-    env.start_coordinator();
+    };
     let sc = sc.wrapper("no_userns").kernel_pids_change();
     let prog = sc.prog.clone();
     let mut r = sc.launch(&env);
@@ -366,15 +363,10 @@ fn interpreter(path: &str) -> String {
 /// naming the object, and the computation runs on.
 #[test]
 fn no_namespaces_refuses_sysv_objects() {
-    if !procs::is_root() {
-        eprintln!("skipped: making a machine without user namespaces needs root");
+    let Some(env) = locked_down_env("lockdown-sysv") else {
         return;
-    }
-    let mut env = TestEnv::new("lockdown-sysv", User::Nobody);
-    env.start_coordinator();
-    let sc = Scenario::new("sysv_shm")
-        .wrapper("no_userns")
-        .kernel_pids_change();
+    };
+    let sc = locked_down("sysv_shm");
     let mut r = sc.launch(&env);
     let out = env.dmtcp_command(&["-bc"], Duration::from_secs(60));
     let said = out
@@ -398,15 +390,10 @@ fn no_namespaces_refuses_sysv_objects() {
 /// restart gives the program the same pids again.
 #[test]
 fn no_namespaces_taken_back_after_supervisor_death() {
-    if !procs::is_root() {
-        eprintln!("skipped: making a machine without user namespaces needs root");
+    let Some(env) = locked_down_env("lockdown-adopt") else {
         return;
-    }
-    let mut env = TestEnv::new("lockdown-adopt", User::Nobody);
-    env.start_coordinator();
-    let sc = Scenario::new("vpids")
-        .wrapper("no_userns")
-        .kernel_pids_change();
+    };
+    let sc = locked_down("vpids");
     let mut r = sc.launch(&env);
     r.round();
     let pid = r.host_pid.expect("the restored program");

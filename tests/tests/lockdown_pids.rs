@@ -14,8 +14,8 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
-use dmtcp_tests::lockdown::{check_ids_lines, hold_pid};
-use dmtcp_tests::{procs, Scenario, TestEnv, User};
+use dmtcp_tests::lockdown::{check_ids_lines, hold_pid, locked_down, locked_down_env, release};
+use dmtcp_tests::procs;
 
 /// Held by each test while it moves the pid counter: one at a time.
 static PID_COUNTER: Mutex<()> = Mutex::new(());
@@ -29,16 +29,11 @@ static PID_COUNTER: Mutex<()> = Mutex::new(());
 /// parent's and its child's.
 #[test]
 fn no_namespaces_spawned_children_get_unknown_pids() {
-    if !procs::is_root() {
-        eprintln!("skipped: making a machine without user namespaces needs root");
-        return;
-    }
     let _counter = PID_COUNTER.lock().unwrap_or_else(|e| e.into_inner());
-    let mut env = TestEnv::new("lockdown-spawn", User::Nobody);
-    env.start_coordinator();
-    let sc = Scenario::new("spawn_pids")
-        .wrapper("no_userns")
-        .kernel_pids_change();
+    let Some(env) = locked_down_env("lockdown-spawn") else {
+        return;
+    };
+    let sc = locked_down("spawn_pids");
     let mut r = sc.launch(&env);
     let out = env.launcher_stdout();
     let Some(child) = out
@@ -81,22 +76,17 @@ fn no_namespaces_spawned_children_get_unknown_pids() {
 /// still sees its own.
 #[test]
 fn no_namespaces_restart_while_old_pid_is_taken() {
-    if !procs::is_root() {
-        eprintln!("skipped: making a machine without user namespaces needs root");
-        return;
-    }
     let _counter = PID_COUNTER.lock().unwrap_or_else(|e| e.into_inner());
-    let mut env = TestEnv::new("lockdown-taken", User::Nobody);
-    env.start_coordinator();
-    let sc = Scenario::new("vpids")
-        .wrapper("no_userns")
-        .kernel_pids_change();
+    let Some(env) = locked_down_env("lockdown-taken") else {
+        return;
+    };
+    let sc = locked_down("vpids");
     let mut r = sc.launch(&env);
     std::thread::sleep(Duration::from_millis(500));
     let old = r.host_pid.expect("the program's pid");
     let images = r.checkpoint();
     r.kill();
-    let Some(mut holder) = hold_pid(old) else {
+    let Some(holder) = hold_pid(old) else {
         env.fail(&format!("could not start a process with pid {old}"));
     };
     r.restart_from_images(&images);
@@ -104,9 +94,7 @@ fn no_namespaces_restart_while_old_pid_is_taken() {
         env.fail("the restarted program has the pid another process holds");
     }
     r.finish();
-    let _ = holder.kill();
-    let _ = holder.wait();
-    procs::untrack(holder.id());
+    release(holder);
     check_ids_lines(&env);
     env.finish();
 }
@@ -121,16 +109,11 @@ fn no_namespaces_restart_while_old_pid_is_taken() {
 /// refuse the set as incomplete).
 #[test]
 fn no_namespaces_restart_takes_old_pids() {
-    if !procs::is_root() {
-        eprintln!("skipped: making a machine without user namespaces needs root");
-        return;
-    }
     let _counter = PID_COUNTER.lock().unwrap_or_else(|e| e.into_inner());
-    let mut env = TestEnv::new("lockdown-reuse", User::Nobody);
-    env.start_coordinator();
-    let sc = Scenario::new("vpids")
-        .wrapper("no_userns")
-        .kernel_pids_change();
+    let Some(env) = locked_down_env("lockdown-reuse") else {
+        return;
+    };
+    let sc = locked_down("vpids");
     let mut r = sc.launch(&env);
     let first = r.host_pid.expect("the program's pid");
     // How far below: which of the restart's processes lands on which of

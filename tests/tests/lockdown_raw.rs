@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use dmtcp_tests::lockdown::{check_notice, hold_pid, release};
+use dmtcp_tests::lockdown::{check_notice, hold_pid, locked_down, locked_down_env, release};
 use dmtcp_tests::{e2e_tests, procs, Scenario, TestEnv, User};
 
 /// The `raw start|end PID TID PPID` lines: one each, equal.
@@ -29,15 +29,10 @@ fn check_raw_lines(env: &TestEnv) {
 /// outside the computation holds the program's last kernel pid (so the
 /// restart cannot land on it), then the checks above.
 fn raw_rounds(prog: &str, name: &str, args: &[&str]) {
-    if !procs::is_root() {
-        eprintln!("skipped: making a machine without user namespaces needs root");
+    let Some(env) = locked_down_env(name) else {
         return;
-    }
-    let mut env = TestEnv::new(name, User::Nobody);
-    env.start_coordinator();
-    let mut sc = Scenario::new(prog)
-        .wrapper("no_userns")
-        .kernel_pids_change();
+    };
+    let mut sc = locked_down(prog);
     for a in args {
         sc = sc.arg(a);
     }
