@@ -28,6 +28,10 @@ pub struct FrozenThread {
     pub pending_signal: Option<(i32, [u8; 128])>,
     /// We ran syscalls in this thread: its registers must be written back.
     pub touched: bool,
+    /// The registers the thaw gives it ([`thaw_regs`]) are in the thread
+    /// already (written back after our per-thread code ran in it): the thaw
+    /// does not write them again.
+    pub regs_written: bool,
     /// CPU affinity before we pinned the thread next to the tracer.
     pub affinity: Option<libc::cpu_set_t>,
     /// The thread's own seccomp filters when they apply to what we inject
@@ -209,6 +213,7 @@ fn freeze_into(
                 regs,
                 pending_signal: pending,
                 touched: false,
+                regs_written: false,
                 affinity: None,
                 seccomp: None,
             }),
@@ -217,15 +222,23 @@ fn freeze_into(
     Ok(())
 }
 
+/// The registers a thread stopped with `regs` resumes with: an interrupted
+/// call is set to be issued again (see [`ptrace::fix_interrupted_syscall`]);
+/// and whether they differ from `regs`.
+pub fn thaw_regs(regs: &Regs) -> (Regs, bool) {
+    let mut r = *regs;
+    let fixed = ptrace::fix_interrupted_syscall(&mut r, true);
+    (r, fixed)
+}
+
 /// Lets one stopped thread run from its (saved or changed) registers.
 fn thaw_one(pid: HostPid, t: &FrozenThread) -> io::Result<()> {
-    let mut regs = t.regs;
-    ptrace::note_continued_call(t.tid, &regs);
-    let fixed = ptrace::fix_interrupted_syscall(&mut regs, true);
+    ptrace::note_continued_call(t.tid, &t.regs);
+    let (regs, fixed) = thaw_regs(&t.regs);
     if let Some(mask) = &t.affinity {
         ptrace::set_affinity(t.tid, mask)?;
     }
-    if fixed || t.touched {
+    if (fixed || t.touched) && !t.regs_written {
         ptrace::set_regs(t.tid, &regs)?;
     }
     match t.pending_signal {

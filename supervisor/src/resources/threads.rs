@@ -418,15 +418,20 @@ pub(crate) fn per_thread_queries(
     let slot = |i: usize| scratch + SCRATCH_SLOTS + i as u64 * QUERY_SLOT;
     let mark_rip = scratch + (THREAD_QUERY_CODE.len() + MARK_STOP_OFF) as u64;
     if let Some(rs) = rescue {
-        for (i, block) in rs.blocks.iter().enumerate() {
-            let mut words = [0u8; 24];
-            words[..8].copy_from_slice(&block.to_ne_bytes());
-            words[8..16].copy_from_slice(&(1u64 << (rs.mark - 1)).to_ne_bytes());
-            words[16..].copy_from_slice(&(rs.mark as u64).to_ne_bytes());
-            wmem.write(RemoteAddr(slot(i) + SLOT_RESCUE_BLOCK as u64), &words)?;
+        // Every slot's rescue words in one write (the rest of a slot is
+        // the fresh mapping's zeros).
+        let mut slots = vec![0u8; rs.blocks.len() * QUERY_SLOT as usize];
+        for (block, s) in rs
+            .blocks
+            .iter()
+            .zip(slots.chunks_exact_mut(QUERY_SLOT as usize))
+        {
+            s[SLOT_RESCUE_BLOCK..SLOT_RESCUE_BLOCK + 8].copy_from_slice(&block.to_ne_bytes());
+            s[SLOT_MARK_SET..SLOT_MARK_SET + 8]
+                .copy_from_slice(&(1u64 << (rs.mark - 1)).to_ne_bytes());
+            s[SLOT_MARK_SIG..SLOT_MARK_SIG + 8].copy_from_slice(&(rs.mark as u64).to_ne_bytes());
         }
-        debug_assert_eq!(SLOT_MARK_SET, SLOT_RESCUE_BLOCK + 8);
-        debug_assert_eq!(SLOT_MARK_SIG, SLOT_RESCUE_BLOCK + 16);
+        wmem.write(RemoteAddr(slot(0)), &slots)?;
     }
     // Signals pend while a thread runs our code (the leader's are blocked
     // already, for all of the injected queries).
@@ -470,11 +475,18 @@ pub(crate) fn per_thread_queries(
         }
         // Back to where the freeze found it (the stop's signal is discarded
         // when it runs again), with its own mask unless it is the leader,
-        // which runs more of our calls.
-        ptrace::set_regs(t.tid, &t.regs)?;
-        if i > 0 {
+        // which runs more of our calls. The others get the registers the
+        // thaw would give them (an interrupted call set to restart), so the
+        // thaw does not write them again.
+        if i == 0 {
+            ptrace::set_regs(t.tid, &t.regs)?;
+        } else {
+            ptrace::set_regs(t.tid, &crate::kernel::freeze::thaw_regs(&t.regs).0)?;
             ptrace::set_sigmask(t.tid, masks[i])?;
         }
+    }
+    for t in fp.threads.iter_mut().skip(1) {
+        t.regs_written = true;
     }
     let n = fp.threads.len();
     let mut all = vec![0u8; n * QUERY_SLOT as usize];

@@ -473,6 +473,7 @@ fn run() -> anyhow::Result<i32> {
     if let Some(n) = args.image.interval {
         request(&addr, &secret, Request::SetInterval(n))?;
     }
+    crate::kernel::sys::no_sigchld_for_stops().map_err(|e| anyhow!("sigaction(SIGCHLD): {e}"))?;
     handled_signals()
         .thread_block()
         .map_err(|e| anyhow!("sigprocmask: {e}"))?;

@@ -75,6 +75,8 @@ fn handled_signals() -> SigSet {
 /// Blocks the handled signals in the calling thread (call before spawning
 /// threads so they inherit the mask).
 pub fn block_signals() -> io::Result<()> {
+    crate::kernel::sys::no_sigchld_for_stops()
+        .map_err(|e| io::Error::other(format!("sigaction(SIGCHLD): {e}")))?;
     handled_signals()
         .thread_block()
         .map_err(|e| io::Error::other(format!("sigprocmask: {e}")))
