@@ -170,6 +170,50 @@ pub const PIDMAP_PREV_OFF: usize = 268;
 /// Most rows the table holds with its previous-real column.
 pub const PIDMAP_PREV_MAX: usize = (STATE_MAP_LEN - PIDMAP_PAIRS) / 12;
 
+/// The pid table for programs exec'd after a restart: a new program image
+/// maps a state page of its own, empty. At each restart the restorer writes
+/// the table it gave the restored processes to `vpids-KEY` in the private
+/// runtime directory, KEY being [`VPID_KEY_ENV`] of the computation's
+/// environment (16 to 64 lowercase hex digits, set at launch); the
+/// library's constructor copies it into its page when that is empty.
+/// Layout: [`VPID_FILE_MAGIC`], `pid_prev` (u32), the row count (u32),
+/// then the bytes of the page from [`PIDMAP_PAIRS`] on: the pairs, then the
+/// previous-real column when `pid_prev` is 1.
+pub const VPID_KEY_ENV: &str = "DMTCP_VPID_KEY";
+/// File name prefix of the exec pid table (see [`VPID_KEY_ENV`]).
+pub const VPID_FILE_PREFIX: &str = "vpids-";
+/// First bytes of the exec pid table file.
+pub const VPID_FILE_MAGIC: &[u8; 8] = b"DMTCPVP1";
+/// Header size of the exec pid table file.
+pub const VPID_FILE_HDR: usize = 16;
+
+/// Whether `key` is a [`VPID_KEY_ENV`] value (it becomes part of a path).
+pub fn vpid_key_ok(key: &str) -> bool {
+    (16..=64).contains(&key.len()) && key.bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// The rows of an exec pid table file (see [`VPID_KEY_ENV`]): whether the
+/// previous-real column is there, the row count, and the bytes that go to
+/// [`PIDMAP_PAIRS`]; `None` for anything else.
+pub fn vpid_file_rows(b: &[u8]) -> Option<(bool, usize, &[u8])> {
+    if b.len() < VPID_FILE_HDR || &b[..8] != VPID_FILE_MAGIC {
+        return None;
+    }
+    let word = |at: usize| u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]);
+    let prev = match word(8) {
+        0 => false,
+        1 => true,
+        _ => return None,
+    };
+    let n = word(12) as usize;
+    let (max, row) = if prev {
+        (PIDMAP_PREV_MAX, 12)
+    } else {
+        (PIDMAP_MAX, 8)
+    };
+    (n <= max && b.len() == VPID_FILE_HDR + n * row).then(|| (prev, n, &b[VPID_FILE_HDR..]))
+}
+
 /// Field offsets (see the table above).
 pub mod off {
     pub const MAGIC: usize = 0;

@@ -11,6 +11,8 @@
 //! and the wrappers translate: real to virtual on the way out, virtual to
 //! real on the way in. A pid not in the table is its own virtual pid
 //! (processes born after the restart, processes outside the computation).
+//! A program exec'd after a restart takes the table from the file the
+//! restorer left for it ([`crate::abi::VPID_KEY_ENV`], [`init`]).
 //!
 //! `fork` makes sure a child's real pid is not a virtual pid the program
 //! already knows (it would name two processes): such a child exits at
@@ -854,10 +856,60 @@ pub const VIRTUAL_PIDS_ENV: &str = "DMTCP_VIRTUAL_PIDS";
 
 static TRAMPOLINES: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
-/// Constructor: whether this computation runs without namespaces.
+/// Constructor: whether this computation runs without namespaces; if so
+/// and this program image has no pid table yet (it was exec'd), the one of
+/// the last restart ([`load_exec_table`]).
 pub fn init() {
     if std::env::var_os(VIRTUAL_PIDS_ENV).is_some_and(|v| v == "1") {
         TRAMPOLINES.store(true, Ordering::Relaxed);
+        if table().is_empty() {
+            load_exec_table();
+        }
+    }
+}
+
+/// A program exec'd after a restart maps a state page of its own, without
+/// the table the restorer wrote into the processes it restored: it takes
+/// the copy the restorer left in the private runtime directory
+/// ([`crate::abi::VPID_KEY_ENV`]). None before the first restart. A file
+/// that is not ours alone is refused, with one line on stderr.
+fn load_exec_table() {
+    use crate::abi::{vpid_file_rows, vpid_key_ok, VPID_FILE_PREFIX, VPID_KEY_ENV};
+    use dmtcp_protocol::runtime;
+    let page = crate::state::raw();
+    let key = std::env::var(VPID_KEY_ENV).unwrap_or_default();
+    if page.is_null() || !vpid_key_ok(&key) {
+        return;
+    }
+    let dir = runtime::dir_path();
+    let path = dir.join(format!("{VPID_FILE_PREFIX}{key}"));
+    let read = runtime::check_private_dir(&dir)
+        .and_then(|()| runtime::read_private_bytes(&path, crate::abi::STATE_MAP_LEN as u64));
+    let bytes = match read {
+        Ok(Some(b)) => b,
+        Err(e @ runtime::RuntimeError::Unsafe { .. }) => {
+            eprintln!("libdmtcp_inject: {e}; pids of before the restart are not translated");
+            return;
+        }
+        Ok(None) | Err(_) => return,
+    };
+    let Some((prev, n, rows)) = vpid_file_rows(&bytes) else {
+        eprintln!(
+            "libdmtcp_inject: {}: not a pid table; pids of before the restart are not translated",
+            path.display()
+        );
+        return;
+    };
+    // SAFETY: a non-null page is the state mapping (STATE_MAP_LEN bytes,
+    // page-aligned, never unmapped), fresh and only ours: no other thread
+    // reads the table before the count below is stored. `vpid_file_rows`
+    // bounds the rows to what fits from PIDMAP_PAIRS to the mapping's end;
+    // PIDMAP_PREV_OFF and PIDMAP_OFF are 4-aligned u32 fields inside it.
+    unsafe {
+        std::ptr::copy_nonoverlapping(rows.as_ptr(), page.add(PIDMAP_PAIRS).cast_mut(), rows.len());
+        (*page.add(crate::abi::PIDMAP_PREV_OFF).cast::<AtomicU32>())
+            .store(u32::from(prev), Ordering::Relaxed);
+        (*page.add(PIDMAP_OFF).cast::<AtomicU32>()).store(n as u32, Ordering::Release);
     }
 }
 

@@ -316,6 +316,31 @@ pub fn set_pid_map(mem: &Mem, addr: RemoteAddr, pairs: &[(i32, i32)]) -> io::Res
     )
 }
 
+/// The exec pid table file (`abi::VPID_KEY_ENV`) of the table in the state
+/// page at `addr`, as [`set_pid_map`] wrote it.
+pub fn exec_table_file(mem: &Mem, addr: RemoteAddr) -> io::Result<Vec<u8>> {
+    read_state(mem, addr)?;
+    let mut w = [0u8; 4];
+    mem.read(addr + abi::PIDMAP_OFF as u64, &mut w)?;
+    let n = u32::from_le_bytes(w) as usize;
+    mem.read(addr + abi::PIDMAP_PREV_OFF as u64, &mut w)?;
+    let prev = u32::from_le_bytes(w) == 1;
+    let len = n * if prev { 12 } else { 8 };
+    if abi::PIDMAP_PAIRS + len > abi::STATE_MAP_LEN {
+        return Err(io::Error::other(format!("a pid table of {n} rows")));
+    }
+    let mut b = Vec::with_capacity(abi::VPID_FILE_HDR + len);
+    b.extend_from_slice(abi::VPID_FILE_MAGIC);
+    b.extend_from_slice(&u32::from(prev).to_le_bytes());
+    b.extend_from_slice(&(n as u32).to_le_bytes());
+    b.resize(abi::VPID_FILE_HDR + len, 0);
+    mem.read(
+        addr + abi::PIDMAP_PAIRS as u64,
+        &mut b[abi::VPID_FILE_HDR..],
+    )?;
+    Ok(b)
+}
+
 /// Rows (virtual, real, previous real) of a new table `pairs` replacing
 /// `old`: an id not in the old table was its own real id; the old table's
 /// ids that are not in the new one follow with real id 0.
@@ -445,6 +470,40 @@ impl Publisher {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The exec pid table file: what the library accepts.
+    #[test]
+    fn exec_table_file_rows() {
+        let file = |prev: u32, n: u32, rows: usize| {
+            let mut b = abi::VPID_FILE_MAGIC.to_vec();
+            b.extend_from_slice(&prev.to_le_bytes());
+            b.extend_from_slice(&n.to_le_bytes());
+            b.resize(abi::VPID_FILE_HDR + rows, 7);
+            b
+        };
+        assert_eq!(
+            abi::vpid_file_rows(&file(0, 2, 16)).map(|r| (r.0, r.1, r.2.len())),
+            Some((false, 2, 16))
+        );
+        assert_eq!(
+            abi::vpid_file_rows(&file(1, 2, 24)).map(|r| (r.0, r.1, r.2.len())),
+            Some((true, 2, 24))
+        );
+        assert_eq!(abi::vpid_file_rows(&file(0, 0, 0)).map(|r| r.1), Some(0));
+        // Sizes that do not match the count, a bad flag, too many rows.
+        assert!(abi::vpid_file_rows(&file(1, 2, 16)).is_none());
+        assert!(abi::vpid_file_rows(&file(0, 2, 17)).is_none());
+        assert!(abi::vpid_file_rows(&file(2, 0, 0)).is_none());
+        let n = abi::PIDMAP_MAX as u32 + 1;
+        assert!(abi::vpid_file_rows(&file(0, n, n as usize * 8)).is_none());
+        let mut bad = file(0, 0, 0);
+        bad[0] ^= 1;
+        assert!(abi::vpid_file_rows(&bad).is_none());
+        assert!(abi::vpid_key_ok("0123456789abcdef"));
+        assert!(!abi::vpid_key_ok("0123456789abcde"));
+        assert!(!abi::vpid_key_ok("../../etc/passwd0000"));
+        assert!(!abi::vpid_key_ok("0123456789ABCDEF"));
+    }
 
     fn page() -> Vec<u8> {
         let mut b = vec![0u8; abi::STATE_SIZE];

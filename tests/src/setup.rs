@@ -92,6 +92,7 @@ pub const SCRIPTS: &[&str] = &[
     "redis_peer",
     "py_threads",
     "pipeline",
+    "exec_ids",
     "py_subprocess",
     "tty_raw",
     "on_pty",

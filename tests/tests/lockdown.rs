@@ -199,6 +199,17 @@ fn no_namespaces_pipeline_two_rounds() {
     );
 }
 
+/// Programs exec'd after each restart (`sh -c`, python3) see their
+/// parent's virtual pid and their own pid as fork gave it, the same way:
+/// a new program image takes the pid table from the runtime directory.
+#[test]
+fn no_namespaces_exec_after_restart_two_rounds() {
+    locked_down_scenario(
+        Scenario::new("exec_ids").image_name(&interpreter("/bin/bash")),
+        "lockdown-exec-ids",
+    );
+}
+
 /// Blocked and pending signals, handlers with flags and masks, ignored
 /// signals and a running ITIMER_REAL the same way.
 #[test]

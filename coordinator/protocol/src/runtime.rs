@@ -191,6 +191,13 @@ pub fn write_private(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
 /// used only if it is a regular file owned by us that group and others
 /// cannot access. `Ok(None)` when it does not exist.
 pub fn read_private(path: &Path) -> Result<Option<String>, RuntimeError> {
+    let b = read_private_bytes(path, 4096)?;
+    Ok(b.map(|b| String::from_utf8_lossy(&b).trim().to_string())
+        .filter(|s| !s.is_empty()))
+}
+
+/// [`read_private`] for any bytes, at most `limit` of them.
+pub fn read_private_bytes(path: &Path, limit: u64) -> Result<Option<Vec<u8>>, RuntimeError> {
     let f = OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
@@ -222,11 +229,11 @@ pub fn read_private(path: &Path) -> Result<Option<String>, RuntimeError> {
             ),
         ));
     }
-    let mut s = String::new();
-    f.take(4096)
-        .read_to_string(&mut s)
+    let mut b = Vec::new();
+    f.take(limit)
+        .read_to_end(&mut b)
         .map_err(|e| RuntimeError::io(path, e))?;
-    Ok(Some(s.trim().to_string()).filter(|s| !s.is_empty()))
+    Ok(Some(b))
 }
 
 /// Creates a checkpoint directory (and missing parents) with mode 0700:

@@ -289,6 +289,15 @@ pub fn comm(pid: HostPid, tid: Option<HostPid>) -> io::Result<String> {
     Ok(read_string(pid, &rest)?.trim_end_matches('\n').to_string())
 }
 
+/// The value of `name` in the environment `pid` started its program with.
+pub fn env_var(pid: HostPid, name: &str) -> io::Result<Option<String>> {
+    let b = read_bytes(pid, "environ")?;
+    let prefix = format!("{name}=");
+    Ok(b.split(|&c| c == 0)
+        .find_map(|kv| kv.strip_prefix(prefix.as_bytes()))
+        .map(|v| String::from_utf8_lossy(v).into_owned()))
+}
+
 pub fn cmdline(pid: HostPid) -> io::Result<Vec<Vec<u8>>> {
     let b = read_bytes(pid, "cmdline")?;
     let mut v: Vec<Vec<u8>> = b.split(|&c| c == 0).map(|s| s.to_vec()).collect();

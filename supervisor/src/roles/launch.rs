@@ -211,6 +211,14 @@ fn launch_inner(
         // The program's libdmtcp_inject translates si_pid for SA_SIGINFO
         // handlers only in this mode (`inject::vpid::VIRTUAL_PIDS_ENV`).
         std::env::set_var("DMTCP_VIRTUAL_PIDS", "1");
+        // Where programs exec'd after a restart find the pid table
+        // (`inject::abi::VPID_KEY_ENV`): a key of this launch's own, kept in
+        // the restored environment.
+        let key: String = rand::random::<[u8; 16]>()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        std::env::set_var(crate::agent::abi::VPID_KEY_ENV, key);
     }
     // A 32-bit program is refused before anything starts (it could not be
     // checkpointed: the restorer handles x86_64 processes only).

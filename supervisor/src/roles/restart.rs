@@ -822,6 +822,7 @@ fn write_pid_tables(images: &[ImageChain], restored: &[restore::Restored]) -> an
         .iter()
         .map(|c| &c.top().meta().process)
         .filter(|p| p.zombie.is_none());
+    let mut first = None;
     for (p, r) in live.zip(restored) {
         let pid = r.pid();
         let Some(addr) = crate::agent::find_state(pid) else {
@@ -836,6 +837,7 @@ fn write_pid_tables(images: &[ImageChain], restored: &[restore::Restored]) -> an
         let mem = procfs::Mem::open(pid, true).map_err(|e| anyhow!("pid {}: {e}", p.vpid))?;
         crate::agent::set_pid_map(&mem, addr, &pairs)
             .map_err(|e| anyhow!("pid {} ({}): the pid table: {e}", p.vpid, p.comm))?;
+        first.get_or_insert((pid, addr));
         // glibc's own copy of each thread's tid (pthread_kill, raise).
         if let Some(off) = crate::agent::tid_offset(&mem, addr) {
             for t in &meta_of(images, p.vpid).threads {
@@ -854,7 +856,42 @@ fn write_pid_tables(images: &[ImageChain], restored: &[restore::Restored]) -> an
             }
         }
     }
+    if let Some((pid, addr)) = first {
+        write_exec_table(pid, addr);
+    }
     Ok(())
+}
+
+/// Programs exec'd from now on map a state page of their own: they take
+/// the table from a file in the private runtime directory, named after the
+/// key the computation's environment holds (`abi::VPID_KEY_ENV`, given at
+/// launch). A failure is logged: those programs would see kernel pids.
+fn write_exec_table(pid: HostPid, addr: crate::kernel::pid::RemoteAddr) {
+    use crate::agent::abi;
+    let result = (|| -> anyhow::Result<Option<PathBuf>> {
+        let Some(key) = procfs::env_var(pid, abi::VPID_KEY_ENV)? else {
+            return Ok(None);
+        };
+        if !abi::vpid_key_ok(&key) {
+            return Ok(None);
+        }
+        let mem = procfs::Mem::open(pid, false)?;
+        let bytes = crate::agent::exec_table_file(&mem, addr)?;
+        let path = dmtcp_protocol::runtime::dir()?.join(format!("{}{key}", abi::VPID_FILE_PREFIX));
+        dmtcp_protocol::runtime::write_private(&path, &bytes, 0o600)
+            .map_err(|e| anyhow!("{}: {e}", path.display()))?;
+        Ok(Some(path))
+    })();
+    match result {
+        Ok(Some(path)) => tracing::debug!("pid table for exec'd programs: {}", path.display()),
+        Ok(None) => tracing::debug!(
+            "no {} in the computation's environment: programs exec'd after the restart see kernel pids",
+            abi::VPID_KEY_ENV
+        ),
+        Err(e) => tracing::warn!(
+            "the pid table for programs exec'd after the restart: {e}; they will see kernel pids"
+        ),
+    }
 }
 
 /// `fs_base` in `struct user_regs_struct` (27 words), x86-64.
