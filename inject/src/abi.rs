@@ -49,6 +49,7 @@
 //! |    264 |    4 | trap_filter    | restorer: 1 = the trap filter is the root of every thread's seccomp chain; library: 1 when it finds the filter after an exec |
 //! |    268 |    4 | pid_prev       | restorer: 1 = the pid table's previous-real column follows its pairs |
 //! |    272 |    8 | sigsys_handler | library: address of its SIGSYS handler, once installed |
+//! |    280 |    8 | wait_redo      | library: address of the trampoline a wait made again after a restart goes through ([`crate::vpid`]) |
 //!
 //! Pid table (at a fixed offset, whatever `size` says; all zero unless
 //! the computation runs without namespaces and was restarted):
@@ -112,6 +113,8 @@ pub const SECRET_LEN: usize = 128;
 pub const TRAP_FILTER_OFF: usize = 264;
 /// Offset of `sigsys_handler` (see the table above).
 pub const SIGSYS_HANDLER_OFF: usize = 272;
+/// Offset of `wait_redo` (see the table above).
+pub const WAIT_REDO_OFF: usize = 280;
 
 /// The seccomp filter that sends raw pid system calls to the library
 /// without namespaces after a restart (built by the supervisor's
@@ -298,7 +301,8 @@ const _: () = assert!(STATE_SIZE <= STATE_MAP_LEN);
 const _: () = assert!(off::HOOK_VERSION == STATE_SIZE);
 const _: () = assert!(off::HOOK_BUSY + 4 == HOOKS_SIZE);
 const _: () = assert!(HOOKS_SIZE <= TRAP_FILTER_OFF);
-const _: () = assert!(SIGSYS_HANDLER_OFF + 8 <= PIDMAP_OFF);
+const _: () = assert!(SIGSYS_HANDLER_OFF + 8 <= WAIT_REDO_OFF);
+const _: () = assert!(WAIT_REDO_OFF + 8 <= PIDMAP_OFF);
 
 /// The seccomp/Landlock log: a separate anonymous mapping of
 /// [`SECLOG_MAP_LEN`] bytes named [`SECLOG_VMA_NAME`], made by the library

@@ -329,7 +329,7 @@ pub fn syscall(nr: i64, a: [u64; 6]) -> Option<i64> {
         }),
         libc::SYS_wait4 => {
             let e = epoch();
-            let r = again(|| raw(nr, with(&[(0, arg(target_to_real(id(0))))])));
+            let r = in_wait(|| again(|| raw(nr, with(&[(0, arg(target_to_real(id(0))))]))));
             if r > 0 {
                 i64::from(virt_since(e, r as pid_t))
             } else {
@@ -366,12 +366,14 @@ pub fn syscall(nr: i64, a: [u64; 6]) -> Option<i64> {
         }),
         libc::SYS_waitid => {
             let e = epoch();
-            let r = again(|| {
-                if matches!(a[0] as libc::idtype_t, libc::P_PID | libc::P_PGID) {
-                    raw(nr, with(&[(1, arg(to_real(id(1))) & 0xffff_ffff)]))
-                } else {
-                    raw(nr, a)
-                }
+            let r = in_wait(|| {
+                again(|| {
+                    if matches!(a[0] as libc::idtype_t, libc::P_PID | libc::P_PGID) {
+                        raw(nr, with(&[(1, arg(to_real(id(1))) & 0xffff_ffff)]))
+                    } else {
+                        raw(nr, a)
+                    }
+                })
             });
             if r == 0 && a[2] != 0 {
                 // SAFETY: the call filled the caller's siginfo_t at a[2];
@@ -528,7 +530,7 @@ pub unsafe extern "C" fn waitpid(pid: pid_t, status: *mut c_int, options: c_int)
     );
     let e = epoch();
     // SAFETY: the caller's pointer, passed on.
-    let r = again_libc(|| unsafe { f(target_to_real(pid), status, options) });
+    let r = in_wait(|| again_libc(|| unsafe { f(target_to_real(pid), status, options) }));
     virt_since(e, r)
 }
 
@@ -541,7 +543,7 @@ pub unsafe extern "C" fn wait(status: *mut c_int) -> pid_t {
     let f = real!(WAIT, c"wait", unsafe extern "C" fn(*mut c_int) -> pid_t);
     let e = epoch();
     // SAFETY: the caller's pointer, passed on.
-    virt_since(e, unsafe { f(status) })
+    virt_since(e, in_wait(|| unsafe { f(status) }))
 }
 
 /// `wait3(2)`.
@@ -557,7 +559,7 @@ pub unsafe extern "C" fn wait3(status: *mut c_int, options: c_int, rusage: *mut 
     );
     let e = epoch();
     // SAFETY: the caller's pointers, passed on.
-    virt_since(e, unsafe { f(status, options, rusage) })
+    virt_since(e, in_wait(|| unsafe { f(status, options, rusage) }))
 }
 
 /// `wait4(2)`.
@@ -578,12 +580,112 @@ pub unsafe extern "C" fn wait4(
     );
     let e = epoch();
     // SAFETY: the caller's pointers, passed on.
-    let r = again_libc(|| unsafe { f(target_to_real(pid), status, options, rusage) });
+    let r = in_wait(|| again_libc(|| unsafe { f(target_to_real(pid), status, options, rusage) }));
     virt_since(e, r)
 }
 
 /// Byte offset of `si_pid` in a `siginfo_t` (x86_64).
 const SI_PID: usize = 16;
+
+thread_local! {
+    /// How many of our wait wrappers this thread is inside (a signal
+    /// handler may wait inside a wait): they translate what the call
+    /// returns themselves.
+    static IN_WAIT: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+/// Runs `f`, a wait whose result the caller translates, counted in
+/// [`IN_WAIT`].
+fn in_wait<T>(f: impl FnOnce() -> T) -> T {
+    IN_WAIT.with(|n| n.set(n.get() + 1));
+    let r = f();
+    IN_WAIT.with(|n| n.set(n.get().saturating_sub(1)));
+    r
+}
+
+// A wait blocked when the process was checkpointed is made again by the
+// restored thread; the restorer (without namespaces) makes it go through
+// here, so that what it returns is translated like a wrapper's result:
+// glibc's own waits (`system`, `pclose`) compare it with the pid they
+// kept, a virtual one. The restorer pushes, below the thread's red zone,
+// the address after the original `syscall` instruction and the call's
+// number, loads the call's registers (the awaited pid already the new
+// kernel one) and points `rip` here. Every register but `rax` (and `rcx`,
+// `r11`, which any system call changes) is as the call left it, SSE state
+// included; `ret 136` goes back with `rsp` where it was.
+std::arch::global_asm!(
+    ".pushsection .text.dmtcp_wait_redo,\"ax\",@progbits",
+    ".globl dmtcp_wait_redo",
+    ".hidden dmtcp_wait_redo",
+    "dmtcp_wait_redo:",
+    "syscall",
+    "push rdi",
+    "push rsi",
+    "push rdx",
+    "push r8",
+    "push r9",
+    "push r10",
+    "push rcx",
+    "push r11",
+    "push rbx",
+    "mov rbx, rsp",
+    "and rsp, -16",
+    "sub rsp, 512",
+    "fxsave64 [rsp]",
+    "mov rdi, rax",
+    "mov rsi, [rbx + 80]", // the call's number, above the return address
+    "mov rdx, [rbx + 48]", // waitid's infop (the saved rdx)
+    "call {fix}",
+    "fxrstor64 [rsp]",
+    "mov rsp, rbx",
+    "pop rbx",
+    "pop r11",
+    "pop rcx",
+    "pop r10",
+    "pop r9",
+    "pop r8",
+    "pop rdx",
+    "pop rsi",
+    "pop rdi",
+    "ret 136",
+    ".popsection",
+    fix = sym wait_redo_fix,
+);
+
+extern "C" {
+    /// The trampoline above (never called from Rust: its address goes to
+    /// the state page).
+    fn dmtcp_wait_redo();
+}
+
+/// The trampoline's address, for the state page (`abi::WAIT_REDO_OFF`).
+pub fn wait_redo_address() -> u64 {
+    dmtcp_wait_redo as *const () as usize as u64
+}
+
+/// What a wait made again after a restart returns to its caller: left to
+/// our wrapper when the thread is inside one ([`IN_WAIT`]), else made
+/// virtual (`wait4`'s pid, `waitid`'s `si_pid`).
+extern "C" fn wait_redo_fix(result: i64, nr: i64, infop: *mut u8) -> i64 {
+    if IN_WAIT.with(|n| n.get()) > 0 {
+        return result;
+    }
+    match nr {
+        libc::SYS_wait4 if result > 0 && result <= i64::from(i32::MAX) => {
+            i64::from(to_virt(result as pid_t))
+        }
+        libc::SYS_waitid if result == 0 && !infop.is_null() => {
+            // SAFETY: the call's `siginfo_t *` (its contract), filled by the
+            // kernel; si_pid is an aligned int inside it.
+            unsafe {
+                let p = infop.add(SI_PID).cast::<pid_t>();
+                *p = to_virt(*p);
+            }
+            result
+        }
+        _ => result,
+    }
+}
 
 /// `waitid(2)`: the id in, `si_pid` out.
 ///
@@ -607,7 +709,7 @@ pub unsafe extern "C" fn waitid(
     };
     let e = epoch();
     // SAFETY: the caller's pointer, passed on.
-    let r = again_libc(|| unsafe { f(idtype, real_id(), infop, options) });
+    let r = in_wait(|| again_libc(|| unsafe { f(idtype, real_id(), infop, options) }));
     if r == 0 && !infop.is_null() && !table().is_empty() {
         // SAFETY: infop points to a siginfo_t the call filled; si_pid is
         // an aligned int inside it.
@@ -864,6 +966,12 @@ pub fn init() {
         TRAMPOLINES.store(true, Ordering::Relaxed);
         if table().is_empty() {
             load_exec_table();
+        }
+        let page = crate::state::raw();
+        if !page.is_null() {
+            // SAFETY: WAIT_REDO_OFF is 8-aligned and inside the state mapping.
+            unsafe { &*page.add(crate::abi::WAIT_REDO_OFF).cast::<AtomicU64>() }
+                .store(wait_redo_address(), Ordering::Relaxed);
         }
     }
 }

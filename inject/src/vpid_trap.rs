@@ -91,14 +91,17 @@ pub fn init(virtual_pids: bool) {
         return;
     }
     ACTIVE.store(true, Ordering::Release);
-    // SAFETY: SIGSYS_HANDLER_OFF is 8-aligned and inside the state mapping.
-    unsafe { &*page.add(SIGSYS_HANDLER_OFF).cast::<AtomicU64>() }
-        .store(on_sigsys as *const () as usize as u64, Ordering::Relaxed);
     let probe = raw_syscall(libc::SYS_getppid, [PROBE, 0, 0, 0, 0, 0]);
     if probe == -i64::from(PROBE_ERRNO) {
         // SAFETY: TRAP_FILTER_OFF is 4-aligned and inside the state mapping.
         unsafe { &*page.add(TRAP_FILTER_OFF).cast::<AtomicU32>() }.store(1, Ordering::Relaxed);
     }
+    // Last: a checkpoint that finds the handler's address knows the probe
+    // is done (`trap_filter` is final), see the supervisor's
+    // `agent::library_starting`.
+    // SAFETY: SIGSYS_HANDLER_OFF is 8-aligned and inside the state mapping.
+    unsafe { &*page.add(SIGSYS_HANDLER_OFF).cast::<AtomicU64>() }
+        .store(on_sigsys as *const () as usize as u64, Ordering::Release);
 }
 
 fn first_word(set: &libc::sigset_t) -> u64 {

@@ -109,7 +109,11 @@ fn has_magic(mem: &Mem, addr: RemoteAddr) -> bool {
 /// or (kernels without VMA names) the one-page private anonymous read-write
 /// VMA that starts with the magic.
 pub fn find_state(pid: HostPid) -> Option<RemoteAddr> {
-    let maps = procfs::maps(pid).ok()?;
+    state_in(pid, &procfs::maps(pid).ok()?)
+}
+
+/// [`find_state`] with the process's memory map read already.
+fn state_in(pid: HostPid, maps: &[procfs::MapEntry]) -> Option<RemoteAddr> {
     if let Some(m) = maps.iter().find(|m| m.name == abi::STATE_MAPS_NAME) {
         return Some(RemoteAddr(m.start));
     }
@@ -232,6 +236,47 @@ pub fn critical_section(frozen: &[FrozenProcess]) -> Option<(HostPid, i32)> {
         }
     }
     None
+}
+
+/// Without namespaces: the first frozen process that runs under seccomp
+/// filters while its inject library has not finished starting (between an
+/// exec and the end of the library's constructor: no state page yet, or no
+/// SIGSYS handler recorded in it, which the library writes last). Until
+/// then the raw pid trap filter it inherited cannot be told from a filter
+/// of the program's own (unprivileged, the filters cannot be read), and
+/// the capture would refuse it; the caller thaws and tries again shortly,
+/// as for a critical section. A program without the library (static,
+/// or exec'd without `LD_PRELOAD`) is never waited for.
+pub fn library_starting(frozen: &[FrozenProcess]) -> Option<HostPid> {
+    if !crate::kernel::pid::virt::enabled() {
+        return None;
+    }
+    frozen.iter().map(|fp| fp.pid).find(|&pid| {
+        let filtered = crate::kernel::seccomp::thread_mode(pid, pid)
+            .is_ok_and(|m| m.mode == 2 && m.filters > 0);
+        if !filtered {
+            return false;
+        }
+        let Ok(maps) = procfs::maps(pid) else {
+            return false;
+        };
+        if let Some(addr) = state_in(pid, &maps) {
+            return Mem::open(pid, false).is_ok_and(|mem| sigsys_handler(&mem, addr) == 0);
+        }
+        // No state page yet: only if the library is coming.
+        library_coming(pid, &maps)
+    })
+}
+
+/// Whether `pid`, without a state page, is a program whose inject library
+/// is still to come: the dynamic loader is mapped (a program just exec'd)
+/// and the environment it started with preloads the library.
+pub fn library_coming(pid: HostPid, maps: &[procfs::MapEntry]) -> bool {
+    maps.iter().any(|m| m.name.contains("/ld-linux"))
+        && procfs::env_var(pid, "LD_PRELOAD")
+            .ok()
+            .flatten()
+            .is_some_and(|v| v.contains("libdmtcp_inject"))
 }
 
 /// After giving up on a checkpoint: no checkpoint waits any more.
@@ -389,6 +434,16 @@ pub fn tid_offset(mem: &Mem, addr: RemoteAddr) -> Option<u64> {
 pub fn sigsys_handler(mem: &Mem, addr: RemoteAddr) -> u64 {
     let mut b = [0u8; 8];
     match mem.read(addr + abi::SIGSYS_HANDLER_OFF as u64, &mut b) {
+        Ok(()) => u64::from_le_bytes(b),
+        Err(_) => 0,
+    }
+}
+
+/// The address of the library's trampoline for waits made again after a
+/// restart (0: none, or an older library; see `inject::vpid`).
+pub fn wait_redo(mem: &Mem, addr: RemoteAddr) -> u64 {
+    let mut b = [0u8; 8];
+    match mem.read(addr + abi::WAIT_REDO_OFF as u64, &mut b) {
         Ok(()) => u64::from_le_bytes(b),
         Err(_) => 0,
     }

@@ -81,6 +81,7 @@ pub const PROGRAMS: &[&str] = &[
     "vpids",
     "vpid_spin",
     "spawn_pids",
+    "spawn_steady",
     "ucred",
     "rawpid",
     "rawpid_static",

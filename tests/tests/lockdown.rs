@@ -210,6 +210,19 @@ fn no_namespaces_exec_after_restart_two_rounds() {
     );
 }
 
+/// Children made without pause by vfork, posix_spawn, system and popen
+/// through four rounds: checkpoints catch children in the middle of their
+/// exec and the parent in glibc's own clone and waits. (Its /proc view
+/// is never the same twice: `system` blocks SIGCHLD and ignores SIGINT and
+/// SIGQUIT while it waits, `popen` holds a pipe; the program checks
+/// itself.)
+#[test]
+fn no_namespaces_steady_spawns_four_rounds() {
+    let mut sc = Scenario::new("spawn_steady");
+    sc.proc_check = dmtcp_tests::scenario::ProcCheck::Off;
+    locked_down_scenario_rounds(sc, "lockdown-spawn-steady", 4);
+}
+
 /// Blocked and pending signals, handlers with flags and masks, ignored
 /// signals and a running ITIMER_REAL the same way.
 #[test]

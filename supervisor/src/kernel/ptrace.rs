@@ -529,9 +529,34 @@ pub fn reissued(r: &Regs) -> bool {
 /// the call is one that will be issued again; returns whether anything
 /// changed. `wait4(-PGID)` keeps its sign; 0, -1 and `P_ALL`/`P_PIDFD`
 /// are left alone.
-pub fn convert_pid_args(r: &mut Regs, conv: impl Fn(i32) -> i32) -> bool {
+///
+/// Likewise a thread stopped on its way out of `clone`, `clone3`, `fork`
+/// or `vfork` holds the new child's kernel pid in `rax`: glibc's own
+/// `posix_spawn` inside `system` and `popen` is stopped there when the
+/// checkpoint catches its child just after the exec, and waits for that
+/// pid next. That result is translated the same way (`to_kernel`: at a
+/// restore), except `vfork`'s at a restore: that result goes straight to
+/// the program (the library's `vfork` jumps to glibc's and cannot
+/// translate it), which wants the virtual pid the image has.
+pub fn convert_pid_args(r: &mut Regs, conv: impl Fn(i32) -> i32, to_kernel: bool) -> bool {
     if !reissued(r) {
-        return false;
+        if to_kernel && r.orig_rax as i64 == libc::SYS_vfork {
+            return false;
+        }
+        let cloned = matches!(
+            r.orig_rax as i64,
+            libc::SYS_clone | libc::SYS_clone3 | libc::SYS_fork | libc::SYS_vfork
+        );
+        let child = r.rax as i64;
+        if !cloned || child <= 0 || child > i64::from(i32::MAX) {
+            return false;
+        }
+        let new = conv(child as i32);
+        if new == child as i32 {
+            return false;
+        }
+        r.rax = new as i64 as u64;
+        return true;
     }
     let reg = match r.orig_rax as i64 {
         libc::SYS_wait4 => &mut r.rdi,
@@ -703,25 +728,25 @@ mod tests {
     #[test]
     fn awaited_pids_of_a_reissued_wait_are_translated() {
         let mut r = blocked(libc::SYS_wait4, 100, 0);
-        assert!(convert_pid_args(&mut r, conv));
+        assert!(convert_pid_args(&mut r, conv, false));
         assert_eq!(r.rdi, 200);
         // A process group: wait4(-PGID).
         let mut r = blocked(libc::SYS_wait4, (-300i64) as u64, 0);
-        assert!(convert_pid_args(&mut r, conv));
+        assert!(convert_pid_args(&mut r, conv, false));
         assert_eq!(r.rdi as i64, -400);
         for any in [0i64, -1] {
             let mut r = blocked(libc::SYS_wait4, any as u64, 0);
-            assert!(!convert_pid_args(&mut r, conv));
+            assert!(!convert_pid_args(&mut r, conv, false));
             assert_eq!(r.rdi as i64, any);
         }
         let mut r = blocked(libc::SYS_waitid, libc::P_PID as u64, 300);
-        assert!(convert_pid_args(&mut r, conv));
+        assert!(convert_pid_args(&mut r, conv, false));
         assert_eq!((r.rdi, r.rsi), (libc::P_PID as u64, 400));
         let mut r = blocked(libc::SYS_waitid, libc::P_PGID as u64, 100);
-        assert!(convert_pid_args(&mut r, conv));
+        assert!(convert_pid_args(&mut r, conv, false));
         assert_eq!(r.rsi, 200);
         let mut r = blocked(libc::SYS_waitid, libc::P_ALL as u64, 100);
-        assert!(!convert_pid_args(&mut r, conv));
+        assert!(!convert_pid_args(&mut r, conv, false));
         assert_eq!(r.rsi, 100);
     }
 
@@ -730,14 +755,45 @@ mod tests {
         // Returned: rdi is the program's again, not an argument to redo.
         let mut r = blocked(libc::SYS_wait4, 100, 0);
         r.rax = 100;
-        assert!(!convert_pid_args(&mut r, conv));
+        assert!(!convert_pid_args(&mut r, conv, false));
         assert_eq!(r.rdi, 100);
         // Not stopped in a call.
         let mut r = blocked(libc::SYS_wait4, 100, 0);
         r.orig_rax = u64::MAX;
-        assert!(!convert_pid_args(&mut r, conv));
+        assert!(!convert_pid_args(&mut r, conv, false));
         let mut r = blocked(libc::SYS_read, 100, 0);
-        assert!(!convert_pid_args(&mut r, conv));
+        assert!(!convert_pid_args(&mut r, conv, false));
         assert_eq!(r.rdi, 100);
+    }
+
+    #[test]
+    fn the_child_pid_a_clone_returned_is_translated() {
+        for nr in [
+            libc::SYS_clone,
+            libc::SYS_clone3,
+            libc::SYS_fork,
+            libc::SYS_vfork,
+        ] {
+            let mut r = blocked(nr, 0, 0);
+            r.rax = 300;
+            assert!(convert_pid_args(&mut r, conv, false));
+            assert_eq!(r.rax, 400);
+            // At a restore, vfork's result stays virtual.
+            let mut r = blocked(nr, 0, 0);
+            r.rax = 300;
+            let converted = convert_pid_args(&mut r, conv, true);
+            assert_eq!(converted, nr != libc::SYS_vfork);
+        }
+        // The child's side (0), a failure, another call's result.
+        for (nr, rax) in [
+            (libc::SYS_clone, 0u64),
+            (libc::SYS_clone, (-libc::EAGAIN as i64) as u64),
+            (libc::SYS_getpid, 300),
+        ] {
+            let mut r = blocked(nr, 0, 0);
+            r.rax = rax;
+            assert!(!convert_pid_args(&mut r, conv, false));
+            assert_eq!(r.rax, rax);
+        }
     }
 }

@@ -629,13 +629,46 @@ pub(crate) fn restore_thread_state(
 }
 
 /// Loads a thread's saved xstate, registers and signal mask.
-pub(crate) fn load_registers(tid: HostPid, t: &ThreadState) -> io::Result<()> {
+///
+/// `wait_redo`: without namespaces, the library's trampoline for a wait
+/// made again (`inject::vpid`, found in the state page) and the process's
+/// memory: a thread blocked in `wait4` or `waitid` makes the call again
+/// from there, so that the pid it returns is translated (glibc's own waits,
+/// in `system` and `pclose`, compare it with the virtual pid they kept).
+/// Below the red zone go the address after the `syscall` instruction and
+/// the call's number, which the trampoline returns to and reads.
+pub(crate) fn load_registers(
+    tid: HostPid,
+    t: &ThreadState,
+    wait_redo: Option<(u64, &Mem)>,
+) -> io::Result<()> {
     let mut regs = ptrace::regs_from_words(&t.regs)
         .ok_or_else(|| err(tid, "registers", "wrong size in image"))?;
     // Without namespaces: a wait for a process by its pid waits for its
     // new kernel pid (the image has the virtual one).
-    ptrace::convert_pid_args(&mut regs, crate::kernel::pid::virt::real_of);
+    ptrace::convert_pid_args(&mut regs, crate::kernel::pid::virt::real_of, true);
+    let wait = ptrace::reissued(&regs)
+        && matches!(regs.orig_rax as i64, libc::SYS_wait4 | libc::SYS_waitid);
     ptrace::fix_interrupted_syscall(&mut regs, false);
+    if let (true, Some((tramp, mem))) = (wait, wait_redo) {
+        let frame = regs
+            .rsp
+            .checked_sub(crate::kernel::remote::RED_ZONE + 16)
+            .ok_or_else(|| {
+                err(
+                    tid,
+                    "registers",
+                    "stack pointer too low for a wait made again",
+                )
+            })?;
+        let mut b = [0u8; 16];
+        b[..8].copy_from_slice(&(regs.rip + 2).to_ne_bytes());
+        b[8..].copy_from_slice(&regs.rax.to_ne_bytes());
+        mem.write(RemoteAddr(frame), &b)
+            .map_err(|e| err(tid, "a wait made again", e))?;
+        regs.rsp = frame;
+        regs.rip = tramp;
+    }
     ptrace::set_xstate(tid, &t.xstate).map_err(|e| err(tid, "xstate", e))?;
     ptrace::set_regs(tid, &regs).map_err(|e| err(tid, "registers", e))?;
     ptrace::set_sigmask(tid, t.sigmask).map_err(|e| err(tid, "signal mask", e))?;
@@ -734,7 +767,7 @@ pub(crate) fn capture_threads(
                 let mut r = ptrace::original_call(t.tid, &t.regs);
                 // Without namespaces, images record the virtual pid a
                 // blocked wait awaits.
-                ptrace::convert_pid_args(&mut r, crate::kernel::pid::virt::of_real);
+                ptrace::convert_pid_args(&mut r, crate::kernel::pid::virt::of_real, false);
                 r
             }),
             xstate,

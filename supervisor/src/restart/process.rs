@@ -640,8 +640,13 @@ fn finish<'m>(
         crate::agent::set_trap_filter(&sh.mem, addr, trap.is_some())
             .map_err(|e| err(pid, "the state page's trap flag", e))?;
     }
+    // Without namespaces, a wait blocked at the checkpoint is made again
+    // through the library's trampoline, which translates its result.
+    let redo = state
+        .map(|a| crate::agent::wait_redo(&sh.mem, a))
+        .filter(|&a| a != 0);
     for (t, inj) in threads.iter() {
-        load_registers(inj.tid, t)?;
+        load_registers(inj.tid, t, redo.map(|a| (a, &sh.mem)))?;
     }
     Ok(())
 }

@@ -826,7 +826,10 @@ fn write_pid_tables(images: &[ImageChain], restored: &[restore::Restored]) -> an
     for (p, r) in live.zip(restored) {
         let pid = r.pid();
         let Some(addr) = crate::agent::find_state(pid) else {
-            if pairs.iter().any(|&(v, _)| v == p.vpid as i32) {
+            // Caught just after an exec, before its library started: that
+            // library reads the table from the file written below.
+            let coming = procfs::maps(pid).is_ok_and(|m| crate::agent::library_coming(pid, &m));
+            if !coming && pairs.iter().any(|&(v, _)| v == p.vpid as i32) {
                 eprintln!(
                     "dmtcp-restart: pid {} ({}) runs without the inject library: it sees its new pid {pid}",
                     p.vpid, p.comm

@@ -754,8 +754,21 @@ impl Session {
             self.precopy_all(opts)?;
         }
         let deadline = Instant::now() + crate::agent::critical_section_wait();
+        // A process caught starting its inject library (no namespaces) is
+        // waited for this long at most; then the capture says what it finds.
+        let starting_until = Instant::now() + Duration::from_secs(2);
         loop {
             self.freeze_all()?;
+            if let Some(pid) = crate::agent::library_starting(&self.frozen) {
+                if Instant::now() < starting_until {
+                    debug!(
+                        "pid {pid} is starting its inject library: thawed, frozen again shortly"
+                    );
+                    self.thaw_all();
+                    std::thread::sleep(Duration::from_millis(2));
+                    continue;
+                }
+            }
             let Some((pid, n)) = crate::agent::critical_section(&self.frozen) else {
                 break;
             };

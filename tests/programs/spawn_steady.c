@@ -1,0 +1,69 @@
+/* spawn_steady: children made without pause by vfork, posix_spawn,
+ * system and popen, while checkpoints come at any moment (without
+ * namespaces the hard cases: a child caught in the middle of its exec,
+ * before its inject library started; the parent caught on its way out of
+ * glibc's clone, or blocked in glibc's own wait of `system` or `pclose`,
+ * which compare what the wait returns with the pid they kept).
+ *
+ * Each round: /bin/true by vfork+execve and by posix_spawn, each reaped
+ * with waitpid (the pid back and status 0); system("sleep 0.02") and
+ * system("true") must return 0; popen("echo x") must read "x" and pclose
+ * return 0. PASS when told to stop, with the number of rounds.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include "zdtm.h"
+
+extern char **environ;
+
+static void reap(pid_t p, const char *how) {
+    int st;
+    pid_t w = waitpid(p, &st, 0);
+    if (w != p || !WIFEXITED(st) || WEXITSTATUS(st))
+        zdtm_fail("%s: waitpid(%d) gave %d (%s), status %#x", how, p, w,
+                  w < 0 ? strerror(errno) : "-", st);
+}
+
+int main(int argc, char **argv) {
+    zdtm_init(argc, argv);
+    zdtm_ready();
+    char *args[] = { "true", NULL };
+    unsigned long n = 0;
+    while (!zdtm_stop_requested()) {
+        pid_t v = vfork();
+        if (v == 0) {
+            execve("/bin/true", args, environ);
+            _exit(127);
+        }
+        if (v < 0)
+            zdtm_fail("vfork: %s", strerror(errno));
+        reap(v, "vfork");
+        pid_t p;
+        int err = posix_spawn(&p, "/bin/true", NULL, NULL, args, environ);
+        if (err)
+            zdtm_fail("posix_spawn: %s", strerror(err));
+        reap(p, "posix_spawn");
+        const char *cmd = n % 2 ? "true" : "sleep 0.02";
+        int st = system(cmd);
+        if (st != 0)
+            zdtm_fail("system(\"%s\") gave %d (%s)", cmd, st, st < 0 ? strerror(errno) : "-");
+        FILE *f = popen("echo x", "r");
+        if (!f)
+            zdtm_fail("popen: %s", strerror(errno));
+        char line[16] = "";
+        if (!fgets(line, sizeof line, f) || strcmp(line, "x\n"))
+            zdtm_fail("popen read \"%s\"", line);
+        st = pclose(f);
+        if (st != 0)
+            zdtm_fail("pclose gave %d (%s)", st, st < 0 ? strerror(errno) : "-");
+        n++;
+    }
+    printf("rounds: %lu\n", n);
+    zdtm_pass();
+}
