@@ -594,6 +594,11 @@ thread_local! {
     static IN_WAIT: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
 }
 
+/// Whether this thread is inside one of our wait wrappers.
+pub(crate) fn in_wait_wrapper() -> bool {
+    IN_WAIT.with(|n| n.get()) > 0
+}
+
 /// Runs `f`, a wait whose result the caller translates, counted in
 /// [`IN_WAIT`].
 fn in_wait<T>(f: impl FnOnce() -> T) -> T {
@@ -667,7 +672,7 @@ pub fn wait_redo_address() -> u64 {
 /// our wrapper when the thread is inside one ([`IN_WAIT`]), else made
 /// virtual (`wait4`'s pid, `waitid`'s `si_pid`).
 extern "C" fn wait_redo_fix(result: i64, nr: i64, infop: *mut u8) -> i64 {
-    if IN_WAIT.with(|n| n.get()) > 0 {
+    if in_wait_wrapper() {
         return result;
     }
     match nr {

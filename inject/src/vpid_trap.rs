@@ -144,7 +144,16 @@ unsafe extern "C" fn on_sigsys(sig: c_int, info: *mut libc::siginfo_t, ctx: *mut
                 g[libc::REG_R8 as usize] as u64,
                 g[libc::REG_R9 as usize] as u64,
             ];
-            let r = crate::vpid::syscall(nr, a).unwrap_or_else(|| raw_syscall(nr, a));
+            // A wait trapped for its pid (a stale virtual one, see the
+            // supervisor's `vpid_trap::stale_waits`) while one of our
+            // wait wrappers runs carries the kernel pid the wrapper made.
+            let wrapped =
+                matches!(nr, libc::SYS_wait4 | libc::SYS_waitid) && crate::vpid::in_wait_wrapper();
+            let r = if wrapped {
+                raw_syscall(nr, a)
+            } else {
+                crate::vpid::syscall(nr, a).unwrap_or_else(|| raw_syscall(nr, a))
+            };
             g[libc::REG_RAX as usize] = r;
         }
         return;

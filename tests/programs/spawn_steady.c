@@ -8,7 +8,10 @@
  * Each round: /bin/true by vfork+execve and by posix_spawn, each reaped
  * with waitpid (the pid back and status 0); system("sleep 0.02") and
  * system("true") must return 0; popen("echo x") must read "x" and pclose
- * return 0. PASS when told to stop, with the number of rounds.
+ * return 0. A stream opened by popen at the start lives through every
+ * restart and is closed at the end: pclose must return 0 (glibc waits
+ * for the pid the child had at its birth). PASS when told to stop, with
+ * the number of rounds.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -32,6 +35,9 @@ static void reap(pid_t p, const char *how) {
 
 int main(int argc, char **argv) {
     zdtm_init(argc, argv);
+    FILE *kept = popen("cat > /dev/null", "w");
+    if (!kept)
+        zdtm_fail("popen: %s", strerror(errno));
     zdtm_ready();
     char *args[] = { "true", NULL };
     unsigned long n = 0;
@@ -62,8 +68,13 @@ int main(int argc, char **argv) {
         st = pclose(f);
         if (st != 0)
             zdtm_fail("pclose gave %d (%s)", st, st < 0 ? strerror(errno) : "-");
+        if (fprintf(kept, "%lu\n", n) < 0 || fflush(kept))
+            zdtm_fail("writing to the kept popen stream: %s", strerror(errno));
         n++;
     }
+    int st = pclose(kept);
+    if (st != 0)
+        zdtm_fail("pclose of the kept stream gave %d (%s)", st, st < 0 ? strerror(errno) : "-");
     printf("rounds: %lu\n", n);
     zdtm_pass();
 }

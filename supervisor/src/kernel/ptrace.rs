@@ -530,17 +530,17 @@ pub fn reissued(r: &Regs) -> bool {
 /// changed. `wait4(-PGID)` keeps its sign; 0, -1 and `P_ALL`/`P_PIDFD`
 /// are left alone.
 ///
-/// Likewise a thread stopped on its way out of `clone`, `clone3`, `fork`
-/// or `vfork` holds the new child's kernel pid in `rax`: glibc's own
+/// A thread stopped on its way out of `clone`, `clone3`, `fork` or
+/// `vfork` holds the new child's kernel pid in `rax`: glibc's own
 /// `posix_spawn` inside `system` and `popen` is stopped there when the
-/// checkpoint catches its child just after the exec, and waits for that
-/// pid next. That result is translated the same way (`to_kernel`: at a
-/// restore), except `vfork`'s at a restore: that result goes straight to
-/// the program (the library's `vfork` jumps to glibc's and cannot
-/// translate it), which wants the virtual pid the image has.
+/// checkpoint catches its child just after the exec. That result is
+/// recorded virtual, and stays virtual at a restore (`to_kernel`): it is
+/// what the child's pid was at its birth, what every other copy of it the
+/// program and glibc keep holds; the library's wrappers translate it, and
+/// glibc's own waits for it are trapped (`resources::vpid_trap`).
 pub fn convert_pid_args(r: &mut Regs, conv: impl Fn(i32) -> i32, to_kernel: bool) -> bool {
     if !reissued(r) {
-        if to_kernel && r.orig_rax as i64 == libc::SYS_vfork {
+        if to_kernel {
             return false;
         }
         let cloned = matches!(
@@ -778,11 +778,11 @@ mod tests {
             r.rax = 300;
             assert!(convert_pid_args(&mut r, conv, false));
             assert_eq!(r.rax, 400);
-            // At a restore, vfork's result stays virtual.
+            // At a restore, the result stays virtual.
             let mut r = blocked(nr, 0, 0);
             r.rax = 300;
-            let converted = convert_pid_args(&mut r, conv, true);
-            assert_eq!(converted, nr != libc::SYS_vfork);
+            assert!(!convert_pid_args(&mut r, conv, true));
+            assert_eq!(r.rax, 300);
         }
         // The child's side (0), a failure, another call's result.
         for (nr, rax) in [

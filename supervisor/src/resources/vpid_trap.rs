@@ -35,6 +35,8 @@ const JEQ_K: u16 = 0x15;
 const JGE_K: u16 = 0x35;
 const JGT_K: u16 = 0x25;
 const RET_K: u16 = 0x06;
+const JA: u16 = 0x05;
+const ARG1_LO: u32 = 24;
 const RET_ALLOW: u32 = 0x7fff_0000;
 const RET_TRAP: u32 = 0x0003_0000;
 const RET_ERRNO: u32 = 0x0005_0000;
@@ -130,7 +132,14 @@ pub fn wanted(
         );
         return (None, Some(addr));
     }
-    let prog = procfs::maps(pid).and_then(|maps| filter(&maps));
+    // Virtual pids whose process has another kernel pid now: glibc's own
+    // waits for them (`pclose`, `system`: pids it kept) are trapped too.
+    let stale: Vec<i32> = crate::kernel::pid::virt::pairs()
+        .into_iter()
+        .filter(|&(v, r)| r > 0 && v != r)
+        .map(|(v, _)| v)
+        .collect();
+    let prog = procfs::maps(pid).and_then(|maps| filter(&maps, &stale));
     match prog {
         Ok(p) => (p, Some(addr)),
         Err(e) => {
@@ -157,15 +166,91 @@ fn insn(code: u16, jt: u8, jf: u8, k: u32, out: &mut Vec<u8>) {
     out.extend_from_slice(&k.to_ne_bytes());
 }
 
+/// The inject library's code, `[first, last]` ranges as [`ranges`] makes
+/// them: its own system calls are never trapped by [`stale_waits`].
+fn library_ranges(maps: &[MapEntry]) -> Vec<(u64, u64)> {
+    let lib: Vec<MapEntry> = maps
+        .iter()
+        .filter(|m| {
+            m.exec
+                && m.name
+                    .rsplit('/')
+                    .next()
+                    .is_some_and(|b| b.starts_with("libdmtcp_inject"))
+        })
+        .map(|m| MapEntry {
+            name: "/library".into(),
+            ..m.clone()
+        })
+        .collect();
+    ranges(&lib)
+}
+
+/// The end of the filter, reached by every call that no trapped range
+/// claimed: `wait4(PID)` and `waitid(P_PID, PID)` for a `PID` of `stale`
+/// (a virtual pid whose process has another kernel pid now), made from
+/// anywhere but the inject library, are trapped; glibc's own waits
+/// (`pclose`, `system`) use the pid the child had at its birth, its
+/// virtual pid. Everything else is allowed. (A wrapper's call whose
+/// kernel pid happens to equal such a virtual pid is trapped too; the
+/// library's handler makes it untranslated.)
+fn stale_waits(stale: &[i32], lib: &[(u64, u64)], p: &mut Vec<u8>) {
+    if stale.is_empty() {
+        insn(RET_K, 0, 0, RET_ALLOW, p);
+        return;
+    }
+    let block = |arg_lo: u32, p: &mut Vec<u8>| {
+        for &(first, last) in lib {
+            insn(LD_W_ABS, 0, 0, IP_HI, p);
+            insn(JEQ_K, 0, 4, (first >> 32) as u32, p);
+            insn(LD_W_ABS, 0, 0, IP_LO, p);
+            insn(JGE_K, 0, 2, first as u32, p);
+            insn(JGT_K, 1, 0, last as u32, p);
+            insn(RET_K, 0, 0, RET_ALLOW, p);
+        }
+        insn(LD_W_ABS, 0, 0, arg_lo, p);
+        for &v in stale {
+            insn(JEQ_K, 0, 1, v as u32, p);
+            insn(RET_K, 0, 0, RET_TRAP | TRAP_DATA, p);
+        }
+        insn(RET_K, 0, 0, RET_ALLOW, p);
+    };
+    let mut w4 = Vec::new();
+    block(ARG0_LO, &mut w4);
+    let mut wid = Vec::new();
+    insn(LD_W_ABS, 0, 0, ARG0_LO, &mut wid);
+    insn(JEQ_K, 1, 0, libc::P_PID, &mut wid);
+    insn(RET_K, 0, 0, RET_ALLOW, &mut wid);
+    block(ARG1_LO, &mut wid);
+    insn(LD_W_ABS, 0, 0, NR, p);
+    insn(JEQ_K, 0, 1, libc::SYS_wait4 as u32, p);
+    insn(JA, 0, 0, 3, p);
+    insn(JEQ_K, 0, 1, libc::SYS_waitid as u32, p);
+    insn(JA, 0, 0, 1 + (w4.len() / 8) as u32, p);
+    insn(RET_K, 0, 0, RET_ALLOW, p);
+    p.extend_from_slice(&w4);
+    p.extend_from_slice(&wid);
+}
+
+/// Instructions [`stale_waits`] makes.
+fn stale_waits_len(stale: usize, lib: usize) -> usize {
+    if stale == 0 {
+        1
+    } else {
+        6 + (6 * lib + 1 + 2 * stale + 1) * 2 + 3
+    }
+}
+
 /// The filter (`struct sock_filter` array) for a process with `maps`, or
-/// `None` when it has no code to trap.
-pub fn filter(maps: &[MapEntry]) -> io::Result<Option<Vec<u8>>> {
+/// `None` when it has no code to trap and no stale pid to wait for.
+pub fn filter(maps: &[MapEntry], stale: &[i32]) -> io::Result<Option<Vec<u8>>> {
     let ranges = ranges(maps);
-    if ranges.is_empty() {
+    if ranges.is_empty() && stale.is_empty() {
         return Ok(None);
     }
+    let lib = library_ranges(maps);
     let calls = abi::vtrap::CALLS;
-    let n = 10 + calls.len() + 2 + 6 * ranges.len() + 1;
+    let n = 10 + calls.len() + 2 + 6 * ranges.len() + stale_waits_len(stale.len(), lib.len());
     if n > MAX_INSNS {
         return Err(io::Error::other(format!(
             "{} executable ranges: too many for one seccomp filter",
@@ -202,7 +287,7 @@ pub fn filter(maps: &[MapEntry]) -> io::Result<Option<Vec<u8>>> {
         insn(JGT_K, 1, 0, last as u32, &mut p);
         insn(RET_K, 0, 0, RET_TRAP | TRAP_DATA, &mut p);
     }
-    insn(RET_K, 0, 0, RET_ALLOW, &mut p);
+    stale_waits(stale, &lib, &mut p);
     debug_assert_eq!(p.len(), n * 8);
     Ok(Some(p))
 }
@@ -265,6 +350,59 @@ mod tests {
         );
     }
 
+    /// glibc's own waits for a virtual pid whose process has another
+    /// kernel pid now are trapped, from anywhere but the library.
+    #[test]
+    fn waits_for_stale_pids_are_trapped_outside_the_library() {
+        let maps = vec![
+            map(0x5555_0000_1000, 0x5555_0000_3000, "/usr/bin/prog"),
+            map(0x7f00_0000_0000, 0x7f00_0001_0000, "/usr/lib/libc.so.6"),
+            map(0x7f00_0002_0000, 0x7f00_0003_0000, "/t/libdmtcp_inject.so"),
+        ];
+        let prog = filter(&maps, &[1234, 777]).unwrap().unwrap();
+        let chain = Chain {
+            progs: vec![Arc::new(prog)],
+            strict: false,
+        };
+        let trapped = |nr: i64, ip: u64, a: [u64; 6]| chain.verdict(nr, ip, a).is_err();
+        let libc_ip = 0x7f00_0000_1000;
+        let lib_ip = 0x7f00_0002_1000;
+        assert!(trapped(libc::SYS_wait4, libc_ip, [1234, 0, 0, 0, 0, 0]));
+        assert!(trapped(libc::SYS_wait4, libc_ip, [777, 0, 0, 0, 0, 0]));
+        assert!(!trapped(libc::SYS_wait4, libc_ip, [1235, 0, 0, 0, 0, 0]));
+        assert!(!trapped(
+            libc::SYS_wait4,
+            libc_ip,
+            [u64::MAX, 0, 0, 0, 0, 0]
+        ));
+        assert!(!trapped(libc::SYS_wait4, lib_ip, [1234, 0, 0, 0, 0, 0]));
+        let p_pid = libc::P_PID as u64;
+        assert!(trapped(libc::SYS_waitid, libc_ip, [p_pid, 777, 0, 0, 0, 0]));
+        assert!(!trapped(
+            libc::SYS_waitid,
+            libc_ip,
+            [p_pid, 778, 0, 0, 0, 0]
+        ));
+        assert!(!trapped(
+            libc::SYS_waitid,
+            libc_ip,
+            [libc::P_ALL as u64, 777, 0, 0, 0, 0]
+        ));
+        assert!(!trapped(libc::SYS_waitid, lib_ip, [p_pid, 777, 0, 0, 0, 0]));
+        assert!(!trapped(libc::SYS_kill, libc_ip, [1234, 0, 0, 0, 0, 0]));
+        assert!(!trapped(libc::SYS_read, libc_ip, [1234, 0, 0, 0, 0, 0]));
+        // The program's own raw calls are trapped as before.
+        assert!(trapped(libc::SYS_getpid, 0x5555_0000_1000, [0; 6]));
+        // With no code to trap, the stale waits alone make a filter.
+        let only_libc = vec![map(
+            0x7f00_0000_0000,
+            0x7f00_0001_0000,
+            "/usr/lib/libc.so.6",
+        )];
+        assert!(filter(&only_libc, &[]).unwrap().is_none());
+        assert!(filter(&only_libc, &[1234]).unwrap().is_some());
+    }
+
     /// The program, run by the same BPF interpreter the capture uses.
     #[test]
     fn filter_traps_only_listed_calls_from_trapped_code() {
@@ -273,7 +411,7 @@ mod tests {
             map(0x7f00_0000_0000, 0x7f00_0001_0000, "/usr/lib/libc.so.6"),
             map(0x7f00_ffff_f000, 0x7f01_0000_1000, "/usr/lib/libm.so.6"),
         ];
-        let prog = filter(&maps).unwrap().unwrap();
+        let prog = filter(&maps, &[]).unwrap().unwrap();
         assert!(is_trap_filter(&prog));
         let chain = Chain {
             progs: vec![Arc::new(prog)],
