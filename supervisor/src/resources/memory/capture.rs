@@ -107,6 +107,7 @@ pub(crate) fn plan_vma(
     pagemap: &Pagemap,
     unchanged: Option<&[bool]>,
     clean: Option<&[(u64, u64)]>,
+    populated_known: Option<&[(u64, u64)]>,
 ) -> io::Result<PlannedVma> {
     let mut kept: Vec<(u64, u64)> = Vec::new();
     let mut from_parent: Vec<PageSpan> = Vec::new();
@@ -125,10 +126,16 @@ pub(crate) fn plan_vma(
     let mut populated = None;
     // Only what was touched is looked at: a 2 TiB MAP_NORESERVE mapping
     // with 5 pages costs 5 pages, not 4 GiB of pagemap.
+    // Pre-copied memory whose populated pages the freeze's walk of the
+    // written ones found already: not walked again.
+    let walked = || match populated_known {
+        Some(p) if scan_only => Ok(p.to_vec()),
+        _ => pagemap.populated(m.start, m.end),
+    };
     let spans = if whole || (m.end - m.start < SCAN_ABOVE && !scan_only) {
         vec![(m.start, m.end)]
     } else {
-        match pagemap.populated(m.start, m.end) {
+        match walked() {
             Ok(p) if scan_only => {
                 populated = Some(p);
                 Vec::new()
@@ -246,6 +253,7 @@ pub(crate) fn plan_vmas(
             pagemap,
             unchanged.as_deref(),
             reuse.as_ref().map(|r| r.clean.as_slice()),
+            reuse.as_ref().and_then(|r| r.populated.as_deref()),
         )
         .map_err(|e| vma_error(e, what, m))?;
         ranges.extend(r);

@@ -229,13 +229,18 @@ impl DirtyTracker {
     /// At the freeze after [`arm`](Self::arm): the pages written since,
     /// inside the ranges it returned, write-protected again. They are also
     /// carried to the next [`scan`](Self::scan) when the arm kept its own.
-    pub fn written_since_arm(&mut self, pid: HostPid) -> io::Result<Vec<(u64, u64)>> {
+    /// The same walk finds the populated pages of those ranges
+    /// ([`SinceArm::populated`]), which the capture would otherwise walk
+    /// again while the program is frozen.
+    pub fn written_since_arm(&mut self, pid: HostPid) -> io::Result<SinceArm> {
         let t = self
             .procs
             .get_mut(&pid)
             .ok_or_else(|| io::Error::other("process not tracked"))?;
         let pagemap = crate::kernel::procfs::Pagemap::open(pid)?;
         let mut written = Vec::new();
+        let mut populated = Vec::new();
+        let mut scanned = Vec::new();
         for &(s, e) in &t.registered {
             // Registered again first: a no-op for the mappings the arm
             // registered; a mapping made since in their place is not ours
@@ -246,16 +251,55 @@ impl DirtyTracker {
                 written.push((s, e));
                 continue;
             }
-            scan_and_protect(pagemap.file(), s, e, &mut written).map_err(|err| {
+            walk(pagemap.file(), s, e, &mut written, Some(&mut populated)).map_err(|err| {
                 io::Error::new(err.kind(), format!("PAGEMAP_SCAN {s:#x}-{e:#x}: {err}"))
             })?;
+            scanned.push((s, e));
         }
         let written = merge(written);
         if let Some(c) = t.carried.as_mut() {
             c.written.extend(written.iter().copied());
             c.written = merge(std::mem::take(&mut c.written));
         }
-        Ok(written)
+        Ok(SinceArm {
+            written,
+            populated: merge(populated),
+            scanned: merge(scanned),
+        })
+    }
+}
+
+/// What the freeze after a pre-copy's arm found.
+#[derive(Debug, Default, Clone)]
+pub struct SinceArm {
+    /// Pages written since the arm (sorted, disjoint ranges).
+    pub written: Vec<(u64, u64)>,
+    /// Populated (present or swapped) pages inside `scanned`.
+    pub populated: Vec<(u64, u64)>,
+    /// The ranges walked (sorted, disjoint).
+    pub scanned: Vec<(u64, u64)>,
+}
+
+impl SinceArm {
+    /// The populated pages of `[start, end)` when the walk covered all of
+    /// it.
+    pub fn populated_in(&self, start: u64, end: u64) -> Option<Vec<(u64, u64)>> {
+        let i = self.scanned.partition_point(|r| r.1 <= start);
+        let covered = self
+            .scanned
+            .get(i)
+            .is_some_and(|&(s, e)| s <= start && end <= e);
+        if !covered {
+            return None;
+        }
+        let first = self.populated.partition_point(|r| r.1 <= start);
+        Some(
+            self.populated[first..]
+                .iter()
+                .take_while(|r| r.0 < end)
+                .map(|&(s, e)| (s.max(start), e.min(end)))
+                .collect(),
+        )
     }
 }
 
@@ -289,6 +333,28 @@ fn scan_and_protect(
     end: u64,
     out: &mut Vec<(u64, u64)>,
 ) -> io::Result<()> {
+    walk(pagemap, start, end, out, None)
+}
+
+/// [`scan_and_protect`], and with `populated` the populated (present or
+/// swapped) ranges too, from the same walk: every page written or
+/// populated matches, and is write-protected (a page not written since it
+/// was last protected is protected already).
+fn walk(
+    pagemap: &std::fs::File,
+    start: u64,
+    end: u64,
+    out: &mut Vec<(u64, u64)>,
+    mut populated: Option<&mut Vec<(u64, u64)>>,
+) -> io::Result<()> {
+    const PAGE_IS_PRESENT: u64 = 1 << 3;
+    const PAGE_IS_SWAPPED: u64 = 1 << 4;
+    let (category_mask, category_anyof_mask, return_mask) = if populated.is_some() {
+        let all = PAGE_IS_WRITTEN | PAGE_IS_PRESENT | PAGE_IS_SWAPPED;
+        (0, all, all)
+    } else {
+        (PAGE_IS_WRITTEN, 0, PAGE_IS_WRITTEN)
+    };
     let mut regions = vec![PageRegion::default(); 1024];
     let mut from = start;
     while from < end {
@@ -299,8 +365,9 @@ fn scan_and_protect(
             end,
             vec: regions.as_mut_ptr() as u64,
             vec_len: regions.len() as u64,
-            category_mask: PAGE_IS_WRITTEN,
-            return_mask: PAGE_IS_WRITTEN,
+            category_mask,
+            category_anyof_mask,
+            return_mask,
             ..Default::default()
         };
         // SAFETY: PAGEMAP_SCAN reads `arg` and writes at most `vec_len`
@@ -309,7 +376,16 @@ fn scan_and_protect(
         if n < 0 {
             return Err(io::Error::last_os_error());
         }
-        out.extend(regions[..n as usize].iter().map(|r| (r.start, r.end)));
+        for r in &regions[..n as usize] {
+            if r.categories & PAGE_IS_WRITTEN != 0 {
+                out.push((r.start, r.end));
+            }
+            if let Some(p) = populated.as_deref_mut() {
+                if r.categories & (PAGE_IS_PRESENT | PAGE_IS_SWAPPED) != 0 {
+                    p.push((r.start, r.end));
+                }
+            }
+        }
         if arg.walk_end <= from {
             return Err(io::Error::other("the walk made no progress"));
         }

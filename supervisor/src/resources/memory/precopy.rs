@@ -107,8 +107,15 @@ pub fn precopy(
         }
         // The pages wanted now; a page populated later is read at the freeze.
         let unchanged = since_freeze.as_ref().map(|w| w.unchanged(m.start, m.end));
-        let (r, _, _) = match plan_vma(chosen.len(), m, false, &pagemap, unchanged.as_deref(), None)
-        {
+        let (r, _, _) = match plan_vma(
+            chosen.len(),
+            m,
+            false,
+            &pagemap,
+            unchanged.as_deref(),
+            None,
+            None,
+        ) {
             Ok(x) => x,
             Err(e) => {
                 tracing::debug!(
@@ -248,6 +255,9 @@ pub struct Reuse {
     pub clean: Vec<(u64, u64)>,
     /// The pre-copied runs (restricted to the pages kept by the caller).
     pub runs: Vec<PageRun>,
+    /// The mapping's populated pages, found at the freeze by the walk
+    /// that found the written ones (`None`: not walked then).
+    pub populated: Option<Vec<(u64, u64)>>,
 }
 
 /// The pre-copy as seen at the freeze.
@@ -255,13 +265,20 @@ pub struct AtFreeze {
     pre: PreCopied,
     /// Pages written since the arm, sorted ranges.
     written: Vec<(u64, u64)>,
+    /// What the freeze's walk found (the populated pages too).
+    since: crate::resources::memory::dirty::SinceArm,
 }
 
 impl PreCopied {
     /// At the freeze of `pid`: which pre-copied pages were written since.
     pub fn at_freeze(self, pid: HostPid, tracker: &mut DirtyTracker) -> io::Result<AtFreeze> {
-        let written = tracker.written_since_arm(pid)?;
-        Ok(AtFreeze { pre: self, written })
+        let mut since = tracker.written_since_arm(pid)?;
+        let written = std::mem::take(&mut since.written);
+        Ok(AtFreeze {
+            pre: self,
+            written,
+            since,
+        })
     }
 }
 
@@ -308,6 +325,7 @@ impl AtFreeze {
         Some(Reuse {
             clean: subtract(&merge(read), &written),
             runs: v.runs.clone(),
+            populated: self.since.populated_in(m.start, m.end),
         })
     }
 
