@@ -397,8 +397,8 @@ pub const PM_FILE_OR_SHARED: u64 = 1 << 61;
 
 /// `_IOWR('f', 16, struct pm_scan_arg)`.
 pub const PAGEMAP_SCAN: u64 = 0xc060_6610;
-const PAGE_IS_PRESENT: u64 = 1 << 3;
-const PAGE_IS_SWAPPED: u64 = 1 << 4;
+pub const PAGE_IS_PRESENT: u64 = 1 << 3;
+pub const PAGE_IS_SWAPPED: u64 = 1 << 4;
 
 /// `struct page_region`.
 #[repr(C)]

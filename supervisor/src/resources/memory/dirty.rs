@@ -27,7 +27,9 @@ use crate::kernel::uffd::{self, UFFDIO_REGISTER_MODE_WP, UFFD_FEATURE_WP_ASYNC};
 /// `userfaultfd` flag: faults from user space only (what unprivileged
 /// processes may ask for; asynchronous write-protect needs nothing more).
 pub const UFFD_USER_MODE_ONLY: u64 = 1;
-use crate::kernel::procfs::{PageRegion, PmScanArg, PAGEMAP_SCAN};
+use crate::kernel::procfs::{
+    PageRegion, PmScanArg, PAGEMAP_SCAN, PAGE_IS_PRESENT, PAGE_IS_SWAPPED,
+};
 const PM_SCAN_WP_MATCHING: u64 = 1 << 0;
 const PAGE_IS_WRITTEN: u64 = 1 << 1;
 
@@ -347,8 +349,6 @@ fn walk(
     out: &mut Vec<(u64, u64)>,
     mut populated: Option<&mut Vec<(u64, u64)>>,
 ) -> io::Result<()> {
-    const PAGE_IS_PRESENT: u64 = 1 << 3;
-    const PAGE_IS_SWAPPED: u64 = 1 << 4;
     let (category_mask, category_anyof_mask, return_mask) = if populated.is_some() {
         let all = PAGE_IS_WRITTEN | PAGE_IS_PRESENT | PAGE_IS_SWAPPED;
         (0, all, all)
