@@ -32,7 +32,11 @@ pub fn locked_down(prog: &str) -> Scenario {
 /// computation runs without namespaces, naming the cause.
 pub fn check_notice(env: &TestEnv, r: &Running) {
     let err = crate::env::read_lossy(&r.launcher.stderr);
-    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+    // (Log lines, with DMTCP_LOG set, are not the notice.)
+    let lines: Vec<&str> = err
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !is_log_line(l))
+        .collect();
     if lines.len() != 1
         || !lines[0].contains("user.max_user_namespaces = 0")
         || !lines[0].contains("running without namespaces")
@@ -41,6 +45,19 @@ pub fn check_notice(env: &TestEnv, r: &Running) {
             "dmtcp-run on the locked-down machine: expected one notice line, got {lines:?}"
         ));
     }
+}
+
+/// A `tracing` line (`2026-12-07T10:02:38.695918Z DEBUG ...`).
+fn is_log_line(l: &str) -> bool {
+    let mut words = l.split_whitespace();
+    let stamp = words.next().unwrap_or("");
+    stamp.len() > 20
+        && stamp.ends_with('Z')
+        && stamp.as_bytes()[10] == b'T'
+        && matches!(
+            words.next(),
+            Some("TRACE" | "DEBUG" | "INFO" | "WARN" | "ERROR")
+        )
 }
 
 /// Makes the next pid the kernel gives be `pid` (root: ns_last_pid), and

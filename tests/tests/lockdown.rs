@@ -223,6 +223,26 @@ fn no_namespaces_steady_spawns_four_rounds() {
     locked_down_scenario_rounds(sc, "lockdown-spawn-steady", 4);
 }
 
+/// An fd of `/proc/self/status` held open across restarts reads the
+/// process's own status after each, though its kernel pid changed (the
+/// image keeps the path with the virtual pid; the restart opens the new
+/// pid's file).
+#[test]
+fn no_namespaces_held_proc_file_two_rounds() {
+    locked_down_scenario(
+        Scenario::new("procself").arg("no-namespaces"),
+        "lockdown-procself",
+    );
+}
+
+/// `popen("echo x")` read and closed without pause through four rounds.
+#[test]
+fn no_namespaces_popen_reads_four_rounds() {
+    let mut sc = Scenario::new("spawn_steady").arg("popen-reads");
+    sc.proc_check = dmtcp_tests::scenario::ProcCheck::Off;
+    locked_down_scenario_rounds(sc, "lockdown-popen-reads", 4);
+}
+
 /// Blocked and pending signals, handlers with flags and masks, ignored
 /// signals and a running ITIMER_REAL the same way.
 #[test]

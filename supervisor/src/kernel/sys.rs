@@ -436,6 +436,38 @@ pub fn poll_readable(fds: &[RawFd], timeout_ms: i32) -> io::Result<Vec<bool>> {
     Ok(p.iter().map(|x| x.revents != 0).collect())
 }
 
+/// Names the calling thread `name` (`PR_SET_NAME`: at most 15 bytes are
+/// kept; an empty name or one with a NUL leaves the name as it is).
+pub fn set_own_name(name: &str) {
+    let Ok(c) = std::ffi::CString::new(name) else {
+        return;
+    };
+    if name.is_empty() {
+        return;
+    }
+    // SAFETY: PR_SET_NAME reads a NUL-terminated string (at most 16 bytes
+    // of it) from a live CString.
+    unsafe { libc::prctl(libc::PR_SET_NAME, c.as_ptr()) };
+}
+
+/// Whether the other side of pipe end `end` is closed everywhere: no
+/// process (inside the computation or out) holds a write end of the pipe
+/// of read end `end`, or a read end of the pipe of write end `end` (the
+/// kernel's `POLLHUP` and `POLLERR` of a pipe).
+pub fn pipe_peer_closed(end: &OwnedFd, write: bool) -> bool {
+    use std::os::fd::AsRawFd;
+    let mut p = [libc::pollfd {
+        fd: end.as_raw_fd(),
+        events: 0,
+        revents: 0,
+    }];
+    if poll(&mut p, 0).is_err() {
+        return false;
+    }
+    let gone = if write { libc::POLLERR } else { libc::POLLHUP };
+    p[0].revents & gone != 0
+}
+
 /// A pidfd of `pid` (readable once the process has exited).
 pub fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
     // SAFETY: pidfd_open takes integers and returns a fresh fd or -1.

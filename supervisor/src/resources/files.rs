@@ -56,6 +56,12 @@ pub struct Files;
 impl FdResource for Files {
     fn capture(f: &OpenFd<'_>, _cx: &mut FdContext) -> io::Result<Option<FdKind>> {
         let (pid, fd, target, flags, pos) = (f.pid, f.fd, f.target, f.flags, f.pos);
+        // Without namespaces a /proc/PID file names the kernel pid; the
+        // image keeps the pid the program knows (restored under another).
+        let virtual_path = crate::kernel::pid::virt::enabled()
+            .then(|| map_proc_pids(target, |r| Some(crate::kernel::pid::virt::of_real(r))))
+            .flatten();
+        let target = virtual_path.as_deref().unwrap_or(target);
         let kind = if let Some(path) = target.strip_suffix(" (deleted)") {
             let contents = std::fs::read(format!("/proc/{}/fd/{fd}", pid.0)).ok();
             FdKind::File {
@@ -226,6 +232,33 @@ pub fn is_proc_pid_file(path: &str) -> bool {
         .is_some_and(|(pid, _)| !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()))
 }
 
+/// `path`, a [`is_proc_pid_file`], with its pid (and the tid of a
+/// `/proc/PID/task/TID` path) mapped by `map`; `None` for any other path
+/// or when `map` has no answer.
+pub fn map_proc_pids(path: &str, map: impl Fn(i32) -> Option<i32>) -> Option<String> {
+    fn number(s: &str) -> Option<i32> {
+        (!s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| s.parse().ok())
+            .flatten()
+    }
+    let (pid, rest) = path.strip_prefix("/proc/")?.split_once('/')?;
+    let mut out = format!("/proc/{}/", map(number(pid)?)?);
+    match rest.strip_prefix("task/") {
+        Some(task) if !task.is_empty() => {
+            let (tid, tail) = task
+                .split_once('/')
+                .map_or((task, None), |(t, r)| (t, Some(r)));
+            out.push_str(&format!("task/{}", map(number(tid)?)?));
+            if let Some(tail) = tail {
+                out.push('/');
+                out.push_str(tail);
+            }
+        }
+        _ => out.push_str(rest),
+    }
+    Some(out)
+}
+
 /// The path, flags and offset of an fd reopened by its path: a file that
 /// was not deleted, or one open for writing.
 fn by_path(e: &FdEntry) -> Option<(&str, i32, u64)> {
@@ -255,17 +288,19 @@ pub fn proc_pid_file(e: &FdEntry) -> Option<(&str, i32, u64)> {
 /// Opens, in the restored process itself (its shell, once it exists), the
 /// `/proc/PID/...` files nsinit could only hold places for: the process's
 /// own entry, and those of processes made before it (its ancestors and its
-/// children). Pids are the checkpointed ones in the restart's pid namespace,
-/// so the path is the same.
-pub fn reopen_proc_files(fds: &[FdEntry]) -> io::Result<()> {
+/// children). The image's pids are the ones the program knows: `kernel`
+/// gives the pid each has now (itself in the restart's pid namespace; the
+/// new kernel pid without namespaces).
+pub fn reopen_proc_files(fds: &[FdEntry], kernel: impl Fn(i32) -> i32) -> io::Result<()> {
     for e in fds {
         let Some((path, flags, offset)) = proc_pid_file(e) else {
             continue;
         };
-        let fd = open(path, flags & !CREATION, 0)
+        let path = map_proc_pids(path, |v| Some(kernel(v))).unwrap_or_else(|| path.to_string());
+        let fd = open(&path, flags & !CREATION, 0)
             .map_err(|err| io::Error::new(err.kind(), format!("fd {}: {err}", e.fd)))?;
         // Not every /proc file can seek; those start at 0.
-        let _ = seek(&fd, offset, path);
+        let _ = seek(&fd, offset, &path);
         crate::kernel::sys::dup3(fd.as_raw_fd(), e.fd, e.cloexec)?;
     }
     Ok(())
@@ -456,6 +491,29 @@ mod tests {
         ] {
             assert!(!is_proc_pid_file(p), "{p}");
         }
+    }
+
+    #[test]
+    fn proc_pids_mapped() {
+        let plus = |p: i32| Some(p + 100);
+        for (from, to) in [
+            ("/proc/2/maps", "/proc/102/maps"),
+            ("/proc/17/task/18/stat", "/proc/117/task/118/stat"),
+            ("/proc/17/task/18", "/proc/117/task/118"),
+            ("/proc/17/task/", "/proc/117/task/"),
+            ("/proc/2/fd/", "/proc/102/fd/"),
+        ] {
+            assert_eq!(map_proc_pids(from, plus).as_deref(), Some(to), "{from}");
+        }
+        for p in [
+            "/proc/self/maps",
+            "/proc/cpuinfo",
+            "/tmp/proc/2/x",
+            "/proc/2/task/x/stat",
+        ] {
+            assert_eq!(map_proc_pids(p, plus), None, "{p}");
+        }
+        assert_eq!(map_proc_pids("/proc/2/maps", |_| None), None);
     }
 
     #[test]

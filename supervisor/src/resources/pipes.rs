@@ -1,6 +1,10 @@
 //! Pipes and FIFOs: a pipe whose both ends are inside the computation is
-//! made again with the bytes in flight; a pipe that leads outside becomes
-//! the restarting tool's own fd of that number.
+//! made again with the bytes in flight, and so is one whose other side is
+//! closed everywhere (a reader whose writer has exited, as `popen`'s
+//! stream once its child is gone: the bytes in flight, then the end of the
+//! pipe; a writer whose reader is gone: EPIPE); a pipe that leads to a
+//! live process outside becomes the restarting tool's own fd of that
+//! number.
 
 use std::collections::HashMap;
 use std::io::{self, Write};
@@ -17,8 +21,13 @@ pub struct Pipes;
 impl FdResource for Pipes {
     fn capture(f: &OpenFd<'_>, cx: &mut FdContext) -> io::Result<Option<FdKind>> {
         let (pid, fd, target, flags) = (f.pid, f.fd, f.target, f.flags);
-        if let Some(ino) = pipe_inode(target).filter(|i| cx.is_internal_pipe(*i)) {
-            let write = flags & libc::O_ACCMODE == libc::O_WRONLY;
+        let write = flags & libc::O_ACCMODE == libc::O_WRONLY;
+        let internal = |ino: &u64| {
+            cx.is_internal_pipe(*ino)
+                || crate::kernel::sys::steal_fd(pid.0, fd)
+                    .is_ok_and(|end| crate::kernel::sys::pipe_peer_closed(&end, write))
+        };
+        if let Some(ino) = pipe_inode(target).filter(internal) {
             let buffered = if !write && cx.claim_buffer(ino) {
                 let dup = crate::kernel::sys::steal_fd(pid.0, fd)?;
                 crate::kernel::sys::peek_pipe(&dup)

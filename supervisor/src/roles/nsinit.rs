@@ -95,6 +95,10 @@ pub struct ShellPlan {
     pub vsid: u32,
     /// A zombie: the shell dies at once with this wait status.
     pub zombie: Option<i32>,
+    /// The process's name (a zombie keeps it: `ps` and the next
+    /// checkpoint see it, not the shell's).
+    #[serde(default)]
+    pub comm: String,
     pub cwd: String,
     pub umask: u32,
     pub rlimits: Vec<(u32, u64, u64)>,
@@ -789,14 +793,17 @@ fn make_shells(plans: &[ShellPlan], parked: &[ParkedMemory]) -> io::Result<Shell
     }
     let slots = u.slots.take();
     drop(u);
-    for (p, mut rd) in plans.iter().zip(readers) {
+    for (i, (p, mut rd)) in plans.iter().zip(readers).enumerate() {
         let mut msg = String::new();
         let _ = rd.read_to_string(&mut msg);
         if msg != "ok" {
+            if msg.is_empty() {
+                let pid = slots.as_ref().map_or(p.vpid as i32, |s| s.get(i));
+                msg = shell_death(pid);
+            }
             return Err(io::Error::other(format!(
-                "setting up pid {}: {}",
-                p.vpid,
-                if msg.is_empty() { "shell died" } else { &msg }
+                "setting up pid {}: {msg}",
+                p.vpid
             )));
         }
     }
@@ -809,6 +816,31 @@ fn make_shells(plans: &[ShellPlan], parked: &[ParkedMemory]) -> io::Result<Shell
         None => Vec::new(),
     };
     Ok((roots, real))
+}
+
+/// What became of a shell that closed its report pipe without a word: its
+/// parent (another shell, paused) has not reaped it, so `/proc` still
+/// holds its wait status.
+fn shell_death(pid: i32) -> String {
+    let fields = crate::kernel::procfs::stat_fields(crate::kernel::pid::HostPid(pid));
+    match fields.as_ref().map(|f| (f.first(), f.last())) {
+        Ok((Some(state), Some(code))) if state == "Z" => {
+            let status: i32 = code.parse().unwrap_or(-1);
+            if libc::WIFSIGNALED(status) {
+                format!(
+                    "shell (pid {pid}) killed by signal {}",
+                    libc::WTERMSIG(status)
+                )
+            } else {
+                format!(
+                    "shell (pid {pid}) exited with {}",
+                    libc::WEXITSTATUS(status)
+                )
+            }
+        }
+        Ok((Some(state), _)) => format!("shell (pid {pid}) closed its report pipe (state {state})"),
+        _ => format!("shell (pid {pid}) died"),
+    }
 }
 
 fn spawn_shell(u: &Universe, i: usize) -> io::Result<i32> {
@@ -838,6 +870,9 @@ fn spawn_shell(u: &Universe, i: usize) -> io::Result<i32> {
 fn shell_main(u: &Universe, i: usize) -> ! {
     let plan = &u.plans[i];
     let ready_fd = u.ready[i].as_raw_fd();
+    // Where a failure is reported: the report pipe moves when the fds are
+    // placed (its old number may then be one of the process's own fds).
+    let report = std::cell::Cell::new(ready_fd);
     let result = (|| -> io::Result<RawFd> {
         reset_signals();
         // SAFETY: setsid/setpgid/getpgid take integers only.
@@ -860,6 +895,7 @@ fn shell_main(u: &Universe, i: usize) -> ! {
         if let Some(status) = plan.zombie {
             // In place in the tree, with its group and session: now die
             // the way it died, and stay a zombie until the parent waits.
+            crate::kernel::sys::set_own_name(&plan.comm);
             let _ = place_fds(Vec::new(), ready_fd).map(|fd| {
                 // SAFETY: fd is our report pipe's write end.
                 unsafe { libc::write(fd, b"ok".as_ptr().cast(), 2) };
@@ -906,8 +942,9 @@ fn shell_main(u: &Universe, i: usize) -> ! {
             placed.push((at, crate::kernel::sys::dup_above(fd.as_raw_fd(), 0)?, true));
         }
         let ready = place_fds(placed, ready_fd)?;
+        report.set(ready);
         reopen_dev_tty(&plan.fds)?;
-        crate::resources::files::reopen_proc_files(&plan.fds)?;
+        crate::resources::files::reopen_proc_files(&plan.fds, |v| kernel_pid(u, v))?;
         // After the last close of any fd (a close drops the process's
         // record locks on that file).
         crate::resources::locks::take_process_locks(&plan.fds)?;
@@ -924,10 +961,10 @@ fn shell_main(u: &Universe, i: usize) -> ! {
             drop(f);
         }
         Err(e) => {
-            // SAFETY: ready_fd is still our report pipe when setup failed.
-            let _ = unsafe {
-                libc::write(ready_fd, e.to_string().as_ptr().cast(), e.to_string().len())
-            };
+            let text = e.to_string();
+            // SAFETY: `report` holds our report pipe's write end, wherever
+            // the placing of the fds left it.
+            let _ = unsafe { libc::write(report.get(), text.as_ptr().cast(), text.len()) };
             // SAFETY: _exit in the forked child.
             unsafe { libc::_exit(126) };
         }
@@ -936,6 +973,23 @@ fn shell_main(u: &Universe, i: usize) -> ! {
         // SAFETY: pause has no arguments; the restorer interrupts us here.
         unsafe { libc::pause() };
     }
+}
+
+/// The pid virtual pid `v` of the image has now: itself in the restart's
+/// pid namespace; without namespaces the kernel pid of the process restored
+/// as `v` when it already exists (it is made before any process that could
+/// hold its /proc files open here: itself, its ancestors, its elder
+/// children), else `v` (a process outside the computation).
+fn kernel_pid(u: &Universe, v: i32) -> i32 {
+    let Some(s) = &u.slots else {
+        return v;
+    };
+    u.plans
+        .iter()
+        .position(|p| p.vpid as i32 == v)
+        .map(|k| s.get(k))
+        .filter(|&pid| pid > 0)
+        .unwrap_or(v)
 }
 
 /// Makes pty `index` (restored by nsinit) the controlling terminal of the

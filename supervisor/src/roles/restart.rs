@@ -361,6 +361,7 @@ fn shell_plan(c: &ImageChain, granted: &Granted) -> ShellPlan {
         vpgid: p.vpgid,
         vsid: p.vsid,
         zombie: p.zombie,
+        comm: p.comm.clone(),
         cwd: p.cwd.clone(),
         umask: p.umask,
         rlimits: p.rlimits.clone(),
