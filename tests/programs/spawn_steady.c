@@ -15,7 +15,10 @@
  *
  * With argv[1] "popen-reads", each round is only popen("echo x"), one
  * line read ("x") and pclose (0): checkpoints find the child running, a
- * zombie whose output the parent has not read yet, or reaped.
+ * zombie whose output the parent has not read yet, or reaped. And a pipe
+ * a child wrote "early" into and exited before the first checkpoint is
+ * read only at the end: "early", then the end of the pipe (every
+ * checkpoint finds its read end with bytes in flight and no writer).
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -46,6 +49,17 @@ int main(int argc, char **argv) {
     char *args[] = { "true", NULL };
     unsigned long n = 0;
     int popen_reads = argc > 1 && strcmp(argv[1], "popen-reads") == 0;
+    int early[2] = { -1, -1 };
+    if (popen_reads) {
+        if (pipe(early))
+            zdtm_fail("pipe: %s", strerror(errno));
+        pid_t w = fork();
+        if (w == 0) {
+            _exit(write(early[1], "early\n", 6) == 6 ? 0 : 1);
+        }
+        close(early[1]);
+        reap(w, "the early writer");
+    }
     while (popen_reads && !zdtm_stop_requested()) {
         FILE *f = popen("echo x", "r");
         if (!f)
@@ -79,6 +93,14 @@ int main(int argc, char **argv) {
         if (fprintf(kept, "%lu\n", n) < 0 || fflush(kept))
             zdtm_fail("writing to the kept popen stream: %s", strerror(errno));
         n++;
+    }
+    if (popen_reads) {
+        char buf[16] = "";
+        ssize_t got = read(early[0], buf, sizeof buf - 1);
+        ssize_t end = got == 6 ? read(early[0], buf + 6, 1) : -2;
+        if (got != 6 || strncmp(buf, "early\n", 6) || end != 0)
+            zdtm_fail("the early pipe gave %zd bytes \"%s\" (%s), then %zd", got, buf,
+                      got < 0 ? strerror(errno) : "-", end);
     }
     int st = pclose(kept);
     if (st != 0)

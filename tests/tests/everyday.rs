@@ -12,6 +12,7 @@ e2e_tests! {
     unknown_option_refused => unknown_option_refused;
     launched_shell_backgrounds_child => launched_shell_backgrounds_child;
     private_proc => private_proc;
+    popen_reads_four_rounds => popen_reads_four_rounds;
     clocks_continue => clocks_continue;
     checkpoint_after_restart_keeps_directory => checkpoint_after_restart_keeps_directory;
     stale_image_skipped => stale_image_skipped;
@@ -125,6 +126,18 @@ fn launched_shell_backgrounds_child(env: &mut TestEnv) {
 /// restart.
 fn private_proc(env: &mut TestEnv) {
     Scenario::new("procself").arg("in-computation").run(env);
+}
+
+/// `popen("echo x")` read and closed without pause through four rounds:
+/// a checkpoint that finds the child a zombie with its output unread
+/// restores the reader with those bytes and then the end of the pipe.
+fn popen_reads_four_rounds(env: &mut TestEnv) {
+    let mut sc = Scenario::new("spawn_steady").arg("popen-reads");
+    sc.proc_check = dmtcp_tests::scenario::ProcCheck::Off;
+    if let dmtcp_tests::scenario::Mode::Rounds(n) = sc.mode {
+        sc.mode = dmtcp_tests::scenario::Mode::Rounds(n.max(4));
+    }
+    sc.run(env);
 }
 
 /// CLOCK_MONOTONIC and CLOCK_BOOTTIME continue from their checkpointed
