@@ -22,25 +22,34 @@ impl FdResource for Pipes {
     fn capture(f: &OpenFd<'_>, cx: &mut FdContext) -> io::Result<Option<FdKind>> {
         let (pid, fd, target, flags) = (f.pid, f.fd, f.target, f.flags);
         let write = flags & libc::O_ACCMODE == libc::O_WRONLY;
-        let internal = |ino: &u64| {
-            cx.is_internal_pipe(*ino)
-                || crate::kernel::sys::steal_fd(pid.0, fd)
-                    .is_ok_and(|end| crate::kernel::sys::pipe_peer_closed(&end, write))
-        };
-        if let Some(ino) = pipe_inode(target).filter(internal) {
-            let buffered = if !write && cx.claim_buffer(ino) {
-                let dup = crate::kernel::sys::steal_fd(pid.0, fd)?;
-                crate::kernel::sys::peek_pipe(&dup)
-                    .map_err(|e| io::Error::new(e.kind(), format!("reading pipe fd {fd}: {e}")))?
-            } else {
-                Vec::new()
+        if let Some(ino) = pipe_inode(target) {
+            // A copy of the end, taken at most once: for the look at the
+            // other side and for the bytes in flight.
+            let mut end = None;
+            let internal = cx.is_internal_pipe(ino) || {
+                end = crate::kernel::sys::steal_fd(pid.0, fd).ok();
+                end.as_ref()
+                    .is_some_and(|e| crate::kernel::sys::pipe_peer_closed(e, write))
             };
-            return Ok(Some(FdKind::Pipe {
-                id: ino,
-                write,
-                flags,
-                buffered,
-            }));
+            if internal {
+                let buffered = if !write && cx.claim_buffer(ino) {
+                    let dup = match end {
+                        Some(e) => e,
+                        None => crate::kernel::sys::steal_fd(pid.0, fd)?,
+                    };
+                    crate::kernel::sys::peek_pipe(&dup).map_err(|e| {
+                        io::Error::new(e.kind(), format!("reading pipe fd {fd}: {e}"))
+                    })?
+                } else {
+                    Vec::new()
+                };
+                return Ok(Some(FdKind::Pipe {
+                    id: ino,
+                    write,
+                    flags,
+                    buffered,
+                }));
+            }
         }
         if target.starts_with("pipe:") {
             // A pipe that leads outside the computation: at restart the
