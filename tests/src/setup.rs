@@ -23,6 +23,7 @@ pub const REQUIRED_BINS: &[&str] = &[
 pub const PROGRAMS: &[&str] = &[
     "no_userns",
     "thread_storm",
+    "raise_sync",
     "timer_thread",
     "noreserve",
     "forkflags",

@@ -243,6 +243,15 @@ fn no_namespaces_popen_reads_four_rounds() {
     locked_down_scenario_rounds(sc, "lockdown-popen-reads", 4);
 }
 
+/// Threads sending themselves signals in a tight loop (each checks that
+/// its handler ran before the call returned) through four rounds.
+#[test]
+fn no_namespaces_raise_sync_four_rounds() {
+    let mut sc = Scenario::new("raise_sync");
+    sc.proc_check = dmtcp_tests::scenario::ProcCheck::Off;
+    locked_down_scenario_rounds(sc, "lockdown-raise-sync", 4);
+}
+
 /// Blocked and pending signals, handlers with flags and masks, ignored
 /// signals and a running ITIMER_REAL the same way.
 #[test]

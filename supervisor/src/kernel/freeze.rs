@@ -241,11 +241,17 @@ fn thaw_one(pid: HostPid, t: &FrozenThread) -> io::Result<()> {
     if (fixed || t.touched) && !t.regs_written {
         ptrace::set_regs(t.tid, &regs)?;
     }
-    match t.pending_signal {
-        Some((sig, _)) if !t.touched => ptrace::detach(t.tid, sig),
-        Some((sig, _)) => {
-            ptrace::detach(t.tid, 0)?;
-            ptrace::tgkill(pid, t.tid, sig)
+    match &t.pending_signal {
+        Some((sig, _)) if !t.touched => ptrace::detach(t.tid, *sig),
+        // Our code ran in the thread since its signal-delivery stop, so
+        // the detach cannot hand the signal over: it is queued again while
+        // the thread is still stopped, so that the thread takes it before
+        // its first instruction (queued after the detach, the thread ran
+        // on without it for a moment: a program that checks its handler
+        // ran right after raising a signal saw it had not).
+        Some((sig, info)) => {
+            ptrace::queue_signal(pid, t.tid, *sig, info)?;
+            ptrace::detach(t.tid, 0)
         }
         None => ptrace::detach(t.tid, 0),
     }

@@ -586,6 +586,32 @@ pub fn tgkill(pid: HostPid, tid: HostPid, sig: i32) -> io::Result<()> {
     check(r, "tgkill", tid).map(drop)
 }
 
+/// Queues `sig` for thread `tid` of `pid` with the siginfo `info` it had
+/// (the bytes of a `siginfo_t`) when the kernel lets another process send
+/// that siginfo (a negative `si_code` other than `SI_TKILL`: sigqueue,
+/// timers, mq, aio), else as a plain `tgkill` (the handler then sees the
+/// sender as this process).
+pub fn queue_signal(pid: HostPid, tid: HostPid, sig: i32, info: &[u8; 128]) -> io::Result<()> {
+    let code = i32::from_ne_bytes([info[8], info[9], info[10], info[11]]);
+    if code < 0 && code != libc::SI_TKILL {
+        // SAFETY: `info` is 128 readable bytes, the size of a siginfo_t;
+        // the kernel only reads them.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_rt_tgsigqueueinfo,
+                pid.0,
+                tid.0,
+                sig,
+                info.as_ptr(),
+            )
+        };
+        if r == 0 {
+            return Ok(());
+        }
+    }
+    tgkill(pid, tid, sig)
+}
+
 /// Sends `sig` to a whole process (queued for the thread group, not for
 /// one thread).
 pub fn kill(pid: HostPid, sig: i32) -> io::Result<()> {
