@@ -8,9 +8,10 @@
 //! registration, the hook thread, events; [`plugin_api`]: barriers,
 //! utility calls, publish/subscribe), and wraps the exec calls for ssh
 //! contagion ([`ssh`], [`exec`]), and the libc calls that carry pids for
-//! computations run without namespaces ([`vpid`], and [`vpid_trap`] for
-//! raw `syscall` instructions after a restart). `unsafe` lives in [`sys`],
-//! [`state`], [`exec`], [`vpid`] and [`vpid_trap`] (the libc-facing
+//! computations run without namespaces ([`vpid`], [`vpid_signalfd`] for
+//! what signalfds report, and [`vpid_trap`] for raw `syscall` instructions
+//! after a restart). `unsafe` lives in [`sys`], [`state`], [`exec`],
+//! [`vpid`], [`vpid_signalfd`] and [`vpid_trap`] (the libc-facing
 //! wrappers, the SIGSYS frame) only.
 
 pub mod abi;
@@ -27,6 +28,7 @@ pub mod ssh;
 pub mod state;
 mod sys;
 pub mod vpid;
+mod vpid_signalfd;
 mod vpid_trap;
 
 extern "C" fn constructor() {
@@ -34,6 +36,7 @@ extern "C" fn constructor() {
     state::init();
     vpid::find_tid_offset();
     vpid::init();
+    vpid_signalfd::init();
     vpid_trap::init(vpid::virtual_pids());
     privilege::warn_if_weakened();
     plugins::init();

@@ -34,7 +34,8 @@
 //! is trapped, see `vpid_trap`), children made by `clone` are not
 //! checked against virtual pids (those of `posix_spawn`, `system`,
 //! `popen` and `vfork` are, [`skip_known_pids`], up to a race with other
-//! processes), pids inside `/proc` files, `si_pid` read through signalfd.
+//! processes), pids inside `/proc` files. `ssi_pid` read from a signalfd
+//! is translated in `vpid_signalfd`.
 //! A checkpoint that stops a thread in the middle of a wrapper is made up
 //! for ([`stable`], [`again`], [`virt_since`]). The pid of
 //! `SO_PEERCRED` and of `SCM_CREDENTIALS` messages ([`recvmsg`],
@@ -51,7 +52,7 @@ use crate::exec::next;
 
 /// The pairs of the table, empty when there is none.
 #[inline]
-fn table() -> &'static [[AtomicI32; 2]] {
+pub(crate) fn table() -> &'static [[AtomicI32; 2]] {
     let page = crate::state::raw();
     if page.is_null() {
         return &[];
@@ -945,7 +946,7 @@ const SI_CODE: usize = 8;
 /// pid in `si_pid`: sent by kill/sigqueue/tgkill/mq_notify, or a child's
 /// state change (SIGCHLD from the kernel). Not SI_TIMER, SI_SIGIO and the
 /// kernel's fault codes (their field holds something else).
-fn carries_pid(sig: c_int, code: c_int) -> bool {
+pub(crate) fn carries_pid(sig: c_int, code: c_int) -> bool {
     matches!(
         code,
         libc::SI_USER | libc::SI_QUEUE | libc::SI_TKILL | libc::SI_MESGQ
@@ -1438,6 +1439,12 @@ unsafe fn fcntl_like(
     a: usize,
 ) -> c_int {
     let f = real!(*cell, name, FcntlFn);
+    if matches!(cmd, libc::F_DUPFD | libc::F_DUPFD_CLOEXEC) {
+        // SAFETY: the caller's arguments, unchanged.
+        let r = unsafe { f(fd, cmd, a) };
+        crate::vpid_signalfd::copied(fd, r);
+        return r;
+    }
     if !matches!(
         cmd,
         libc::F_SETOWN | libc::F_GETOWN | F_SETOWN_EX | F_GETOWN_EX

@@ -24,6 +24,7 @@ pub const PROGRAMS: &[&str] = &[
     "no_userns",
     "thread_storm",
     "raise_sync",
+    "sigfd_child",
     "timer_thread",
     "noreserve",
     "forkflags",

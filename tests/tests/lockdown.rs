@@ -243,6 +243,15 @@ fn no_namespaces_popen_reads_four_rounds() {
     locked_down_scenario_rounds(sc, "lockdown-popen-reads", 4);
 }
 
+/// SIGCHLD read through a signalfd names a child restored with a new
+/// kernel pid by the pid its parent knows (four rounds).
+#[test]
+fn no_namespaces_signalfd_child_pids_four_rounds() {
+    let mut sc = Scenario::new("sigfd_child");
+    sc.proc_check = dmtcp_tests::scenario::ProcCheck::Off;
+    locked_down_scenario_rounds(sc, "lockdown-sigfd", 4);
+}
+
 /// Threads sending themselves signals in a tight loop (each checks that
 /// its handler ran before the call returned) through four rounds.
 #[test]

@@ -7,6 +7,7 @@ e2e_tests! {
     threads => threads_mutex_condvar;
     idle512 => idle_512_threads;
     signals => signal_state;
+    sigfd_child => signalfd_names_children;
     avx512 => avx512_registers;
     epoll_pipe => epoll_and_blocked_read;
     posix_timers => posix_timers_keep_ids_and_fire;
@@ -30,6 +31,15 @@ fn idle_512_threads(env: &mut TestEnv) {
 /// signals, and a running ITIMER_REAL.
 fn signal_state(env: &mut TestEnv) {
     Scenario::new("signals").run(env);
+}
+
+/// SIGCHLD read through a signalfd (a child made before the checkpoint,
+/// reaped after the restart, and children made all the time) names each
+/// child by the pid fork returned.
+fn signalfd_names_children(env: &mut TestEnv) {
+    let mut sc = Scenario::new("sigfd_child");
+    sc.proc_check = ProcCheck::Warn;
+    sc.run(env);
 }
 
 /// Values live in zmm16/zmm17/zmm31 and k2 across the checkpoint.
