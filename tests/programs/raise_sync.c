@@ -25,20 +25,24 @@ static void on_usr1(int s) {
     handled++;
 }
 
+/* One raw tgkill of SIGUSR1 to the calling thread; its handler must have
+ * run before the call returned. */
+static void raise_once(const char *who, long n) {
+    /* The tgid and tid are asked every time: a restart may change the
+     * kernel's, and the library's wrappers answer with virtual ones. */
+    long pid = getpid(), tid = gettid();
+    sig_atomic_t before = handled;
+    long r = syscall(SYS_tgkill, pid, tid, SIGUSR1);
+    if (r != 0 || handled != before + 1)
+        zdtm_fail("%s: tgkill(%ld, %ld, SIGUSR1) after %ld calls: %ld, handler ran %d times", who,
+                  pid, tid, n, r, (int)(handled - before));
+}
+
 static void *raiser(void *a) {
     (void)a;
     long n = 0;
-    while (!atomic_load(&stop)) {
-        /* The tgid and tid are asked every time: a restart may change the
-         * kernel's, and the library's wrappers answer with virtual ones. */
-        long pid = getpid(), tid = gettid();
-        sig_atomic_t before = handled;
-        long r = syscall(SYS_tgkill, pid, tid, SIGUSR1);
-        if (r != 0 || handled != before + 1)
-            zdtm_fail("tgkill(%ld, %ld, SIGUSR1) after %ld calls: %ld, handler ran %d times", pid,
-                      tid, n, r, (int)(handled - before));
-        n++;
-    }
+    while (!atomic_load(&stop))
+        raise_once("thread", n++);
     atomic_fetch_add(&raised, n);
     return NULL;
 }
@@ -57,15 +61,8 @@ int main(int argc, char **argv) {
     /* The main thread raises too, between looks at the stop request. */
     long n = 0;
     while (!zdtm_stop_requested()) {
-        for (int i = 0; i < 1000; i++) {
-            long pid = getpid(), tid = gettid();
-            sig_atomic_t before = handled;
-            long r = syscall(SYS_tgkill, pid, tid, SIGUSR1);
-            if (r != 0 || handled != before + 1)
-                zdtm_fail("main: tgkill(%ld, %ld, SIGUSR1) after %ld calls: %ld, handler ran %d times",
-                          pid, tid, n, r, (int)(handled - before));
-            n++;
-        }
+        for (int i = 0; i < 1000; i++)
+            raise_once("main", n++);
     }
     atomic_store(&stop, 1);
     for (int i = 0; i < THREADS - 1; i++)

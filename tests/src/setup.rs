@@ -25,6 +25,7 @@ pub const PROGRAMS: &[&str] = &[
     "thread_storm",
     "raise_sync",
     "sigfd_child",
+    "past_eof",
     "timer_thread",
     "noreserve",
     "forkflags",

@@ -17,6 +17,10 @@ e2e_tests! {
     snapshot_consistency_precopy_incremental => heap_rewritten_during_incremental_precopy;
     snapshot_consistency_precopy_maps => maps_changed_during_precopy;
     snapshot_consistency_precopy_on_request => heap_rewritten_during_precopy_on_request;
+    snapshot_consistency_precopy_auto => large_heap_precopied_by_default;
+    snapshot_consistency_precopy_off => large_heap_not_precopied_when_off;
+    past_eof => file_mapped_past_its_end;
+    past_eof_precopy => file_mapped_past_its_end_precopied;
 }
 
 /// Pre-copy (`DMTCP_PRECOPY=1`) with any residue copied while frozen (no
@@ -70,6 +74,56 @@ fn precopy_program(env: &mut TestEnv, args: &[&str], max_residue_mb: &str, path:
     }
     sc.run(env);
     expect_in_logs(env, &["pre-copy of", path]);
+}
+
+/// Without `DMTCP_PRECOPY`, a process with 256 MiB or more of private
+/// memory (here 288 MiB, rewritten all the time) is pre-copied.
+fn large_heap_precopied_by_default(env: &mut TestEnv) {
+    let mut sc = Scenario::new("heap_rewrite")
+        .arg("288")
+        .env("DMTCP_LOG", "info")
+        .restart_env("DMTCP_LOG", "info")
+        .settle(Duration::from_millis(400));
+    sc.mode = Mode::Rounds(2);
+    sc.run(env);
+    expect_in_logs(env, &["pre-copy of"]);
+}
+
+/// `DMTCP_PRECOPY=0`: the same process takes the snapshot fork only.
+fn large_heap_not_precopied_when_off(env: &mut TestEnv) {
+    let mut sc = Scenario::new("heap_rewrite")
+        .arg("288")
+        .env("DMTCP_PRECOPY", "0")
+        .env("DMTCP_LOG", "info")
+        .restart_env("DMTCP_PRECOPY", "0")
+        .restart_env("DMTCP_LOG", "info")
+        .settle(Duration::from_millis(400));
+    sc.mode = Mode::Rounds(2);
+    sc.run(env);
+    if logs_text(env).contains("pre-copy of") {
+        env.fail("DMTCP_PRECOPY=0, but a checkpoint pre-copied");
+    }
+}
+
+/// Private mappings of a file that reach past its end (read-only with a
+/// PROT_NONE gap, as the loader maps libraries, and read-write with a
+/// modified page), checkpointed and restarted twice.
+fn file_mapped_past_its_end(env: &mut TestEnv) {
+    let mut sc = Scenario::new("past_eof");
+    sc.mode = Mode::Rounds(2);
+    sc.run(env);
+}
+
+/// The same with pre-copy: the write-protect of the pre-copy left markers
+/// past the end of the file that pagemap shows as swapped pages, and the
+/// freeze tried to read them (`reading 2080768 bytes at ...: Input/output
+/// error`; mpirun maps such a library).
+fn file_mapped_past_its_end_precopied(env: &mut TestEnv) {
+    let mut sc = Scenario::new("past_eof")
+        .env("DMTCP_PRECOPY", "1")
+        .restart_env("DMTCP_PRECOPY", "1");
+    sc.mode = Mode::Rounds(2);
+    sc.run(env);
 }
 
 /// Pre-copy (`dmtcp-run --precopy`) with incremental images: the second
@@ -136,7 +190,8 @@ fn count_in_logs(env: &TestEnv, what: &str) -> usize {
 }
 
 /// Every `want` appears in the test's logs.
-fn expect_in_logs(env: &TestEnv, want: &[&str]) {
+/// Every log of the test, one after the other.
+fn logs_text(env: &TestEnv) -> String {
     let mut text = String::new();
     if let Ok(rd) = std::fs::read_dir(&env.logs) {
         for e in rd.flatten() {
@@ -145,6 +200,11 @@ fn expect_in_logs(env: &TestEnv, want: &[&str]) {
             ));
         }
     }
+    text
+}
+
+fn expect_in_logs(env: &TestEnv, want: &[&str]) {
+    let text = logs_text(env);
     for w in want {
         if !text.contains(w) {
             env.fail(&format!("no \"{w}\" in the logs"));

@@ -431,6 +431,7 @@ const _: () = assert!(std::mem::size_of::<PmScanArg>() == 96);
 /// Reads pagemap entries for `[start, end)`.
 pub struct Pagemap {
     file: fs::File,
+    pid: HostPid,
 }
 
 impl Pagemap {
@@ -438,11 +439,34 @@ impl Pagemap {
         let p = proc_path(pid, "pagemap");
         let file = fs::File::open(&p)
             .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", p.display())))?;
-        Ok(Pagemap { file })
+        Ok(Pagemap { file, pid })
     }
 
     pub fn file(&self) -> &fs::File {
         &self.file
+    }
+
+    /// For the file mapping `m`: the index (in pages from `m.start`) of
+    /// its first page past the end of the file, where nothing can be read
+    /// (`SIGBUS` for the program, `EIO` through `/proc/PID/mem`). `None`
+    /// when the file cannot be looked at (through the process's root,
+    /// the same inode as mapped) or the mapping lies within it.
+    pub fn pages_within_file(&self, m: &MapEntry) -> Option<u64> {
+        use std::os::unix::fs::MetadataExt;
+        if !m.name.starts_with('/') || m.name.ends_with(" (deleted)") {
+            return None;
+        }
+        let path = format!("/proc/{}/root{}", self.pid.0, m.name);
+        let md = fs::metadata(path).ok()?;
+        if md.ino() != m.inode || md.dev() != m.dev {
+            return None;
+        }
+        const PAGE: u64 = 4096;
+        let file_pages = md.size().div_ceil(PAGE);
+        let first = m.offset / PAGE;
+        let pages = (m.end - m.start) / PAGE;
+        let within = file_pages.saturating_sub(first);
+        (within < pages).then_some(within)
     }
 
     /// The ranges of `[start, end)` with pages present or swapped, by the

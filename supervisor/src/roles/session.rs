@@ -119,11 +119,37 @@ pub fn new_launch_id() -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
-/// Pre-copy before each freeze (`DMTCP_PRECOPY=1`, or `dmtcp-run
-/// --precopy` / `dmtcp-restart --precopy`): off by default.
-fn precopy_enabled() -> bool {
-    std::env::var("DMTCP_PRECOPY")
-        .is_ok_and(|v| matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on"))
+/// Which processes are pre-copied before each freeze.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Precopy {
+    /// None (`DMTCP_PRECOPY=0`): every checkpoint takes the fork snapshot.
+    Off,
+    /// Those with at least [`PRECOPY_AUTO_MIN`] of private resident memory
+    /// (`DMTCP_PRECOPY` unset): below it the fork snapshot freezes a
+    /// process for a few milliseconds at most, above it for longer the
+    /// more memory it has, where pre-copy's freeze stays short.
+    Auto,
+    /// Every process (`DMTCP_PRECOPY=1`, `dmtcp-run --precopy`,
+    /// `dmtcp-restart --precopy`, or `dmtcp-command --precopy` for one
+    /// checkpoint).
+    All,
+}
+
+/// 256 MiB: the fork snapshot of that much touched memory freezes for
+/// about 7 ms here (docs/performance.md).
+const PRECOPY_AUTO_MIN: u64 = 256 << 20;
+
+/// `DMTCP_PRECOPY`: `1`/`true`/`yes`/`on` all, `0`/`false`/`no`/`off`
+/// none, unset (or anything else) automatic.
+fn precopy_mode() -> Precopy {
+    match std::env::var("DMTCP_PRECOPY")
+        .map(|v| v.to_ascii_lowercase())
+        .as_deref()
+    {
+        Ok("1" | "true" | "yes" | "on") => Precopy::All,
+        Ok("0" | "false" | "no" | "off") => Precopy::Off,
+        _ => Precopy::Auto,
+    }
 }
 
 /// The program's name as the user typed it: the base name of its argv[0]
@@ -750,8 +776,11 @@ impl Session {
                 .map_err(BarrierError::Plugin)?;
         }
         let asked = self.precopy_for.take();
-        if precopy_enabled() || asked == Some(opts.id) {
-            self.precopy_all(opts)?;
+        match precopy_mode() {
+            _ if asked == Some(opts.id) => self.precopy_all(opts, 0)?,
+            Precopy::All => self.precopy_all(opts, 0)?,
+            Precopy::Auto => self.precopy_all(opts, PRECOPY_AUTO_MIN)?,
+            Precopy::Off => {}
         }
         let deadline = Instant::now() + crate::agent::critical_section_wait();
         // A process caught starting its inject library (no namespaces) is
@@ -941,9 +970,14 @@ impl Session {
 
     /// Pre-copy, while the program runs: each process's private memory
     /// goes into its image writer, with the dirty tracker armed
-    /// (`resources/memory/precopy.rs`). A process it fails for is
-    /// checkpointed without (logged).
-    fn precopy_all(&mut self, opts: &CheckpointOptions) -> Result<(), BarrierError> {
+    /// (`resources/memory/precopy.rs`). Only processes with at least
+    /// `min_bytes` of private resident memory (`RssAnon`); a process it
+    /// fails for is checkpointed without (logged).
+    fn precopy_all(
+        &mut self,
+        opts: &CheckpointOptions,
+        min_bytes: u64,
+    ) -> Result<(), BarrierError> {
         let t = Instant::now();
         let (dir, write) = self.image_target(opts)?;
         if opts.incremental || self.cfg.incremental {
@@ -956,12 +990,21 @@ impl Session {
             if crate::resources::tree::is_zombie(pid) || procfs::is_32bit(pid) {
                 continue;
             }
-            let Some(vpid) = procfs::status(pid)
-                .ok()
-                .and_then(|st| procfs::innermost_pid(&st))
-            else {
+            let Ok(st) = procfs::status(pid) else {
                 continue;
             };
+            let Some(vpid) = procfs::innermost_pid(&st) else {
+                continue;
+            };
+            if min_bytes > 0 {
+                let anon = procfs::field(&st, "RssAnon")
+                    .and_then(|v| v.split_whitespace().next())
+                    .and_then(|kb| kb.parse::<u64>().ok())
+                    .map_or(0, |kb| kb << 10);
+                if anon < min_bytes {
+                    continue;
+                }
+            }
             let vpid = crate::kernel::pid::virt::of_real(vpid.0) as u32;
             let path = self.image_path(&dir, opts.generation, pid, vpid);
             let t0 = Instant::now();

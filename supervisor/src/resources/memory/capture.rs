@@ -180,11 +180,26 @@ pub(crate) fn plan_vma(
             }
         }
         None => {
+            // A private file mapping may reach past the end of its file
+            // (a library's text and data mapped as one span): there, the
+            // write-protect of the dirty tracker leaves markers that
+            // pagemap shows as swapped pages, which cannot be read. A
+            // swapped page there is only looked at if it lies within the
+            // file (one stat of the file, only then).
+            let file_backed = m.inode != 0 && !object && !whole;
+            let mut within: Option<Option<u64>> = None;
             for (s, end) in spans {
                 let first = ((s - m.start) / PAGE_SIZE) as usize;
                 for (k, e) in pagemap.entries(s, end)?.into_iter().enumerate() {
                     if whole || wanted(m, e, object) {
-                        pages.push(first + k);
+                        let i = first + k;
+                        if file_backed && e & procfs::PM_PRESENT == 0 {
+                            let limit = *within.get_or_insert_with(|| pagemap.pages_within_file(m));
+                            if limit.is_some_and(|l| i as u64 >= l) {
+                                continue;
+                            }
+                        }
+                        pages.push(i);
                     }
                 }
             }

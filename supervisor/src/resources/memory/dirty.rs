@@ -90,7 +90,12 @@ pub struct DirtyTracker {
 /// Shared memory is always saved whole; special mappings, hugetlb and
 /// `MADV_DONTFORK`/`WIPEONFORK` ones are left alone.
 fn trackable(m: &MapEntry, flags: &[String]) -> bool {
-    !m.shared
+    // Not readable (`---p`: the gap between a library's text and data, a
+    // guard, a reservation): nothing to pre-copy, and the write-protect
+    // leaves markers in its empty page table entries that pagemap shows as
+    // swapped pages, which the capture would then try to read (EIO).
+    m.read
+        && !m.shared
         && !matches!(
             m.name.as_str(),
             "[vdso]" | "[vvar]" | "[vvar_vclock]" | "[vsyscall]"
