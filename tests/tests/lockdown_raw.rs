@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use dmtcp_tests::lockdown::{check_notice, hold_pid, locked_down, locked_down_env, release};
+use dmtcp_tests::lockdown::{check_notice, locked_down, locked_down_env, release, take_pid, Taken};
 use dmtcp_tests::{e2e_tests, procs, Scenario, TestEnv, User};
 
 /// The `raw start|end PID TID PPID` lines: one each, equal.
@@ -44,18 +44,18 @@ fn raw_rounds(prog: &str, name: &str, args: &[&str]) {
         let images = r.checkpoint();
         eprintln!("round {round}: {} image(s)", images.len());
         r.kill();
-        // Another test may be moving ns_last_pid too: a few tries.
-        let holder = (0..10).find_map(|_| {
-            hold_pid(old).or_else(|| {
-                std::thread::sleep(Duration::from_millis(200));
+        let holder = match take_pid(old) {
+            Some(Taken::Held(c)) => Some(c),
+            Some(Taken::ByOther) => {
+                eprintln!("round {round}: pid {old} is held by another process");
                 None
-            })
-        });
-        let Some(holder) = holder else {
-            env.fail(&format!("could not start a process with pid {old}"));
+            }
+            None => env.fail(&format!("could not start a process with pid {old}")),
         };
         r.restart_from_images(&images);
-        release(holder);
+        if let Some(h) = holder {
+            release(h);
+        }
         if r.host_pid == Some(old) {
             env.fail(&format!(
                 "round {round}: the restarted program has the pid another process holds"
