@@ -12,7 +12,10 @@
  *   landlock restricts itself with Landlock (the checkpoint must be refused);
  *   raw      like tsync, but through a raw syscall instruction (no libc:
  *            the inject library cannot log it);
- *   many N   main installs N filters (TSYNC-less), each denying getppid. */
+ *   many N   main installs N filters (TSYNC-less), each denying getppid;
+ *   kill64   like tsync, and the filter also kills the process on any
+ *            rt_sigaction of signal 64, which the program never touches
+ *            (a checkpoint must not query that signal's action in it). */
 #define _GNU_SOURCE
 #include "zdtm.h"
 
@@ -44,6 +47,18 @@ static struct sock_filter notify_getppid[] = {
 	BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
 };
 
+/* getppid denied with EXDEV, rt_sigaction(64, ...) kills the process. */
+static struct sock_filter kill_sig64[] = {
+	BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+	BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_getppid, 0, 1),
+	BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EXDEV),
+	BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_rt_sigaction, 0, 3),
+	BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, args[0])),
+	BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, 64, 0, 1),
+	BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_KILL_PROCESS),
+	BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+};
+
 static const char *mode;
 static int nfilters;
 static volatile int go_filter, filter_done, stop;
@@ -66,7 +81,8 @@ static int should_deny(int idx)
 {
 	if (!strcmp(mode, "many"))
 		return nfilters > 0;
-	if (!strcmp(mode, "tsync") || !strcmp(mode, "raw"))
+	if (!strcmp(mode, "tsync") || !strcmp(mode, "raw") ||
+	    !strcmp(mode, "kill64"))
 		return 1;
 	if (!strcmp(mode, "one"))
 		return idx == 1;
@@ -148,6 +164,12 @@ int main(int argc, char **argv)
 	if (!strcmp(mode, "tsync")) {
 		if (syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER,
 			    SECCOMP_FILTER_FLAG_TSYNC, &prog) != 0)
+			zdtm_fail("seccomp(TSYNC): %s", strerror(errno));
+		filter_done = 1;
+	} else if (!strcmp(mode, "kill64")) {
+		struct sock_fprog kp = { 8, kill_sig64 };
+		if (syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER,
+			    SECCOMP_FILTER_FLAG_TSYNC, &kp) != 0)
 			zdtm_fail("seccomp(TSYNC): %s", strerror(errno));
 		filter_done = 1;
 	} else if (!strcmp(mode, "raw")) {

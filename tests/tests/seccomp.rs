@@ -12,6 +12,7 @@ e2e_tests! {
     own_tsync_filter => own_tsync_filter;
     own_filter_one_thread => own_filter_one_thread;
     own_many_filters => own_many_filters;
+    own_filter_kills_on_a_query => own_filter_kills_on_a_query;
     own_strict_mode => own_strict_mode;
     own_raw_syscall_filter => own_raw_filter;
     own_notification_listener_refused => own_listener_refused;
@@ -31,6 +32,15 @@ fn own_filter_one_thread(env: &mut TestEnv) {
 /// Ten stacked filters come back in order.
 fn own_many_filters(env: &mut TestEnv) {
     Scenario::new("seccomp_own").arg("many").arg("10").run(env);
+}
+
+/// A filter that kills the process on `rt_sigaction` of signal 64, which
+/// the program never caught: the checkpoint's process-wide queries, made
+/// in one piece of code for all signals when the filter lets them, must
+/// then be made one by one for the signals the program handles only
+/// (unprivileged; as root the filters are suspended meanwhile).
+fn own_filter_kills_on_a_query(env: &mut TestEnv) {
+    Scenario::new("seccomp_own").arg("kill64").run(env);
 }
 
 /// Whether `dmtcp-run` runs as real root (the program's filters are then

@@ -36,8 +36,8 @@ pub use crate::resources::memory::capture::{Deferred, DirtyScan};
 use crate::resources::memory::precopy::{max_residue, AtFreeze};
 use crate::resources::signals::parse_timers;
 use crate::resources::threads::{
-    capture_threads, mark_signal, per_thread_queries, QueryRescue, ThreadQuery, QUERY_SLOT,
-    SCRATCH_SLOTS, STUBS_OFF,
+    capture_threads, mark_signal, per_thread_queries, ProcessQuery, QueryRescue, ThreadQuery,
+    PROCESS_QUERY_LEN, QUERY_SLOT, SCRATCH_SLOTS, STUBS_OFF,
 };
 use crate::resources::OpenFd;
 
@@ -77,6 +77,111 @@ fn read_u64s(mem: &Mem, addr: u64, n: usize) -> io::Result<Vec<u64>> {
     Ok(b.chunks_exact(8)
         .map(|c| u64::from_ne_bytes(c.try_into().expect("8")))
         .collect())
+}
+
+/// Process-wide state only the process itself can tell.
+struct ProcessWide {
+    brk: u64,
+    dumpable: u32,
+    securebits: u32,
+    child_subreaper: bool,
+    sigactions: Vec<SigAction>,
+    itimers: [(u64, u64); 3],
+}
+
+/// `r` of the call `what`, or the error it returned.
+fn kernel_ok(what: &str, r: i64) -> io::Result<u64> {
+    if (-4095..0).contains(&r) {
+        let e = io::Error::from_raw_os_error((-r) as i32);
+        return Err(io::Error::new(
+            e.kind(),
+            format!("{what} in the leader: {e}"),
+        ));
+    }
+    Ok(r as u64)
+}
+
+/// `struct itimerval` words as (interval, value) in microseconds.
+fn itimer_us(w: &[u64]) -> (u64, u64) {
+    (w[0] * 1_000_000 + w[1], w[2] * 1_000_000 + w[3])
+}
+
+impl ProcessWide {
+    /// From the leader's run of the process query code; the actions of
+    /// signals in `caught_or_ignored` only (the others stay default).
+    fn from_query(q: &ProcessQuery, caught_or_ignored: u64) -> io::Result<ProcessWide> {
+        kernel_ok("prctl(PR_GET_CHILD_SUBREAPER)", q.subreaper.0)?;
+        let mut sigactions = vec![SigAction::default(); 64];
+        for (i, (a, w)) in sigactions.iter_mut().zip(&q.sigactions).enumerate() {
+            if caught_or_ignored & (1 << i) != 0 {
+                *a = SigAction {
+                    handler: w[0],
+                    flags: w[1],
+                    restorer: w[2],
+                    mask: w[3],
+                };
+            }
+        }
+        Ok(ProcessWide {
+            brk: kernel_ok("brk", q.brk)?,
+            dumpable: kernel_ok("prctl(PR_GET_DUMPABLE)", q.dumpable)? as u32,
+            securebits: kernel_ok("prctl(PR_GET_SECUREBITS)", q.securebits)? as u32,
+            child_subreaper: q.subreaper.1 != 0,
+            sigactions,
+            itimers: q.itimers.map(|w| itimer_us(&w)),
+        })
+    }
+
+    /// The same by one injected call each (two ptrace stops apiece), each
+    /// checked against the leader's own filters.
+    fn injected(
+        inj: &mut Injector,
+        mem: &Mem,
+        scratch: u64,
+        caught_or_ignored: u64,
+    ) -> io::Result<ProcessWide> {
+        let brk = inj.syscall(libc::SYS_brk, [0; 6])?;
+        let dumpable = inj.syscall(
+            libc::SYS_prctl,
+            [libc::PR_GET_DUMPABLE as u64, 0, 0, 0, 0, 0],
+        )? as u32;
+        let securebits = inj.syscall(
+            libc::SYS_prctl,
+            [libc::PR_GET_SECUREBITS as u64, 0, 0, 0, 0, 0],
+        )? as u32;
+        inj.syscall(
+            libc::SYS_prctl,
+            [libc::PR_GET_CHILD_SUBREAPER as u64, scratch, 0, 0, 0, 0],
+        )?;
+        let child_subreaper = read_u64s(mem, scratch, 1)?[0] as u32 != 0;
+        let mut sigactions = vec![SigAction::default(); 64];
+        for sig in 1..=64u64 {
+            if caught_or_ignored & (1 << (sig - 1)) == 0 {
+                continue;
+            }
+            inj.syscall(libc::SYS_rt_sigaction, [sig, 0, scratch, 8, 0, 0])?;
+            let w = read_u64s(mem, scratch, 4)?;
+            sigactions[(sig - 1) as usize] = SigAction {
+                handler: w[0],
+                flags: w[1],
+                restorer: w[2],
+                mask: w[3],
+            };
+        }
+        let mut itimers = [(0, 0); 3];
+        for (which, slot) in itimers.iter_mut().enumerate() {
+            inj.syscall(libc::SYS_getitimer, [which as u64, scratch, 0, 0, 0, 0])?;
+            *slot = itimer_us(&read_u64s(mem, scratch, 4)?);
+        }
+        Ok(ProcessWide {
+            brk,
+            dumpable,
+            securebits,
+            child_subreaper,
+            sigactions,
+            itimers,
+        })
+    }
 }
 
 fn inject_queries(
@@ -147,8 +252,10 @@ fn inject_queries_blocked(
     inj.set_rescue(from_library);
     inj.seccomp = fp.threads[0].seccomp.clone();
     // Scratch: the per-thread query code at 0, results from SCRATCH_SLOTS.
-    let scratch_len =
-        (SCRATCH_SLOTS + fp.threads.len() as u64 * QUERY_SLOT).next_multiple_of(PAGE_SIZE);
+    // Scratch: the query code at 0, per-thread results from SCRATCH_SLOTS,
+    // then the process block.
+    let slots_end = SCRATCH_SLOTS + fp.threads.len() as u64 * QUERY_SLOT;
+    let scratch_len = (slots_end + PROCESS_QUERY_LEN).next_multiple_of(PAGE_SIZE);
     let scratch = inj.syscall(
         libc::SYS_mmap,
         [
@@ -183,44 +290,36 @@ fn inject_queries_blocked(
             None
         }
     };
+    // The process-wide queries run in the leader's stop of the per-thread
+    // queries, unless its own filters would not let one of them through.
+    let process_block =
+        crate::resources::seccomp::leader_query_allowed(fp, scratch).then_some(scratch + slots_end);
     let result = (|| {
-        let brk = inj.syscall(libc::SYS_brk, [0; 6])?;
-        let dumpable = inj.syscall(
-            libc::SYS_prctl,
-            [libc::PR_GET_DUMPABLE as u64, 0, 0, 0, 0, 0],
-        )? as u32;
-        let securebits = inj.syscall(
-            libc::SYS_prctl,
-            [libc::PR_GET_SECUREBITS as u64, 0, 0, 0, 0, 0],
-        )? as u32;
-        inj.syscall(
-            libc::SYS_prctl,
-            [libc::PR_GET_CHILD_SUBREAPER as u64, scratch, 0, 0, 0, 0],
-        )?;
-        let child_subreaper = read_u64s(mem, scratch, 1)?[0] as u32 != 0;
-        let mut sigactions = vec![SigAction::default(); 64];
-        for sig in 1..=64u64 {
-            if caught_or_ignored & (1 << (sig - 1)) == 0 {
-                continue;
-            }
-            inj.syscall(libc::SYS_rt_sigaction, [sig, 0, scratch, 8, 0, 0])?;
-            let w = read_u64s(mem, scratch, 4)?;
-            sigactions[(sig - 1) as usize] = SigAction {
-                handler: w[0],
-                flags: w[1],
-                restorer: w[2],
-                mask: w[3],
-            };
-        }
-        let mut itimers = [(0, 0); 3];
-        for (which, slot) in itimers.iter_mut().enumerate() {
-            inj.syscall(libc::SYS_getitimer, [which as u64, scratch, 0, 0, 0, 0])?;
-            let w = read_u64s(mem, scratch, 4)?;
-            *slot = (w[0] * 1_000_000 + w[1], w[2] * 1_000_000 + w[3]);
-        }
-        // First: it also learns each thread's tid in the namespace.
         let tq = std::time::Instant::now();
-        let per_thread = per_thread_queries(fp, mem, scratch, masks, query_rescue.as_ref())?;
+        let (process, per_thread) = match process_block {
+            Some(block) => {
+                let rescue = query_rescue.as_ref();
+                let per_thread = per_thread_queries(fp, mem, scratch, masks, rescue, Some(block))?;
+                let q = ProcessQuery::read(mem, block)?;
+                (ProcessWide::from_query(&q, caught_or_ignored)?, per_thread)
+            }
+            None => {
+                tracing::debug!("pid {pid}: process queries injected one by one (seccomp)");
+                let process = ProcessWide::injected(&mut inj, mem, scratch, caught_or_ignored)?;
+                let rescue = query_rescue.as_ref();
+                let per_thread = per_thread_queries(fp, mem, scratch, masks, rescue, None)?;
+                (process, per_thread)
+            }
+        };
+        let ProcessWide {
+            brk,
+            dumpable,
+            securebits,
+            child_subreaper,
+            sigactions,
+            itimers,
+        } = process;
+
         // Without a rescue the queries end in `int3`, a forced SIGTRAP: with every signal
         // blocked the kernel resets its disposition to SIG_DFL. Put the
         // program's own back (a JIT or in-process debugger keeps its handler).

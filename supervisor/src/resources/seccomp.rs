@@ -458,6 +458,18 @@ pub fn check_query_code(fp: &FrozenProcess) -> io::Result<()> {
     Ok(())
 }
 
+/// Whether the leader's own filters let every call of the process-wide
+/// query code (`resources/threads.rs`, `LEADER_QUERY_CODE`) through
+/// unchanged from `ip`; if not, the capture injects them one by one, each
+/// checked on its own.
+pub fn leader_query_allowed(fp: &FrozenProcess, ip: u64) -> bool {
+    fp.threads[0].seccomp.as_ref().is_none_or(|chain| {
+        crate::resources::threads::leader_query_calls()
+            .into_iter()
+            .all(|(nr, args)| chain.verdict(nr, ip, args).is_ok())
+    })
+}
+
 /// Whether every thread's own filters let through, unchanged, the calls
 /// the rescue ending of the per-thread queries makes (see
 /// `resources/threads.rs`, `QUERY_END_RESCUE`): without that the queries

@@ -342,6 +342,122 @@ const THREAD_QUERY_CODE: [u8; 77] = [
     0x0f, 0x05, // syscall
 ];
 
+/// x86-64 code the leader runs before [`THREAD_QUERY_CODE`] (into which
+/// it falls through), writing to the process block at r13 (layout
+/// [`ProcessQuery::read`]); assembled from:
+///
+/// ```text
+/// brk(0) -> [r13]; prctl(PR_GET_DUMPABLE) -> [r13+8]
+/// prctl(PR_GET_SECUREBITS) -> [r13+16]
+/// prctl(PR_GET_CHILD_SUBREAPER, r13+24), result -> [r13+32]
+/// getitimer(0, r13+40); getitimer(1, r13+72); getitimer(2, r13+104)
+/// for ebx in 1..=64: rt_sigaction(ebx, NULL, r14 = r13+136+(ebx-1)*32, 8)
+/// ```
+/// The process-wide queries in the leader's one stop of the per-thread
+/// queries, instead of an injected call each (two ptrace stops apiece).
+const LEADER_QUERY_CODE: [u8; 153] = [
+    0xb8, 0x0c, 0x00, 0x00, 0x00, // 0: mov eax, SYS_brk (12)
+    0x31, 0xff, // 5: xor edi, edi
+    0x0f, 0x05, // 7: syscall
+    0x49, 0x89, 0x45, 0x00, // 9: mov [r13], rax
+    0xb8, 0x9d, 0x00, 0x00, 0x00, // d: mov eax, SYS_prctl (157)
+    0xbf, 0x03, 0x00, 0x00, 0x00, // 12: mov edi, PR_GET_DUMPABLE (3)
+    0x0f, 0x05, // 17: syscall
+    0x49, 0x89, 0x45, 0x08, // 19: mov [r13+8], rax
+    0xb8, 0x9d, 0x00, 0x00, 0x00, // 1d: mov eax, SYS_prctl
+    0xbf, 0x1b, 0x00, 0x00, 0x00, // 22: mov edi, PR_GET_SECUREBITS (27)
+    0x0f, 0x05, // 27: syscall
+    0x49, 0x89, 0x45, 0x10, // 29: mov [r13+16], rax
+    0xb8, 0x9d, 0x00, 0x00, 0x00, // 2d: mov eax, SYS_prctl
+    0xbf, 0x25, 0x00, 0x00, 0x00, // 32: mov edi, PR_GET_CHILD_SUBREAPER (37)
+    0x49, 0x8d, 0x75, 0x18, // 37: lea rsi, [r13+24]
+    0x0f, 0x05, // 3b: syscall
+    0x49, 0x89, 0x45, 0x20, // 3d: mov [r13+32], rax
+    0xb8, 0x24, 0x00, 0x00, 0x00, // 41: mov eax, SYS_getitimer (36)
+    0x31, 0xff, // 46: xor edi, edi (ITIMER_REAL)
+    0x49, 0x8d, 0x75, 0x28, // 48: lea rsi, [r13+40]
+    0x0f, 0x05, // 4c: syscall
+    0xb8, 0x24, 0x00, 0x00, 0x00, // 4e: mov eax, SYS_getitimer
+    0xbf, 0x01, 0x00, 0x00, 0x00, // 53: mov edi, ITIMER_VIRTUAL
+    0x49, 0x8d, 0x75, 0x48, // 58: lea rsi, [r13+72]
+    0x0f, 0x05, // 5c: syscall
+    0xb8, 0x24, 0x00, 0x00, 0x00, // 5e: mov eax, SYS_getitimer
+    0xbf, 0x02, 0x00, 0x00, 0x00, // 63: mov edi, ITIMER_PROF
+    0x49, 0x8d, 0x75, 0x68, // 68: lea rsi, [r13+104]
+    0x0f, 0x05, // 6c: syscall
+    0xbb, 0x01, 0x00, 0x00, 0x00, // 6e: mov ebx, 1
+    0x4d, 0x8d, 0xb5, 0x88, 0x00, 0x00, 0x00, // 73: lea r14, [r13+136]
+    0xb8, 0x0d, 0x00, 0x00, 0x00, // 7a: mov eax, SYS_rt_sigaction (13)
+    0x89, 0xdf, // 7f: mov edi, ebx
+    0x31, 0xf6, // 81: xor esi, esi
+    0x4c, 0x89, 0xf2, // 83: mov rdx, r14
+    0x41, 0xba, 0x08, 0x00, 0x00, 0x00, // 86: mov r10d, 8
+    0x0f, 0x05, // 8c: syscall
+    0x49, 0x83, 0xc6, 0x20, // 8e: add r14, 32
+    0xff, 0xc3, // 92: inc ebx
+    0x83, 0xfb, 0x41, // 94: cmp ebx, 65
+    0x75, 0xe1, // 97: jne 7a
+];
+
+/// Size of the process block [`LEADER_QUERY_CODE`] writes.
+pub(crate) const PROCESS_QUERY_LEN: u64 = 136 + 64 * 32;
+
+/// The calls [`LEADER_QUERY_CODE`] makes, with their non-pointer
+/// arguments (pointers as 0), for a check against the leader's own
+/// seccomp filters.
+pub(crate) fn leader_query_calls() -> Vec<(i64, [u64; 6])> {
+    let mut calls = vec![
+        (libc::SYS_brk, [0; 6]),
+        (
+            libc::SYS_prctl,
+            [libc::PR_GET_DUMPABLE as u64, 0, 0, 0, 0, 0],
+        ),
+        (
+            libc::SYS_prctl,
+            [libc::PR_GET_SECUREBITS as u64, 0, 0, 0, 0, 0],
+        ),
+        (
+            libc::SYS_prctl,
+            [libc::PR_GET_CHILD_SUBREAPER as u64, 0, 0, 0, 0, 0],
+        ),
+    ];
+    calls.extend((0..3).map(|which| (libc::SYS_getitimer, [which, 0, 0, 0, 0, 0])));
+    calls.extend((1..=64).map(|sig| (libc::SYS_rt_sigaction, [sig, 0, 0, 8, 0, 0])));
+    calls
+}
+
+/// What [`LEADER_QUERY_CODE`] found (raw kernel results).
+pub(crate) struct ProcessQuery {
+    pub(crate) brk: i64,
+    pub(crate) dumpable: i64,
+    pub(crate) securebits: i64,
+    /// `PR_GET_CHILD_SUBREAPER`'s result, and the flag it wrote.
+    pub(crate) subreaper: (i64, u32),
+    /// `struct itimerval` of ITIMER_REAL, _VIRTUAL, _PROF (4 words each).
+    pub(crate) itimers: [[u64; 4]; 3],
+    /// The kernel's `struct sigaction` of signals 1..=64 (4 words each:
+    /// handler, flags, restorer, mask).
+    pub(crate) sigactions: Vec<[u64; 4]>,
+}
+
+impl ProcessQuery {
+    /// Reads the block at `at`.
+    pub(crate) fn read(mem: &Mem, at: u64) -> io::Result<ProcessQuery> {
+        let mut b = vec![0u8; PROCESS_QUERY_LEN as usize];
+        mem.read(RemoteAddr(at), &mut b)?;
+        let w = |k: usize| u64::from_ne_bytes(b[k * 8..k * 8 + 8].try_into().expect("8 bytes"));
+        let four = |k: usize| [w(k), w(k + 1), w(k + 2), w(k + 3)];
+        Ok(ProcessQuery {
+            brk: w(0) as i64,
+            dumpable: w(1) as i64,
+            securebits: w(2) as i64,
+            subreaper: (w(4) as i64, w(3) as u32),
+            itimers: [four(5), four(9), four(13)],
+            sigactions: (0..64).map(|s| four(17 + 4 * s)).collect(),
+        })
+    }
+}
+
 /// The end of the query code when the supervisor's death must not crash
 /// the thread: unblock the mark signal (a signal whose default action is
 /// to ignore it, and which the program does not catch) and send it to the
@@ -390,8 +506,11 @@ pub(crate) fn mark_signal(caught_or_ignored: u64) -> Option<i32> {
         .find(|&s| caught_or_ignored & (1 << (s - 1)) == 0)
 }
 
+/// [`LEADER_QUERY_CODE`], then the code every thread runs (from
+/// [`LEADER_QUERY_CODE`]`.len()`).
 fn query_code(rescue: bool) -> Vec<u8> {
-    let mut code = THREAD_QUERY_CODE.to_vec();
+    let mut code = LEADER_QUERY_CODE.to_vec();
+    code.extend_from_slice(&THREAD_QUERY_CODE);
     if rescue {
         code.extend_from_slice(&QUERY_END_RESCUE);
         code.extend_from_slice(&RESCUE_TAIL);
@@ -402,13 +521,16 @@ fn query_code(rescue: bool) -> Vec<u8> {
 }
 
 /// Runs [`THREAD_QUERY_CODE`] in every thread concurrently, each writing
-/// its own slot, and fills in each thread's `vtid`.
+/// its own slot, and fills in each thread's `vtid`. With `process`, the
+/// leader runs [`LEADER_QUERY_CODE`] first, writing the process block at
+/// that address (read it with [`ProcessQuery::read`]).
 pub(crate) fn per_thread_queries(
     fp: &mut FrozenProcess,
     mem: &Mem,
     scratch: u64,
     masks: &[u64],
     rescue: Option<&QueryRescue>,
+    process: Option<u64>,
 ) -> io::Result<Vec<ThreadQuery>> {
     // The code goes in through /proc/PID/mem: the scratch mapping is ours.
     let wmem = Mem::open(fp.pid, true)?;
@@ -416,7 +538,8 @@ pub(crate) fn per_thread_queries(
     debug_assert!(code.len() as u64 <= STUBS_OFF);
     wmem.write(RemoteAddr(scratch), &code)?;
     let slot = |i: usize| scratch + SCRATCH_SLOTS + i as u64 * QUERY_SLOT;
-    let mark_rip = scratch + (THREAD_QUERY_CODE.len() + MARK_STOP_OFF) as u64;
+    let entry = scratch + LEADER_QUERY_CODE.len() as u64;
+    let mark_rip = entry + (THREAD_QUERY_CODE.len() + MARK_STOP_OFF) as u64;
     if let Some(rs) = rescue {
         // Every slot's rescue words in one write (the rest of a slot is
         // the fresh mapping's zeros).
@@ -440,8 +563,12 @@ pub(crate) fn per_thread_queries(
             ptrace::set_sigmask(t.tid, u64::MAX)?;
         }
         let mut r = t.regs;
-        r.rip = scratch;
+        r.rip = entry;
         r.r12 = slot(i);
+        if let (0, Some(block)) = (i, process) {
+            r.rip = scratch;
+            r.r13 = block;
+        }
         r.orig_rax = u64::MAX; // no syscall restart on the way out
         r.eflags &= !(0x100 | 0x400);
         ptrace::set_regs(t.tid, &r)?;

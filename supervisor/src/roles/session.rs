@@ -124,10 +124,12 @@ pub fn new_launch_id() -> String {
 enum Precopy {
     /// None (`DMTCP_PRECOPY=0`): every checkpoint takes the fork snapshot.
     Off,
-    /// Those with at least [`PRECOPY_AUTO_MIN`] of private resident memory
-    /// (`DMTCP_PRECOPY` unset): below it the fork snapshot freezes a
-    /// process for a few milliseconds at most, above it for longer the
-    /// more memory it has, where pre-copy's freeze stays short.
+    /// Enough of the largest processes that the others have less than
+    /// [`PRECOPY_AUTO_MIN`] of private resident memory together
+    /// (`DMTCP_PRECOPY` unset; [`precopy_selection`]): below it the fork
+    /// snapshots freeze the computation for a few milliseconds at most,
+    /// above it for longer the more memory they copy the page tables of,
+    /// where pre-copy's freeze stays short.
     Auto,
     /// Every process (`DMTCP_PRECOPY=1`, `dmtcp-run --precopy`,
     /// `dmtcp-restart --precopy`, or `dmtcp-command --precopy` for one
@@ -138,6 +140,29 @@ enum Precopy {
 /// 256 MiB: the fork snapshot of that much touched memory freezes for
 /// about 7 ms here (docs/performance.md).
 const PRECOPY_AUTO_MIN: u64 = 256 << 20;
+
+/// The processes to pre-copy among `(pid, vpid, private resident bytes)`:
+/// all when `min_bytes` is 0; else the largest, one after the other, until
+/// what is left to the fork snapshots of one freeze (which are made one
+/// after the other, each costing about its memory's page tables) is below
+/// `min_bytes`. One process is pre-copied when it has `min_bytes` or more;
+/// sixteen of 64 MiB are pre-copied but for three.
+fn precopy_selection<P, V>(mut procs: Vec<(P, V, u64)>, min_bytes: u64) -> Vec<(P, V, u64)> {
+    if min_bytes == 0 {
+        return procs;
+    }
+    procs.sort_by_key(|p| std::cmp::Reverse(p.2));
+    let mut left: u64 = procs.iter().map(|p| p.2).sum();
+    let mut chosen = Vec::new();
+    for p in procs {
+        if left < min_bytes {
+            break;
+        }
+        left -= p.2;
+        chosen.push(p);
+    }
+    chosen
+}
 
 /// `DMTCP_PRECOPY`: `1`/`true`/`yes`/`on` all, `0`/`false`/`no`/`off`
 /// none, unset (or anything else) automatic.
@@ -970,9 +995,9 @@ impl Session {
 
     /// Pre-copy, while the program runs: each process's private memory
     /// goes into its image writer, with the dirty tracker armed
-    /// (`resources/memory/precopy.rs`). Only processes with at least
-    /// `min_bytes` of private resident memory (`RssAnon`); a process it
-    /// fails for is checkpointed without (logged).
+    /// (`resources/memory/precopy.rs`). With `min_bytes`, only as many
+    /// processes as [`precopy_selection`] picks; a process it fails for is
+    /// checkpointed without (logged).
     fn precopy_all(
         &mut self,
         opts: &CheckpointOptions,
@@ -986,6 +1011,7 @@ impl Session {
         let keep = self.chains.active();
         let incremental = opts.incremental || self.cfg.incremental;
         let mut total = 0u64;
+        let mut candidates = Vec::new();
         for (pid, _) in self.processes() {
             if crate::resources::tree::is_zombie(pid) || procfs::is_32bit(pid) {
                 continue;
@@ -996,15 +1022,13 @@ impl Session {
             let Some(vpid) = procfs::innermost_pid(&st) else {
                 continue;
             };
-            if min_bytes > 0 {
-                let anon = procfs::field(&st, "RssAnon")
-                    .and_then(|v| v.split_whitespace().next())
-                    .and_then(|kb| kb.parse::<u64>().ok())
-                    .map_or(0, |kb| kb << 10);
-                if anon < min_bytes {
-                    continue;
-                }
-            }
+            let anon = procfs::field(&st, "RssAnon")
+                .and_then(|v| v.split_whitespace().next())
+                .and_then(|kb| kb.parse::<u64>().ok())
+                .map_or(0, |kb| kb << 10);
+            candidates.push((pid, vpid, anon));
+        }
+        for (pid, vpid, _) in precopy_selection(candidates, min_bytes) {
             let vpid = crate::kernel::pid::virt::of_real(vpid.0) as u32;
             let path = self.image_path(&dir, opts.generation, pid, vpid);
             let t0 = Instant::now();
@@ -1785,5 +1809,48 @@ impl Session {
             }
         }
         self.thaw_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::precopy_selection;
+
+    const MIB: u64 = 1 << 20;
+
+    fn picked(sizes: &[u64], min: u64) -> Vec<u32> {
+        let procs = sizes
+            .iter()
+            .enumerate()
+            .map(|(i, &m)| (i as u32, i as u32, m * MIB))
+            .collect();
+        let mut p: Vec<u32> = precopy_selection(procs, min * MIB)
+            .into_iter()
+            .map(|p| p.0)
+            .collect();
+        p.sort();
+        p
+    }
+
+    #[test]
+    fn one_process_against_the_threshold() {
+        assert_eq!(picked(&[1024], 256), vec![0]);
+        assert_eq!(picked(&[256], 256), vec![0]);
+        assert!(picked(&[255], 256).is_empty());
+    }
+
+    #[test]
+    fn many_small_processes_until_the_rest_is_below() {
+        // 16 x 64 MiB: 13 pre-copied, 192 MiB left to the forks.
+        assert_eq!(picked(&[64; 16], 256).len(), 13);
+        // The largest first; small ones left.
+        assert_eq!(picked(&[2, 1024, 3, 100], 256), vec![1]);
+        assert_eq!(picked(&[200, 100, 50], 256), vec![0]);
+        assert!(picked(&[100, 100, 50], 256).is_empty());
+    }
+
+    #[test]
+    fn all_when_asked() {
+        assert_eq!(picked(&[1, 2], 0), vec![0, 1]);
     }
 }
