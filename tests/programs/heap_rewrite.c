@@ -28,7 +28,11 @@
  * pages is alternately filled and dropped with MADV_DONTNEED (then it
  * must read as zeros).
  *
- *   heap_rewrite [MiB] [maps]    (default 32)
+ * With "fork" the program forks once right before it is ready: two
+ * processes of the same heap size rewrite and check their own copy, and
+ * the parent passes only if the child's final check passed too.
+ *
+ *   heap_rewrite [MiB] [maps|fork]    (default 32)
  */
 #define _GNU_SOURCE
 #include "zdtm.h"
@@ -38,6 +42,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #define WORDS 512 /* per page */
@@ -187,7 +192,18 @@ int main(int argc, char **argv)
 	for (uint64_t p = 0; p < pages; p++)
 		make_page(heap + p * WORDS, p, generation);
 	cursor = 0;
-	zdtm_ready();
+	pid_t child = -1;
+	if (argc > 2 && strcmp(argv[2], "fork") == 0) {
+		fflush(stdout);
+		child = fork();
+		if (child < 0)
+			zdtm_fail("fork: %m");
+		/* A pipe of its own for the kernel's writes. */
+		if (child == 0 && (close(pfd[0]) || close(pfd[1]) || pipe(pfd)))
+			zdtm_fail("child pipe: %m");
+	}
+	if (child != 0)
+		zdtm_ready();
 	uint64_t steps = 0, kernel_writes = 0;
 	for (;;) {
 		uint64_t p = cursor, g = generation;
@@ -220,8 +236,19 @@ int main(int argc, char **argv)
 		check_side("final check");
 		check_zap("final check");
 	}
-	printf("heap_rewrite: %lu MiB, generation %lu, %lu pages rewritten (%lu by the kernel)\n",
-	       (unsigned long)mib, (unsigned long)generation, (unsigned long)steps,
-	       (unsigned long)kernel_writes);
+	printf("heap_rewrite%s: %lu MiB, generation %lu, %lu pages rewritten (%lu by the kernel)\n",
+	       child == 0 ? " (child)" : "", (unsigned long)mib, (unsigned long)generation,
+	       (unsigned long)steps, (unsigned long)kernel_writes);
+	if (child == 0) {
+		fflush(stdout);
+		_exit(0);
+	}
+	if (child > 0) {
+		int st;
+		if (waitpid(child, &st, 0) != child)
+			zdtm_fail("waitpid: %m");
+		if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+			zdtm_fail("the child's check failed (status %#x)", st);
+	}
 	zdtm_pass();
 }

@@ -18,6 +18,7 @@ e2e_tests! {
     snapshot_consistency_precopy_maps => maps_changed_during_precopy;
     snapshot_consistency_precopy_on_request => heap_rewritten_during_precopy_on_request;
     snapshot_consistency_precopy_auto => large_heap_precopied_by_default;
+    snapshot_consistency_precopy_auto_two => two_heaps_one_precopied_by_default;
     snapshot_consistency_precopy_off => large_heap_not_precopied_when_off;
     past_eof => file_mapped_past_its_end;
     past_eof_precopy => file_mapped_past_its_end_precopied;
@@ -87,6 +88,23 @@ fn large_heap_precopied_by_default(env: &mut TestEnv) {
     sc.mode = Mode::Rounds(2);
     sc.run(env);
     expect_in_logs(env, &["pre-copy of"]);
+}
+
+/// Two processes of 160 MiB each, both rewriting their heap, no variable:
+/// each is under 256 MiB, together over it, so by default the one taken
+/// first is pre-copied and the other takes the snapshot fork (what is left
+/// to the forks of one freeze stays under 256 MiB). Both check every page
+/// after two rounds.
+fn two_heaps_one_precopied_by_default(env: &mut TestEnv) {
+    let mut sc = Scenario::new("heap_rewrite")
+        .arg("160")
+        .arg("fork")
+        .env("DMTCP_LOG", "info")
+        .restart_env("DMTCP_LOG", "info")
+        .settle(Duration::from_millis(400));
+    sc.mode = Mode::Rounds(2);
+    sc.run(env);
+    expect_in_logs(env, &["pre-copy of", "snapshot fork"]);
 }
 
 /// `DMTCP_PRECOPY=0`: the same process takes the snapshot fork only.
