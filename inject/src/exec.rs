@@ -14,7 +14,13 @@
 use std::ffi::{c_char, c_int, c_void, CStr, CString};
 use std::sync::OnceLock;
 
+use crate::exec_env::with_env;
 use crate::srun;
+
+extern "C" {
+    /// libc's environment of this process (what execv and execvp pass on).
+    static environ: *const *const c_char;
+}
 use crate::ssh::{self, Remote};
 
 type ExecveFn =
@@ -329,11 +335,16 @@ unsafe fn execve_like(
     let real: ExecveFn = unsafe { std::mem::transmute::<usize, ExecveFn>(f) };
     let lifeboat = crate::plugins::pre_exec(file, argv, envp);
     // SAFETY: the caller's pointers follow exec's contract.
-    let r = match unsafe { rewritten(file, argv, envp, search) } {
-        // SAFETY: new.ptrs is a NULL-terminated array of live strings.
-        Some(new) => unsafe { real(new.file(file), new.ptrs.as_ptr(), envp) },
-        // SAFETY: the caller's arguments, unchanged.
-        None => unsafe { real(file, argv, envp) },
+    let new = unsafe { rewritten(file, argv, envp, search) };
+    // SAFETY: envp follows exec's contract; `env` is it or a patched copy
+    // alive for the call.
+    let r = unsafe {
+        with_env(envp, |env| match &new {
+            // SAFETY: new.ptrs is a NULL-terminated array of live strings.
+            Some(new) => real(new.file(file), new.ptrs.as_ptr(), env),
+            // SAFETY: the caller's arguments, unchanged.
+            None => real(file, argv, env),
+        })
     };
     crate::plugins::exec_failed(lifeboat);
     r
@@ -386,11 +397,33 @@ unsafe fn execv_like(
     let real: ExecvFn = unsafe { std::mem::transmute::<usize, ExecvFn>(f) };
     let lifeboat = crate::plugins::pre_exec(file, argv, std::ptr::null());
     // SAFETY: exec's contract.
-    let r = match unsafe { rewritten(file, argv, std::ptr::null(), search) } {
-        // SAFETY: NULL-terminated array of live strings.
-        Some(new) => unsafe { real(new.file(file), new.ptrs.as_ptr()) },
-        // SAFETY: the caller's arguments, unchanged.
-        None => unsafe { real(file, argv) },
+    let new = unsafe { rewritten(file, argv, std::ptr::null(), search) };
+    let (file, argv) = match &new {
+        Some(new) => (new.file(file), new.ptrs.as_ptr()),
+        None => (file, argv),
+    };
+    // SAFETY: `environ` is libc's, read once; a NULL-terminated array.
+    let own = unsafe { environ };
+    // SAFETY: exec's contract for every pointer; the environment is
+    // `environ` itself or a patched copy alive for the call.
+    let r = unsafe {
+        with_env(own, |env| {
+            if env == own {
+                return real(file, argv);
+            }
+            // The same call with the patched environment: execve for
+            // execv, execvpe for execvp.
+            let (cell, name) = if search {
+                (&EXECVPE, c"execvpe")
+            } else {
+                (&EXECVE, c"execve")
+            };
+            match next(cell, name) {
+                0 => real(file, argv),
+                // SAFETY: glibc's execve or execvpe, of this exact type.
+                f => std::mem::transmute::<usize, ExecveFn>(f)(file, argv, env),
+            }
+        })
     };
     crate::plugins::exec_failed(lifeboat);
     r
@@ -443,11 +476,16 @@ unsafe fn spawn_like(
     crate::vpid::skip_known_pids();
     let e = crate::vpid::epoch();
     // SAFETY: argv and file follow exec's contract.
-    let r = match unsafe { rewritten(file, argv, envp, search) } {
-        // SAFETY: NULL-terminated array of live strings; the rest unchanged.
-        Some(new) => unsafe { real(pid, new.file(file), actions, attr, new.ptrs.as_ptr(), envp) },
-        // SAFETY: the caller's arguments, unchanged.
-        None => unsafe { real(pid, file, actions, attr, argv, envp) },
+    let new = unsafe { rewritten(file, argv, envp, search) };
+    // SAFETY: envp follows exec's contract; `env` is it or a patched copy
+    // alive for the call.
+    let r = unsafe {
+        with_env(envp, |env| match &new {
+            // SAFETY: NULL-terminated array of live strings; the rest unchanged.
+            Some(new) => real(pid, new.file(file), actions, attr, new.ptrs.as_ptr(), env),
+            // SAFETY: the caller's arguments, unchanged.
+            None => real(pid, file, actions, attr, argv, env),
+        })
     };
     if r == 0 && !pid.is_null() {
         // SAFETY: the call wrote the child's pid to the caller's pointer.

@@ -18,6 +18,7 @@ pub mod abi;
 pub mod api;
 mod coord;
 pub mod exec;
+mod exec_env;
 pub mod plugin_api;
 pub mod plugins;
 mod privilege;
@@ -32,6 +33,7 @@ mod vpid_signalfd;
 mod vpid_trap;
 
 extern "C" fn constructor() {
+    exec_env::init();
     plugins::check_mode();
     state::init();
     vpid::find_tid_offset();

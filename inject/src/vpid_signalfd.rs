@@ -186,6 +186,84 @@ pub unsafe extern "C" fn read(fd: c_int, buf: *mut c_void, count: usize) -> isiz
     r
 }
 
+/// Reads (`out` None) or writes 4 bytes at logical offset `off` of the
+/// buffers `iov` (the bytes may straddle two of them).
+///
+/// # Safety
+/// `iov` describes writable buffers the read filled up to `off + 4`.
+unsafe fn iov_word(iov: &[libc::iovec], off: usize, out: Option<[u8; 4]>) -> [u8; 4] {
+    let mut word = out.unwrap_or([0; 4]);
+    let mut base = 0;
+    for v in iov {
+        for (j, b) in word.iter_mut().enumerate() {
+            let at = off + j;
+            if at >= base && at < base + v.iov_len {
+                // SAFETY: `at - base` is inside this buffer (caller's contract).
+                let p = unsafe { v.iov_base.cast::<u8>().add(at - base) };
+                // SAFETY: as above; one byte, no alignment needed.
+                unsafe {
+                    match out {
+                        Some(_) => *p = *b,
+                        None => *b = *p,
+                    }
+                }
+            }
+        }
+        base += v.iov_len;
+        if base >= off + 4 {
+            break;
+        }
+    }
+    word
+}
+
+type ReadvFn = unsafe extern "C" fn(c_int, *const libc::iovec, c_int) -> isize;
+
+static READV: OnceLock<usize> = OnceLock::new();
+
+/// `readv(2)`: as [`read`], the records spread over the buffers.
+///
+/// # Safety
+/// readv's contract.
+#[no_mangle]
+pub unsafe extern "C" fn readv(fd: c_int, iov: *const libc::iovec, cnt: c_int) -> isize {
+    let Some(f) = real::<ReadvFn>(&READV, c"readv") else {
+        return -1;
+    };
+    if !virtual_pids() || iov.is_null() || cnt <= 0 || !marked(fd) {
+        // SAFETY: the caller's arguments, passed on.
+        return unsafe { f(fd, iov, cnt) };
+    }
+    let e = epoch();
+    // SAFETY: the caller's arguments, passed on.
+    let r = unsafe { f(fd, iov, cnt) };
+    let Ok(n) = usize::try_from(r) else {
+        return r;
+    };
+    if n == 0 || n % RECORD != 0 || table().is_empty() {
+        return r;
+    }
+    if !is_signalfd(fd) {
+        mark(fd, false);
+        return r;
+    }
+    // SAFETY: readv succeeded, so iov points to cnt iovecs.
+    let iov = unsafe { std::slice::from_raw_parts(iov, cnt as usize) };
+    for k in 0..n / RECORD {
+        let rec = k * RECORD;
+        // SAFETY: the read filled n bytes of the buffers, record k within.
+        unsafe {
+            let signo = u32::from_ne_bytes(iov_word(iov, rec, None)) as c_int;
+            let code = c_int::from_ne_bytes(iov_word(iov, rec + SSI_CODE, None));
+            if carries_pid(signo, code) {
+                let pid = pid_t::from_ne_bytes(iov_word(iov, rec + SSI_PID, None));
+                iov_word(iov, rec + SSI_PID, Some(virt_since(e, pid).to_ne_bytes()));
+            }
+        }
+    }
+    r
+}
+
 /// `signalfd(2)`: the fd is marked.
 ///
 /// # Safety

@@ -8,7 +8,9 @@
  * every restart; meanwhile a child that exits at once is made every 20 ms
  * and must be reported with its own pid, which waitpid then reaps. At the
  * end the keeper is told to exit: its record must carry the keeper's pid,
- * waitpid(that pid) must reap it with status 7. */
+ * waitpid(that pid) must reap it with status 7. A second keeper, released
+ * last, is read with readv into two buffers that split the record inside
+ * ssi_pid. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <poll.h>
@@ -16,12 +18,14 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/signalfd.h>
+#include <sys/uio.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #include "zdtm.h"
 
-/* Reads one record from `fd` (waiting at most 5 s) and returns its pid. */
-static pid_t child_record(int fd) {
+/* Reads one record from `fd` (waiting at most 5 s; with `split`, by readv
+ * into two buffers that split ssi_pid) and returns its pid. */
+static pid_t child_record(int fd, int split) {
     struct pollfd p = {.fd = fd, .events = POLLIN};
     int n;
     do
@@ -31,8 +35,10 @@ static pid_t child_record(int fd) {
         zdtm_fail("no SIGCHLD record within 5 s (poll %d: %s)", n, strerror(errno));
     struct signalfd_siginfo si;
     ssize_t r;
+    char *b = (char *)&si;
+    struct iovec iov[2] = {{b, 14}, {b + 14, sizeof si - 14}};
     do
-        r = read(fd, &si, sizeof si);
+        r = split ? readv(fd, iov, 2) : read(fd, &si, sizeof si);
     while (r < 0 && errno == EINTR);
     if (r != sizeof si)
         zdtm_fail("read signalfd: %zd (%s)", r, strerror(errno));
@@ -61,8 +67,8 @@ int main(int argc, char **argv) {
     int sfd = signalfd(-1, &set, SFD_CLOEXEC);
     if (sfd < 0)
         zdtm_fail("signalfd: %s", strerror(errno));
-    int go[2];
-    if (pipe(go))
+    int go[2], go2[2];
+    if (pipe(go) || pipe(go2))
         zdtm_fail("pipe: %s", strerror(errno));
     pid_t keeper = fork();
     if (keeper < 0)
@@ -70,9 +76,20 @@ int main(int argc, char **argv) {
     if (keeper == 0) {
         char c;
         close(go[1]);
+        close(go2[1]);
         _exit(read(go[0], &c, 1) == 1 ? 7 : 1);
     }
+    pid_t keeper2 = fork();
+    if (keeper2 < 0)
+        zdtm_fail("fork: %s", strerror(errno));
+    if (keeper2 == 0) {
+        char c;
+        close(go[1]);
+        close(go2[1]);
+        _exit(read(go2[0], &c, 1) == 1 ? 9 : 1);
+    }
     close(go[0]);
+    close(go2[0]);
     zdtm_ready();
     unsigned long n = 0;
     while (!zdtm_stop_requested()) {
@@ -81,7 +98,7 @@ int main(int argc, char **argv) {
             zdtm_fail("fork: %s", strerror(errno));
         if (c == 0)
             _exit(3);
-        reap(child_record(sfd), c, 3, "short child");
+        reap(child_record(sfd, 0), c, 3, "short child");
         n++;
         zdtm_msleep(20);
     }
@@ -91,7 +108,10 @@ int main(int argc, char **argv) {
         zdtm_fail("dup2: %s", strerror(errno));
     if (write(go[1], "x", 1) != 1)
         zdtm_fail("write: %s", strerror(errno));
-    reap(child_record(copy), keeper, 7, "keeper");
-    printf("children %lu, keeper %d\n", n, keeper);
+    reap(child_record(copy, 0), keeper, 7, "keeper");
+    if (write(go2[1], "x", 1) != 1)
+        zdtm_fail("write: %s", strerror(errno));
+    reap(child_record(sfd, 1), keeper2, 9, "second keeper (readv)");
+    printf("children %lu, keepers %d %d\n", n, keeper, keeper2);
     zdtm_pass();
 }

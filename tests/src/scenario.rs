@@ -321,7 +321,13 @@ impl<'a> Running<'a> {
                     })
                     .collect()
             };
-            let mut c = named(procs::descendants(self.launcher.pid()));
+            // The launcher itself too: run bare, it is the program.
+            let root = self.launcher.pid();
+            let mut c = named(
+                std::iter::once(root)
+                    .chain(procs::descendants(root))
+                    .collect(),
+            );
             if c.is_empty() {
                 c = named(procs::tagged(&self.env.tag));
             }
