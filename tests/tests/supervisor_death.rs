@@ -227,12 +227,11 @@ fn blocked_masks(pid: i32) -> Vec<(i32, u64)> {
 fn killed_in_injected_code(env: &mut TestEnv) {
     env.start_coordinator();
     let result = env.work.join("zdtm.result");
-    // Each injected call pauses 300 ms (13 of them for this program, with
-    // the per-thread queries 12th, about 3.6 s in): the kills land in the
-    // first call (made from the library's stub), one in the middle, the
-    // per-thread query code (every thread), and the snapshot's clone or
-    // the unmapping of the scratch page.
-    for delay_ms in [150u64, 1950, 3800, 4450] {
+    // Each injected call pauses 300 ms (4 of them for this program: the
+    // scratch mapping, the query code run by every thread, the process-wide
+    // queries included, the snapshot's clone, the unmapping): the kills
+    // land in each of them, the first and last made from the library's stub.
+    for delay_ms in [150u64, 450, 750, 1050] {
         let _ = fs::remove_file(&result);
         let _ = fs::remove_file(env.stop_file());
         let sc = Scenario::new("threads").env("DMTCP_FAULT_INJECTED_PAUSE_MS", "300");
@@ -245,7 +244,11 @@ fn killed_in_injected_code(env: &mut TestEnv) {
         let mut ckpt = env.spawn(ckpt, "checkpoint");
         thread::sleep(Duration::from_millis(delay_ms));
         let nsinit = kill_supervisor(env, &mut r);
-        let _ = env.wait(&mut ckpt, Duration::from_secs(30));
+        if env.wait(&mut ckpt, Duration::from_secs(30)).success() {
+            env.fail(&format!(
+                "the checkpoint was done before the supervisor was killed {delay_ms} ms into it"
+            ));
+        }
         thread::sleep(Duration::from_millis(300));
         if !procs::alive(target) {
             env.fail(&format!(
@@ -282,7 +285,9 @@ fn killed_in_injected_code(env: &mut TestEnv) {
     }
     let _ = fs::remove_file(env.stop_file());
     // A static program has no library: after the first call, calls run
-    // from stubs written into the scratch mapping.
+    // from stubs written into the scratch mapping; the kill lands in the
+    // third, the snapshot's clone (the last, the unmapping, runs from the
+    // vdso without a rescue: the stubs go with the mapping).
     let out = env.work.join("counter.txt");
     let sc = Scenario::new("counter_static")
         .arg(&out)
@@ -293,9 +298,11 @@ fn killed_in_injected_code(env: &mut TestEnv) {
     let mut ckpt = env.command("dmtcp-command");
     ckpt.args(["-p", &env.port().to_string(), "-bc"]);
     let mut ckpt = env.spawn(ckpt, "checkpoint");
-    thread::sleep(Duration::from_millis(1050));
+    thread::sleep(Duration::from_millis(750));
     let nsinit = kill_supervisor(env, &mut r);
-    let _ = env.wait(&mut ckpt, Duration::from_secs(30));
+    if env.wait(&mut ckpt, Duration::from_secs(30)).success() {
+        env.fail("the static counter's checkpoint was done before its supervisor was killed");
+    }
     let len = |p: &std::path::Path| fs::metadata(p).map(|m| m.len()).unwrap_or(0);
     let before = len(&out);
     thread::sleep(Duration::from_secs(1));

@@ -117,10 +117,17 @@ fn library_marker_offset(path: &str) -> Option<u64> {
     let mut cache = cache.lock().unwrap_or_else(|e| e.into_inner());
     *cache.entry(path.to_string()).or_insert_with(|| {
         let data = std::fs::read(path).ok()?;
-        data.windows(LIBRARY_MARKER.len())
-            .position(|w| w == LIBRARY_MARKER)
-            .map(|p| p as u64)
+        memchr::memmem::find(&data, LIBRARY_MARKER).map(|p| p as u64)
     })
+}
+
+/// Finds the marker in the library at `path` now, so that the first
+/// checkpoint does not read the library file (several MiB) while the
+/// program is frozen; keyed by the path the kernel shows in the maps.
+pub fn warm_library_marker(path: &std::path::Path) {
+    if let Ok(p) = std::fs::canonicalize(path) {
+        let _ = library_marker_offset(&p.to_string_lossy());
+    }
 }
 
 /// The rescue stubs in the process's own `libdmtcp_inject.so`, if it has

@@ -611,6 +611,15 @@ impl Session {
         for m in early {
             let _ = tx.send(Event::Coord(1, m));
         }
+        // The rescue stubs' place in the inject library, found before the
+        // first checkpoint rather than inside its frozen window.
+        let _ = std::thread::Builder::new()
+            .name("warm-library".into())
+            .spawn(|| {
+                if let Ok(lib) = crate::roles::supervise::inject_library() {
+                    crate::kernel::remote::warm_library_marker(&lib);
+                }
+            });
         let reader = conn
             .try_clone()
             .expect("cloning the coordinator connection");
