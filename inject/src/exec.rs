@@ -16,11 +16,6 @@ use std::sync::OnceLock;
 
 use crate::exec_env::with_env;
 use crate::srun;
-
-extern "C" {
-    /// libc's environment of this process (what execv and execvp pass on).
-    static environ: *const *const c_char;
-}
 use crate::ssh::{self, Remote};
 
 type ExecveFn =
@@ -402,8 +397,7 @@ unsafe fn execv_like(
         Some(new) => (new.file(file), new.ptrs.as_ptr()),
         None => (file, argv),
     };
-    // SAFETY: `environ` is libc's, read once; a NULL-terminated array.
-    let own = unsafe { environ };
+    let own = crate::sys::environ();
     // SAFETY: exec's contract for every pointer; the environment is
     // `environ` itself or a patched copy alive for the call.
     let r = unsafe {

@@ -273,6 +273,19 @@ fn sys1(nr: libc::c_long, a: pid_t) -> pid_t {
     sys(nr, [a as u64, 0, 0, 0, 0, 0]) as pid_t
 }
 
+/// A child made by a raw `fork` or fork-like `clone` (`make` runs the
+/// call): made after [`skip_known_pids`], its pid as the parent sees it.
+fn child_pid_of(make: impl FnOnce() -> i64) -> i64 {
+    skip_known_pids();
+    let e = epoch();
+    let r = make();
+    if r > 0 {
+        i64::from(virt_since(e, r as pid_t))
+    } else {
+        r
+    }
+}
+
 /// An id argument as a raw syscall takes it (sign-extended).
 fn arg(id: pid_t) -> u64 {
     id as i64 as u64
@@ -301,6 +314,17 @@ pub fn syscall(nr: i64, a: [u64; 6]) -> Option<i64> {
     Some(match nr {
         libc::SYS_getpid | libc::SYS_getppid | libc::SYS_gettid | libc::SYS_getpgrp => {
             stable(|| out(raw(nr, a)))
+        }
+        // A new process on the caller's stack (a copy of it): the child
+        // returns here too, with 0. Only then: a new stack would leave
+        // the child without this frame (glibc's `syscall` alike), and a
+        // shared memory (CLONE_VM) makes it a vfork, whose child returns
+        // first through a frame the parent still needs.
+        libc::SYS_fork => child_pid_of(|| raw(nr, a)),
+        libc::SYS_clone
+            if a[1] == 0 && a[0] & (libc::CLONE_VM | libc::CLONE_THREAD) as u64 == 0 =>
+        {
+            child_pid_of(|| raw(nr, a))
         }
         libc::SYS_setsid => {
             let e = epoch();
@@ -813,6 +837,52 @@ pub fn skip_known_pids() {
             return;
         }
         crate::sys::raw_syscall(libc::SYS_wait4, [c as u64, 0, libc::__WALL as u64, 0, 0, 0]);
+    }
+}
+
+static CLONE: OnceLock<usize> = OnceLock::new();
+
+type CloneFn = unsafe extern "C" fn(
+    extern "C" fn(*mut c_void) -> c_int,
+    *mut c_void,
+    c_int,
+    *mut c_void,
+    *mut pid_t,
+    *mut c_void,
+    *mut pid_t,
+) -> c_int;
+
+/// `clone(3)`, glibc's (variadic: the optional parent tid, tls and child
+/// tid are taken as fixed arguments, which x86-64 passes in the same
+/// registers and stack slot). A new process (not a thread) is made after
+/// [`skip_known_pids`], as for `vfork`: the child runs `f` at once on its
+/// own stack, so it cannot be made again.
+///
+/// # Safety
+/// clone's contract.
+#[no_mangle]
+pub unsafe extern "C" fn clone(
+    f: extern "C" fn(*mut c_void) -> c_int,
+    stack: *mut c_void,
+    flags: c_int,
+    arg: *mut c_void,
+    ptid: *mut pid_t,
+    tls: *mut c_void,
+    ctid: *mut pid_t,
+) -> c_int {
+    let real = real!(CLONE, c"clone", CloneFn);
+    let process = flags & libc::CLONE_THREAD == 0;
+    if process {
+        skip_known_pids();
+    }
+    let e = epoch();
+    // SAFETY: the caller's arguments, passed on (the optional ones are
+    // read by glibc only when `flags` asks for them).
+    let r = unsafe { real(f, stack, flags, arg, ptid, tls, ctid) };
+    if r > 0 && process {
+        virt_since(e, r)
+    } else {
+        r
     }
 }
 

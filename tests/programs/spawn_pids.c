@@ -1,10 +1,12 @@
-/* spawn_pids: children made by posix_spawn, vfork, system and popen
- * without namespaces never get a pid that names another process of the
- * program.
+/* spawn_pids: children made by posix_spawn, vfork, system, popen, glibc's
+ * clone() and syscall(SYS_clone) / syscall(SYS_fork) without namespaces
+ * never get a pid that names another process of the program.
  *
  * The parent has a child that sleeps. On each SIGUSR1 it makes a burst of
- * children: /bin/true by posix_spawn and by vfork+execve (and, in turn,
- * `true` by system and `echo x` read through popen), and checks that
+ * children: /bin/true by posix_spawn and by vfork+execve, a child by
+ * clone() on a stack of its own and one by a fork-like syscall(SYS_clone)
+ * or syscall(SYS_fork) in turn (and, in turn, `true` by system and
+ * `echo x` read through popen), and checks that
  * each new pid is none
  * of the pids it knows (its own, its parent's, its child's), that waitpid
  * of it gives its exit status, and that its child still answers to its
@@ -22,11 +24,55 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sched.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #include "zdtm.h"
 
 extern char **environ;
+
+static int clone_child(void *arg) {
+    (void)arg;
+    return 5;
+}
+
+static char clone_stack[64 * 1024] __attribute__((aligned(16)));
+
+static pid_t me, parent, child;
+
+/* Fails if `p` (made by `what`) is a pid the program knows. */
+static void unknown(long p, const char *what) {
+    if (p == me || p == parent || p == child)
+        zdtm_fail("%s gave pid %ld, which is also %s", what, p,
+                  p == me ? "mine" : p == parent ? "my parent's" : "my child's");
+}
+
+/* A child by glibc's clone() on a stack of its own, checked and reaped. */
+static void clone_child_checked(void) {
+    int st;
+    pid_t c = clone(clone_child, clone_stack + sizeof clone_stack, SIGCHLD, NULL);
+    if (c < 0)
+        zdtm_fail("clone: %s", strerror(errno));
+    unknown(c, "clone");
+    if (waitpid(c, &st, 0) != c || !WIFEXITED(st) || WEXITSTATUS(st) != 5)
+        zdtm_fail("waitpid(%d) of the clone child: status %#x", c, st);
+}
+
+/* A child by a fork-like syscall(SYS_clone) (`clone_call`) or
+ * syscall(SYS_fork), checked and reaped. */
+static void raw_child_checked(int clone_call) {
+    int st;
+    const char *what = clone_call ? "raw clone" : "raw fork";
+    long k = clone_call ? syscall(SYS_clone, SIGCHLD, 0, 0, 0, 0) : syscall(SYS_fork);
+    if (k == 0)
+        _exit(6);
+    if (k < 0)
+        zdtm_fail("%s: %s", what, strerror(errno));
+    unknown(k, what);
+    if (waitpid((pid_t)k, &st, 0) != k || !WIFEXITED(st) || WEXITSTATUS(st) != 6)
+        zdtm_fail("waitpid(%ld) of the %s child: status %#x", k, what, st);
+}
 
 static volatile sig_atomic_t bursts_asked;
 static void on_usr1(int s) {
@@ -36,8 +82,9 @@ static void on_usr1(int s) {
 
 int main(int argc, char **argv) {
     zdtm_init(argc, argv);
-    pid_t me = getpid(), parent = getppid();
-    pid_t child = fork();
+    me = getpid();
+    parent = getppid();
+    child = fork();
     if (child < 0)
         zdtm_fail("fork");
     if (child == 0) {
@@ -55,6 +102,13 @@ int main(int argc, char **argv) {
             zdtm_msleep(5);
             continue;
         }
+        /* The burst's first child, the one the test may have made the
+         * kernel's next pid collide with: posix_spawn's (first in the
+         * loop), then clone()'s, a raw clone's, a raw fork's. */
+        if (bursts % 4 == 1)
+            clone_child_checked();
+        else if (bursts % 4 >= 2)
+            raw_child_checked(bursts % 4 == 2);
         for (int i = 0; i < 40; i++, n++) {
             pid_t p;
             char *args[] = { "true", NULL };
@@ -80,6 +134,8 @@ int main(int argc, char **argv) {
                           v == me ? "mine" : v == parent ? "my parent's" : "my child's");
             if (waitpid(v, &st, 0) != v || !WIFEXITED(st) || WEXITSTATUS(st))
                 zdtm_fail("waitpid(%d) of the vfork child: status %#x", v, st);
+            clone_child_checked();
+            raw_child_checked(n % 2);
             if (n % 8 == 0) {
                 int r = system("true");
                 if (r != 0)
