@@ -44,7 +44,7 @@ pub(crate) fn next(cell: &'static OnceLock<usize>, name: &CStr) -> usize {
 /// # Safety
 /// `argv` is null or points to a NULL-terminated array of NUL-terminated
 /// strings (exec's contract).
-unsafe fn words(argv: *const *const c_char) -> Vec<Vec<u8>> {
+pub(crate) unsafe fn words(argv: *const *const c_char) -> Vec<Vec<u8>> {
     let mut out = Vec::new();
     if argv.is_null() {
         return out;

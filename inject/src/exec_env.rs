@@ -232,19 +232,13 @@ mod tests {
         let strings: Vec<CString> = env.iter().map(|s| CString::new(*s).unwrap()).collect();
         let mut ptrs: Vec<*const c_char> = strings.iter().map(|s| s.as_ptr()).collect();
         ptrs.push(std::ptr::null());
-        let run = |e: *const *const c_char| {
-            let mut out = Vec::new();
-            let mut i = 0;
-            loop {
-                // SAFETY: a NULL-terminated array of live strings.
-                let p = unsafe { *e.add(i) };
-                if p.is_null() {
-                    return out;
-                }
-                // SAFETY: NUL-terminated.
-                out.push(unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned());
-                i += 1;
-            }
+        let run = |e: *const *const c_char| -> Vec<String> {
+            // SAFETY: a NULL-terminated array of live strings.
+            let words = unsafe { crate::exec::words(e) };
+            words
+                .iter()
+                .map(|w| String::from_utf8_lossy(w).into_owned())
+                .collect()
         };
         // SAFETY: ptrs is NULL-terminated, its strings live.
         match unsafe { need(c, ptrs.as_ptr()) } {

@@ -47,6 +47,21 @@ static pid_t child_record(int fd, int split) {
     return (pid_t)si.ssi_pid;
 }
 
+/* A child that exits with `code` once a byte comes on `rd` (it closes
+ * the write ends `w1`, `w2` it inherited). */
+static pid_t keeper_child(int rd, int w1, int w2, int code) {
+    pid_t k = fork();
+    if (k < 0)
+        zdtm_fail("fork: %s", strerror(errno));
+    if (k == 0) {
+        char c;
+        close(w1);
+        close(w2);
+        _exit(read(rd, &c, 1) == 1 ? code : 1);
+    }
+    return k;
+}
+
 static void reap(pid_t reported, pid_t expected, int status, const char *what) {
     if (reported != expected)
         zdtm_fail("%s: SIGCHLD record names pid %d, fork returned %d", what, reported, expected);
@@ -70,24 +85,8 @@ int main(int argc, char **argv) {
     int go[2], go2[2];
     if (pipe(go) || pipe(go2))
         zdtm_fail("pipe: %s", strerror(errno));
-    pid_t keeper = fork();
-    if (keeper < 0)
-        zdtm_fail("fork: %s", strerror(errno));
-    if (keeper == 0) {
-        char c;
-        close(go[1]);
-        close(go2[1]);
-        _exit(read(go[0], &c, 1) == 1 ? 7 : 1);
-    }
-    pid_t keeper2 = fork();
-    if (keeper2 < 0)
-        zdtm_fail("fork: %s", strerror(errno));
-    if (keeper2 == 0) {
-        char c;
-        close(go[1]);
-        close(go2[1]);
-        _exit(read(go2[0], &c, 1) == 1 ? 9 : 1);
-    }
+    pid_t keeper = keeper_child(go[0], go[1], go2[1], 7);
+    pid_t keeper2 = keeper_child(go2[0], go[1], go2[1], 9);
     close(go[0]);
     close(go2[0]);
     zdtm_ready();

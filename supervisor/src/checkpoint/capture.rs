@@ -53,13 +53,7 @@ struct CallSites {
 struct InjectedState {
     /// Where our scratch mapping was (gone by now).
     scratch: (u64, u64),
-    brk: u64,
-    dumpable: u32,
-    /// `PR_GET_SECUREBITS` of the leader.
-    securebits: u32,
-    child_subreaper: bool,
-    sigactions: Vec<SigAction>,
-    itimers: [(u64, u64); 3],
+    process: ProcessWide,
     /// Per thread (same order as `FrozenProcess::threads`): clear_child_tid, sigaltstack.
     per_thread: Vec<ThreadQuery>,
     posix_timers: Vec<PosixTimer>,
@@ -83,6 +77,7 @@ fn read_u64s(mem: &Mem, addr: u64, n: usize) -> io::Result<Vec<u64>> {
 struct ProcessWide {
     brk: u64,
     dumpable: u32,
+    /// `PR_GET_SECUREBITS` of the leader.
     securebits: u32,
     child_subreaper: bool,
     sigactions: Vec<SigAction>,
@@ -101,6 +96,16 @@ fn kernel_ok(what: &str, r: i64) -> io::Result<u64> {
     Ok(r as u64)
 }
 
+/// The kernel's `struct sigaction` words: handler, flags, restorer, mask.
+fn sigaction_of(w: &[u64]) -> SigAction {
+    SigAction {
+        handler: w[0],
+        flags: w[1],
+        restorer: w[2],
+        mask: w[3],
+    }
+}
+
 /// `struct itimerval` words as (interval, value) in microseconds.
 fn itimer_us(w: &[u64]) -> (u64, u64) {
     (w[0] * 1_000_000 + w[1], w[2] * 1_000_000 + w[3])
@@ -114,12 +119,7 @@ impl ProcessWide {
         let mut sigactions = vec![SigAction::default(); 64];
         for (i, (a, w)) in sigactions.iter_mut().zip(&q.sigactions).enumerate() {
             if caught_or_ignored & (1 << i) != 0 {
-                *a = SigAction {
-                    handler: w[0],
-                    flags: w[1],
-                    restorer: w[2],
-                    mask: w[3],
-                };
+                *a = sigaction_of(w);
             }
         }
         Ok(ProcessWide {
@@ -160,13 +160,7 @@ impl ProcessWide {
                 continue;
             }
             inj.syscall(libc::SYS_rt_sigaction, [sig, 0, scratch, 8, 0, 0])?;
-            let w = read_u64s(mem, scratch, 4)?;
-            sigactions[(sig - 1) as usize] = SigAction {
-                handler: w[0],
-                flags: w[1],
-                restorer: w[2],
-                mask: w[3],
-            };
+            sigactions[(sig - 1) as usize] = sigaction_of(&read_u64s(mem, scratch, 4)?);
         }
         let mut itimers = [(0, 0); 3];
         for (which, slot) in itimers.iter_mut().enumerate() {
@@ -311,19 +305,10 @@ fn inject_queries_blocked(
                 (process, per_thread)
             }
         };
-        let ProcessWide {
-            brk,
-            dumpable,
-            securebits,
-            child_subreaper,
-            sigactions,
-            itimers,
-        } = process;
-
         // Without a rescue the queries end in `int3`, a forced SIGTRAP: with every signal
         // blocked the kernel resets its disposition to SIG_DFL. Put the
         // program's own back (a JIT or in-process debugger keeps its handler).
-        let trap = &sigactions[(libc::SIGTRAP - 1) as usize];
+        let trap = &process.sigactions[(libc::SIGTRAP - 1) as usize];
         if query_rescue.is_none() && caught_or_ignored & (1 << (libc::SIGTRAP - 1)) != 0 {
             let bytes: Vec<u8> = [trap.handler, trap.flags, trap.restorer, trap.mask]
                 .iter()
@@ -349,12 +334,7 @@ fn inject_queries_blocked(
         }
         Ok(InjectedState {
             scratch: (scratch, scratch + scratch_len),
-            brk,
-            dumpable,
-            securebits,
-            child_subreaper,
-            sigactions,
-            itimers,
+            process,
             per_thread,
             posix_timers,
             snapshot: None,
@@ -672,12 +652,12 @@ fn process_info(
         },
         uid: first_id("Uid"),
         gid: first_id("Gid"),
-        creds: credentials(status, injected.securebits),
+        creds: credentials(status, injected.process.securebits),
         no_new_privs: procfs::field(status, "NoNewPrivs") == Some("1"),
-        dumpable: injected.dumpable,
-        mm: ctx(mm_fields(pid, injected.brk), pid, "mm fields")?,
+        dumpable: injected.process.dumpable,
+        mm: ctx(mm_fields(pid, injected.process.brk), pid, "mm fields")?,
         auxv: ctx(procfs::auxv(pid), pid, "auxv")?,
-        sigactions: injected.sigactions,
+        sigactions: injected.process.sigactions,
         shared_pending: {
             let mut p = ctx(
                 ptrace::pending_signals(fp.threads[0].tid, true),
@@ -687,8 +667,8 @@ fn process_info(
             crate::resources::signals::convert_senders(&mut p, crate::kernel::pid::virt::of_real);
             p
         },
-        itimers: injected.itimers,
-        child_subreaper: injected.child_subreaper,
+        itimers: injected.process.itimers,
+        child_subreaper: injected.process.child_subreaper,
         posix_timers: injected.posix_timers,
         zombie: None,
         ctty,
