@@ -83,30 +83,28 @@ pub fn hold_pid(pid: i32) -> Option<Child> {
     None
 }
 
-/// What [`take_pid`] found.
-pub enum Taken {
-    /// Our process holds the pid.
-    Held(Child),
-    /// Another process held it all along (the pid is taken all the same).
-    ByOther,
-}
-
-/// [`hold_pid`] tried for up to 10 s, one test of this binary at a time
-/// (tests that run beside each other move `ns_last_pid` too, and a pid
-/// just freed may be taken for a moment by another test's process).
-/// `None` when the pid stayed free and could not be held.
-pub fn take_pid(pid: i32) -> Option<Taken> {
+/// Makes `pid` taken before a restart: [`hold_pid`] tried for up to 10 s,
+/// one test of this binary at a time (tests that run beside each other
+/// move `ns_last_pid` too, and a pid just freed may be taken for a moment
+/// by another test's process). Our holder (give it to [`release`]), or
+/// `None` when another process held the pid all along (taken all the
+/// same); fails the test when the pid stayed free and could not be held.
+pub fn take_pid(env: &TestEnv, pid: i32) -> Option<Child> {
     static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
         {
             let _one = LOCK.lock().unwrap_or_else(|e| e.into_inner());
             if let Some(c) = hold_pid(pid) {
-                return Some(Taken::Held(c));
+                return Some(c);
             }
         }
         if std::time::Instant::now() > deadline {
-            return procs::alive(pid).then_some(Taken::ByOther);
+            if procs::alive(pid) {
+                eprintln!("pid {pid} is held by another process");
+                return None;
+            }
+            env.fail(&format!("could not start a process with pid {pid}"));
         }
         std::thread::sleep(std::time::Duration::from_millis(200));
     }

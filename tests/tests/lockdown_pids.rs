@@ -14,9 +14,7 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
-use dmtcp_tests::lockdown::{
-    check_ids_lines, locked_down, locked_down_env, release, take_pid, Taken,
-};
+use dmtcp_tests::lockdown::{check_ids_lines, locked_down, locked_down_env, release, take_pid};
 use dmtcp_tests::procs;
 
 /// Held by each test while it moves the pid counter: one at a time.
@@ -91,14 +89,7 @@ fn no_namespaces_restart_while_old_pid_is_taken() {
     let old = r.host_pid.expect("the program's pid");
     let images = r.checkpoint();
     r.kill();
-    let holder = match take_pid(old) {
-        Some(Taken::Held(c)) => Some(c),
-        Some(Taken::ByOther) => {
-            eprintln!("pid {old} is held by another process");
-            None
-        }
-        None => env.fail(&format!("could not start a process with pid {old}")),
-    };
+    let holder = take_pid(&env, old);
     r.restart_from_images(&images);
     if r.host_pid == Some(old) {
         env.fail("the restarted program has the pid another process holds");

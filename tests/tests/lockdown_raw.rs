@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use dmtcp_tests::lockdown::{check_notice, locked_down, locked_down_env, release, take_pid, Taken};
+use dmtcp_tests::lockdown::{check_notice, locked_down, locked_down_env, release, take_pid};
 use dmtcp_tests::{e2e_tests, procs, Scenario, TestEnv, User};
 
 /// The `raw start|end PID TID PPID` lines: one each, equal.
@@ -44,14 +44,7 @@ fn raw_rounds(prog: &str, name: &str, args: &[&str]) {
         let images = r.checkpoint();
         eprintln!("round {round}: {} image(s)", images.len());
         r.kill();
-        let holder = match take_pid(old) {
-            Some(Taken::Held(c)) => Some(c),
-            Some(Taken::ByOther) => {
-                eprintln!("round {round}: pid {old} is held by another process");
-                None
-            }
-            None => env.fail(&format!("could not start a process with pid {old}")),
-        };
+        let holder = take_pid(&env, old);
         r.restart_from_images(&images);
         if let Some(h) = holder {
             release(h);

@@ -77,17 +77,25 @@ fn precopy_program(env: &mut TestEnv, args: &[&str], max_residue_mb: &str, path:
     expect_in_logs(env, &["pre-copy of", path]);
 }
 
-/// Without `DMTCP_PRECOPY`, a process with 256 MiB or more of private
-/// memory (here 288 MiB, rewritten all the time) is pre-copied.
-fn large_heap_precopied_by_default(env: &mut TestEnv) {
+/// `heap_rewrite ARGS` through two rounds with info logs and no
+/// `DMTCP_PRECOPY`; the logs must hold each of `want`.
+fn default_precopy_rounds(env: &mut TestEnv, args: &[&str], want: &[&str]) {
     let mut sc = Scenario::new("heap_rewrite")
-        .arg("288")
         .env("DMTCP_LOG", "info")
         .restart_env("DMTCP_LOG", "info")
         .settle(Duration::from_millis(400));
+    for a in args {
+        sc = sc.arg(*a);
+    }
     sc.mode = Mode::Rounds(2);
     sc.run(env);
-    expect_in_logs(env, &["pre-copy of"]);
+    expect_in_logs(env, want);
+}
+
+/// Without `DMTCP_PRECOPY`, a process with 256 MiB or more of private
+/// memory (here 288 MiB, rewritten all the time) is pre-copied.
+fn large_heap_precopied_by_default(env: &mut TestEnv) {
+    default_precopy_rounds(env, &["288"], &["pre-copy of"]);
 }
 
 /// Two processes of 160 MiB each, both rewriting their heap, no variable:
@@ -96,15 +104,7 @@ fn large_heap_precopied_by_default(env: &mut TestEnv) {
 /// to the forks of one freeze stays under 256 MiB). Both check every page
 /// after two rounds.
 fn two_heaps_one_precopied_by_default(env: &mut TestEnv) {
-    let mut sc = Scenario::new("heap_rewrite")
-        .arg("160")
-        .arg("fork")
-        .env("DMTCP_LOG", "info")
-        .restart_env("DMTCP_LOG", "info")
-        .settle(Duration::from_millis(400));
-    sc.mode = Mode::Rounds(2);
-    sc.run(env);
-    expect_in_logs(env, &["pre-copy of", "snapshot fork"]);
+    default_precopy_rounds(env, &["160", "fork"], &["pre-copy of", "snapshot fork"]);
 }
 
 /// `DMTCP_PRECOPY=0`: the same process takes the snapshot fork only.

@@ -245,7 +245,6 @@ fn inject_queries_blocked(
     let from_library = lib_stubs.and_then(rescue_at);
     inj.set_rescue(from_library);
     inj.seccomp = fp.threads[0].seccomp.clone();
-    // Scratch: the per-thread query code at 0, results from SCRATCH_SLOTS.
     // Scratch: the query code at 0, per-thread results from SCRATCH_SLOTS,
     // then the process block.
     let slots_end = SCRATCH_SLOTS + fp.threads.len() as u64 * QUERY_SLOT;
@@ -290,9 +289,9 @@ fn inject_queries_blocked(
         crate::resources::seccomp::leader_query_allowed(fp, scratch).then_some(scratch + slots_end);
     let result = (|| {
         let tq = std::time::Instant::now();
+        let rescue = query_rescue.as_ref();
         let (process, per_thread) = match process_block {
             Some(block) => {
-                let rescue = query_rescue.as_ref();
                 let per_thread = per_thread_queries(fp, mem, scratch, masks, rescue, Some(block))?;
                 let q = ProcessQuery::read(mem, block)?;
                 (ProcessWide::from_query(&q, caught_or_ignored)?, per_thread)
@@ -300,7 +299,7 @@ fn inject_queries_blocked(
             None => {
                 tracing::debug!("pid {pid}: process queries injected one by one (seccomp)");
                 let process = ProcessWide::injected(&mut inj, mem, scratch, caught_or_ignored)?;
-                let rescue = query_rescue.as_ref();
+                // After them: the query code goes where their results did.
                 let per_thread = per_thread_queries(fp, mem, scratch, masks, rescue, None)?;
                 (process, per_thread)
             }
