@@ -48,6 +48,7 @@ pub const PROGRAMS: &[&str] = &[
     "idle512",
     "api",
     "presuspend_kill",
+    "kill_in_section",
     "signals",
     "avx512",
     "epoll_pipe",

@@ -14,6 +14,16 @@ use dmtcp_tests::{e2e_tests, Mode, Scenario, TestEnv};
 e2e_tests! {
     api => api_checkpoint_restart;
     presuspend_kill => presuspend_kill;
+    kill_in_section => kill_in_section;
+}
+
+/// A parent that kills and reaps children inside `dmtcp_disable_ckpt()`
+/// sections (as the ssh relay does with its ssh): a checkpoint waiting for
+/// the section freezes and thaws it many times, and a child the parent
+/// kills while the child is still stopped must be reapable (the program's
+/// watchdog fails when a `waitpid` blocks for 10 s).
+fn kill_in_section(env: &mut TestEnv) {
+    Scenario::new("kill_in_section").run(env);
 }
 
 /// A process may end during PRESUSPEND (DMTCP's `presuspend` test): the

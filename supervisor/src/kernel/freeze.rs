@@ -105,11 +105,53 @@ pub fn freeze_threads(pid: HostPid, only: &[HostPid]) -> io::Result<FrozenProces
             })
         }
         Err(e) => {
-            for tid in seized.keys() {
-                let _ = ptrace::detach(*tid, 0);
-            }
+            let dead: Vec<HostPid> = seized
+                .keys()
+                .copied()
+                .filter(|tid| {
+                    ptrace::detach(*tid, 0).is_err_and(|e| ptrace::errno(&e) == Some(libc::ESRCH))
+                })
+                .collect();
+            collect_dead(pid, dead);
             Err(e)
         }
+    }
+}
+
+/// How long a thaw waits for threads that were killed while stopped to be
+/// reported dead.
+const DEAD_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Collects the deaths of threads of `pid` that were killed (SIGKILL from
+/// a process that was not stopped, or from outside) while we traced them:
+/// the kernel reports such a death to the tracer, and until the tracer has
+/// collected it the real parent's `waitpid` does not see the child (a
+/// parent blocked in it waits forever, holding whatever it holds). A dead
+/// leader is reported only after its other threads, so they go first.
+fn collect_dead(pid: HostPid, mut tids: Vec<HostPid>) {
+    if tids.is_empty() {
+        return;
+    }
+    tids.sort_by_key(|t| *t == pid);
+    let deadline = std::time::Instant::now() + DEAD_WAIT;
+    loop {
+        tids.retain(|&tid| match ptrace::try_wait(tid) {
+            Ok(None) => true,
+            Ok(Some(Stop::Exited(_) | Stop::Killed(_))) => false,
+            // Not dead after all (a stop after its death was decided is
+            // not possible, but a stop is never left held).
+            Ok(Some(_)) => ptrace::detach(tid, 0).is_err(),
+            // No longer our tracee: nothing is held.
+            Err(_) => false,
+        });
+        if tids.is_empty() {
+            return;
+        }
+        if std::time::Instant::now() > deadline {
+            tracing::warn!("pid {pid}: threads {tids:?} died while stopped and were not reported dead within {DEAD_WAIT:?}");
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
     }
 }
 
@@ -278,16 +320,23 @@ impl FrozenProcess {
     }
 
     /// Lets every thread run again, exactly where it was.
+    /// Threads that died while stopped (ESRCH) have their deaths collected
+    /// so that their parent can reap them ([`collect_dead`]).
     pub fn thaw(self) -> io::Result<()> {
         let mut first_err = None;
+        let mut dead = Vec::new();
         for t in &self.threads {
-            let r = thaw_one(self.pid, t);
-            if let Err(e) = r {
-                if ptrace::errno(&e) != Some(libc::ESRCH) && first_err.is_none() {
-                    first_err = Some(e);
+            match thaw_one(self.pid, t) {
+                Ok(()) => {}
+                Err(e) if ptrace::errno(&e) == Some(libc::ESRCH) => dead.push(t.tid),
+                Err(e) => {
+                    if first_err.is_none() {
+                        first_err = Some(e);
+                    }
                 }
             }
         }
+        collect_dead(self.pid, dead);
         first_err.map_or(Ok(()), Err)
     }
 
