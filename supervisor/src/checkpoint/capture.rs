@@ -516,7 +516,8 @@ fn capture_fds(pid: HostPid, fdctx: &mut FdContext) -> io::Result<Vec<FdEntry>> 
             Err(e) if e.kind() == io::ErrorKind::NotFound => continue, // closed meanwhile
             Err(e) => return Err(e),
         };
-        let (pos, flags) = procfs::fdinfo(pid, fd)?;
+        let info = procfs::fdinfo_text(pid, fd)?;
+        let (pos, flags) = procfs::fdinfo_pos_flags(&info);
         let cloexec = flags & libc::O_CLOEXEC != 0;
         let flags = flags & !libc::O_CLOEXEC;
         let open = OpenFd {
@@ -525,12 +526,10 @@ fn capture_fds(pid: HostPid, fdctx: &mut FdContext) -> io::Result<Vec<FdEntry>> 
             target: &target,
             flags,
             pos,
+            info: &info,
         };
         let kind = fds::capture_kind(&open, fdctx)?;
-        let locks = match procfs::fdinfo_text(pid, fd) {
-            Ok(text) => crate::resources::locks::parse_fdinfo(&text),
-            Err(_) => Vec::new(),
-        };
+        let locks = crate::resources::locks::parse_fdinfo(&info);
         out.push(FdEntry {
             fd,
             cloexec,

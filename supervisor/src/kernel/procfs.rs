@@ -348,7 +348,11 @@ pub fn fdinfo_text(pid: HostPid, fd: i32) -> io::Result<String> {
 
 /// `pos` and `flags` of `/proc/PID/fdinfo/FD`.
 pub fn fdinfo(pid: HostPid, fd: i32) -> io::Result<(u64, i32)> {
-    let s = read_string(pid, &format!("fdinfo/{fd}"))?;
+    Ok(fdinfo_pos_flags(&fdinfo_text(pid, fd)?))
+}
+
+/// `pos` and `flags` from fdinfo text.
+pub fn fdinfo_pos_flags(s: &str) -> (u64, i32) {
     let mut pos = 0;
     let mut flags = 0;
     for l in s.lines() {
@@ -358,7 +362,7 @@ pub fn fdinfo(pid: HostPid, fd: i32) -> io::Result<(u64, i32)> {
             flags = i32::from_str_radix(v.trim(), 8).unwrap_or(0);
         }
     }
-    Ok((pos, flags))
+    (pos, flags)
 }
 
 /// The ELF class of the file at `path`: `Some(1)` for a 32-bit ELF file,

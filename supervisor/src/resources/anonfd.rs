@@ -7,7 +7,6 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 use dmtcp_image::{FdEntry, FdKind};
 
-use crate::kernel::procfs;
 use crate::resources::fdshare::FdContext;
 use crate::resources::{FdObjects, FdResource, OpenFd};
 
@@ -117,7 +116,7 @@ impl FdResource for AnonFd {
     fn capture(f: &OpenFd<'_>, _cx: &mut FdContext) -> io::Result<Option<FdKind>> {
         Ok(f.target
             .strip_prefix("anon_inode:")
-            .and_then(|k| anon_inode_kind(k, &procfs::fdinfo_text(f.pid, f.fd).ok()?, f.flags)))
+            .and_then(|k| anon_inode_kind(k, f.info, f.flags)))
     }
 
     fn restore(e: &FdEntry, _objects: &FdObjects) -> io::Result<OwnedFd> {

@@ -215,13 +215,15 @@ mod tests {
     fn classify(fd: RawFd, cx: &mut FdContext) -> FdKind {
         let me = HostPid(std::process::id() as i32);
         let target = procfs::link(me, &format!("fd/{fd}")).unwrap();
-        let (pos, flags) = procfs::fdinfo(me, fd).unwrap();
+        let info = procfs::fdinfo_text(me, fd).unwrap();
+        let (pos, flags) = procfs::fdinfo_pos_flags(&info);
         let open = OpenFd {
             pid: me,
             fd,
             target: &target,
             flags: flags & !libc::O_CLOEXEC,
             pos,
+            info: &info,
         };
         capture_kind(&open, cx).unwrap()
     }
@@ -344,6 +346,7 @@ mod tests {
             target: &target,
             flags: 0,
             pos: 0,
+            info: "",
         };
         let err = capture_kind(&open, &mut cx).unwrap_err().to_string();
         assert!(

@@ -100,8 +100,7 @@ impl FdResource for Inotify {
         if f.target != "anon_inode:inotify" {
             return Ok(None);
         }
-        let info = procfs::fdinfo_text(f.pid, f.fd)?;
-        let raw = parse_watches(&info);
+        let raw = parse_watches(f.info);
         let want: Vec<(u64, u64)> = raw.iter().map(|&(_, i, d, _)| (i, d)).collect();
         let roots = roots_of(f.pid);
         let paths = find_paths(&roots, &want);

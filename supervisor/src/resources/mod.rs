@@ -94,6 +94,9 @@ pub struct OpenFd<'a> {
     pub flags: i32,
     /// File offset (fdinfo `pos`).
     pub pos: u64,
+    /// The whole text of its `/proc/PID/fdinfo/N`, read once for every
+    /// kind that looks at it.
+    pub info: &'a str,
 }
 
 /// One kind of file descriptor: how an fd of the kind is captured from a

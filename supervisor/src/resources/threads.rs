@@ -480,12 +480,9 @@ const QUERY_END_RESCUE: [u8; 60] = [
     0x89, 0xc6, // mov esi, eax
     0x41, 0x8b, 0x54, 0x24, 0x60, // mov edx, [r12+96] (SLOT_MARK_SIG)
     0xb8, 0xea, 0x00, 0x00, 0x00, // mov eax, SYS_tgkill (234)
-    0x0f, 0x05, // syscall: the stop; rip is then at MARK_STOP_OFF
+    0x0f, 0x05, // syscall: the stop
     0x49, 0x8b, 0x64, 0x24, 0x50, // mov rsp, [r12+80] (SLOT_RESCUE_BLOCK)
 ];
-
-/// Offset in [`QUERY_END_RESCUE`] right after the `tgkill`.
-const MARK_STOP_OFF: usize = 55;
 
 /// Signals whose default action is to ignore them, tried in order as the
 /// mark signal.
@@ -539,7 +536,6 @@ pub(crate) fn per_thread_queries(
     wmem.write(RemoteAddr(scratch), &code)?;
     let slot = |i: usize| scratch + SCRATCH_SLOTS + i as u64 * QUERY_SLOT;
     let entry = scratch + LEADER_QUERY_CODE.len() as u64;
-    let mark_rip = entry + (THREAD_QUERY_CODE.len() + MARK_STOP_OFF) as u64;
     if let Some(rs) = rescue {
         // Every slot's rescue words in one write (the rest of a slot is
         // the fresh mapping's zeros).
@@ -582,12 +578,14 @@ pub(crate) fn per_thread_queries(
         loop {
             match ptrace::wait_alive(t.tid)? {
                 Stop::Signal(libc::SIGTRAP) if rescue.is_none() => break,
-                Stop::Signal(sig)
-                    if rescue.is_some_and(|rs| rs.mark == sig)
-                        && ptrace::get_regs(t.tid)?.rip == mark_rip =>
-                {
-                    break
-                }
+                // The mark signal stays blocked in the thread from the
+                // moment it runs our code until the code unblocks it after
+                // writing its last result: any stop for it (ours, or one
+                // sent from outside, which the program ignores and which
+                // is dropped) comes after the results are complete, so its
+                // place in the code is not read back (one request less per
+                // thread).
+                Stop::Signal(sig) if rescue.is_some_and(|rs| rs.mark == sig) => break,
                 Stop::Exited(_) | Stop::Killed(_) => {
                     return Err(io::Error::other(format!(
                         "tid {} died during the queries",
