@@ -122,12 +122,14 @@ pub fn freeze_threads(pid: HostPid, only: &[HostPid]) -> io::Result<FrozenProces
 /// reported dead.
 const DEAD_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// Collects the deaths of threads of `pid` that were killed (SIGKILL from
-/// a process that was not stopped, or from outside) while we traced them:
-/// the kernel reports such a death to the tracer, and until the tracer has
-/// collected it the real parent's `waitpid` does not see the child (a
-/// parent blocked in it waits forever, holding whatever it holds). A dead
-/// leader is reported only after its other threads, so they go first.
+/// Lets go of threads of `pid` that could not be detached (ESRCH: not in
+/// a ptrace stop). Mostly threads killed (SIGKILL from a process that was
+/// not stopped, or from outside) while we traced them: the kernel reports
+/// such a death to the tracer, and until the tracer has collected it the
+/// real parent's `waitpid` does not see the child (a parent blocked in it
+/// waits forever, holding whatever it holds). A dead leader is reported
+/// only after its other threads, so they go first. On a freeze's error
+/// path, also threads seized but not stopped yet: detached at their stop.
 fn collect_dead(pid: HostPid, mut tids: Vec<HostPid>) {
     if tids.is_empty() {
         return;
@@ -138,8 +140,9 @@ fn collect_dead(pid: HostPid, mut tids: Vec<HostPid>) {
         tids.retain(|&tid| match ptrace::try_wait(tid) {
             Ok(None) => true,
             Ok(Some(Stop::Exited(_) | Stop::Killed(_))) => false,
-            // Not dead after all (a stop after its death was decided is
-            // not possible, but a stop is never left held).
+            // Alive and now stopped: let it go, with the signal it was
+            // about to take.
+            Ok(Some(Stop::Signal(sig))) => ptrace::detach(tid, sig).is_err(),
             Ok(Some(_)) => ptrace::detach(tid, 0).is_err(),
             // No longer our tracee: nothing is held.
             Err(_) => false,
@@ -148,7 +151,7 @@ fn collect_dead(pid: HostPid, mut tids: Vec<HostPid>) {
             return;
         }
         if std::time::Instant::now() > deadline {
-            tracing::warn!("pid {pid}: threads {tids:?} died while stopped and were not reported dead within {DEAD_WAIT:?}");
+            tracing::warn!("pid {pid}: threads {tids:?} could not be let go (neither reported dead nor stopped) within {DEAD_WAIT:?}");
             return;
         }
         std::thread::sleep(std::time::Duration::from_millis(1));
