@@ -17,6 +17,7 @@ e2e_tests! {
     dropped_unix => unix_socket_with_closed_peer;
     listener_time_wait => listener_back_despite_time_wait;
     fd_refused => unsupported_fd_refuses_checkpoint;
+    fd_refused_children => unsupported_fd_refuses_checkpoint_of_many;
     inotify => inotify_watches_restored;
 }
 
@@ -30,7 +31,18 @@ fn inotify_watches_restored(env: &mut TestEnv) {
 /// checkpoint with one line naming the process, the fd and its kind,
 /// instead of becoming /dev/null at restart; the program goes on.
 fn unsupported_fd_refuses_checkpoint(env: &mut TestEnv) {
-    let sc = Scenario::new("fd_refused");
+    refused(env, Scenario::new("fd_refused"));
+}
+
+/// The same in a parent with six children: the refusal comes while other
+/// processes' captures are under way (and copy-on-write snapshots of them
+/// made); each snapshot is released, and no process is left with a child
+/// it did not make (the program checks with `waitpid(-1)`).
+fn unsupported_fd_refuses_checkpoint_of_many(env: &mut TestEnv) {
+    refused(env, Scenario::new("fd_refused").arg("children").arg("6"));
+}
+
+fn refused(env: &mut TestEnv, sc: Scenario) {
     env.start_coordinator();
     let mut r = sc.launch(env);
     let out = env.dmtcp_command(&["-bc"], Duration::from_secs(60));

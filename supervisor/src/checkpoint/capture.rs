@@ -33,7 +33,8 @@ use crate::resources::memory::capture::{
     capture_memory, flags_from_snapshot, MapReader, MemoryPlan, VmFlags,
 };
 pub use crate::resources::memory::capture::{Deferred, DirtyScan};
-use crate::resources::memory::precopy::{max_residue, AtFreeze};
+use crate::resources::memory::precopy::max_residue;
+pub use crate::resources::memory::precopy::AtFreeze;
 use crate::resources::signals::parse_timers;
 use crate::resources::threads::{
     capture_threads, mark_signal, per_thread_queries, ProcessQuery, QueryRescue, ThreadQuery,
@@ -608,12 +609,13 @@ fn credentials(status: &[(String, String)], securebits: u32) -> dmtcp_image::Cre
 }
 
 fn process_info(
-    fp: &FrozenProcess,
+    pid: HostPid,
+    vpid: crate::kernel::pid::VirtPid,
     status: &[(String, String)],
     injected: InjectedState,
     ctty: Option<Ctty>,
+    shared_pending: Vec<Vec<u8>>,
 ) -> io::Result<ProcessInfo> {
-    let pid = fp.pid;
     let ns = |key: &str| -> u32 {
         procfs::field(status, key)
             .and_then(|v| v.split_whitespace().last())
@@ -627,7 +629,7 @@ fn process_info(
             .unwrap_or(0)
     };
     Ok(ProcessInfo {
-        vpid: fp.vpid.to_image(),
+        vpid: vpid.to_image(),
         vppid: crate::resources::tree::parent_vpid(status),
         vpgid: ns("NSpgid"),
         vsid: ns("NSsid"),
@@ -656,15 +658,7 @@ fn process_info(
         mm: ctx(mm_fields(pid, injected.process.brk), pid, "mm fields")?,
         auxv: ctx(procfs::auxv(pid), pid, "auxv")?,
         sigactions: injected.process.sigactions,
-        shared_pending: {
-            let mut p = ctx(
-                ptrace::pending_signals(fp.threads[0].tid, true),
-                pid,
-                "pending signals",
-            )?;
-            crate::resources::signals::convert_senders(&mut p, crate::kernel::pid::virt::of_real);
-            p
-        },
+        shared_pending,
         itimers: injected.process.itimers,
         child_subreaper: injected.process.child_subreaper,
         posix_timers: injected.posix_timers,
@@ -712,6 +706,49 @@ fn map_and_flags(
     Ok((maps, flags, pending))
 }
 
+/// What the tracer thread takes of a frozen process: everything that needs
+/// a ptrace request or runs inside the process (the injected queries, the
+/// snapshot fork, each thread's registers, the seccomp filters, the pending
+/// signals), and the memory map. The rest ([`capture_rest`]) reads from
+/// outside and may run on another thread, beside the tracer's work on the
+/// next process.
+pub struct Traced {
+    pid: HostPid,
+    vpid: crate::kernel::pid::VirtPid,
+    t_frozen: std::time::Instant,
+    status: Vec<(String, String)>,
+    mem: Mem,
+    security: dmtcp_image::Security,
+    injected: InjectedState,
+    threads: Vec<dmtcp_image::ThreadState>,
+    maps: (Vec<MapEntry>, VmFlags),
+    flags_pending: bool,
+    precopy: Option<AtFreeze>,
+    residue: Option<u64>,
+    shared_pending: Vec<Vec<u8>>,
+    /// Injected queries, threads, map and flags (beside the threads).
+    times: [Duration; 3],
+}
+
+impl Traced {
+    pub fn pid(&self) -> HostPid {
+        self.pid
+    }
+
+    pub fn vpid(&self) -> crate::kernel::pid::VirtPid {
+        self.vpid
+    }
+
+    /// For a process whose capture is not finished: its snapshot child,
+    /// if one was made, to be released (killed, and reaped by the process)
+    /// once the process runs again.
+    pub fn into_snapshot(self) -> Option<Deferred> {
+        self.injected
+            .snapshot
+            .map(|child| Deferred::snapshot_only(self.pid, child))
+    }
+}
+
 /// Captures a frozen process into `writer` and returns its metadata.
 /// The caller finishes (or drops) the writer.
 /// With `snapshot`, private memory is not read now: a copy-on-write child
@@ -725,6 +762,19 @@ pub fn capture(
     dirty: Option<DirtyScan<'_>>,
     precopy: Option<AtFreeze>,
 ) -> io::Result<(ProcessImage, Option<Deferred>)> {
+    let want_uffd = dirty.as_ref().is_some_and(|d| d.tracker.needs_uffd(fp.pid));
+    let traced = capture_traced(fp, snapshot, want_uffd, precopy)?;
+    capture_rest(traced, writer, computation, fdctx, dirty)
+}
+
+/// The tracer's part of [`capture`]: must run on the thread that froze
+/// `fp`. `want_uffd`: make a userfaultfd for dirty-page tracking.
+pub fn capture_traced(
+    fp: &mut FrozenProcess,
+    snapshot: bool,
+    want_uffd: bool,
+    precopy: Option<AtFreeze>,
+) -> io::Result<Traced> {
     let pid = fp.pid;
     let t_frozen = std::time::Instant::now();
     let status = ctx(procfs::status(pid), pid, "status")?;
@@ -754,15 +804,13 @@ pub fn capture(
             .map(|pm| a.residue(&maps, &pm))
             .unwrap_or(u64::MAX)
     });
-    let max = max_residue();
-    let snapshot = snapshot && residue.is_none_or(|r| r > max);
+    let snapshot = snapshot && residue.is_none_or(|r| r > max_residue());
     let t0 = std::time::Instant::now();
     // Started before we pin ourselves: it runs on another CPU.
     // With a snapshot, only the map: smaps would hold the lock the fork
     // needs while it walks every page table.
     let map_reader = MapReader::start(pid, !snapshot && precopy.is_none());
-    let want_uffd = dirty.as_ref().is_some_and(|d| d.tracker.needs_uffd(pid));
-    let mut injected = inject_pinned(fp, sites, &mem, caught, snapshot, want_uffd)?;
+    let injected = inject_pinned(fp, sites, &mem, caught, snapshot, want_uffd)?;
     let t_inject = t0.elapsed();
 
     // The memory map and its VM flags need no ptrace request: they are
@@ -787,14 +835,66 @@ pub fn capture(
         (threads, map)
     });
     let threads = threads?;
-    let t_threads = t0.elapsed();
+    let t_threads = t0.elapsed() - t_inject;
     let (map, t_map) = map;
     let (maps, flags, flags_pending) = ctx(map, pid, "memory map")?;
-    let t_flags = t0.elapsed();
+    let mut shared_pending = ctx(
+        ptrace::pending_signals(fp.threads[0].tid, true),
+        pid,
+        "pending signals",
+    )?;
+    crate::resources::signals::convert_senders(
+        &mut shared_pending,
+        crate::kernel::pid::virt::of_real,
+    );
+    Ok(Traced {
+        pid,
+        vpid: fp.vpid,
+        t_frozen,
+        status,
+        mem,
+        security,
+        injected,
+        threads,
+        maps: (maps, flags),
+        flags_pending,
+        precopy,
+        residue,
+        shared_pending,
+        times: [t_inject, t_threads, t_map],
+    })
+}
+
+/// The rest of [`capture`]: memory, file descriptors and the process's
+/// fields, all read from outside (any thread; the process stays frozen).
+pub fn capture_rest(
+    t: Traced,
+    writer: &mut ImageWriter,
+    computation: ComputationInfo,
+    fdctx: &mut FdContext,
+    dirty: Option<DirtyScan<'_>>,
+) -> io::Result<(ProcessImage, Option<Deferred>)> {
+    let Traced {
+        pid,
+        vpid,
+        t_frozen,
+        status,
+        mem,
+        security,
+        mut injected,
+        threads,
+        maps,
+        flags_pending,
+        precopy,
+        residue,
+        shared_pending,
+        times: [t_inject, t_threads, t_map],
+    } = t;
+    let t0 = std::time::Instant::now();
     let (vmas, deferred, parent) = ctx(
         capture_memory(
             pid,
-            (maps, flags),
+            maps,
             &mem,
             writer,
             match (injected.snapshot, precopy.as_ref()) {
@@ -816,10 +916,7 @@ pub fn capture(
     let passcred_fds = crate::resources::unix::passcred_fds(pid, &fds);
     let ctty = ctx(controlling_tty(pid, fdctx), pid, "controlling terminal")?;
     tracing::debug!(
-        "pid {pid}: injected queries {t_inject:?}, threads {:?}, map and flags {:?}, memory {:?}, fds {:?} (map and flags beside the threads: {t_map:?})",
-        t_threads - t_inject,
-        t_flags - t_threads,
-        t_memory - t_flags,
+        "pid {pid}: injected queries {t_inject:?}, threads {t_threads:?}, memory {t_memory:?}, fds {:?} (map and flags beside the threads: {t_map:?})",
         t0.elapsed() - t_memory
     );
 
@@ -834,11 +931,11 @@ pub fn capture(
             _ => tracing::info!(
                 "pid {pid}: pre-copy: residue of up to {} KiB above {} KiB: the snapshot fork reads it",
                 r >> 10,
-                max >> 10
+                max_residue() >> 10
             ),
         }
     }
-    let process = process_info(fp, &status, injected, ctty)?;
+    let process = process_info(pid, vpid, &status, injected, ctty, shared_pending)?;
     Ok((
         ProcessImage {
             computation,

@@ -62,6 +62,15 @@ fn tracer_of(pid: HostPid) -> String {
         .unwrap_or_else(|| "another tracer".into())
 }
 
+/// Whether a thread of ours traces `pid` (its `TracerPid` is the tracing
+/// thread's id).
+pub fn is_traced_by_us(pid: HostPid) -> bool {
+    procfs::status(pid)
+        .ok()
+        .and_then(|kv| procfs::field(&kv, "TracerPid").and_then(|t| t.parse::<i32>().ok()))
+        .is_some_and(|t| t != 0 && std::path::Path::new(&format!("/proc/self/task/{t}")).exists())
+}
+
 /// Whether thread `tid` of `pid` is exiting or gone: its state is `Z` or
 /// `X` (an exit state), or it is no longer listed.
 fn exiting(pid: HostPid, tid: HostPid) -> bool {

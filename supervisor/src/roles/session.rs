@@ -137,16 +137,17 @@ enum Precopy {
     All,
 }
 
-/// 256 MiB: the fork snapshot of that much touched memory freezes for
-/// about 7 ms here (docs/performance.md).
-const PRECOPY_AUTO_MIN: u64 = 256 << 20;
+/// 64 MiB: the fork snapshots of that much touched memory freeze for about
+/// 1.5 ms here, the time the capture of one process takes (sessions 33
+/// and 35 in docs/performance.md).
+const PRECOPY_AUTO_MIN: u64 = 64 << 20;
 
 /// The processes to pre-copy among `(pid, vpid, private resident bytes)`:
 /// all when `min_bytes` is 0; else the largest, one after the other, until
 /// what is left to the fork snapshots of one freeze (which are made one
 /// after the other, each costing about its memory's page tables) is below
 /// `min_bytes`. One process is pre-copied when it has `min_bytes` or more;
-/// sixteen of 64 MiB are pre-copied but for three.
+/// by default all of sixteen of 64 MiB are, and one of two of 40 MiB.
 fn precopy_selection<P, V>(mut procs: Vec<(P, V, u64)>, min_bytes: u64) -> Vec<(P, V, u64)> {
     if min_bytes == 0 {
         return procs;
@@ -257,6 +258,122 @@ impl Waker {
     pub fn wake(&self) {
         self.done.store(true, Ordering::Relaxed);
         let _ = self.tx.send(Event::Ended);
+    }
+}
+
+/// The image path and program name of a frozen process, and the writer
+/// and pre-copy state of its pre-copy when one was made for this very path
+/// (else the writer is still to be created).
+fn image_of(
+    pid: HostPid,
+    vpid: crate::kernel::pid::VirtPid,
+    dir: &std::path::Path,
+    file_name: &dyn Fn(&str, u32) -> String,
+    precopies: &mut HashMap<HostPid, (PathBuf, ImageWriter, PreCopied)>,
+    tracker: &mut crate::resources::memory::dirty::DirtyTracker,
+) -> (
+    PathBuf,
+    String,
+    Option<ImageWriter>,
+    Option<capture::AtFreeze>,
+) {
+    // Images are named after the program (DMTCP's habit), not the
+    // 15-character comm.
+    let comm = program_name(pid);
+    let path = dir.join(file_name(&comm, vpid.to_image()));
+    let (writer, precopied) = match precopies.remove(&pid) {
+        Some((p, w, pre)) if p == path => match pre.at_freeze(pid, tracker) {
+            Ok(a) => (Some(w), Some(a)),
+            Err(e) => {
+                warn!("pid {pid}: pre-copy lost at the freeze ({e})");
+                tracker.forget(pid);
+                (None, None)
+            }
+        },
+        _ => (None, None),
+    };
+    (path, comm, writer, precopied)
+}
+
+/// A process's tracer part, on its way to the thread that finishes it.
+struct RestOf {
+    traced: capture::Traced,
+    /// None: created by that thread.
+    writer: Option<ImageWriter>,
+    path: PathBuf,
+    comm: String,
+    started: Instant,
+}
+
+/// A process captured while frozen: writer, metadata, snapshot, pid and
+/// its entry in the list of images.
+type Captured = (
+    ImageWriter,
+    dmtcp_image::ProcessImage,
+    Option<capture::Deferred>,
+    HostPid,
+    ImageEntry,
+);
+
+fn image_entry(
+    path: &std::path::Path,
+    vpid: crate::kernel::pid::VirtPid,
+    comm: String,
+) -> ImageEntry {
+    ImageEntry {
+        path: path.to_string_lossy().into_owned(),
+        vpid: vpid.to_image(),
+        prog: comm,
+        host: hostname(),
+        size: 0,
+    }
+}
+
+/// What every captured process's image gets from the computation: the
+/// ids of an attached tree, and the SysV IPC objects in the lowest pid's.
+struct FinishCx<'a> {
+    attached: Option<&'a std::collections::HashSet<i32>>,
+    lowest: Option<crate::kernel::pid::VirtPid>,
+    ipc: Option<(dmtcp_image::IpcState, crate::resources::sysv::ShmBytes)>,
+}
+
+impl FinishCx<'_> {
+    fn process(
+        &mut self,
+        pid: HostPid,
+        meta: &mut dmtcp_image::ProcessImage,
+        writer: &mut ImageWriter,
+        vpid: crate::kernel::pid::VirtPid,
+    ) -> Result<(), BarrierError> {
+        if let Some(set) = self.attached {
+            attached_tree_ids(&mut meta.process, set);
+            if crate::kernel::pid::virt::enabled() {
+                virtual_ids(meta);
+            }
+            // The host's SysV segments are not the tree's to save.
+            if let Some(id) = meta.vmas.iter().find_map(|v| match v.kind {
+                dmtcp_image::VmaKind::SysvShm { id, .. } => Some(id),
+                _ => None,
+            }) {
+                return Err(BarrierError::Io(std::io::Error::other(format!(
+                    "pid {pid} has SysV shared memory segment {id} attached: not saved for an attached tree (it belongs to the host's IPC namespace)"
+                ))));
+            }
+        }
+        if Some(vpid) == self.lowest {
+            if let Some((mut state, bytes)) = self.ipc.take() {
+                for (g, b) in state.shm.iter_mut().zip(&bytes) {
+                    g.pages = crate::resources::sysv::store_pages(writer, b).map_err(|source| {
+                        BarrierError::SysvShm {
+                            id: g.perm.id,
+                            source,
+                        }
+                    })?;
+                }
+                meta.ipc = Some(state);
+            }
+        }
+        Ok(())
     }
 }
 
@@ -771,7 +888,6 @@ impl Session {
     fn abandon(&mut self) {
         self.tcpx = Tcpx::default();
         self.hooks.clear();
-        self.pending.clear();
         self.warnings.clear();
         take_warnings();
         // Prepared but uncommitted images: their temp files go.
@@ -779,6 +895,11 @@ impl Session {
         self.precopies.clear();
         self.chains.abandon();
         self.thaw_all();
+        // After the thaw: a snapshot child is reaped by its parent, which
+        // must not be frozen (`Deferred`'s drop), and those released while
+        // it was are reaped now.
+        self.pending.clear();
+        crate::resources::memory::capture::reap_after_thaw();
         if std::mem::take(&mut self.owes_running) {
             // The program runs again: plugins (a Python one holds its
             // interpreter lock from PRESUSPEND) hear it.
@@ -1135,6 +1256,31 @@ impl Session {
         result
     }
 
+    /// The image path, program name and writer for the `i`th frozen
+    /// process, and its pre-copy (kept when made for this very path).
+    fn open_writer(
+        &mut self,
+        i: usize,
+        dir: &std::path::Path,
+        write: &WriteOptions,
+        file_name: &dyn Fn(&str, u32) -> String,
+    ) -> Result<(PathBuf, String, ImageWriter, Option<capture::AtFreeze>), BarrierError> {
+        let (pid, vpid) = (self.frozen[i].pid, self.frozen[i].vpid);
+        let (path, comm, writer, precopied) = image_of(
+            pid,
+            vpid,
+            dir,
+            file_name,
+            &mut self.precopies,
+            self.chains.tracker(),
+        );
+        let writer = match writer {
+            Some(w) => w,
+            None => ImageWriter::create(&path, write.clone())?,
+        };
+        Ok((path, comm, writer, precopied))
+    }
+
     fn capture_all(
         &mut self,
         dir: &std::path::Path,
@@ -1164,7 +1310,7 @@ impl Session {
         // With host pids (`--no-pidns`), nsinit is in the host's IPC
         // namespace: not the computation's to save, like an attached tree's.
         let host_pids = crate::roles::spawn::host_pids();
-        let mut ipc = match &mut self.tree {
+        let ipc = match &mut self.tree {
             Tree::Nsinit { ctrl, .. } if !host_pids => Some(ctrl.dump_ipc()?),
             Tree::Nsinit { .. } | Tree::Attached(_) => None,
         };
@@ -1192,89 +1338,171 @@ impl Session {
                 }
             }
         }
-        for fp in self.frozen.iter_mut() {
-            let t = Instant::now();
-            // Images are named after the program (DMTCP's habit), not the
-            // 15-character comm.
-            let comm = program_name(fp.pid);
-            let path = dir.join(file_name(&comm, fp.vpid.to_image()));
-            // Pre-copied into a writer for this very path: kept.
-            let (mut writer, precopied) = match self.precopies.remove(&fp.pid) {
-                Some((p, w, pre)) if p == path => {
-                    match pre.at_freeze(fp.pid, self.chains.tracker()) {
-                        Ok(a) => (w, Some(a)),
+        let mut finish = FinishCx {
+            attached: attached.as_ref(),
+            lowest,
+            ipc,
+        };
+        let t_all = Instant::now();
+        // The tracer's part of each process runs here (every ptrace request
+        // must come from the thread that froze it); the rest of each one
+        // (memory, fds, process fields, all read from outside) runs on a
+        // second thread beside the tracer's work on the next process. Not
+        // with incremental chains: their dirty-page tracking is used by
+        // both parts.
+        if self.chains.active() || self.frozen.len() < 2 {
+            for i in 0..self.frozen.len() {
+                let t = Instant::now();
+                let (path, comm, mut writer, precopied) =
+                    self.open_writer(i, dir, write, &file_name)?;
+                let fp = &mut self.frozen[i];
+                let dirty = self.chains.scan_for(fp.pid, incremental);
+                let (mut meta, deferred) = capture::capture(
+                    fp,
+                    &mut writer,
+                    info.clone(),
+                    &mut fdctx,
+                    true,
+                    dirty,
+                    precopied,
+                )?;
+                let (pid, vpid) = (fp.pid, fp.vpid);
+                finish.process(pid, &mut meta, &mut writer, vpid)?;
+                debug!("pid {vpid} ({comm}): captured in {:?}", t.elapsed());
+                let chain = self.chains.chain_of(Some(pid), &path, meta.parent.as_ref());
+                images.push(OpenCapture {
+                    writer,
+                    meta,
+                    deferred,
+                    entry: image_entry(&path, vpid, comm),
+                    pid: Some(pid),
+                    chain,
+                });
+            }
+        } else {
+            let n = self.frozen.len();
+            let (tx, rx) = std::sync::mpsc::sync_channel::<RestOf>(n);
+            let stop = std::sync::atomic::AtomicBool::new(false);
+            let (fdctx, finish, stop_ref) = (&mut fdctx, &mut finish, &stop);
+            let mut traced_failed = None;
+            let (done, rest_failed, rx) = std::thread::scope(|s| {
+                let rest = s.spawn(move || {
+                    let mut done: Vec<Captured> = Vec::with_capacity(n);
+                    let mut failed = None;
+                    for r in rx.iter() {
+                        let RestOf {
+                            traced,
+                            writer,
+                            path,
+                            comm,
+                            started,
+                        } = r;
+                        let (pid, vpid) = (traced.pid(), traced.vpid());
+                        let mut writer = match writer {
+                            Some(w) => w,
+                            None => match ImageWriter::create(&path, write.clone()) {
+                                Ok(w) => w,
+                                Err(e) => {
+                                    // Its snapshot child is reaped after the thaw.
+                                    drop(traced.into_snapshot());
+                                    failed = Some(BarrierError::from(e));
+                                    stop_ref.store(true, Ordering::Relaxed);
+                                    break;
+                                }
+                            },
+                        };
+                        let captured =
+                            capture::capture_rest(traced, &mut writer, info.clone(), fdctx, None)
+                                .map_err(BarrierError::from)
+                                .and_then(|(mut meta, deferred)| {
+                                    let r = finish.process(pid, &mut meta, &mut writer, vpid);
+                                    // Kept even on an error: released after the thaw.
+                                    let entry = image_entry(&path, vpid, comm.clone());
+                                    done.push((writer, meta, deferred, pid, entry));
+                                    r
+                                });
+                        if let Err(e) = captured {
+                            failed = Some(e);
+                            stop_ref.store(true, Ordering::Relaxed);
+                            break;
+                        }
+                        debug!("pid {vpid} ({comm}): captured in {:?}", started.elapsed());
+                    }
+                    // The tracer drains what is left once it is done.
+                    (done, failed, rx)
+                });
+                // Names and pre-copy states (the walk of each pre-copied
+                // process's pages) on a third thread, ahead of the tracer.
+                let ids: Vec<_> = self.frozen.iter().map(|f| (f.pid, f.vpid)).collect();
+                let (precopies, tracker) = (&mut self.precopies, self.chains.tracker());
+                let (itx, irx) = std::sync::mpsc::sync_channel(n);
+                s.spawn(move || {
+                    for (pid, vpid) in ids {
+                        if stop_ref.load(Ordering::Relaxed) {
+                            break;
+                        }
+                        let image = image_of(pid, vpid, dir, &file_name, precopies, tracker);
+                        if itx.send(image).is_err() {
+                            break;
+                        }
+                    }
+                });
+                for (fp, image) in self.frozen.iter_mut().zip(irx.iter()) {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let started = Instant::now();
+                    let (path, comm, writer, precopied) = image;
+                    match capture::capture_traced(fp, true, false, precopied) {
+                        // The other side never hangs up before it returns
+                        // the receiver: a send does not fail.
+                        Ok(traced) => drop(tx.send(RestOf {
+                            traced,
+                            writer,
+                            path,
+                            comm,
+                            started,
+                        })),
                         Err(e) => {
-                            warn!("pid {}: pre-copy lost at the freeze ({e})", fp.pid);
-                            self.chains.tracker().forget(fp.pid);
-                            drop(w);
-                            (ImageWriter::create(&path, write.clone())?, None)
+                            traced_failed = Some(BarrierError::from(e));
+                            break;
                         }
                     }
                 }
-                other => {
-                    drop(other);
-                    (ImageWriter::create(&path, write.clone())?, None)
-                }
-            };
-            let dirty = self.chains.scan_for(fp.pid, incremental);
-            let (mut meta, deferred) = capture::capture(
-                fp,
-                &mut writer,
-                info.clone(),
-                &mut fdctx,
-                true,
-                dirty,
-                precopied,
-            )?;
-            if let Some(set) = &attached {
-                attached_tree_ids(&mut meta.process, set);
-                if crate::kernel::pid::virt::enabled() {
-                    virtual_ids(&mut meta);
-                }
-                // The host's SysV segments are not the tree's to save.
-                if let Some(id) = meta.vmas.iter().find_map(|v| match v.kind {
-                    dmtcp_image::VmaKind::SysvShm { id, .. } => Some(id),
-                    _ => None,
-                }) {
-                    return Err(BarrierError::Io(std::io::Error::other(format!(
-                        "pid {} has SysV shared memory segment {id} attached: not saved for an attached tree (it belongs to the host's IPC namespace)",
-                        fp.pid
-                    ))));
-                }
-            }
-            if Some(fp.vpid) == lowest {
-                if let Some((mut state, bytes)) = ipc.take() {
-                    for (g, b) in state.shm.iter_mut().zip(&bytes) {
-                        g.pages = crate::resources::sysv::store_pages(&mut writer, b).map_err(
-                            |source| BarrierError::SysvShm {
-                                id: g.perm.id,
-                                source,
-                            },
-                        )?;
-                    }
-                    meta.ipc = Some(state);
-                }
-            }
-            let chain = self
-                .chains
-                .chain_of(Some(fp.pid), &path, meta.parent.as_ref());
-            debug!("pid {} ({comm}): captured in {:?}", fp.vpid, t.elapsed());
-            let entry = ImageEntry {
-                path: path.to_string_lossy().into_owned(),
-                vpid: fp.vpid.to_image(),
-                prog: comm,
-                host: hostname(),
-                size: 0,
-            };
-            images.push(OpenCapture {
-                writer,
-                meta,
-                deferred,
-                entry,
-                pid: Some(fp.pid),
-                chain,
+                drop(irx);
+                drop(tx);
+                rest.join().unwrap_or_else(|_| {
+                    let (_tx, rx) = std::sync::mpsc::sync_channel(0);
+                    let e = std::io::Error::other("the capture thread panicked");
+                    (Vec::new(), Some(BarrierError::Io(e)), rx)
+                })
             });
+            // Processes traced but not finished: their snapshot children
+            // are killed now and reaped after the thaw.
+            for r in rx.try_iter() {
+                drop(r.traced.into_snapshot());
+            }
+            for (writer, meta, deferred, pid, entry) in done {
+                let path = std::path::Path::new(&entry.path);
+                let chain = self.chains.chain_of(Some(pid), path, meta.parent.as_ref());
+                images.push(OpenCapture {
+                    writer,
+                    meta,
+                    deferred,
+                    entry,
+                    pid: Some(pid),
+                    chain,
+                });
+            }
+            if let Some(e) = traced_failed.or(rest_failed) {
+                return Err(e);
+            }
         }
+        debug!(
+            "captured {} process(es) in {:?}",
+            self.frozen.len(),
+            t_all.elapsed()
+        );
         for &pid in &self.zombies {
             let mut meta = crate::resources::tree::image(pid, info.clone())
                 .map_err(|source| BarrierError::Zombie { pid, source })?;

@@ -615,6 +615,18 @@ pub(crate) fn capture_memory(
 }
 
 impl Deferred {
+    /// Only the snapshot child `child` of `parent`, to release.
+    pub fn snapshot_only(parent: HostPid, child: (HostPid, i32)) -> Deferred {
+        Deferred {
+            child: Some(child),
+            parent,
+            vmas: Vec::new(),
+            flags_pending: false,
+            copied: None,
+            released: false,
+        }
+    }
+
     /// Bytes copied while frozen.
     pub fn copied_bytes(&self) -> usize {
         self.copied.as_ref().map_or(0, |(b, _)| b.len())
@@ -697,14 +709,41 @@ impl Deferred {
         // SAFETY: kill with integer arguments; the child is ours to end.
         unsafe { libc::kill(child.0, libc::SIGKILL) };
         // As its tracer we collect its death first (a blocking wait is safe:
-        // it has a single thread); only then can its parent reap it.
+        // it has a single thread; any thread of ours may wait for it);
+        // only then can its parent reap it.
         loop {
             match ptrace::wait(child) {
                 Ok(ptrace::Stop::Exited(_)) | Ok(ptrace::Stop::Killed(_)) | Err(_) => break,
                 Ok(_) => {}
             }
         }
+        if crate::kernel::freeze::is_traced_by_us(self.parent) {
+            // Dropped while its parent is still frozen (a failed capture):
+            // the parent reaps it once it runs again ([`reap_after_thaw`]).
+            if let Ok(mut later) = REAP_LATER.lock() {
+                later.push((self.parent, child_vpid));
+                return Ok(());
+            }
+        }
         reap_in(self.parent, child_vpid)
+    }
+}
+
+/// Snapshot children killed while their parents were frozen: reaped by
+/// [`reap_after_thaw`].
+static REAP_LATER: std::sync::Mutex<Vec<(HostPid, i32)>> = std::sync::Mutex::new(Vec::new());
+
+/// Has the parents of snapshots released while they were frozen reap them
+/// (call after the thaw), so that no program finds a child it never made.
+pub fn reap_after_thaw() {
+    let later = REAP_LATER
+        .lock()
+        .map(|mut l| std::mem::take(&mut *l))
+        .unwrap_or_default();
+    for (parent, vpid) in later {
+        if let Err(e) = reap_in(parent, vpid) {
+            tracing::warn!("{e}");
+        }
     }
 }
 
