@@ -99,6 +99,7 @@ pub fn has_file_caps(path: &std::ffi::CStr) -> bool {
 // Plugins: the dynamic loader, pipes, thread set-up.
 
 use std::ffi::{c_char, c_int, c_void, CStr, CString};
+use std::sync::atomic::{AtomicI32, Ordering};
 
 /// A plugin's event hook (`DmtcpPluginDescriptor_t::event_hook`) and the
 /// older generation's `dmtcp_process_event`: same C signature.
@@ -637,8 +638,10 @@ extern "C" fn trampoline(p: *mut c_void) -> *mut c_void {
 }
 
 /// `pthread_create(3)`: with plugins active (and not for the library's own
-/// hook thread), the new thread starts in [`trampoline`]. Without plugins
-/// it is the C library's call after one atomic load.
+/// hook thread), the new thread starts in [`trampoline`]. Without
+/// namespaces after a restart, the new thread's id is checked against the
+/// program's virtual pids ([`create_checked`]). Otherwise it is the C
+/// library's call after two atomic loads.
 ///
 /// # Safety
 /// pthread_create's contract.
@@ -655,7 +658,12 @@ pub unsafe extern "C" fn pthread_create(
     }
     // SAFETY: f is the C library's pthread_create, of this exact type.
     let real: CreateFn = unsafe { std::mem::transmute::<usize, CreateFn>(f) };
-    if !crate::plugins::wants_thread_events() {
+    let plugins = crate::plugins::wants_thread_events();
+    if crate::vpid::has_known_pids() {
+        // SAFETY: the caller's arguments.
+        return unsafe { create_checked(real, thread, attr, start, arg, plugins) };
+    }
+    if !plugins {
         // SAFETY: the caller's arguments, unchanged.
         return unsafe { real(thread, attr, start, arg) };
     }
@@ -668,6 +676,126 @@ pub unsafe extern "C" fn pthread_create(
         drop(unsafe { Box::from_raw(b.cast::<Start>()) });
     }
     r
+}
+
+/// A thread start checked by [`create_checked`], on its caller's stack.
+struct Checked {
+    f: StartFn,
+    arg: *mut c_void,
+    plugins: bool,
+    /// 0 until the new thread has looked at its id; then -1 (kept) or the
+    /// id (a virtual pid of the program: the thread ends at once).
+    verdict: AtomicI32,
+}
+
+/// The start routine of a thread made by [`create_checked`].
+extern "C" fn checked_start(p: *mut c_void) -> *mut c_void {
+    // SAFETY: p is the Checked of create_checked, which waits on its
+    // stack until `verdict` is set; nothing here reads it after that.
+    let c = unsafe { &*p.cast::<Checked>() };
+    let (f, arg, plugins) = (c.f, c.arg, c.plugins);
+    let tid = raw_syscall(libc::SYS_gettid, [0; 6]) as i32;
+    let clash = crate::vpid::taken_as_virtual(tid);
+    c.verdict
+        .store(if clash { tid } else { -1 }, Ordering::Release);
+    if clash {
+        return std::ptr::null_mut();
+    }
+    if plugins {
+        crate::plugins::thread_event(crate::plugins::ev::PTHREAD_START);
+    }
+    let r = f(arg);
+    if plugins {
+        crate::plugins::thread_event(crate::plugins::ev::PTHREAD_RETURN);
+    }
+    r
+}
+
+/// `pthread_create` without namespaces after a restart, when the kernel
+/// may give a new thread an id that is a virtual pid of the program (an
+/// old kernel pid another process now answers to: `gettid()`, `tgkill`
+/// and `/proc` would name that process). The kernel's next ids that are
+/// known are used up first ([`crate::vpid::skip_known_pids`]); then the
+/// new thread looks at its own id before it runs the program's routine,
+/// and one that got a known id anyway (another process took ids in
+/// between) ends at once and is made again, up to 64 times. The caller
+/// waits for that look (one wake-up of the new thread).
+///
+/// # Safety
+/// pthread_create's contract.
+unsafe fn create_checked(
+    real: CreateFn,
+    thread: *mut libc::pthread_t,
+    attr: *const libc::pthread_attr_t,
+    start: StartFn,
+    arg: *mut c_void,
+    plugins: bool,
+) -> c_int {
+    extern "C" {
+        fn pthread_attr_getdetachstate(
+            attr: *const libc::pthread_attr_t,
+            state: *mut c_int,
+        ) -> c_int;
+    }
+    let mut detached = libc::PTHREAD_CREATE_JOINABLE;
+    if !attr.is_null() {
+        // SAFETY: the caller's initialized attr; an int out-parameter.
+        unsafe { pthread_attr_getdetachstate(attr, &mut detached) };
+    }
+    for _ in 0..64 {
+        crate::vpid::skip_known_pids();
+        let c = Checked {
+            f: start,
+            arg,
+            plugins,
+            verdict: AtomicI32::new(0),
+        };
+        // SAFETY: the caller's thread and attr; c outlives the new
+        // thread's use of it (we wait for its verdict below).
+        let r = unsafe {
+            real(
+                thread,
+                attr,
+                checked_start,
+                (&c as *const Checked).cast_mut().cast(),
+            )
+        };
+        if r != 0 {
+            return r;
+        }
+        let verdict = loop {
+            match c.verdict.load(Ordering::Acquire) {
+                0 => {
+                    // SAFETY: no arguments.
+                    unsafe { libc::sched_yield() };
+                }
+                v => break v,
+            }
+        };
+        if verdict == -1 {
+            return 0;
+        }
+        if detached == libc::PTHREAD_CREATE_DETACHED {
+            // Its stack (maybe the caller's own, `pthread_attr_setstack`)
+            // is free once the thread is gone.
+            while raw_syscall(
+                libc::SYS_tgkill,
+                [getpid_raw() as u64, verdict as u64, 0, 0, 0, 0],
+            ) == 0
+            {
+                // SAFETY: no arguments.
+                unsafe { libc::sched_yield() };
+            }
+        } else {
+            // SAFETY: the thread just made, joinable, ending at once.
+            unsafe { libc::pthread_join(*thread, std::ptr::null_mut()) };
+        }
+    }
+    libc::EAGAIN
+}
+
+fn getpid_raw() -> i64 {
+    raw_syscall(libc::SYS_getpid, [0; 6])
 }
 
 /// `pthread_exit(3)`: `DMTCP_EVENT_PTHREAD_EXIT` first when plugins are

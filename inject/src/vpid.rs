@@ -52,6 +52,12 @@ use crate::exec::next;
 
 /// The pairs of the table, empty when there is none.
 #[inline]
+/// Whether a restart without namespaces gave this process a table of
+/// virtual pids (one load before the first).
+pub(crate) fn has_known_pids() -> bool {
+    !table().is_empty()
+}
+
 pub(crate) fn table() -> &'static [[AtomicI32; 2]] {
     let page = crate::state::raw();
     if page.is_null() {
@@ -136,7 +142,7 @@ fn target_to_real(pid: pid_t) -> pid_t {
 }
 
 /// Whether real pid `p` is the virtual pid of another process.
-fn taken_as_virtual(p: pid_t) -> bool {
+pub(crate) fn taken_as_virtual(p: pid_t) -> bool {
     table().iter().any(|e| {
         let real = e[1].load(Ordering::Relaxed);
         e[0].load(Ordering::Relaxed) == p && real != p && real > 0

@@ -1,12 +1,14 @@
 /* spawn_pids: children made by posix_spawn, vfork, system, popen, glibc's
- * clone() and syscall(SYS_clone) / syscall(SYS_fork) without namespaces
- * never get a pid that names another process of the program.
+ * clone() and syscall(SYS_clone) / syscall(SYS_fork), and threads made by
+ * pthread_create, without namespaces never get a pid (a thread: an id)
+ * that names another process of the program.
  *
  * The parent has a child that sleeps. On each SIGUSR1 it makes a burst of
  * children: /bin/true by posix_spawn and by vfork+execve, a child by
  * clone() on a stack of its own and one by a fork-like syscall(SYS_clone)
  * or syscall(SYS_fork) in turn (and, in turn, `true` by system and
- * `echo x` read through popen), and checks that
+ * `echo x` read through popen), and a thread (joinable, and every other
+ * time detached), and checks that
  * each new pid is none
  * of the pids it knows (its own, its parent's, its child's), that waitpid
  * of it gives its exit status, and that its child still answers to its
@@ -19,6 +21,7 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <pthread.h>
 #include <signal.h>
 #include <spawn.h>
 #include <stdio.h>
@@ -74,6 +77,43 @@ static void raw_child_checked(int clone_call) {
         zdtm_fail("waitpid(%ld) of the %s child: status %#x", k, what, st);
 }
 
+static pid_t thread_tid;
+static volatile int detached_tid;
+
+static void *thread_main(void *arg) {
+    pid_t t = (pid_t)syscall(SYS_gettid);
+    if (arg)
+        __atomic_store_n(&detached_tid, t, __ATOMIC_RELEASE);
+    else
+        thread_tid = t;
+    return NULL;
+}
+
+/* A thread by pthread_create (`detached`: a detached one, waited for
+ * through the id it stores), its id checked. */
+static void thread_checked(int detached) {
+    pthread_t th;
+    pthread_attr_t a;
+    pthread_attr_init(&a);
+    if (detached)
+        pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
+    __atomic_store_n(&detached_tid, 0, __ATOMIC_RELEASE);
+    int err = pthread_create(&th, &a, thread_main, detached ? &a : NULL);
+    pthread_attr_destroy(&a);
+    if (err)
+        zdtm_fail("pthread_create: %s", strerror(err));
+    pid_t t;
+    if (detached) {
+        while (!(t = __atomic_load_n(&detached_tid, __ATOMIC_ACQUIRE)))
+            sched_yield();
+    } else {
+        if ((err = pthread_join(th, NULL)))
+            zdtm_fail("pthread_join: %s", strerror(err));
+        t = thread_tid;
+    }
+    unknown(t, detached ? "pthread_create (detached)" : "pthread_create");
+}
+
 static volatile sig_atomic_t bursts_asked;
 static void on_usr1(int s) {
     (void)s;
@@ -104,11 +144,13 @@ int main(int argc, char **argv) {
         }
         /* The burst's first child, the one the test may have made the
          * kernel's next pid collide with: posix_spawn's (first in the
-         * loop), then clone()'s, a raw clone's, a raw fork's. */
-        if (bursts % 4 == 1)
+         * loop), then clone()'s, a raw clone's, a raw fork's, a thread's. */
+        if (bursts % 5 == 1)
             clone_child_checked();
-        else if (bursts % 4 >= 2)
-            raw_child_checked(bursts % 4 == 2);
+        else if (bursts % 5 == 2 || bursts % 5 == 3)
+            raw_child_checked(bursts % 5 == 2);
+        else if (bursts % 5 == 4)
+            thread_checked(0);
         for (int i = 0; i < 40; i++, n++) {
             pid_t p;
             char *args[] = { "true", NULL };
@@ -136,6 +178,7 @@ int main(int argc, char **argv) {
                 zdtm_fail("waitpid(%d) of the vfork child: status %#x", v, st);
             clone_child_checked();
             raw_child_checked(n % 2);
+            thread_checked(n % 2);
             if (n % 8 == 0) {
                 int r = system("true");
                 if (r != 0)

@@ -21,10 +21,11 @@ use dmtcp_tests::procs;
 static PID_COUNTER: Mutex<()> = Mutex::new(());
 
 /// Children made by `posix_spawn`, `vfork`, `system`, `popen`, glibc's
-/// `clone` and a raw `clone` or `fork` through `syscall()` after restarts
-/// without namespaces must not get a pid the program already knows (four
-/// rounds: the burst's first child, the one made on the colliding pid, is
-/// made by each of posix_spawn, clone, raw clone and raw fork in turn). After
+/// `clone` and a raw `clone` or `fork` through `syscall()`, and threads
+/// made by `pthread_create`, after restarts without namespaces must not get
+/// a pid (a thread: an id) the program already knows (five rounds: the
+/// burst's first child, the one made on the colliding pid, is made by each
+/// of posix_spawn, clone, raw clone, raw fork and pthread_create in turn). After
 /// each restart the program's child has another kernel pid, and its
 /// virtual pid is free in the kernel: the test makes it the kernel's next
 /// pid (`ns_last_pid`), as a pid wrap would, and asks the program for a
@@ -46,7 +47,7 @@ fn no_namespaces_spawned_children_get_unknown_pids() {
     else {
         env.fail("spawn_pids did not print its child's pid");
     };
-    for round in 1..=4 {
+    for round in 1..=5 {
         r.round();
         if !procs::alive(child) {
             let _ = std::fs::write("/proc/sys/kernel/ns_last_pid", format!("{}", child - 1));
