@@ -50,6 +50,11 @@
 //! |    268 |    4 | pid_prev       | restorer: 1 = the pid table's previous-real column follows its pairs |
 //! |    272 |    8 | sigsys_handler | library: address of its SIGSYS handler, once installed |
 //! |    280 |    8 | wait_redo      | library: address of the trampoline a wait made again after a restart goes through ([`crate::vpid`]) |
+//! |    288 |    8 | sigsys_prog    | library (its `sigaction(SIGSYS)`, raw ones included) and restorer: the program's own SIGSYS handler while the kernel's is the library's |
+//! |    296 |    8 | sigsys_flags   | the same: its `sa_flags` (the kernel's layout) |
+//! |    304 |    8 | sigsys_restorer| the same: its `sa_restorer` |
+//! |    312 |    8 | sigsys_mask    | the same: the first word of its `sa_mask` |
+//! |    320 |    8 | sigsys_lib_restorer | library: the `sa_restorer` its own SIGSYS handler was installed with (glibc's) |
 //!
 //! Pid table (at a fixed offset, whatever `size` says; all zero unless
 //! the computation runs without namespaces and was restarted):
@@ -115,6 +120,17 @@ pub const TRAP_FILTER_OFF: usize = 264;
 pub const SIGSYS_HANDLER_OFF: usize = 272;
 /// Offset of `wait_redo` (see the table above).
 pub const WAIT_REDO_OFF: usize = 280;
+/// Offset of `sigsys_prog`, the first of the program's SIGSYS action's
+/// four words (handler, flags, restorer, mask; see the table above).
+pub const SIGSYS_PROG_OFF: usize = 288;
+/// `SA_RESTORER` (x86-64; not in every libc crate).
+pub const SA_RESTORER: u64 = 0x0400_0000;
+/// Offset of `sigsys_lib_restorer` (see the table above).
+pub const SIGSYS_LIB_RESTORER_OFF: usize = 320;
+/// The `sa_flags` the library's SIGSYS handler is installed with
+/// (`SA_SIGINFO | SA_NODEFER | SA_RESTART`; the restorer adds
+/// `SA_RESTORER`, glibc does too).
+pub const SIGSYS_LIB_FLAGS: u64 = 0x4 | 0x4000_0000 | 0x1000_0000;
 
 /// The seccomp filter that sends raw pid system calls to the library
 /// without namespaces after a restart (built by the supervisor's
@@ -127,6 +143,10 @@ pub mod vtrap {
     /// installed (how the library finds it after an exec).
     pub const PROBE: u64 = 0x6474_6d63_7072_6f62;
     pub const PROBE_ERRNO: u32 = 4000;
+    /// Also trapped: `rt_sigaction` of `SIGSYS` (the library keeps the
+    /// program's action, the kernel's is the library's handler).
+    pub const SIGACTION: i64 = 13;
+    pub const SIGSYS: u32 = 31;
     /// The calls trapped (those `vpid::syscall` translates).
     pub const CALLS: &[i64] = &[
         39,  // getpid

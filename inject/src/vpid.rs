@@ -300,6 +300,9 @@ fn arg(id: pid_t) -> u64 {
 /// The pid-carrying system calls made through libc's `syscall()`: the
 /// raw result (-errno on failure), or `None` for any other call.
 pub fn syscall(nr: i64, a: [u64; 6]) -> Option<i64> {
+    if nr == libc::SYS_rt_sigaction {
+        return crate::vpid_trap::raw_sigaction(a);
+    }
     let id = |i: usize| a[i] as i32;
     let raw = |nr: i64, b: [u64; 6]| crate::sys::raw_syscall(nr, b);
     let out = |r: i64| {

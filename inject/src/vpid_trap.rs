@@ -32,19 +32,52 @@
 //! frame.
 
 use std::ffi::{c_int, c_void};
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::OnceLock;
 
 use crate::abi::vtrap::{PROBE, PROBE_ERRNO, TRAP_DATA};
-use crate::abi::{SIGSYS_HANDLER_OFF, TRAP_FILTER_OFF};
+use crate::abi::{
+    SIGSYS_HANDLER_OFF, SIGSYS_LIB_FLAGS, SIGSYS_LIB_RESTORER_OFF, SIGSYS_PROG_OFF, TRAP_FILTER_OFF,
+};
 use crate::sys::raw_syscall;
 
 /// Whether [`on_sigsys`] is the kernel's SIGSYS action.
 static ACTIVE: AtomicBool = AtomicBool::new(false);
-/// The program's SIGSYS action: handler, flags, first word of the mask.
-static PROG_HANDLER: AtomicUsize = AtomicUsize::new(0);
-static PROG_FLAGS: AtomicU64 = AtomicU64::new(0);
-static PROG_MASK: AtomicU64 = AtomicU64::new(0);
+/// The program's SIGSYS action, in the state page (where the restorer
+/// can write it too): handler, flags, restorer, first word of the mask,
+/// as the kernel's `struct sigaction` has them.
+#[derive(Clone, Copy)]
+struct ProgAction([u64; 4]);
+
+/// The state page's four words of the program's action (null without a
+/// page: then [`ACTIVE`] is never set and nothing reads them).
+fn prog_words() -> Option<&'static [AtomicU64; 4]> {
+    let page = crate::state::raw();
+    if page.is_null() {
+        return None;
+    }
+    // SAFETY: SIGSYS_PROG_OFF is 8-aligned, its 32 bytes are inside the
+    // state mapping (never unmapped); any bits are a valid AtomicU64.
+    Some(unsafe { &*page.add(SIGSYS_PROG_OFF).cast::<[AtomicU64; 4]>() })
+}
+
+fn prog() -> ProgAction {
+    let mut a = [0u64; 4];
+    if let Some(w) = prog_words() {
+        for (o, w) in a.iter_mut().zip(w) {
+            *o = w.load(Ordering::Relaxed);
+        }
+    }
+    ProgAction(a)
+}
+
+fn set_prog(p: ProgAction) {
+    if let Some(w) = prog_words() {
+        for (w, v) in w.iter().zip(p.0) {
+            w.store(v, Ordering::Relaxed);
+        }
+    }
+}
 static SIGACTION: OnceLock<usize> = OnceLock::new();
 static SIGNAL: OnceLock<usize> = OnceLock::new();
 
@@ -78,17 +111,34 @@ pub fn init(virtual_pids: bool) {
         let mut act: libc::sigaction = std::mem::zeroed();
         let mut old: libc::sigaction = std::mem::zeroed();
         act.sa_sigaction = on_sigsys as *const () as usize;
-        act.sa_flags = libc::SA_SIGINFO | libc::SA_NODEFER | libc::SA_RESTART;
+        act.sa_flags = SIGSYS_LIB_FLAGS as c_int;
         let r = std::mem::transmute::<usize, SigactionFn>(f)(libc::SIGSYS, &act, &mut old);
         if r == 0 {
-            PROG_HANDLER.store(old.sa_sigaction, Ordering::Relaxed);
-            PROG_FLAGS.store(old.sa_flags as u64, Ordering::Relaxed);
-            PROG_MASK.store(first_word(&old.sa_mask), Ordering::Relaxed);
+            set_prog(ProgAction([
+                old.sa_sigaction as u64,
+                old.sa_flags as u32 as u64,
+                old.sa_restorer.map_or(0, |f| f as usize as u64),
+                first_word(&old.sa_mask),
+            ]));
         }
         r == 0
     };
     if !ok {
         return;
+    }
+    // The restorer glibc gave our handler: for [`take_back`], and for the
+    // restorer when it gives the kernel's action back to us.
+    let mut k = [0u64; 4];
+    if raw_syscall(
+        libc::SYS_rt_sigaction,
+        [libc::SIGSYS as u64, 0, k.as_mut_ptr() as u64, 8, 0, 0],
+    ) == 0
+        && k[1] & crate::abi::SA_RESTORER != 0
+    {
+        // SAFETY: SIGSYS_LIB_RESTORER_OFF is 8-aligned and inside the
+        // state mapping.
+        unsafe { &*page.add(SIGSYS_LIB_RESTORER_OFF).cast::<AtomicU64>() }
+            .store(k[2], Ordering::Relaxed);
     }
     ACTIVE.store(true, Ordering::Release);
     let probe = raw_syscall(libc::SYS_getppid, [PROBE, 0, 0, 0, 0, 0]);
@@ -158,11 +208,10 @@ unsafe extern "C" fn on_sigsys(sig: c_int, info: *mut libc::siginfo_t, ctx: *mut
         }
         return;
     }
-    let h = PROG_HANDLER.load(Ordering::Relaxed);
-    let flags = PROG_FLAGS.load(Ordering::Relaxed);
+    let ProgAction([h, flags, _, _]) = prog();
+    let h = h as usize;
     if flags & libc::SA_RESETHAND as u64 != 0 {
-        PROG_HANDLER.store(libc::SIG_DFL, Ordering::Relaxed);
-        PROG_FLAGS.store(0, Ordering::Relaxed);
+        set_prog(ProgAction([libc::SIG_DFL as u64, 0, 0, 0]));
     }
     match h {
         libc::SIG_IGN => {}
@@ -191,6 +240,45 @@ unsafe extern "C" fn on_sigsys(sig: c_int, info: *mut libc::siginfo_t, ctx: *mut
     }
 }
 
+/// Whether the kernel's SIGSYS action is still [`on_sigsys`]; if a raw
+/// `rt_sigaction` of the program's replaced it (before a restart, when
+/// nothing traps the call), the program's action it put there becomes the
+/// recorded one and ours goes back into the kernel.
+fn take_back() {
+    let mut k = [0u64; 4];
+    let r = raw_syscall(
+        libc::SYS_rt_sigaction,
+        [libc::SIGSYS as u64, 0, k.as_mut_ptr() as u64, 8, 0, 0],
+    );
+    let ours = on_sigsys as *const () as usize as u64;
+    if r != 0 || k[0] == ours {
+        return;
+    }
+    // Ours again, with glibc's restorer (x86-64 signal frames need one).
+    let page = crate::state::raw();
+    if page.is_null() {
+        return;
+    }
+    // SAFETY: SIGSYS_LIB_RESTORER_OFF is 8-aligned and inside the state
+    // mapping.
+    let restorer =
+        unsafe { &*page.add(SIGSYS_LIB_RESTORER_OFF).cast::<AtomicU64>() }.load(Ordering::Relaxed);
+    if restorer == 0 {
+        return;
+    }
+    set_prog(ProgAction(k));
+    let act = [
+        ours,
+        SIGSYS_LIB_FLAGS | crate::abi::SA_RESTORER,
+        restorer,
+        0u64,
+    ];
+    raw_syscall(
+        libc::SYS_rt_sigaction,
+        [libc::SIGSYS as u64, act.as_ptr() as u64, 0, 8, 0, 0],
+    );
+}
+
 /// `sigaction(SIGSYS, ...)` while [`on_sigsys`] is the kernel's action:
 /// the program's action is read and written here. `None` when the call
 /// is not ours to answer.
@@ -205,22 +293,75 @@ pub unsafe fn sigaction(
     if sig != libc::SIGSYS || !ACTIVE.load(Ordering::Acquire) {
         return None;
     }
+    take_back();
+    let ProgAction([h, flags, restorer, mask]) = prog();
     // SAFETY: the caller's pointers (see above).
     unsafe {
         if let Some(o) = old.as_mut() {
             *o = std::mem::zeroed();
-            o.sa_sigaction = PROG_HANDLER.load(Ordering::Relaxed);
-            o.sa_flags = PROG_FLAGS.load(Ordering::Relaxed) as c_int;
-            std::ptr::write_unaligned(
-                (&mut o.sa_mask as *mut libc::sigset_t).cast::<u64>(),
-                PROG_MASK.load(Ordering::Relaxed),
-            );
+            o.sa_sigaction = h as usize;
+            o.sa_flags = flags as c_int;
+            o.sa_restorer =
+                (restorer != 0).then(|| std::mem::transmute::<u64, extern "C" fn()>(restorer));
+            std::ptr::write_unaligned((&mut o.sa_mask as *mut libc::sigset_t).cast::<u64>(), mask);
         }
         if let Some(a) = act.as_ref() {
-            PROG_MASK.store(first_word(&a.sa_mask), Ordering::Relaxed);
-            PROG_FLAGS.store(a.sa_flags as u64, Ordering::Relaxed);
-            PROG_HANDLER.store(a.sa_sigaction, Ordering::Relaxed);
+            set_prog(ProgAction([
+                a.sa_sigaction as u64,
+                a.sa_flags as u32 as u64,
+                a.sa_restorer.map_or(0, |f| f as usize as u64),
+                first_word(&a.sa_mask),
+            ]));
         }
+    }
+    Some(0)
+}
+
+/// A raw `rt_sigaction(SIGSYS, act, old, size)` (trapped by the filter,
+/// or made through libc's `syscall()`) while [`on_sigsys`] is the kernel's
+/// action: as [`sigaction`], on the kernel's `struct sigaction` (handler,
+/// flags, restorer, mask). The structures are copied with
+/// `process_vm_readv`/`writev` on ourselves, so that a bad pointer gives
+/// `-EFAULT` as the kernel would. `None` when the call is not ours.
+pub fn raw_sigaction(a: [u64; 6]) -> Option<i64> {
+    if a[0] as u32 != libc::SIGSYS as u32 || !ACTIVE.load(Ordering::Acquire) {
+        return None;
+    }
+    if a[3] != 8 {
+        return Some(-i64::from(libc::EINVAL));
+    }
+    take_back();
+    let me = raw_syscall(libc::SYS_getpid, [0; 6]) as u64;
+    let copy = |local: *mut u64, remote: u64, write: bool| -> bool {
+        let l = libc::iovec {
+            iov_base: local.cast(),
+            iov_len: 32,
+        };
+        let r = libc::iovec {
+            iov_base: remote as *mut c_void,
+            iov_len: 32,
+        };
+        let nr = if write {
+            libc::SYS_process_vm_writev
+        } else {
+            libc::SYS_process_vm_readv
+        };
+        let lp = &l as *const libc::iovec as u64;
+        let rp = &r as *const libc::iovec as u64;
+        raw_syscall(nr, [me, lp, 1, rp, 1, 0]) == 32
+    };
+    let mut new = [0u64; 4];
+    if a[1] != 0 && !copy(new.as_mut_ptr(), a[1], false) {
+        return Some(-i64::from(libc::EFAULT));
+    }
+    if a[2] != 0 {
+        let mut cur = prog().0;
+        if !copy(cur.as_mut_ptr(), a[2], true) {
+            return Some(-i64::from(libc::EFAULT));
+        }
+    }
+    if a[1] != 0 {
+        set_prog(ProgAction(new));
     }
     Some(0)
 }

@@ -439,6 +439,24 @@ pub fn sigsys_handler(mem: &Mem, addr: RemoteAddr) -> u64 {
     }
 }
 
+/// The restorer glibc gave the library's SIGSYS handler (0: none, or an
+/// older library).
+pub fn sigsys_lib_restorer(mem: &Mem, addr: RemoteAddr) -> u64 {
+    let mut b = [0u8; 8];
+    match mem.read(addr + abi::SIGSYS_LIB_RESTORER_OFF as u64, &mut b) {
+        Ok(()) => u64::from_le_bytes(b),
+        Err(_) => 0,
+    }
+}
+
+/// Records the program's own SIGSYS action (handler, flags, restorer,
+/// mask) in the state page, where the library keeps it while the kernel's
+/// action is the library's handler.
+pub fn set_sigsys_prog(mem: &Mem, addr: RemoteAddr, action: [u64; 4]) -> io::Result<()> {
+    let b: Vec<u8> = action.iter().flat_map(|w| w.to_le_bytes()).collect();
+    mem.write(addr + abi::SIGSYS_PROG_OFF as u64, &b)
+}
+
 /// The address of the library's trampoline for waits made again after a
 /// restart (0: none, or an older library; see `inject::vpid`).
 pub fn wait_redo(mem: &Mem, addr: RemoteAddr) -> u64 {

@@ -16,6 +16,12 @@
  * own SIGSYS handler, which answers 4242: every loop checks that its
  * filter and handler still work.
  *
+ * With --raw-sigsys the same, but its SIGSYS handler is installed with a
+ * raw rt_sigaction (inline asm, a restorer of its own) before the first
+ * checkpoint, when nothing traps that call; every tenth loop it reads its
+ * action back and sets it again the same way: the handler must be its
+ * own each time.
+ *
  * With --exec the program also keeps one child alive that it forked and
  * that exec'd this program again (--child: for 200 ms, raw getpid and
  * gettid equal libc's and raw kill(self, 0) works, exit 0): after a
@@ -87,6 +93,29 @@ static void on_sigsys(int sig, siginfo_t *si, void *ctx) {
     }
 }
 
+/* A restorer of our own (rt_sigreturn), for raw rt_sigaction. */
+__attribute__((naked)) static void own_restorer(void) {
+    __asm__ volatile("mov $15, %eax\n\tsyscall\n\thlt");
+}
+
+/* The kernel's struct sigaction (x86-64). */
+struct ksigaction {
+    void *handler;
+    unsigned long flags;
+    void *restorer;
+    unsigned long mask;
+};
+
+static int raw_sigsys;
+
+/* rt_sigaction(SIGSYS) through the instruction itself: sets our handler
+ * (set) or reads the action into *old. */
+static long raw_sigaction_sigsys(int set, struct ksigaction *old) {
+    struct ksigaction k = {(void *)on_sigsys, SA_SIGINFO | 0x04000000 /* SA_RESTORER */,
+                           (void *)own_restorer, 0};
+    return raw5(SYS_rt_sigaction, SIGSYS, set ? (long)&k : 0, (long)old, 8, 0);
+}
+
 static void own_filter(void) {
     struct sock_filter f[] = {
         BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
@@ -99,7 +128,11 @@ static void own_filter(void) {
     memset(&sa, 0, sizeof sa);
     sa.sa_sigaction = on_sigsys;
     sa.sa_flags = SA_SIGINFO;
-    if (sigaction(SIGSYS, &sa, NULL))
+    if (raw_sigsys) {
+        long r = raw_sigaction_sigsys(1, NULL);
+        if (r)
+            zdtm_fail("raw rt_sigaction SIGSYS: %ld", r);
+    } else if (sigaction(SIGSYS, &sa, NULL))
         zdtm_fail("sigaction SIGSYS: %s", strerror(errno));
     if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))
         zdtm_fail("no_new_privs: %s", strerror(errno));
@@ -109,6 +142,7 @@ static void own_filter(void) {
 
 static pid_t pid0, tid0, ppid0;
 static int own;
+static long checks;
 
 static void check(void) {
     long pid = raw0(SYS_getpid), tid = raw0(SYS_gettid), ppid = raw0(SYS_getppid);
@@ -144,6 +178,16 @@ static void check(void) {
     k = raw3(SYS_rt_sigqueueinfo, pid, 0, (long)&si);
     if (k != 0)
         zdtm_fail("raw rt_sigqueueinfo(%ld, 0): %ld", pid, k);
+    if (raw_sigsys && checks++ % 10 == 0) {
+        struct ksigaction old;
+        memset(&old, 0, sizeof old);
+        long r = raw_sigaction_sigsys(0, &old);
+        if (r || old.handler != (void *)on_sigsys)
+            zdtm_fail("raw rt_sigaction(SIGSYS) read back: %ld, handler %p, mine %p", r,
+                      old.handler, (void *)on_sigsys);
+        if ((r = raw_sigaction_sigsys(1, NULL)))
+            zdtm_fail("raw rt_sigaction(SIGSYS) set again: %ld", r);
+    }
     if (own) {
         sig_atomic_t t = own_traps;
         long r = syscall(SYS_acct, NULL);
@@ -224,7 +268,8 @@ int main(int argc, char **argv) {
     if (argc > 1 && strcmp(argv[1], "--child") == 0)
         return child_main();
     zdtm_init(argc, argv);
-    own = argc > 1 && strcmp(argv[1], "--own-filter") == 0;
+    raw_sigsys = argc > 1 && strcmp(argv[1], "--raw-sigsys") == 0;
+    own = raw_sigsys || (argc > 1 && strcmp(argv[1], "--own-filter") == 0);
     int exec_mode = argc > 1 && strcmp(argv[1], "--exec") == 0;
     if (exec_mode && !realpath(argv[0], self))
         zdtm_fail("realpath %s: %s", argv[0], strerror(errno));

@@ -4,8 +4,8 @@
 //! all the time that getpid/gettid/getppid made with the instruction
 //! itself (inline asm) equal libc's and the ones it saw at start, that
 //! kill(self, 0) and tgkill through the instruction reach it, and (with
-//! `--own-filter`) that its own seccomp filter and SIGSYS handler still
-//! work over the library's trap (`resources/vpid_trap.rs`).
+//! `--own-filter`, `--raw-sigsys`) that its own seccomp filter and SIGSYS
+//! handler still work over the library's trap (`resources/vpid_trap.rs`).
 
 use std::time::Duration;
 
@@ -73,6 +73,17 @@ fn no_namespaces_raw_syscalls_see_virtual_pids() {
 #[test]
 fn no_namespaces_raw_syscalls_with_own_filter() {
     raw_rounds("rawpid", "lockdown-rawpid-own", &["--own-filter"]);
+}
+
+/// The same with the program's SIGSYS handler installed by a raw
+/// `rt_sigaction` (inline asm) before the first checkpoint, read back and
+/// set again the same way all the time: the restart gives the kernel's
+/// action back to the library, which keeps the program's and hands it the
+/// program's own traps; a raw `rt_sigaction(SIGSYS)` after a restart is
+/// trapped and answered from the library's copy.
+#[test]
+fn no_namespaces_raw_syscalls_with_raw_sigsys_handler() {
+    raw_rounds("rawpid", "lockdown-rawpid-rawsigsys", &["--raw-sigsys"]);
 }
 
 /// With a child forked and exec'd again all the time: after a restart

@@ -22,7 +22,7 @@
 
 use std::io;
 
-use dmtcp_image::ProcessImage;
+use dmtcp_image::{ProcessImage, SigAction};
 
 use crate::kernel::pid::{HostPid, RemoteAddr};
 use crate::kernel::procfs::{self, MapEntry, Mem};
@@ -121,11 +121,7 @@ pub fn wanted(
         return (None, Some(addr));
     }
     let handler = crate::agent::sigsys_handler(mem, addr);
-    let action = meta
-        .process
-        .sigactions
-        .get((libc::SIGSYS - 1) as usize)
-        .map_or(0, |sa| sa.handler);
+    let action = sigsys_action(meta, mem, addr).handler;
     if handler == 0 || action != handler {
         tracing::debug!(
             "pid {pid}: no raw pid trap (SIGSYS action {action:#x}, the library's {handler:#x})"
@@ -147,6 +143,66 @@ pub fn wanted(
             (None, Some(addr))
         }
     }
+}
+
+/// The SIGSYS action a restored process gets without namespaces. When the
+/// image's is not the library's handler but the library is there (the
+/// program replaced the handler with a raw `rt_sigaction`, before any
+/// restart when nothing traps that call), the library's handler goes back
+/// into the kernel, with glibc's restorer, and the program's action into
+/// the state page, where the library keeps it and hands it every SIGSYS
+/// that is not a trap of ours (its `vpid_trap`). Otherwise the image's.
+pub fn sigsys_action(meta: &ProcessImage, mem: &Mem, addr: RemoteAddr) -> SigAction {
+    let image = meta
+        .process
+        .sigactions
+        .get((libc::SIGSYS - 1) as usize)
+        .cloned()
+        .unwrap_or_default();
+    if !crate::kernel::pid::virt::enabled() || !enabled() {
+        return image;
+    }
+    let handler = crate::agent::sigsys_handler(mem, addr);
+    let restorer = crate::agent::sigsys_lib_restorer(mem, addr);
+    if handler == 0 || restorer == 0 || image.handler == handler {
+        return image;
+    }
+    if meta.security.threads.iter().any(|t| t.strict) {
+        return image;
+    }
+    SigAction {
+        handler,
+        flags: abi::SIGSYS_LIB_FLAGS | abi::SA_RESTORER,
+        restorer,
+        mask: 0,
+    }
+}
+
+/// Restart, with the memory in place: when [`sigsys_action`] gives the
+/// kernel's SIGSYS action to the library, the program's own action from
+/// the image goes into the state page.
+pub fn hand_sigsys_to_library(pid: HostPid, meta: &ProcessImage, mem: &Mem) -> io::Result<()> {
+    let Some(addr) = crate::agent::find_state(pid) else {
+        return Ok(());
+    };
+    let image = meta
+        .process
+        .sigactions
+        .get((libc::SIGSYS - 1) as usize)
+        .cloned()
+        .unwrap_or_default();
+    if sigsys_action(meta, mem, addr) == image {
+        return Ok(());
+    }
+    tracing::debug!(
+        "pid {pid}: SIGSYS handler {:#x} set by the program itself: the library's back in the kernel, the program's kept by the library",
+        image.handler
+    );
+    crate::agent::set_sigsys_prog(
+        mem,
+        addr,
+        [image.handler, image.flags, image.restorer, image.mask],
+    )
 }
 
 /// Capture: whether the state page of `pid` says the trap filter is in.
@@ -250,7 +306,7 @@ pub fn filter(maps: &[MapEntry], stale: &[i32]) -> io::Result<Option<Vec<u8>>> {
     }
     let lib = library_ranges(maps);
     let calls = abi::vtrap::CALLS;
-    let n = 10 + calls.len() + 2 + 6 * ranges.len() + stale_waits_len(stale.len(), lib.len());
+    let n = 10 + 5 + calls.len() + 2 + 6 * ranges.len() + stale_waits_len(stale.len(), lib.len());
     if n > MAX_INSNS {
         return Err(io::Error::other(format!(
             "{} executable ranges: too many for one seccomp filter",
@@ -270,7 +326,21 @@ pub fn filter(maps: &[MapEntry], stale: &[i32]) -> io::Result<Option<Vec<u8>>> {
     insn(LD_W_ABS, 0, 0, ARG0_HI, &mut p);
     insn(JEQ_K, 0, 1, (PROBE >> 32) as u32, &mut p);
     insn(RET_K, 0, 0, RET_ERRNO | PROBE_ERRNO, &mut p);
-    // 10..: the calls (x32 numbers have bit 30 set: never equal).
+    // 10-14: rt_sigaction of SIGSYS goes to the ranges (the library keeps
+    // the program's action: the kernel's must stay its handler); of any
+    // other signal, allowed.
+    insn(LD_W_ABS, 0, 0, NR, &mut p);
+    insn(JEQ_K, 0, 3, abi::vtrap::SIGACTION as u32, &mut p);
+    insn(LD_W_ABS, 0, 0, ARG0_LO, &mut p);
+    insn(
+        JEQ_K,
+        (calls.len() + 3) as u8,
+        0,
+        abi::vtrap::SIGSYS,
+        &mut p,
+    );
+    insn(RET_K, 0, 0, RET_ALLOW, &mut p);
+    // 15..: the calls (x32 numbers have bit 30 set: never equal).
     insn(LD_W_ABS, 0, 0, NR, &mut p);
     for (i, &nr) in calls.iter().enumerate() {
         let to_ranges = (calls.len() - 1 - i) + 1;
@@ -401,6 +471,37 @@ mod tests {
         )];
         assert!(filter(&only_libc, &[]).unwrap().is_none());
         assert!(filter(&only_libc, &[1234]).unwrap().is_some());
+    }
+
+    /// `rt_sigaction(SIGSYS)` from the program's code is trapped (the
+    /// library keeps the program's action); of other signals, or from
+    /// libc, it is not.
+    #[test]
+    fn sigaction_of_sigsys_is_trapped_from_trapped_code() {
+        let maps = vec![
+            map(0x5555_0000_1000, 0x5555_0000_3000, "/usr/bin/prog"),
+            map(0x7f00_0000_0000, 0x7f00_0001_0000, "/usr/lib/libc.so.6"),
+        ];
+        let prog = filter(&maps, &[]).unwrap().unwrap();
+        let chain = Chain {
+            progs: vec![Arc::new(prog)],
+            strict: false,
+        };
+        let trapped = |ip: u64, sig: u64| {
+            chain
+                .verdict(libc::SYS_rt_sigaction, ip, [sig, 0, 0, 8, 0, 0])
+                .is_err()
+        };
+        assert!(trapped(0x5555_0000_2000, libc::SIGSYS as u64));
+        assert!(!trapped(0x5555_0000_2000, libc::SIGUSR1 as u64));
+        assert!(!trapped(0x7f00_0000_1000, libc::SIGSYS as u64));
+        // The calls after the new rule are still trapped.
+        assert!(chain
+            .verdict(libc::SYS_tgkill, 0x5555_0000_2000, [0; 6])
+            .is_err());
+        assert!(chain
+            .verdict(libc::SYS_waitid, 0x5555_0000_2000, [0; 6])
+            .is_err());
     }
 
     /// The program, run by the same BPF interpreter the capture uses.

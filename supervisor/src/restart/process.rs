@@ -654,11 +654,24 @@ fn finish<'m>(
 fn restore_process_state(sh: &mut Shell, meta: &ProcessImage) -> io::Result<()> {
     let pid = sh.pid;
     let p = &meta.process;
+    // Without namespaces, the library may take SIGSYS back from the program.
+    let sigsys = if crate::kernel::pid::virt::enabled() {
+        crate::resources::vpid_trap::hand_sigsys_to_library(pid, meta, &sh.mem)
+            .map_err(|e| err(pid, "the state page's SIGSYS action", e))?;
+        crate::agent::find_state(pid)
+            .map(|addr| crate::resources::vpid_trap::sigsys_action(meta, &sh.mem, addr))
+    } else {
+        None
+    };
     for (i, sa) in p.sigactions.iter().enumerate() {
         let sig = i as u64 + 1;
         if sig == libc::SIGKILL as u64 || sig == libc::SIGSTOP as u64 {
             continue;
         }
+        let sa = match &sigsys {
+            Some(own) if sig == libc::SIGSYS as u64 => own,
+            _ => sa,
+        };
         if sa.handler == 0 && sa.flags == 0 && sa.mask == 0 {
             continue;
         }
