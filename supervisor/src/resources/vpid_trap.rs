@@ -145,6 +145,15 @@ pub fn wanted(
     }
 }
 
+/// The image's SIGSYS action.
+fn image_sigsys(meta: &ProcessImage) -> SigAction {
+    meta.process
+        .sigactions
+        .get((libc::SIGSYS - 1) as usize)
+        .copied()
+        .unwrap_or_default()
+}
+
 /// The SIGSYS action a restored process gets without namespaces. When the
 /// image's is not the library's handler but the library is there (the
 /// program replaced the handler with a raw `rt_sigaction`, before any
@@ -153,12 +162,7 @@ pub fn wanted(
 /// the state page, where the library keeps it and hands it every SIGSYS
 /// that is not a trap of ours (its `vpid_trap`). Otherwise the image's.
 pub fn sigsys_action(meta: &ProcessImage, mem: &Mem, addr: RemoteAddr) -> SigAction {
-    let image = meta
-        .process
-        .sigactions
-        .get((libc::SIGSYS - 1) as usize)
-        .cloned()
-        .unwrap_or_default();
+    let image = image_sigsys(meta);
     if !crate::kernel::pid::virt::enabled() || !enabled() {
         return image;
     }
@@ -185,12 +189,7 @@ pub fn hand_sigsys_to_library(pid: HostPid, meta: &ProcessImage, mem: &Mem) -> i
     let Some(addr) = crate::agent::find_state(pid) else {
         return Ok(());
     };
-    let image = meta
-        .process
-        .sigactions
-        .get((libc::SIGSYS - 1) as usize)
-        .cloned()
-        .unwrap_or_default();
+    let image = image_sigsys(meta);
     if sigsys_action(meta, mem, addr) == image {
         return Ok(());
     }
