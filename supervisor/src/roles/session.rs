@@ -881,6 +881,9 @@ impl Session {
             }
         }
         debug!("thawed {n} process(es) in {:?}", t.elapsed());
+        // Snapshots released while their parents were frozen (a failed
+        // capture) are reaped by them now.
+        crate::resources::memory::capture::reap_after_thaw();
     }
 
     /// Drops a checkpoint in progress: its images, and (as tracking was
@@ -896,10 +899,9 @@ impl Session {
         self.chains.abandon();
         self.thaw_all();
         // After the thaw: a snapshot child is reaped by its parent, which
-        // must not be frozen (`Deferred`'s drop), and those released while
-        // it was are reaped now.
+        // must not be frozen (`Deferred`'s drop; those released while it
+        // was are reaped at the end of the thaw).
         self.pending.clear();
-        crate::resources::memory::capture::reap_after_thaw();
         if std::mem::take(&mut self.owes_running) {
             // The program runs again: plugins (a Python one holds its
             // interpreter lock from PRESUSPEND) hear it.
