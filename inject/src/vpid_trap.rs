@@ -61,6 +61,17 @@ fn prog_words() -> Option<&'static [AtomicU64; 4]> {
     Some(unsafe { &*page.add(SIGSYS_PROG_OFF).cast::<[AtomicU64; 4]>() })
 }
 
+/// The state page's `sigsys_lib_restorer` (None without a page).
+fn lib_restorer() -> Option<&'static AtomicU64> {
+    let page = crate::state::raw();
+    if page.is_null() {
+        return None;
+    }
+    // SAFETY: SIGSYS_LIB_RESTORER_OFF is 8-aligned and inside the state
+    // mapping (never unmapped); any bits are a valid AtomicU64.
+    Some(unsafe { &*page.add(SIGSYS_LIB_RESTORER_OFF).cast::<AtomicU64>() })
+}
+
 fn prog() -> ProgAction {
     let mut a = [0u64; 4];
     if let Some(w) = prog_words() {
@@ -135,10 +146,9 @@ pub fn init(virtual_pids: bool) {
     ) == 0
         && k[1] & crate::abi::SA_RESTORER != 0
     {
-        // SAFETY: SIGSYS_LIB_RESTORER_OFF is 8-aligned and inside the
-        // state mapping.
-        unsafe { &*page.add(SIGSYS_LIB_RESTORER_OFF).cast::<AtomicU64>() }
-            .store(k[2], Ordering::Relaxed);
+        if let Some(w) = lib_restorer() {
+            w.store(k[2], Ordering::Relaxed);
+        }
     }
     ACTIVE.store(true, Ordering::Release);
     let probe = raw_syscall(libc::SYS_getppid, [PROBE, 0, 0, 0, 0, 0]);
@@ -255,14 +265,7 @@ fn take_back() {
         return;
     }
     // Ours again, with glibc's restorer (x86-64 signal frames need one).
-    let page = crate::state::raw();
-    if page.is_null() {
-        return;
-    }
-    // SAFETY: SIGSYS_LIB_RESTORER_OFF is 8-aligned and inside the state
-    // mapping.
-    let restorer =
-        unsafe { &*page.add(SIGSYS_LIB_RESTORER_OFF).cast::<AtomicU64>() }.load(Ordering::Relaxed);
+    let restorer = lib_restorer().map_or(0, |w| w.load(Ordering::Relaxed));
     if restorer == 0 {
         return;
     }
@@ -295,7 +298,9 @@ pub unsafe fn sigaction(
     }
     take_back();
     let ProgAction([h, flags, restorer, mask]) = prog();
-    // SAFETY: the caller's pointers (see above).
+    // SAFETY: the caller's pointers (see above); a non-zero restorer is
+    // one a `sigaction` gave us as an `extern "C" fn()` (or the kernel
+    // took as one), handed back unchanged.
     unsafe {
         if let Some(o) = old.as_mut() {
             *o = std::mem::zeroed();
