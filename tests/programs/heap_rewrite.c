@@ -28,11 +28,19 @@
  * pages is alternately filled and dropped with MADV_DONTNEED (then it
  * must read as zeros).
  *
+ * With "neighbour" a mapping of SIDE pages right after the heap (one
+ * mapping with it at first) moves away with mremap and back into its place
+ * every 64 pages rewritten, while the heap itself stays: when it comes
+ * back it merges with the heap (same flags), which for the kernel drops
+ * the write-protect registration of the whole merged mapping (the dirty
+ * tracker must see that, or the heap's later writes look unwritten). Its
+ * pages are generation-tagged, checked before each move and at stop.
+ *
  * With "fork" the program forks once right before it is ready: two
  * processes of the same heap size rewrite and check their own copy, and
  * the parent passes only if the child's final check passed too.
  *
- *   heap_rewrite [MiB] [maps|fork]    (default 32)
+ *   heap_rewrite [MiB] [maps|neighbour|fork]    (default 32)
  */
 #define _GNU_SOURCE
 #include "zdtm.h"
@@ -120,6 +128,40 @@ static void check_zap(const char *when)
 	}
 }
 
+/* "neighbour": the mapping after the heap, its two places, its moves. */
+static uint64_t *mover, *mover_home, *mover_away;
+static volatile uint64_t moves;
+
+static void check_mover(const char *when)
+{
+	for (uint64_t i = 0; i < SIDE; i++) {
+		const uint64_t *s = mover + i * WORDS;
+		uint64_t p = (1ULL << 32) + i;
+		if (s[0] != 1 || s[1] != p)
+			zdtm_fail("%s: moving page %lu holds generation %lu (index word %#lx) after %lu moves",
+				  when, (unsigned long)i, (unsigned long)s[0], (unsigned long)s[1],
+				  (unsigned long)moves);
+		for (uint64_t w = 2; w < WORDS; w++)
+			if (s[w] != word(p, 1, w))
+				zdtm_fail("%s: moving page %lu is torn at word %lu after %lu moves", when,
+					  (unsigned long)i, (unsigned long)w, (unsigned long)moves);
+	}
+}
+
+/* Moves the neighbour to its other place; the place it left is reserved
+ * (PROT_NONE, which does not merge with the heap) for the move back. */
+static void move_neighbour(void)
+{
+	check_mover("before moving");
+	uint64_t *to = mover == mover_home ? mover_away : mover_home;
+	if (mremap(mover, SIDE * 4096, SIDE * 4096, MREMAP_MAYMOVE | MREMAP_FIXED, to) != to)
+		zdtm_fail("mremap neighbour: %m");
+	if (mmap(mover, SIDE * 4096, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0) != mover)
+		zdtm_fail("mmap reservation: %m");
+	mover = to;
+	moves++;
+}
+
 /* At a wrap: the side mapping made anew at its address, the heap moved,
  * the zap mapping filled or dropped. */
 static void churn(uint64_t g)
@@ -162,9 +204,20 @@ int main(int argc, char **argv)
 		zdtm_fail("bad size %s", argv[1]);
 	pages = mib * 256;
 	int maps = argc > 2 && strcmp(argv[2], "maps") == 0;
-	heap = mmap(NULL, pages * 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	int neighbour = argc > 2 && strcmp(argv[2], "neighbour") == 0;
+	uint64_t extra = neighbour ? SIDE : 0;
+	heap = mmap(NULL, (pages + extra) * 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+		    -1, 0);
 	if (heap == MAP_FAILED)
 		zdtm_fail("mmap: %m");
+	if (neighbour) {
+		mover_home = mover = heap + pages * WORDS;
+		mover_away = mmap(NULL, SIDE * 4096, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		if (mover_away == MAP_FAILED)
+			zdtm_fail("mmap: %m");
+		for (uint64_t i = 0; i < SIDE; i++)
+			make_page(mover + i * WORDS, (1ULL << 32) + i, 1);
+	}
 	if (maps) {
 		/* Where the heap moves to (a reservation it replaces). */
 		heap_other = mmap(NULL, pages * 4096, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -219,6 +272,8 @@ int main(int argc, char **argv)
 		} else {
 			make_page(heap + p * WORDS, p, g + 1);
 		}
+		if (neighbour && steps % 64 == 63)
+			move_neighbour();
 		if (p + 1 == pages) {
 			if (maps)
 				churn(g + 1);
@@ -236,6 +291,8 @@ int main(int argc, char **argv)
 		check_side("final check");
 		check_zap("final check");
 	}
+	if (neighbour)
+		check_mover("final check");
 	printf("heap_rewrite%s: %lu MiB, generation %lu, %lu pages rewritten (%lu by the kernel)\n",
 	       child == 0 ? " (child)" : "", (unsigned long)mib, (unsigned long)generation,
 	       (unsigned long)steps, (unsigned long)kernel_writes);

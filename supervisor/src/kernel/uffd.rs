@@ -24,6 +24,9 @@ pub const UFFDIO_WAKE: u64 = 0x8010_aa02;
 pub const UFFDIO_COPY: u64 = 0xc028_aa03;
 /// `_IOWR(0xaa, 0x04, struct uffdio_zeropage)`.
 pub const UFFDIO_ZEROPAGE: u64 = 0xc020_aa04;
+/// `_IOWR(0xaa, 0x06, struct uffdio_writeprotect)`.
+pub const UFFDIO_WRITEPROTECT: u64 = 0xc018_aa06;
+pub const UFFDIO_WRITEPROTECT_MODE_WP: u64 = 1;
 
 pub const UFFD_EVENT_PAGEFAULT: u8 = 0x12;
 pub const UFFD_EVENT_FORK: u8 = 0x13;
@@ -68,6 +71,12 @@ pub struct UffdioZeropage {
     pub zeropage: i64,
 }
 
+#[repr(C)]
+pub struct UffdioWriteprotect {
+    pub range: UffdioRange,
+    pub mode: u64,
+}
+
 /// `struct uffd_msg`: the event and three words of arguments.
 #[repr(C)]
 #[derive(Clone, Copy, Default)]
@@ -82,6 +91,7 @@ pub struct UffdMsg {
 const _: () = assert!(std::mem::size_of::<UffdioApi>() == 24);
 const _: () = assert!(std::mem::size_of::<UffdioRegister>() == 32);
 const _: () = assert!(std::mem::size_of::<UffdioCopy>() == 40);
+const _: () = assert!(std::mem::size_of::<UffdioWriteprotect>() == 24);
 const _: () = assert!(std::mem::size_of::<UffdioZeropage>() == 32);
 const _: () = assert!(std::mem::size_of::<UffdMsg>() == 32);
 
@@ -117,4 +127,14 @@ pub fn register(fd: RawFd, start: u64, len: u64, mode: u64) -> io::Result<()> {
         ioctls: 0,
     };
     ioctl(fd, UFFDIO_REGISTER, &mut reg)
+}
+
+/// Write-protects every page of `[start, start+len)` (registered in
+/// write-protect mode): the next write to any of them is seen.
+pub fn write_protect(fd: RawFd, start: u64, len: u64) -> io::Result<()> {
+    let mut wp = UffdioWriteprotect {
+        range: UffdioRange { start, len },
+        mode: UFFDIO_WRITEPROTECT_MODE_WP,
+    };
+    ioctl(fd, UFFDIO_WRITEPROTECT, &mut wp)
 }

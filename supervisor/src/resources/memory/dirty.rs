@@ -15,6 +15,19 @@
 //! later ioctls (registering new mappings, scanning) work from here. A
 //! mapping is only ever scanned if we registered it; pages outside ranges
 //! registered before this freeze never count as unchanged.
+//!
+//! A registration can be lost while the program runs, and the kernel does
+//! not say so: when a registered mapping is moved with `mremap` back next
+//! to a registered neighbour it merges with (same flags, same
+//! userfaultfd), the kernel drops the registration of the merged mapping,
+//! since our userfaultfd does not take remap events, but leaves the
+//! write-protect bits of the neighbour's pages. Writes there are then
+//! ordinary write faults that keep the bit: the page looks unwritten. So
+//! each freeze first asks which parts of the ranges it registered are no
+//! longer registered (a `PAGEMAP_SCAN` for pages without
+//! `PAGE_IS_WPALLOWED`, which skips registered mappings whole); those
+//! count as written, and once registered again all their pages are
+//! write-protected anew (`UFFDIO_WRITEPROTECT`).
 
 use std::collections::HashMap;
 use std::io;
@@ -31,6 +44,8 @@ use crate::kernel::procfs::{
     PageRegion, PmScanArg, PAGEMAP_SCAN, PAGE_IS_PRESENT, PAGE_IS_SWAPPED,
 };
 const PM_SCAN_WP_MATCHING: u64 = 1 << 0;
+/// The page's mapping is registered in asynchronous write-protect mode.
+const PAGE_IS_WPALLOWED: u64 = 1 << 0;
 const PAGE_IS_WRITTEN: u64 = 1 << 1;
 
 /// What one freeze learned about a process's memory.
@@ -148,6 +163,16 @@ impl DirtyTracker {
             .get_mut(&pid)
             .ok_or_else(|| io::Error::other("process not tracked"))?;
         let before = std::mem::take(&mut t.registered);
+        let pagemap = crate::kernel::procfs::Pagemap::open(pid)?;
+        // Parts of the ranges registered at the last freeze that lost their
+        // registration since (module docs): written, whatever their bits say.
+        let mut lost = Vec::new();
+        for &(s, e) in &before {
+            unregistered(pagemap.file(), s, e, &mut lost).map_err(|err| {
+                io::Error::new(err.kind(), format!("PAGEMAP_SCAN {s:#x}-{e:#x}: {err}"))
+            })?;
+        }
+        let lost = merge(lost);
         let mut now = Vec::new();
         for (m, flags) in maps {
             if !trackable(m, flags) {
@@ -181,15 +206,26 @@ impl DirtyTracker {
             }
             now.push((m.start, m.end));
         }
-        let pagemap = crate::kernel::procfs::Pagemap::open(pid)?;
+        let now = merge(now);
         let mut written = Vec::new();
+        if !lost.is_empty() {
+            tracing::debug!(
+                "pid {pid}: {} range(s) lost their write-protect registration since the last freeze",
+                lost.len()
+            );
+            protect_again(
+                &t.uffd,
+                &crate::resources::memory::precopy::intersect(&lost, &now),
+            )?;
+            written.extend(lost);
+        }
         for &(s, e) in &now {
             scan_and_protect(pagemap.file(), s, e, &mut written).map_err(|err| {
                 io::Error::new(err.kind(), format!("PAGEMAP_SCAN {s:#x}-{e:#x}: {err}"))
             })?;
         }
         let t = self.procs.get_mut(&pid).expect("tracked above");
-        t.registered = merge(now);
+        t.registered = now;
         let mut w = Written {
             tracked: merge(before),
             written: merge(written),
@@ -249,6 +285,12 @@ impl DirtyTracker {
         let mut populated = Vec::new();
         let mut scanned = Vec::new();
         for &(s, e) in &t.registered {
+            // What lost its registration since the arm (module docs), asked
+            // before registering again: written, and protected anew.
+            let mut lost = Vec::new();
+            unregistered(pagemap.file(), s, e, &mut lost).map_err(|err| {
+                io::Error::new(err.kind(), format!("PAGEMAP_SCAN {s:#x}-{e:#x}: {err}"))
+            })?;
             // Registered again first: a no-op for the mappings the arm
             // registered; a mapping made since in their place is not ours
             // yet (the walk would skip it) and its pages become written.
@@ -257,6 +299,14 @@ impl DirtyTracker {
                 tracing::debug!("pid {pid}: {s:#x}-{e:#x} changed since the arm: {err}");
                 written.push((s, e));
                 continue;
+            }
+            if !lost.is_empty() {
+                tracing::debug!(
+                    "pid {pid}: {} range(s) in {s:#x}-{e:#x} lost their write-protect registration since the arm",
+                    lost.len()
+                );
+                protect_again(&t.uffd, &lost)?;
+                written.extend(lost);
             }
             walk(pagemap.file(), s, e, &mut written, Some(&mut populated)).map_err(|err| {
                 io::Error::new(err.kind(), format!("PAGEMAP_SCAN {s:#x}-{e:#x}: {err}"))
@@ -332,6 +382,21 @@ fn register(fd: &OwnedFd, start: u64, len: u64) -> io::Result<()> {
     uffd::register(fd.as_raw_fd(), start, len, UFFDIO_REGISTER_MODE_WP)
 }
 
+/// Write-protects every page of `ranges` (registered just now after
+/// losing their registration): pages written while unregistered may be
+/// writable with their write-protect bit still set.
+fn protect_again(uffd: &OwnedFd, ranges: &[(u64, u64)]) -> io::Result<()> {
+    for &(s, e) in ranges {
+        uffd::write_protect(uffd.as_raw_fd(), s, e - s).map_err(|err| {
+            io::Error::new(
+                err.kind(),
+                format!("UFFDIO_WRITEPROTECT {s:#x}-{e:#x}: {err}"),
+            )
+        })?;
+    }
+    Ok(())
+}
+
 /// Appends the written ranges of `[start, end)` to `out` and write-protects
 /// them again, in one walk (resumed when the result buffer fills up).
 fn scan_and_protect(
@@ -341,6 +406,26 @@ fn scan_and_protect(
     out: &mut Vec<(u64, u64)>,
 ) -> io::Result<()> {
     walk(pagemap, start, end, out, None)
+}
+
+/// Appends the parts of `[start, end)` whose mapping is not registered
+/// with a write-protect userfaultfd (pages and holes alike) to `out`. A
+/// registered mapping is skipped whole, without a look at its page
+/// tables (a few microseconds per GiB).
+fn unregistered(
+    pagemap: &std::fs::File,
+    start: u64,
+    end: u64,
+    out: &mut Vec<(u64, u64)>,
+) -> io::Result<()> {
+    let q = Query {
+        flags: 0,
+        inverted: PAGE_IS_WPALLOWED,
+        mask: PAGE_IS_WPALLOWED,
+        anyof: 0,
+        ret: PAGE_IS_WPALLOWED,
+    };
+    pm_scan(pagemap, start, end, q, |r| out.push((r.start, r.end)))
 }
 
 /// [`scan_and_protect`], and with `populated` the populated (present or
@@ -354,25 +439,70 @@ fn walk(
     out: &mut Vec<(u64, u64)>,
     mut populated: Option<&mut Vec<(u64, u64)>>,
 ) -> io::Result<()> {
-    let (category_mask, category_anyof_mask, return_mask) = if populated.is_some() {
+    let q = if populated.is_some() {
         let all = PAGE_IS_WRITTEN | PAGE_IS_PRESENT | PAGE_IS_SWAPPED;
-        (0, all, all)
+        Query {
+            flags: PM_SCAN_WP_MATCHING,
+            inverted: 0,
+            mask: 0,
+            anyof: all,
+            ret: all,
+        }
     } else {
-        (PAGE_IS_WRITTEN, 0, PAGE_IS_WRITTEN)
+        Query {
+            flags: PM_SCAN_WP_MATCHING,
+            inverted: 0,
+            mask: PAGE_IS_WRITTEN,
+            anyof: 0,
+            ret: PAGE_IS_WRITTEN,
+        }
     };
+    pm_scan(pagemap, start, end, q, |r| {
+        if r.categories & PAGE_IS_WRITTEN != 0 {
+            out.push((r.start, r.end));
+        }
+        if let Some(p) = populated.as_deref_mut() {
+            if r.categories & (PAGE_IS_PRESENT | PAGE_IS_SWAPPED) != 0 {
+                p.push((r.start, r.end));
+            }
+        }
+    })
+}
+
+/// What one `PAGEMAP_SCAN` walk asks for (`struct pm_scan_arg`'s flags and
+/// category masks).
+#[derive(Clone, Copy)]
+struct Query {
+    flags: u64,
+    inverted: u64,
+    mask: u64,
+    anyof: u64,
+    ret: u64,
+}
+
+/// Walks `[start, end)` with `q`, handing each matching region to `each`
+/// (resumed when the result buffer fills up).
+fn pm_scan(
+    pagemap: &std::fs::File,
+    start: u64,
+    end: u64,
+    q: Query,
+    mut each: impl FnMut(&PageRegion),
+) -> io::Result<()> {
     let mut regions = vec![PageRegion::default(); 1024];
     let mut from = start;
     while from < end {
         let mut arg = PmScanArg {
             size: std::mem::size_of::<PmScanArg>() as u64,
-            flags: PM_SCAN_WP_MATCHING,
+            flags: q.flags,
             start: from,
             end,
             vec: regions.as_mut_ptr() as u64,
             vec_len: regions.len() as u64,
-            category_mask,
-            category_anyof_mask,
-            return_mask,
+            category_inverted: q.inverted,
+            category_mask: q.mask,
+            category_anyof_mask: q.anyof,
+            return_mask: q.ret,
             ..Default::default()
         };
         // SAFETY: PAGEMAP_SCAN reads `arg` and writes at most `vec_len`
@@ -381,16 +511,7 @@ fn walk(
         if n < 0 {
             return Err(io::Error::last_os_error());
         }
-        for r in &regions[..n as usize] {
-            if r.categories & PAGE_IS_WRITTEN != 0 {
-                out.push((r.start, r.end));
-            }
-            if let Some(p) = populated.as_deref_mut() {
-                if r.categories & (PAGE_IS_PRESENT | PAGE_IS_SWAPPED) != 0 {
-                    p.push((r.start, r.end));
-                }
-            }
-        }
+        regions[..n as usize].iter().for_each(&mut each);
         if arg.walk_end <= from {
             return Err(io::Error::other("the walk made no progress"));
         }
