@@ -412,7 +412,7 @@ fn state(env: &TestEnv) -> String {
 /// on; a new coordinator gets it back and the previous set restarts.
 fn killed_mid_checkpoint(env: &mut TestEnv) {
     let port = env.start_coordinator();
-    // The snapshot fork, not pre-copy (the default for 256 MiB): pre-copy
+    // The snapshot fork, not pre-copy (the default from 64 MiB): pre-copy
     // writes the heap before the freeze and leaves the writing phase too
     // short to be caught before the commit.
     let sc = Scenario::new("heap256").env("DMTCP_PRECOPY", "0");

@@ -129,19 +129,19 @@ fn default_precopy_rounds(env: &mut TestEnv, args: &[&str], want: &[&str]) {
     expect_in_logs(env, want);
 }
 
-/// Without `DMTCP_PRECOPY`, a process with 256 MiB or more of private
-/// memory (here 288 MiB, rewritten all the time) is pre-copied.
+/// Without `DMTCP_PRECOPY`, a process with 64 MiB or more of private
+/// memory (here 96 MiB, rewritten all the time) is pre-copied.
 fn large_heap_precopied_by_default(env: &mut TestEnv) {
-    default_precopy_rounds(env, &["288"], &["pre-copy of"]);
+    default_precopy_rounds(env, &["96"], &["pre-copy of"]);
 }
 
-/// Two processes of 160 MiB each, both rewriting their heap, no variable:
-/// each is under 256 MiB, together over it, so by default the one taken
+/// Two processes of 40 MiB each, both rewriting their heap, no variable:
+/// each is under 64 MiB, together over it, so by default the one taken
 /// first is pre-copied and the other takes the snapshot fork (what is left
-/// to the forks of one freeze stays under 256 MiB). Both check every page
+/// to the forks of one freeze stays under 64 MiB). Both check every page
 /// after two rounds.
 fn two_heaps_one_precopied_by_default(env: &mut TestEnv) {
-    default_precopy_rounds(env, &["160", "fork"], &["pre-copy of", "snapshot fork"]);
+    default_precopy_rounds(env, &["40", "fork"], &["pre-copy of", "snapshot fork"]);
 }
 
 /// `DMTCP_PRECOPY=0`: the same process takes the snapshot fork only.

@@ -137,19 +137,17 @@ enum Precopy {
     All,
 }
 
-/// 256 MiB: the fork snapshot of that much touched memory freezes for
-/// about 7 ms here (docs/performance.md). (Session 35 tried 64 MiB, which
-/// pre-copies sixteen processes of 64 MiB; a rehearsal then found a
-/// pre-copied process restored lazily with wrong memory, `zdtm::lazy_mem`:
-/// back to 256 MiB until that is understood.)
-const PRECOPY_AUTO_MIN: u64 = 256 << 20;
+/// 64 MiB: the fork snapshots of that much touched memory freeze for about
+/// 1.5 ms here, the time the capture of one process takes (sessions 33
+/// and 35 in docs/performance.md).
+const PRECOPY_AUTO_MIN: u64 = 64 << 20;
 
 /// The processes to pre-copy among `(pid, vpid, private resident bytes)`:
 /// all when `min_bytes` is 0; else the largest, one after the other, until
 /// what is left to the fork snapshots of one freeze (which are made one
 /// after the other, each costing about its memory's page tables) is below
 /// `min_bytes`. One process is pre-copied when it has `min_bytes` or more;
-/// sixteen of 64 MiB are pre-copied but for three.
+/// by default all of sixteen of 64 MiB are, and one of two of 40 MiB.
 fn precopy_selection<P, V>(mut procs: Vec<(P, V, u64)>, min_bytes: u64) -> Vec<(P, V, u64)> {
     if min_bytes == 0 {
         return procs;
