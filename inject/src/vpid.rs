@@ -2018,17 +2018,112 @@ fn proc_path(path: &[u8], out: &mut PathBuf) -> bool {
     changed && out.push(&rest[at..]) && out.push(b"\0")
 }
 
+/// What directory `dirfd` (the working directory for `AT_FDCWD`) is, as
+/// its link in `/proc/self/fd` (or `/proc/self/cwd`) says, into `out`
+/// (not NUL-terminated); false when it cannot be read.
+fn dir_of(dirfd: c_int, out: &mut PathBuf) -> bool {
+    let mut link = PathBuf {
+        b: [0; PATH_BUF],
+        n: 0,
+    };
+    let named = if dirfd == libc::AT_FDCWD {
+        link.push(b"/proc/self/cwd\0")
+    } else {
+        dirfd >= 0 && link.push(b"/proc/self/fd/") && link.push_id(dirfd) && link.push(b"\0")
+    };
+    if !named {
+        return false;
+    }
+    // The raw call: libc's readlink is this library's wrapper.
+    let n = crate::sys::raw_syscall(
+        libc::SYS_readlinkat,
+        [
+            libc::AT_FDCWD as u64,
+            link.b.as_ptr() as u64,
+            out.b.as_mut_ptr() as u64,
+            PATH_BUF as u64,
+            0,
+            0,
+        ],
+    );
+    if n <= 0 || n as usize >= PATH_BUF {
+        return false;
+    }
+    out.n = n as usize;
+    true
+}
+
+/// `/proc/PID/task` with PID decimal (the form a task directory's link
+/// takes, with its real pid).
+fn is_task_dir(dir: &[u8]) -> bool {
+    dir.strip_prefix(b"/proc/")
+        .and_then(|r| r.strip_suffix(b"/task"))
+        .is_some_and(|id| !id.is_empty() && id.iter().all(u8::is_ascii_digit))
+}
+
+/// A path relative to `dirfd` (or to the working directory) with its
+/// pids real, NUL-terminated in `out`, when the directory is `/proc`
+/// (`VPID[/...]`, `self/task/VTID[/...]`) or a task directory
+/// (`VTID[/...]`); false for every other path. Only a relative path that
+/// starts with an id or with `self/task/` costs a look at the directory.
+fn relative_proc_path(dirfd: c_int, path: &[u8], out: &mut PathBuf) -> bool {
+    let starts_id = path.first().is_some_and(u8::is_ascii_digit);
+    if !starts_id && !path.starts_with(b"self/task/") {
+        return false;
+    }
+    let mut dir = PathBuf {
+        b: [0; PATH_BUF],
+        n: 0,
+    };
+    if !dir_of(dirfd, &mut dir) {
+        return false;
+    }
+    let dir = &dir.b[..dir.n];
+    if dir == b"/proc" {
+        let mut full = PathBuf {
+            b: [0; PATH_BUF],
+            n: 0,
+        };
+        let mut real = PathBuf {
+            b: [0; PATH_BUF],
+            n: 0,
+        };
+        let prefix = b"/proc/".len();
+        return full.push(b"/proc/")
+            && full.push(path)
+            && proc_path(&full.b[..full.n], &mut real)
+            && out.push(&real.b[prefix..real.n]);
+    }
+    if starts_id && is_task_dir(dir) {
+        if let Some(n) = rewrite_id(path, out) {
+            return out.push(&path[n..]) && out.push(b"\0");
+        }
+    }
+    false
+}
+
 /// The path to pass on: the rewritten one in `buf`, or the caller's.
+/// `dirfd` is the directory a relative path is relative to (`AT_FDCWD`
+/// for the calls without one).
 ///
 /// # Safety
 /// `path` is null or a NUL-terminated string.
-unsafe fn real_path(path: *const libc::c_char, buf: &mut PathBuf) -> *const libc::c_char {
+unsafe fn real_path(
+    dirfd: c_int,
+    path: *const libc::c_char,
+    buf: &mut PathBuf,
+) -> *const libc::c_char {
     if path.is_null() {
         return path;
     }
     // SAFETY: a NUL-terminated string (caller's contract).
     let bytes = unsafe { std::ffi::CStr::from_ptr(path) }.to_bytes();
-    if proc_path(bytes, buf) {
+    let rewritten = if bytes.first() == Some(&b'/') {
+        proc_path(bytes, buf)
+    } else {
+        relative_proc_path(dirfd, bytes, buf)
+    };
+    if rewritten {
         buf.b.as_ptr().cast()
     } else {
         path
@@ -2060,8 +2155,10 @@ macro_rules! path_wrapper {
                 path
             } else {
                 buf = PathBuf { b: [0; PATH_BUF], n: 0 };
+                // The directory argument when the call has one.
+                let dirfd = [$($pre as c_int,)* libc::AT_FDCWD][0];
                 // SAFETY: the caller's string (its contract).
-                unsafe { real_path(path, &mut buf) }
+                unsafe { real_path(dirfd, path, &mut buf) }
             };
             // SAFETY: the caller's arguments, the path maybe ours.
             unsafe { f($($pre,)* p $(, $a)*) }
@@ -2092,7 +2189,8 @@ path_wrapper!(OPENDIR, opendir, c"opendir", () path () -> *mut libc::DIR, std::p
 
 #[cfg(test)]
 mod tests {
-    use super::{proc_path, PathBuf, PATH_BUF};
+    use super::{is_task_dir, proc_path, relative_proc_path, PathBuf, PATH_BUF};
+    use std::os::fd::AsRawFd;
 
     /// The rewritten path (ids map to themselves without a table), or
     /// `None` when the path is passed on as it is.
@@ -2138,5 +2236,49 @@ mod tests {
         }
         let long = format!("/proc/1/{}", "a".repeat(PATH_BUF));
         assert_eq!(rewrite(&long), None, "too long for the buffer");
+    }
+
+    /// `relative_proc_path` of `p` relative to the directory `dir`.
+    fn rewrite_at(dir: &str, p: &str) -> Option<String> {
+        let d = std::fs::File::open(dir).unwrap();
+        let mut b = PathBuf {
+            b: [0; PATH_BUF],
+            n: 0,
+        };
+        relative_proc_path(d.as_raw_fd(), p.as_bytes(), &mut b).then(|| {
+            assert_eq!(b.b[b.n - 1], 0, "NUL-terminated");
+            String::from_utf8(b.b[..b.n - 1].to_vec()).unwrap()
+        })
+    }
+
+    #[test]
+    fn paths_relative_to_proc_and_task_directories_are_rewritten() {
+        for p in ["123", "123/comm", "123/task/456/stat", "self/task/456/comm"] {
+            assert_eq!(rewrite_at("/proc", p).as_deref(), Some(p), "{p}");
+        }
+        for p in [
+            "self/status",
+            "self/task",
+            "sys/kernel",
+            "12a/comm",
+            "/proc/1",
+        ] {
+            assert_eq!(rewrite_at("/proc", p), None, "{p}");
+        }
+        assert_eq!(
+            rewrite_at("/proc/self/task", "456/stat").as_deref(),
+            Some("456/stat")
+        );
+        assert_eq!(rewrite_at("/proc/self/task", "x"), None);
+        assert_eq!(rewrite_at("/tmp", "123/comm"), None, "not under /proc");
+        assert_eq!(
+            rewrite_at("/proc/self", "123"),
+            None,
+            "not a task directory"
+        );
+        assert!(is_task_dir(b"/proc/42/task"));
+        assert!(!is_task_dir(b"/proc/self/task"));
+        assert!(!is_task_dir(b"/proc//task"));
+        assert!(!is_task_dir(b"/proc/42/task/1"));
     }
 }

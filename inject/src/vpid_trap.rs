@@ -91,6 +91,9 @@ fn set_prog(p: ProgAction) {
 }
 static SIGACTION: OnceLock<usize> = OnceLock::new();
 static SIGNAL: OnceLock<usize> = OnceLock::new();
+static BSD_SIGNAL: OnceLock<usize> = OnceLock::new();
+static SYSV_SIGNAL: OnceLock<usize> = OnceLock::new();
+static SIGSET: OnceLock<usize> = OnceLock::new();
 
 /// `si_code` of a seccomp SIGSYS.
 const SYS_SECCOMP: c_int = 1;
@@ -371,33 +374,112 @@ pub fn raw_sigaction(a: [u64; 6]) -> Option<i64> {
     Some(0)
 }
 
-/// `signal(3)`: glibc's calls its own `sigaction` inside, which the
-/// preload does not see, so SIGSYS is answered here (BSD semantics, as
-/// glibc's: `SA_RESTART`); every other signal goes to glibc.
-#[no_mangle]
-pub extern "C" fn signal(sig: c_int, handler: libc::sighandler_t) -> libc::sighandler_t {
-    if sig == libc::SIGSYS && ACTIVE.load(Ordering::Acquire) {
-        // SAFETY: a zeroed sigaction is valid; our own structs.
-        unsafe {
-            let mut act: libc::sigaction = std::mem::zeroed();
-            let mut old: libc::sigaction = std::mem::zeroed();
-            act.sa_sigaction = handler;
-            act.sa_flags = libc::SA_RESTART;
-            sigaction(sig, &act, &mut old);
-            return old.sa_sigaction;
+/// The program's SIGSYS action set to `handler` with `flags` and an empty
+/// mask through [`sigaction`] (kept as the program's, the kernel's
+/// action staying the library's); the previous handler.
+fn set_sigsys(handler: libc::sighandler_t, flags: c_int) -> libc::sighandler_t {
+    // SAFETY: zeroed sigactions are valid; both are ours, passed by
+    // pointer for the call only.
+    unsafe {
+        let mut act: libc::sigaction = std::mem::zeroed();
+        let mut old: libc::sigaction = std::mem::zeroed();
+        act.sa_sigaction = handler;
+        act.sa_flags = flags;
+        if sigaction(libc::SIGSYS, &act, &mut old) != Some(0) {
+            return libc::SIG_ERR;
         }
+        old.sa_sigaction
     }
-    let f = crate::exec::next(&SIGNAL, c"signal");
+}
+
+/// glibc's function `name` of the `signal` family (`sig`, `handler`), for
+/// every signal but SIGSYS.
+fn next_signal_fn(
+    slot: &'static OnceLock<usize>,
+    name: &'static std::ffi::CStr,
+    sig: c_int,
+    handler: libc::sighandler_t,
+) -> libc::sighandler_t {
+    let f = crate::exec::next(slot, name);
     if f == 0 {
         crate::sys::set_errno(libc::ENOSYS);
         return libc::SIG_ERR;
     }
-    // SAFETY: glibc's signal, with the caller's arguments.
+    // SAFETY: glibc's function of that name, with the caller's arguments
+    // (every one of the family has this type).
     unsafe {
         std::mem::transmute::<
             usize,
             unsafe extern "C" fn(c_int, libc::sighandler_t) -> libc::sighandler_t,
         >(f)(sig, handler)
+    }
+}
+
+/// Whether a `signal`-family call for `sig` is the library's to answer.
+fn sigsys_ours(sig: c_int) -> bool {
+    sig == libc::SIGSYS && ACTIVE.load(Ordering::Acquire)
+}
+
+/// `signal(3)`: glibc's calls its own `sigaction` inside, which the
+/// preload does not see, so SIGSYS is answered here (BSD semantics, as
+/// glibc's: `SA_RESTART`); every other signal goes to glibc.
+#[no_mangle]
+pub extern "C" fn signal(sig: c_int, handler: libc::sighandler_t) -> libc::sighandler_t {
+    if sigsys_ours(sig) {
+        return set_sigsys(handler, libc::SA_RESTART);
+    }
+    next_signal_fn(&SIGNAL, c"signal", sig, handler)
+}
+
+/// `bsd_signal(3)`: `signal` under its old name.
+#[no_mangle]
+pub extern "C" fn bsd_signal(sig: c_int, handler: libc::sighandler_t) -> libc::sighandler_t {
+    if sigsys_ours(sig) {
+        return set_sigsys(handler, libc::SA_RESTART);
+    }
+    next_signal_fn(&BSD_SIGNAL, c"bsd_signal", sig, handler)
+}
+
+/// `sysv_signal(3)`: System V semantics, a handler that runs once and
+/// does not block its signal.
+#[no_mangle]
+pub extern "C" fn sysv_signal(sig: c_int, handler: libc::sighandler_t) -> libc::sighandler_t {
+    if sigsys_ours(sig) {
+        return set_sigsys(handler, libc::SA_RESETHAND | libc::SA_NODEFER);
+    }
+    next_signal_fn(&SYSV_SIGNAL, c"sysv_signal", sig, handler)
+}
+
+/// glibc's `SIG_HOLD`.
+const SIG_HOLD: libc::sighandler_t = 2;
+
+/// `sigset(3)`: a handler (empty mask, no flags), after which the signal
+/// is unblocked; the previous handler, or `SIG_HOLD` when the signal was
+/// blocked. `SIG_HOLD` itself (block the signal) goes to glibc, which
+/// does not change the action.
+#[no_mangle]
+pub extern "C" fn sigset(sig: c_int, disp: libc::sighandler_t) -> libc::sighandler_t {
+    if !sigsys_ours(sig) || disp == SIG_HOLD {
+        return next_signal_fn(&SIGSET, c"sigset", sig, disp);
+    }
+    let prev = set_sigsys(disp, 0);
+    if prev == libc::SIG_ERR {
+        return prev;
+    }
+    // SAFETY: sigsets of ours, initialised by sigemptyset; pointers for the
+    // call only.
+    let was_blocked = unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, sig);
+        libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, &mut old) == 0
+            && libc::sigismember(&old, sig) == 1
+    };
+    if was_blocked {
+        SIG_HOLD
+    } else {
+        prev
     }
 }
 

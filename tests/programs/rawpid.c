@@ -22,6 +22,13 @@
  * action back and sets it again the same way: the handler must be its
  * own each time.
  *
+ * With --sigset-sigsys the same, but its SIGSYS handler is a plain one
+ * (it counts the traps; the trapped acct then returns its own number) set with
+ * sigset(), and every tenth loop set again with bsd_signal() or sigset()
+ * in turn, each of which must give back that handler as the previous one:
+ * glibc makes both through its own internal sigaction, which the preload
+ * does not see.
+ *
  * With --exec the program also keeps one child alive that it forked and
  * that exec'd this program again (--child: for 200 ms, raw getpid and
  * gettid equal libc's and raw kill(self, 0) works, exit 0): after a
@@ -50,6 +57,9 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 #include "zdtm.h"
+
+/* sigset() is deprecated, and still what old programs call. */
+#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
 
 static long raw0(long nr) {
     long r;
@@ -106,7 +116,15 @@ struct ksigaction {
     unsigned long mask;
 };
 
-static int raw_sigsys;
+static int raw_sigsys, sigset_sigsys;
+
+/* Not declared by every glibc. */
+extern __sighandler_t bsd_signal(int, __sighandler_t);
+
+static void on_sigsys_plain(int sig) {
+    (void)sig;
+    own_traps++;
+}
 
 /* rt_sigaction(SIGSYS) through the instruction itself: sets our handler
  * (set) or reads the action into *old. */
@@ -132,6 +150,9 @@ static void own_filter(void) {
         long r = raw_sigaction_sigsys(1, NULL);
         if (r)
             zdtm_fail("raw rt_sigaction SIGSYS: %ld", r);
+    } else if (sigset_sigsys) {
+        if (sigset(SIGSYS, on_sigsys_plain) == SIG_ERR)
+            zdtm_fail("sigset SIGSYS: %s", strerror(errno));
     } else if (sigaction(SIGSYS, &sa, NULL))
         zdtm_fail("sigaction SIGSYS: %s", strerror(errno));
     if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))
@@ -188,7 +209,22 @@ static void check(void) {
         if ((r = raw_sigaction_sigsys(1, NULL)))
             zdtm_fail("raw rt_sigaction(SIGSYS) set again: %ld", r);
     }
-    if (own) {
+    if (sigset_sigsys && checks++ % 10 == 0) {
+        int bsd = checks % 20 == 1;
+        __sighandler_t old = bsd ? bsd_signal(SIGSYS, on_sigsys_plain) : sigset(SIGSYS, on_sigsys_plain);
+        if (old != on_sigsys_plain)
+            zdtm_fail("%s(SIGSYS) gave back %p, mine %p", bsd ? "bsd_signal" : "sigset", (void *)old,
+                      (void *)on_sigsys_plain);
+    }
+    if (own && sigset_sigsys) {
+        sig_atomic_t t = own_traps;
+        /* A trapped call whose handler sets no result returns what the
+         * kernel left in rax: the call's number. */
+        long r = syscall(SYS_acct, NULL);
+        if (r != SYS_acct || own_traps != t + 1)
+            zdtm_fail("own filter: acct gave %ld, own plain handler ran %d times", r,
+                      (int)(own_traps - t));
+    } else if (own) {
         sig_atomic_t t = own_traps;
         long r = syscall(SYS_acct, NULL);
         if (r != 4242 || own_traps != t + 1)
@@ -269,7 +305,8 @@ int main(int argc, char **argv) {
         return child_main();
     zdtm_init(argc, argv);
     raw_sigsys = argc > 1 && strcmp(argv[1], "--raw-sigsys") == 0;
-    own = raw_sigsys || (argc > 1 && strcmp(argv[1], "--own-filter") == 0);
+    sigset_sigsys = argc > 1 && strcmp(argv[1], "--sigset-sigsys") == 0;
+    own = raw_sigsys || sigset_sigsys || (argc > 1 && strcmp(argv[1], "--own-filter") == 0);
     int exec_mode = argc > 1 && strcmp(argv[1], "--exec") == 0;
     if (exec_mode && !realpath(argv[0], self))
         zdtm_fail("realpath %s: %s", argv[0], strerror(errno));

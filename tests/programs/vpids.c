@@ -15,7 +15,9 @@
  * The parent also reaches the child, itself and its second thread by
  * their pids through sched_*, prlimit, get/setpriority, pidfd_open,
  * F_SETOWN/F_GETOWN(_EX) and /proc/PID paths (open, fopen, stat, lstat,
- * access, readlink, opendir, /proc/self/task/TID); the child and the
+ * access, readlink, opendir, /proc/self/task/TID, and relative to a
+ * directory fd of /proc, of /proc/self/task and of /proc/PID/task, and to
+ * /proc as the working directory); the child and the
  * grandkid check si_pid of every SIGUSR1 (the sender is their parent; the
  * child sends the grandkid's by kill and by sigqueue in turn) and
  * the parent si_pid of SIGCHLD when the child exits; the grandkid takes
@@ -273,6 +275,49 @@ static void reach_by_pid(pid_t me, pid_t c, pid_t tid, int owned_fd) {
     snprintf(path, sizeof path, "/proc/%d/task/%d/stat", me, tid);
     if (stat(path, &st))
         zdtm_fail("parent: stat %s: %s", path, strerror(errno));
+    /* The same paths relative to directory fds. */
+    int procfd = open("/proc", O_RDONLY | O_DIRECTORY);
+    if (procfd < 0)
+        zdtm_fail("parent: open /proc: %s", strerror(errno));
+    snprintf(path, sizeof path, "%d/comm", c);
+    fd = openat(procfd, path, O_RDONLY);
+    if (fd < 0 || read(fd, line, sizeof line) != 9 || memcmp(line, "vp-child\n", 9))
+        zdtm_fail("parent: openat(/proc, %s): %s", path, fd < 0 ? strerror(errno) : "not vp-child");
+    close(fd);
+    snprintf(path, sizeof path, "%d", c);
+    if (fstatat(procfd, path, &st, 0) || faccessat(procfd, path, R_OK, 0))
+        zdtm_fail("parent: fstatat/faccessat(/proc, %s): %s", path, strerror(errno));
+    snprintf(path, sizeof path, "%d/exe", me);
+    if (readlinkat(procfd, path, link, sizeof link - 1) <= 0)
+        zdtm_fail("parent: readlinkat(/proc, %s): %s", path, strerror(errno));
+    snprintf(path, sizeof path, "self/task/%d/stat", tid);
+    if (fstatat(procfd, path, &st, 0))
+        zdtm_fail("parent: fstatat(/proc, %s): %s", path, strerror(errno));
+    snprintf(path, sizeof path, "/proc/%d/task", me);
+    int tasks[2] = { open("/proc/self/task", O_RDONLY | O_DIRECTORY),
+                     open(path, O_RDONLY | O_DIRECTORY) };
+    for (int i = 0; i < 2; i++) {
+        if (tasks[i] < 0)
+            zdtm_fail("parent: open task directory %d: %s", i, strerror(errno));
+        snprintf(path, sizeof path, "%d/stat", tid);
+        if (fstatat(tasks[i], path, &st, 0))
+            zdtm_fail("parent: fstatat(task directory %d, %s): %s", i, path, strerror(errno));
+        close(tasks[i]);
+    }
+    /* And relative to /proc as the working directory. */
+    int here = open(".", O_RDONLY | O_DIRECTORY);
+    if (here < 0 || fchdir(procfd))
+        zdtm_fail("parent: chdir /proc: %s", strerror(errno));
+    snprintf(path, sizeof path, "%d/comm", c);
+    fd = open(path, O_RDONLY);
+    int err = errno;
+    if (fchdir(here))
+        zdtm_fail("parent: chdir back: %s", strerror(errno));
+    if (fd < 0 || read(fd, line, sizeof line) != 9 || memcmp(line, "vp-child\n", 9))
+        zdtm_fail("parent: open %s in /proc: %s", path, fd < 0 ? strerror(err) : "not vp-child");
+    close(fd);
+    close(here);
+    close(procfd);
 }
 
 int main(int argc, char **argv) {

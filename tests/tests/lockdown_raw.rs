@@ -4,7 +4,7 @@
 //! all the time that getpid/gettid/getppid made with the instruction
 //! itself (inline asm) equal libc's and the ones it saw at start, that
 //! kill(self, 0) and tgkill through the instruction reach it, and (with
-//! `--own-filter`, `--raw-sigsys`) that its own seccomp filter and SIGSYS
+//! `--own-filter`, `--raw-sigsys`, `--sigset-sigsys`) that its own seccomp filter and SIGSYS
 //! handler still work over the library's trap (`resources/vpid_trap.rs`).
 
 use std::time::Duration;
@@ -84,6 +84,16 @@ fn no_namespaces_raw_syscalls_with_own_filter() {
 #[test]
 fn no_namespaces_raw_syscalls_with_raw_sigsys_handler() {
     raw_rounds("rawpid", "lockdown-rawpid-rawsigsys", &["--raw-sigsys"]);
+}
+
+/// The same with a plain SIGSYS handler set by `sigset`, and set again
+/// all the time by `bsd_signal` and `sigset` (glibc makes both through its
+/// internal `sigaction`, which the preload does not see): each must keep
+/// the library's handler in the kernel, give back the program's as the
+/// previous one, and leave the program its own traps.
+#[test]
+fn no_namespaces_raw_syscalls_with_sigset_sigsys_handler() {
+    raw_rounds("rawpid", "lockdown-rawpid-sigset", &["--sigset-sigsys"]);
 }
 
 /// With a child forked and exec'd again all the time: after a restart
