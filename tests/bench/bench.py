@@ -1166,6 +1166,72 @@ class Bench:
                     self.reap(p, 10)
                 shutil.rmtree(work, ignore_errors=True)
 
+    def codecs(self):
+        """Each codec alone on one thread (compressing 4 MiB blocks, no writer) and through
+        the image writer on every core (`codec_speed` example of dmtcp-image: mixed pages,
+        written to /dev/shm so that the disk does not count, fsync included): the writer's
+        throughput against cores x the codec's own speed (goal >= 90%)."""
+        c = self.res.setdefault("codecs", {"raw": {}, "writer": {}})
+        target = os.environ.get("CARGO_TARGET_DIR") or os.path.join(REPO, "target")
+        exe = os.path.join(target, "release", "examples", "codec_speed")
+        cmd = ["cargo", "build", "--release", "-q", "-p", "dmtcp-image", "--example", "codec_speed"]
+        try:
+            b = subprocess.run(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True, timeout=900)
+        except (OSError, subprocess.TimeoutExpired) as e:
+            self.fail("codecs: build", cmd, f"{type(e).__name__}: {e}")
+            return
+        if b.returncode or not os.access(exe, os.X_OK):
+            self.fail("codecs: build", cmd, b.stdout)
+            return
+        n = os.cpu_count() or 1
+        c["cores"] = n
+        mib = 128 if self.a.quick else 512
+        c["mib"] = mib
+        out_dir = "/dev/shm" if os.path.isdir("/dev/shm") else self.root
+        raw_re = re.compile(r"^raw (\S+) 1 thread: (\d+) MB/s ratio ([\d.]+)")
+        row_re = re.compile(r"^(\S+)\s+([\d.]+)\s+([\d.]+)\s+(\d+)\s+(\d+)$")
+        for rep in range(self.a.reps):
+            run = [exe, str(mib), str(n), out_dir]
+            r = subprocess.run(run, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               timeout=1800)
+            if r.returncode:
+                self.fail("codecs", run, r.stdout + r.stderr)
+                return
+            for line in r.stdout.splitlines():
+                m = raw_re.match(line)
+                if m:
+                    c["raw"].setdefault(m.group(1), []).append(float(m.group(2)))
+                    c.setdefault("ratio", {})[m.group(1)] = float(m.group(3))
+                    continue
+                m = row_re.match(line)
+                if m:
+                    c["writer"].setdefault(m.group(1), []).append(float(m.group(4)))
+            log(f"codecs rep {rep + 1}: raw {c['raw']}, writer on {n} cores {c['writer']}")
+
+    def codecs_report(self):
+        c = self.res.get("codecs")
+        if not c or not c.get("writer"):
+            return []
+        n = c.get("cores", 1)
+        L = ["## Codecs: the writer on every core against the codec alone\n",
+             f"`codec_speed` example of dmtcp-image, {c.get('mib')} MiB of mixed pages (40% zero, "
+             "25% text, 20% heap-like words, 15% random), 4 MiB blocks, into /dev/shm (fsync "
+             f"included); medians of {self.a.reps}. Codec alone = one thread compressing the "
+             f"blocks, nothing else; writer = the image writer with {n} compression threads "
+             "(block MACs, the file writes and the caller's copies included). Goal: the writer at "
+             f">= 90% of {n} x the codec alone.\n",
+             f"| codec | ratio | codec alone, 1 thread | writer, {n} threads | writer / ({n} x alone) |",
+             "|---|---|---|---|---|"]
+        for name, ws in sorted(c["writer"].items()):
+            w = med(ws)
+            raw = med(c["raw"].get(name, [])) if c["raw"].get(name) else None
+            share = w / (n * raw) if raw and w else None
+            L.append(f"| {name} | {fmt(c.get('ratio', {}).get(name), '{:.2f}')} | "
+                     f"{fmt(raw, '{:.0f} MB/s')} | {fmt(w, '{:.0f} MB/s')} | {fmt(share, '{:.0%}')} |")
+        L.append("")
+        return L
+
     def rawtrap(self):
         """Inline `syscall` getpid vs glibc's syscall() without namespaces, before and
         after a restart (after it the inline call is trapped and translated):
@@ -1482,6 +1548,7 @@ class Bench:
         L.extend(self.unpriv_report())
         L.extend(self.diskspeed_report())
         L.extend(self.incr_report())
+        L.extend(self.codecs_report())
         L.append("## Runtime overhead (native vs under dmtcp-run)\n")
         L.append("| test | native | dmtcp-run | ratio | difference |")
         L.append("|---|---|---|---|---|")
@@ -1867,7 +1934,7 @@ def main():
     ap.add_argument("--dir", default=None, help="parent of the scratch directory (default $TMPDIR or /tmp)")
     ap.add_argument("--out", default=os.path.join(HERE, "results"), help="output directory")
     ap.add_argument("--keep", action="store_true", help="keep the scratch directory")
-    ap.add_argument("--only", default="machine,wpfloor,ckpt,precopy,precopycost,unpriv,diskspeed,threadfloor,incr,overhead,rawtrap,attach,seccomp,criu",
+    ap.add_argument("--only", default="machine,wpfloor,ckpt,precopy,precopycost,unpriv,diskspeed,threadfloor,incr,codecs,overhead,rawtrap,attach,seccomp,criu",
                     help="sections to run")
     ap.add_argument("--disk-sizes", default="1024,4096",
                     help="comma-separated MiB for the diskspeed section (default 1024,4096)")
@@ -1939,6 +2006,8 @@ def main():
             b.threadfloor()
         if "incr" in only:
             b.incr_all()
+        if "codecs" in only:
+            b.codecs()
         if "overhead" in only:
             b.overhead()
         if "rawtrap" in only:

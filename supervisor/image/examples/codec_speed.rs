@@ -143,6 +143,19 @@ fn main() {
             data.len() as f64 / out as f64
         );
     }
+    {
+        let t = Instant::now();
+        let mut out = 0usize;
+        let mut buf = vec![0u8; lz4_flex::block::get_maximum_output_size(4 << 20)];
+        for b in data.chunks(4 << 20) {
+            out += lz4_flex::block::compress_into(b, &mut buf).unwrap();
+        }
+        println!(
+            "raw lz4-0 1 thread: {:.0} MB/s ratio {:.2}",
+            data.len() as f64 / 1e6 / t.elapsed().as_secs_f64(),
+            data.len() as f64 / out as f64
+        );
+    }
     println!(
         "{:<8} {:>10} {:>7} {:>12} {:>12}",
         "codec", "size MiB", "ratio", "write MB/s", "read MB/s"
