@@ -365,8 +365,9 @@ class Bench:
         return L
 
     # ---------- 2. checkpoint / restart ----------
-    def ckpt_one(self, kind, size, codec, extra_env=None):
-        """One launch, checkpoint, kill, restart, kill. Returns a dict."""
+    def ckpt_one(self, kind, size, codec, extra_env=None, keep_image=None):
+        """One launch, checkpoint, kill, restart, kill. Returns a dict. `keep_image`: where
+        to copy the (first) image before the scratch directory goes."""
         work = tempfile.mkdtemp(prefix=f"{kind}-{size}-{codec}.", dir=self.root)
         tmp = os.path.join(work, "tmp")
         os.makedirs(tmp)
@@ -409,8 +410,12 @@ class Bench:
                 self.fail(f"{kind} {size} MiB {codec}: checkpoint", bc, f"no image path in: {c.stdout}")
                 return r
             r["image_bytes"] = sum(os.path.getsize(p) for p in paths)
+            if keep_image:
+                shutil.copyfile(paths[0], keep_image)
             nproc = 16 if kind == "procs" else 1
             _, md = err.wait_for(r"image\(s\) durable in (\S+)", 30, nerr)
+            _, mw = err.wait_count(r"image written in (\S+), fsync", nproc, 5, nerr)
+            r["written"] = max(parse_dur(m.group(1)) for m in mw) if len(mw) == nproc else None
             _, mf = err.wait_for(r"froze \d+ process\(es\) in (\S+)", 1, nerr)
             # Per process; several processes are captured side by side (since
             # session 35) and the whole capture has a line of its own.
@@ -1167,11 +1172,14 @@ class Bench:
                 shutil.rmtree(work, ignore_errors=True)
 
     def codecs(self):
-        """Each codec alone on one thread (compressing 4 MiB blocks, no writer) and through
-        the image writer on every core (`codec_speed` example of dmtcp-image: mixed pages,
-        written to /dev/shm so that the disk does not count, fsync included): the writer's
-        throughput against cores x the codec's own speed (goal >= 90%)."""
-        c = self.res.setdefault("codecs", {"raw": {}, "writer": {}})
+        """The checkpoint's compression on every core against each codec alone on one
+        thread: `workload text` checkpointed with each codec into /dev/shm (so that the disk
+        does not count) with the snapshot fork (`DMTCP_PRECOPY=0`: every page after the
+        thaw), the supervisor's 'image written in' (pages read, compressed by the
+        page readers, one per core, and written); the codecs alone (`codec_speed --file`
+        example of dmtcp-image) over the uncompressed image of the same memory. Goal: the
+        checkpoint at >= 90% of cores x the codec alone."""
+        c = self.res.setdefault("codecs", {"raw": {}, "ckpt": {}, "ratio": {}})
         target = os.environ.get("CARGO_TARGET_DIR") or os.path.join(REPO, "target")
         exe = os.path.join(target, "release", "examples", "codec_speed")
         cmd = ["cargo", "build", "--release", "-q", "-p", "dmtcp-image", "--example", "codec_speed"]
@@ -1185,50 +1193,73 @@ class Bench:
             self.fail("codecs: build", cmd, b.stdout)
             return
         n = os.cpu_count() or 1
-        c["cores"] = n
         mib = 128 if self.a.quick else 512
-        c["mib"] = mib
-        out_dir = "/dev/shm" if os.path.isdir("/dev/shm") else self.root
-        raw_re = re.compile(r"^raw (\S+) 1 thread: (\d+) MB/s ratio ([\d.]+)")
-        row_re = re.compile(r"^(\S+)\s+([\d.]+)\s+([\d.]+)\s+(\d+)\s+(\d+)$")
-        for rep in range(self.a.reps):
-            run = [exe, str(mib), str(n), out_dir]
-            r = subprocess.run(run, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               timeout=1800)
-            if r.returncode:
-                self.fail("codecs", run, r.stdout + r.stderr)
+        c.update(cores=n, mib=mib)
+        shm = "/dev/shm" if os.path.isdir("/dev/shm") else None
+        root = self.root
+        if shm:
+            self.root = tempfile.mkdtemp(prefix="dmtcp-bench-codecs.", dir=shm)
+            os.chmod(self.root, 0o755)
+        c["dir"] = "/dev/shm" if shm else "the bench directory"
+        kept = os.path.join(root, "codecs-none.img")
+        try:
+            for rep in range(self.a.reps):
+                for codec in ("none", "zstd", "lz4", "gzip"):
+                    keep = kept if codec == "none" and rep == 0 else None
+                    # The snapshot fork, not pre-copy: every page is read, compressed
+                    # and written after the thaw, in the time 'image written in' gives.
+                    r = self.ckpt_one("text", mib, codec, extra_env={"DMTCP_PRECOPY": "0"},
+                                      keep_image=keep)
+                    if r.get("written"):
+                        c["ckpt"].setdefault(codec, []).append(mib * MiB / r["written"] / 1e6)
+                        c.setdefault("image", {})[codec] = r.get("image_bytes")
+            if not os.path.exists(kept):
+                self.fail("codecs", [], "no uncompressed image kept")
                 return
-            for line in r.stdout.splitlines():
-                m = raw_re.match(line)
-                if m:
-                    c["raw"].setdefault(m.group(1), []).append(float(m.group(2)))
-                    c.setdefault("ratio", {})[m.group(1)] = float(m.group(3))
-                    continue
-                m = row_re.match(line)
-                if m:
-                    c["writer"].setdefault(m.group(1), []).append(float(m.group(4)))
-            log(f"codecs rep {rep + 1}: raw {c['raw']}, writer on {n} cores {c['writer']}")
+            run = [exe, "--file", kept]
+            for rep in range(self.a.reps):
+                r = subprocess.run(run, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                   timeout=1800)
+                if r.returncode:
+                    self.fail("codecs", run, r.stdout + r.stderr)
+                    return
+                for line in r.stdout.splitlines():
+                    m = re.match(r"^raw (\S+) 1 thread: (\d+) MB/s ratio ([\d.]+)", line)
+                    if m:
+                        c["raw"].setdefault(m.group(1), []).append(float(m.group(2)))
+                        c["ratio"][m.group(1)] = float(m.group(3))
+            log(f"codecs: checkpoint MB/s {c['ckpt']}, codecs alone {c['raw']}")
+        finally:
+            if shm:
+                shutil.rmtree(self.root, ignore_errors=True)
+            self.root = root
+            try:
+                os.unlink(kept)
+            except OSError:
+                pass
 
     def codecs_report(self):
         c = self.res.get("codecs")
-        if not c or not c.get("writer"):
+        if not c or not c.get("ckpt"):
             return []
         n = c.get("cores", 1)
-        L = ["## Codecs: the writer on every core against the codec alone\n",
-             f"`codec_speed` example of dmtcp-image, {c.get('mib')} MiB of mixed pages (40% zero, "
-             "25% text, 20% heap-like words, 15% random), 4 MiB blocks, into /dev/shm (fsync "
-             f"included); medians of {self.a.reps}. Codec alone = one thread compressing the "
-             f"blocks, nothing else; writer = the image writer with {n} compression threads "
-             "(block MACs, the file writes and the caller's copies included). Goal: the writer at "
-             f">= 90% of {n} x the codec alone.\n",
-             f"| codec | ratio | codec alone, 1 thread | writer, {n} threads | writer / ({n} x alone) |",
+        L = ["## Codecs: the checkpoint on every core against the codec alone\n",
+             f"`workload text {c.get('mib')}` checkpointed with `--compress CODEC` into {c.get('dir')} "
+             "(the disk does not count), with the snapshot fork (`DMTCP_PRECOPY=0`, so that every "
+             "page is read, compressed and written after the thaw); checkpoint = memory / the supervisor's 'image written in' "
+             f"(pages read, compressed by the page readers, {n} threads, and written). Codec alone = "
+             "one thread compressing the uncompressed image of the same memory in 4 MiB blocks "
+             "(`codec_speed --file`, the checkpoint's levels: zstd 1, gzip 1). "
+             f"Medians of {self.a.reps}. Goal: the checkpoint at >= 90% of {n} x the codec alone.\n",
+             f"| codec | image | checkpoint, {n} threads | codec alone, 1 thread | checkpoint / ({n} x alone) |",
              "|---|---|---|---|---|"]
-        for name, ws in sorted(c["writer"].items()):
-            w = med(ws)
-            raw = med(c["raw"].get(name, [])) if c["raw"].get(name) else None
+        alone = {"zstd": "zstd-1", "gzip": "gzip-1", "lz4": "lz4-0"}
+        for codec in ("none", "zstd", "lz4", "gzip"):
+            w = med(c["ckpt"].get(codec, []))
+            raw = med(c["raw"].get(alone.get(codec), [])) if codec in alone else None
             share = w / (n * raw) if raw and w else None
-            L.append(f"| {name} | {fmt(c.get('ratio', {}).get(name), '{:.2f}')} | "
-                     f"{fmt(raw, '{:.0f} MB/s')} | {fmt(w, '{:.0f} MB/s')} | {fmt(share, '{:.0%}')} |")
+            L.append(f"| {codec} | {human(c.get('image', {}).get(codec))} | {fmt(w, '{:.0f} MB/s')} | "
+                     f"{fmt(raw, '{:.0f} MB/s')} | {fmt(share, '{:.0%}')} |")
         L.append("")
         return L
 

@@ -2,7 +2,9 @@
 //!
 //! ```text
 //! cargo run --release -p dmtcp-image --example codec_speed -- [MiB] [threads] [dir]
+//! cargo run --release -p dmtcp-image --example codec_speed -- --file PATH
 //! ```
+//! (`--file`: only each codec alone, on one thread, over the file's bytes.)
 //! Defaults: 1024 MiB, 2 threads, `/dev/shm` if present (so the disk does
 //! not dominate), else the temp dir. Data mix per page (as in PLATFORM.md):
 //! 40% zero, 25% text, 20% heap-like words, 15% random. Written as runs of
@@ -81,6 +83,15 @@ fn make_data(mib: usize) -> Vec<u8> {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("--file") {
+        // The codecs alone over a file's bytes (an uncompressed image:
+        // the memory a checkpoint compressed).
+        let path = args.get(2).expect("--file PATH");
+        let data = std::fs::read(path).expect("read the file");
+        println!("{} MiB of {path}", data.len() >> 20);
+        raw_speeds(&data);
+        return;
+    }
     let mib: usize = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(1024);
     let threads: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(2);
     let dir = args.get(3).map(PathBuf::from).unwrap_or_else(|| {
@@ -112,50 +123,7 @@ fn main() {
         "crc32 1 thread: {:.0} MB/s ({crc:08x})",
         data.len() as f64 / 1e6 / t.elapsed().as_secs_f64()
     );
-    // Codec alone, one thread, 4 MiB blocks (no writer, no file).
-    for level in [1u32] {
-        let t = Instant::now();
-        let mut out = 0usize;
-        for b in data.chunks(4 << 20) {
-            let mut e = flate2::write::GzEncoder::new(
-                Vec::with_capacity(b.len()),
-                flate2::Compression::new(level),
-            );
-            std::io::Write::write_all(&mut e, b).unwrap();
-            out += e.finish().unwrap().len();
-        }
-        println!(
-            "raw gzip-{level} 1 thread: {:.0} MB/s ratio {:.2}",
-            data.len() as f64 / 1e6 / t.elapsed().as_secs_f64(),
-            data.len() as f64 / out as f64
-        );
-    }
-    for level in [1i32, 3] {
-        let t = Instant::now();
-        let mut out = 0usize;
-        let mut c = zstd::bulk::Compressor::new(level).unwrap();
-        for b in data.chunks(4 << 20) {
-            out += c.compress(b).unwrap().len();
-        }
-        println!(
-            "raw zstd-{level} 1 thread: {:.0} MB/s ratio {:.2}",
-            data.len() as f64 / 1e6 / t.elapsed().as_secs_f64(),
-            data.len() as f64 / out as f64
-        );
-    }
-    {
-        let t = Instant::now();
-        let mut out = 0usize;
-        let mut buf = vec![0u8; lz4_flex::block::get_maximum_output_size(4 << 20)];
-        for b in data.chunks(4 << 20) {
-            out += lz4_flex::block::compress_into(b, &mut buf).unwrap();
-        }
-        println!(
-            "raw lz4-0 1 thread: {:.0} MB/s ratio {:.2}",
-            data.len() as f64 / 1e6 / t.elapsed().as_secs_f64(),
-            data.len() as f64 / out as f64
-        );
-    }
+    raw_speeds(&data);
     println!(
         "{:<8} {:>10} {:>7} {:>12} {:>12}",
         "codec", "size MiB", "ratio", "write MB/s", "read MB/s"
@@ -244,6 +212,56 @@ fn main() {
         );
         drop(r);
         let _ = std::fs::remove_file(&path);
+    }
+}
+
+/// Each codec alone on one thread over `data` in 4 MiB blocks, at the
+/// levels a checkpoint uses (zstd 1 and 3, gzip 1, lz4): no writer, no
+/// file.
+fn raw_speeds(data: &[u8]) {
+    // Codec alone, one thread, 4 MiB blocks (no writer, no file).
+    for level in [1u32] {
+        let t = Instant::now();
+        let mut out = 0usize;
+        for b in data.chunks(4 << 20) {
+            let mut e = flate2::write::GzEncoder::new(
+                Vec::with_capacity(b.len()),
+                flate2::Compression::new(level),
+            );
+            std::io::Write::write_all(&mut e, b).unwrap();
+            out += e.finish().unwrap().len();
+        }
+        println!(
+            "raw gzip-{level} 1 thread: {:.0} MB/s ratio {:.2}",
+            data.len() as f64 / 1e6 / t.elapsed().as_secs_f64(),
+            data.len() as f64 / out as f64
+        );
+    }
+    for level in [1i32, 3] {
+        let t = Instant::now();
+        let mut out = 0usize;
+        let mut c = zstd::bulk::Compressor::new(level).unwrap();
+        for b in data.chunks(4 << 20) {
+            out += c.compress(b).unwrap().len();
+        }
+        println!(
+            "raw zstd-{level} 1 thread: {:.0} MB/s ratio {:.2}",
+            data.len() as f64 / 1e6 / t.elapsed().as_secs_f64(),
+            data.len() as f64 / out as f64
+        );
+    }
+    {
+        let t = Instant::now();
+        let mut out = 0usize;
+        let mut buf = vec![0u8; lz4_flex::block::get_maximum_output_size(4 << 20)];
+        for b in data.chunks(4 << 20) {
+            out += lz4_flex::block::compress_into(b, &mut buf).unwrap();
+        }
+        println!(
+            "raw lz4-0 1 thread: {:.0} MB/s ratio {:.2}",
+            data.len() as f64 / 1e6 / t.elapsed().as_secs_f64(),
+            data.len() as f64 / out as f64
+        );
     }
 }
 
