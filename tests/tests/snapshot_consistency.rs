@@ -73,15 +73,21 @@ fn heap_next_to_a_moving_mapping_incremental(env: &mut TestEnv) {
         .run_flag("--compress")
         .run_flag("none");
     sc.proc_check = ProcCheck::Off;
+    incremental_rounds(env, &sc, 4);
+}
+
+/// Launches `sc` (coordinator started), checkpoints it `n` times 300 ms
+/// apart, kills it and restarts it from the last images (an incremental
+/// chain when `sc` asks for one); the program checks its memory.
+fn incremental_rounds(env: &TestEnv, sc: &Scenario, n: usize) {
     let mut r = sc.launch(env);
-    for _ in 0..3 {
+    let mut last = Vec::new();
+    for _ in 0..n {
         thread::sleep(Duration::from_millis(300));
-        r.checkpoint();
+        last = r.checkpoint();
     }
-    thread::sleep(Duration::from_millis(300));
-    let incr = r.checkpoint();
     r.kill();
-    r.restart_from_images(&incr);
+    r.restart_from_images(&last);
     r.finish();
 }
 
@@ -194,14 +200,7 @@ fn heap_rewritten_during_incremental_precopy(env: &mut TestEnv) {
         .run_flag("--incremental")
         .run_flag("--compress")
         .run_flag("none");
-    let mut r = sc.launch(env);
-    thread::sleep(Duration::from_millis(300));
-    r.checkpoint();
-    thread::sleep(Duration::from_millis(300));
-    let incr = r.checkpoint();
-    r.kill();
-    r.restart_from_images(&incr);
-    r.finish();
+    incremental_rounds(env, &sc, 2);
     expect_in_logs(env, &["pre-copy of", "no snapshot fork"]);
 }
 
@@ -286,14 +285,7 @@ fn heap_rewritten_during_incremental_checkpoints(env: &mut TestEnv) {
         .run_flag("--incremental")
         .run_flag("--compress")
         .run_flag("none");
-    let mut r = sc.launch(env);
-    thread::sleep(Duration::from_millis(300));
-    r.checkpoint();
-    thread::sleep(Duration::from_millis(300));
-    let incr = r.checkpoint();
-    r.kill();
-    r.restart_from_images(&incr);
-    r.finish();
+    incremental_rounds(env, &sc, 2);
 }
 
 /// The same with LZ4 images (`--compress lz4`; `--inspect` shows the codec).

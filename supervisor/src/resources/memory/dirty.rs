@@ -168,9 +168,7 @@ impl DirtyTracker {
         // registration since (module docs): written, whatever their bits say.
         let mut lost = Vec::new();
         for &(s, e) in &before {
-            unregistered(pagemap.file(), s, e, &mut lost).map_err(|err| {
-                io::Error::new(err.kind(), format!("PAGEMAP_SCAN {s:#x}-{e:#x}: {err}"))
-            })?;
+            unregistered(pagemap.file(), s, e, &mut lost).map_err(|err| scan_error(s, e, err))?;
         }
         let lost = merge(lost);
         let mut now = Vec::new();
@@ -220,9 +218,8 @@ impl DirtyTracker {
             written.extend(lost);
         }
         for &(s, e) in &now {
-            scan_and_protect(pagemap.file(), s, e, &mut written).map_err(|err| {
-                io::Error::new(err.kind(), format!("PAGEMAP_SCAN {s:#x}-{e:#x}: {err}"))
-            })?;
+            scan_and_protect(pagemap.file(), s, e, &mut written)
+                .map_err(|err| scan_error(s, e, err))?;
         }
         let t = self.procs.get_mut(&pid).expect("tracked above");
         t.registered = now;
@@ -288,9 +285,7 @@ impl DirtyTracker {
             // What lost its registration since the arm (module docs), asked
             // before registering again: written, and protected anew.
             let mut lost = Vec::new();
-            unregistered(pagemap.file(), s, e, &mut lost).map_err(|err| {
-                io::Error::new(err.kind(), format!("PAGEMAP_SCAN {s:#x}-{e:#x}: {err}"))
-            })?;
+            unregistered(pagemap.file(), s, e, &mut lost).map_err(|err| scan_error(s, e, err))?;
             // Registered again first: a no-op for the mappings the arm
             // registered; a mapping made since in their place is not ours
             // yet (the walk would skip it) and its pages become written.
@@ -308,9 +303,8 @@ impl DirtyTracker {
                 protect_again(&t.uffd, &lost)?;
                 written.extend(lost);
             }
-            walk(pagemap.file(), s, e, &mut written, Some(&mut populated)).map_err(|err| {
-                io::Error::new(err.kind(), format!("PAGEMAP_SCAN {s:#x}-{e:#x}: {err}"))
-            })?;
+            walk(pagemap.file(), s, e, &mut written, Some(&mut populated))
+                .map_err(|err| scan_error(s, e, err))?;
             scanned.push((s, e));
         }
         let written = merge(written);
@@ -380,6 +374,11 @@ fn enable_wp_async(uffd: &OwnedFd) -> io::Result<()> {
 fn register(fd: &OwnedFd, start: u64, len: u64) -> io::Result<()> {
     // The range is in the tracked process's mm (the userfaultfd's), not ours.
     uffd::register(fd.as_raw_fd(), start, len, UFFDIO_REGISTER_MODE_WP)
+}
+
+/// A failed `PAGEMAP_SCAN` of `[s, e)`, naming the range.
+fn scan_error(s: u64, e: u64, err: io::Error) -> io::Error {
+    io::Error::new(err.kind(), format!("PAGEMAP_SCAN {s:#x}-{e:#x}: {err}"))
 }
 
 /// Write-protects every page of `ranges` (registered just now after
