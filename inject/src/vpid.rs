@@ -1938,6 +1938,13 @@ struct PathBuf {
 }
 
 impl PathBuf {
+    fn new() -> PathBuf {
+        PathBuf {
+            b: [0; PATH_BUF],
+            n: 0,
+        }
+    }
+
     /// Appends `s`; false when it does not fit with the final NUL.
     fn push(&mut self, s: &[u8]) -> bool {
         if self.n + s.len() >= PATH_BUF {
@@ -2022,10 +2029,7 @@ fn proc_path(path: &[u8], out: &mut PathBuf) -> bool {
 /// its link in `/proc/self/fd` (or `/proc/self/cwd`) says, into `out`
 /// (not NUL-terminated); false when it cannot be read.
 fn dir_of(dirfd: c_int, out: &mut PathBuf) -> bool {
-    let mut link = PathBuf {
-        b: [0; PATH_BUF],
-        n: 0,
-    };
+    let mut link = PathBuf::new();
     let named = if dirfd == libc::AT_FDCWD {
         link.push(b"/proc/self/cwd\0")
     } else {
@@ -2064,30 +2068,26 @@ fn is_task_dir(dir: &[u8]) -> bool {
 /// A path relative to `dirfd` (or to the working directory) with its
 /// pids real, NUL-terminated in `out`, when the directory is `/proc`
 /// (`VPID[/...]`, `self/task/VTID[/...]`) or a task directory
-/// (`VTID[/...]`); false for every other path. Only a relative path that
-/// starts with an id or with `self/task/` costs a look at the directory.
+/// (`VTID[/...]`); false for every other path. Only a relative path whose
+/// first component is an id, or that starts with `self/task/ID`, costs a
+/// look at the directory.
 fn relative_proc_path(dirfd: c_int, path: &[u8], out: &mut PathBuf) -> bool {
-    let starts_id = path.first().is_some_and(u8::is_ascii_digit);
-    if !starts_id && !path.starts_with(b"self/task/") {
+    let leading_id = |p: &[u8]| {
+        let n = p.iter().take_while(|b| b.is_ascii_digit()).count();
+        n > 0 && p.get(n).is_none_or(|&b| b == b'/')
+    };
+    let starts_id = leading_id(path);
+    if !starts_id && !path.strip_prefix(b"self/task/").is_some_and(leading_id) {
         return false;
     }
-    let mut dir = PathBuf {
-        b: [0; PATH_BUF],
-        n: 0,
-    };
+    let mut dir = PathBuf::new();
     if !dir_of(dirfd, &mut dir) {
         return false;
     }
     let dir = &dir.b[..dir.n];
     if dir == b"/proc" {
-        let mut full = PathBuf {
-            b: [0; PATH_BUF],
-            n: 0,
-        };
-        let mut real = PathBuf {
-            b: [0; PATH_BUF],
-            n: 0,
-        };
+        let mut full = PathBuf::new();
+        let mut real = PathBuf::new();
         let prefix = b"/proc/".len();
         return full.push(b"/proc/")
             && full.push(path)
@@ -2154,7 +2154,7 @@ macro_rules! path_wrapper {
             let p = if table().is_empty() {
                 path
             } else {
-                buf = PathBuf { b: [0; PATH_BUF], n: 0 };
+                buf = PathBuf::new();
                 // The directory argument when the call has one.
                 let dirfd = [$($pre as c_int,)* libc::AT_FDCWD][0];
                 // SAFETY: the caller's string (its contract).
@@ -2195,10 +2195,7 @@ mod tests {
     /// The rewritten path (ids map to themselves without a table), or
     /// `None` when the path is passed on as it is.
     fn rewrite(p: &str) -> Option<String> {
-        let mut b = PathBuf {
-            b: [0; PATH_BUF],
-            n: 0,
-        };
+        let mut b = PathBuf::new();
         proc_path(p.as_bytes(), &mut b).then(|| {
             assert_eq!(b.b[b.n - 1], 0, "NUL-terminated");
             String::from_utf8(b.b[..b.n - 1].to_vec()).unwrap()
@@ -2241,10 +2238,7 @@ mod tests {
     /// `relative_proc_path` of `p` relative to the directory `dir`.
     fn rewrite_at(dir: &str, p: &str) -> Option<String> {
         let d = std::fs::File::open(dir).unwrap();
-        let mut b = PathBuf {
-            b: [0; PATH_BUF],
-            n: 0,
-        };
+        let mut b = PathBuf::new();
         relative_proc_path(d.as_raw_fd(), p.as_bytes(), &mut b).then(|| {
             assert_eq!(b.b[b.n - 1], 0, "NUL-terminated");
             String::from_utf8(b.b[..b.n - 1].to_vec()).unwrap()
@@ -2261,6 +2255,8 @@ mod tests {
             "self/task",
             "sys/kernel",
             "12a/comm",
+            "1.txt",
+            "self/task/4x",
             "/proc/1",
         ] {
             assert_eq!(rewrite_at("/proc", p), None, "{p}");

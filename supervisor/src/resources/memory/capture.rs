@@ -13,9 +13,10 @@ use crate::kernel::ptrace;
 use crate::resources::fdshare::FdContext;
 use crate::resources::ghost::{ghost_id, is_unlinked_mapping};
 use crate::resources::memfd::memfd_name;
-use crate::resources::memory::dirty::{merge, DirtyTracker, Written};
+use crate::resources::memory::dirty::{DirtyTracker, Written};
 use crate::resources::memory::pageread;
-use crate::resources::memory::precopy::{intersect, restrict_runs, subtract, AtFreeze, Reuse};
+use crate::resources::memory::precopy::{restrict_runs, AtFreeze, Reuse};
+use crate::resources::memory::ranges::{intersect, merge, subtract};
 
 /// Dirty-page tracking for one capture (incremental checkpoints).
 pub struct DirtyScan<'a> {

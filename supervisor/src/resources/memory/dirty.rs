@@ -36,6 +36,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use crate::kernel::pid::HostPid;
 use crate::kernel::procfs::MapEntry;
 use crate::kernel::uffd::{self, UFFDIO_REGISTER_MODE_WP, UFFD_FEATURE_WP_ASYNC};
+use crate::resources::memory::ranges::{intersect, merge};
 
 /// `userfaultfd` flag: faults from user space only (what unprivileged
 /// processes may ask for; asynchronous write-protect needs nothing more).
@@ -211,10 +212,7 @@ impl DirtyTracker {
                 "pid {pid}: {} range(s) lost their write-protect registration since the last freeze",
                 lost.len()
             );
-            protect_again(
-                &t.uffd,
-                &crate::resources::memory::precopy::intersect(&lost, &now),
-            )?;
+            protect_again(&t.uffd, &intersect(&lost, &now))?;
             written.extend(lost);
         }
         for &(s, e) in &now {
@@ -352,19 +350,6 @@ impl SinceArm {
                 .collect(),
         )
     }
-}
-
-/// Sorts and joins adjacent ranges.
-pub(crate) fn merge(mut v: Vec<(u64, u64)>) -> Vec<(u64, u64)> {
-    v.sort_unstable();
-    let mut out: Vec<(u64, u64)> = Vec::with_capacity(v.len());
-    for (s, e) in v {
-        match out.last_mut() {
-            Some(last) if last.1 >= s => last.1 = last.1.max(e),
-            _ => out.push((s, e)),
-        }
-    }
-    out
 }
 
 fn enable_wp_async(uffd: &OwnedFd) -> io::Result<()> {

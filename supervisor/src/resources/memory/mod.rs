@@ -9,6 +9,7 @@ pub mod lazy;
 pub mod lazy_pages;
 pub mod pageread;
 pub mod precopy;
+pub mod ranges;
 pub mod restore;
 
 use serde::{Deserialize, Serialize};
