@@ -246,7 +246,13 @@ fn freeze_into(
         let pending = loop {
             match ptrace::wait(tid)? {
                 Stop::Event { event, .. } if event == ptrace::PTRACE_EVENT_STOP => break None,
-                Stop::Signal(sig) => break Some((sig, ptrace::get_siginfo(tid)?)),
+                Stop::Signal(sig) => {
+                    let info = ptrace::get_siginfo(tid)?;
+                    if undo_seccomp_trap(tid, sig, &info)? {
+                        break None;
+                    }
+                    break Some((sig, info));
+                }
                 Stop::Exited(_) | Stop::Killed(_) => {
                     seized.remove(&tid);
                     break None;
@@ -274,6 +280,57 @@ fn freeze_into(
         );
     }
     Ok(())
+}
+
+/// `si_code` of a SIGSYS sent by a seccomp filter's `SECCOMP_RET_TRAP`.
+const SYS_SECCOMP: i32 = 1;
+
+/// A seccomp trap's SIGSYS caught in its signal-delivery stop (`tid`
+/// stopped there, `info` its siginfo): the call was skipped and rolled
+/// back (rax holds its number again, rip is just past the `syscall`
+/// instruction). If our code runs in the thread before the thaw, the
+/// signal cannot be handed back by the detach, and queued again from
+/// outside it would lose its siginfo (the kernel takes `si_code` >= 0 only
+/// from the process itself): the thread's handler would get a SIGSYS that
+/// is not a trap, and the call would return its own number. So the thread
+/// is set back onto the `syscall` instruction instead and the signal
+/// dropped: when it runs again it makes the call, which traps again.
+/// True when that was done; false (nothing changed) for any other signal.
+fn undo_seccomp_trap(tid: HostPid, sig: i32, info: &[u8; 128]) -> io::Result<bool> {
+    let word = |at: usize| i32::from_ne_bytes([info[at], info[at + 1], info[at + 2], info[at + 3]]);
+    if sig != libc::SIGSYS || word(8) != SYS_SECCOMP {
+        return Ok(false);
+    }
+    // The SIGSYS fields: _call_addr (16), _syscall (24), _arch (28).
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&info[16..24]);
+    let call_addr = u64::from_ne_bytes(a);
+    let nr = word(24);
+    if word(28) as u32 != crate::kernel::seccomp::AUDIT_ARCH_X86_64 || call_addr < 2 {
+        return Ok(false);
+    }
+    let mut regs = ptrace::get_regs(tid)?;
+    if regs.rip != call_addr || regs.rax != nr as i64 as u64 || regs.orig_rax != regs.rax {
+        return Ok(false);
+    }
+    // Only over the instruction itself (`syscall` is 0f 05): a SIGSYS
+    // the program queued to itself with a made-up siginfo is left alone.
+    let mut insn = [0u8; 2];
+    let readable = procfs::Mem::open(tid, false)
+        .and_then(|m| m.read(crate::kernel::pid::RemoteAddr(call_addr - 2), &mut insn))
+        .is_ok();
+    if !readable || insn != [0x0f, 0x05] {
+        return Ok(false);
+    }
+    regs.rip = call_addr - 2;
+    // No syscall in progress (as `ptrace::fix_interrupted_syscall` leaves
+    // a call to be issued again): nothing to restart or translate on resume.
+    regs.orig_rax = u64::MAX;
+    ptrace::set_regs(tid, &regs)?;
+    tracing::debug!(
+        "tid {tid}: stopped on its way into a seccomp trap's SIGSYS (call {nr}): set back onto the call"
+    );
+    Ok(true)
 }
 
 /// The registers a thread stopped with `regs` resumes with: an interrupted
